@@ -1,0 +1,266 @@
+//! Request and response bodies of the token issuer (spec 9.3–9.4, DESIGN §6).
+//!
+//! Requests are parsed strictly (`deny_unknown_fields`): a misspelt member is an
+//! `invalid_request`, not silently ignored. Secrets (API keys, ID tokens, refresh tokens,
+//! AATs) are [`SecretString`]s, so `Debug` output and logs never show them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::challenge::ChallengeProof;
+use crate::ids::AgentId;
+use crate::secret::SecretString;
+
+/// `POST /v1/challenge` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRequest {
+    /// The agent asking for a challenge.
+    pub agent_id: AgentId,
+}
+
+/// `POST /v1/challenge` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeResponse {
+    /// Single-use challenge to sign.
+    pub challenge: String,
+    /// When the challenge stops being accepted (at most 60 s after issue).
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// `grant_type` (spec 9.3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    /// Agent proof of possession plus user authorization.
+    AgentAuthentication,
+    /// Exchange a refresh token for a new AAT in the same session.
+    AatRefresh,
+    /// Agent proof of possession only, for agents registered as autonomous.
+    AgentAttestation,
+}
+
+/// `user_authorization` (spec 9.3.4). Token-carrying methods put the credential in `token`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum UserAuthorization {
+    /// A user API key (`aip-ca users create`).
+    ApiKey {
+        /// The key.
+        token: SecretString,
+    },
+    /// An OpenID Connect ID token from a trusted identity provider.
+    OidcIdToken {
+        /// The compact ID token.
+        token: SecretString,
+    },
+    /// An OAuth 2.0 access token.
+    Oauth2Token {
+        /// The access token.
+        token: SecretString,
+    },
+    /// The operating-system user of a loopback client.
+    LocalUser {
+        /// Numeric user id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<u32>,
+        /// Login name.
+        username: String,
+        /// Host name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hostname: Option<String>,
+    },
+}
+
+/// `requested_capabilities`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestedCapabilities {
+    /// Tools wanted.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Resource scopes wanted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_scopes: Vec<String>,
+    /// MCP servers the AAT should be valid for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_servers: Vec<String>,
+}
+
+/// `POST /v1/token` body (spec 9.3.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The grant.
+    pub grant_type: GrantType,
+    /// The agent.
+    pub agent_id: AgentId,
+    /// Signed challenge.
+    pub proof: ChallengeProof,
+    /// The authorizing user; required for `agent_authentication`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_authorization: Option<UserAuthorization>,
+    /// Capabilities wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_capabilities: Option<RequestedCapabilities>,
+    /// The proxy or service the AAT is for; required.
+    pub audience: String,
+    /// The refresh token, for `aat_refresh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<SecretString>,
+}
+
+/// `capabilities_granted`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantedCapabilities {
+    /// Tools in the AAT.
+    pub tools: Vec<String>,
+    /// Resource scopes in the AAT.
+    #[serde(default)]
+    pub resource_scopes: Vec<String>,
+}
+
+/// `capabilities_denied`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeniedCapabilities {
+    /// Requested tools left out.
+    pub tools: Vec<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// `POST /v1/token` success response (spec 9.4.1).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// The AAT.
+    pub aat: SecretString,
+    /// Always `aat+jwt`.
+    pub token_type: String,
+    /// Lifetime in seconds.
+    pub expires_in: u64,
+    /// Single-use refresh token for the next `aat_refresh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<SecretString>,
+    /// What the AAT grants.
+    pub capabilities_granted: GrantedCapabilities,
+    /// What was asked for and not granted.
+    pub capabilities_denied: DeniedCapabilities,
+}
+
+impl fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("capabilities_granted", &self.capabilities_granted)
+            .field("capabilities_denied", &self.capabilities_denied)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `error` codes of the token endpoint (spec 9.4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenErrorCode {
+    /// Malformed request.
+    InvalidRequest,
+    /// Proof of possession failed.
+    InvalidProof,
+    /// Agent not registered.
+    AgentNotFound,
+    /// Agent suspended.
+    AgentSuspended,
+    /// Agent revoked.
+    AgentRevoked,
+    /// User authorization failed.
+    UserAuthFailed,
+    /// Every requested capability was denied.
+    CapabilitiesDenied,
+    /// Internal issuer error.
+    IssuerError,
+}
+
+impl TokenErrorCode {
+    /// The HTTP status that goes with the code (spec 9.4.2).
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidRequest => 400,
+            Self::InvalidProof | Self::UserAuthFailed => 401,
+            Self::AgentNotFound => 404,
+            Self::AgentSuspended | Self::AgentRevoked | Self::CapabilitiesDenied => 403,
+            Self::IssuerError => 500,
+        }
+    }
+}
+
+/// Error body of the token endpoint (spec 9.4.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenErrorResponse {
+    /// Machine-readable code.
+    pub error: TokenErrorCode,
+    /// Human-readable explanation, free of internal details.
+    pub error_description: String,
+    /// Structured details, when useful.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_details: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{Algorithm, KeyPair};
+
+    #[test]
+    fn token_request_wire_form() {
+        let agent: AgentId = "ag_550e8400-e29b-41d4-a716-446655440000".parse().unwrap();
+        let key = KeyPair::generate(Algorithm::EdDSA).unwrap();
+        let request = TokenRequest {
+            grant_type: GrantType::AgentAuthentication,
+            agent_id: agent.clone(),
+            proof: ChallengeProof::create(&key, "c", &agent, 1).unwrap(),
+            user_authorization: Some(UserAuthorization::ApiKey {
+                token: SecretString::new("k-secret"),
+            }),
+            requested_capabilities: Some(RequestedCapabilities {
+                tools: vec!["read_file".into()],
+                ..Default::default()
+            }),
+            audience: "proxy".into(),
+            refresh_token: None,
+        };
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(json["grant_type"], "agent_authentication");
+        assert_eq!(json["proof"]["type"], "signed_challenge");
+        assert_eq!(
+            json["user_authorization"],
+            serde_json::json!({"type": "api_key", "token": "k-secret"})
+        );
+        assert!(!format!("{request:?}").contains("k-secret"));
+        let back: TokenRequest = serde_json::from_value(json).unwrap();
+        assert_eq!(back, request);
+    }
+
+    #[test]
+    fn unknown_members_are_refused() {
+        let text = r#"{"agent_id":"ag_550e8400-e29b-41d4-a716-446655440000","extra":1}"#;
+        assert!(serde_json::from_str::<ChallengeRequest>(text).is_err());
+        let local = r#"{"type":"local_user","username":"dev","uid":501}"#;
+        assert!(matches!(
+            serde_json::from_str(local),
+            Ok(UserAuthorization::LocalUser { uid: Some(501), .. })
+        ));
+    }
+
+    #[test]
+    fn error_statuses() {
+        assert_eq!(TokenErrorCode::InvalidProof.http_status(), 401);
+        assert_eq!(TokenErrorCode::AgentSuspended.http_status(), 403);
+        assert_eq!(
+            serde_json::to_string(&TokenErrorCode::UserAuthFailed).unwrap(),
+            "\"user_auth_failed\""
+        );
+    }
+}

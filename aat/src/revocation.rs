@@ -1,0 +1,274 @@
+//! The registry's revocation list (spec 8.3.3, with `revoked_users` from DESIGN §11), its
+//! signed form for offline proxies, and an indexed [`RevocationView`] over it.
+//!
+//! The signed form is a compact JWS, header `{"alg","typ":"aip-revocations+jwt","kid"}`,
+//! whose payload is the RFC 8785 form of the list, signed by the registry key.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::ids::{AgentId, Jti, KeyId};
+use crate::jcs;
+use crate::jws::{self, Compact, Header};
+use crate::keys::{Algorithm, JwkSet, SignError, Signer};
+use crate::validate::RevocationView;
+
+/// JWS `typ` of a signed revocation list.
+pub const REVOCATIONS_TYP: &str = "aip-revocations+jwt";
+/// Largest signed list accepted (a list with a hundred thousand entries fits).
+pub const MAX_SIGNED_LIST_LEN: usize = 64 << 20;
+
+/// The revocation list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationList {
+    /// Monotonic version; every change increments it.
+    pub version: u64,
+    /// When the list last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// Revoked agents.
+    #[serde(default)]
+    pub revoked_agents: Vec<RevokedAgent>,
+    /// Revoked tokens.
+    #[serde(default)]
+    pub revoked_aats: Vec<RevokedAat>,
+    /// Revoked sessions.
+    #[serde(default)]
+    pub revoked_sessions: Vec<RevokedSession>,
+    /// Users whose delegations were revoked: their AATs issued at or before `revoked_at`.
+    #[serde(default)]
+    pub revoked_users: Vec<RevokedUser>,
+}
+
+/// A revoked agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedAgent {
+    /// The agent.
+    pub agent_id: AgentId,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A revoked token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedAat {
+    /// The token's `jti`.
+    pub jti: Jti,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A revoked session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedSession {
+    /// The session.
+    pub session_id: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A user whose delegations were revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedUser {
+    /// The user.
+    pub user_id: String,
+    /// AATs of the user issued at or before this time are revoked.
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A signed list could not be verified.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignedListError {
+    /// Not a compact JWS with a JSON list payload and the right `typ`.
+    #[error("malformed signed revocation list: {0}")]
+    Malformed(&'static str),
+    /// No registry key has the header's `kid`.
+    #[error("signed revocation list names an unknown key")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("signed revocation list signature is invalid")]
+    SignatureInvalid,
+}
+
+impl RevocationList {
+    /// An empty list at `version`.
+    pub fn empty(version: u64, updated_at: OffsetDateTime) -> Self {
+        Self {
+            version,
+            updated_at,
+            revoked_agents: Vec::new(),
+            revoked_aats: Vec::new(),
+            revoked_sessions: Vec::new(),
+            revoked_users: Vec::new(),
+        }
+    }
+
+    /// The signed compact-JWS form.
+    pub fn sign(&self, signer: &dyn Signer) -> Result<String, SignError> {
+        let payload = jcs::to_vec(self).map_err(SignError::backend)?;
+        jws::sign(REVOCATIONS_TYP, &payload, signer, false)
+    }
+
+    /// Verifies a signed list against the registry's keys and returns it.
+    pub fn verify_signed(signed: &str, registry_keys: &JwkSet) -> Result<Self, SignedListError> {
+        let compact =
+            Compact::split(signed.trim(), MAX_SIGNED_LIST_LEN).map_err(|e| SignedListError::Malformed(e.describe()))?;
+        let header = Header::parse(&compact).map_err(|e| SignedListError::Malformed(e.describe()))?;
+        if !header.typ_is(REVOCATIONS_TYP) {
+            return Err(SignedListError::Malformed("`typ` is not aip-revocations+jwt"));
+        }
+        let kid = header
+            .kid
+            .as_deref()
+            .and_then(|k| k.parse::<KeyId>().ok())
+            .ok_or(SignedListError::UnknownKey)?;
+        let key = registry_keys.get(&kid).ok_or(SignedListError::UnknownKey)?;
+        let alg = Algorithm::from_name(&header.alg).ok_or(SignedListError::SignatureInvalid)?;
+        let signature = compact
+            .signature_bytes()
+            .map_err(|e| SignedListError::Malformed(e.describe()))?;
+        key.verify(alg, compact.signing_input.as_bytes(), &signature)
+            .map_err(|_| SignedListError::SignatureInvalid)?;
+        let payload = compact
+            .payload_bytes()
+            .map_err(|e| SignedListError::Malformed(e.describe()))?;
+        serde_json::from_slice(&payload).map_err(|_| SignedListError::Malformed("payload is not a revocation list"))
+    }
+}
+
+/// A [`RevocationList`] indexed for constant-time lookups.
+#[derive(Clone, Debug, Default)]
+pub struct RevocationIndex {
+    version: u64,
+    agents: HashSet<AgentId>,
+    tokens: HashSet<Jti>,
+    sessions: HashSet<String>,
+    users: HashMap<String, i64>,
+}
+
+impl RevocationIndex {
+    /// The list version this index was built from.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+impl From<&RevocationList> for RevocationIndex {
+    fn from(list: &RevocationList) -> Self {
+        let mut users: HashMap<String, i64> = HashMap::new();
+        for u in &list.revoked_users {
+            let at = u.revoked_at.unix_timestamp();
+            users
+                .entry(u.user_id.clone())
+                .and_modify(|t| *t = (*t).max(at))
+                .or_insert(at);
+        }
+        Self {
+            version: list.version,
+            agents: list.revoked_agents.iter().map(|a| a.agent_id.clone()).collect(),
+            tokens: list.revoked_aats.iter().map(|a| a.jti.clone()).collect(),
+            sessions: list.revoked_sessions.iter().map(|s| s.session_id.clone()).collect(),
+            users,
+        }
+    }
+}
+
+impl RevocationView for RevocationIndex {
+    fn is_agent_revoked(&self, agent_id: &AgentId) -> bool {
+        self.agents.contains(agent_id)
+    }
+    fn is_token_revoked(&self, jti: &Jti) -> bool {
+        self.tokens.contains(jti)
+    }
+    fn is_session_revoked(&self, session_id: &str) -> bool {
+        self.sessions.contains(session_id)
+    }
+    fn user_revoked_at(&self, user_id: &str) -> Option<i64> {
+        self.users.get(user_id).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeyPair;
+
+    fn list() -> RevocationList {
+        let at = OffsetDateTime::from_unix_timestamp(1_760_000_000).unwrap();
+        let mut list = RevocationList::empty(42, at);
+        list.revoked_agents.push(RevokedAgent {
+            agent_id: "ag_550e8400-e29b-41d4-a716-446655440000".parse().unwrap(),
+            revoked_at: at,
+            reason: Some("Security incident".into()),
+        });
+        list.revoked_users.push(RevokedUser {
+            user_id: "alice@example.com".into(),
+            revoked_at: at,
+            reason: None,
+        });
+        list
+    }
+
+    #[test]
+    fn wire_form_matches_the_spec() {
+        let json = serde_json::to_value(list()).unwrap();
+        assert_eq!(json["version"], 42);
+        assert_eq!(json["updated_at"], "2025-10-09T08:53:20Z");
+        assert_eq!(json["revoked_agents"][0]["reason"], "Security incident");
+        assert_eq!(json["revoked_aats"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn signed_round_trip_and_tamper() {
+        let key = KeyPair::generate(Algorithm::EdDSA).unwrap();
+        let keys = JwkSet::from_keys([key.public_key()]);
+        let signed = list().sign(&key).unwrap();
+        assert_eq!(RevocationList::verify_signed(&signed, &keys).unwrap(), list());
+
+        let mut other = list();
+        other.version = 43;
+        let forged = list().sign(&key).unwrap();
+        let parts: Vec<&str> = forged.split('.').collect();
+        let payload = crate::b64::encode(jcs::to_vec(&other).unwrap());
+        let tampered = format!("{}.{}.{}", parts[0], payload, parts[2]);
+        assert!(matches!(
+            RevocationList::verify_signed(&tampered, &keys),
+            Err(SignedListError::SignatureInvalid)
+        ));
+
+        let stranger = KeyPair::generate(Algorithm::EdDSA).unwrap();
+        let keys = JwkSet::from_keys([stranger.public_key()]);
+        assert!(matches!(
+            RevocationList::verify_signed(&signed, &keys),
+            Err(SignedListError::UnknownKey)
+        ));
+    }
+
+    #[test]
+    fn index_answers_lookups() {
+        let index = RevocationIndex::from(&list());
+        assert!(index.is_agent_revoked(&"ag_550e8400-e29b-41d4-a716-446655440000".parse().unwrap()));
+        assert_eq!(index.user_revoked_at("alice@example.com"), Some(1_760_000_000));
+        assert_eq!(index.user_revoked_at("bob"), None);
+        assert_eq!(index.version(), 42);
+    }
+}

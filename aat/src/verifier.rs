@@ -1,0 +1,252 @@
+//! Per-call verification as a proxy runs it: the AAT (cached once verified), revocation,
+//! the agent's registry record, the per-call proof, and replay protection.
+//!
+//! In the steady state — the same AAT on call after call — a call costs one SHA-256 of the
+//! token, a cache lookup, the revocation and directory lookups, and one proof verification
+//! (a signature check over ~300 bytes plus the canonical hash of the arguments).
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use sha2::{Digest, Sha256};
+
+use crate::clock::{Clock, SystemClock};
+use crate::jsonrpc::{CallError, DelegationError};
+use crate::keys::KeyResolver;
+use crate::proof::{Call, ProofError, ProofValidation, verify_proof};
+use crate::replay::ReplayCache;
+use crate::token::{DelegationScope, UnverifiedAat, UserBinding, Validation, VerifiedAat};
+use crate::validate::{AgentDirectory, RevocationView};
+
+/// Default number of verified AATs kept.
+pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+
+/// Verifies the identity part of every tool call. Cheap to share behind an `Arc`.
+pub struct CallVerifier {
+    validation: Validation,
+    proof_validation: ProofValidation,
+    keys: Arc<dyn KeyResolver>,
+    clock: Arc<dyn Clock>,
+    revocation: Option<Arc<dyn RevocationView>>,
+    directory: Option<Arc<dyn AgentDirectory>>,
+    replay: Arc<dyn ReplayCache>,
+    require_proof: bool,
+    single_use: bool,
+    cache: AatCache,
+}
+
+impl CallVerifier {
+    /// A verifier requiring a proof on every call, without registry checks, on the system
+    /// clock. Proofs must name the same audience as the AAT.
+    pub fn new(validation: Validation, keys: Arc<dyn KeyResolver>, replay: Arc<dyn ReplayCache>) -> Self {
+        let proof_validation = ProofValidation::new(validation.audience()).with_algorithms(validation.algorithms());
+        Self {
+            validation,
+            proof_validation,
+            keys,
+            clock: Arc::new(SystemClock),
+            revocation: None,
+            directory: None,
+            replay,
+            require_proof: true,
+            single_use: false,
+            cache: AatCache::new(DEFAULT_CACHE_CAPACITY),
+        }
+    }
+
+    /// Reads time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Checks revocation on every call (spec 7.5.3 step 7).
+    pub fn with_revocation(mut self, view: Arc<dyn RevocationView>) -> Self {
+        self.revocation = Some(view);
+        self
+    }
+
+    /// Checks the agent's registry record on every call (step 8).
+    pub fn with_directory(mut self, directory: Arc<dyn AgentDirectory>) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
+    /// Whether a proof is required (default `true`). A proof that is present is always checked.
+    pub fn require_proof(mut self, required: bool) -> Self {
+        self.require_proof = required;
+        self
+    }
+
+    /// Applies step 9 to the AAT's own `jti`: each AAT is accepted once (`aat.single_use`).
+    pub fn single_use(mut self, single_use: bool) -> Self {
+        self.single_use = single_use;
+        self
+    }
+
+    /// Keeps at most `capacity` verified AATs.
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache = AatCache::new(capacity);
+        self
+    }
+
+    /// The AAT settings.
+    pub fn validation(&self) -> &Validation {
+        &self.validation
+    }
+
+    /// Forgets every cached AAT (e.g. after the trusted key set changed).
+    pub fn clear_cache(&self) {
+        self.cache.clear();
+    }
+
+    /// Verifies the AAT and proof presented with `call`.
+    pub fn verify(
+        &self,
+        aat: Option<&str>,
+        proof: Option<&str>,
+        call: &Call<'_>,
+    ) -> Result<Arc<VerifiedAat>, CallError> {
+        let token = aat.ok_or(CallError::AatRequired)?;
+        let now = self.clock.now();
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let verified = match self.cache.get(&hash) {
+            Some(cached) if self.still_valid(&cached, now) => cached,
+            _ => {
+                let fresh = UnverifiedAat::parse_hashed(token, hash)
+                    .and_then(|t| t.verify(&*self.keys, &*self.clock, &self.validation));
+                match fresh {
+                    Ok(fresh) => {
+                        let fresh = Arc::new(fresh);
+                        self.cache.insert(hash, fresh.clone(), now, &self.validation);
+                        fresh
+                    }
+                    Err(e) => {
+                        self.cache.remove(&hash);
+                        return Err(e.into());
+                    }
+                }
+            }
+        };
+        if let Some(view) = &self.revocation {
+            verified.check_revocation(&**view)?;
+        }
+        if let Some(directory) = &self.directory {
+            verified.check_agent(&**directory, now)?;
+        }
+        match proof {
+            Some(proof) => {
+                verify_proof(proof, &verified, call, &self.proof_validation, &*self.replay, now)?;
+            }
+            None if self.require_proof => return Err(ProofError::Missing.into()),
+            None => {}
+        }
+        if self.single_use {
+            verified.record_jti(&*self.replay, now, &self.validation)?;
+        }
+        Ok(verified)
+    }
+
+    /// A cached AAT is reused while inside its time window and while its issuer still
+    /// publishes the key that verified it.
+    fn still_valid(&self, aat: &VerifiedAat, now: i64) -> bool {
+        aat.check_time(now, &self.validation).is_ok()
+            && self
+                .keys
+                .resolve(&aat.claims().iss, aat.key_id())
+                .is_some_and(|k| k == *aat.issuer_key())
+    }
+}
+
+impl VerifiedAat {
+    /// Spec 10.3 steps 2–3: the AAT must bind a user who authenticated within
+    /// `max_auth_age_secs` of `now`.
+    pub fn check_user_binding(&self, now: i64, max_auth_age_secs: u64) -> Result<&UserBinding, DelegationError> {
+        let binding = self
+            .claims()
+            .user_binding
+            .as_ref()
+            .ok_or(DelegationError::MissingUserBinding)?;
+        if now.saturating_sub(binding.auth_time) > i64::try_from(max_auth_age_secs).unwrap_or(i64::MAX) {
+            return Err(DelegationError::UserAuthStale {
+                auth_time: binding.auth_time,
+                max_auth_age: max_auth_age_secs,
+            });
+        }
+        Ok(binding)
+    }
+
+    /// Spec 10.3 step 4: a `read_only` delegation does not cover write operations.
+    pub fn check_delegation_scope(&self, is_write_operation: bool) -> Result<(), DelegationError> {
+        let read_only = self
+            .claims()
+            .user_binding
+            .as_ref()
+            .is_some_and(|b| b.delegation_scope == Some(DelegationScope::ReadOnly));
+        if read_only && is_write_operation {
+            Err(DelegationError::ScopeExceeded)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The tool must be among `capabilities.tools`.
+    pub fn check_tool(&self, tool: &str) -> Result<(), CallError> {
+        let capabilities = &self.claims().capabilities;
+        if capabilities.allows_tool(tool) {
+            return Ok(());
+        }
+        Err(CallError::CapabilityDenied {
+            agent_id: self.agent_id().to_string(),
+            granted: capabilities.tools.clone(),
+        })
+    }
+}
+
+/// Verified AATs by the SHA-256 of their compact form.
+struct AatCache {
+    entries: RwLock<HashMap<[u8; 32], Arc<VerifiedAat>>>,
+    capacity: usize,
+}
+
+impl AatCache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            entries: RwLock::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn get(&self, hash: &[u8; 32]) -> Option<Arc<VerifiedAat>> {
+        self.entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(hash)
+            .cloned()
+    }
+
+    fn insert(&self, hash: [u8; 32], aat: Arc<VerifiedAat>, now: i64, validation: &Validation) {
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= self.capacity && !entries.contains_key(&hash) {
+            entries.retain(|_, cached| cached.check_time(now, validation).is_ok());
+            if entries.len() >= self.capacity {
+                // Still full of live tokens: drop an arbitrary one; it is only re-verified.
+                if let Some(victim) = entries.keys().next().copied() {
+                    entries.remove(&victim);
+                }
+            }
+        }
+        entries.insert(hash, aat);
+    }
+
+    fn remove(&self, hash: &[u8; 32]) {
+        self.entries
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(hash);
+    }
+
+    fn clear(&self) {
+        self.entries.write().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+}
