@@ -10,7 +10,10 @@ use std::process::Command;
 #[test]
 fn independent_jose_library_agrees_with_the_vectors() {
     let python = std::env::var("AIP_PYTHON").unwrap_or_else(|_| "python3".into());
-    let available = Command::new(&python).args(["-c", "import joserfc"]).output().is_ok_and(|o| o.status.success());
+    let available = Command::new(&python)
+        .args(["-c", "import joserfc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !available {
         let why = format!("`{python}` with joserfc is not available (pip install joserfc==1.6.5)");
         assert!(std::env::var_os("CI").is_none(), "required under CI: {why}");
@@ -25,9 +28,18 @@ fn independent_jose_library_agrees_with_the_vectors() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "joserfc disagrees with the vectors:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "joserfc disagrees with the vectors:\n{stdout}\n{stderr}"
+    );
     // The summary line names how much was checked; make sure it was not vacuous.
     assert!(stdout.contains("0 disagreements"), "{stdout}");
-    let aats: usize = stdout.split("agrees on ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
+    let aats: usize = stdout
+        .split("agrees on ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(aats >= 10, "only {aats} AAT vectors were checked independently");
 }

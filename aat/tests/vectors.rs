@@ -74,12 +74,18 @@ impl Keys {
     }
 
     fn jwks(&self) -> Value {
-        serde_json::to_value(Jwks::from_keys([self.issuer_ed.public_key(), self.issuer_p256.public_key()])).unwrap()
+        serde_json::to_value(Jwks::from_keys([
+            self.issuer_ed.public_key(),
+            self.issuer_p256.public_key(),
+        ]))
+        .unwrap()
     }
 }
 
 fn claims(agent: &dyn Signer, label: &str, iat: i64, exp: i64) -> AatClaims {
-    let agent_id: AgentId = format!("ag_{}", uuid_from(&format!("agent-id/{label}"))).parse().unwrap();
+    let agent_id: AgentId = format!("ag_{}", uuid_from(&format!("agent-id/{label}")))
+        .parse()
+        .unwrap();
     AatClaims {
         aat_version: AAT_VERSION.into(),
         iss: ISSUER.into(),
@@ -101,19 +107,29 @@ fn claims(agent: &dyn Signer, label: &str, iat: i64, exp: i64) -> AatClaims {
             auth_time: iat - 600,
             delegation_scope: Some(DelegationScope::Tools),
         }),
-        capabilities: Capabilities { tools: vec!["read_file".into(), "list_directory".into()], ..Default::default() },
+        capabilities: Capabilities {
+            tools: vec!["read_file".into(), "list_directory".into()],
+            ..Default::default()
+        },
         context: ContextClaims {
             session_id: uuid_from(&format!("session/{label}")),
             policy_hash: None,
             registry_id: Some("https://registry.aip.example".into()),
         },
-        cnf: Some(Confirmation { jkt: agent.key_id().clone() }),
+        cnf: Some(Confirmation {
+            jkt: agent.key_id().clone(),
+        }),
     }
 }
 
 /// Signs arbitrary claims JSON with an arbitrary header (for vectors no encoder would make).
 fn sign_with_header(header: Value, payload: &Value, key: &dyn Signer) -> String {
-    jws::sign_raw(&serde_json::to_vec(&header).unwrap(), &serde_json::to_vec(payload).unwrap(), key).unwrap()
+    jws::sign_raw(
+        &serde_json::to_vec(&header).unwrap(),
+        &serde_json::to_vec(payload).unwrap(),
+        key,
+    )
+    .unwrap()
 }
 
 fn header(alg: &str, kid: &str) -> Value {
@@ -137,7 +153,8 @@ fn aat_vectors() -> Value {
     let valid = encode_aat(&base, &k.issuer_ed).unwrap();
     let mut v = Vec::new();
     let mut push = |name: &str, token: String, expect: &str, extra: Option<(&str, Value)>| {
-        let mut e = json!({"name": name, "token": token, "jwks": jwks, "audience": AUDIENCE, "now": NOW, "expect": expect});
+        let mut e =
+            json!({"name": name, "token": token, "jwks": jwks, "audience": AUDIENCE, "now": NOW, "expect": expect});
         if let Some((k, val)) = extra {
             e[k] = val;
         }
@@ -156,16 +173,36 @@ fn aat_vectors() -> Value {
 
     // Valid tokens.
     push("valid-eddsa", valid.clone(), "valid", None);
-    push("valid-es256", encode_aat(&claims(&k.agent_p256, "es256", NOW - 60, NOW + 840), &k.issuer_p256).unwrap(), "valid", None);
+    push(
+        "valid-es256",
+        encode_aat(&claims(&k.agent_p256, "es256", NOW - 60, NOW + 840), &k.issuer_p256).unwrap(),
+        "valid",
+        None,
+    );
     let many = with(&|c| c.aud = Audience::many(["other-proxy".to_owned(), AUDIENCE.to_owned()]).unwrap());
-    push("valid-audience-array", encode_aat(&many, &k.issuer_ed).unwrap(), "valid", None);
+    push(
+        "valid-audience-array",
+        encode_aat(&many, &k.issuer_ed).unwrap(),
+        "valid",
+        None,
+    );
     let in_leeway = with(&|c| {
         c.iat = NOW - 930;
         c.exp = NOW - 30;
     });
-    push("valid-expired-within-clock-skew", encode_aat(&in_leeway, &k.issuer_ed).unwrap(), "valid", None);
+    push(
+        "valid-expired-within-clock-skew",
+        encode_aat(&in_leeway, &k.issuer_ed).unwrap(),
+        "valid",
+        None,
+    );
     let attested = with(&|c| c.user_binding = None);
-    push("valid-no-user-binding", encode_aat(&attested, &k.issuer_ed).unwrap(), "valid", None);
+    push(
+        "valid-no-user-binding",
+        encode_aat(&attested, &k.issuer_ed).unwrap(),
+        "valid",
+        None,
+    );
     push(
         "valid-trusted-issuer",
         valid.clone(),
@@ -174,12 +211,31 @@ fn aat_vectors() -> Value {
     );
 
     // Signature failures.
-    push("signature-corrupted", corrupt_signature(&valid), "signature_invalid", None);
+    push(
+        "signature-corrupted",
+        corrupt_signature(&valid),
+        "signature_invalid",
+        None,
+    );
     let impostor = ed25519("impostor");
     let forged = sign_with_header(header("EdDSA", &ed_kid), &base_json, &impostor);
-    push("signature-by-other-key-with-issuer-kid", forged, "signature_invalid", None);
+    push(
+        "signature-by-other-key-with-issuer-kid",
+        forged,
+        "signature_invalid",
+        None,
+    );
     let (input, _) = valid.rsplit_once('.').unwrap();
-    push("alg-none", format!("{}.{}.", B64.encode(br#"{"alg":"none","typ":"aat+jwt"}"#), input.split_once('.').unwrap().1), "signature_invalid", None);
+    push(
+        "alg-none",
+        format!(
+            "{}.{}.",
+            B64.encode(br#"{"alg":"none","typ":"aat+jwt"}"#),
+            input.split_once('.').unwrap().1
+        ),
+        "signature_invalid",
+        None,
+    );
     let hs = {
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
         h.typ = Some("aat+jwt".into());
@@ -188,67 +244,165 @@ fn aat_vectors() -> Value {
         jsonwebtoken::encode(&h, &base_json, &jsonwebtoken::EncodingKey::from_secret(&secret)).unwrap()
     };
     push("alg-hs256-with-public-key-as-secret", hs, "signature_invalid", None);
-    push("alg-es256-header-on-ed25519-key", sign_with_header(header("ES256", &ed_kid), &base_json, &k.issuer_ed), "signature_invalid", None);
-    push("alg-rs256", sign_with_header(header("RS256", &ed_kid), &base_json, &k.issuer_ed), "signature_invalid", None);
-    push("kid-unknown", encode_aat(&base, &impostor).unwrap(), "unknown_signing_key", None);
-    push("kid-missing", sign_with_header(json!({"alg": "EdDSA", "typ": "aat+jwt"}), &base_json, &k.issuer_ed), "unknown_signing_key", None);
+    push(
+        "alg-es256-header-on-ed25519-key",
+        sign_with_header(header("ES256", &ed_kid), &base_json, &k.issuer_ed),
+        "signature_invalid",
+        None,
+    );
+    push(
+        "alg-rs256",
+        sign_with_header(header("RS256", &ed_kid), &base_json, &k.issuer_ed),
+        "signature_invalid",
+        None,
+    );
+    push(
+        "kid-unknown",
+        encode_aat(&base, &impostor).unwrap(),
+        "unknown_signing_key",
+        None,
+    );
+    push(
+        "kid-missing",
+        sign_with_header(json!({"alg": "EdDSA", "typ": "aat+jwt"}), &base_json, &k.issuer_ed),
+        "unknown_signing_key",
+        None,
+    );
 
     // Structure failures.
     push("malformed-two-segments", input.to_owned(), "malformed_aat", None);
-    push("malformed-padded-base64", valid.replacen('.', "=.", 1), "malformed_aat", None);
-    push("malformed-typ-jwt", sign_with_header(json!({"alg": "EdDSA", "typ": "JWT", "kid": ed_kid}), &base_json, &k.issuer_ed), "malformed_aat", None);
-    push("malformed-typ-missing", sign_with_header(json!({"alg": "EdDSA", "kid": ed_kid}), &base_json, &k.issuer_ed), "malformed_aat", None);
+    push(
+        "malformed-padded-base64",
+        valid.replacen('.', "=.", 1),
+        "malformed_aat",
+        None,
+    );
+    push(
+        "malformed-typ-jwt",
+        sign_with_header(
+            json!({"alg": "EdDSA", "typ": "JWT", "kid": ed_kid}),
+            &base_json,
+            &k.issuer_ed,
+        ),
+        "malformed_aat",
+        None,
+    );
+    push(
+        "malformed-typ-missing",
+        sign_with_header(json!({"alg": "EdDSA", "kid": ed_kid}), &base_json, &k.issuer_ed),
+        "malformed_aat",
+        None,
+    );
     push(
         "malformed-crit-header",
-        sign_with_header(json!({"alg": "EdDSA", "typ": "aat+jwt", "kid": ed_kid, "crit": ["exp"]}), &base_json, &k.issuer_ed),
+        sign_with_header(
+            json!({"alg": "EdDSA", "typ": "aat+jwt", "kid": ed_kid, "crit": ["exp"]}),
+            &base_json,
+            &k.issuer_ed,
+        ),
         "malformed_aat",
         None,
     );
     let no_jti = with_json(&|c| {
         c.as_object_mut().unwrap().remove("jti");
     });
-    push("malformed-missing-jti", sign_with_header(header("EdDSA", &ed_kid), &no_jti, &k.issuer_ed), "malformed_aat", None);
+    push(
+        "malformed-missing-jti",
+        sign_with_header(header("EdDSA", &ed_kid), &no_jti, &k.issuer_ed),
+        "malformed_aat",
+        None,
+    );
     let float_exp = with_json(&|c| c["exp"] = json!((NOW + 840) as f64 + 0.5));
-    push("malformed-non-integer-exp", sign_with_header(header("EdDSA", &ed_kid), &float_exp, &k.issuer_ed), "malformed_aat", None);
+    push(
+        "malformed-non-integer-exp",
+        sign_with_header(header("EdDSA", &ed_kid), &float_exp, &k.issuer_ed),
+        "malformed_aat",
+        None,
+    );
     let sub_differs = with_json(&|c| c["sub"] = json!(format!("ag_{}", uuid_from("someone-else"))));
-    push("malformed-sub-differs-from-agent-id", sign_with_header(header("EdDSA", &ed_kid), &sub_differs, &k.issuer_ed), "malformed_aat", None);
+    push(
+        "malformed-sub-differs-from-agent-id",
+        sign_with_header(header("EdDSA", &ed_kid), &sub_differs, &k.issuer_ed),
+        "malformed_aat",
+        None,
+    );
     let version = with_json(&|c| c["aat_version"] = json!("aip/v1alpha2"));
-    push("unsupported-version", sign_with_header(header("EdDSA", &ed_kid), &version, &k.issuer_ed), "unsupported_version", None);
+    push(
+        "unsupported-version",
+        sign_with_header(header("EdDSA", &ed_kid), &version, &k.issuer_ed),
+        "unsupported_version",
+        None,
+    );
 
     // Issuer.
-    push("untrusted-issuer", valid.clone(), "untrusted_issuer", Some(("trusted_issuers", json!(["https://other.example"]))));
+    push(
+        "untrusted-issuer",
+        valid.clone(),
+        "untrusted_issuer",
+        Some(("trusted_issuers", json!(["https://other.example"]))),
+    );
 
     // Time.
     let expired = with(&|c| {
         c.iat = NOW - 931;
         c.exp = NOW - 31;
     });
-    push("expired", encode_aat(&expired, &k.issuer_ed).unwrap(), "aat_expired", None);
+    push(
+        "expired",
+        encode_aat(&expired, &k.issuer_ed).unwrap(),
+        "aat_expired",
+        None,
+    );
     let nbf = with(&|c| {
         c.iat = NOW - 60;
         c.nbf = Some(NOW + 31);
     });
-    push("not-yet-valid-nbf", encode_aat(&nbf, &k.issuer_ed).unwrap(), "not_yet_valid", None);
+    push(
+        "not-yet-valid-nbf",
+        encode_aat(&nbf, &k.issuer_ed).unwrap(),
+        "not_yet_valid",
+        None,
+    );
     let future = with(&|c| {
         c.iat = NOW + 31;
         c.exp = NOW + 931;
     });
-    push("not-yet-valid-iat-in-future", encode_aat(&future, &k.issuer_ed).unwrap(), "not_yet_valid", None);
+    push(
+        "not-yet-valid-iat-in-future",
+        encode_aat(&future, &k.issuer_ed).unwrap(),
+        "not_yet_valid",
+        None,
+    );
     let long = with_json(&|c| {
         c["iat"] = json!(NOW - 60);
         c["exp"] = json!(NOW - 60 + 86_401);
     });
-    push("lifetime-over-24h", sign_with_header(header("EdDSA", &ed_kid), &long, &k.issuer_ed), "aat_expired", None);
+    push(
+        "lifetime-over-24h",
+        sign_with_header(header("EdDSA", &ed_kid), &long, &k.issuer_ed),
+        "aat_expired",
+        None,
+    );
 
     // Audience, and check order (expiry is step 5, audience step 6).
     let other_aud = with(&|c| c.aud = Audience::one("another-proxy"));
-    push("audience-mismatch", encode_aat(&other_aud, &k.issuer_ed).unwrap(), "audience_mismatch", None);
+    push(
+        "audience-mismatch",
+        encode_aat(&other_aud, &k.issuer_ed).unwrap(),
+        "audience_mismatch",
+        None,
+    );
     let both = with(&|c| {
         c.aud = Audience::one("another-proxy");
         c.iat = NOW - 931;
         c.exp = NOW - 31;
     });
-    push("expired-and-audience-mismatch-reports-expiry", encode_aat(&both, &k.issuer_ed).unwrap(), "aat_expired", None);
+    push(
+        "expired-and-audience-mismatch-reports-expiry",
+        encode_aat(&both, &k.issuer_ed).unwrap(),
+        "aat_expired",
+        None,
+    );
     Value::Array(v)
 }
 
@@ -266,10 +420,15 @@ fn proof_vectors() -> Value {
         n += 1;
         Jti::try_from(uuid_from(&format!("proof-jti/{n}"))).unwrap()
     };
-    let mut make = |signer: &dyn Signer, token: &str, tool: &str, args: Option<&Value>, method: &str, aud: &str, iat: i64| {
-        let call = Call { method, tool, arguments: args };
-        create_proof_with_jti(signer, token, &call, aud, iat, jti()).unwrap()
-    };
+    let mut make =
+        |signer: &dyn Signer, token: &str, tool: &str, args: Option<&Value>, method: &str, aud: &str, iat: i64| {
+            let call = Call {
+                method,
+                tool,
+                arguments: args,
+            };
+            create_proof_with_jti(signer, token, &call, aud, iat, jti()).unwrap()
+        };
     let mut push = |name: &str, aat: &str, proof: String, call: &Value, expect: &str, extra: Option<(&str, Value)>| {
         let mut e = json!({"name": name, "aat": aat, "jwks": jwks, "audience": AUDIENCE, "proof": proof, "call": call, "now": NOW, "expect": expect});
         if let Some((k, val)) = extra {
@@ -279,36 +438,162 @@ fn proof_vectors() -> Value {
     };
     let a = Some(&args);
 
-    push("valid-eddsa-agent", &aat, make(&k.agent_ed, &aat, "read_file", a, "tools/call", AUDIENCE, NOW), &call, "valid", None);
-    push("valid-es256-agent", &aat_p256, make(&k.agent_p256, &aat_p256, "read_file", a, "tools/call", AUDIENCE, NOW - 10), &call, "valid", None);
+    push(
+        "valid-eddsa-agent",
+        &aat,
+        make(&k.agent_ed, &aat, "read_file", a, "tools/call", AUDIENCE, NOW),
+        &call,
+        "valid",
+        None,
+    );
+    push(
+        "valid-es256-agent",
+        &aat_p256,
+        make(
+            &k.agent_p256,
+            &aat_p256,
+            "read_file",
+            a,
+            "tools/call",
+            AUDIENCE,
+            NOW - 10,
+        ),
+        &call,
+        "valid",
+        None,
+    );
     let no_args = json!({"method": "tools/call", "tool": "list_directory"});
-    push("valid-no-arguments", &aat, make(&k.agent_ed, &aat, "list_directory", None, "tools/call", AUDIENCE, NOW), &no_args, "valid", None);
-    push("valid-iat-300s-old", &aat, make(&k.agent_ed, &aat, "read_file", a, "tools/call", AUDIENCE, NOW - 300), &call, "valid", None);
+    push(
+        "valid-no-arguments",
+        &aat,
+        make(&k.agent_ed, &aat, "list_directory", None, "tools/call", AUDIENCE, NOW),
+        &no_args,
+        "valid",
+        None,
+    );
+    push(
+        "valid-iat-300s-old",
+        &aat,
+        make(&k.agent_ed, &aat, "read_file", a, "tools/call", AUDIENCE, NOW - 300),
+        &call,
+        "valid",
+        None,
+    );
 
     let other_args = json!({"path": "/etc/shadow", "limit": 100});
-    push("mismatch-arguments", &aat, make(&k.agent_ed, &aat, "read_file", Some(&other_args), "tools/call", AUDIENCE, NOW), &call, "proof_mismatch", None);
-    push("mismatch-tool", &aat, make(&k.agent_ed, &aat, "write_file", a, "tools/call", AUDIENCE, NOW), &call, "proof_mismatch", None);
-    push("mismatch-method", &aat, make(&k.agent_ed, &aat, "read_file", a, "resources/read", AUDIENCE, NOW), &call, "proof_mismatch", None);
-    push("mismatch-audience", &aat, make(&k.agent_ed, &aat, "read_file", a, "tools/call", "another-proxy", NOW), &call, "proof_mismatch", None);
-    push("mismatch-other-aat", &aat, make(&k.agent_ed, &other_aat, "read_file", a, "tools/call", AUDIENCE, NOW), &call, "proof_mismatch", None);
-    push("mismatch-stolen-aat-attacker-key", &aat, make(&k.attacker, &aat, "read_file", a, "tools/call", AUDIENCE, NOW), &call, "proof_mismatch", None);
+    push(
+        "mismatch-arguments",
+        &aat,
+        make(
+            &k.agent_ed,
+            &aat,
+            "read_file",
+            Some(&other_args),
+            "tools/call",
+            AUDIENCE,
+            NOW,
+        ),
+        &call,
+        "proof_mismatch",
+        None,
+    );
+    push(
+        "mismatch-tool",
+        &aat,
+        make(&k.agent_ed, &aat, "write_file", a, "tools/call", AUDIENCE, NOW),
+        &call,
+        "proof_mismatch",
+        None,
+    );
+    push(
+        "mismatch-method",
+        &aat,
+        make(&k.agent_ed, &aat, "read_file", a, "resources/read", AUDIENCE, NOW),
+        &call,
+        "proof_mismatch",
+        None,
+    );
+    push(
+        "mismatch-audience",
+        &aat,
+        make(&k.agent_ed, &aat, "read_file", a, "tools/call", "another-proxy", NOW),
+        &call,
+        "proof_mismatch",
+        None,
+    );
+    push(
+        "mismatch-other-aat",
+        &aat,
+        make(&k.agent_ed, &other_aat, "read_file", a, "tools/call", AUDIENCE, NOW),
+        &call,
+        "proof_mismatch",
+        None,
+    );
+    push(
+        "mismatch-stolen-aat-attacker-key",
+        &aat,
+        make(&k.attacker, &aat, "read_file", a, "tools/call", AUDIENCE, NOW),
+        &call,
+        "proof_mismatch",
+        None,
+    );
 
     let good = make(&k.agent_ed, &aat, "read_file", a, "tools/call", AUDIENCE, NOW);
-    push("invalid-signature", &aat, corrupt_signature(&good), &call, "proof_invalid", None);
-    push("invalid-too-old", &aat, make(&k.agent_ed, &aat, "read_file", a, "tools/call", AUDIENCE, NOW - 301), &call, "proof_invalid", None);
-    push("invalid-from-future", &aat, make(&k.agent_ed, &aat, "read_file", a, "tools/call", AUDIENCE, NOW + 31), &call, "proof_invalid", None);
+    push(
+        "invalid-signature",
+        &aat,
+        corrupt_signature(&good),
+        &call,
+        "proof_invalid",
+        None,
+    );
+    push(
+        "invalid-too-old",
+        &aat,
+        make(&k.agent_ed, &aat, "read_file", a, "tools/call", AUDIENCE, NOW - 301),
+        &call,
+        "proof_invalid",
+        None,
+    );
+    push(
+        "invalid-from-future",
+        &aat,
+        make(&k.agent_ed, &aat, "read_file", a, "tools/call", AUDIENCE, NOW + 31),
+        &call,
+        "proof_invalid",
+        None,
+    );
     let (_, payload_and_sig) = good.split_once('.').unwrap();
     let payload = B64.decode(payload_and_sig.split_once('.').unwrap().0).unwrap();
     let mut jwk = serde_json::to_value(k.agent_ed.public_key().to_jwk()).unwrap();
     jwk.as_object_mut().unwrap().remove("kid");
-    let wrong_typ = jws::sign_raw(&serde_json::to_vec(&json!({"alg": "EdDSA", "typ": "JWT", "jwk": jwk})).unwrap(), &payload, &k.agent_ed).unwrap();
+    let wrong_typ = jws::sign_raw(
+        &serde_json::to_vec(&json!({"alg": "EdDSA", "typ": "JWT", "jwk": jwk})).unwrap(),
+        &payload,
+        &k.agent_ed,
+    )
+    .unwrap();
     push("invalid-typ", &aat, wrong_typ, &call, "proof_invalid", None);
-    let no_jwk = jws::sign_raw(&serde_json::to_vec(&json!({"alg": "EdDSA", "typ": "aip-pop+jwt"})).unwrap(), &payload, &k.agent_ed).unwrap();
+    let no_jwk = jws::sign_raw(
+        &serde_json::to_vec(&json!({"alg": "EdDSA", "typ": "aip-pop+jwt"})).unwrap(),
+        &payload,
+        &k.agent_ed,
+    )
+    .unwrap();
     push("invalid-no-jwk", &aat, no_jwk, &call, "proof_invalid", None);
 
     let replayed = make(&k.agent_ed, &aat, "read_file", a, "tools/call", AUDIENCE, NOW);
-    let replayed_jti = serde_json::from_slice::<Value>(&B64.decode(replayed.split('.').nth(1).unwrap()).unwrap()).unwrap()["jti"].clone();
-    push("replayed", &aat, replayed, &call, "proof_replayed", Some(("replayed_jtis", json!([replayed_jti]))));
+    let replayed_jti = serde_json::from_slice::<Value>(&B64.decode(replayed.split('.').nth(1).unwrap()).unwrap())
+        .unwrap()["jti"]
+        .clone();
+    push(
+        "replayed",
+        &aat,
+        replayed,
+        &call,
+        "proof_replayed",
+        Some(("replayed_jtis", json!([replayed_jti]))),
+    );
     Value::Array(v)
 }
 
@@ -363,7 +648,11 @@ fn jcs_vectors() -> Value {
 }
 
 fn files() -> [(&'static str, Value); 3] {
-    [("jcs.json", jcs_vectors()), ("aat.json", aat_vectors()), ("proof.json", proof_vectors())]
+    [
+        ("jcs.json", jcs_vectors()),
+        ("aat.json", aat_vectors()),
+        ("proof.json", proof_vectors()),
+    ]
 }
 
 fn render(value: &Value) -> String {
@@ -389,7 +678,11 @@ fn update_requested() -> bool {
 fn load(name: &str) -> Vec<Value> {
     update_requested();
     let text = std::fs::read_to_string(dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    serde_json::from_str::<Value>(&text).unwrap().as_array().unwrap().clone()
+    serde_json::from_str::<Value>(&text)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 #[test]
@@ -422,7 +715,12 @@ fn jcs_vectors_hold() {
     assert!(vectors.len() >= 30);
     for v in vectors {
         let input = v["input"].as_str().unwrap();
-        assert_eq!(jcs::canonicalize(input).unwrap(), v["canonical"].as_str().unwrap(), "{}", v["name"]);
+        assert_eq!(
+            jcs::canonicalize(input).unwrap(),
+            v["canonical"].as_str().unwrap(),
+            "{}",
+            v["name"]
+        );
     }
 }
 
@@ -433,7 +731,13 @@ fn jwk_set(v: &Value) -> JwkSet {
 fn aat_validation(v: &Value) -> Validation {
     let validation = Validation::new(v["audience"].as_str().unwrap());
     match v.get("trusted_issuers") {
-        Some(issuers) => validation.with_trusted_issuers(issuers.as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned())),
+        Some(issuers) => validation.with_trusted_issuers(
+            issuers
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_str().unwrap().to_owned()),
+        ),
         None => validation,
     }
 }
@@ -441,7 +745,8 @@ fn aat_validation(v: &Value) -> Validation {
 #[test]
 fn aat_vectors_hold() {
     let vectors = load("aat.json");
-    let expectations: std::collections::BTreeSet<&str> = vectors.iter().map(|v| v["expect"].as_str().unwrap()).collect();
+    let expectations: std::collections::BTreeSet<&str> =
+        vectors.iter().map(|v| v["expect"].as_str().unwrap()).collect();
     for needed in [
         "valid",
         "malformed_aat",
@@ -492,8 +797,19 @@ fn proof_vectors_hold() {
             replay.check_and_record(jti.as_str().unwrap(), now + 600, now).unwrap();
         }
         let c = &v["call"];
-        let call = Call { method: c["method"].as_str().unwrap(), tool: c["tool"].as_str().unwrap(), arguments: c.get("arguments") };
-        let result = verify_proof(v["proof"].as_str().unwrap(), &aat, &call, &ProofValidation::new(audience), &replay, now);
+        let call = Call {
+            method: c["method"].as_str().unwrap(),
+            tool: c["tool"].as_str().unwrap(),
+            arguments: c.get("arguments"),
+        };
+        let result = verify_proof(
+            v["proof"].as_str().unwrap(),
+            &aat,
+            &call,
+            &ProofValidation::new(audience),
+            &replay,
+            now,
+        );
         let got = match &result {
             Ok(_) => "valid",
             Err(e) => e.aat_error(),
