@@ -85,9 +85,14 @@ pub struct AgentIdentityDocument {
     /// Current status.
     pub status: AgentStatus,
     /// The agent's public key.
+    #[serde(deserialize_with = "crate::json::object")]
     pub public_key: Jwk,
     /// Free-form facts about the agent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::json::option_object"
+    )]
     pub metadata: Option<AidMetadata>,
     /// The registry's signature; absent only while the document is being built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,7 +204,7 @@ impl AgentIdentityDocument {
             .remove("registry_attestation")
             .ok_or(AttestationError::MissingAttestation)?;
         let attestation: RegistryAttestation =
-            serde_json::from_value(attestation).map_err(|_| AttestationError::Malformed("registry_attestation"))?;
+            crate::json::from_value(attestation).map_err(|_| AttestationError::Malformed("registry_attestation"))?;
         let canonical = jcs::to_vec(&value).map_err(|_| AttestationError::Malformed("not canonicalizable"))?;
         let signature =
             b64::decode(&attestation.signature).ok_or(AttestationError::Malformed("signature is not base64url"))?;
@@ -222,7 +227,7 @@ impl AgentIdentityDocument {
         if attestation.expires_at.unix_timestamp() < now {
             return Err(AttestationError::Expired);
         }
-        let mut aid: Self = serde_json::from_value(value).map_err(|_| AttestationError::Malformed("AID members"))?;
+        let mut aid: Self = crate::json::from_value(value).map_err(|_| AttestationError::Malformed("AID members"))?;
         if aid.aid_version != AID_VERSION {
             return Err(AttestationError::Malformed("unsupported aid_version"));
         }

@@ -99,12 +99,21 @@ pub struct TokenRequest {
     /// The agent.
     pub agent_id: AgentId,
     /// Signed challenge.
+    #[serde(deserialize_with = "crate::json::object")]
     pub proof: ChallengeProof,
     /// The authorizing user; required for `agent_authentication`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::json::option_object"
+    )]
     pub user_authorization: Option<UserAuthorization>,
     /// Capabilities wanted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::json::option_object"
+    )]
     pub requested_capabilities: Option<RequestedCapabilities>,
     /// The proxy or service the AAT is for; required.
     pub audience: String,

@@ -81,7 +81,7 @@ impl<'a> Compact<'a> {
 
 fn decode_json<T: for<'de> Deserialize<'de>>(segment: &str) -> Result<T, ShapeError> {
     let bytes = b64::decode(segment).ok_or(ShapeError::NotBase64)?;
-    serde_json::from_slice(&bytes).map_err(|_| ShapeError::NotJsonObject)
+    crate::json::from_slice(&bytes).map_err(|_| ShapeError::NotJsonObject)
 }
 
 /// The header members this toolkit reads. Everything else is ignored, except `crit`, whose
@@ -93,7 +93,7 @@ pub(crate) struct Header {
     pub(crate) typ: Option<String>,
     #[serde(default)]
     pub(crate) kid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::option_object")]
     pub(crate) jwk: Option<Jwk>,
     #[serde(default)]
     crit: Option<IgnoredAny>,

@@ -313,8 +313,8 @@ fn parse(text: &str) -> Result<FileDoc, KeyFileError> {
         Some(v) => return Err(KeyFileError::UnsupportedVersion(v)),
         None => return Err(KeyFileError::Malformed("missing `version`")),
     }
-    let doc: FileDoc =
-        serde_json::from_str(text).map_err(|_| KeyFileError::Malformed("unexpected or missing members"))?;
+    let doc: FileDoc = crate::json::from_slice(text.as_bytes())
+        .map_err(|_| KeyFileError::Malformed("unexpected or missing members"))?;
     match &doc.checksum {
         Some(sum) if *sum == doc.checksum()? => Ok(doc),
         Some(_) => Err(KeyFileError::Corrupted),

@@ -20,8 +20,8 @@ use crate::b64;
 use crate::ids::Jti;
 use crate::jcs::{self, CanonicalError};
 use crate::jws::{self, Compact, Header};
-use crate::keys::{Algorithm, PublicKey, SignError, Signer};
-use crate::replay::{ReplayCache, ReplayError};
+use crate::keys::{Algorithm, Jwk, PublicKey, SignError, Signer};
+use crate::replay::{ReplayCache, ReplayError, ReplayScope};
 use crate::token::VerifiedAat;
 
 /// The JWS `typ` of a proof.
@@ -244,7 +244,7 @@ pub fn verify_proof(
     }
 
     let payload = compact.payload_bytes().map_err(shape)?;
-    let claims: ProofClaims = serde_json::from_slice(&payload)
+    let claims: ProofClaims = crate::json::from_slice(&payload)
         .map_err(|_| ProofError::Invalid("claims are missing or have the wrong type"))?;
     let max_age = i64::try_from(validation.max_age).unwrap_or(i64::MAX);
     if claims.iat > now.saturating_add(i64::try_from(validation.max_future).unwrap_or(0)) {
@@ -279,7 +279,12 @@ pub fn verify_proof(
         .map_err(|_| ProofError::Invalid("signature does not verify"))?;
 
     replay
-        .check_and_record(claims.jti.as_str(), claims.iat.saturating_add(max_age), now)
+        .check_and_record(
+            ReplayScope::Proof,
+            claims.jti.as_str(),
+            claims.iat.saturating_add(max_age),
+            now,
+        )
         .map_err(|e| match e {
             ReplayError::Replayed => ProofError::Replayed,
             ReplayError::Full => ProofError::ReplayCacheFull,
@@ -288,16 +293,13 @@ pub fn verify_proof(
 }
 
 /// The proof's key, which must be the one the AAT is bound to. After the first match the
-/// parsed key is kept on the AAT, so later calls only compare coordinates.
-fn bound_key(aat: &VerifiedAat, jwk: &crate::keys::Jwk) -> Result<PublicKey, ProofError> {
-    if let Some(key) = aat.bound_key().get() {
-        let same_type = match key.algorithm() {
-            Algorithm::EdDSA => jwk.kty == "OKP" && jwk.crv.as_deref() == Some("Ed25519"),
-            Algorithm::ES256 => jwk.kty == "EC" && jwk.crv.as_deref() == Some("P-256"),
-        };
-        if same_type && key.same_coordinates(jwk.x.as_deref(), jwk.y.as_deref()) {
-            return Ok(key.clone());
-        }
+/// parsed key is kept on the AAT, so later calls compare the JWK's members instead of parsing
+/// it and hashing its thumbprint again; the same members are checked either way.
+fn bound_key(aat: &VerifiedAat, jwk: &Jwk) -> Result<PublicKey, ProofError> {
+    if let Some(key) = aat.bound_key().get()
+        && jwk_describes(jwk, key)
+    {
+        return Ok(key.clone());
     }
     let key = PublicKey::from_jwk(jwk).map_err(|_| ProofError::Invalid("`jwk` is not a valid public key"))?;
     if key.thumbprint() != aat.confirmation_thumbprint() {
@@ -305,4 +307,18 @@ fn bound_key(aat: &VerifiedAat, jwk: &crate::keys::Jwk) -> Result<PublicKey, Pro
     }
     let _ = aat.bound_key().set(key.clone());
     Ok(key)
+}
+
+/// Whether `jwk` is exactly `key` and acceptable as `PublicKey::from_jwk` would require:
+/// same type, curve and coordinates, `use` absent or `sig`, `alg` absent or the key's.
+fn jwk_describes(jwk: &Jwk, key: &PublicKey) -> bool {
+    let (kty, crv) = match key.algorithm() {
+        Algorithm::EdDSA => ("OKP", "Ed25519"),
+        Algorithm::ES256 => ("EC", "P-256"),
+    };
+    jwk.kty == kty
+        && jwk.crv.as_deref() == Some(crv)
+        && jwk.use_.as_deref().is_none_or(|u| u == "sig")
+        && jwk.alg.as_deref().is_none_or(|a| a == key.algorithm().as_str())
+        && key.same_coordinates(jwk.x.as_deref(), jwk.y.as_deref())
 }

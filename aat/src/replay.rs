@@ -20,11 +20,32 @@ pub enum ReplayError {
     Full,
 }
 
+/// What kind of identifier is recorded. Kinds never collide: a proof `jti` chosen equal to
+/// an AAT's `jti` cannot use up that AAT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReplayScope {
+    /// An AAT's `jti` (single-use AATs, spec 7.5.3 step 9).
+    Aat,
+    /// A per-call proof's `jti`.
+    Proof,
+}
+
+impl ReplayScope {
+    /// A short tag for storage keys (`aat`, `proof`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Aat => "aat",
+            Self::Proof => "proof",
+        }
+    }
+}
+
 /// Atomic check-and-record of one-time identifiers (spec 14.8.4).
 pub trait ReplayCache: Send + Sync {
-    /// Records `id` as used until at least `expires_at` (Unix seconds), or fails if it is
-    /// already recorded and unexpired. Must be atomic across concurrent callers.
-    fn check_and_record(&self, id: &str, expires_at: i64, now: i64) -> Result<(), ReplayError>;
+    /// Records `id` in `scope` as used through `expires_at` inclusive (Unix seconds), or fails
+    /// if it is already recorded and unexpired. Must be atomic across concurrent callers.
+    fn check_and_record(&self, scope: ReplayScope, id: &str, expires_at: i64, now: i64) -> Result<(), ReplayError>;
 }
 
 /// Default minimum time an entry is kept (DESIGN §7: at least 600 s).
@@ -33,10 +54,10 @@ const SHARDS: usize = 16;
 
 /// A bounded in-memory [`ReplayCache`].
 ///
-/// * Entries are kept until `max(expires_at, now + min_retention)` and evicted only after
-///   that: a live entry is never dropped to make room. When full of live entries, new
+/// * Entries are kept through `max(expires_at, now + min_retention)` and evicted only after
+///   that second: a live entry is never dropped to make room. When full of live entries, new
 ///   identifiers are refused with [`ReplayError::Full`].
-/// * Identifiers are stored as the first 128 bits of their SHA-256 (fixed-size, no
+/// * Identifiers are stored as the first 128 bits of SHA-256(scope ‖ id) (fixed-size, no
 ///   allocation per entry; collisions are infeasible), about 60 bytes per entry.
 /// * Sixteen independently locked shards keep contention low.
 ///
@@ -57,7 +78,9 @@ struct Shard {
 impl Shard {
     fn evict_expired(&mut self, now: i64) {
         while let Some(Reverse((expiry, key))) = self.by_expiry.peek().copied() {
-            if expiry > now {
+            // An entry covers its expiry second: `expires_at` is the last second at which
+            // the identifier could still be accepted.
+            if expiry >= now {
                 break;
             }
             self.by_expiry.pop();
@@ -101,8 +124,11 @@ impl InMemoryReplayCache {
 }
 
 impl ReplayCache for InMemoryReplayCache {
-    fn check_and_record(&self, id: &str, expires_at: i64, now: i64) -> Result<(), ReplayError> {
-        let digest = Sha256::digest(id.as_bytes());
+    fn check_and_record(&self, scope: ReplayScope, id: &str, expires_at: i64, now: i64) -> Result<(), ReplayError> {
+        let digest = Sha256::new()
+            .chain_update([scope as u8])
+            .chain_update(id.as_bytes())
+            .finalize();
         let mut key_bytes = [0u8; 16];
         key_bytes.copy_from_slice(&digest[..16]);
         let key = u128::from_le_bytes(key_bytes);
@@ -127,13 +153,31 @@ impl ReplayCache for InMemoryReplayCache {
 mod tests {
     use super::*;
 
+    const P: ReplayScope = ReplayScope::Proof;
+
     #[test]
-    fn second_use_is_a_replay_until_expiry() {
-        let cache = InMemoryReplayCache::with_min_retention(100, 0);
-        assert_eq!(cache.check_and_record("a", 1_010, 1_000), Ok(()));
-        assert_eq!(cache.check_and_record("a", 1_010, 1_005), Err(ReplayError::Replayed));
+    fn scopes_do_not_collide() {
+        let cache = InMemoryReplayCache::new(100);
+        cache.check_and_record(ReplayScope::Proof, "same", 10, 0).unwrap();
+        assert_eq!(cache.check_and_record(ReplayScope::Aat, "same", 10, 0), Ok(()));
         assert_eq!(
-            cache.check_and_record("a", 1_010, 1_010),
+            cache.check_and_record(ReplayScope::Aat, "same", 10, 0),
+            Err(ReplayError::Replayed)
+        );
+    }
+
+    #[test]
+    fn second_use_is_a_replay_through_expiry() {
+        let cache = InMemoryReplayCache::with_min_retention(100, 0);
+        assert_eq!(cache.check_and_record(P, "a", 1_010, 1_000), Ok(()));
+        assert_eq!(cache.check_and_record(P, "a", 1_010, 1_005), Err(ReplayError::Replayed));
+        assert_eq!(
+            cache.check_and_record(P, "a", 1_010, 1_010),
+            Err(ReplayError::Replayed),
+            "inclusive expiry"
+        );
+        assert_eq!(
+            cache.check_and_record(P, "a", 1_010, 1_011),
             Ok(()),
             "expired entries are evicted"
         );
@@ -142,9 +186,9 @@ mod tests {
     #[test]
     fn minimum_retention_applies() {
         let cache = InMemoryReplayCache::new(100);
-        cache.check_and_record("a", 1_001, 1_000).unwrap();
-        assert_eq!(cache.check_and_record("a", 1_001, 1_599), Err(ReplayError::Replayed));
-        assert_eq!(cache.check_and_record("a", 1_001, 1_600), Ok(()));
+        cache.check_and_record(P, "a", 1_001, 1_000).unwrap();
+        assert_eq!(cache.check_and_record(P, "a", 1_001, 1_600), Err(ReplayError::Replayed));
+        assert_eq!(cache.check_and_record(P, "a", 1_001, 1_601), Ok(()));
     }
 
     #[test]
@@ -154,7 +198,7 @@ mod tests {
         let mut stored = Vec::new();
         for i in 0..10_000 {
             let id = format!("id-{i}");
-            match cache.check_and_record(&id, 2_000, 1_000) {
+            match cache.check_and_record(P, &id, 2_000, 1_000) {
                 Ok(()) => stored.push(id),
                 Err(ReplayError::Full) => {}
                 Err(e) => panic!("{e}"),
@@ -162,10 +206,10 @@ mod tests {
         }
         assert_eq!(stored.len(), 16);
         for id in &stored {
-            assert_eq!(cache.check_and_record(id, 2_000, 1_500), Err(ReplayError::Replayed));
+            assert_eq!(cache.check_and_record(P, id, 2_000, 1_500), Err(ReplayError::Replayed));
         }
         // Once they expire, there is room again.
-        assert_eq!(cache.check_and_record("fresh", 3_000, 2_000), Ok(()));
+        assert_eq!(cache.check_and_record(P, "fresh", 3_000, 2_001), Ok(()));
     }
 
     #[test]
@@ -176,7 +220,7 @@ mod tests {
                 let cache = cache.clone();
                 std::thread::spawn(move || {
                     (0..200)
-                        .filter(|i| cache.check_and_record(&format!("j{i}"), 10, 0).is_ok())
+                        .filter(|i| cache.check_and_record(P, &format!("j{i}"), 10, 0).is_ok())
                         .count()
                 })
             })

@@ -151,7 +151,7 @@ impl RevocationList {
         let payload = compact
             .payload_bytes()
             .map_err(|e| SignedListError::Malformed(e.describe()))?;
-        serde_json::from_slice(&payload).map_err(|_| SignedListError::Malformed("payload is not a revocation list"))
+        crate::json::from_slice(&payload).map_err(|_| SignedListError::Malformed("payload is not a revocation list"))
     }
 }
 

@@ -18,7 +18,7 @@ use crate::aid::AgentStatus;
 use crate::clock::Clock;
 use crate::ids::{AgentId, Jti, KeyId};
 use crate::keys::KeyResolver;
-use crate::replay::{ReplayCache, ReplayError};
+use crate::replay::{ReplayCache, ReplayError, ReplayScope};
 use crate::token::{AatError, RevokedBy, UnverifiedAat, Validation, VerifiedAat};
 
 /// What the registry has revoked (spec 8.3.3 plus users, DESIGN §11).
@@ -118,7 +118,7 @@ impl VerifiedAat {
             .exp
             .saturating_add(i64::try_from(validation.leeway()).unwrap_or(0));
         replay
-            .check_and_record(self.jti().as_str(), until, now)
+            .check_and_record(ReplayScope::Aat, self.jti().as_str(), until, now)
             .map_err(|e| match e {
                 // A full cache cannot prove the jti is fresh: refuse, as for a replay.
                 ReplayError::Replayed | ReplayError::Full => AatError::ReplayDetected,

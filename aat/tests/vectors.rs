@@ -14,7 +14,7 @@ use aip_aat::jcs;
 use aip_aat::jws;
 use aip_aat::keys::{Algorithm, JwkSet, Jwks, KeyPair, PublicKey, Signer};
 use aip_aat::proof::{Call, ProofValidation, create_proof_with_jti, verify_proof};
-use aip_aat::replay::{InMemoryReplayCache, ReplayCache};
+use aip_aat::replay::{InMemoryReplayCache, ReplayCache, ReplayScope};
 use aip_aat::token::{
     AAT_VERSION, AatClaims, AgentClaims, Audience, AuthMethod, Capabilities, Confirmation, ContextClaims,
     DelegationScope, UnverifiedAat, UserBinding, Validation, encode_aat,
@@ -794,7 +794,9 @@ fn proof_vectors_hold() {
             .unwrap();
         let replay = InMemoryReplayCache::new(1_000);
         for jti in v.get("replayed_jtis").and_then(Value::as_array).into_iter().flatten() {
-            replay.check_and_record(jti.as_str().unwrap(), now + 600, now).unwrap();
+            replay
+                .check_and_record(ReplayScope::Proof, jti.as_str().unwrap(), now + 600, now)
+                .unwrap();
         }
         let c = &v["call"];
         let call = Call {

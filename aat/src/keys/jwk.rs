@@ -218,7 +218,41 @@ impl JwkSet {
 }
 
 impl KeyResolver for JwkSet {
+    /// Answers for every issuer: use a `JwkSet` alone only when one issuer is trusted (or all
+    /// trusted issuers share the set). With several issuers, use [`IssuerKeys`], or a token
+    /// of one issuer could claim another's `iss`.
     fn resolve(&self, _issuer: &str, kid: &KeyId) -> Option<PublicKey> {
         self.keys.get(kid).cloned()
+    }
+}
+
+/// Key sets per issuer: a token's `kid` is looked up only in the set of the issuer its `iss`
+/// names, so trusting several issuers does not let one sign in another's name.
+#[derive(Clone, Debug, Default)]
+pub struct IssuerKeys {
+    by_issuer: HashMap<String, JwkSet>,
+}
+
+impl IssuerKeys {
+    /// No issuers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trusts `keys` for tokens whose `iss` is `issuer` (replacing any previous set).
+    pub fn insert(&mut self, issuer: impl Into<String>, keys: JwkSet) -> &mut Self {
+        self.by_issuer.insert(issuer.into(), keys);
+        self
+    }
+
+    /// The key set of `issuer`.
+    pub fn get(&self, issuer: &str) -> Option<&JwkSet> {
+        self.by_issuer.get(issuer)
+    }
+}
+
+impl KeyResolver for IssuerKeys {
+    fn resolve(&self, issuer: &str, kid: &KeyId) -> Option<PublicKey> {
+        self.by_issuer.get(issuer)?.get(kid).cloned()
     }
 }

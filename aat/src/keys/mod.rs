@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-pub use jwk::{Jwk, JwkSet, JwkSetError, Jwks};
+pub use jwk::{IssuerKeys, Jwk, JwkSet, JwkSetError, Jwks};
 
 use crate::b64;
 use crate::ids::KeyId;

@@ -34,18 +34,28 @@ pub struct AatClaims {
     /// Unique token id.
     pub jti: Jti,
     /// The agent the token was issued to.
+    #[serde(deserialize_with = "crate::json::object")]
     pub agent: AgentClaims,
     /// The user on whose behalf the agent acts; absent for autonomous agents
     /// (`agent_attestation` grant).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::json::option_object"
+    )]
     pub user_binding: Option<UserBinding>,
     /// What the agent may do.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::object")]
     pub capabilities: Capabilities,
     /// Session and policy context.
+    #[serde(deserialize_with = "crate::json::object")]
     pub context: ContextClaims,
     /// Proof-of-possession confirmation (RFC 7800): the agent key's thumbprint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::json::option_object"
+    )]
     pub cnf: Option<Confirmation>,
 }
 

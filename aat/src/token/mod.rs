@@ -144,7 +144,7 @@ impl UnverifiedAat {
         }
         let signature = compact.signature_bytes().map_err(shape)?;
         let payload = compact.payload_bytes().map_err(shape)?;
-        let (claims, version_ok) = match serde_json::from_slice::<AatClaims>(&payload) {
+        let (claims, version_ok) = match crate::json::from_slice::<AatClaims>(&payload) {
             Ok(claims) => {
                 let version_ok = claims.aat_version == AAT_VERSION;
                 (Ok(claims), version_ok)
@@ -154,7 +154,7 @@ impl UnverifiedAat {
                 struct Probe {
                     aat_version: Option<serde_json::Value>,
                 }
-                let probe: Probe = serde_json::from_slice(&payload)
+                let probe: Probe = crate::json::from_slice(&payload)
                     .map_err(|_| AatError::Malformed("payload is not a JSON object"))?;
                 let version_ok = probe.aat_version.as_ref().and_then(|v| v.as_str()) == Some(AAT_VERSION);
                 (Err("required claims are missing or have the wrong type"), version_ok)
@@ -352,7 +352,7 @@ pub fn encode_aat(claims: &AatClaims, signer: &dyn Signer) -> Result<String, Enc
         return Err(EncodeError::InvalidClaims("`aat_version` must be aip/v1alpha3"));
     }
     claims.check_consistency().map_err(EncodeError::InvalidClaims)?;
-    if claims.exp - claims.iat > MAX_LIFETIME_SECS as i64 {
+    if claims.exp.saturating_sub(claims.iat) > MAX_LIFETIME_SECS as i64 {
         return Err(EncodeError::InvalidClaims("lifetime exceeds 24 hours"));
     }
     let payload = serde_json::to_vec(claims).map_err(|_| EncodeError::InvalidClaims("not serializable"))?;
