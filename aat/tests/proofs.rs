@@ -2,6 +2,9 @@
 //! which checks an AAT (cached once verified) and its proof on every tool call.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::Seeds;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
@@ -39,33 +42,18 @@ const SESSION: &str = "sess-1";
 const USER: &str = "alice@example.com";
 const TOOL: &str = "read_file";
 
-fn seed(label: &str) -> [u8; 32] {
-    Sha256::digest(format!("aip-aat proof tests/{label}").as_bytes()).into()
-}
+const SEEDS: Seeds = Seeds("aip-aat proof tests");
 
 fn ed25519(label: &str) -> KeyPair {
-    KeyPair::ed25519_from_seed(&seed(label))
+    SEEDS.ed25519(label)
 }
 
 fn p256(label: &str) -> KeyPair {
-    KeyPair::p256_from_scalar(&seed(label)).expect("seed is a valid P-256 scalar")
+    SEEDS.p256(label)
 }
 
 fn agent_id(label: &str) -> AgentId {
-    let mut b: [u8; 16] = seed(label)[..16].try_into().unwrap();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "ag_{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-    .parse()
-    .unwrap()
+    SEEDS.agent_id(label)
 }
 
 fn b64(bytes: impl AsRef<[u8]>) -> String {
@@ -481,7 +469,7 @@ fn proof_invalid_jwk_with_private_part() {
         let call = Call::tools_call(TOOL, None);
         let payload = serde_json::to_value(proof_claims(&f.aat, &call, AUDIENCE, NOW)).unwrap();
         let mut header = proof_header(&f.agent);
-        header["jwk"]["d"] = json!(b64(seed("agent")));
+        header["jwk"]["d"] = json!(b64(SEEDS.bytes("agent")));
         let proof = sign_raw(&header, &payload, &f.agent);
         assert_invalid(check(&proof, &aat, &call, NOW), "`jwk` contains a private key");
     }

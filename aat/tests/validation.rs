@@ -2,6 +2,9 @@
 //! (`encode_aat`), and of the key formats the verifier relies on (JWK, JWK sets, PEM/DER).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::Seeds;
 use std::collections::HashMap;
 
 use aip_aat::aid::AgentStatus;
@@ -38,34 +41,18 @@ const USER: &str = "alice@example.com";
 const LEEWAY: i64 = 30;
 const DAY: i64 = 24 * 60 * 60;
 
-/// A deterministic 32-byte seed per label.
-fn seed(label: &str) -> [u8; 32] {
-    Sha256::digest(format!("aip-aat validation tests/{label}").as_bytes()).into()
-}
+const SEEDS: Seeds = Seeds("aip-aat validation tests");
 
 fn ed25519(label: &str) -> KeyPair {
-    KeyPair::ed25519_from_seed(&seed(label))
+    SEEDS.ed25519(label)
 }
 
 fn p256(label: &str) -> KeyPair {
-    KeyPair::p256_from_scalar(&seed(label)).expect("seed is a valid P-256 scalar")
+    SEEDS.p256(label)
 }
 
 fn agent_id(label: &str) -> AgentId {
-    let mut b: [u8; 16] = seed(label)[..16].try_into().unwrap();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "ag_{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-    .parse()
-    .unwrap()
+    SEEDS.agent_id(label)
 }
 
 fn b64(bytes: impl AsRef<[u8]>) -> String {
@@ -1832,7 +1819,7 @@ fn jwk_with_private_part_is_refused() {
     assert_eq!(PublicKey::from_jwk(&weird).unwrap_err(), KeyError::PrivateKeyInJwk);
     let ec = p256("k").public_key().to_jwk();
     let mut ec_private = serde_json::to_value(&ec).unwrap();
-    ec_private["d"] = json!(b64(seed("k")));
+    ec_private["d"] = json!(b64(SEEDS.bytes("k")));
     assert_eq!(
         PublicKey::from_jwk(&jwk(ec_private.clone())).unwrap_err(),
         KeyError::PrivateKeyInJwk
@@ -2156,7 +2143,7 @@ fn keypair_debug_shows_the_kid_but_no_secret() {
         let pem = key.to_pkcs8_pem().unwrap();
         let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
         let der = key.to_pkcs8_der().unwrap();
-        let secret = seed("debug");
+        let secret = SEEDS.bytes("debug");
         for text in [format!("{key:?}"), format!("{key:#?}")] {
             assert!(text.contains(key.key_id().as_str()), "{text}");
             assert!(text.contains(key.algorithm().as_str()), "{text}");

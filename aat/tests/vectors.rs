@@ -6,6 +6,9 @@
 //! against this implementation, so a generator bug cannot hide a verifier bug.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::Seeds;
 use std::path::{Path, PathBuf};
 
 use aip_aat::clock::FixedClock;
@@ -22,7 +25,6 @@ use aip_aat::token::{
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 /// 2026-02-02T02:40:00Z: the "now" of every vector.
 const NOW: i64 = 1_770_000_000;
@@ -33,25 +35,19 @@ fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
-/// A 32-byte seed derived from a label: the only source of key material.
-fn seed(label: &str) -> [u8; 32] {
-    Sha256::digest(format!("aip-aat test vectors v1/{label}").as_bytes()).into()
-}
+/// The only source of key material and identifiers in the vectors.
+const SEEDS: Seeds = Seeds("aip-aat test vectors v1");
 
 fn ed25519(label: &str) -> KeyPair {
-    KeyPair::ed25519_from_seed(&seed(label))
+    SEEDS.ed25519(label)
 }
 
 fn p256(label: &str) -> KeyPair {
-    KeyPair::p256_from_scalar(&seed(label)).expect("seed is a valid P-256 scalar")
+    SEEDS.p256(label)
 }
 
 fn uuid_from(label: &str) -> String {
-    let mut b: [u8; 16] = seed(label)[..16].try_into().unwrap();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    SEEDS.uuid(label)
 }
 
 struct Keys {

@@ -1,0 +1,38 @@
+//! Helpers shared by the integration tests: deterministic keys and identifiers from labels.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use aip_aat::ids::AgentId;
+use aip_aat::keys::KeyPair;
+use sha2::{Digest, Sha256};
+
+/// Key material derived from labels within a namespace, so every test file (and the vector
+/// generator) gets its own stable keys.
+pub(crate) struct Seeds(pub(crate) &'static str);
+
+impl Seeds {
+    /// SHA-256 of `namespace/label`.
+    pub(crate) fn bytes(&self, label: &str) -> [u8; 32] {
+        Sha256::digest(format!("{}/{label}", self.0).as_bytes()).into()
+    }
+
+    pub(crate) fn ed25519(&self, label: &str) -> KeyPair {
+        KeyPair::ed25519_from_seed(&self.bytes(label))
+    }
+
+    pub(crate) fn p256(&self, label: &str) -> KeyPair {
+        KeyPair::p256_from_scalar(&self.bytes(label)).expect("seed is a valid P-256 scalar")
+    }
+
+    /// A UUID v4 (lowercase, hyphenated) derived from the label.
+    pub(crate) fn uuid(&self, label: &str) -> String {
+        let mut b: [u8; 16] = self.bytes(label)[..16].try_into().unwrap();
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let h = hex::encode(b);
+        format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    }
+
+    pub(crate) fn agent_id(&self, label: &str) -> AgentId {
+        format!("ag_{}", self.uuid(label)).parse().unwrap()
+    }
+}
