@@ -241,3 +241,127 @@ impl AgentIdentityDocument {
         Ok(hex::encode(Sha256::digest(jcs::to_vec(self)?)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{Algorithm, KeyPair};
+
+    const NOW: i64 = 1_770_000_000;
+
+    fn aid(agent: &KeyPair) -> AgentIdentityDocument {
+        AgentIdentityDocument {
+            aid_version: AID_VERSION.into(),
+            agent_id: "ag_550e8400-e29b-41d4-a716-446655440000".parse().unwrap(),
+            name: "code review agent".into(),
+            description: Some("Reviews pull requests".into()),
+            created_at: OffsetDateTime::from_unix_timestamp(NOW - 86_400).unwrap(),
+            status: AgentStatus::Active,
+            public_key: agent.public_key().to_jwk(),
+            metadata: Some(AidMetadata {
+                owner: Some("dev@example.com".into()),
+                ..Default::default()
+            }),
+            registry_attestation: None,
+        }
+    }
+
+    fn attested(registry: &KeyPair) -> String {
+        let mut doc = aid(&KeyPair::generate(Algorithm::EdDSA).unwrap());
+        doc.attest(registry, "https://registry.aip.example", NOW, 3_600)
+            .unwrap();
+        serde_json::to_string(&doc).unwrap()
+    }
+
+    #[test]
+    fn attestation_round_trip_for_both_algorithms() {
+        for alg in [Algorithm::EdDSA, Algorithm::ES256] {
+            let registry = KeyPair::generate(alg).unwrap();
+            let keys = JwkSet::from_keys([registry.public_key()]);
+            let json = attested(&registry);
+            let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(value["registry_attestation"]["signed_at"], "2026-02-02T02:40:00Z");
+            assert_eq!(value["registry_attestation"]["kid"], registry.key_id().as_str());
+            let verified = AgentIdentityDocument::verify_attested(&json, &keys, NOW + 10).unwrap();
+            assert_eq!(verified.name, "code review agent");
+            assert_eq!(verified.hash().unwrap().len(), 64);
+        }
+    }
+
+    #[test]
+    fn any_change_to_the_document_breaks_the_signature() {
+        let registry = KeyPair::generate(Algorithm::EdDSA).unwrap();
+        let keys = JwkSet::from_keys([registry.public_key()]);
+        let json = attested(&registry);
+        for (member, value) in [
+            ("status", serde_json::json!("suspended")),
+            ("name", serde_json::json!("other agent")),
+            ("unmodelled_extension", serde_json::json!(true)),
+        ] {
+            let mut doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+            doc[member] = value;
+            let result = AgentIdentityDocument::verify_attested(&doc.to_string(), &keys, NOW);
+            assert!(
+                matches!(result, Err(AttestationError::SignatureInvalid)),
+                "{member}: {result:?}"
+            );
+        }
+        let mut doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+        doc["public_key"]["x"] = KeyPair::generate(Algorithm::EdDSA)
+            .unwrap()
+            .public_key()
+            .to_jwk()
+            .x
+            .unwrap()
+            .into();
+        assert!(matches!(
+            AgentIdentityDocument::verify_attested(&doc.to_string(), &keys, NOW),
+            Err(AttestationError::SignatureInvalid)
+        ));
+    }
+
+    #[test]
+    fn wrong_key_expiry_and_shape_are_refused() {
+        let registry = KeyPair::generate(Algorithm::EdDSA).unwrap();
+        let json = attested(&registry);
+        let strangers = JwkSet::from_keys([KeyPair::generate(Algorithm::EdDSA).unwrap().public_key()]);
+        assert!(matches!(
+            AgentIdentityDocument::verify_attested(&json, &strangers, NOW),
+            Err(AttestationError::UnknownKey)
+        ));
+        let keys = JwkSet::from_keys([registry.public_key()]);
+        assert!(matches!(
+            AgentIdentityDocument::verify_attested(&json, &keys, NOW + 3_601),
+            Err(AttestationError::Expired)
+        ));
+        let unsigned = serde_json::to_string(&aid(&registry)).unwrap();
+        assert!(matches!(
+            AgentIdentityDocument::verify_attested(&unsigned, &keys, NOW),
+            Err(AttestationError::MissingAttestation)
+        ));
+        let duplicated = json.replacen("{", "{\"name\":\"x\",", 1);
+        assert!(matches!(
+            AgentIdentityDocument::verify_attested(&duplicated, &keys, NOW),
+            Err(AttestationError::Malformed(_))
+        ));
+        assert!(matches!(
+            AgentIdentityDocument::verify_attested("[]", &keys, NOW),
+            Err(AttestationError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn attestation_without_kid_is_checked_against_every_registry_key() {
+        let registry = KeyPair::generate(Algorithm::EdDSA).unwrap();
+        let other = KeyPair::generate(Algorithm::ES256).unwrap();
+        let mut doc: serde_json::Value = serde_json::from_str(&attested(&registry)).unwrap();
+        doc["registry_attestation"].as_object_mut().unwrap().remove("kid");
+        let both = JwkSet::from_keys([other.public_key(), registry.public_key()]);
+        assert!(AgentIdentityDocument::verify_attested(&doc.to_string(), &both, NOW).is_ok());
+        let only_other = JwkSet::from_keys([other.public_key()]);
+        assert!(matches!(
+            AgentIdentityDocument::verify_attested(&doc.to_string(), &only_other, NOW),
+            Err(AttestationError::SignatureInvalid)
+        ));
+    }
+}

@@ -195,6 +195,13 @@ struct FileDoc {
     checksum: Option<String>,
 }
 
+impl Drop for FileDoc {
+    /// `key` holds the unencrypted key in `--insecure-no-passphrase` files.
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]
 enum ProtectionDoc {
@@ -247,8 +254,9 @@ impl FileDoc {
     }
 }
 
-/// Serializes `key` as key-file text.
-pub fn encode(key: &KeyPair, protection: Protection<'_>) -> Result<String, KeyFileError> {
+/// Serializes `key` as key-file text (which holds the key in clear for
+/// [`Protection::InsecureNone`], hence zeroized on drop).
+pub fn encode(key: &KeyPair, protection: Protection<'_>) -> Result<Zeroizing<String>, KeyFileError> {
     let pkcs8 = key.to_pkcs8_der()?;
     let mut doc = FileDoc {
         format: FORMAT.to_owned(),
@@ -286,7 +294,8 @@ pub fn encode(key: &KeyPair, protection: Protection<'_>) -> Result<String, KeyFi
         }
     }
     doc.checksum = Some(doc.checksum()?);
-    let mut text = serde_json::to_string_pretty(&doc).map_err(|_| KeyFileError::Malformed("cannot serialize"))?;
+    let mut text =
+        Zeroizing::new(serde_json::to_string_pretty(&doc).map_err(|_| KeyFileError::Malformed("cannot serialize"))?);
     text.push('\n');
     Ok(text)
 }
@@ -328,7 +337,7 @@ pub fn inspect(text: &str) -> Result<KeyFileInfo, KeyFileError> {
     let encrypted = matches!(doc.protection, ProtectionDoc::Encrypted { .. });
     Ok(KeyFileInfo {
         alg: doc.alg,
-        kid: doc.kid,
+        kid: doc.kid.clone(),
         encrypted,
     })
 }
@@ -386,7 +395,7 @@ pub fn decode(text: &str, passphrase: Option<&Passphrase>) -> Result<KeyPair, Ke
 /// Writes `key` to a new file at `path` with mode 0600. Never replaces an existing file; a
 /// partly written file is removed.
 pub fn write(path: &Path, key: &KeyPair, protection: Protection<'_>) -> Result<(), KeyFileError> {
-    let text = Zeroizing::new(encode(key, protection)?);
+    let text = encode(key, protection)?;
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
