@@ -74,6 +74,7 @@ pub mod keyfile;
 pub mod keys;
 pub mod proof;
 pub mod replay;
+pub mod request_proof;
 pub mod revocation;
 pub mod secret;
 pub mod token;

@@ -40,6 +40,22 @@ pub struct RevocationList {
     /// Users whose delegations were revoked: their AATs issued at or before `revoked_at`.
     #[serde(default)]
     pub revoked_users: Vec<RevokedUser>,
+    /// Agents currently suspended (reversible; their AATs are refused while suspended).
+    #[serde(default)]
+    pub suspended_agents: Vec<SuspendedAgent>,
+}
+
+/// A suspended agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspendedAgent {
+    /// The agent.
+    pub agent_id: AgentId,
+    /// Since when.
+    #[serde(with = "time::serde::rfc3339")]
+    pub suspended_at: OffsetDateTime,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A revoked agent.
@@ -119,6 +135,7 @@ impl RevocationList {
             revoked_aats: Vec::new(),
             revoked_sessions: Vec::new(),
             revoked_users: Vec::new(),
+            suspended_agents: Vec::new(),
         }
     }
 
@@ -160,6 +177,7 @@ impl RevocationList {
 pub struct RevocationIndex {
     version: u64,
     agents: HashSet<AgentId>,
+    suspended: HashSet<AgentId>,
     tokens: HashSet<Jti>,
     sessions: HashSet<String>,
     users: HashMap<String, i64>,
@@ -185,6 +203,7 @@ impl From<&RevocationList> for RevocationIndex {
         Self {
             version: list.version,
             agents: list.revoked_agents.iter().map(|a| a.agent_id.clone()).collect(),
+            suspended: list.suspended_agents.iter().map(|a| a.agent_id.clone()).collect(),
             tokens: list.revoked_aats.iter().map(|a| a.jti.clone()).collect(),
             sessions: list.revoked_sessions.iter().map(|s| s.session_id.clone()).collect(),
             users,
@@ -204,6 +223,9 @@ impl RevocationView for RevocationIndex {
     }
     fn user_revoked_at(&self, user_id: &str) -> Option<i64> {
         self.users.get(user_id).copied()
+    }
+    fn is_agent_suspended(&self, agent_id: &AgentId) -> bool {
+        self.suspended.contains(agent_id)
     }
 }
 
@@ -270,5 +292,23 @@ mod tests {
         assert_eq!(index.user_revoked_at("alice@example.com"), Some(1_760_000_000));
         assert_eq!(index.user_revoked_at("bob"), None);
         assert_eq!(index.version(), 42);
+        assert!(!index.is_agent_suspended(&"ag_550e8400-e29b-41d4-a716-446655440000".parse().unwrap()));
+    }
+
+    #[test]
+    fn suspended_agents_are_refused_as_inactive() {
+        let at = OffsetDateTime::from_unix_timestamp(1_760_000_000).unwrap();
+        let id: AgentId = "ag_660e8400-e29b-41d4-a716-446655440000".parse().unwrap();
+        let mut list = RevocationList::empty(7, at);
+        list.suspended_agents.push(SuspendedAgent {
+            agent_id: id.clone(),
+            suspended_at: at,
+            reason: None,
+        });
+        let index = RevocationIndex::from(&list);
+        assert!(index.is_agent_suspended(&id));
+        assert!(!index.is_agent_revoked(&id));
+        let json = serde_json::to_value(&list).unwrap();
+        assert_eq!(json["suspended_agents"][0]["agent_id"], id.as_str());
     }
 }

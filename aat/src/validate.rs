@@ -32,6 +32,11 @@ pub trait RevocationView: Send + Sync {
     /// When the user's delegation was revoked: every AAT of the user issued at or before
     /// this Unix time is revoked (spec 10.5).
     fn user_revoked_at(&self, user_id: &str) -> Option<i64>;
+    /// The agent is suspended (published with the revocation list, so that verifiers without
+    /// per-call registry lookups still refuse it). Defaults to `false`.
+    fn is_agent_suspended(&self, _agent_id: &AgentId) -> bool {
+        false
+    }
 }
 
 /// An agent as the registry knows it (spec 7.5.3 step 8).
@@ -73,7 +78,8 @@ pub trait AgentDirectory: Send + Sync {
 
 impl VerifiedAat {
     /// Step 7: refuses the token if it, its session, its agent, or (for tokens issued at or
-    /// before the revocation) its user's delegation is revoked.
+    /// before the revocation) its user's delegation is revoked. An agent the view reports
+    /// suspended is refused as `agent_inactive`, as step 8 would.
     pub fn check_revocation(&self, view: &dyn RevocationView) -> Result<(), AatError> {
         let c = self.claims();
         let revoked_by = if view.is_token_revoked(&c.jti) {
@@ -89,6 +95,8 @@ impl VerifiedAat {
             .is_some_and(|at| c.iat <= at)
         {
             RevokedBy::User
+        } else if view.is_agent_suspended(&c.agent.id) {
+            return Err(AatError::AgentInactive(AgentStatus::Suspended));
         } else {
             return Ok(());
         };

@@ -159,6 +159,17 @@ pub trait Signer: Send + Sync {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError>;
 }
 
+/// Converts a JWS signature (Ed25519 bytes, or ES256's fixed-width `r || s`) into the form
+/// X.509 certificates and CRLs carry: unchanged for Ed25519, a DER `Ecdsa-Sig-Value` for ES256.
+pub fn x509_signature(alg: Algorithm, jws_signature: &[u8]) -> Result<Vec<u8>, KeyError> {
+    match alg {
+        Algorithm::EdDSA => Ok(jws_signature.to_vec()),
+        Algorithm::ES256 => p256::ecdsa::Signature::from_slice(jws_signature)
+            .map(|s| s.to_der().as_bytes().to_vec())
+            .map_err(|_| KeyError::Encoding("ECDSA signature")),
+    }
+}
+
 /// Resolves issuer signing keys by `kid` (e.g. from a JWKS). Implementations must be cheap:
 /// validation calls this for every token it has not seen before.
 pub trait KeyResolver: Send + Sync {
@@ -265,6 +276,22 @@ impl PublicKey {
     /// `true` when the JWK's coordinates are exactly this key's (no parsing, no hashing).
     pub(crate) fn same_coordinates(&self, x: Option<&str>, y: Option<&str>) -> bool {
         x == Some(self.0.x.as_str()) && y == self.0.y.as_deref()
+    }
+
+    /// The raw public key: 32 bytes for Ed25519, the 65-byte uncompressed SEC1 point for
+    /// P-256 (the `subjectPublicKey` of an X.509 SubjectPublicKeyInfo).
+    pub fn to_raw_bytes(&self) -> Vec<u8> {
+        let x = b64::decode(&self.0.x).unwrap_or_default();
+        match &self.0.y {
+            None => x,
+            Some(y) => {
+                let mut point = Vec::with_capacity(65);
+                point.push(0x04);
+                point.extend_from_slice(&x);
+                point.extend_from_slice(&b64::decode(y).unwrap_or_default());
+                point
+            }
+        }
     }
 
     /// Parses a DER SubjectPublicKeyInfo.
@@ -518,5 +545,29 @@ impl fmt::Debug for KeyPair {
             .field("alg", &self.algorithm())
             .field("kid", &self.key_id().as_str())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_bytes_and_x509_signatures() {
+        let ed = KeyPair::generate(Algorithm::EdDSA).unwrap();
+        assert_eq!(ed.public_key().to_raw_bytes().len(), 32);
+        let ec = KeyPair::generate(Algorithm::ES256).unwrap();
+        let raw = ec.public_key().to_raw_bytes();
+        assert_eq!((raw.len(), raw[0]), (65, 0x04));
+        // The SPKI DER ends with the raw key.
+        assert!(ec.public_key().to_public_key_der().unwrap().ends_with(&raw));
+
+        let sig = ec.sign(b"m").unwrap();
+        let der = x509_signature(Algorithm::ES256, &sig).unwrap();
+        assert_eq!(der[0], 0x30, "a DER SEQUENCE");
+        let parsed = p256::ecdsa::Signature::from_der(&der).unwrap();
+        assert_eq!(parsed.to_bytes().as_slice(), sig.as_slice());
+        assert_eq!(x509_signature(Algorithm::EdDSA, &[1, 2]).unwrap(), vec![1, 2]);
+        assert!(x509_signature(Algorithm::ES256, &[1, 2]).is_err());
     }
 }
