@@ -20,10 +20,15 @@ pub struct InvalidId {
     pub reason: &'static str,
 }
 
-/// Fills a buffer from the operating system's CSPRNG.
+/// Fills `bytes` from the operating system's CSPRNG.
+pub fn fill_random(bytes: &mut [u8]) -> Result<(), getrandom::Error> {
+    getrandom::fill(bytes)
+}
+
+/// An array filled from the operating system's CSPRNG.
 pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], getrandom::Error> {
     let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes)?;
+    fill_random(&mut bytes)?;
     Ok(bytes)
 }
 

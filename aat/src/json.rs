@@ -25,15 +25,13 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
 }
 
 /// `deserialize_with` for a struct field that must be a JSON object.
-pub(crate) fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<T, D::Error> {
+pub fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<T, D::Error> {
     deserializer.deserialize_map(ObjectVisitor(PhantomData))
 }
 
 /// `deserialize_with` for an optional struct field: absent (with `#[serde(default)]`),
 /// `null`, or a JSON object.
-pub(crate) fn option_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    deserializer: D,
-) -> Result<Option<T>, D::Error> {
+pub fn option_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
     struct OptionVisitor<T>(PhantomData<T>);
     impl<'de, T: Deserialize<'de>> Visitor<'de> for OptionVisitor<T> {
         type Value = Option<T>;
@@ -54,7 +52,7 @@ pub(crate) fn option_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 /// Parses bytes whose top level must be a JSON object.
-pub(crate) fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
+pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = object(&mut de)?;
     de.end()?;
@@ -62,7 +60,7 @@ pub(crate) fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Resul
 }
 
 /// Converts a parsed value whose top level must be a JSON object.
-pub(crate) fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> serde_json::Result<T> {
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> serde_json::Result<T> {
     object(value)
 }
 

@@ -67,7 +67,7 @@ pub mod challenge;
 pub mod clock;
 pub mod ids;
 pub mod jcs;
-mod json;
+pub mod json;
 pub mod jsonrpc;
 pub mod jws;
 pub mod keyfile;

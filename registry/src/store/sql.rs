@@ -1,0 +1,1006 @@
+//! [`Store`] over sqlx's `Any` driver: one body of SQL for SQLite and PostgreSQL, each with
+//! its own migrations. Placeholders are `$N` (both engines accept them) and values are the
+//! types `Any` carries on both engines: integers, text and blobs (flags are 0/1 integers,
+//! since `Any` cannot decode SQLite's BOOLEAN).
+//!
+//! Writers are serialized by the single `registry_state` row: every write transaction updates
+//! it first, which takes PostgreSQL's row lock (across replicas) or SQLite's write lock. With
+//! SQLite an in-process mutex also queues writers, so they wait in order instead of spinning
+//! in SQLite's busy handler.
+
+use std::path::Path;
+use std::time::Duration;
+
+use aip_aat::aid::{AgentStatus, AidMetadata};
+use aip_aat::ids::AgentId;
+use aip_aat::keys::Jwk;
+use aip_aat::revocation::{RevocationList, RevokedAat, RevokedAgent, RevokedSession, RevokedUser, SuspendedAgent};
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, MutexGuard};
+
+use super::{
+    AgentQuery, KeyRotation, NewAccessToken, NewAgent, NewCertificate, NewRegistrationToken, Nonce,
+    RegistrationCredential, RegistrationTokenInfo, Role, StatusAction, StatusChanged, Store, StoreError, StoredAgent,
+    StoredCertificate, StoredCrl, StoredEvent, StoredKey,
+};
+use crate::audit::{AuditEntry, AuditRecord, record_hash};
+use crate::ca::{CrlEntry, CrlReason};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// The database engine behind a [`SqlStore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// An SQLite file (the embedded default).
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// The SQL store.
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+    write_lock: Option<Mutex<()>>,
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("dialect", &self.dialect)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn agent_from_row(row: &AnyRow) -> Result<StoredAgent, StoreError> {
+    let get_text = |col: &str| row.try_get::<String, _>(col).map_err(backend);
+    let get_opt = |col: &str| row.try_get::<Option<String>, _>(col).map_err(backend);
+    let agent_id: AgentId = get_text("agent_id")?
+        .parse()
+        .map_err(|_| StoreError::Corrupt("agent_id"))?;
+    let capabilities: Vec<String> =
+        serde_json::from_str(&get_text("capabilities")?).map_err(|_| StoreError::Corrupt("capabilities"))?;
+    let metadata: Option<AidMetadata> = match get_opt("metadata")? {
+        Some(text) => Some(serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("metadata"))?),
+        None => None,
+    };
+    let public_key: Jwk =
+        serde_json::from_str(&get_text("public_key")?).map_err(|_| StoreError::Corrupt("public_key"))?;
+    Ok(StoredAgent {
+        agent: NewAgent {
+            agent_id,
+            name: get_text("name")?,
+            description: get_opt("description")?,
+            owner: get_opt("owner")?,
+            capabilities,
+            autonomous: row.try_get::<i64, _>("autonomous").map_err(backend)? != 0,
+            metadata,
+            public_key,
+            thumbprint: get_text("key_thumbprint")?
+                .parse()
+                .map_err(|_| StoreError::Corrupt("key_thumbprint"))?,
+            created_at: row.try_get::<i64, _>("created_at").map_err(backend)?,
+        },
+        status: get_text("status")?.parse().map_err(|_| StoreError::Corrupt("status"))?,
+        status_reason: get_opt("status_reason")?,
+        status_changed_at: row.try_get::<Option<i64>, _>("status_changed_at").map_err(backend)?,
+    })
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(backend)
+}
+
+fn u64_of(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt("negative counter"))
+}
+
+fn i64_of(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Corrupt("counter overflow"))
+}
+
+fn rfc3339(unix: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp(unix).map_err(|_| StoreError::Corrupt("timestamp"))
+}
+
+/// A write transaction holding the registry-state lock.
+struct Write<'a> {
+    tx: Transaction<'static, Any>,
+    _guard: Option<MutexGuard<'a, ()>>,
+}
+
+impl Write<'_> {
+    fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// Appends `entry` to the audit chain.
+    async fn audit(&mut self, entry: &AuditEntry, at: i64) -> Result<(), StoreError> {
+        let row = sqlx::query(
+            "UPDATE registry_state SET audit_seq = audit_seq + 1 WHERE id = 1 RETURNING audit_seq, audit_head",
+        )
+        .fetch_one(self.conn())
+        .await
+        .map_err(backend)?;
+        let seq: i64 = row.try_get("audit_seq").map_err(backend)?;
+        let prev: String = row.try_get("audit_head").map_err(backend)?;
+        let details = aip_aat::jcs::to_string(&entry.details).map_err(backend)?;
+        let hash = record_hash(
+            seq,
+            at,
+            (&entry.actor, entry.action, &entry.subject, &entry.details),
+            &prev,
+        );
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(seq)
+        .bind(at)
+        .bind(&entry.actor)
+        .bind(entry.action)
+        .bind(&entry.subject)
+        .bind(details)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(self.conn())
+        .await
+        .map_err(backend)?;
+        sqlx::query("UPDATE registry_state SET audit_head = $1 WHERE id = 1")
+            .bind(&hash)
+            .execute(self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Bumps the revocation list version and records the event that caused it.
+    async fn event(&mut self, kind: &str, subject: &str, data: &serde_json::Value, at: i64) -> Result<u64, StoreError> {
+        let version: i64 = sqlx::query(
+            "UPDATE registry_state SET revocation_version = revocation_version + 1 WHERE id = 1 RETURNING revocation_version",
+        )
+        .fetch_one(self.conn())
+        .await
+        .map_err(backend)?
+        .try_get("revocation_version")
+        .map_err(backend)?;
+        sqlx::query("INSERT INTO events (version, at, kind, subject, data) VALUES ($1, $2, $3, $4, $5)")
+            .bind(version)
+            .bind(at)
+            .bind(kind)
+            .bind(subject)
+            .bind(to_json(data)?)
+            .execute(self.conn())
+            .await
+            .map_err(backend)?;
+        u64_of(version)
+    }
+
+    async fn nonce(&mut self, nonce: &Nonce) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO request_nonces (jti, expires_at) VALUES ($1, $2)")
+            .bind(&nonce.jti)
+            .bind(nonce.expires_at)
+            .execute(self.conn())
+            .await
+            .map_err(|e| {
+                if unique_violation(&e) {
+                    StoreError::ProofReplayed
+                } else {
+                    backend(e)
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn certificate(&mut self, c: &NewCertificate) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO certificates (serial, agent_id, key_thumbprint, not_before, not_after, der) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&c.serial)
+        .bind(c.agent_id.as_str())
+        .bind(c.key_thumbprint.as_str())
+        .bind(c.not_before)
+        .bind(c.not_after)
+        .bind(&c.der)
+        .execute(self.conn())
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    /// The agent's status and current key, read under the write lock.
+    async fn agent_state(&mut self, agent_id: &AgentId) -> Result<(AgentStatus, String), StoreError> {
+        let row = sqlx::query("SELECT status, key_thumbprint FROM agents WHERE agent_id = $1")
+            .bind(agent_id.as_str())
+            .fetch_optional(self.conn())
+            .await
+            .map_err(backend)?
+            .ok_or(StoreError::AgentNotFound)?;
+        let status: String = row.try_get("status").map_err(backend)?;
+        let status = status.parse().map_err(|_| StoreError::Corrupt("status"))?;
+        Ok((status, row.try_get("key_thumbprint").map_err(backend)?))
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await.map_err(backend)
+    }
+}
+
+impl SqlStore {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            return Err(StoreError::Conflict(
+                "database URL must start with sqlite: or postgres:",
+            ));
+        };
+        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(15));
+        let pool = match dialect {
+            Dialect::Sqlite => options
+                .max_connections(8)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        for pragma in [
+                            "PRAGMA foreign_keys = ON",
+                            "PRAGMA busy_timeout = 10000",
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = NORMAL",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .connect(url)
+                .await
+                .map_err(backend)?,
+            Dialect::Postgres => options.max_connections(16).connect(url).await.map_err(backend)?,
+        };
+        let migrations = match dialect {
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrations.run(&pool).await.map_err(backend)?;
+        let write_lock = (dialect == Dialect::Sqlite).then(|| Mutex::new(()));
+        Ok(Self {
+            pool,
+            dialect,
+            write_lock,
+        })
+    }
+
+    /// The URL of an SQLite database file, created if missing.
+    pub fn sqlite_url(path: &Path) -> String {
+        format!("sqlite://{}?mode=rwc", path.display())
+    }
+
+    /// The engine in use.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn write(&self) -> Result<Write<'_>, StoreError> {
+        let guard = match &self.write_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // Take the registry-wide write lock first (see the module documentation).
+        sqlx::query("UPDATE registry_state SET id = id WHERE id = 1")
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        Ok(Write { tx, _guard: guard })
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn register_agent(
+        &self,
+        agent: &NewAgent,
+        certificate: &NewCertificate,
+        credential: &RegistrationCredential,
+        nonce: &Nonce,
+        audit: &AuditEntry,
+    ) -> Result<Option<i64>, StoreError> {
+        let now = agent.created_at;
+        let mut w = self.write().await?;
+        let token_expiry = match credential {
+            RegistrationCredential::Admin { token_id } => {
+                let row = sqlx::query(
+                    "SELECT token_id FROM access_tokens WHERE token_id = $1 AND role = 'admin' AND revoked_at IS NULL",
+                )
+                .bind(token_id)
+                .fetch_optional(w.conn())
+                .await
+                .map_err(backend)?;
+                if row.is_none() {
+                    return Err(StoreError::InvalidCredential);
+                }
+                None
+            }
+            RegistrationCredential::RegistrationToken { digest } => {
+                let row = sqlx::query(
+                    "UPDATE registration_tokens SET uses_remaining = uses_remaining - 1 \
+                     WHERE digest = $1 AND uses_remaining > 0 AND expires_at > $2 RETURNING expires_at",
+                )
+                .bind(digest)
+                .bind(now)
+                .fetch_optional(w.conn())
+                .await
+                .map_err(backend)?
+                .ok_or(StoreError::InvalidCredential)?;
+                Some(row.try_get::<i64, _>("expires_at").map_err(backend)?)
+            }
+        };
+        w.nonce(nonce).await?;
+        let public_key = to_json(&agent.public_key)?;
+        let metadata = agent.metadata.as_ref().map(to_json).transpose()?;
+        sqlx::query(
+            "INSERT INTO agents (agent_id, name, description, owner, capabilities, autonomous, metadata, status, \
+             status_reason, status_changed_at, created_at, key_thumbprint, public_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', NULL, NULL, $8, $9, $10)",
+        )
+        .bind(agent.agent_id.as_str())
+        .bind(&agent.name)
+        .bind(agent.description.as_deref())
+        .bind(agent.owner.as_deref())
+        .bind(to_json(&agent.capabilities)?)
+        .bind(i64::from(agent.autonomous))
+        .bind(metadata)
+        .bind(now)
+        .bind(agent.thumbprint.as_str())
+        .bind(&public_key)
+        .execute(w.conn())
+        .await
+        .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO agent_keys (thumbprint, agent_id, public_key, added_at, valid_until) VALUES ($1, $2, $3, $4, NULL)",
+        )
+        .bind(agent.thumbprint.as_str())
+        .bind(agent.agent_id.as_str())
+        .bind(&public_key)
+        .bind(now)
+        .execute(w.conn())
+        .await
+        .map_err(|e| if unique_violation(&e) { StoreError::KeyAlreadyRegistered } else { backend(e) })?;
+        w.certificate(certificate).await?;
+        w.audit(audit, now).await?;
+        w.commit().await?;
+        Ok(token_expiry)
+    }
+
+    async fn agent(&self, agent_id: &AgentId) -> Result<Option<StoredAgent>, StoreError> {
+        let sql = const_format_agent_by_id();
+        let row = sqlx::query(sql)
+            .bind(agent_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn agents(&self, query: &AgentQuery) -> Result<Vec<StoredAgent>, StoreError> {
+        let after = query.after.as_ref().map_or("", AgentId::as_str);
+        let limit = i64::from(query.limit.clamp(1, 1000));
+        let rows = match query.status {
+            Some(status) => {
+                sqlx::query(agents_by_status_sql())
+                    .bind(status.as_str())
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query(agents_sql())
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(backend)?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn agent_keys(&self, agent_id: &AgentId) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT thumbprint, public_key, added_at, valid_until FROM agent_keys WHERE agent_id = $1 \
+             ORDER BY added_at DESC, thumbprint",
+        )
+        .bind(agent_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let thumbprint: String = row.try_get("thumbprint").map_err(backend)?;
+                let public_key: String = row.try_get("public_key").map_err(backend)?;
+                Ok(StoredKey {
+                    thumbprint: thumbprint.parse().map_err(|_| StoreError::Corrupt("thumbprint"))?,
+                    public_key: serde_json::from_str(&public_key).map_err(|_| StoreError::Corrupt("public_key"))?,
+                    added_at: row.try_get("added_at").map_err(backend)?,
+                    valid_until: row.try_get("valid_until").map_err(backend)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn certificates(&self, agent_id: &AgentId) -> Result<Vec<StoredCertificate>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT serial, key_thumbprint, not_before, not_after, der, revoked_at, revocation_reason, superseded_at \
+             FROM certificates WHERE agent_id = $1 ORDER BY not_before DESC, serial",
+        )
+        .bind(agent_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let thumbprint: String = row.try_get("key_thumbprint").map_err(backend)?;
+                let revoked_at: Option<i64> = row.try_get("revoked_at").map_err(backend)?;
+                let reason: Option<i64> = row.try_get("revocation_reason").map_err(backend)?;
+                let revoked = match (revoked_at, reason) {
+                    (Some(at), Some(code)) => Some((
+                        at,
+                        CrlReason::from_code(code).ok_or(StoreError::Corrupt("revocation_reason"))?,
+                    )),
+                    _ => None,
+                };
+                Ok(StoredCertificate {
+                    certificate: NewCertificate {
+                        serial: row.try_get("serial").map_err(backend)?,
+                        agent_id: agent_id.clone(),
+                        key_thumbprint: thumbprint.parse().map_err(|_| StoreError::Corrupt("key_thumbprint"))?,
+                        not_before: row.try_get("not_before").map_err(backend)?,
+                        not_after: row.try_get("not_after").map_err(backend)?,
+                        der: row.try_get("der").map_err(backend)?,
+                    },
+                    revoked,
+                    superseded_at: row.try_get("superseded_at").map_err(backend)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn rotate_key(&self, rotation: &KeyRotation, audit: &AuditEntry) -> Result<u64, StoreError> {
+        let KeyRotation {
+            agent_id,
+            current,
+            new_key,
+            grace_until,
+            certificate,
+            nonces,
+        } = rotation;
+        let grace_until = *grace_until;
+        let now = new_key.added_at;
+        let mut w = self.write().await?;
+        let (status, thumbprint) = w.agent_state(agent_id).await?;
+        if status != AgentStatus::Active {
+            return Err(StoreError::Conflict("only an active agent can rotate its key"));
+        }
+        if thumbprint != current.as_str() {
+            return Err(StoreError::Conflict(
+                "the agent's key changed meanwhile; retry with its current key",
+            ));
+        }
+        for nonce in nonces {
+            w.nonce(nonce).await?;
+        }
+        let public_key = to_json(&new_key.public_key)?;
+        sqlx::query(
+            "INSERT INTO agent_keys (thumbprint, agent_id, public_key, added_at, valid_until) VALUES ($1, $2, $3, $4, NULL)",
+        )
+        .bind(new_key.thumbprint.as_str())
+        .bind(agent_id.as_str())
+        .bind(&public_key)
+        .bind(now)
+        .execute(w.conn())
+        .await
+        .map_err(|e| if unique_violation(&e) { StoreError::KeyAlreadyRegistered } else { backend(e) })?;
+        sqlx::query("UPDATE agent_keys SET valid_until = $1 WHERE thumbprint = $2")
+            .bind(grace_until)
+            .bind(current.as_str())
+            .execute(w.conn())
+            .await
+            .map_err(backend)?;
+        sqlx::query("UPDATE agents SET key_thumbprint = $1, public_key = $2 WHERE agent_id = $3")
+            .bind(new_key.thumbprint.as_str())
+            .bind(&public_key)
+            .bind(agent_id.as_str())
+            .execute(w.conn())
+            .await
+            .map_err(backend)?;
+        sqlx::query(
+            "UPDATE certificates SET superseded_at = $1 WHERE agent_id = $2 AND key_thumbprint = $3 AND superseded_at IS NULL",
+        )
+        .bind(grace_until)
+        .bind(agent_id.as_str())
+        .bind(current.as_str())
+        .execute(w.conn())
+        .await
+        .map_err(backend)?;
+        w.certificate(certificate).await?;
+        let data = serde_json::json!({
+            "agent_id": agent_id,
+            "previous_key": current,
+            "key": new_key.thumbprint,
+            "previous_key_valid_until": grace_until,
+        });
+        let version = w.event("agent_key_rotated", agent_id.as_str(), &data, now).await?;
+        w.audit(audit, now).await?;
+        w.commit().await?;
+        Ok(version)
+    }
+
+    async fn add_certificate(
+        &self,
+        certificate: &NewCertificate,
+        nonce: &Nonce,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut w = self.write().await?;
+        let (status, thumbprint) = w.agent_state(&certificate.agent_id).await?;
+        if status != AgentStatus::Active {
+            return Err(StoreError::Conflict("only an active agent can renew its certificate"));
+        }
+        if thumbprint != certificate.key_thumbprint.as_str() {
+            return Err(StoreError::Conflict(
+                "the agent's key changed meanwhile; retry with its current key",
+            ));
+        }
+        w.nonce(nonce).await?;
+        w.certificate(certificate).await?;
+        w.audit(audit, certificate.not_before).await?;
+        w.commit().await
+    }
+
+    async fn change_status(
+        &self,
+        agent_id: &AgentId,
+        action: StatusAction,
+        reason: Option<&str>,
+        at: i64,
+        audit: &AuditEntry,
+    ) -> Result<StatusChanged, StoreError> {
+        let mut w = self.write().await?;
+        let (previous, _) = w.agent_state(agent_id).await?;
+        let (status, kind) = match (previous, action) {
+            (AgentStatus::Revoked, _) => return Err(StoreError::Conflict("the agent is revoked; revocation is final")),
+            (AgentStatus::Active, StatusAction::Suspend) => (AgentStatus::Suspended, "agent_suspended"),
+            (AgentStatus::Suspended, StatusAction::Suspend) => {
+                return Err(StoreError::Conflict("the agent is already suspended"));
+            }
+            (AgentStatus::Suspended, StatusAction::Reactivate) => (AgentStatus::Active, "agent_reactivated"),
+            (AgentStatus::Active, StatusAction::Reactivate) => {
+                return Err(StoreError::Conflict("the agent is not suspended"));
+            }
+            (_, StatusAction::Revoke(_)) => (AgentStatus::Revoked, "agent_revoked"),
+        };
+        sqlx::query("UPDATE agents SET status = $1, status_reason = $2, status_changed_at = $3 WHERE agent_id = $4")
+            .bind(status.as_str())
+            .bind(reason)
+            .bind(at)
+            .bind(agent_id.as_str())
+            .execute(w.conn())
+            .await
+            .map_err(backend)?;
+        let hold = CrlReason::CertificateHold.code();
+        let update = match action {
+            StatusAction::Suspend => sqlx::query(
+                "UPDATE certificates SET revoked_at = $1, revocation_reason = $2 WHERE agent_id = $3 AND revoked_at IS NULL",
+            )
+            .bind(at)
+            .bind(hold)
+            .bind(agent_id.as_str()),
+            StatusAction::Reactivate => sqlx::query(
+                "UPDATE certificates SET revoked_at = NULL, revocation_reason = NULL \
+                 WHERE agent_id = $1 AND revocation_reason = $2",
+            )
+            .bind(agent_id.as_str())
+            .bind(hold),
+            StatusAction::Revoke(crl_reason) => sqlx::query(
+                "UPDATE certificates SET revoked_at = $1, revocation_reason = $2 \
+                 WHERE agent_id = $3 AND (revoked_at IS NULL OR revocation_reason = $4)",
+            )
+            .bind(at)
+            .bind(crl_reason.code())
+            .bind(agent_id.as_str())
+            .bind(hold),
+        };
+        update.execute(w.conn()).await.map_err(backend)?;
+        let mut data = serde_json::json!({"agent_id": agent_id, "status": status});
+        if let Some(reason) = reason {
+            data["reason"] = reason.into();
+        }
+        let version = w.event(kind, agent_id.as_str(), &data, at).await?;
+        w.audit(audit, at).await?;
+        w.commit().await?;
+        Ok(StatusChanged {
+            version,
+            previous,
+            status,
+        })
+    }
+
+    async fn revocation_version(&self) -> Result<u64, StoreError> {
+        let version: i64 = sqlx::query("SELECT revocation_version FROM registry_state WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?
+            .try_get("revocation_version")
+            .map_err(backend)?;
+        u64_of(version)
+    }
+
+    async fn revocation_list(&self, now: i64) -> Result<RevocationList, StoreError> {
+        // The version is read before the entries: the list then holds at least what that
+        // version announced, never less.
+        let version = self.revocation_version().await?;
+        let updated_at = sqlx::query("SELECT at FROM events WHERE version = $1")
+            .bind(i64_of(version)?)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .map(|row| row.try_get::<i64, _>("at"))
+            .transpose()
+            .map_err(backend)?
+            .unwrap_or(0);
+        let mut list = RevocationList::empty(version, rfc3339(updated_at)?);
+        let rows = sqlx::query("SELECT agent_id, status, status_reason, status_changed_at FROM agents WHERE status <> 'active' ORDER BY agent_id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        for row in &rows {
+            let agent_id: String = row.try_get("agent_id").map_err(backend)?;
+            let agent_id: AgentId = agent_id.parse().map_err(|_| StoreError::Corrupt("agent_id"))?;
+            let status: String = row.try_get("status").map_err(backend)?;
+            let reason: Option<String> = row.try_get("status_reason").map_err(backend)?;
+            let at = rfc3339(
+                row.try_get::<Option<i64>, _>("status_changed_at")
+                    .map_err(backend)?
+                    .unwrap_or(0),
+            )?;
+            if status == "revoked" {
+                list.revoked_agents.push(RevokedAgent {
+                    agent_id,
+                    revoked_at: at,
+                    reason,
+                });
+            } else {
+                list.suspended_agents.push(SuspendedAgent {
+                    agent_id,
+                    suspended_at: at,
+                    reason,
+                });
+            }
+        }
+        let rows = sqlx::query("SELECT jti, revoked_at, reason FROM revoked_tokens WHERE expires_at IS NULL OR expires_at > $1 ORDER BY jti")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        for row in &rows {
+            let jti: String = row.try_get("jti").map_err(backend)?;
+            list.revoked_aats.push(RevokedAat {
+                jti: jti.parse().map_err(|_| StoreError::Corrupt("jti"))?,
+                revoked_at: rfc3339(row.try_get("revoked_at").map_err(backend)?)?,
+                reason: row.try_get("reason").map_err(backend)?,
+            });
+        }
+        let rows = sqlx::query(
+            "SELECT session_id, revoked_at, reason FROM revoked_sessions WHERE expires_at IS NULL OR expires_at > $1 ORDER BY session_id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        for row in &rows {
+            list.revoked_sessions.push(RevokedSession {
+                session_id: row.try_get("session_id").map_err(backend)?,
+                revoked_at: rfc3339(row.try_get("revoked_at").map_err(backend)?)?,
+                reason: row.try_get("reason").map_err(backend)?,
+            });
+        }
+        let rows = sqlx::query("SELECT user_id, revoked_at, reason FROM revoked_users ORDER BY user_id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        for row in &rows {
+            list.revoked_users.push(RevokedUser {
+                user_id: row.try_get("user_id").map_err(backend)?,
+                revoked_at: rfc3339(row.try_get("revoked_at").map_err(backend)?)?,
+                reason: row.try_get("reason").map_err(backend)?,
+            });
+        }
+        Ok(list)
+    }
+
+    async fn events_after(&self, version: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT version, at, kind, subject, data FROM events WHERE version > $1 ORDER BY version LIMIT $2",
+        )
+        .bind(i64_of(version)?)
+        .bind(i64::from(limit.clamp(1, 10_000)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let data: String = row.try_get("data").map_err(backend)?;
+                Ok(StoredEvent {
+                    version: u64_of(row.try_get("version").map_err(backend)?)?,
+                    at: row.try_get("at").map_err(backend)?,
+                    kind: row.try_get("kind").map_err(backend)?,
+                    subject: row.try_get("subject").map_err(backend)?,
+                    data: serde_json::from_str(&data).map_err(|_| StoreError::Corrupt("event data"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn crl_entries(&self, now: i64) -> Result<(Vec<CrlEntry>, Option<i64>), StoreError> {
+        let rows = sqlx::query(
+            "SELECT serial, revoked_at, revocation_reason, superseded_at FROM certificates \
+             WHERE not_after > $1 AND (revoked_at IS NOT NULL OR superseded_at <= $1) ORDER BY serial",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let revoked_at: Option<i64> = row.try_get("revoked_at").map_err(backend)?;
+            let reason: Option<i64> = row.try_get("revocation_reason").map_err(backend)?;
+            let superseded_at: Option<i64> = row.try_get("superseded_at").map_err(backend)?;
+            let (revoked_at, reason) = match (revoked_at, reason, superseded_at) {
+                (Some(at), Some(code), _) => (
+                    at,
+                    CrlReason::from_code(code).ok_or(StoreError::Corrupt("revocation_reason"))?,
+                ),
+                (_, _, Some(at)) => (at, CrlReason::Superseded),
+                _ => return Err(StoreError::Corrupt("certificate revocation state")),
+            };
+            entries.push(CrlEntry {
+                serial: row.try_get("serial").map_err(backend)?,
+                revoked_at,
+                reason,
+            });
+        }
+        let next: Option<i64> = sqlx::query(
+            "SELECT MIN(superseded_at) AS next FROM certificates WHERE superseded_at > $1 AND not_after > $1 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?
+        .try_get("next")
+        .map_err(backend)?;
+        Ok((entries, next))
+    }
+
+    async fn latest_crl(&self) -> Result<Option<StoredCrl>, StoreError> {
+        let row = sqlx::query(
+            "SELECT crl_number, revocation_version, this_update, next_update, refresh_at, der FROM crls \
+             ORDER BY crl_number DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.map(|row| {
+            Ok(StoredCrl {
+                crl_number: u64_of(row.try_get("crl_number").map_err(backend)?)?,
+                revocation_version: u64_of(row.try_get("revocation_version").map_err(backend)?)?,
+                this_update: row.try_get("this_update").map_err(backend)?,
+                next_update: row.try_get("next_update").map_err(backend)?,
+                refresh_at: row.try_get("refresh_at").map_err(backend)?,
+                der: row.try_get("der").map_err(backend)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn next_crl_number(&self) -> Result<(u64, u64), StoreError> {
+        let mut w = self.write().await?;
+        let row = sqlx::query(
+            "UPDATE registry_state SET crl_number = crl_number + 1 WHERE id = 1 RETURNING crl_number, revocation_version",
+        )
+        .fetch_one(w.conn())
+        .await
+        .map_err(backend)?;
+        let numbers = (
+            u64_of(row.try_get("crl_number").map_err(backend)?)?,
+            u64_of(row.try_get("revocation_version").map_err(backend)?)?,
+        );
+        w.commit().await?;
+        Ok(numbers)
+    }
+
+    async fn save_crl(&self, crl: &StoredCrl) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO crls (crl_number, revocation_version, this_update, next_update, refresh_at, der) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(i64_of(crl.crl_number)?)
+        .bind(i64_of(crl.revocation_version)?)
+        .bind(crl.this_update)
+        .bind(crl.next_update)
+        .bind(crl.refresh_at)
+        .bind(&crl.der)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        // Keep a short history only.
+        sqlx::query("DELETE FROM crls WHERE crl_number < $1")
+            .bind(i64_of(crl.crl_number)?.saturating_sub(16))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn create_access_token(&self, token: &NewAccessToken, audit: &AuditEntry) -> Result<(), StoreError> {
+        let mut w = self.write().await?;
+        sqlx::query(
+            "INSERT INTO access_tokens (digest, token_id, role, label, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&token.digest)
+        .bind(&token.token_id)
+        .bind(token.role.as_str())
+        .bind(token.label.as_deref())
+        .bind(token.created_at)
+        .execute(w.conn())
+        .await
+        .map_err(backend)?;
+        w.audit(audit, token.created_at).await?;
+        w.commit().await
+    }
+
+    async fn access_token(&self, digest: &str) -> Result<Option<(String, Role)>, StoreError> {
+        let row = sqlx::query("SELECT token_id, role FROM access_tokens WHERE digest = $1 AND revoked_at IS NULL")
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|row| {
+            let role: String = row.try_get("role").map_err(backend)?;
+            Ok((
+                row.try_get("token_id").map_err(backend)?,
+                Role::from_name(&role).ok_or(StoreError::Corrupt("role"))?,
+            ))
+        })
+        .transpose()
+    }
+
+    async fn create_registration_token(
+        &self,
+        token: &NewRegistrationToken,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut w = self.write().await?;
+        sqlx::query(
+            "INSERT INTO registration_tokens (digest, token_id, uses_remaining, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&token.digest)
+        .bind(&token.token_id)
+        .bind(i64::from(token.uses))
+        .bind(token.expires_at)
+        .bind(token.created_at)
+        .execute(w.conn())
+        .await
+        .map_err(backend)?;
+        w.audit(audit, token.created_at).await?;
+        w.commit().await
+    }
+
+    async fn registration_token(&self, digest: &str) -> Result<Option<RegistrationTokenInfo>, StoreError> {
+        let row = sqlx::query("SELECT token_id, uses_remaining, expires_at FROM registration_tokens WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|row| {
+            Ok(RegistrationTokenInfo {
+                token_id: row.try_get("token_id").map_err(backend)?,
+                uses_remaining: row.try_get("uses_remaining").map_err(backend)?,
+                expires_at: row.try_get("expires_at").map_err(backend)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn audit_records(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, subject, details, prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(i64::from(limit.clamp(1, 10_000)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let details: String = row.try_get("details").map_err(backend)?;
+                Ok(AuditRecord {
+                    seq: row.try_get("seq").map_err(backend)?,
+                    at: row.try_get("at").map_err(backend)?,
+                    actor: row.try_get("actor").map_err(backend)?,
+                    action: row.try_get("action").map_err(backend)?,
+                    subject: row.try_get("subject").map_err(backend)?,
+                    // An unparseable `details` is reported by the chain check as an edit.
+                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
+                    prev_hash: row.try_get("prev_hash").map_err(backend)?,
+                    hash: row.try_get("hash").map_err(backend)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn audit_head(&self) -> Result<(i64, String), StoreError> {
+        let row = sqlx::query("SELECT audit_seq, audit_head FROM registry_state WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok((
+            row.try_get("audit_seq").map_err(backend)?,
+            row.try_get("audit_head").map_err(backend)?,
+        ))
+    }
+
+    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM request_nonces WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn const_format_agent_by_id() -> &'static str {
+    "SELECT agent_id, name, description, owner, capabilities, autonomous, metadata, status, \
+     status_reason, status_changed_at, created_at, key_thumbprint, public_key FROM agents WHERE agent_id = $1"
+}
+
+fn agents_sql() -> &'static str {
+    "SELECT agent_id, name, description, owner, capabilities, autonomous, metadata, status, \
+     status_reason, status_changed_at, created_at, key_thumbprint, public_key FROM agents \
+     WHERE agent_id > $1 ORDER BY agent_id LIMIT $2"
+}
+
+fn agents_by_status_sql() -> &'static str {
+    "SELECT agent_id, name, description, owner, capabilities, autonomous, metadata, status, \
+     status_reason, status_changed_at, created_at, key_thumbprint, public_key FROM agents \
+     WHERE status = $1 AND agent_id > $2 ORDER BY agent_id LIMIT $3"
+}
