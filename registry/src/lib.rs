@@ -2,7 +2,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod audit;
+pub mod authority;
 pub mod ca;
 pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod service;
 pub mod store;

@@ -1,7 +1,13 @@
 //! Test databases: a fresh SQLite file, or a fresh PostgreSQL database on the server named by
 //! `AIP_TEST_POSTGRES_URL` (created per test, dropped afterwards). Without that variable,
 //! PostgreSQL tests report themselves skipped — except under `CI`, where they fail.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
 
 use std::sync::Arc;
 
@@ -130,6 +136,164 @@ macro_rules! both_backends {
             async fn postgres() {
                 if let Some(db) = common::TestDb::new(common::Backend::Postgres).await {
                     $body(&db).await;
+                }
+            }
+        }
+    };
+}
+
+use aip_aat::clock::{Clock as _, FixedClock};
+use aip_aat::keyfile::Protection;
+use aip_aat::keys::{Algorithm, KeyPair, Signer};
+use aip_aat::request_proof::{SignedRequest, create_request_proof};
+use aip_registry::authority::{self, InitOptions, Overrides};
+use aip_registry::service::Registry;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+/// 2026-02-02T02:40:00Z.
+pub(crate) const NOW: i64 = 1_770_000_000;
+
+/// An initialized authority over a test database, served in-process.
+pub(crate) struct TestRegistry {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) router: axum::Router,
+    pub(crate) admin: String,
+    pub(crate) clock: Arc<FixedClock>,
+    pub(crate) dir: tempfile::TempDir,
+    _db: Option<TestDb>,
+}
+
+/// A response, read whole.
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Reply {
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub(crate) fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+impl TestRegistry {
+    pub(crate) async fn new(db: TestDb) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(FixedClock::new(NOW));
+        let backend_url = if db.url.starts_with("sqlite:") {
+            None
+        } else {
+            Some(db.url.clone())
+        };
+        let options = InitOptions {
+            dir: dir.path().join("authority"),
+            trust_domain: "aip.test".into(),
+            algorithm: Algorithm::EdDSA,
+            listen: None,
+            public_url: Some("http://registry.test".into()),
+            database_url: backend_url,
+        };
+        let init = authority::init(&options, Protection::InsecureNone, clock.clone())
+            .await
+            .unwrap();
+        let opened = authority::open(&init.dir, None, &Overrides::default(), clock.clone())
+            .await
+            .unwrap();
+        let router = aip_registry::http::router(opened.registry.clone());
+        Self {
+            registry: opened.registry,
+            router,
+            admin: init.admin_token.expose().to_owned(),
+            clock,
+            dir,
+            _db: Some(db),
+        }
+    }
+
+    pub(crate) async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => request
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+            None => request.body(Body::empty()).unwrap(),
+        };
+        self.send(request).await
+    }
+
+    pub(crate) async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec();
+        Reply { status, headers, body }
+    }
+
+    /// The body of a registration request for `key`, with a valid proof.
+    pub(crate) fn registration(&self, key: &KeyPair, name: &str) -> Value {
+        let mut body = json!({"name": name, "public_key": key.public_key().to_jwk(), "capabilities": ["read_file", "list_directory"]});
+        sign_body(key, &mut body, "/v1/agents", self.clock.now());
+        body
+    }
+
+    /// Registers an agent with the admin token; returns the response JSON.
+    pub(crate) async fn register(&self, key: &KeyPair, name: &str) -> Value {
+        let body = self.registration(key, name);
+        let reply = self
+            .call(Method::POST, "/v1/agents", Some(&self.admin), Some(&body))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        reply.json()
+    }
+}
+
+/// Adds `proof` (by `key`, over the body without it) to `body`.
+pub(crate) fn sign_body(key: &dyn Signer, body: &mut Value, path: &str, now: i64) {
+    let request = SignedRequest {
+        method: "POST",
+        path,
+        body,
+        exclude: &["proof"],
+    };
+    let proof = create_request_proof(key, &request, now).unwrap();
+    body["proof"] = proof.into();
+}
+
+/// `both_backends!`, for tests that take a [`TestRegistry`].
+#[macro_export]
+macro_rules! with_registry {
+    ($name:ident, $body:path) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(db) = common::TestDb::new(common::Backend::Sqlite).await {
+                    $body(common::TestRegistry::new(db).await).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(db) = common::TestDb::new(common::Backend::Postgres).await {
+                    $body(common::TestRegistry::new(db).await).await;
                 }
             }
         }
