@@ -1,12 +1,17 @@
 //! `aip-ca`: operate the AIP identity authority. Thin: flags in, library calls, output out.
 
+mod agent_dir;
 mod commands;
+mod logging;
 mod output;
 mod passphrase;
+mod remote;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use commands::{agents, authority, keygen, tokens, verify};
 
 /// Operate the AIP identity authority for AI agents.
 #[derive(Parser)]
@@ -18,17 +23,53 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create an authority: root and issuing CA, registry key, aip.toml, database, admin token.
+    Init(authority::InitArgs),
+    /// Run the authority's HTTP API (creates the authority first if there is none).
+    Serve(authority::ServeArgs),
+    /// Generate an agent key locally and register the agent.
+    RegisterAgent(agents::RegisterArgs),
+    /// List, inspect, suspend, reactivate, revoke agents; rotate an agent's key.
+    #[command(subcommand)]
+    Agents(agents::AgentsCommand),
+    /// Registration tokens for agent onboarding.
+    #[command(subcommand)]
+    RegistrationToken(tokens::RegistrationTokenCommand),
+    /// Access tokens for operators (admin) and proxies (reader).
+    #[command(subcommand)]
+    AccessToken(tokens::AccessTokenCommand),
+    /// Fetch the certificate revocation list.
+    Crl(tokens::CrlArgs),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Generate a key pair and write it to an encrypted key file.
-    Keygen(commands::keygen::Args),
+    Keygen(keygen::Args),
     /// Verify an AAT against a JWKS and print its claims.
-    Verify(commands::verify::Args),
+    Verify(verify::Args),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain of the audit log.
+    Verify(authority::AuditVerifyArgs),
 }
 
 fn main() -> ExitCode {
+    // One TLS crypto backend for the whole process (aws-lc-rs).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Keygen(args) => commands::keygen::run(args),
-        Command::Verify(args) => commands::verify::run(args),
+        Command::Init(args) => authority::init(args),
+        Command::Serve(args) => authority::serve(args),
+        Command::RegisterAgent(args) => agents::register(args),
+        Command::Agents(command) => agents::agents(command),
+        Command::RegistrationToken(command) => tokens::registration_token(command),
+        Command::AccessToken(command) => tokens::access_token(command),
+        Command::Crl(args) => tokens::crl(args),
+        Command::Audit(AuditCommand::Verify(args)) => authority::audit_verify(args),
+        Command::Keygen(args) => keygen::run(args),
+        Command::Verify(args) => verify::run(args),
     };
     match result {
         Ok(code) => code,

@@ -69,3 +69,9 @@ pub(crate) fn print_line(line: impl Display) -> Result<(), CliError> {
 pub(crate) fn warn(message: impl Display) {
     let _ = writeln!(std::io::stderr().lock(), "warning: {message}");
 }
+
+/// A time as RFC 3339 text.
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}

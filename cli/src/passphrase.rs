@@ -29,10 +29,33 @@ pub(crate) enum Choice {
     Insecure,
 }
 
+impl Choice {
+    /// How to store a new key file.
+    pub(crate) fn protection(&self) -> aip_aat::keyfile::Protection<'_> {
+        match self {
+            Self::Passphrase(p) => aip_aat::keyfile::Protection::Passphrase(p, aip_aat::keyfile::KdfParams::default()),
+            Self::Insecure => aip_aat::keyfile::Protection::InsecureNone,
+        }
+    }
+
+    /// The passphrase, if any.
+    pub(crate) fn passphrase(&self) -> Option<&Passphrase> {
+        match self {
+            Self::Passphrase(p) => Some(p),
+            Self::Insecure => None,
+        }
+    }
+}
+
 impl PassphraseArgs {
     /// The passphrase for a new key file (a prompt asks twice).
     pub(crate) fn for_new_key(&self) -> Result<Choice, CliError> {
         self.resolve(true)
+    }
+
+    /// The passphrase that opens an existing key file (a prompt asks once).
+    pub(crate) fn for_existing_key(&self) -> Result<Choice, CliError> {
+        self.resolve(false)
     }
 
     fn resolve(&self, confirm: bool) -> Result<Choice, CliError> {

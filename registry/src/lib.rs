@@ -6,6 +6,7 @@ pub mod api;
 pub mod audit;
 pub mod authority;
 pub mod ca;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod metrics;

@@ -1,4 +1,7 @@
-//! One module per subcommand.
+//! One module per group of subcommands.
 
+pub(crate) mod agents;
+pub(crate) mod authority;
 pub(crate) mod keygen;
+pub(crate) mod tokens;
 pub(crate) mod verify;

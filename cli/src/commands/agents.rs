@@ -1,0 +1,399 @@
+//! `aip-ca register-agent` and `aip-ca agents list|show|suspend|reactivate|revoke|rotate-key`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use aip_aat::clock::{Clock as _, SystemClock};
+use aip_aat::ids::AgentId;
+use aip_aat::keyfile;
+use aip_aat::keys::KeyPair;
+use aip_aat::request_proof::{SignedRequest, create_request_proof};
+use aip_registry::api::StatusRequest;
+use aip_registry::service::StatusKind;
+use serde_json::{Value, json};
+
+use super::authority::KeyAlg;
+use crate::agent_dir::{self, AgentIdentity, CERTIFICATE_FILE, KEY_FILE};
+use crate::output::{CliError, print_json, print_line, rfc3339, warn};
+use crate::passphrase::PassphraseArgs;
+use crate::remote::{RemoteArgs, api_error};
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start: {e}")))
+}
+
+fn sign(key: &KeyPair, body: &mut Value, path: &str, field: &str, exclude: &[&str]) -> Result<(), CliError> {
+    let request = SignedRequest {
+        method: "POST",
+        path,
+        body,
+        exclude,
+    };
+    let proof = create_request_proof(key, &request, SystemClock.now()).map_err(CliError::new)?;
+    body[field] = proof.into();
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct RegisterArgs {
+    /// Agent name (certificate subject CN).
+    #[arg(long)]
+    name: String,
+    /// Owner (email or organisation).
+    #[arg(long)]
+    owner: Option<String>,
+    /// What the agent does.
+    #[arg(long)]
+    description: Option<String>,
+    /// Tools the agent may ever be granted, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "a,b")]
+    capabilities: Vec<String>,
+    /// Allow AATs without a user (autonomous agents).
+    #[arg(long)]
+    autonomous: bool,
+    /// Agent key algorithm.
+    #[arg(long, value_enum, default_value = "ed25519")]
+    alg: KeyAlg,
+    /// Where to write agent.key, agent.json and agent.crt (default: ./<name>).
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    #[command(flatten)]
+    remote: RemoteArgs,
+    #[command(flatten)]
+    passphrase: PassphraseArgs,
+    /// Print machine-readable JSON (includes agent_id).
+    #[arg(long)]
+    json: bool,
+}
+
+fn default_dir(name: &str) -> PathBuf {
+    let slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let slug = slug.trim_matches('-');
+    PathBuf::from(if slug.is_empty() { "agent" } else { slug })
+}
+
+pub(crate) fn register(args: RegisterArgs) -> Result<ExitCode, CliError> {
+    args.remote.require_token()?;
+    let dir = args.out_dir.clone().unwrap_or_else(|| default_dir(&args.name));
+    let choice = args.passphrase.for_new_key()?;
+    if choice.passphrase().is_none() {
+        warn("the agent key is stored without a passphrase; use this for tests and demos only");
+    }
+    let created_dir = agent_dir::create_empty_dir(&dir)?;
+    let key_path = dir.join(KEY_FILE);
+    let cleanup = |dir: &Path| {
+        let _ = std::fs::remove_file(dir.join(KEY_FILE));
+        if created_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+    };
+    let key = KeyPair::generate(args.alg.algorithm()).map_err(CliError::new)?;
+    keyfile::write(&key_path, &key, choice.protection())
+        .map_err(|e| CliError::new(format!("cannot write {}: {e}", key_path.display())))?;
+
+    let mut body = json!({
+        "name": args.name,
+        "public_key": key.public_key().to_jwk(),
+        "capabilities": args.capabilities,
+        "autonomous": args.autonomous,
+    });
+    if let Some(description) = &args.description {
+        body["description"] = description.clone().into();
+    }
+    if let Some(owner) = &args.owner {
+        body["metadata"] = json!({"owner": owner});
+    }
+    let registered = sign(&key, &mut body, "/v1/agents", "proof", &["proof"]).and_then(|()| {
+        let client = args.remote.client()?;
+        runtime()?.block_on(client.register_agent(&body)).map_err(api_error)
+    });
+    let registered = match registered {
+        Ok(r) => r,
+        Err(e) => {
+            cleanup(&dir);
+            return Err(e);
+        }
+    };
+    let identity = AgentIdentity {
+        agent_id: registered.agent_id.clone(),
+        registry: args.remote.client()?.base().to_owned(),
+        aid: registered.aid.clone(),
+    };
+    agent_dir::write_identity(&dir, &identity)?;
+    agent_dir::write_file(&dir.join(CERTIFICATE_FILE), &registered.certificate_chain)?;
+    if args.json {
+        print_json(
+            &json!({"agent_id": registered.agent_id, "dir": dir, "key_id": key.key_id(), "aid": registered.aid}),
+            true,
+        )?;
+    } else {
+        print_line(format_args!("registered agent {} ({})", registered.agent_id, args.name))?;
+        print_line(format_args!(
+            "key, identity and certificate written to {}",
+            dir.display()
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum AgentsCommand {
+    /// List agents.
+    List {
+        /// Only agents in this status (active, suspended, revoked).
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an agent: status, keys, certificates.
+    Show {
+        /// Agent id.
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suspend an agent (reversible; its certificates go on hold).
+    Suspend(StatusArgs),
+    /// Reactivate a suspended agent.
+    Reactivate(StatusArgs),
+    /// Revoke an agent for good.
+    Revoke(RevokeArgs),
+    /// Rotate an agent's key (run by the agent's owner, with its agent directory).
+    RotateKey {
+        /// The directory `register-agent` wrote.
+        #[arg(long, value_name = "DIR")]
+        agent_dir: PathBuf,
+        /// Algorithm of the new key.
+        #[arg(long, value_enum, default_value = "ed25519")]
+        alg: KeyAlg,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct StatusArgs {
+    /// Agent id.
+    id: String,
+    /// Why (recorded and published).
+    #[arg(long)]
+    reason: Option<String>,
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct RevokeArgs {
+    #[command(flatten)]
+    status: StatusArgs,
+    /// CRL reason: unspecified, key_compromise, affiliation_changed, superseded,
+    /// cessation_of_operation (default), privilege_withdrawn.
+    #[arg(long)]
+    crl_reason: Option<String>,
+}
+
+fn agent_id(id: &str) -> Result<AgentId, CliError> {
+    id.parse()
+        .map_err(|e| CliError::new(e).hint("agent ids look like ag_550e8400-e29b-41d4-a716-446655440000"))
+}
+
+pub(crate) fn agents(command: AgentsCommand) -> Result<ExitCode, CliError> {
+    let rt = runtime()?;
+    match command {
+        AgentsCommand::List { status, remote, json } => {
+            remote.require_token()?;
+            let client = remote.client()?;
+            let mut agents = Vec::new();
+            let mut after = None;
+            loop {
+                let page = rt
+                    .block_on(client.agents(status.as_deref(), after.as_ref(), 1000))
+                    .map_err(api_error)?;
+                agents.extend(page.agents);
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            if json {
+                print_json(&serde_json::to_value(&agents).map_err(CliError::new)?, true)?;
+            } else if agents.is_empty() {
+                print_line("no agents")?;
+            } else {
+                for a in &agents {
+                    print_line(format_args!("{}  {:<9}  {}", a.agent_id, a.status, a.name))?;
+                }
+            }
+        }
+        AgentsCommand::Show { id, remote, json } => {
+            remote.require_token()?;
+            let agent = rt
+                .block_on(remote.client()?.agent(&agent_id(&id)?))
+                .map_err(api_error)?;
+            if json {
+                print_json(&serde_json::to_value(&agent).map_err(CliError::new)?, true)?;
+            } else {
+                print_line(format_args!("agent:        {}", agent.agent_id))?;
+                print_line(format_args!("name:         {}", agent.aid.name))?;
+                print_line(format_args!(
+                    "status:       {}{}",
+                    agent.status,
+                    agent.status_reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                ))?;
+                print_line(format_args!("key:          {}", agent.public_key_thumbprint))?;
+                print_line(format_args!("capabilities: {}", agent.capabilities.join(", ")))?;
+                for k in &agent.previous_keys {
+                    print_line(format_args!(
+                        "previous key: {} (valid until {})",
+                        k.thumbprint,
+                        rfc3339(k.valid_until)
+                    ))?;
+                }
+                for c in &agent.certificates {
+                    print_line(format_args!(
+                        "certificate:  {} {:<10} until {}",
+                        c.serial,
+                        c.state,
+                        rfc3339(c.not_after)
+                    ))?;
+                }
+            }
+        }
+        AgentsCommand::Suspend(args) => status(&rt, args, StatusKind::Suspend, None)?,
+        AgentsCommand::Reactivate(args) => status(&rt, args, StatusKind::Reactivate, None)?,
+        AgentsCommand::Revoke(args) => status(&rt, args.status, StatusKind::Revoke, args.crl_reason)?,
+        AgentsCommand::RotateKey {
+            agent_dir,
+            alg,
+            remote,
+            passphrase,
+            json,
+        } => rotate(&rt, &agent_dir, alg, &remote, &passphrase, json)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(
+    rt: &tokio::runtime::Runtime,
+    args: StatusArgs,
+    kind: StatusKind,
+    crl_reason: Option<String>,
+) -> Result<(), CliError> {
+    args.remote.require_token()?;
+    let id = agent_id(&args.id)?;
+    let request = StatusRequest {
+        reason: args.reason,
+        crl_reason,
+    };
+    let changed = rt
+        .block_on(args.remote.client()?.change_status(&id, kind, &request))
+        .map_err(api_error)?;
+    if args.json {
+        print_json(&serde_json::to_value(&changed).map_err(CliError::new)?, true)
+    } else {
+        print_line(format_args!(
+            "agent {} is {} (was {}); revocation list version {}",
+            changed.agent_id, changed.status, changed.previous_status, changed.revocation_version
+        ))
+    }
+}
+
+fn rotate(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    alg: KeyAlg,
+    remote: &RemoteArgs,
+    passphrase: &PassphraseArgs,
+    json: bool,
+) -> Result<(), CliError> {
+    let identity = agent_dir::read_identity(dir)?;
+    let key_path = dir.join(KEY_FILE);
+    let text = keyfile::read_text(&key_path).map_err(|e| CliError::new(format!("{}: {e}", key_path.display())))?;
+    let encrypted = keyfile::inspect(&text)
+        .map_err(|e| CliError::new(format!("{}: {e}", key_path.display())))?
+        .encrypted;
+    let choice = if encrypted {
+        passphrase.for_existing_key()?
+    } else {
+        crate::passphrase::Choice::Insecure
+    };
+    let current = keyfile::decode(&text, choice.passphrase())
+        .map_err(|e| CliError::new(format!("{}: {e}", key_path.display())))?;
+    let new_key = KeyPair::generate(alg.algorithm()).map_err(CliError::new)?;
+    let new_path = dir.join("agent.key.new");
+    let _ = std::fs::remove_file(&new_path);
+    keyfile::write(&new_path, &new_key, choice.protection())
+        .map_err(|e| CliError::new(format!("{}: {e}", new_path.display())))?;
+
+    let path = format!("/v1/agents/{}/rotate-key", identity.agent_id);
+    let mut body = json!({"new_public_key": new_key.public_key().to_jwk()});
+    let response = sign(&new_key, &mut body, &path, "new_key_proof", &["proof", "new_key_proof"])
+        .and_then(|()| sign(&current, &mut body, &path, "proof", &["proof"]))
+        .and_then(|()| {
+            rt.block_on(remote.client()?.rotate_key(&identity.agent_id, &body))
+                .map_err(api_error)
+        });
+    let response = match response {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&new_path);
+            return Err(e);
+        }
+    };
+    let previous = dir.join("agent.key.previous");
+    let _ = std::fs::remove_file(&previous);
+    std::fs::rename(&key_path, &previous)
+        .and_then(|()| std::fs::rename(&new_path, &key_path))
+        .map_err(|e| {
+            CliError::new(format!(
+                "the key was rotated but {} could not be updated: {e}",
+                key_path.display()
+            ))
+            .hint(format!("the new key is in {}", new_path.display()))
+        })?;
+    agent_dir::write_identity(
+        dir,
+        &AgentIdentity {
+            aid: response.aid.clone(),
+            ..identity
+        },
+    )?;
+    agent_dir::write_file(&dir.join(CERTIFICATE_FILE), &response.certificate_chain)?;
+    if json {
+        print_json(&serde_json::to_value(&response).map_err(CliError::new)?, true)
+    } else {
+        print_line(format_args!(
+            "rotated the key of {}; the previous key stays valid until {} and is kept in {}",
+            response.agent_id,
+            response.previous_key_valid_until.map(rfc3339).unwrap_or_default(),
+            previous.display()
+        ))
+    }
+}
