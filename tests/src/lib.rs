@@ -1,0 +1,222 @@
+//! Helpers for end-to-end tests: the `aip-ca` binary, authority processes, test databases.
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The environment variable naming the PostgreSQL server for tests.
+pub const POSTGRES_ENV: &str = "AIP_TEST_POSTGRES_URL";
+
+/// Path of the `aip-ca` binary, built (once per test process) from this workspace.
+pub fn aip_ca() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--locked", "-p", "aip-cli", "--bin", "aip-ca"])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building aip-ca failed");
+        // target/<profile>/deps/<this test> -> target/<profile>/aip-ca
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().and_then(Path::parent).unwrap().join("aip-ca")
+    })
+}
+
+/// A command running `aip-ca` with no inherited authority settings.
+pub fn command() -> Command {
+    let mut cmd = Command::new(aip_ca());
+    for var in [
+        "AIP_PASSPHRASE",
+        "AIP_TOKEN",
+        "AIP_URL",
+        "AIP_DIR",
+        "AIP_DATABASE_URL",
+        "AIP_LISTEN",
+        "AIP_PUBLIC_URL",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `aip-ca args…` to completion.
+pub fn run(args: &[&str]) -> Output {
+    command().args(args).output().unwrap()
+}
+
+/// A running `aip-ca serve`.
+pub struct Server {
+    child: Child,
+    /// Its base URL (`http://127.0.0.1:<port>`).
+    pub url: String,
+    /// What it printed on stdout (the admin token when it created the authority).
+    pub stdout: String,
+}
+
+impl Server {
+    /// Starts `aip-ca serve --listen 127.0.0.1:0 extra…` and waits until it listens.
+    pub fn start(extra: &[&str]) -> Self {
+        let mut child = command()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("AIP_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let out_tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = out_tx.send(Line::Out(line));
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[aip-ca serve] {line}");
+                let _ = tx.send(Line::Err(line));
+            }
+        });
+        let mut stdout_text = String::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(Line::Err(line)) => {
+                    if let Some(at) = line.find("address=") {
+                        let url = line[at + "address=".len()..]
+                            .split_whitespace()
+                            .next()
+                            .unwrap()
+                            .to_owned();
+                        return Self {
+                            child,
+                            url,
+                            stdout: stdout_text,
+                        };
+                    }
+                    if line.starts_with("error:") {
+                        panic!("aip-ca serve failed: {line}");
+                    }
+                }
+                Ok(Line::Out(line)) => {
+                    stdout_text.push_str(&line);
+                    stdout_text.push('\n');
+                }
+                Err(e) => panic!("aip-ca serve did not start listening: {e}"),
+            }
+        }
+    }
+
+    /// The admin token it printed when creating the authority.
+    pub fn admin_token(&self) -> String {
+        let at = self.stdout.find("aip_at_").expect("no admin token printed");
+        self.stdout[at..].split_whitespace().next().unwrap().to_owned()
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..100 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        panic!("aip-ca serve did not stop within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+enum Line {
+    Out(String),
+    Err(String),
+}
+
+/// A PostgreSQL database for one test, dropped afterwards; `None` (reported as skipped)
+/// without [`POSTGRES_ENV`], which `CI` requires.
+pub struct PostgresDb {
+    admin_url: String,
+    name: String,
+    /// Its URL.
+    pub url: String,
+}
+
+impl PostgresDb {
+    /// Creates a fresh database.
+    pub fn create() -> Option<Self> {
+        let Ok(admin_url) = std::env::var(POSTGRES_ENV) else {
+            assert!(std::env::var_os("CI").is_none(), "{POSTGRES_ENV} must be set under CI");
+            eprintln!("SKIPPED: {POSTGRES_ENV} is not set; the PostgreSQL end-to-end test did not run");
+            return None;
+        };
+        let name = format!(
+            "aip_e2e_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        admin(&admin_url, &format!("CREATE DATABASE {name}"));
+        let (base, query) = admin_url
+            .split_once('?')
+            .map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
+        let scheme_end = base.find("://").map_or(0, |i| i + 3);
+        let server = base[scheme_end..]
+            .find('/')
+            .map_or(base, |slash| &base[..scheme_end + slash]);
+        let url = match query {
+            Some(q) => format!("{server}/{name}?{q}"),
+            None => format!("{server}/{name}"),
+        };
+        Some(Self { admin_url, name, url })
+    }
+}
+
+fn admin(url: &str, sql: &str) {
+    let url = url.to_owned();
+    let sql = sql.to_owned();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::any::AnyPoolOptions::new()
+                .max_connections(1)
+                .connect(&url)
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
+            pool.close().await;
+        });
+    })
+    .join()
+    .unwrap();
+}
+
+impl Drop for PostgresDb {
+    fn drop(&mut self) {
+        admin(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
