@@ -63,7 +63,7 @@ pub struct Server {
 impl Server {
     /// Starts `aip-ca serve --listen 127.0.0.1:0 extra…` and waits until it listens.
     pub fn start(extra: &[&str]) -> Self {
-        let mut child = command()
+        let child = command()
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .env("AIP_LOG", "info")
@@ -71,8 +71,14 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
+        // From here on the guard reaps the process, whatever happens.
+        let mut server = Self {
+            child,
+            url: String::new(),
+            stdout: String::new(),
+        };
+        let stdout = server.child.stdout.take().unwrap();
+        let stderr = server.child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         let out_tx = tx.clone();
         std::thread::spawn(move || {
@@ -86,29 +92,24 @@ impl Server {
                 let _ = tx.send(Line::Err(line));
             }
         });
-        let mut stdout_text = String::new();
         loop {
             match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(Line::Err(line)) => {
                     if let Some(at) = line.find("address=") {
-                        let url = line[at + "address=".len()..]
+                        server.url = line[at + "address=".len()..]
                             .split_whitespace()
                             .next()
                             .unwrap()
                             .to_owned();
-                        return Self {
-                            child,
-                            url,
-                            stdout: stdout_text,
-                        };
+                        return server;
                     }
                     if line.starts_with("error:") {
                         panic!("aip-ca serve failed: {line}");
                     }
                 }
                 Ok(Line::Out(line)) => {
-                    stdout_text.push_str(&line);
-                    stdout_text.push('\n');
+                    server.stdout.push_str(&line);
+                    server.stdout.push('\n');
                 }
                 Err(e) => panic!("aip-ca serve did not start listening: {e}"),
             }
