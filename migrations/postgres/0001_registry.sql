@@ -39,6 +39,16 @@ CREATE TABLE agent_keys (
 );
 CREATE INDEX agent_keys_agent ON agent_keys (agent_id);
 
+-- An agent's first key is recorded with the agent (uniqueness across all keys ever).
+CREATE FUNCTION agents_initial_key() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO agent_keys (thumbprint, agent_id, public_key, added_at, valid_until)
+    VALUES (NEW.key_thumbprint, NEW.agent_id, NEW.public_key, NEW.created_at, NULL);
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER agents_initial_key AFTER INSERT ON agents FOR EACH ROW EXECUTE FUNCTION agents_initial_key();
+
 CREATE TABLE certificates (
     serial TEXT PRIMARY KEY,
     agent_id TEXT NOT NULL REFERENCES agents (agent_id),
@@ -124,3 +134,12 @@ CREATE TABLE audit_log (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
+
+-- The chain head in registry_state always names the newest record.
+CREATE FUNCTION audit_log_head() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE registry_state SET audit_head = NEW.hash WHERE id = 1;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER audit_log_head AFTER INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_log_head();

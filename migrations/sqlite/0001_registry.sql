@@ -39,6 +39,13 @@ CREATE TABLE agent_keys (
 );
 CREATE INDEX agent_keys_agent ON agent_keys (agent_id);
 
+-- An agent's first key is recorded with the agent (uniqueness across all keys ever).
+CREATE TRIGGER agents_initial_key AFTER INSERT ON agents
+BEGIN
+    INSERT INTO agent_keys (thumbprint, agent_id, public_key, added_at, valid_until)
+    VALUES (NEW.key_thumbprint, NEW.agent_id, NEW.public_key, NEW.created_at, NULL);
+END;
+
 CREATE TABLE certificates (
     serial TEXT PRIMARY KEY,
     agent_id TEXT NOT NULL REFERENCES agents (agent_id),
@@ -124,3 +131,9 @@ CREATE TABLE audit_log (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
+
+-- The chain head in registry_state always names the newest record.
+CREATE TRIGGER audit_log_head AFTER INSERT ON audit_log
+BEGIN
+    UPDATE registry_state SET audit_head = NEW.hash WHERE id = 1;
+END;

@@ -38,6 +38,8 @@ use crate::store::{
 pub const ACCESS_TOKEN_PREFIX: &str = "aip_at_";
 /// Prefix of registration tokens.
 pub const REGISTRATION_TOKEN_PREFIX: &str = "aip_rt_";
+/// How long an access token's role is remembered without asking the database.
+const ACCESS_TOKEN_CACHE: Duration = Duration::from_secs(10);
 /// How many events the broadcast channel buffers for slow subscribers (they then catch up
 /// from the database).
 const EVENT_BUFFER: usize = 1024;
@@ -263,6 +265,8 @@ pub struct Registry {
     published: Mutex<Option<Arc<PublishedList>>>,
     crl: Mutex<Option<Arc<StoredCrl>>>,
     crl_generation: tokio::sync::Mutex<()>,
+    /// Recently seen access tokens: digest → (principal, when it was looked up).
+    access_tokens: Mutex<std::collections::HashMap<String, (Principal, std::time::Instant)>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -293,6 +297,7 @@ impl Registry {
             published: Mutex::new(None),
             crl: Mutex::new(None),
             crl_generation: tokio::sync::Mutex::new(()),
+            access_tokens: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -311,15 +316,27 @@ impl Registry {
         &self.ca
     }
 
-    /// Who a bearer token belongs to.
+    /// Who a bearer token belongs to. Access tokens are remembered for a few seconds, so
+    /// busy clients do not cost a database read per request.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, RegistryError> {
         let digest = token_digest(token);
         if token.starts_with(ACCESS_TOKEN_PREFIX) {
-            return match self.store.access_token(&digest).await? {
-                Some((token_id, Role::Admin)) => Ok(Principal::Admin { token_id }),
-                Some((token_id, Role::Reader)) => Ok(Principal::Reader { token_id }),
-                None => Err(RegistryError::Unauthorized("unknown or revoked access token")),
+            if let Some((principal, seen)) = self.access_tokens.lock().unwrap_or_else(PoisonError::into_inner).get(&digest)
+                && seen.elapsed() < ACCESS_TOKEN_CACHE
+            {
+                return Ok(principal.clone());
+            }
+            let principal = match self.store.access_token(&digest).await? {
+                Some((token_id, Role::Admin)) => Principal::Admin { token_id },
+                Some((token_id, Role::Reader)) => Principal::Reader { token_id },
+                None => return Err(RegistryError::Unauthorized("unknown or revoked access token")),
             };
+            let mut cache = self.access_tokens.lock().unwrap_or_else(PoisonError::into_inner);
+            if cache.len() >= 10_000 {
+                cache.retain(|_, (_, seen)| seen.elapsed() < ACCESS_TOKEN_CACHE);
+            }
+            cache.insert(digest, (principal.clone(), std::time::Instant::now()));
+            return Ok(principal);
         }
         if token.starts_with(REGISTRATION_TOKEN_PREFIX) {
             return match self.store.registration_token(&digest).await? {

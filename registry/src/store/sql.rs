@@ -4,9 +4,10 @@
 //! since `Any` cannot decode SQLite's BOOLEAN).
 //!
 //! Writers are serialized by the single `registry_state` row: every write transaction updates
-//! it first, which takes PostgreSQL's row lock (across replicas) or SQLite's write lock. With
-//! SQLite an in-process mutex also queues writers, so they wait in order instead of spinning
-//! in SQLite's busy handler.
+//! it first, which takes PostgreSQL's row lock (across replicas) or SQLite's write lock. SQLite
+//! writes all go through one dedicated connection: writers queue for it in order instead of
+//! spinning in SQLite's busy handler, and its page cache stays warm (in WAL mode a connection's
+//! cache is invalidated whenever another connection writes).
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,7 +21,6 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 use time::OffsetDateTime;
-use tokio::sync::{Mutex, MutexGuard};
 
 use super::{
     AgentQuery, KeyRotation, NewAccessToken, NewAgent, NewCertificate, NewRegistrationToken, Nonce,
@@ -45,8 +45,8 @@ pub enum Dialect {
 /// The SQL store.
 pub struct SqlStore {
     pool: AnyPool,
+    writer: AnyPool,
     dialect: Dialect,
-    write_lock: Option<Mutex<()>>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -116,77 +116,58 @@ fn rfc3339(unix: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp(unix).map_err(|_| StoreError::Corrupt("timestamp"))
 }
 
-/// A write transaction holding the registry-state lock.
-struct Write<'a> {
+/// A write transaction holding the registry-state lock, with the audit sequence number (and,
+/// for revocation-affecting changes, the revocation list version) it reserved. Every write
+/// transaction appends exactly one audit record.
+struct Write {
     tx: Transaction<'static, Any>,
-    _guard: Option<MutexGuard<'a, ()>>,
+    audit_seq: i64,
+    prev_hash: String,
+    version: Option<u64>,
+    audited: bool,
 }
 
-impl Write<'_> {
+impl Write {
     fn conn(&mut self) -> &mut AnyConnection {
         &mut self.tx
     }
 
-    /// Appends `entry` to the audit chain.
+    /// Appends `entry` to the audit chain (a trigger moves the chain head).
     async fn audit(&mut self, entry: &AuditEntry, at: i64) -> Result<(), StoreError> {
-        let row = sqlx::query(
-            "UPDATE registry_state SET audit_seq = audit_seq + 1 WHERE id = 1 RETURNING audit_seq, audit_head",
-        )
-        .fetch_one(self.conn())
-        .await
-        .map_err(backend)?;
-        let seq: i64 = row.try_get("audit_seq").map_err(backend)?;
-        let prev: String = row.try_get("audit_head").map_err(backend)?;
         let details = aip_aat::jcs::to_string(&entry.details).map_err(backend)?;
-        let hash = record_hash(
-            seq,
-            at,
-            (&entry.actor, entry.action, &entry.subject, &entry.details),
-            &prev,
-        );
+        let hash = record_hash(self.audit_seq, at, (&entry.actor, entry.action, &entry.subject, &entry.details), &self.prev_hash);
         sqlx::query(
             "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
-        .bind(seq)
+        .bind(self.audit_seq)
         .bind(at)
         .bind(&entry.actor)
         .bind(entry.action)
         .bind(&entry.subject)
         .bind(details)
-        .bind(&prev)
+        .bind(&self.prev_hash)
         .bind(&hash)
-        .execute(self.conn())
+        .execute(&mut *self.tx)
         .await
         .map_err(backend)?;
-        sqlx::query("UPDATE registry_state SET audit_head = $1 WHERE id = 1")
-            .bind(&hash)
-            .execute(self.conn())
-            .await
-            .map_err(backend)?;
+        self.audited = true;
         Ok(())
     }
 
-    /// Bumps the revocation list version and records the event that caused it.
+    /// Records the event that the reserved revocation list version publishes.
     async fn event(&mut self, kind: &str, subject: &str, data: &serde_json::Value, at: i64) -> Result<u64, StoreError> {
-        let version: i64 = sqlx::query(
-            "UPDATE registry_state SET revocation_version = revocation_version + 1 WHERE id = 1 RETURNING revocation_version",
-        )
-        .fetch_one(self.conn())
-        .await
-        .map_err(backend)?
-        .try_get("revocation_version")
-        .map_err(backend)?;
+        let version = self.version.ok_or(StoreError::Corrupt("event without a reserved version"))?;
         sqlx::query("INSERT INTO events (version, at, kind, subject, data) VALUES ($1, $2, $3, $4, $5)")
-            .bind(version)
+            .bind(i64_of(version)?)
             .bind(at)
             .bind(kind)
             .bind(subject)
             .bind(to_json(data)?)
-            .execute(self.conn())
+            .execute(&mut *self.tx)
             .await
             .map_err(backend)?;
-        u64_of(version)
+        Ok(version)
     }
 
     async fn nonce(&mut self, nonce: &Nonce) -> Result<(), StoreError> {
@@ -236,8 +217,31 @@ impl Write<'_> {
     }
 
     async fn commit(self) -> Result<(), StoreError> {
+        if !self.audited {
+            // Committing would leave a reserved sequence number without a record.
+            return Err(StoreError::Corrupt("write transaction without an audit record"));
+        }
         self.tx.commit().await.map_err(backend)
     }
+}
+
+/// Pool options for SQLite connections: foreign keys on, WAL, and memory-mapped reads.
+fn sqlite_pool(size: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new().acquire_timeout(Duration::from_secs(15)).max_connections(size).after_connect(|conn, _| {
+        Box::pin(async move {
+            for pragma in [
+                "PRAGMA foreign_keys = ON",
+                "PRAGMA busy_timeout = 10000",
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA synchronous = NORMAL",
+                "PRAGMA mmap_size = 268435456",
+                "PRAGMA cache_size = -32000",
+            ] {
+                sqlx::query(pragma).execute(&mut *conn).await?;
+            }
+            Ok(())
+        })
+    })
 }
 
 impl SqlStore {
@@ -253,39 +257,25 @@ impl SqlStore {
                 "database URL must start with sqlite: or postgres:",
             ));
         };
-        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(15));
-        let pool = match dialect {
-            Dialect::Sqlite => options
-                .max_connections(8)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        for pragma in [
-                            "PRAGMA foreign_keys = ON",
-                            "PRAGMA busy_timeout = 10000",
-                            "PRAGMA journal_mode = WAL",
-                            "PRAGMA synchronous = NORMAL",
-                        ] {
-                            sqlx::query(pragma).execute(&mut *conn).await?;
-                        }
-                        Ok(())
-                    })
-                })
-                .connect(url)
-                .await
-                .map_err(backend)?,
-            Dialect::Postgres => options.max_connections(16).connect(url).await.map_err(backend)?,
+        let (pool, writer) = match dialect {
+            Dialect::Sqlite => {
+                let writer = sqlite_pool(1).connect(url).await.map_err(backend)?;
+                // Migrations (and the WAL switch) first, on the writer, before readers open.
+                SQLITE_MIGRATIONS.run(&writer).await.map_err(backend)?;
+                (sqlite_pool(8).connect(url).await.map_err(backend)?, writer)
+            }
+            Dialect::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .acquire_timeout(Duration::from_secs(15))
+                    .max_connections(16)
+                    .connect(url)
+                    .await
+                    .map_err(backend)?;
+                POSTGRES_MIGRATIONS.run(&pool).await.map_err(backend)?;
+                (pool.clone(), pool)
+            }
         };
-        let migrations = match dialect {
-            Dialect::Sqlite => &SQLITE_MIGRATIONS,
-            Dialect::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrations.run(&pool).await.map_err(backend)?;
-        let write_lock = (dialect == Dialect::Sqlite).then(|| Mutex::new(()));
-        Ok(Self {
-            pool,
-            dialect,
-            write_lock,
-        })
+        Ok(Self { pool, writer, dialect })
     }
 
     /// The URL of an SQLite database file, created if missing.
@@ -298,23 +288,32 @@ impl SqlStore {
         self.dialect
     }
 
-    /// Closes the pool, waiting for connections to be returned.
+    /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 
-    async fn write(&self) -> Result<Write<'_>, StoreError> {
-        let guard = match &self.write_lock {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
+    /// Begins a write transaction: takes the registry-wide lock (see the module
+    /// documentation) and reserves the next audit sequence number, plus the next revocation
+    /// list version when the change is published as an event.
+    async fn write(&self, publishes_event: bool) -> Result<Write, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let sql = if publishes_event {
+            "UPDATE registry_state SET audit_seq = audit_seq + 1, revocation_version = revocation_version + 1 \
+             WHERE id = 1 RETURNING audit_seq, audit_head, revocation_version"
+        } else {
+            "UPDATE registry_state SET audit_seq = audit_seq + 1 WHERE id = 1 RETURNING audit_seq, audit_head, revocation_version"
         };
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        // Take the registry-wide write lock first (see the module documentation).
-        sqlx::query("UPDATE registry_state SET id = id WHERE id = 1")
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        Ok(Write { tx, _guard: guard })
+        let row = sqlx::query(sql).fetch_one(&mut *tx).await.map_err(backend)?;
+        let version = u64_of(row.try_get("revocation_version").map_err(backend)?)?;
+        Ok(Write {
+            audit_seq: row.try_get("audit_seq").map_err(backend)?,
+            prev_hash: row.try_get("audit_head").map_err(backend)?,
+            version: publishes_event.then_some(version),
+            audited: false,
+            tx,
+        })
     }
 }
 
@@ -334,21 +333,10 @@ impl Store for SqlStore {
         audit: &AuditEntry,
     ) -> Result<Option<i64>, StoreError> {
         let now = agent.created_at;
-        let mut w = self.write().await?;
+        let mut w = self.write(false).await?;
         let token_expiry = match credential {
-            RegistrationCredential::Admin { token_id } => {
-                let row = sqlx::query(
-                    "SELECT token_id FROM access_tokens WHERE token_id = $1 AND role = 'admin' AND revoked_at IS NULL",
-                )
-                .bind(token_id)
-                .fetch_optional(w.conn())
-                .await
-                .map_err(backend)?;
-                if row.is_none() {
-                    return Err(StoreError::InvalidCredential);
-                }
-                None
-            }
+            // Authenticated by the caller moments ago; nothing to consume.
+            RegistrationCredential::Admin { .. } => None,
             RegistrationCredential::RegistrationToken { digest } => {
                 let row = sqlx::query(
                     "UPDATE registration_tokens SET uses_remaining = uses_remaining - 1 \
@@ -383,16 +371,7 @@ impl Store for SqlStore {
         .bind(&public_key)
         .execute(w.conn())
         .await
-        .map_err(backend)?;
-        sqlx::query(
-            "INSERT INTO agent_keys (thumbprint, agent_id, public_key, added_at, valid_until) VALUES ($1, $2, $3, $4, NULL)",
-        )
-        .bind(agent.thumbprint.as_str())
-        .bind(agent.agent_id.as_str())
-        .bind(&public_key)
-        .bind(now)
-        .execute(w.conn())
-        .await
+        // A trigger records the key in agent_keys, where every key is unique.
         .map_err(|e| if unique_violation(&e) { StoreError::KeyAlreadyRegistered } else { backend(e) })?;
         w.certificate(certificate).await?;
         w.audit(audit, now).await?;
@@ -505,7 +484,7 @@ impl Store for SqlStore {
         } = rotation;
         let grace_until = *grace_until;
         let now = new_key.added_at;
-        let mut w = self.write().await?;
+        let mut w = self.write(true).await?;
         let (status, thumbprint) = w.agent_state(agent_id).await?;
         if status != AgentStatus::Active {
             return Err(StoreError::Conflict("only an active agent can rotate its key"));
@@ -570,7 +549,7 @@ impl Store for SqlStore {
         nonce: &Nonce,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
-        let mut w = self.write().await?;
+        let mut w = self.write(false).await?;
         let (status, thumbprint) = w.agent_state(&certificate.agent_id).await?;
         if status != AgentStatus::Active {
             return Err(StoreError::Conflict("only an active agent can renew its certificate"));
@@ -594,7 +573,7 @@ impl Store for SqlStore {
         at: i64,
         audit: &AuditEntry,
     ) -> Result<StatusChanged, StoreError> {
-        let mut w = self.write().await?;
+        let mut w = self.write(true).await?;
         let (previous, _) = w.agent_state(agent_id).await?;
         let (status, kind) = match (previous, action) {
             (AgentStatus::Revoked, _) => return Err(StoreError::Conflict("the agent is revoked; revocation is final")),
@@ -832,18 +811,19 @@ impl Store for SqlStore {
     }
 
     async fn next_crl_number(&self) -> Result<(u64, u64), StoreError> {
-        let mut w = self.write().await?;
+        // Its own transaction: it takes the registry lock but writes no audit record.
+        let mut tx = self.writer.begin().await.map_err(backend)?;
         let row = sqlx::query(
             "UPDATE registry_state SET crl_number = crl_number + 1 WHERE id = 1 RETURNING crl_number, revocation_version",
         )
-        .fetch_one(w.conn())
+        .fetch_one(&mut *tx)
         .await
         .map_err(backend)?;
         let numbers = (
             u64_of(row.try_get("crl_number").map_err(backend)?)?,
             u64_of(row.try_get("revocation_version").map_err(backend)?)?,
         );
-        w.commit().await?;
+        tx.commit().await.map_err(backend)?;
         Ok(numbers)
     }
 
@@ -871,7 +851,7 @@ impl Store for SqlStore {
     }
 
     async fn create_access_token(&self, token: &NewAccessToken, audit: &AuditEntry) -> Result<(), StoreError> {
-        let mut w = self.write().await?;
+        let mut w = self.write(false).await?;
         sqlx::query(
             "INSERT INTO access_tokens (digest, token_id, role, label, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -908,7 +888,7 @@ impl Store for SqlStore {
         token: &NewRegistrationToken,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
-        let mut w = self.write().await?;
+        let mut w = self.write(false).await?;
         sqlx::query(
             "INSERT INTO registration_tokens (digest, token_id, uses_remaining, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
