@@ -38,6 +38,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The API routes over `registry`.
 pub fn router(registry: Arc<Registry>) -> Router {
+    // Install the metrics recorder now, so that traffic before the first scrape counts.
+    let _ = m::handle();
     Router::new()
         .route("/v1/agents", post(register).get(list_agents))
         .route("/v1/agents/{id}", get(agent).delete(revoke_agent))
@@ -58,6 +60,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(track))
         .with_state(registry)
@@ -593,6 +596,14 @@ async fn metrics_text() -> Response {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request",
+        "this endpoint does not accept that method",
+    )
 }
 
 /// Counts and times every request by method, route template and status.

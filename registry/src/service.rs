@@ -321,7 +321,11 @@ impl Registry {
     pub async fn authenticate(&self, token: &str) -> Result<Principal, RegistryError> {
         let digest = token_digest(token);
         if token.starts_with(ACCESS_TOKEN_PREFIX) {
-            if let Some((principal, seen)) = self.access_tokens.lock().unwrap_or_else(PoisonError::into_inner).get(&digest)
+            if let Some((principal, seen)) = self
+                .access_tokens
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&digest)
                 && seen.elapsed() < ACCESS_TOKEN_CACHE
             {
                 return Ok(principal.clone());

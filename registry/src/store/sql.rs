@@ -135,7 +135,12 @@ impl Write {
     /// Appends `entry` to the audit chain (a trigger moves the chain head).
     async fn audit(&mut self, entry: &AuditEntry, at: i64) -> Result<(), StoreError> {
         let details = aip_aat::jcs::to_string(&entry.details).map_err(backend)?;
-        let hash = record_hash(self.audit_seq, at, (&entry.actor, entry.action, &entry.subject, &entry.details), &self.prev_hash);
+        let hash = record_hash(
+            self.audit_seq,
+            at,
+            (&entry.actor, entry.action, &entry.subject, &entry.details),
+            &self.prev_hash,
+        );
         sqlx::query(
             "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -157,7 +162,9 @@ impl Write {
 
     /// Records the event that the reserved revocation list version publishes.
     async fn event(&mut self, kind: &str, subject: &str, data: &serde_json::Value, at: i64) -> Result<u64, StoreError> {
-        let version = self.version.ok_or(StoreError::Corrupt("event without a reserved version"))?;
+        let version = self
+            .version
+            .ok_or(StoreError::Corrupt("event without a reserved version"))?;
         sqlx::query("INSERT INTO events (version, at, kind, subject, data) VALUES ($1, $2, $3, $4, $5)")
             .bind(i64_of(version)?)
             .bind(at)
@@ -227,21 +234,24 @@ impl Write {
 
 /// Pool options for SQLite connections: foreign keys on, WAL, and memory-mapped reads.
 fn sqlite_pool(size: u32) -> AnyPoolOptions {
-    AnyPoolOptions::new().acquire_timeout(Duration::from_secs(15)).max_connections(size).after_connect(|conn, _| {
-        Box::pin(async move {
-            for pragma in [
-                "PRAGMA foreign_keys = ON",
-                "PRAGMA busy_timeout = 10000",
-                "PRAGMA journal_mode = WAL",
-                "PRAGMA synchronous = NORMAL",
-                "PRAGMA mmap_size = 268435456",
-                "PRAGMA cache_size = -32000",
-            ] {
-                sqlx::query(pragma).execute(&mut *conn).await?;
-            }
-            Ok(())
+    AnyPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(15))
+        .max_connections(size)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                for pragma in [
+                    "PRAGMA foreign_keys = ON",
+                    "PRAGMA busy_timeout = 10000",
+                    "PRAGMA journal_mode = WAL",
+                    "PRAGMA synchronous = NORMAL",
+                    "PRAGMA mmap_size = 268435456",
+                    "PRAGMA cache_size = -32000",
+                ] {
+                    sqlx::query(pragma).execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
         })
-    })
 }
 
 impl SqlStore {
@@ -372,7 +382,13 @@ impl Store for SqlStore {
         .execute(w.conn())
         .await
         // A trigger records the key in agent_keys, where every key is unique.
-        .map_err(|e| if unique_violation(&e) { StoreError::KeyAlreadyRegistered } else { backend(e) })?;
+        .map_err(|e| {
+            if unique_violation(&e) {
+                StoreError::KeyAlreadyRegistered
+            } else {
+                backend(e)
+            }
+        })?;
         w.certificate(certificate).await?;
         w.audit(audit, now).await?;
         w.commit().await?;
