@@ -78,7 +78,8 @@ async fn create_postgres_database() -> (String, String, String) {
     (admin_url, name.clone(), format!("{base}/{name}"))
 }
 
-/// Inserts `count` revoked agents, each with one certificate on the CRL, in bulk.
+/// Inserts `count` revoked agents, each with one certificate on the CRL, in bulk (a trigger
+/// adds their key rows).
 async fn bulk_revoked(database_url: &str, count: u64) {
     sqlx::any::install_default_drivers();
     let pool = sqlx::any::AnyPoolOptions::new()
@@ -91,7 +92,6 @@ async fn bulk_revoked(database_url: &str, count: u64) {
     for chunk_start in (0..count).step_by(500) {
         let end = (chunk_start + 500).min(count);
         let mut agents = Vec::new();
-        let mut keys = Vec::new();
         let mut certs = Vec::new();
         for i in chunk_start..end {
             let id = format!("ag_00000000-0000-4000-8000-{i:012x}");
@@ -99,7 +99,6 @@ async fn bulk_revoked(database_url: &str, count: u64) {
             agents.push(format!(
                 "('{id}', 'revoked agent {i}', NULL, NULL, '[]', 0, NULL, 'revoked', 'bulk', {now}, {now}, '{thumb}', '{{}}')"
             ));
-            keys.push(format!("('{thumb}', '{id}', '{{}}', {now}, NULL)"));
             certs.push(format!(
                 "('{i:032x}', '{id}', '{thumb}', {now}, {}, X'00', {now}, 5, NULL)",
                 now + 86_400
@@ -115,10 +114,6 @@ async fn bulk_revoked(database_url: &str, count: u64) {
                 "INSERT INTO agents (agent_id, name, description, owner, capabilities, autonomous, metadata, status, status_reason, \
                  status_changed_at, created_at, key_thumbprint, public_key) VALUES {}",
                 agents.join(",")
-            ),
-            format!(
-                "INSERT INTO agent_keys (thumbprint, agent_id, public_key, added_at, valid_until) VALUES {}",
-                keys.join(",")
             ),
             format!(
                 "INSERT INTO certificates (serial, agent_id, key_thumbprint, not_before, not_after, der, revoked_at, revocation_reason, \
