@@ -102,6 +102,31 @@ pub fn create_request_proof(signer: &dyn Signer, request: &SignedRequest<'_>, no
     )
 }
 
+/// Signs a proof for `method path` over `body` without the `exclude`d members, and stores it in
+/// `body` under `field`.
+pub fn add_request_proof(
+    signer: &dyn Signer,
+    method: &str,
+    path: &str,
+    body: &mut Value,
+    field: &str,
+    exclude: &[&str],
+    now: i64,
+) -> Result<(), SignError> {
+    let proof = create_request_proof(
+        signer,
+        &SignedRequest {
+            method,
+            path,
+            body,
+            exclude,
+        },
+        now,
+    )?;
+    body[field] = proof.into();
+    Ok(())
+}
+
 /// Verifies `proof` for `request` against `key`, accepting an `iat` up to `max_age_secs`
 /// old. Recording `jti` against reuse is the caller's job.
 pub fn verify_request_proof(

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use aip_aat::clock::{Clock as _, SystemClock};
 use aip_aat::keyfile::Protection;
 use aip_aat::keys::{Algorithm, KeyPair};
-use aip_aat::request_proof::{SignedRequest, create_request_proof};
 use aip_registry::authority::{self, InitOptions, Overrides};
 use aip_registry::service::Registry;
 use serde_json::json;
@@ -45,15 +44,8 @@ fn ms(d: Duration) -> String {
 }
 
 fn registration_body(key: &KeyPair, n: u64) -> serde_json::Value {
-    let mut body = json!({"name": format!("bench agent {n}"), "public_key": key.public_key().to_jwk(), "capabilities": ["read_file"]});
-    let request = SignedRequest {
-        method: "POST",
-        path: "/v1/agents",
-        body: &body,
-        exclude: &["proof"],
-    };
-    body["proof"] = create_request_proof(key, &request, SystemClock.now()).unwrap().into();
-    body
+    let fields = json!({"name": format!("bench agent {n}"), "capabilities": ["read_file"]});
+    aip_registry::client::registration_body(key, fields, SystemClock.now()).unwrap()
 }
 
 async fn create_postgres_database() -> (String, String, String) {

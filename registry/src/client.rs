@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use aip_aat::ids::AgentId;
-use aip_aat::keys::Jwks;
+use aip_aat::keys::{Jwks, SignError, Signer};
+use aip_aat::request_proof::add_request_proof;
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -14,6 +15,58 @@ use crate::api::{
     StatusRequest, StatusResponse,
 };
 use crate::service::StatusKind;
+
+/// `POST /v1/agents` body for `key`: `fields` (name, capabilities, …) plus the public key and
+/// a request proof by `key`.
+pub fn registration_body(
+    key: &dyn Signer,
+    mut fields: serde_json::Value,
+    now: i64,
+) -> Result<serde_json::Value, SignError> {
+    fields["public_key"] = serde_json::to_value(key.public_key().to_jwk()).map_err(SignError::backend)?;
+    add_request_proof(key, "POST", "/v1/agents", &mut fields, "proof", &["proof"], now)?;
+    Ok(fields)
+}
+
+/// `POST /v1/agents/{id}/rotate-key` body: the new key proves possession over the body without
+/// both proofs, the current key signs the body without its own proof.
+pub fn rotation_body(
+    current: &dyn Signer,
+    new: &dyn Signer,
+    agent_id: &AgentId,
+    now: i64,
+) -> Result<serde_json::Value, SignError> {
+    let path = format!("/v1/agents/{agent_id}/rotate-key");
+    let mut body = serde_json::json!({
+        "new_public_key": serde_json::to_value(new.public_key().to_jwk()).map_err(SignError::backend)?,
+    });
+    add_request_proof(
+        new,
+        "POST",
+        &path,
+        &mut body,
+        "new_key_proof",
+        &["proof", "new_key_proof"],
+        now,
+    )?;
+    add_request_proof(current, "POST", &path, &mut body, "proof", &["proof"], now)?;
+    Ok(body)
+}
+
+/// `POST /v1/agents/{id}/certificate` body, with a proof by the current key.
+pub fn renewal_body(key: &dyn Signer, agent_id: &AgentId, now: i64) -> Result<serde_json::Value, SignError> {
+    let mut body = serde_json::json!({});
+    add_request_proof(
+        key,
+        "POST",
+        &format!("/v1/agents/{agent_id}/certificate"),
+        &mut body,
+        "proof",
+        &["proof"],
+        now,
+    )?;
+    Ok(body)
+}
 
 /// A request to the registry failed.
 #[derive(Debug, thiserror::Error)]

@@ -467,14 +467,7 @@ impl Registry {
             thumbprint: key.thumbprint().clone(),
             created_at: now,
         };
-        let certificate = NewCertificate {
-            serial: cert.serial.clone(),
-            agent_id: agent_id.clone(),
-            key_thumbprint: key.thumbprint().clone(),
-            not_before: cert.not_before,
-            not_after: cert.not_after,
-            der: cert.der.clone(),
-        };
+        let certificate = certificate_record(&cert, &agent_id, &key);
         let audit = AuditEntry {
             actor: principal.actor(),
             action: "agent.register",
@@ -626,14 +619,7 @@ impl Registry {
                 valid_until: None,
             },
             grace_until,
-            certificate: NewCertificate {
-                serial: cert.serial.clone(),
-                agent_id: agent_id.clone(),
-                key_thumbprint: new_key.thumbprint().clone(),
-                not_before: cert.not_before,
-                not_after: cert.not_after,
-                der: cert.der.clone(),
-            },
+            certificate: certificate_record(&cert, agent_id, &new_key),
             nonces: vec![current_nonce, new_nonce],
         };
         let audit = AuditEntry {
@@ -676,14 +662,7 @@ impl Registry {
         let path = format!("/v1/agents/{agent_id}/certificate");
         let (_, nonce) = self.verify_proof(&request.proof, &key, &path, body, &["proof"], now)?;
         let cert = self.issue_certificate(agent_id, &agent.agent.name, &key, now)?;
-        let certificate = NewCertificate {
-            serial: cert.serial.clone(),
-            agent_id: agent_id.clone(),
-            key_thumbprint: key.thumbprint().clone(),
-            not_before: cert.not_before,
-            not_after: cert.not_after,
-            der: cert.der.clone(),
-        };
+        let certificate = certificate_record(&cert, agent_id, &key);
         let audit = AuditEntry {
             actor: format!("agent:{agent_id}"),
             action: "agent.renew_certificate",
@@ -1004,6 +983,18 @@ pub enum StatusKind {
     Reactivate,
     /// `revoke` (and `DELETE`).
     Revoke,
+}
+
+/// What the store keeps of an issued certificate.
+fn certificate_record(cert: &IssuedCertificate, agent_id: &AgentId, key: &PublicKey) -> NewCertificate {
+    NewCertificate {
+        serial: cert.serial.clone(),
+        agent_id: agent_id.clone(),
+        key_thumbprint: key.thumbprint().clone(),
+        not_before: cert.not_before,
+        not_after: cert.not_after,
+        der: cert.der.clone(),
+    }
 }
 
 fn certificate_view(c: &StoredCertificate, now: i64) -> Result<CertificateView, RegistryError> {

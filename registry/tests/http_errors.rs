@@ -12,7 +12,7 @@ use aip_aat::request_proof::{SignedRequest, create_request_proof};
 use aip_registry::service::token_digest;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::{NOW, Reply, TestRegistry, sign_body};
+use common::{NOW, Reply, TestRegistry, key, rotation, sign_body};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------------
@@ -166,10 +166,6 @@ async fn raw(
     reply
 }
 
-fn key() -> KeyPair {
-    KeyPair::generate(Algorithm::EdDSA).unwrap()
-}
-
 /// A registration body for `key`, edited by `edit`, then signed by `signer` at `iat`.
 fn registration_with(key: &KeyPair, signer: &dyn Signer, iat: i64, edit: impl FnOnce(&mut Value)) -> Value {
     let mut body = json!({
@@ -254,25 +250,6 @@ async fn registration_token(r: &TestRegistry, uses: u32, expires_in: u64) -> Str
     let token = body["token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("aip_rt_"), "{token}");
     token
-}
-
-async fn reader_token(r: &TestRegistry) -> String {
-    let reply = call(
-        r,
-        Method::POST,
-        "/v1/access-tokens",
-        Some(&r.admin),
-        Some(&json!({"role": "reader", "label": "proxy"})),
-    )
-    .await;
-    assert_eq!(
-        reply.status,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    assert_eq!(reply.json()["role"], "reader");
-    reply.json()["token"].as_str().unwrap().to_owned()
 }
 
 async fn register(r: &TestRegistry, key: &KeyPair, name: &str) -> String {
@@ -372,7 +349,7 @@ async fn missing_and_unknown_credentials(r: TestRegistry) {
 with_registry!(credentials, missing_and_unknown_credentials);
 
 async fn reader_token_reads_but_cannot_write(r: TestRegistry) {
-    let reader = reader_token(&r).await;
+    let reader = r.reader_token().await;
     let id = register(&r, &key(), "watched").await;
     let before = snapshot(&r).await;
 
@@ -1343,7 +1320,10 @@ async fn invalid_status_changes(r: TestRegistry) {
         Method::POST,
         &path,
         None,
-        Some(&rotation(&k, &key(), &path, r.clock.now())),
+        Some(&{
+            let new = key();
+            rotation(&k, &new, &new, &path, r.clock.now())
+        }),
     )
     .await;
     assert_error(&reply, StatusCode::CONFLICT, "conflict");
@@ -1379,21 +1359,6 @@ fn signed(key: &KeyPair, body: &Value, path: &str, now: i64) -> Value {
     body
 }
 
-/// A rotate-key body: `new` proves possession over the body without both proofs, `current`
-/// signs the body without its own proof.
-fn rotation(current: &KeyPair, new: &KeyPair, path: &str, now: i64) -> Value {
-    let mut body = json!({"new_public_key": new.public_key().to_jwk()});
-    let request = SignedRequest {
-        method: "POST",
-        path,
-        body: &body,
-        exclude: &["proof", "new_key_proof"],
-    };
-    body["new_key_proof"] = create_request_proof(new, &request, now).unwrap().into();
-    sign_body(current, &mut body, path, now);
-    body
-}
-
 // ---------------------------------------------------------------------------------------------
 // Rotation and renewal input
 // ---------------------------------------------------------------------------------------------
@@ -1407,7 +1372,8 @@ async fn bad_rotation_and_renewal_input(r: TestRegistry) {
     let now = r.clock.now();
 
     // Malformed bodies: 400.
-    let mut unknown = rotation(&k, &key(), &rotate, now);
+    let new = key();
+    let mut unknown = rotation(&k, &new, &new, &rotate, now);
     unknown["extra"] = true.into();
     let mut rsa = json!({"new_public_key": {"kty": "RSA", "n": "AQAB", "e": "AQAB"}});
     let request = SignedRequest {
@@ -1464,11 +1430,11 @@ async fn bad_rotation_and_renewal_input(r: TestRegistry) {
     sign_body(&k, &mut wrong_new_proof, &rotate, now);
     for body in [
         // Both proofs by the new key.
-        rotation(&new, &new, &rotate, now),
+        rotation(&new, &new, &new, &rotate, now),
         wrong_new_proof,
         // Proofs for another path, or stale.
-        rotation(&k, &new, &renew, now),
-        rotation(&k, &new, &rotate, now - 301),
+        rotation(&k, &new, &new, &renew, now),
+        rotation(&k, &new, &new, &rotate, now - 301),
     ] {
         let reply = call(&r, Method::POST, &rotate, None, Some(&body)).await;
         assert_invalid_proof(&reply);

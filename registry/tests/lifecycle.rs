@@ -11,9 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aip_aat::clock::Clock as _;
 use aip_aat::keys::{Algorithm, KeyPair, PublicKey};
-use aip_aat::request_proof::{SignedRequest, create_request_proof};
 use axum::http::{Method, StatusCode};
-use common::{NOW, Reply, TestRegistry, sign_body};
+use common::{NOW, Reply, TestRegistry, key, rfc3339, rotation, sign_body};
 use serde_json::{Value, json};
 use x509_cert::Certificate;
 use x509_cert::crl::CertificateList;
@@ -42,31 +41,16 @@ const HOUR: i64 = 3600;
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-fn key() -> KeyPair {
-    KeyPair::generate(Algorithm::EdDSA).unwrap()
-}
-
-fn text(reply: &Reply) -> String {
-    String::from_utf8_lossy(&reply.body).into_owned()
-}
-
 #[track_caller]
 fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(reply.status, status, "{}", text(reply));
-    assert_eq!(reply.error(), code, "{}", text(reply));
+    assert_eq!(reply.status, status, "{}", reply.text());
+    assert_eq!(reply.error(), code, "{}", reply.text());
 }
 
 #[track_caller]
 fn assert_invalid_proof(reply: &Reply) {
     assert_error(reply, StatusCode::UNAUTHORIZED, "invalid_proof");
     assert!(reply.headers.contains_key("www-authenticate"));
-}
-
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .unwrap()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
 }
 
 /// Registers `key` as `name`; returns the response.
@@ -78,7 +62,7 @@ async fn show(r: &TestRegistry, id: &str) -> Value {
     let reply = r
         .call(Method::GET, &format!("/v1/agents/{id}"), Some(&r.admin), None)
         .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", text(&reply));
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     reply.json()
 }
 
@@ -86,7 +70,7 @@ async fn status(r: &TestRegistry, id: &str, action: &str, body: Option<&Value>) 
     let reply = r
         .call(Method::POST, &format!("/v1/agents/{id}/{action}"), Some(&r.admin), body)
         .await;
-    assert_eq!(reply.status, StatusCode::OK, "{action}: {}", text(&reply));
+    assert_eq!(reply.status, StatusCode::OK, "{action}: {}", reply.text());
     reply.json()
 }
 
@@ -100,21 +84,6 @@ async fn state(r: &TestRegistry, id: &str) -> (Value, (i64, String), u64) {
         r.registry.store().audit_head().await.unwrap(),
         r.registry.revocation_version().await.unwrap(),
     )
-}
-
-/// A rotate-key body: `new_key_proof` by `new` over the body without both proofs, `proof` by
-/// `current` over the body without `proof`.
-fn rotation(current: &KeyPair, new_key_signer: &KeyPair, new: &KeyPair, path: &str, now: i64) -> Value {
-    let mut body = json!({"new_public_key": new.public_key().to_jwk()});
-    let request = SignedRequest {
-        method: "POST",
-        path,
-        body: &body,
-        exclude: &["proof", "new_key_proof"],
-    };
-    body["new_key_proof"] = create_request_proof(new_key_signer, &request, now).unwrap().into();
-    sign_body(current, &mut body, path, now);
-    body
 }
 
 async fn rotate(r: &TestRegistry, id: &str, body: &Value) -> Reply {
@@ -389,7 +358,7 @@ async fn key_rotation(r: TestRegistry) {
     // The rotation.
     let body = rotation(&old, &new, &new, &path, now);
     let reply = rotate(&r, &id, &body).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", text(&reply));
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let rotated = reply.json();
     assert_eq!(rotated["agent_id"], id.as_str());
     assert_eq!(rotated["previous_key_valid_until"], rfc3339(now + HOUR));
@@ -446,7 +415,7 @@ async fn key_rotation(r: TestRegistry) {
     assert_error(&reply, StatusCode::CONFLICT, "key_already_registered");
     // The new key does.
     let reply = renew(&r, &id, &renewal(&new, &id, now)).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", text(&reply));
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
 
     // After the grace period the old key is gone and its certificate superseded.
     r.clock.advance(HOUR + 1);
@@ -478,7 +447,7 @@ async fn key_rotation(r: TestRegistry) {
     status(&r, &other_id, "reactivate", None).await;
     let body = rotation(&other, &replacement, &replacement, &other_path, r.clock.now());
     let reply = rotate(&r, &other_id, &body).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", text(&reply));
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
 }
 with_registry!(rotation, key_rotation);
 
@@ -510,7 +479,7 @@ async fn certificate_renewal(r: TestRegistry) {
 
     let body = renewal(&k, &id, now);
     let reply = renew(&r, &id, &body).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", text(&reply));
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let renewed = reply.json();
     assert_eq!(renewed["agent_id"], id.as_str());
     assert_eq!(renewed["not_after"], rfc3339(now + CERT_VALIDITY));
@@ -598,13 +567,13 @@ async fn certificate_contents(r: TestRegistry) {
     let mut emitted = vec![(registered.clone(), k.clone_pair(), NOW)];
     r.clock.advance(30);
     let reply = renew(&r, &id, &renewal(&k, &id, r.clock.now())).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", text(&reply));
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     emitted.push((reply.json(), k.clone_pair(), r.clock.now()));
     r.clock.advance(30);
     let new = key();
     let path = format!("/v1/agents/{id}/rotate-key");
     let reply = rotate(&r, &id, &rotation(&k, &new, &new, &path, r.clock.now())).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", text(&reply));
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     emitted.push((reply.json(), new.clone_pair(), r.clock.now()));
 
     for (response, key, issued_at) in &emitted {
@@ -816,7 +785,7 @@ async fn rotation_supersedes_after_the_grace_period(r: TestRegistry) {
     let new = key();
     let path = format!("/v1/agents/{id}/rotate-key");
     let reply = rotate(&r, &id, &rotation(&old, &new, &new, &path, rotated_at)).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", text(&reply));
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let new_serial = reply.json()["serial"].as_str().unwrap().to_owned();
 
     // Within the grace period the old certificate is still good.

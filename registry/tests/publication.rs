@@ -9,13 +9,12 @@ mod common;
 use std::time::Duration;
 
 use aip_aat::clock::Clock as _;
-use aip_aat::keys::{Algorithm, JwkSet, Jwks, KeyPair};
-use aip_aat::request_proof::{SignedRequest, create_request_proof};
+use aip_aat::keys::{JwkSet, Jwks, KeyPair};
 use aip_aat::revocation::RevocationList;
 use axum::body::{Body, BodyDataStream};
 use axum::http::{Method, Request, StatusCode};
 use base64::Engine as _;
-use common::{NOW, Reply, TestRegistry, sign_body};
+use common::{NOW, Reply, TestRegistry, key, rfc3339, rotation};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -24,21 +23,6 @@ use tower::ServiceExt as _;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-fn key() -> KeyPair {
-    KeyPair::generate(Algorithm::EdDSA).unwrap()
-}
-
-fn text(reply: &Reply) -> String {
-    String::from_utf8_lossy(&reply.body).into_owned()
-}
-
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .unwrap()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
 
 async fn register(r: &TestRegistry, name: &str) -> (String, KeyPair) {
     let k = key();
@@ -51,21 +35,8 @@ async fn change(r: &TestRegistry, id: &str, action: &str, body: Option<&Value>) 
     let reply = r
         .call(Method::POST, &format!("/v1/agents/{id}/{action}"), Some(&r.admin), body)
         .await;
-    assert_eq!(reply.status, StatusCode::OK, "{action}: {}", text(&reply));
+    assert_eq!(reply.status, StatusCode::OK, "{action}: {}", reply.text());
     reply.json()["revocation_version"].as_u64().unwrap()
-}
-
-async fn reader_token(r: &TestRegistry) -> String {
-    let reply = r
-        .call(
-            Method::POST,
-            "/v1/access-tokens",
-            Some(&r.admin),
-            Some(&json!({"role": "reader"})),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", text(&reply));
-    reply.json()["token"].as_str().unwrap().to_owned()
 }
 
 /// `GET /v1/revocations`, optionally with `If-None-Match`.
@@ -89,32 +60,18 @@ async fn jwk_set(r: &TestRegistry) -> JwkSet {
     JwkSet::from_jwks(&jwks).unwrap()
 }
 
-/// A rotate-key body (see `lifecycle.rs`).
-fn rotation(current: &KeyPair, new: &KeyPair, path: &str, now: i64) -> Value {
-    let mut body = json!({"new_public_key": new.public_key().to_jwk()});
-    let request = SignedRequest {
-        method: "POST",
-        path,
-        body: &body,
-        exclude: &["proof", "new_key_proof"],
-    };
-    body["new_key_proof"] = create_request_proof(new, &request, now).unwrap().into();
-    sign_body(current, &mut body, path, now);
-    body
-}
-
 // ---------------------------------------------------------------------------------------------
 // The revocation list
 // ---------------------------------------------------------------------------------------------
 
 async fn list_etag_and_versions(r: TestRegistry) {
-    let reader = reader_token(&r).await;
+    let reader = r.reader_token().await;
     let (a, _) = register(&r, "alpha").await;
     let (b, _) = register(&r, "beta").await;
     let (c, _) = register(&r, "gamma").await;
 
     let first = revocations(&r, &reader, None).await;
-    assert_eq!(first.status, StatusCode::OK, "{}", text(&first));
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
     assert_eq!(first.headers["content-type"], "application/json");
     assert_eq!(first.headers["cache-control"], "no-cache");
     let list: RevocationList = serde_json::from_slice(&first.body).unwrap();
@@ -231,10 +188,13 @@ async fn list_etag_and_versions(r: TestRegistry) {
             Method::POST,
             &path,
             None,
-            Some(&rotation(&dk, &key(), &path, r.clock.now())),
+            Some(&{
+                let new = key();
+                rotation(&dk, &new, &new, &path, r.clock.now())
+            }),
         )
         .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", text(&reply));
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let reply = revocations(&r, &r.admin, Some(&tag)).await;
     assert_eq!(reply.status, StatusCode::OK);
     let list: RevocationList = serde_json::from_slice(&reply.body).unwrap();
@@ -434,7 +394,7 @@ async fn stream_backlog_live_and_resume(r: TestRegistry) {
     let pump = tokio::spawn(r.registry.clone().run_background(async {
         let _ = stopped.await;
     }));
-    let reader = reader_token(&r).await;
+    let reader = r.reader_token().await;
     let (a, _) = register(&r, "alpha").await;
     let (b, _) = register(&r, "beta").await;
     let (c, ck) = register(&r, "gamma").await;
@@ -474,10 +434,13 @@ async fn stream_backlog_live_and_resume(r: TestRegistry) {
             Method::POST,
             &path,
             None,
-            Some(&rotation(&ck, &key(), &path, r.clock.now())),
+            Some(&{
+                let new = key();
+                rotation(&ck, &new, &new, &path, r.clock.now())
+            }),
         )
         .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", text(&reply));
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let rotated = resumed.expect().await;
     assert_event(&rotated, 6, "agent_key_rotated", &c);
     assert_eq!(
@@ -531,7 +494,7 @@ async fn stream_refuses_bad_requests(r: TestRegistry) {
             .body(Body::empty())
             .unwrap();
         let reply = r.send(request).await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad:?}: {}", text(&reply));
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad:?}: {}", reply.text());
         assert_eq!(reply.error(), "invalid_request");
     }
 }
@@ -569,7 +532,7 @@ async fn metrics_count_requests(r: TestRegistry) {
             .starts_with("text/plain")
     );
     let health = ["route=\"/health\"", "status=\"200\"", "method=\"GET\""];
-    let before = requests_total(&text(&reply), &health).unwrap_or(0.0);
+    let before = requests_total(&reply.text(), &health).unwrap_or(0.0);
     for _ in 0..3 {
         assert_eq!(r.call(Method::GET, "/health", None, None).await.status, StatusCode::OK);
     }
@@ -584,7 +547,7 @@ async fn metrics_count_requests(r: TestRegistry) {
 
     let reply = r.call(Method::GET, "/metrics", None, None).await;
     assert_eq!(reply.status, StatusCode::OK);
-    let metrics = text(&reply);
+    let metrics = reply.text();
     assert!(metrics.contains("aip_http_requests_total"), "{metrics}");
     // Other tests in this binary may call /health concurrently: at least our three.
     let after = requests_total(&metrics, &health).expect("no /health series");

@@ -7,10 +7,10 @@ use aip_aat::clock::{Clock as _, SystemClock};
 use aip_aat::ids::AgentId;
 use aip_aat::keyfile;
 use aip_aat::keys::KeyPair;
-use aip_aat::request_proof::{SignedRequest, create_request_proof};
 use aip_registry::api::StatusRequest;
+use aip_registry::client::{registration_body, rotation_body};
 use aip_registry::service::StatusKind;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::authority::KeyAlg;
 use crate::agent_dir::{self, AgentIdentity, CERTIFICATE_FILE, KEY_FILE};
@@ -23,18 +23,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::new(format!("cannot start: {e}")))
-}
-
-fn sign(key: &KeyPair, body: &mut Value, path: &str, field: &str, exclude: &[&str]) -> Result<(), CliError> {
-    let request = SignedRequest {
-        method: "POST",
-        path,
-        body,
-        exclude,
-    };
-    let proof = create_request_proof(key, &request, SystemClock.now()).map_err(CliError::new)?;
-    body[field] = proof.into();
-    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -103,22 +91,19 @@ pub(crate) fn register(args: RegisterArgs) -> Result<ExitCode, CliError> {
     keyfile::write(&key_path, &key, choice.protection())
         .map_err(|e| CliError::new(format!("cannot write {}: {e}", key_path.display())))?;
 
-    let mut body = json!({
-        "name": args.name,
-        "public_key": key.public_key().to_jwk(),
-        "capabilities": args.capabilities,
-        "autonomous": args.autonomous,
-    });
+    let mut fields = json!({"name": args.name, "capabilities": args.capabilities, "autonomous": args.autonomous});
     if let Some(description) = &args.description {
-        body["description"] = description.clone().into();
+        fields["description"] = description.clone().into();
     }
     if let Some(owner) = &args.owner {
-        body["metadata"] = json!({"owner": owner});
+        fields["metadata"] = json!({"owner": owner});
     }
-    let registered = sign(&key, &mut body, "/v1/agents", "proof", &["proof"]).and_then(|()| {
-        let client = args.remote.client()?;
-        runtime()?.block_on(client.register_agent(&body)).map_err(api_error)
-    });
+    let registered = registration_body(&key, fields, SystemClock.now())
+        .map_err(CliError::new)
+        .and_then(|body| {
+            let client = args.remote.client()?;
+            runtime()?.block_on(client.register_agent(&body)).map_err(api_error)
+        });
     let registered = match registered {
         Ok(r) => r,
         Err(e) => {
@@ -352,11 +337,9 @@ fn rotate(
     keyfile::write(&new_path, &new_key, choice.protection())
         .map_err(|e| CliError::new(format!("{}: {e}", new_path.display())))?;
 
-    let path = format!("/v1/agents/{}/rotate-key", identity.agent_id);
-    let mut body = json!({"new_public_key": new_key.public_key().to_jwk()});
-    let response = sign(&new_key, &mut body, &path, "new_key_proof", &["proof", "new_key_proof"])
-        .and_then(|()| sign(&current, &mut body, &path, "proof", &["proof"]))
-        .and_then(|()| {
+    let response = rotation_body(&current, &new_key, &identity.agent_id, SystemClock.now())
+        .map_err(CliError::new)
+        .and_then(|body| {
             rt.block_on(remote.client()?.rotate_key(&identity.agent_id, &body))
                 .map_err(api_error)
         });

@@ -61,8 +61,13 @@ fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
 
-fn unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+/// `conflict` for a unique-constraint violation, else a backend error.
+fn unique_or(e: sqlx::Error, conflict: StoreError) -> StoreError {
+    if matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()) {
+        conflict
+    } else {
+        backend(e)
+    }
 }
 
 fn agent_from_row(row: &AnyRow) -> Result<StoredAgent, StoreError> {
@@ -183,13 +188,7 @@ impl Write {
             .bind(nonce.expires_at)
             .execute(self.conn())
             .await
-            .map_err(|e| {
-                if unique_violation(&e) {
-                    StoreError::ProofReplayed
-                } else {
-                    backend(e)
-                }
-            })?;
+            .map_err(|e| unique_or(e, StoreError::ProofReplayed))?;
         Ok(())
     }
 
@@ -382,13 +381,7 @@ impl Store for SqlStore {
         .execute(w.conn())
         .await
         // A trigger records the key in agent_keys, where every key is unique.
-        .map_err(|e| {
-            if unique_violation(&e) {
-                StoreError::KeyAlreadyRegistered
-            } else {
-                backend(e)
-            }
-        })?;
+        .map_err(|e| unique_or(e, StoreError::KeyAlreadyRegistered))?;
         w.certificate(certificate).await?;
         w.audit(audit, now).await?;
         w.commit().await?;
@@ -523,7 +516,7 @@ impl Store for SqlStore {
         .bind(now)
         .execute(w.conn())
         .await
-        .map_err(|e| if unique_violation(&e) { StoreError::KeyAlreadyRegistered } else { backend(e) })?;
+        .map_err(|e| unique_or(e, StoreError::KeyAlreadyRegistered))?;
         sqlx::query("UPDATE agent_keys SET valid_until = $1 WHERE thumbprint = $2")
             .bind(grace_until)
             .bind(current.as_str())

@@ -145,7 +145,7 @@ macro_rules! both_backends {
 use aip_aat::clock::{Clock as _, FixedClock};
 use aip_aat::keyfile::Protection;
 use aip_aat::keys::{Algorithm, KeyPair, Signer};
-use aip_aat::request_proof::{SignedRequest, create_request_proof};
+use aip_aat::request_proof::add_request_proof;
 use aip_registry::authority::{self, InitOptions, Overrides};
 use aip_registry::service::Registry;
 use axum::body::Body;
@@ -180,6 +180,9 @@ impl Reply {
     }
     pub(crate) fn error(&self) -> String {
         self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
@@ -250,6 +253,20 @@ impl TestRegistry {
         body
     }
 
+    /// A new reader access token.
+    pub(crate) async fn reader_token(&self) -> String {
+        let reply = self
+            .call(
+                Method::POST,
+                "/v1/access-tokens",
+                Some(&self.admin),
+                Some(&json!({"role": "reader"})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+        reply.json()["token"].as_str().unwrap().to_owned()
+    }
+
     /// Registers an agent with the admin token; returns the response JSON.
     pub(crate) async fn register(&self, key: &KeyPair, name: &str) -> Value {
         let body = self.registration(key, name);
@@ -268,14 +285,45 @@ impl TestRegistry {
 
 /// Adds `proof` (by `key`, over the body without it) to `body`.
 pub(crate) fn sign_body(key: &dyn Signer, body: &mut Value, path: &str, now: i64) {
-    let request = SignedRequest {
-        method: "POST",
+    add_request_proof(key, "POST", path, body, "proof", &["proof"], now).unwrap();
+}
+
+/// A rotate-key body for `new`: `new_key_proof` by `new_key_signer` over the body without both
+/// proofs, `proof` by `current` over the body without `proof`. (Pass `new` twice for a valid
+/// rotation; other signers make invalid ones.)
+pub(crate) fn rotation(
+    current: &dyn Signer,
+    new_key_signer: &dyn Signer,
+    new: &KeyPair,
+    path: &str,
+    now: i64,
+) -> Value {
+    let mut body = json!({"new_public_key": new.public_key().to_jwk()});
+    add_request_proof(
+        new_key_signer,
+        "POST",
         path,
-        body,
-        exclude: &["proof"],
-    };
-    let proof = create_request_proof(key, &request, now).unwrap();
-    body["proof"] = proof.into();
+        &mut body,
+        "new_key_proof",
+        &["proof", "new_key_proof"],
+        now,
+    )
+    .unwrap();
+    sign_body(current, &mut body, path, now);
+    body
+}
+
+/// A fresh Ed25519 key.
+pub(crate) fn key() -> KeyPair {
+    KeyPair::generate(Algorithm::EdDSA).unwrap()
+}
+
+/// A Unix time as RFC 3339 text.
+pub(crate) fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
 }
 
 /// `both_backends!`, for tests that take a [`TestRegistry`].
