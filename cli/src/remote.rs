@@ -17,11 +17,21 @@ pub(crate) struct RemoteArgs {
     /// Bearer token (admin, reader or registration token).
     #[arg(long, value_name = "T", env = "AIP_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Trust exactly these CA certificates (PEM) for the authority's TLS certificate, instead
+    /// of the system's roots.
+    #[arg(long, value_name = "FILE", env = "AIP_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 impl RemoteArgs {
     pub(crate) fn client(&self) -> Result<RegistryClient, CliError> {
-        RegistryClient::new(&self.url, self.token.clone()).map_err(CliError::new)
+        let ca = match &self.ca_cert {
+            Some(path) => {
+                Some(std::fs::read(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?)
+            }
+            None => None,
+        };
+        RegistryClient::with_roots(&self.url, self.token.clone(), ca.as_deref()).map_err(CliError::new)
     }
 
     pub(crate) fn require_token(&self) -> Result<(), CliError> {

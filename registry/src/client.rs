@@ -83,7 +83,7 @@ pub enum ClientError {
         description: String,
     },
     /// The registry could not be reached or the exchange failed.
-    #[error("cannot reach the registry at {url}: {source}")]
+    #[error("cannot reach the registry at {url}: {}", causes(source.as_ref()))]
     Transport {
         /// The URL.
         url: String,
@@ -93,6 +93,22 @@ pub enum ClientError {
     /// The response was not what the API promises.
     #[error("unexpected response from the registry: {0}")]
     Decode(String),
+}
+
+/// An error and its causes, outermost first: transport errors are only useful with their root
+/// cause (connection refused, unknown certificate issuer, …).
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The registry at a base URL, authenticating with an optional bearer token.
@@ -106,14 +122,23 @@ pub struct RegistryClient {
 impl RegistryClient {
     /// A client for the registry at `base` (e.g. `http://127.0.0.1:8443`).
     pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
+        Self::with_roots(base, token, None)
+    }
+
+    /// As [`RegistryClient::new`], but trusting exactly the PEM CA certificates in `ca_pem` for
+    /// TLS instead of the system's roots (for an authority behind a private CA).
+    pub fn with_roots(base: &str, token: Option<String>, ca_pem: Option<&[u8]>) -> Result<Self, ClientError> {
+        let transport = |e: reqwest::Error| ClientError::Transport {
+            url: base.to_owned(),
+            source: Box::new(e),
+        };
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| ClientError::Transport {
-                url: base.to_owned(),
-                source: Box::new(e),
-            })?;
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(pem) = ca_pem {
+            builder = builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(pem).map_err(transport)?);
+        }
+        let http = builder.build().map_err(transport)?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use aip_registry::api::{CreateAccessTokenRequest, CreateRegistrationTokenRequest};
 use aip_registry::config::parse_duration;
+use serde_json::json;
 
 use crate::output::{CliError, print_json, print_line, rfc3339};
 use crate::remote::{RemoteArgs, api_error};
@@ -120,18 +121,29 @@ pub(crate) struct CrlArgs {
     pem: bool,
     #[command(flatten)]
     remote: RemoteArgs,
+    /// Print machine-readable JSON (the PEM itself when there is no --out).
+    #[arg(long)]
+    json: bool,
 }
 
 pub(crate) fn crl(args: CrlArgs) -> Result<ExitCode, CliError> {
     let der = runtime()?.block_on(args.remote.client()?.crl()).map_err(api_error)?;
     let pem = aip_registry::http::pem("X509 CRL", &der);
     match &args.out {
+        None if args.json => print_json(&json!({"format": "pem", "bytes": der.len(), "pem": pem}), true)?,
         None => print_line(pem.trim_end())?,
         Some(path) => {
             let as_pem = args.pem || path.extension().is_some_and(|e| e == "pem");
-            let bytes = if as_pem { pem.into_bytes() } else { der };
+            let bytes = if as_pem { pem.into_bytes() } else { der.clone() };
             std::fs::write(path, bytes).map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;
-            print_line(format_args!("wrote the CRL to {}", path.display()))?;
+            if args.json {
+                print_json(
+                    &json!({"path": path, "format": if as_pem { "pem" } else { "der" }, "bytes": der.len()}),
+                    true,
+                )?;
+            } else {
+                print_line(format_args!("wrote the CRL to {}", path.display()))?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
