@@ -242,8 +242,7 @@ fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<(T, Value)> {
     if !value.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
-    let parsed =
-        aip_aat::json::from_value(value.clone()).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
+    let parsed = aip_aat::json::object(&value).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
     Ok((parsed, value))
 }
 

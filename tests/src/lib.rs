@@ -174,7 +174,7 @@ impl PostgresDb {
                 .unwrap()
                 .as_nanos()
         );
-        admin(&admin_url, &format!("CREATE DATABASE {name}"));
+        execute_sql(&admin_url, &format!("CREATE DATABASE {name}"));
         let (base, query) = admin_url
             .split_once('?')
             .map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
@@ -190,7 +190,8 @@ impl PostgresDb {
     }
 }
 
-fn admin(url: &str, sql: &str) {
+/// Runs one SQL statement against the database at `url` (test setup and tampering).
+pub fn execute_sql(url: &str, sql: &str) {
     let url = url.to_owned();
     let sql = sql.to_owned();
     std::thread::spawn(move || {
@@ -215,7 +216,7 @@ fn admin(url: &str, sql: &str) {
 
 impl Drop for PostgresDb {
     fn drop(&mut self) {
-        admin(
+        execute_sql(
             &self.admin_url,
             &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
         );

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use aip_tests::{Server, run};
+use aip_tests::{Server, execute_sql, run};
 use serde_json::Value;
 
 fn ok(output: Output) -> String {
@@ -272,23 +272,10 @@ fn onboarding_rotation_suspension_roles_and_tamper_evidence() {
     let audit = json(run(&["audit", "verify", "--dir", dir.to_str().unwrap(), "--json"]));
     assert_eq!(audit["ok"], true);
     let database = format!("sqlite://{}", dir.join("aip.db").display());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::any::AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&database)
-            .await
-            .unwrap();
-        sqlx::query("UPDATE audit_log SET actor = 'admin:someone-else' WHERE seq = 3")
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    });
+    execute_sql(
+        &database,
+        "UPDATE audit_log SET actor = 'admin:someone-else' WHERE seq = 3",
+    );
     let broken = run(&["audit", "verify", "--dir", dir.to_str().unwrap()]);
     failed(&broken, 1, "record 3 was modified");
 }

@@ -303,6 +303,28 @@ impl SqlStore {
         self.writer.close().await;
     }
 
+    /// Rows of `(identifier, revoked_at, reason)` from one of the revocation tables.
+    async fn revoked_entries(
+        &self,
+        sql: &'static str,
+        now: Option<i64>,
+    ) -> Result<Vec<(String, OffsetDateTime, Option<String>)>, StoreError> {
+        let mut query = sqlx::query(sql);
+        if let Some(now) = now {
+            query = query.bind(now);
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0).map_err(backend)?,
+                    rfc3339(row.try_get(1).map_err(backend)?)?,
+                    row.try_get(2).map_err(backend)?,
+                ))
+            })
+            .collect()
+    }
+
     /// Begins a write transaction: takes the registry-wide lock (see the module
     /// documentation) and reserves the next audit sequence number, plus the next revocation
     /// list version when the change is published as an event.
@@ -694,42 +716,33 @@ impl Store for SqlStore {
                 });
             }
         }
-        let rows = sqlx::query("SELECT jti, revoked_at, reason FROM revoked_tokens WHERE expires_at IS NULL OR expires_at > $1 ORDER BY jti")
-            .bind(now)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
-        for row in &rows {
-            let jti: String = row.try_get("jti").map_err(backend)?;
-            list.revoked_aats.push(RevokedAat {
-                jti: jti.parse().map_err(|_| StoreError::Corrupt("jti"))?,
-                revoked_at: rfc3339(row.try_get("revoked_at").map_err(backend)?)?,
-                reason: row.try_get("reason").map_err(backend)?,
-            });
+        for (jti, revoked_at, reason) in self
+            .revoked_entries("SELECT jti, revoked_at, reason FROM revoked_tokens WHERE expires_at IS NULL OR expires_at > $1 ORDER BY jti", Some(now))
+            .await?
+        {
+            let jti = jti.parse().map_err(|_| StoreError::Corrupt("jti"))?;
+            list.revoked_aats.push(RevokedAat { jti, revoked_at, reason });
         }
-        let rows = sqlx::query(
-            "SELECT session_id, revoked_at, reason FROM revoked_sessions WHERE expires_at IS NULL OR expires_at > $1 ORDER BY session_id",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
-        for row in &rows {
-            list.revoked_sessions.push(RevokedSession {
-                session_id: row.try_get("session_id").map_err(backend)?,
-                revoked_at: rfc3339(row.try_get("revoked_at").map_err(backend)?)?,
-                reason: row.try_get("reason").map_err(backend)?,
-            });
+        for (session_id, revoked_at, reason) in self
+            .revoked_entries(
+                "SELECT session_id, revoked_at, reason FROM revoked_sessions WHERE expires_at IS NULL OR expires_at > $1 ORDER BY session_id",
+                Some(now),
+            )
+            .await?
+        {
+            list.revoked_sessions.push(RevokedSession { session_id, revoked_at, reason });
         }
-        let rows = sqlx::query("SELECT user_id, revoked_at, reason FROM revoked_users ORDER BY user_id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
-        for row in &rows {
+        for (user_id, revoked_at, reason) in self
+            .revoked_entries(
+                "SELECT user_id, revoked_at, reason FROM revoked_users ORDER BY user_id",
+                None,
+            )
+            .await?
+        {
             list.revoked_users.push(RevokedUser {
-                user_id: row.try_get("user_id").map_err(backend)?,
-                revoked_at: rfc3339(row.try_get("revoked_at").map_err(backend)?)?,
-                reason: row.try_get("reason").map_err(backend)?,
+                user_id,
+                revoked_at,
+                reason,
             });
         }
         Ok(list)
