@@ -22,52 +22,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aip_aat::clock::{Clock as _, SystemClock};
-use aip_aat::keyfile::Protection;
 use aip_aat::keys::{Algorithm, KeyPair};
-use aip_registry::authority::{self, InitOptions, Overrides};
 use aip_registry::service::Registry;
 use serde_json::json;
+use support::{authority, create_postgres_database, drop_postgres_database, env_or, ms, percentile};
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
+#[path = "support/mod.rs"]
+mod support;
 
 fn registration_body(key: &KeyPair, n: u64) -> serde_json::Value {
     let fields = json!({"name": format!("bench agent {n}"), "capabilities": ["read_file"]});
     aip_registry::client::registration_body(key, fields, SystemClock.now()).unwrap()
-}
-
-async fn create_postgres_database() -> (String, String, String) {
-    let admin_url = std::env::var("AIP_TEST_POSTGRES_URL").expect("AIP_TEST_POSTGRES_URL for the postgres backend");
-    let name = format!("aip_bench_{}", std::process::id());
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(&admin_url)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let base = admin_url.rsplit_once('/').unwrap().0.to_owned();
-    (admin_url, name.clone(), format!("{base}/{name}"))
 }
 
 /// Inserts `count` revoked agents, each with one certificate on the CRL, in bulk (a trigger
@@ -195,20 +160,7 @@ async fn run() {
     } else {
         None
     };
-    let options = InitOptions {
-        dir: dir.path().join("aip"),
-        trust_domain: "bench.local".into(),
-        algorithm: Algorithm::EdDSA,
-        listen: None,
-        public_url: Some("http://127.0.0.1:8443".into()),
-        database_url: postgres.as_ref().map(|p| p.2.clone()),
-    };
-    let init = authority::init(&options, Protection::InsecureNone, Arc::new(SystemClock))
-        .await
-        .unwrap();
-    let opened = authority::open(&init.dir, None, &Overrides::default(), Arc::new(SystemClock))
-        .await
-        .unwrap();
+    let (init, opened) = authority(dir.path(), postgres.as_ref().map(|p| p.2.clone())).await;
     let database_url = postgres.as_ref().map_or_else(
         || aip_registry::store::SqlStore::sqlite_url(&init.dir.join("aip.db")),
         |p| p.2.clone(),
@@ -318,15 +270,6 @@ async fn run() {
 
     if let Some((admin_url, name, _)) = postgres {
         opened.registry.store().ping().await.ok();
-        let admin = sqlx::any::AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&admin_url)
-            .await
-            .unwrap();
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&admin)
-        .await;
+        drop_postgres_database(&admin_url, &name).await;
     }
 }

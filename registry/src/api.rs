@@ -295,4 +295,68 @@ pub struct Discovery {
     pub algorithms: Vec<String>,
     /// AID version.
     pub aid_version: String,
+    /// The token issuer served beside the registry, when there is one.
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<IssuerEndpoints>,
+}
+
+/// The token issuer's part of the discovery document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuerEndpoints {
+    /// The `iss` of the AATs it issues.
+    pub issuer: String,
+    /// `POST` a challenge request.
+    pub challenge_endpoint: String,
+    /// `POST` a token request.
+    pub token_endpoint: String,
+    /// `POST` a revocation (admin).
+    pub revocation_endpoint: String,
+}
+
+/// One token or session in [`PublishRevocationsRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokedEntryBody {
+    /// The `jti` or session id.
+    pub id: String,
+    /// When the last token it covers expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+/// `POST /v1/revocations` (admin): how a token issuer running apart from the registry
+/// publishes the tokens, sessions and users it revoked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRevocationsRequest {
+    /// What was revoked, for the event and the audit log (`user:<id>`, `session:<id>`, …).
+    pub subject: String,
+    /// AATs.
+    #[serde(default)]
+    pub tokens: Vec<RevokedEntryBody>,
+    /// Sessions.
+    #[serde(default)]
+    pub sessions: Vec<RevokedEntryBody>,
+    /// Users.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/revocations` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishRevocationsResponse {
+    /// The revocation list version that lists them.
+    pub revocation_version: u64,
+}
+
+/// `GET /v1/whoami`: the access token presented.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// Its id.
+    pub token_id: String,
+    /// `admin` or `reader`.
+    pub role: String,
 }

@@ -126,6 +126,10 @@ pub struct Overrides {
 pub struct Opened {
     /// The registry.
     pub registry: Arc<Registry>,
+    /// Its database, for components that share it (the token issuer).
+    pub store: Arc<SqlStore>,
+    /// The authority directory.
+    pub dir: PathBuf,
     /// Address to listen on.
     pub listen: String,
     /// TLS files, resolved against the directory.
@@ -152,7 +156,8 @@ pub fn keys_encrypted(dir: &Path) -> Result<bool, AuthorityError> {
         .encrypted)
 }
 
-fn database_url(dir: &Path, configured: Option<&str>) -> String {
+/// The database URL of the authority in `dir`: `configured`, else its SQLite file.
+pub fn database_url(dir: &Path, configured: Option<&str>) -> String {
     configured.map_or_else(|| SqlStore::sqlite_url(&dir.join(DATABASE_FILE)), str::to_owned)
 }
 
@@ -269,6 +274,7 @@ async fn build(
         certificates: Default::default(),
         agents: Default::default(),
         tls: None,
+        issuer: Default::default(),
     };
     let config_path = dir.join(CONFIG_FILE);
     let settings = config.settings(&config_path)?;
@@ -340,7 +346,7 @@ pub async fn open(
         .unwrap_or_else(|| database_url(dir, config.database_url.as_deref()));
     let store = Arc::new(SqlStore::connect(&url).await?);
     let ca = CertificateAuthority::new(&settings.trust_domain, issuing, certificates);
-    let registry = Arc::new(Registry::new(store, ca, registry_key, settings, clock));
+    let registry = Arc::new(Registry::new(store.clone(), ca, registry_key, settings, clock));
     let tls = overrides.tls.clone().or_else(|| config.tls.clone()).map(|t| TlsFiles {
         cert: dir.join(t.cert),
         key: dir.join(t.key),
@@ -348,6 +354,8 @@ pub async fn open(
     let listen = overrides.listen.clone().unwrap_or_else(|| config.listen.clone());
     Ok(Opened {
         registry,
+        store,
+        dir: dir.to_owned(),
         listen,
         tls,
         config,

@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{
     AccessTokenResponse, AgentList, AgentResponse, CertificateResponse, CreateAccessTokenRequest,
-    CreateRegistrationTokenRequest, Discovery, ErrorBody, RegisterAgentResponse, RegistrationTokenResponse,
-    StatusRequest, StatusResponse,
+    CreateRegistrationTokenRequest, Discovery, ErrorBody, PublishRevocationsRequest, PublishRevocationsResponse,
+    RegisterAgentResponse, RegistrationTokenResponse, StatusRequest, StatusResponse, WhoAmI,
 };
 use crate::service::StatusKind;
 
@@ -202,6 +202,20 @@ impl RegistryClient {
             .to_vec())
     }
 
+    /// `POST` a JSON body to another endpoint of the authority (such as the token issuer's).
+    pub async fn post_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.post(path, body).await
+    }
+
+    /// `GET` another endpoint of the authority, with query parameters.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, ClientError> {
+        self.json(self.request(Method::GET, path).query(query), path).await
+    }
+
     /// `POST /v1/agents` with a body already carrying its proof.
     pub async fn register_agent(&self, body: &serde_json::Value) -> Result<RegisterAgentResponse, ClientError> {
         self.post("/v1/agents", body).await
@@ -277,6 +291,19 @@ impl RegistryClient {
         request: &CreateAccessTokenRequest,
     ) -> Result<AccessTokenResponse, ClientError> {
         self.post("/v1/access-tokens", request).await
+    }
+
+    /// `POST /v1/revocations` (admin).
+    pub async fn publish_revocations(
+        &self,
+        request: &PublishRevocationsRequest,
+    ) -> Result<PublishRevocationsResponse, ClientError> {
+        self.post("/v1/revocations", request).await
+    }
+
+    /// `GET /v1/whoami`: the id and role of the client's token.
+    pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
+        self.get("/v1/whoami").await
     }
 
     /// `GET /v1/crl` (DER).

@@ -87,6 +87,9 @@ pub struct FileConfig {
     /// TLS for the listener (required on non-loopback addresses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
+    /// The token issuer served beside the registry.
+    #[serde(default)]
+    pub issuer: IssuerSection,
 }
 
 fn default_listen() -> String {
@@ -163,6 +166,77 @@ impl Default for AgentSettings {
             attestation_ttl: default_attestation_ttl(),
         }
     }
+}
+
+/// `[issuer]`: the token issuer's settings. Validated by the issuer (`aip-issuer`), which
+/// names the member at fault.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSection {
+    /// Lifetime of the AATs issued (at most 24 h).
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl: String,
+    /// How long a session can be refreshed after its first AAT (at most 30 days).
+    #[serde(default = "default_session_lifetime")]
+    pub session_lifetime: String,
+    /// `local_user` authorization: off unless enabled; only ever from loopback clients.
+    #[serde(default)]
+    pub local_user: LocalUserSection,
+    /// Trusted OpenID Connect identity providers (`oidc_id_token` authorization).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oidc: Vec<OidcSection>,
+}
+
+fn default_token_ttl() -> String {
+    "15m".into()
+}
+fn default_session_lifetime() -> String {
+    "24h".into()
+}
+
+impl Default for IssuerSection {
+    fn default() -> Self {
+        Self {
+            token_ttl: default_token_ttl(),
+            session_lifetime: default_session_lifetime(),
+            local_user: LocalUserSection::default(),
+            oidc: Vec::new(),
+        }
+    }
+}
+
+/// `[issuer.local_user]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalUserSection {
+    /// Accept `local_user` authorization from loopback clients.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Tools a local user may delegate (default: any, `["*"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegatable_tools: Option<Vec<String>>,
+}
+
+/// `[[issuer.oidc]]`: one trusted identity provider.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSection {
+    /// The provider's `iss` value, exactly.
+    pub issuer: String,
+    /// The `aud` ID tokens must carry (the client id registered with the provider).
+    pub audience: String,
+    /// JWKS file, relative to the authority directory (exactly one of `jwks_file`, `jwks_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS URL (`https://`, or `http://` on loopback only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// Claim that becomes `user_id`: `sub` (default) or `email`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_claim: Option<String>,
+    /// Tools users of this provider may delegate (default: any, `["*"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegatable_tools: Option<Vec<String>>,
 }
 
 /// TLS certificate chain and key for the listener (PEM files).

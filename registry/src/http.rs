@@ -26,8 +26,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::api::{
-    CreateAccessTokenRequest, CreateRegistrationTokenRequest, ErrorBody, RegisterAgentRequest, RenewCertificateRequest,
-    RotateKeyRequest, StatusRequest,
+    CreateAccessTokenRequest, CreateRegistrationTokenRequest, ErrorBody, PublishRevocationsRequest,
+    PublishRevocationsResponse, RegisterAgentRequest, RenewCertificateRequest, RotateKeyRequest, StatusRequest, WhoAmI,
 };
 use crate::metrics as m;
 use crate::service::{Principal, Registry, RegistryError, StatusKind};
@@ -38,9 +38,15 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The API routes over `registry`.
 pub fn router(registry: Arc<Registry>) -> Router {
+    router_with(registry, Router::new())
+}
+
+/// The API routes over `registry`, plus `extra` (another component's routes, such as the
+/// token issuer's, served on the same listener). Errors, limits and metrics apply to all.
+pub fn router_with(registry: Arc<Registry>, extra: Router) -> Router {
     // Install the metrics recorder now, so that traffic before the first scrape counts.
     let _ = m::handle();
-    Router::new()
+    let own = Router::new()
         .route("/v1/agents", post(register).get(list_agents))
         .route("/v1/agents/{id}", get(agent).delete(revoke_agent))
         .route("/v1/agents/{id}/rotate-key", post(rotate_key))
@@ -53,17 +59,19 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/v1/jwks", get(jwks))
         .route("/v1/crl", get(crl_der))
         .route("/v1/crl.pem", get(crl_pem))
-        .route("/v1/revocations", get(revocations))
+        .route("/v1/revocations", get(revocations).post(publish_revocations))
+        .route("/v1/whoami", get(whoami))
         .route("/v1/revocations.jws", get(revocations_jws))
         .route("/v1/revocations/stream", get(revocation_stream))
         .route("/.well-known/aip-configuration", get(discovery))
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
+        .with_state(registry);
+    own.merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(track))
-        .with_state(registry)
 }
 
 /// An error response.
@@ -76,7 +84,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+    /// An error with this status, `error` code and description.
+    pub fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -85,7 +94,8 @@ impl ApiError {
         }
     }
 
-    fn bad_request(description: impl Into<String>) -> Self {
+    /// `400 invalid_request`.
+    pub fn bad_request(description: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
     }
 }
@@ -94,10 +104,7 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
             RegistryError::InvalidRequest(d) => Self::bad_request(d),
-            RegistryError::Unauthorized(d) => Self {
-                challenge: Some(r#"Bearer realm="aip", error="invalid_token""#),
-                ..Self::new(StatusCode::UNAUTHORIZED, "invalid_token", d)
-            },
+            RegistryError::Unauthorized(d) => invalid_token(d),
             RegistryError::InvalidProof(d) => Self {
                 challenge: Some(r#"AIP-PoP realm="aip", error="invalid_proof""#),
                 ..Self::new(StatusCode::UNAUTHORIZED, "invalid_proof", d)
@@ -136,6 +143,34 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The bearer token of `Authorization: Bearer`, or the 401 to answer without one.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let missing = || ApiError {
+        challenge: Some(r#"Bearer realm="aip""#),
+        ..ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "an Authorization: Bearer token is required",
+        )
+    };
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
+    let value = value.to_str().map_err(|_| missing())?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(missing)
+}
+
+/// A 401 with a `WWW-Authenticate` challenge for an invalid bearer token.
+pub fn invalid_token(description: impl Into<String>) -> ApiError {
+    ApiError {
+        challenge: Some(r#"Bearer realm="aip", error="invalid_token""#),
+        ..ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", description)
+    }
+}
+
 /// The caller, from `Authorization: Bearer`.
 struct Caller(Principal);
 
@@ -143,22 +178,7 @@ impl FromRequestParts<Arc<Registry>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, registry: &Arc<Registry>) -> Result<Self, ApiError> {
-        let missing = || ApiError {
-            challenge: Some(r#"Bearer realm="aip""#),
-            ..ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "an Authorization: Bearer token is required",
-            )
-        };
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
-        let value = value.to_str().map_err(|_| missing())?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(missing)?;
+        let token = bearer_token(&parts.headers)?;
         Ok(Self(registry.authenticate(token).await?))
     }
 }
@@ -174,7 +194,7 @@ impl Caller {
 }
 
 /// A strictly parsed JSON body, with the value it was parsed from (which proofs cover).
-struct StrictJson<T>(T, Value);
+pub struct StrictJson<T>(pub T, pub Value);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for StrictJson<T> {
     type Rejection = ApiError;
@@ -372,6 +392,28 @@ async fn create_access_token(
 ) -> ApiResult<Response> {
     let token = registry.create_access_token(&principal, &request).await?;
     Ok((StatusCode::CREATED, no_store(), Json(token)).into_response())
+}
+
+async fn publish_revocations(
+    State(registry): State<Arc<Registry>>,
+    Caller(principal): Caller,
+    StrictJson(request, _): StrictJson<PublishRevocationsRequest>,
+) -> ApiResult<Response> {
+    let revocation_version = registry.publish_revocations_request(&principal, request).await?;
+    Ok(Json(PublishRevocationsResponse { revocation_version }).into_response())
+}
+
+async fn whoami(Caller(principal): Caller) -> ApiResult<Response> {
+    let (token_id, role) = match principal {
+        Principal::Admin { token_id } => (token_id, "admin"),
+        Principal::Reader { token_id } => (token_id, "reader"),
+        Principal::Registrar { token_id, .. } => (token_id, "registration"),
+    };
+    Ok(Json(WhoAmI {
+        token_id,
+        role: role.into(),
+    })
+    .into_response())
 }
 
 fn no_store() -> [(header::HeaderName, &'static str); 1] {

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use aip_aat::aid::{AID_VERSION, AgentIdentityDocument, AgentStatus, AidMetadata};
@@ -20,9 +20,9 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::api::{
     AccessTokenResponse, AgentList, AgentResponse, AgentSummary, CertificateResponse, CertificateView,
-    CreateAccessTokenRequest, CreateRegistrationTokenRequest, Discovery, PreviousKeyView, RegisterAgentRequest,
-    RegisterAgentResponse, RegistrationTokenResponse, RenewCertificateRequest, RotateKeyRequest, StatusRequest,
-    StatusResponse,
+    CreateAccessTokenRequest, CreateRegistrationTokenRequest, Discovery, IssuerEndpoints, PreviousKeyView,
+    PublishRevocationsRequest, RegisterAgentRequest, RegisterAgentResponse, RegistrationTokenResponse,
+    RenewCertificateRequest, RotateKeyRequest, StatusRequest, StatusResponse,
 };
 use crate::audit::AuditEntry;
 use crate::ca::{CertificateAuthority, CrlReason, IssuedCertificate};
@@ -30,8 +30,8 @@ use crate::config::RegistrySettings;
 use crate::metrics as m;
 use crate::store::{
     AgentQuery, KeyRotation, NewAccessToken, NewAgent, NewCertificate, NewRegistrationToken, Nonce,
-    RegistrationCredential, Role, StatusAction, Store, StoreError, StoredAgent, StoredCertificate, StoredCrl,
-    StoredEvent, StoredKey,
+    RegistrationCredential, Revocations, RevokedEntry, Role, StatusAction, Store, StoreError, StoredAgent,
+    StoredCertificate, StoredCrl, StoredEvent, StoredKey,
 };
 
 /// Prefix of access tokens (admin and reader).
@@ -117,7 +117,8 @@ pub enum Principal {
 }
 
 impl Principal {
-    fn actor(&self) -> String {
+    /// How the audit log names the principal.
+    pub fn actor(&self) -> String {
         match self {
             Self::Admin { token_id } => format!("admin:{token_id}"),
             Self::Reader { token_id } => format!("reader:{token_id}"),
@@ -130,7 +131,8 @@ impl Principal {
         matches!(self, Self::Admin { .. } | Self::Reader { .. })
     }
 
-    fn require_admin(&self) -> Result<(), RegistryError> {
+    /// Refuses anyone but an administrator.
+    pub fn require_admin(&self) -> Result<(), RegistryError> {
         match self {
             Self::Admin { .. } => Ok(()),
             _ => Err(RegistryError::Forbidden("this operation needs an admin token")),
@@ -181,48 +183,52 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
-fn check_text(member: &str, value: &str, max: usize) -> Result<(), RegistryError> {
+/// Checks free text from a request: not blank, at most `max` characters, no control
+/// characters. The error is a message for the client naming `member`.
+pub fn check_text(member: &str, value: &str, max: usize) -> Result<(), String> {
     if value.trim().is_empty() {
-        return Err(RegistryError::InvalidRequest(format!("{member} must not be empty")));
+        return Err(format!("{member} must not be empty"));
     }
     if value.chars().count() > max {
-        return Err(RegistryError::InvalidRequest(format!(
-            "{member} is longer than {max} characters"
-        )));
+        return Err(format!("{member} is longer than {max} characters"));
     }
     if has_control(value) {
-        return Err(RegistryError::InvalidRequest(format!(
-            "{member} must not contain control characters"
-        )));
+        return Err(format!("{member} must not contain control characters"));
     }
     Ok(())
 }
 
-fn check_capabilities(capabilities: &[String]) -> Result<(), RegistryError> {
-    if capabilities.len() > 256 {
-        return Err(RegistryError::InvalidRequest(
-            "capabilities lists more than 256 tools".into(),
-        ));
+/// Checks a list of tool names: at most 256, each 1-128 characters of letters, digits and
+/// `_ - . : / *`, none twice. The error is a message for the client naming `member`.
+pub fn check_tool_names(member: &str, tools: &[String]) -> Result<(), String> {
+    if tools.len() > 256 {
+        return Err(format!("{member} lists more than 256 tools"));
     }
     let mut seen = HashSet::new();
-    for tool in capabilities {
+    for tool in tools {
         let valid = !tool.is_empty()
             && tool.len() <= 128
             && tool
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'/' | b'*'));
         if !valid {
-            return Err(RegistryError::InvalidRequest(format!(
-                "capability {tool:?} is not a tool name (1-128 characters: letters, digits, _ - . : / *)"
-            )));
+            return Err(format!(
+                "{member}: {tool:?} is not a tool name (1-128 characters: letters, digits, _ - . : / *)"
+            ));
         }
         if !seen.insert(tool) {
-            return Err(RegistryError::InvalidRequest(format!(
-                "capability {tool:?} is listed twice"
-            )));
+            return Err(format!("{member}: {tool:?} is listed twice"));
         }
     }
     Ok(())
+}
+
+fn check_field(member: &str, value: &str, max: usize) -> Result<(), RegistryError> {
+    check_text(member, value, max).map_err(RegistryError::InvalidRequest)
+}
+
+fn check_capabilities(capabilities: &[String]) -> Result<(), RegistryError> {
+    check_tool_names("capabilities", capabilities).map_err(RegistryError::InvalidRequest)
 }
 
 fn check_metadata(metadata: &AidMetadata) -> Result<(), RegistryError> {
@@ -232,7 +238,7 @@ fn check_metadata(metadata: &AidMetadata) -> Result<(), RegistryError> {
         ("metadata.owner", &metadata.owner),
     ] {
         if let Some(value) = value {
-            check_text(member, value, 256)?;
+            check_field(member, value, 256)?;
         }
     }
     if metadata.tags.len() > 32 {
@@ -241,17 +247,27 @@ fn check_metadata(metadata: &AidMetadata) -> Result<(), RegistryError> {
         ));
     }
     for tag in &metadata.tags {
-        check_text("metadata.tags", tag, 64)?;
+        check_field("metadata.tags", tag, 64)?;
     }
     Ok(())
 }
 
 fn check_reason(reason: Option<&str>) -> Result<(), RegistryError> {
     match reason {
-        Some(reason) => check_text("reason", reason, 256),
+        Some(reason) => check_field("reason", reason, 256),
         None => Ok(()),
     }
 }
+
+/// The token issuer's public signing keys, which the registry publishes in `GET /v1/jwks`
+/// beside its own (the token issuer implements it).
+pub trait TokenKeys: Send + Sync {
+    /// The keys verifiers must accept now (current and still-needed previous keys).
+    fn published_keys(&self) -> Vec<PublicKey>;
+}
+
+/// The most entries one `POST /v1/revocations` may list.
+pub const MAX_REVOCATION_ENTRIES: usize = 100_000;
 
 /// The registry.
 pub struct Registry {
@@ -267,6 +283,11 @@ pub struct Registry {
     crl_generation: tokio::sync::Mutex<()>,
     /// Recently seen access tokens: digest → (principal, when it was looked up).
     access_tokens: Mutex<std::collections::HashMap<String, (Principal, std::time::Instant)>>,
+    /// The token issuer served beside the registry.
+    token_issuer: OnceLock<(Arc<dyn TokenKeys>, IssuerEndpoints)>,
+    /// The newest revocation list version this process knows of (its own writes at once,
+    /// other replicas' within the event poll interval).
+    latest_version: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Registry {
@@ -298,7 +319,33 @@ impl Registry {
             crl: Mutex::new(None),
             crl_generation: tokio::sync::Mutex::new(()),
             access_tokens: Mutex::new(std::collections::HashMap::new()),
+            token_issuer: OnceLock::new(),
+            latest_version: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    fn saw_version(&self, version: u64) {
+        self.latest_version
+            .fetch_max(version, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The newest revocation list version this process knows of: every agent status change,
+    /// key rotation and revocation moves it. Changes made through this registry count at once,
+    /// changes made by replicas once [`Registry::run_background`] has seen their events. Caches
+    /// of agent records compare it to decide whether they are still current.
+    pub fn latest_version(&self) -> u64 {
+        self.latest_version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Announces the token issuer served beside the registry: its keys join `GET /v1/jwks`
+    /// and its endpoints the discovery document. Only the first call has an effect.
+    pub fn attach_token_issuer(&self, keys: Arc<dyn TokenKeys>, endpoints: IssuerEndpoints) {
+        let _ = self.token_issuer.set((keys, endpoints));
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The store.
@@ -440,9 +487,9 @@ impl Registry {
             Principal::Reader { .. } => return Err(RegistryError::Forbidden("a reader token cannot register agents")),
         };
         let now = self.clock.now();
-        check_text("name", &request.name, 128)?;
+        check_field("name", &request.name, 128)?;
         if let Some(description) = &request.description {
-            check_text("description", description, 1024)?;
+            check_field("description", description, 1024)?;
         }
         if let Some(metadata) = &request.metadata {
             check_metadata(metadata)?;
@@ -628,7 +675,8 @@ impl Registry {
             subject: agent_id.to_string(),
             details: json!({"previous_key": current.thumbprint(), "key": new_key.thumbprint(), "certificate": cert.serial, "previous_key_valid_until": grace_until}),
         };
-        self.store.rotate_key(&rotation, &audit).await?;
+        let version = self.store.rotate_key(&rotation, &audit).await?;
+        self.saw_version(version);
         self.pump.notify_one();
         let mut updated = agent;
         updated.agent.public_key = new_key.to_jwk();
@@ -722,6 +770,7 @@ impl Registry {
             .store
             .change_status(agent_id, action, request.reason.as_deref(), now, &audit)
             .await?;
+        self.saw_version(changed.version);
         self.pump.notify_one();
         metrics::counter!(m::STATUS_CHANGES, "status" => changed.status.as_str()).increment(1);
         Ok(StatusResponse {
@@ -782,7 +831,7 @@ impl Registry {
         let role = Role::from_name(&request.role)
             .ok_or_else(|| RegistryError::InvalidRequest(format!("role {:?} is not admin or reader", request.role)))?;
         if let Some(label) = &request.label {
-            check_text("label", label, 64)?;
+            check_field("label", label, 64)?;
         }
         let (token, token_id) = self
             .issue_access_token(role, request.label.clone(), principal.actor())
@@ -889,9 +938,85 @@ impl Registry {
         Ok(crl)
     }
 
-    /// The registry's public keys (`GET /v1/jwks`).
+    /// The registry's public key and the token issuer's (`GET /v1/jwks`).
     pub fn jwks(&self) -> Jwks {
-        Jwks::from_keys([self.registry_key.public_key()])
+        let issuer_keys = self
+            .token_issuer
+            .get()
+            .map(|(keys, _)| keys.published_keys())
+            .unwrap_or_default();
+        Jwks::from_keys(std::iter::once(self.registry_key.public_key()).chain(issuer_keys.iter()))
+    }
+
+    /// Lists tokens, sessions and users as revoked in one new list version, announced by one
+    /// event; `actor` and `subject` go to the audit log. Already listed entries stay as they
+    /// were. Returns the new version.
+    pub async fn publish_revocations(
+        &self,
+        actor: String,
+        subject: &str,
+        revocations: &Revocations,
+    ) -> Result<u64, RegistryError> {
+        check_field("subject", subject, 300)?;
+        check_reason(revocations.reason.as_deref())?;
+        if revocations.is_empty() {
+            return Err(RegistryError::InvalidRequest("nothing to revoke".into()));
+        }
+        let count = revocations.tokens.len() + revocations.sessions.len() + revocations.users.len();
+        if count > MAX_REVOCATION_ENTRIES {
+            return Err(RegistryError::InvalidRequest(format!(
+                "at most {MAX_REVOCATION_ENTRIES} entries per request"
+            )));
+        }
+        for (member, id) in revocations
+            .tokens
+            .iter()
+            .map(|e| ("tokens[].id", &e.id))
+            .chain(revocations.sessions.iter().map(|e| ("sessions[].id", &e.id)))
+            .chain(revocations.users.iter().map(|u| ("users[]", u)))
+        {
+            check_field(member, id, 256)?;
+        }
+        let audit = AuditEntry {
+            actor,
+            action: "revocation.publish",
+            subject: subject.to_owned(),
+            details: json!({
+                "tokens": revocations.tokens.len(),
+                "sessions": revocations.sessions.len(),
+                "users": revocations.users,
+                "reason": revocations.reason,
+            }),
+        };
+        let version = self
+            .store
+            .publish_revocations(revocations, subject, self.clock.now(), &audit)
+            .await?;
+        self.saw_version(version);
+        self.pump.notify_one();
+        metrics::counter!(m::STATUS_CHANGES, "status" => revocations.event_kind()).increment(1);
+        Ok(version)
+    }
+
+    /// `POST /v1/revocations` (admin): revocations decided by a token issuer running apart.
+    pub async fn publish_revocations_request(
+        &self,
+        principal: &Principal,
+        request: PublishRevocationsRequest,
+    ) -> Result<u64, RegistryError> {
+        principal.require_admin()?;
+        let entry = |e: crate::api::RevokedEntryBody| RevokedEntry {
+            id: e.id,
+            expires_at: e.expires_at,
+        };
+        let revocations = Revocations {
+            tokens: request.tokens.into_iter().map(entry).collect(),
+            sessions: request.sessions.into_iter().map(entry).collect(),
+            users: request.users,
+            reason: request.reason,
+        };
+        self.publish_revocations(principal.actor(), &request.subject, &revocations)
+            .await
     }
 
     /// The discovery document.
@@ -908,6 +1033,7 @@ impl Registry {
             revocations_stream_uri: format!("{base}/v1/revocations/stream"),
             algorithms: vec![Algorithm::EdDSA.as_str().into(), Algorithm::ES256.as_str().into()],
             aid_version: AID_VERSION.into(),
+            issuer: self.token_issuer.get().map(|(_, endpoints)| endpoints.clone()),
         }
     }
 
@@ -932,7 +1058,10 @@ impl Registry {
         tokio::pin!(shutdown);
         let mut last = loop {
             match self.store.revocation_version().await {
-                Ok(v) => break v,
+                Ok(v) => {
+                    self.saw_version(v);
+                    break v;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the revocation version; retrying");
                     tokio::select! {
@@ -960,6 +1089,7 @@ impl Registry {
                     Ok(events) => {
                         for event in events {
                             last = event.version;
+                            self.saw_version(last);
                             // No subscribers is not an error.
                             let _ = self.events.send(Arc::new(event));
                         }

@@ -217,6 +217,48 @@ pub struct StoredCrl {
     pub der: Vec<u8>,
 }
 
+/// A token or session to list as revoked, with the time after which listing it no longer
+/// matters (the expiry of the last token it covers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokedEntry {
+    /// The AAT `jti` or the session id.
+    pub id: String,
+    /// When every token it covers has expired (`None`: keep listing it).
+    pub expires_at: Option<i64>,
+}
+
+/// Revocations to publish in one list version (one event): tokens, sessions and users, as the
+/// token issuer decides them (revoking a user covers that user's live tokens and sessions).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Revocations {
+    /// AATs, by `jti`.
+    pub tokens: Vec<RevokedEntry>,
+    /// Sessions.
+    pub sessions: Vec<RevokedEntry>,
+    /// Users: every AAT of theirs issued at or before the revocation time.
+    pub users: Vec<String>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+impl Revocations {
+    /// Whether there is nothing to publish.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty() && self.sessions.is_empty() && self.users.is_empty()
+    }
+
+    /// The event kind that announces them: `user_revoked`, `session_revoked` or `aat_revoked`.
+    pub fn event_kind(&self) -> &'static str {
+        if !self.users.is_empty() {
+            "user_revoked"
+        } else if !self.sessions.is_empty() {
+            "session_revoked"
+        } else {
+            "aat_revoked"
+        }
+    }
+}
+
 /// What an access token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -348,6 +390,16 @@ pub trait Store: Send + Sync {
         at: i64,
         audit: &AuditEntry,
     ) -> Result<StatusChanged, StoreError>;
+
+    /// Lists tokens, sessions and users as revoked (already listed ones are kept as they are)
+    /// and emits one event naming them. Returns the new list version.
+    async fn publish_revocations(
+        &self,
+        revocations: &Revocations,
+        subject: &str,
+        at: i64,
+        audit: &AuditEntry,
+    ) -> Result<u64, StoreError>;
 
     /// The current revocation list version.
     async fn revocation_version(&self) -> Result<u64, StoreError>;

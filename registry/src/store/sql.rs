@@ -24,8 +24,8 @@ use time::OffsetDateTime;
 
 use super::{
     AgentQuery, KeyRotation, NewAccessToken, NewAgent, NewCertificate, NewRegistrationToken, Nonce,
-    RegistrationCredential, RegistrationTokenInfo, Role, StatusAction, StatusChanged, Store, StoreError, StoredAgent,
-    StoredCertificate, StoredCrl, StoredEvent, StoredKey,
+    RegistrationCredential, RegistrationTokenInfo, Revocations, Role, StatusAction, StatusChanged, Store, StoreError,
+    StoredAgent, StoredCertificate, StoredCrl, StoredEvent, StoredKey,
 };
 use crate::audit::{AuditEntry, AuditRecord, record_hash};
 use crate::ca::{CrlEntry, CrlReason};
@@ -231,13 +231,18 @@ impl Write {
     }
 }
 
-/// Pool options for SQLite connections: foreign keys on, WAL, and memory-mapped reads.
-fn sqlite_pool(size: u32) -> AnyPoolOptions {
+/// Pool options for SQLite connections: foreign keys on, WAL, and memory-mapped reads. The
+/// writer does not checkpoint the WAL itself (see [`checkpoint_wal`]), so a commit never waits
+/// for a checkpoint's disk flushes.
+fn sqlite_pool(size: u32, writer: bool) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .acquire_timeout(Duration::from_secs(15))
         .max_connections(size)
-        .after_connect(|conn, _| {
+        .after_connect(move |conn, _| {
             Box::pin(async move {
+                if writer {
+                    sqlx::query("PRAGMA wal_autocheckpoint = 0").execute(&mut *conn).await?;
+                }
                 for pragma in [
                     "PRAGMA foreign_keys = ON",
                     "PRAGMA busy_timeout = 10000",
@@ -251,6 +256,25 @@ fn sqlite_pool(size: u32) -> AnyPoolOptions {
                 Ok(())
             })
         })
+}
+
+/// Checkpoints the SQLite write-ahead log every half second from a reader connection, until
+/// the pool closes. PASSIVE checkpoints never block the writer or readers; the WAL file is
+/// reused from its start once a checkpoint has caught up.
+async fn checkpoint_wal(pool: AnyPool) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
 }
 
 impl SqlStore {
@@ -268,10 +292,12 @@ impl SqlStore {
         };
         let (pool, writer) = match dialect {
             Dialect::Sqlite => {
-                let writer = sqlite_pool(1).connect(url).await.map_err(backend)?;
+                let writer = sqlite_pool(1, true).connect(url).await.map_err(backend)?;
                 // Migrations (and the WAL switch) first, on the writer, before readers open.
                 SQLITE_MIGRATIONS.run(&writer).await.map_err(backend)?;
-                (sqlite_pool(8).connect(url).await.map_err(backend)?, writer)
+                let readers = sqlite_pool(8, false).connect(url).await.map_err(backend)?;
+                tokio::spawn(checkpoint_wal(readers.clone()));
+                (readers, writer)
             }
             Dialect::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -295,6 +321,14 @@ impl SqlStore {
     /// The engine in use.
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// The connection pools: readers, and the writer every write transaction must use (on
+    /// SQLite a single connection; on PostgreSQL the same pool). For components that share the
+    /// authority database, such as the token issuer: their write transactions take the
+    /// `registry_state` lock first, as [`Store`] methods do.
+    pub fn pools(&self) -> (&AnyPool, &AnyPool) {
+        (&self.pool, &self.writer)
     }
 
     /// Closes the pools, waiting for connections to be returned.
@@ -662,6 +696,65 @@ impl Store for SqlStore {
             previous,
             status,
         })
+    }
+
+    async fn publish_revocations(
+        &self,
+        revocations: &Revocations,
+        subject: &str,
+        at: i64,
+        audit: &AuditEntry,
+    ) -> Result<u64, StoreError> {
+        let mut w = self.write(true).await?;
+        let reason = revocations.reason.as_deref();
+        for (sql, entries) in [
+            (
+                "INSERT INTO revoked_tokens (jti, revoked_at, reason, expires_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (jti) DO NOTHING",
+                &revocations.tokens,
+            ),
+            (
+                "INSERT INTO revoked_sessions (session_id, revoked_at, reason, expires_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (session_id) DO NOTHING",
+                &revocations.sessions,
+            ),
+        ] {
+            for entry in entries {
+                sqlx::query(sql)
+                    .bind(&entry.id)
+                    .bind(at)
+                    .bind(reason)
+                    .bind(entry.expires_at)
+                    .execute(w.conn())
+                    .await
+                    .map_err(backend)?;
+            }
+        }
+        for user in &revocations.users {
+            sqlx::query(
+                "INSERT INTO revoked_users (user_id, revoked_at, reason) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id) DO NOTHING",
+            )
+            .bind(user)
+            .bind(at)
+            .bind(reason)
+            .execute(w.conn())
+            .await
+            .map_err(backend)?;
+        }
+        let ids = |entries: &[super::RevokedEntry]| entries.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        let mut data = serde_json::json!({
+            "jtis": ids(&revocations.tokens),
+            "session_ids": ids(&revocations.sessions),
+            "user_ids": revocations.users,
+        });
+        if let Some(reason) = reason {
+            data["reason"] = reason.into();
+        }
+        let version = w.event(revocations.event_kind(), subject, &data, at).await?;
+        w.audit(audit, at).await?;
+        w.commit().await?;
+        Ok(version)
     }
 
     async fn revocation_version(&self) -> Result<u64, StoreError> {

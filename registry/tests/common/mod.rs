@@ -159,6 +159,7 @@ pub(crate) const NOW: i64 = 1_770_000_000;
 /// An initialized authority over a test database, served in-process.
 pub(crate) struct TestRegistry {
     pub(crate) registry: Arc<Registry>,
+    pub(crate) store: Arc<SqlStore>,
     pub(crate) router: axum::Router,
     pub(crate) admin: String,
     pub(crate) clock: Arc<FixedClock>,
@@ -212,6 +213,7 @@ impl TestRegistry {
         let router = aip_registry::http::router(opened.registry.clone());
         Self {
             registry: opened.registry,
+            store: opened.store,
             router,
             admin: init.admin_token.expose().to_owned(),
             clock,
