@@ -188,6 +188,9 @@ pub enum TokenErrorCode {
     UserAuthFailed,
     /// Every requested capability was denied.
     CapabilitiesDenied,
+    /// The refresh token is unknown, already used, expired, or its session was revoked
+    /// (RFC 6749 §5.2; an extension of the spec 9.4.2 list).
+    InvalidGrant,
     /// Internal issuer error.
     IssuerError,
 }
@@ -196,7 +199,7 @@ impl TokenErrorCode {
     /// The HTTP status that goes with the code (spec 9.4.2).
     pub fn http_status(self) -> u16 {
         match self {
-            Self::InvalidRequest => 400,
+            Self::InvalidRequest | Self::InvalidGrant => 400,
             Self::InvalidProof | Self::UserAuthFailed => 401,
             Self::AgentNotFound => 404,
             Self::AgentSuspended | Self::AgentRevoked | Self::CapabilitiesDenied => 403,
@@ -215,6 +218,96 @@ pub struct TokenErrorResponse {
     /// Structured details, when useful.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_details: Option<serde_json::Value>,
+}
+
+/// `POST /v1/revoke` body (admin): exactly one of `jti`, `session_id`, `user_id`, `agent_id`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// One AAT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// A session: its refresh token and every AAT of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// A user: every session and AAT of theirs, and any later token request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// An agent: revoked in the registry, with every session and AAT of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<AgentId>,
+    /// Why (published in the revocation list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/revoke` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeResponse {
+    /// `aat`, `session`, `user` or `agent`.
+    pub revoked: String,
+    /// The id revoked.
+    pub id: String,
+    /// Live AATs now listed as revoked.
+    pub tokens: usize,
+    /// Sessions ended.
+    pub sessions: usize,
+    /// The revocation list version that lists them.
+    pub revocation_version: u64,
+}
+
+/// `POST /v1/users` body (admin): a user who authorizes agents with an API key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    /// The user's id (an email address or an opaque id).
+    pub user_id: String,
+    /// Tools the user may delegate to agents (`*`: any).
+    pub delegatable_tools: Vec<String>,
+    /// `tools` (default) or `read_only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation_scope: Option<String>,
+}
+
+/// `POST /v1/users` response: the API key is shown this once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateUserResponse {
+    /// The user's id.
+    pub user_id: String,
+    /// The user's API key (`user_authorization` type `api_key`).
+    pub api_key: SecretString,
+    /// Tools the user may delegate.
+    pub delegatable_tools: Vec<String>,
+    /// The delegation scope of the user's AATs.
+    pub delegation_scope: String,
+}
+
+/// A user, as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    /// The user's id.
+    pub user_id: String,
+    /// Tools the user may delegate.
+    pub delegatable_tools: Vec<String>,
+    /// The delegation scope of the user's AATs.
+    pub delegation_scope: String,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Revocation time.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// `GET /v1/users` response.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserList {
+    /// Users in id order.
+    pub users: Vec<UserView>,
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! proofs of possession, and the validation algorithm of the Agent Identity Protocol.
 //!
 //! Everything here is pure computation — no HTTP server, no database — so the registry, the
-//! token issuer, the proxy and agents share one implementation of every format.
+//! token issuer, the proxy and agents share one implementation of every format. The one
+//! exception is behind the `client` feature: [`client::AgentClient`](crate::client), the
+//! agent side of the token issuer (HTTP via reqwest, refreshes on tokio).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -64,6 +66,8 @@ pub mod aid;
 pub mod api;
 mod b64;
 pub mod challenge;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod clock;
 pub mod ids;
 pub mod jcs;
