@@ -1,0 +1,205 @@
+//! AAT issuance over real HTTP on loopback: concurrent agents each run the full flow —
+//! `POST /v1/challenge`, sign it, `POST /v1/token` (API-key user) — against the registry and
+//! issuer served in-process exactly as `aip-ca serve` composes them. Clients run in the same
+//! process, on the same two cores.
+//!
+//! ```text
+//! cargo bench -p aip-issuer --bench issuance                       # SQLite
+//! AIP_BENCH_BACKEND=postgres AIP_TEST_POSTGRES_URL=postgres://… cargo bench -p aip-issuer --bench issuance
+//! ```
+//! `AIP_BENCH_CLIENTS` (default 32) and `AIP_BENCH_SECONDS` (default 10) tune the run.
+//! Results: docs/benchmarks.md.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aip_aat::challenge::ChallengeProof;
+use aip_aat::clock::{Clock as _, SystemClock};
+use aip_aat::ids::AgentId;
+use aip_aat::keyfile::Protection;
+use aip_aat::keys::{Algorithm, KeyPair};
+use aip_issuer::config::IssuerSettings;
+use aip_issuer::directory::LocalDirectory;
+use aip_issuer::keys::{SigningKeys, ensure_key};
+use aip_issuer::service::Issuer;
+use aip_issuer::store::IssuerStore;
+use serde_json::{Value, json};
+use support::{authority, create_postgres_database, drop_postgres_database, env_or, ms, percentile};
+
+#[path = "../../registry/benches/support/mod.rs"]
+mod support;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+async fn post(http: &reqwest::Client, url: &str, token: Option<&str>, body: &Value) -> Value {
+    let mut request = http.post(url).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let reply: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{status}: {reply}");
+    reply
+}
+
+/// One agent's loop until `deadline`: latencies of complete flows.
+async fn agent_loop(
+    http: reqwest::Client,
+    base: String,
+    key: KeyPair,
+    agent_id: AgentId,
+    api_key: String,
+    deadline: Instant,
+) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    let challenge_url = format!("{base}/v1/challenge");
+    let token_url = format!("{base}/v1/token");
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        let challenge = post(&http, &challenge_url, None, &json!({"agent_id": agent_id})).await;
+        let proof = ChallengeProof::create(
+            &key,
+            challenge["challenge"].as_str().unwrap(),
+            &agent_id,
+            SystemClock.now(),
+        )
+        .unwrap();
+        let request = json!({
+            "grant_type": "agent_authentication",
+            "agent_id": agent_id,
+            "proof": proof,
+            "user_authorization": {"type": "api_key", "token": api_key},
+            "requested_capabilities": {"tools": ["read_file"]},
+            "audience": "files-proxy",
+        });
+        let reply = post(&http, &token_url, None, &request).await;
+        assert!(reply["aat"].is_string());
+        latencies.push(started.elapsed());
+    }
+    latencies
+}
+
+async fn run() {
+    let backend = std::env::var("AIP_BENCH_BACKEND").unwrap_or_else(|_| "sqlite".into());
+    let clients = env_or("AIP_BENCH_CLIENTS", 32);
+    let seconds = env_or("AIP_BENCH_SECONDS", 10);
+    let dir = tempfile::tempdir().unwrap();
+    let postgres = if backend == "postgres" {
+        Some(create_postgres_database().await)
+    } else {
+        None
+    };
+    let (init, opened) = authority(dir.path(), postgres.as_ref().map(|p| p.2.clone())).await;
+    let store = IssuerStore::new(&opened.store);
+    ensure_key(&store, Algorithm::EdDSA, Protection::InsecureNone, SystemClock.now())
+        .await
+        .unwrap();
+    let keys = Arc::new(SigningKeys::load(&store, None, SystemClock.now()).await.unwrap());
+    let issuer = Issuer::new(
+        IssuerSettings::new("http://127.0.0.1:8443"),
+        LocalDirectory::new(opened.registry.clone()),
+        store,
+        keys,
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    let router = aip_registry::http::router_with(opened.registry.clone(), aip_issuer::http::routes(Arc::new(issuer)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap();
+    });
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let admin = init.admin_token.expose().to_owned();
+
+    let user = post(
+        &http,
+        &format!("{base}/v1/users"),
+        Some(&admin),
+        &json!({"user_id": "bench@example.com", "delegatable_tools": ["*"]}),
+    )
+    .await;
+    let api_key = user["api_key"].as_str().unwrap().to_owned();
+    let mut agents = Vec::new();
+    for n in 0..clients {
+        let key = KeyPair::generate(Algorithm::EdDSA).unwrap();
+        let fields = json!({"name": format!("bench agent {n}"), "capabilities": ["read_file", "list_directory"]});
+        let body = aip_registry::client::registration_body(&key, fields, SystemClock.now()).unwrap();
+        let reply = post(&http, &format!("{base}/v1/agents"), Some(&admin), &body).await;
+        agents.push((key, reply["agent_id"].as_str().unwrap().parse::<AgentId>().unwrap()));
+    }
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("# issuance benchmark: backend {backend}, {clients} concurrent agents, {cores} cores, {seconds} s\n");
+    // Warm up connections and caches, then measure.
+    for (warmup, secs) in [(true, 1), (false, seconds)] {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let started = Instant::now();
+        let tasks: Vec<_> = agents
+            .iter()
+            .map(|(key, agent_id)| {
+                tokio::spawn(agent_loop(
+                    http.clone(),
+                    base.clone(),
+                    key.clone_for_bench(),
+                    agent_id.clone(),
+                    api_key.clone(),
+                    deadline,
+                ))
+            })
+            .collect();
+        let mut latencies = Vec::new();
+        for task in tasks {
+            latencies.extend(task.await.unwrap());
+        }
+        let elapsed = started.elapsed();
+        if warmup {
+            continue;
+        }
+        latencies.sort();
+        println!("| measurement | result |");
+        println!("|---|---|");
+        println!(
+            "| AATs issued (challenge + token), {clients} agents | {} in {:.1} s = **{:.0}/s** (p50 {}, p99 {}) |",
+            latencies.len(),
+            elapsed.as_secs_f64(),
+            latencies.len() as f64 / elapsed.as_secs_f64(),
+            ms(percentile(&latencies, 0.5)),
+            ms(percentile(&latencies, 0.99))
+        );
+    }
+
+    if let Some((admin_url, name, _)) = postgres {
+        opened.store.close().await;
+        drop_postgres_database(&admin_url, &name).await;
+    }
+}
+
+/// Test keys are cheap to copy for the benchmark's tasks.
+trait CloneForBench {
+    fn clone_for_bench(&self) -> Self;
+}
+
+impl CloneForBench for KeyPair {
+    fn clone_for_bench(&self) -> Self {
+        Self::from_pkcs8_der(&self.to_pkcs8_der().unwrap()).unwrap()
+    }
+}

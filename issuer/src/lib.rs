@@ -1,0 +1,18 @@
+//! The AIP token issuer (spec section 9): single-use challenges, proof of key possession, user
+//! authorization (API keys, OpenID Connect ID tokens, loopback users), AAT minting with
+//! capability intersection, rotating refresh tokens, and revocation of tokens, sessions and
+//! users through the registry's revocation list.
+//!
+//! [`http::router`] serves it; `aip-ca serve` mounts it beside the registry (one process, one
+//! database). The issuer reaches the registry only through [`directory::AgentDirectory`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod challenge;
+pub mod config;
+pub mod directory;
+pub mod http;
+pub mod keys;
+pub mod oidc;
+pub mod service;
+pub mod store;

@@ -1,0 +1,994 @@
+//! OpenID Connect ID tokens as user authorization: `{"type":"oidc_id_token","token":"…"}`.
+//!
+//! Each trusted identity provider is one `[[issuer.oidc]]` section, validated into an
+//! [`OidcProvider`]. An [`OidcVerifier`] holds them with their key sets and turns a compact ID
+//! token into an [`OidcIdentity`]:
+//!
+//! 1. At most [`MAX_ID_TOKEN_BYTES`]; the header and the *unverified* payload are read only for
+//!    `alg`, `kid` and `iss`. `alg` must be on a fixed allowlist (RSA PKCS#1 v1.5 and PSS,
+//!    ECDSA P-256/P-384, Ed25519): `none` and `HS*` can never pass, whatever the key set holds.
+//! 2. The provider is the one whose `issuer` equals `iss` byte for byte.
+//! 3. The key is the provider's JWK with that `kid`; its `kty`/`crv`/`alg`/`use` must fit the
+//!    header's `alg`. Symmetric (`oct`) keys in a key set are never used.
+//! 4. jsonwebtoken (aws-lc-rs backend) verifies the signature and checks `iss`, `aud` (string or
+//!    array containing the provider's audience) and the presence of `exp`.
+//! 5. Times are checked here against the caller's `now` (not the system clock) with
+//!    [`CLOCK_LEEWAY_SECS`] of leeway: `exp` (required), `nbf` (if present), `iat` (required by
+//!    OpenID Connect Core §2, may not lie in the future), `auth_time` (if present).
+//! 6. The user id is `sub` or `email` (an `email` needs `email_verified` absent or true).
+//!
+//! No `nonce` is checked: the token is presented by an agent, not returned to a relying party
+//! that started the login, so there is no nonce to compare with.
+//!
+//! Key sets from a file are read once by [`OidcVerifier::new`]. Key sets from a URL are fetched
+//! on first use and cached per provider for [`JWKS_CACHE_SECS`]; a token with an unknown `kid`
+//! causes a refetch, but a provider's key set is fetched at most once per
+//! [`JWKS_REFETCH_COOLDOWN_SECS`] however many unknown `kid`s arrive, so a flood of forged
+//! tokens cannot make the authority hammer the identity provider. When a refresh fails the
+//! previous key set stays in use for up to [`JWKS_STALE_LIMIT_SECS`]. Cache ages are measured
+//! with the same injected `now` as token times.
+//!
+//! Error messages ([`OidcError`]'s `Display`) are safe to return to clients: they never contain
+//! the token, claim values (other than a shortened `iss`) or transport details, which are
+//! logged with `tracing` instead.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aip_registry::config::OidcSection;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+/// Largest ID token accepted, in bytes.
+pub const MAX_ID_TOKEN_BYTES: usize = 16 * 1024;
+/// Clock skew allowed on `exp`, `nbf`, `iat` and `auth_time`, in seconds.
+pub const CLOCK_LEEWAY_SECS: i64 = 60;
+/// How long a key set fetched from a URL is used before it is fetched again, in seconds.
+pub const JWKS_CACHE_SECS: i64 = 600;
+/// Least time between two fetches of one provider's key set, in seconds.
+pub const JWKS_REFETCH_COOLDOWN_SECS: i64 = 30;
+/// How long a fetched key set stays usable while refreshing it fails, in seconds.
+pub const JWKS_STALE_LIMIT_SECS: i64 = 3600;
+/// Time limit for fetching a key set (connection, headers and body).
+pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest key set document accepted (file or URL), in bytes.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// Longest user id accepted, in characters.
+pub const MAX_USER_ID_CHARS: usize = 256;
+
+/// Signature algorithms an ID token may use. Fixed here, never taken from configuration or the
+/// token: no `none`, no `HS*`.
+const ALLOWED_ALGORITHMS: [(&str, Algorithm); 9] = [
+    ("RS256", Algorithm::RS256),
+    ("RS384", Algorithm::RS384),
+    ("RS512", Algorithm::RS512),
+    ("PS256", Algorithm::PS256),
+    ("PS384", Algorithm::PS384),
+    ("PS512", Algorithm::PS512),
+    ("ES256", Algorithm::ES256),
+    ("ES384", Algorithm::ES384),
+    ("EdDSA", Algorithm::EdDSA),
+];
+
+/// Longest `iss` quoted in [`OidcError::UntrustedIssuer`], in characters.
+const MAX_QUOTED_ISSUER_CHARS: usize = 128;
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+/// The ID token claim that becomes the user id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserClaim {
+    /// `sub`: the provider's stable subject identifier (the default).
+    Sub,
+    /// `email`: refused when `email_verified` is present and not true.
+    Email,
+}
+
+impl UserClaim {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sub => "sub",
+            Self::Email => "email",
+        }
+    }
+}
+
+/// Where a provider's JSON Web Key Set comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A file, read once when the verifier is built (already resolved against the authority
+    /// directory).
+    File(PathBuf),
+    /// An `https://` URL (`http://` only on loopback), fetched on first use and cached.
+    Url(String),
+}
+
+/// One trusted OpenID Connect provider: the validated form of an `[[issuer.oidc]]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OidcProvider {
+    /// The provider's `iss` value; tokens must carry exactly this string.
+    pub issuer: String,
+    /// The audience (client id) ID tokens must be issued for.
+    pub audience: String,
+    /// The provider's signing keys.
+    pub jwks: JwksSource,
+    /// The claim that becomes the user id.
+    pub user_claim: UserClaim,
+    /// Tools this provider's users may delegate (`["*"]`: any).
+    pub delegatable_tools: Vec<String>,
+}
+
+impl OidcProvider {
+    /// Validates one `[[issuer.oidc]]` section; relative `jwks_file` paths resolve against
+    /// `base_dir` (the authority directory).
+    ///
+    /// Errors name the member, e.g. `issuer.oidc[0].jwks_url: …`: `issuer` and `audience` must be
+    /// non-empty; exactly one of `jwks_file` and `jwks_url` must be set; `jwks_url` must be
+    /// `https://` (`http://` only for the loopback hosts `127.0.0.1`, `[::1]`, `localhost`) and
+    /// carry no credentials; `user_claim` must be `sub` or `email` (default `sub`);
+    /// `delegatable_tools` defaults to `["*"]` and may not contain empty names.
+    pub fn from_section(index: usize, section: &OidcSection, base_dir: &Path) -> Result<Self, String> {
+        let member = |name: &str| format!("issuer.oidc[{index}].{name}");
+        if section.issuer.trim().is_empty() {
+            return Err(format!("{}: must not be empty", member("issuer")));
+        }
+        if section.audience.trim().is_empty() {
+            return Err(format!("{}: must not be empty", member("audience")));
+        }
+        let jwks = match (&section.jwks_file, &section.jwks_url) {
+            (Some(file), None) => {
+                if file.as_os_str().is_empty() {
+                    return Err(format!("{}: must not be empty", member("jwks_file")));
+                }
+                JwksSource::File(base_dir.join(file))
+            }
+            (None, Some(url)) => {
+                check_jwks_url(url).map_err(|reason| format!("{}: {reason}", member("jwks_url")))?;
+                JwksSource::Url(url.clone())
+            }
+            _ => {
+                return Err(format!(
+                    "issuer.oidc[{index}]: set exactly one of jwks_file and jwks_url"
+                ));
+            }
+        };
+        let user_claim = match section.user_claim.as_deref() {
+            None | Some("sub") => UserClaim::Sub,
+            Some("email") => UserClaim::Email,
+            Some(other) => {
+                return Err(format!(
+                    "{}: must be \"sub\" or \"email\", not {other:?}",
+                    member("user_claim")
+                ));
+            }
+        };
+        let delegatable_tools = match &section.delegatable_tools {
+            None => vec!["*".to_owned()],
+            Some(tools) => {
+                if tools.iter().any(|t| t.trim().is_empty()) {
+                    return Err(format!("{}: tool names must not be empty", member("delegatable_tools")));
+                }
+                tools.clone()
+            }
+        };
+        Ok(Self {
+            issuer: section.issuer.clone(),
+            audience: section.audience.clone(),
+            jwks,
+            user_claim,
+            delegatable_tools,
+        })
+    }
+}
+
+/// `https://` with a host, or `http://` on a loopback host; no user info.
+fn check_jwks_url(url: &str) -> Result<(), &'static str> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| "not a valid URL")?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("must not contain credentials");
+    }
+    if url_scheme_allowed(&parsed) {
+        Ok(())
+    } else if parsed.scheme() == "http" {
+        Err("http:// is allowed only for loopback hosts (127.0.0.1, [::1], localhost); use https://")
+    } else {
+        Err("must be an https:// URL")
+    }
+}
+
+fn url_scheme_allowed(url: &reqwest::Url) -> bool {
+    match url.scheme() {
+        "https" => url.host().is_some(),
+        // The URL parser has normalised the host: lower case, IPv6 in brackets.
+        "http" => url.host_str().is_some_and(|host| {
+            host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }),
+        _ => false,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results and errors
+// ---------------------------------------------------------------------------------------------
+
+/// A verified ID token's user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OidcIdentity {
+    /// The user id: the `sub` or `email` claim, as configured for the provider.
+    pub user_id: String,
+    /// When the user authenticated (Unix seconds): `auth_time`, or `iat` when absent.
+    pub auth_time: i64,
+    /// The provider's issuer.
+    pub issuer: String,
+    /// Tools this provider's users may delegate.
+    pub delegatable_tools: Vec<String>,
+}
+
+/// Why an ID token was refused, or a verifier could not be built. `Display` is safe to send to
+/// clients.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OidcError {
+    /// No OpenID Connect provider is configured.
+    #[error("OpenID Connect ID tokens are not accepted: no identity provider is configured")]
+    NoProviders,
+    /// The token is longer than [`MAX_ID_TOKEN_BYTES`].
+    #[error("the ID token is larger than {MAX_ID_TOKEN_BYTES} bytes")]
+    TooLarge,
+    /// Not a compact JWS with JSON header and payload, or a claim of the wrong JSON type.
+    #[error("the ID token is malformed")]
+    Malformed,
+    /// The header's `alg` is not on the allowlist (e.g. `none`, `HS256`).
+    #[error("the ID token's signature algorithm is not accepted")]
+    UnsupportedAlgorithm,
+    /// The header carries `crit` extensions, none of which are understood.
+    #[error("the ID token uses critical header extensions that are not supported")]
+    UnsupportedCritical,
+    /// No configured provider has this `iss` (shortened, control characters escaped).
+    #[error("the ID token's issuer {issuer:?} is not trusted")]
+    UntrustedIssuer {
+        /// The token's `iss`, at most 128 characters.
+        issuer: String,
+    },
+    /// The provider's key set has no key with the token's `kid`.
+    #[error("the ID token's signing key is not in the identity provider's key set")]
+    UnknownKey,
+    /// The key with the token's `kid` does not fit the token's `alg`.
+    #[error("the identity provider's key does not fit the ID token's signature algorithm")]
+    KeyMismatch,
+    /// The signature does not verify.
+    #[error("the ID token's signature is invalid")]
+    BadSignature,
+    /// `exp` is more than the leeway in the past.
+    #[error("the ID token has expired")]
+    Expired,
+    /// `nbf`, `iat` or `auth_time` is more than the leeway in the future.
+    #[error("the ID token is not yet valid")]
+    NotYetValid,
+    /// `aud` does not contain the provider's audience.
+    #[error("the ID token is not issued for this authority (audience mismatch)")]
+    WrongAudience,
+    /// A required claim is absent.
+    #[error("the ID token has no `{0}` claim")]
+    MissingClaim(&'static str),
+    /// A claim has the wrong type, or the user id is empty, too long or has control characters.
+    #[error("the ID token's `{0}` claim is invalid")]
+    InvalidClaim(&'static str),
+    /// `email` is the user claim and `email_verified` is present and not true.
+    #[error("the ID token's email address is not verified")]
+    EmailNotVerified,
+    /// The provider's key set could not be fetched (details are logged).
+    #[error("the identity provider's signing keys are unavailable")]
+    JwksUnavailable,
+    /// Building the verifier: a key set file could not be read.
+    #[error("cannot read JWKS file {}", path.display())]
+    JwksFileUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Building the verifier: a key set file is not a usable JWK Set.
+    #[error("JWKS file {} is invalid: {reason}", path.display())]
+    JwksFileInvalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Building the verifier: two providers have the same issuer.
+    #[error("OpenID Connect issuer {issuer:?} is configured twice")]
+    DuplicateIssuer {
+        /// The issuer.
+        issuer: String,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key sets
+// ---------------------------------------------------------------------------------------------
+
+/// The key types an allowed algorithm can verify with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyKind {
+    Rsa,
+    P256,
+    P384,
+    Ed25519,
+}
+
+impl KeyKind {
+    fn fits(self, alg: Algorithm) -> bool {
+        match self {
+            Self::Rsa => matches!(
+                alg,
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
+            ),
+            Self::P256 => alg == Algorithm::ES256,
+            Self::P384 => alg == Algorithm::ES384,
+            Self::Ed25519 => alg == Algorithm::EdDSA,
+        }
+    }
+}
+
+/// One usable verification key from a JWK Set.
+struct VerifyKey {
+    kid: Option<String>,
+    kind: KeyKind,
+    /// The JWK's `alg`, when it names one.
+    alg: Option<Algorithm>,
+    key: DecodingKey,
+}
+
+impl VerifyKey {
+    fn fits(&self, alg: Algorithm) -> bool {
+        self.kind.fits(alg) && self.alg.is_none_or(|a| a == alg)
+    }
+}
+
+/// The signature keys of one JWK Set; keys for other uses or of other types are left out.
+struct KeySet {
+    keys: Vec<VerifyKey>,
+}
+
+enum Selection<'a> {
+    Found(&'a DecodingKey),
+    Unknown,
+    Mismatch,
+}
+
+impl KeySet {
+    /// Parses a JWK Set document. Keys that are not signature keys of a supported type (for
+    /// example `oct`, encryption or P-521 keys) are skipped; the error is for documents that are
+    /// not a JWK Set at all.
+    fn parse(bytes: &[u8]) -> Result<Self, &'static str> {
+        #[derive(Deserialize)]
+        struct Document {
+            keys: Vec<Value>,
+        }
+        if bytes.len() > MAX_JWKS_BYTES {
+            return Err("larger than 256 KiB");
+        }
+        let document: Document = serde_json::from_slice(bytes).map_err(|_| "not a JSON JWK Set")?;
+        let total = document.keys.len();
+        let keys: Vec<VerifyKey> = document.keys.into_iter().filter_map(verify_key).collect();
+        if keys.len() < total {
+            tracing::debug!(
+                total,
+                usable = keys.len(),
+                "skipped JWKs that are not supported signature keys"
+            );
+        }
+        Ok(Self { keys })
+    }
+
+    fn select(&self, kid: Option<&str>, alg: Algorithm) -> Selection<'_> {
+        match kid {
+            Some(kid) => {
+                let mut named = self.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)).peekable();
+                if named.peek().is_none() {
+                    return Selection::Unknown;
+                }
+                match named.find(|k| k.fits(alg)) {
+                    Some(key) => Selection::Found(&key.key),
+                    None => Selection::Mismatch,
+                }
+            }
+            // Without a `kid`, only an unambiguous key will do.
+            None => {
+                let mut fitting = self.keys.iter().filter(|k| k.fits(alg));
+                match (fitting.next(), fitting.next()) {
+                    (Some(key), None) => Selection::Found(&key.key),
+                    _ => Selection::Unknown,
+                }
+            }
+        }
+    }
+}
+
+/// A usable signature key from one JWK, or `None` to skip it.
+fn verify_key(value: Value) -> Option<VerifyKey> {
+    let jwk: Jwk = serde_json::from_value(value).ok()?;
+    match &jwk.common.public_key_use {
+        None | Some(PublicKeyUse::Signature) => {}
+        Some(_) => return None,
+    }
+    if let Some(ops) = &jwk.common.key_operations
+        && !ops.iter().any(|op| matches!(op, KeyOperations::Verify))
+    {
+        return None;
+    }
+    let alg = match jwk.common.key_algorithm {
+        None => None,
+        // Keys for HMAC or encryption, or with an unknown `alg`, are not signature keys here.
+        Some(key_alg) => {
+            let alg = Algorithm::try_from(key_alg).ok()?;
+            if !ALLOWED_ALGORITHMS.iter().any(|(_, allowed)| *allowed == alg) {
+                return None;
+            }
+            Some(alg)
+        }
+    };
+    let (kind, key) = match &jwk.algorithm {
+        AlgorithmParameters::RSA(p) => (KeyKind::Rsa, DecodingKey::from_rsa_components(&p.n, &p.e).ok()?),
+        AlgorithmParameters::EllipticCurve(p) => {
+            let (kind, len) = match p.curve {
+                EllipticCurve::P256 => (KeyKind::P256, 32),
+                EllipticCurve::P384 => (KeyKind::P384, 48),
+                _ => return None,
+            };
+            let coordinate_ok = |c: &str| URL_SAFE_NO_PAD.decode(c).is_ok_and(|b| b.len() == len);
+            if !coordinate_ok(&p.x) || !coordinate_ok(&p.y) {
+                return None;
+            }
+            (kind, DecodingKey::from_ec_components(&p.x, &p.y).ok()?)
+        }
+        AlgorithmParameters::OctetKeyPair(p) => {
+            if p.curve != EllipticCurve::Ed25519 || URL_SAFE_NO_PAD.decode(&p.x).map(|b| b.len()).ok() != Some(32) {
+                return None;
+            }
+            (KeyKind::Ed25519, DecodingKey::from_ed_components(&p.x).ok()?)
+        }
+        // Symmetric keys never verify an ID token; unknown key types are skipped.
+        _ => return None,
+    };
+    if alg.is_some_and(|a| !kind.fits(a)) {
+        return None;
+    }
+    Some(VerifyKey {
+        kid: jwk.common.key_id.clone(),
+        kind,
+        alg,
+        key,
+    })
+}
+
+/// The key-set state of a provider whose keys come from a URL.
+#[derive(Default)]
+struct UrlCache {
+    keys: Option<Arc<KeySet>>,
+    /// `now` of the last successful fetch.
+    fetched_at: i64,
+    /// `now` of the last fetch attempt, successful or not.
+    attempted_at: Option<i64>,
+}
+
+impl UrlCache {
+    /// Whether another fetch may start at `now`. A clock that went backwards allows one (and
+    /// resets the cooldown), rather than blocking fetches until it catches up.
+    fn may_fetch(&self, now: i64) -> bool {
+        self.attempted_at
+            .is_none_or(|at| now < at || now.saturating_sub(at) >= JWKS_REFETCH_COOLDOWN_SECS)
+    }
+
+    fn is_fresh(&self, now: i64) -> bool {
+        let age = now.saturating_sub(self.fetched_at);
+        self.keys.is_some() && (0..JWKS_CACHE_SECS).contains(&age)
+    }
+
+    /// The cached keys, unless they are older than the stale limit.
+    fn usable(&self, now: i64) -> Option<Arc<KeySet>> {
+        let age = now.saturating_sub(self.fetched_at);
+        self.keys.clone().filter(|_| age <= JWKS_STALE_LIMIT_SECS)
+    }
+
+    async fn refresh(&mut self, http: &reqwest::Client, issuer: &str, url: &str, now: i64) {
+        self.attempted_at = Some(now);
+        if let Some(keys) = fetch_jwks(http, issuer, url).await {
+            self.keys = Some(Arc::new(keys));
+            self.fetched_at = now;
+        }
+    }
+}
+
+/// Fetches and parses a key set; failures are logged (they may name hosts and transport errors
+/// that clients must not see) and give `None`.
+async fn fetch_jwks(http: &reqwest::Client, issuer: &str, url: &str) -> Option<KeySet> {
+    match tokio::time::timeout(JWKS_FETCH_TIMEOUT, fetch_jwks_body(http, url)).await {
+        Ok(Ok(body)) => match KeySet::parse(&body) {
+            Ok(keys) => {
+                if keys.keys.is_empty() {
+                    tracing::warn!(issuer, url, "OIDC JWKS has no usable signature keys");
+                }
+                tracing::info!(issuer, url, keys = keys.keys.len(), "fetched OIDC JWKS");
+                Some(keys)
+            }
+            Err(reason) => {
+                tracing::warn!(issuer, url, reason, "OIDC JWKS fetch: invalid document");
+                None
+            }
+        },
+        Ok(Err(reason)) => {
+            tracing::warn!(issuer, url, reason = %reason, "OIDC JWKS fetch failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                issuer,
+                url,
+                timeout_secs = JWKS_FETCH_TIMEOUT.as_secs(),
+                "OIDC JWKS fetch timed out"
+            );
+            None
+        }
+    }
+}
+
+async fn fetch_jwks_body(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let mut response = http
+        .get(url)
+        .timeout(JWKS_FETCH_TIMEOUT)
+        .header(reqwest::header::ACCEPT, "application/json, application/jwk-set+json")
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    // Redirects are followed by the client; the place they lead must pass the same rule.
+    if !url_scheme_allowed(response.url()) {
+        return Err(format!("redirected to a disallowed URL {}", response.url()));
+    }
+    if !response.status().is_success() {
+        return Err(format!("HTTP status {}", response.status()));
+    }
+    if response.content_length().is_some_and(|len| len > MAX_JWKS_BYTES as u64) {
+        return Err(format!("body larger than {MAX_JWKS_BYTES} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("reading body: {e}"))? {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(format!("body larger than {MAX_JWKS_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verifier
+// ---------------------------------------------------------------------------------------------
+
+enum Keys {
+    Static(Arc<KeySet>),
+    /// A tokio mutex: held across the fetch, so concurrent first uses share one request.
+    Url {
+        url: String,
+        cache: Mutex<UrlCache>,
+    },
+}
+
+struct ProviderState {
+    provider: OidcProvider,
+    keys: Keys,
+}
+
+/// Verifies ID tokens from the configured providers. `Send + Sync`; share it behind an `Arc`.
+pub struct OidcVerifier {
+    providers: Vec<ProviderState>,
+    http: reqwest::Client,
+}
+
+impl fmt::Debug for OidcVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidcVerifier")
+            .field(
+                "issuers",
+                &self
+                    .providers
+                    .iter()
+                    .map(|p| p.provider.issuer.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the unverified header and payload say; used only to choose the provider and key.
+struct Unverified {
+    alg: Algorithm,
+    kid: Option<String>,
+    iss: String,
+}
+
+/// The claims read after verification. Values are kept as JSON to report type errors precisely.
+#[derive(Deserialize)]
+struct IdTokenClaims {
+    #[serde(default)]
+    exp: Option<Value>,
+    #[serde(default)]
+    nbf: Option<Value>,
+    #[serde(default)]
+    iat: Option<Value>,
+    #[serde(default)]
+    auth_time: Option<Value>,
+    #[serde(default)]
+    sub: Option<Value>,
+    #[serde(default)]
+    email: Option<Value>,
+    #[serde(default)]
+    email_verified: Option<Value>,
+}
+
+impl OidcVerifier {
+    /// Builds a verifier. Key set files are read now (an unreadable or invalid file, or one with
+    /// no usable signature key, is an error); key sets from URLs are fetched on first use.
+    /// Two providers with the same issuer are refused.
+    pub fn new(providers: Vec<OidcProvider>, http: reqwest::Client) -> Result<Self, OidcError> {
+        let mut issuers = HashSet::new();
+        let mut states = Vec::with_capacity(providers.len());
+        for provider in providers {
+            if !issuers.insert(provider.issuer.clone()) {
+                return Err(OidcError::DuplicateIssuer {
+                    issuer: provider.issuer,
+                });
+            }
+            let keys = match &provider.jwks {
+                JwksSource::File(path) => Keys::Static(Arc::new(load_jwks_file(path)?)),
+                JwksSource::Url(url) => Keys::Url {
+                    url: url.clone(),
+                    cache: Mutex::new(UrlCache::default()),
+                },
+            };
+            states.push(ProviderState { provider, keys });
+        }
+        Ok(Self {
+            providers: states,
+            http,
+        })
+    }
+
+    /// Whether any provider is configured.
+    pub fn is_empty(&self) -> bool {
+        self.providers.is_empty()
+    }
+
+    /// Verifies `id_token` at Unix time `now` and returns its user.
+    pub async fn verify(&self, id_token: &str, now: i64) -> Result<OidcIdentity, OidcError> {
+        if self.providers.is_empty() {
+            return Err(OidcError::NoProviders);
+        }
+        if id_token.len() > MAX_ID_TOKEN_BYTES {
+            return Err(OidcError::TooLarge);
+        }
+        let unverified = read_unverified(id_token)?;
+        let state = self
+            .providers
+            .iter()
+            .find(|p| p.provider.issuer == unverified.iss)
+            .ok_or_else(|| OidcError::UntrustedIssuer {
+                issuer: quote_issuer(&unverified.iss),
+            })?;
+        let provider = &state.provider;
+        let kid = unverified.kid.as_deref();
+        let alg = unverified.alg;
+
+        let keys = match &state.keys {
+            Keys::Static(keys) => Arc::clone(keys),
+            Keys::Url { url, cache } => {
+                let mut cache = cache.lock().await;
+                if !cache.is_fresh(now) && cache.may_fetch(now) {
+                    cache.refresh(&self.http, &provider.issuer, url, now).await;
+                }
+                let mut keys = cache.usable(now).ok_or(OidcError::JwksUnavailable)?;
+                if matches!(keys.select(kid, alg), Selection::Unknown) && cache.may_fetch(now) {
+                    tracing::info!(issuer = %provider.issuer, "unknown OIDC key id; fetching the JWKS again");
+                    cache.refresh(&self.http, &provider.issuer, url, now).await;
+                    keys = cache.usable(now).ok_or(OidcError::JwksUnavailable)?;
+                }
+                keys
+            }
+        };
+        let key = match keys.select(kid, alg) {
+            Selection::Found(key) => key,
+            Selection::Unknown => return Err(OidcError::UnknownKey),
+            Selection::Mismatch => return Err(OidcError::KeyMismatch),
+        };
+
+        let mut validation = Validation::new(alg);
+        // Times are checked below against the injected `now`; jsonwebtoken would use the
+        // system clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = true;
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.set_issuer(&[provider.issuer.as_str()]);
+        validation.set_audience(&[provider.audience.as_str()]);
+        let claims = jsonwebtoken::decode::<IdTokenClaims>(id_token, key, &validation)
+            .map_err(|e| map_jwt_error(&provider.issuer, e.kind()))?
+            .claims;
+
+        check_times(&claims, now)?;
+        let auth_time = match &claims.auth_time {
+            Some(value) => numeric_date(value).ok_or(OidcError::InvalidClaim("auth_time"))?,
+            // `iat` is required and was checked by `check_times`.
+            None => claims
+                .iat
+                .as_ref()
+                .and_then(numeric_date)
+                .ok_or(OidcError::MissingClaim("iat"))?,
+        };
+        let user_id = user_id(&claims, provider.user_claim)?;
+        Ok(OidcIdentity {
+            user_id,
+            auth_time,
+            issuer: provider.issuer.clone(),
+            delegatable_tools: provider.delegatable_tools.clone(),
+        })
+    }
+}
+
+fn load_jwks_file(path: &Path) -> Result<KeySet, OidcError> {
+    let bytes = std::fs::read(path).map_err(|source| OidcError::JwksFileUnreadable {
+        path: path.to_owned(),
+        source,
+    })?;
+    let keys = KeySet::parse(&bytes).map_err(|reason| OidcError::JwksFileInvalid {
+        path: path.to_owned(),
+        reason,
+    })?;
+    if keys.keys.is_empty() {
+        return Err(OidcError::JwksFileInvalid {
+            path: path.to_owned(),
+            reason: "no usable signature key",
+        });
+    }
+    Ok(keys)
+}
+
+/// Reads `alg`, `kid` and `iss` without verifying anything.
+fn read_unverified(token: &str) -> Result<Unverified, OidcError> {
+    #[derive(Deserialize)]
+    struct Header {
+        alg: String,
+        #[serde(default)]
+        kid: Option<String>,
+        #[serde(default)]
+        crit: Option<serde::de::IgnoredAny>,
+    }
+    #[derive(Deserialize)]
+    struct Payload {
+        #[serde(default)]
+        iss: Option<Value>,
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(_signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(OidcError::Malformed);
+    };
+    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| OidcError::Malformed);
+    let header: Header = serde_json::from_slice(&decode(header)?).map_err(|_| OidcError::Malformed)?;
+    let alg = ALLOWED_ALGORITHMS
+        .iter()
+        .find(|(name, _)| *name == header.alg)
+        .map(|(_, alg)| *alg)
+        .ok_or(OidcError::UnsupportedAlgorithm)?;
+    if header.crit.is_some() {
+        return Err(OidcError::UnsupportedCritical);
+    }
+    let payload: Payload = serde_json::from_slice(&decode(payload)?).map_err(|_| OidcError::Malformed)?;
+    let iss = match payload.iss {
+        Some(Value::String(iss)) => iss,
+        Some(_) => return Err(OidcError::InvalidClaim("iss")),
+        None => return Err(OidcError::MissingClaim("iss")),
+    };
+    Ok(Unverified {
+        alg,
+        kid: header.kid,
+        iss,
+    })
+}
+
+/// `iss` as quoted in an error: at most [`MAX_QUOTED_ISSUER_CHARS`] characters.
+fn quote_issuer(iss: &str) -> String {
+    let mut quoted: String = iss.chars().take(MAX_QUOTED_ISSUER_CHARS).collect();
+    if quoted.len() < iss.len() {
+        quoted.push('…');
+    }
+    quoted
+}
+
+fn map_jwt_error(issuer: &str, kind: &ErrorKind) -> OidcError {
+    tracing::debug!(issuer, error = ?kind, "OIDC ID token refused");
+    match kind {
+        ErrorKind::InvalidSignature => OidcError::BadSignature,
+        ErrorKind::InvalidAudience => OidcError::WrongAudience,
+        ErrorKind::InvalidIssuer => OidcError::UntrustedIssuer {
+            issuer: quote_issuer(issuer),
+        },
+        ErrorKind::ExpiredSignature => OidcError::Expired,
+        ErrorKind::ImmatureSignature => OidcError::NotYetValid,
+        ErrorKind::MissingRequiredClaim(claim) => OidcError::MissingClaim(spec_claim(claim)),
+        ErrorKind::InvalidClaimFormat(claim) => OidcError::InvalidClaim(spec_claim(claim)),
+        ErrorKind::InvalidAlgorithm | ErrorKind::UnsupportedAlgorithm => OidcError::KeyMismatch,
+        ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidKeyFormat => {
+            tracing::warn!(issuer, error = ?kind, "OIDC provider key is unusable");
+            OidcError::BadSignature
+        }
+        _ => OidcError::Malformed,
+    }
+}
+
+/// The static name of a registered claim jsonwebtoken reports.
+fn spec_claim(claim: &str) -> &'static str {
+    match claim {
+        "exp" => "exp",
+        "nbf" => "nbf",
+        "iss" => "iss",
+        "aud" => "aud",
+        "sub" => "sub",
+        _ => "unknown",
+    }
+}
+
+/// A NumericDate (RFC 7519 §2): a JSON number of seconds; fractions are truncated downwards.
+fn numeric_date(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= i64::MIN as f64 && *f <= i64::MAX as f64)
+                .map(|f| f.floor() as i64)
+        }),
+        _ => None,
+    }
+}
+
+fn check_times(claims: &IdTokenClaims, now: i64) -> Result<(), OidcError> {
+    let date = |value: &Option<Value>, name: &'static str| -> Result<Option<i64>, OidcError> {
+        value
+            .as_ref()
+            .map(|v| numeric_date(v).ok_or(OidcError::InvalidClaim(name)))
+            .transpose()
+    };
+    let exp = date(&claims.exp, "exp")?.ok_or(OidcError::MissingClaim("exp"))?;
+    let iat = date(&claims.iat, "iat")?.ok_or(OidcError::MissingClaim("iat"))?;
+    let latest = now.saturating_add(CLOCK_LEEWAY_SECS);
+    if now > exp.saturating_add(CLOCK_LEEWAY_SECS) {
+        return Err(OidcError::Expired);
+    }
+    if iat > latest {
+        return Err(OidcError::NotYetValid);
+    }
+    if date(&claims.nbf, "nbf")?.is_some_and(|nbf| nbf > latest) {
+        return Err(OidcError::NotYetValid);
+    }
+    if date(&claims.auth_time, "auth_time")?.is_some_and(|t| t > latest) {
+        return Err(OidcError::NotYetValid);
+    }
+    Ok(())
+}
+
+fn user_id(claims: &IdTokenClaims, user_claim: UserClaim) -> Result<String, OidcError> {
+    let name = user_claim.name();
+    let value = match user_claim {
+        UserClaim::Sub => &claims.sub,
+        UserClaim::Email => {
+            // Absent means the provider makes no statement (some only issue verified
+            // addresses); present, it must be true (some providers send the string "true").
+            match &claims.email_verified {
+                None | Some(Value::Bool(true)) => {}
+                Some(Value::String(s)) if s == "true" => {}
+                Some(_) => return Err(OidcError::EmailNotVerified),
+            }
+            &claims.email
+        }
+    };
+    let id = match value {
+        Some(Value::String(id)) => id,
+        Some(_) => return Err(OidcError::InvalidClaim(name)),
+        None => return Err(OidcError::MissingClaim(name)),
+    };
+    if id.is_empty() || id.chars().count() > MAX_USER_ID_CHARS || id.chars().any(char::is_control) {
+        return Err(OidcError::InvalidClaim(name));
+    }
+    Ok(id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section() -> OidcSection {
+        OidcSection {
+            issuer: "https://idp.example".into(),
+            audience: "aip".into(),
+            jwks_file: None,
+            jwks_url: Some("https://idp.example/jwks".into()),
+            user_claim: None,
+            delegatable_tools: None,
+        }
+    }
+
+    #[test]
+    fn loopback_http_only() {
+        for ok in [
+            "https://idp.example/jwks",
+            "http://127.0.0.1:8080/jwks",
+            "http://[::1]/k",
+            "http://localhost/k",
+        ] {
+            assert!(check_jwks_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://idp.example/jwks",
+            "ftp://127.0.0.1/",
+            "https://u:p@idp.example/",
+            "jwks",
+            "http://10.0.0.1/",
+        ] {
+            assert!(check_jwks_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let p = OidcProvider::from_section(0, &section(), Path::new("/a")).unwrap();
+        assert_eq!(p.user_claim, UserClaim::Sub);
+        assert_eq!(p.delegatable_tools, vec!["*".to_owned()]);
+    }
+
+    #[test]
+    fn numeric_dates() {
+        assert_eq!(numeric_date(&serde_json::json!(12)), Some(12));
+        assert_eq!(numeric_date(&serde_json::json!(12.9)), Some(12));
+        assert_eq!(numeric_date(&serde_json::json!("12")), None);
+    }
+
+    #[test]
+    fn issuer_quote_is_bounded() {
+        let long = "x".repeat(1000);
+        assert_eq!(quote_issuer(&long).chars().count(), MAX_QUOTED_ISSUER_CHARS + 1);
+        assert_eq!(quote_issuer("short"), "short");
+    }
+
+    #[test]
+    fn oct_keys_are_never_used() {
+        let jwks = br#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"h","alg":"HS256"}]}"#;
+        let set = KeySet::parse(jwks).unwrap();
+        assert!(set.keys.is_empty());
+    }
+}
