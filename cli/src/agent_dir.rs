@@ -9,6 +9,7 @@ use aip_aat::ids::AgentId;
 use serde::{Deserialize, Serialize};
 
 use crate::output::CliError;
+use crate::passphrase::{Choice, PassphraseArgs};
 
 /// The key file.
 pub(crate) const KEY_FILE: &str = "agent.key";
@@ -33,6 +34,25 @@ pub(crate) fn read_identity(dir: &Path) -> Result<AgentIdentity, CliError> {
     })?;
     serde_json::from_str(&text)
         .map_err(|e| CliError::new(format!("{} is not an agent identity file: {e}", path.display())))
+}
+
+/// The agent's key from `dir`, unlocked with the passphrase when it is encrypted; also how it
+/// is protected, for keys written next to it.
+pub(crate) fn read_key(dir: &Path, passphrase: &PassphraseArgs) -> Result<(aip_aat::keys::KeyPair, Choice), CliError> {
+    use aip_aat::keyfile;
+    let key_path = dir.join(KEY_FILE);
+    let text = keyfile::read_text(&key_path).map_err(|e| CliError::new(format!("{}: {e}", key_path.display())))?;
+    let encrypted = keyfile::inspect(&text)
+        .map_err(|e| CliError::new(format!("{}: {e}", key_path.display())))?
+        .encrypted;
+    let choice = if encrypted {
+        passphrase.for_existing_key()?
+    } else {
+        Choice::Insecure
+    };
+    let key = keyfile::decode(&text, choice.passphrase())
+        .map_err(|e| CliError::new(format!("{}: {e}", key_path.display())))?;
+    Ok((key, choice))
 }
 
 pub(crate) fn write_identity(dir: &Path, identity: &AgentIdentity) -> Result<(), CliError> {

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{agents, authority, keygen, tokens, verify};
+use commands::{agents, authority, issuer, keygen, token, tokens, verify};
 
 /// Operate the AIP identity authority for AI agents.
 #[derive(Parser)]
@@ -38,6 +38,16 @@ enum Command {
     /// Access tokens for operators (admin) and proxies (reader).
     #[command(subcommand)]
     AccessToken(tokens::AccessTokenCommand),
+    /// Users who authorize agents with API keys.
+    #[command(subcommand)]
+    Users(issuer::UsersCommand),
+    /// Revoke an AAT, a session, a user or an agent.
+    Revoke(issuer::RevokeArgs),
+    /// Fetch an AAT for an agent (as the agent does at startup) and print it.
+    Token(token::Args),
+    /// The token issuer's AAT signing keys.
+    #[command(subcommand)]
+    Keys(issuer::KeysCommand),
     /// Fetch the certificate revocation list.
     Crl(tokens::CrlArgs),
     /// Check the audit log.
@@ -66,6 +76,10 @@ fn main() -> ExitCode {
         Command::Agents(command) => agents::agents(command),
         Command::RegistrationToken(command) => tokens::registration_token(command),
         Command::AccessToken(command) => tokens::access_token(command),
+        Command::Users(command) => issuer::users(command),
+        Command::Revoke(args) => issuer::revoke(args),
+        Command::Keys(command) => issuer::keys(command),
+        Command::Token(args) => token::run(args),
         Command::Crl(args) => tokens::crl(args),
         Command::Audit(AuditCommand::Verify(args)) => authority::audit_verify(args),
         Command::Keygen(args) => keygen::run(args),

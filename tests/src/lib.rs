@@ -46,6 +46,18 @@ pub fn command() -> Command {
     cmd
 }
 
+/// The stdout of a command that must have succeeded (else a panic showing both streams).
+pub fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap_or_else(|e| panic!("stdout is not UTF-8: {e}"))
+}
+
 /// Runs `aip-ca args…` to completion.
 pub fn run(args: &[&str]) -> Output {
     command().args(args).output().unwrap()

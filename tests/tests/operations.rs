@@ -5,19 +5,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use aip_tests::{Server, execute_sql, run};
+use aip_tests::{Server, execute_sql, ok, run};
 use serde_json::Value;
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
 
 fn failed(output: &Output, code: i32, needle: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -6,19 +6,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use aip_tests::{PostgresDb, Server, run};
+use aip_tests::{PostgresDb, Server, ok, run};
 use serde_json::Value;
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
 
 fn openssl_verify(dir: &Path, authority: &Path, crl: &Path) -> Output {
     let chain = std::fs::read_to_string(dir.join("agent/agent.crt")).unwrap();
@@ -107,7 +96,10 @@ fn flow(database: Option<&str>) {
     }
     let audit: Value = serde_json::from_str(&ok(run(&audit_args))).unwrap();
     assert_eq!(audit["ok"], true);
-    assert_eq!(audit["records"], 3, "admin token, registration, revocation");
+    assert_eq!(
+        audit["records"], 4,
+        "admin token, token signing key, registration, revocation"
+    );
 
     let status = server.terminate();
     assert!(status.success(), "aip-ca serve exited with {status:?} after SIGTERM");

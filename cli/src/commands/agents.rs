@@ -14,16 +14,9 @@ use serde_json::json;
 
 use super::authority::KeyAlg;
 use crate::agent_dir::{self, AgentIdentity, CERTIFICATE_FILE, KEY_FILE};
-use crate::output::{CliError, print_json, print_line, rfc3339, warn};
+use crate::output::{CliError, print_json, print_line, rfc3339, runtime, warn};
 use crate::passphrase::PassphraseArgs;
 use crate::remote::{RemoteArgs, api_error};
-
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(format!("cannot start: {e}")))
-}
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct RegisterArgs {
@@ -320,17 +313,7 @@ fn rotate(
 ) -> Result<(), CliError> {
     let identity = agent_dir::read_identity(dir)?;
     let key_path = dir.join(KEY_FILE);
-    let text = keyfile::read_text(&key_path).map_err(|e| CliError::new(format!("{}: {e}", key_path.display())))?;
-    let encrypted = keyfile::inspect(&text)
-        .map_err(|e| CliError::new(format!("{}: {e}", key_path.display())))?
-        .encrypted;
-    let choice = if encrypted {
-        passphrase.for_existing_key()?
-    } else {
-        crate::passphrase::Choice::Insecure
-    };
-    let current = keyfile::decode(&text, choice.passphrase())
-        .map_err(|e| CliError::new(format!("{}: {e}", key_path.display())))?;
+    let (current, choice) = agent_dir::read_key(dir, passphrase)?;
     let new_key = KeyPair::generate(alg.algorithm()).map_err(CliError::new)?;
     let new_path = dir.join("agent.key.new");
     let _ = std::fs::remove_file(&new_path);

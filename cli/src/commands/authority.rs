@@ -7,8 +7,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aip_aat::clock::SystemClock;
+use aip_aat::clock::{Clock as _, SystemClock};
 use aip_aat::keys::Algorithm;
+use aip_issuer::directory::LocalDirectory;
+use aip_issuer::store::IssuerStore;
 use aip_registry::audit::ChainVerifier;
 use aip_registry::authority::{self, AuthorityError, InitOptions, Initialized, Overrides};
 use aip_registry::config::{FileConfig, TlsFiles, env};
@@ -23,7 +25,7 @@ use crate::passphrase::{Choice, PassphraseArgs};
 pub(crate) struct DirArgs {
     /// Authority directory.
     #[arg(long, value_name = "DIR", env = env::DIR, default_value = "aip-data")]
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -118,9 +120,24 @@ async fn create(
         public_url: new.public_url.clone(),
         database_url,
     };
-    authority::init(&options, choice.protection(), Arc::new(SystemClock))
+    let init = authority::init(&options, choice.protection(), Arc::new(SystemClock))
         .await
-        .map_err(authority_error)
+        .map_err(authority_error)?;
+    // The token issuer's first signing key, in the same database.
+    let url = authority::database_url(&init.dir, init.config.database_url.as_deref());
+    let store = SqlStore::connect(&url)
+        .await
+        .map_err(|e| CliError::new(format!("cannot open the database: {e}")))?;
+    let created = aip_issuer::keys::ensure_key(
+        &IssuerStore::new(&store),
+        new.alg.algorithm(),
+        choice.protection(),
+        SystemClock.now(),
+    )
+    .await;
+    store.close().await;
+    created.map_err(CliError::new)?;
+    Ok(init)
 }
 
 fn report_init(init: &Initialized, json: bool) -> Result<(), CliError> {
@@ -256,13 +273,20 @@ async fn serve_async(args: ServeArgs) -> Result<ExitCode, CliError> {
             .hint("pass --tls-cert and --tls-key, or listen on a loopback address such as 127.0.0.1:8443"));
     }
     let registry = opened.registry.clone();
-    let router = aip_registry::http::router(registry.clone());
+    let issuer = start_issuer(&opened, &choice).await?;
+    let router = aip_registry::http::router_with(registry.clone(), aip_issuer::http::routes(issuer.clone()));
     let handle = axum_server::Handle::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
     let background = {
         let mut stop = stop_rx.clone();
         tokio::spawn(registry.clone().run_background(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }))
+    };
+    let issuer_background = {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(issuer.run_background(async move {
             let _ = stop.wait_for(|stop| *stop).await;
         }))
     };
@@ -291,13 +315,13 @@ async fn serve_async(args: ServeArgs) -> Result<ExitCode, CliError> {
                 .map_err(|e| CliError::new(format!("TLS certificate or key: {e}")))?;
             axum_server::bind_rustls(addr, config)
                 .handle(handle)
-                .serve(router.into_make_service())
+                .serve(router.into_make_service_with_connect_info::<SocketAddr>())
                 .await
         }
         None => {
             axum_server::bind(addr)
                 .handle(handle)
-                .serve(router.into_make_service())
+                .serve(router.into_make_service_with_connect_info::<SocketAddr>())
                 .await
         }
     };
@@ -305,8 +329,49 @@ async fn serve_async(args: ServeArgs) -> Result<ExitCode, CliError> {
     let mut stop = stop_rx;
     let _ = stop.wait_for(|stop| *stop).await;
     let _ = background.await;
+    let _ = issuer_background.await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The token issuer over the opened authority: same database, keys published by the registry.
+async fn start_issuer(
+    opened: &authority::Opened,
+    choice: &Choice,
+) -> Result<Arc<aip_issuer::service::Issuer>, CliError> {
+    let store = IssuerStore::new(&opened.store);
+    let now = SystemClock.now();
+    // Authorities created before the issuer existed get their first key now.
+    aip_issuer::keys::ensure_key(&store, Algorithm::EdDSA, choice.protection(), now)
+        .await
+        .map_err(CliError::new)?;
+    let keys = Arc::new(
+        aip_issuer::keys::SigningKeys::load(&store, choice.passphrase(), now)
+            .await
+            .map_err(CliError::new)?,
+    );
+    let public_url = opened.registry.settings().public_url.clone();
+    let settings = aip_issuer::config::IssuerSettings::from_section(&public_url, &opened.config.issuer, &opened.dir)
+        .map_err(|e| {
+            CliError::new(format!(
+                "{}: {e}",
+                opened.dir.join(aip_registry::config::CONFIG_FILE).display()
+            ))
+        })?;
+    let directory = LocalDirectory::new(opened.registry.clone());
+    let issuer = aip_issuer::service::Issuer::new(settings, directory, store, keys.clone(), Arc::new(SystemClock))
+        .await
+        .map_err(CliError::new)?;
+    opened.registry.attach_token_issuer(
+        keys,
+        aip_registry::api::IssuerEndpoints {
+            issuer: public_url.clone(),
+            challenge_endpoint: format!("{public_url}/v1/challenge"),
+            token_endpoint: format!("{public_url}/v1/token"),
+            revocation_endpoint: format!("{public_url}/v1/revoke"),
+        },
+    );
+    Ok(Arc::new(issuer))
 }
 
 async fn shutdown_signal() {

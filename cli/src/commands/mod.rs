@@ -2,6 +2,8 @@
 
 pub(crate) mod agents;
 pub(crate) mod authority;
+pub(crate) mod issuer;
 pub(crate) mod keygen;
+pub(crate) mod token;
 pub(crate) mod tokens;
 pub(crate) mod verify;

@@ -7,15 +7,8 @@ use aip_registry::api::{CreateAccessTokenRequest, CreateRegistrationTokenRequest
 use aip_registry::config::parse_duration;
 use serde_json::json;
 
-use crate::output::{CliError, print_json, print_line, rfc3339};
+use crate::output::{CliError, print_json, print_line, rfc3339, runtime};
 use crate::remote::{RemoteArgs, api_error};
-
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(format!("cannot start: {e}")))
-}
 
 #[derive(clap::Subcommand, Debug)]
 pub(crate) enum RegistrationTokenCommand {

@@ -17,8 +17,19 @@ pub(crate) struct Args {
     #[arg(long, value_name = "TOKEN|-")]
     aat: String,
     /// JWK Set file with the issuer's public keys (e.g. a saved `GET /v1/jwks`).
-    #[arg(long, value_name = "FILE")]
-    jwks: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "issuer_url",
+        conflicts_with = "issuer_url"
+    )]
+    jwks: Option<PathBuf>,
+    /// Fetch the keys from this authority's `GET /v1/jwks` instead.
+    #[arg(long, value_name = "URL")]
+    issuer_url: Option<String>,
+    /// Trust exactly these CA certificates (PEM) for the authority's TLS certificate.
+    #[arg(long, value_name = "FILE", requires = "issuer_url")]
+    ca_cert: Option<PathBuf>,
     /// The audience this verifier expects in `aud`.
     #[arg(long, value_name = "AUD")]
     audience: String,
@@ -33,6 +44,16 @@ pub(crate) struct Args {
     json: bool,
 }
 
+fn fetch_jwks(url: &str, ca_cert: Option<&std::path::Path>) -> Result<Jwks, CliError> {
+    let ca = ca_cert
+        .map(|path| std::fs::read(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display()))))
+        .transpose()?;
+    let client = aip_registry::client::RegistryClient::with_roots(url, None, ca.as_deref()).map_err(CliError::new)?;
+    crate::output::runtime()?
+        .block_on(client.jwks())
+        .map_err(crate::remote::api_error)
+}
+
 pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
     let token = if args.aat == "-" {
         let mut text = String::new();
@@ -44,18 +65,22 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
     } else {
         args.aat.clone()
     };
-    let text = std::fs::read_to_string(&args.jwks)
-        .map_err(|e| CliError::new(format!("cannot read {}: {e}", args.jwks.display())))?;
-    let jwks: Jwks = serde_json::from_str(&text).map_err(|e| {
-        CliError::new(format!("{} is not a JWK Set: {e}", args.jwks.display()))
-            .hint("expected {\"keys\": [...]}, as served at /v1/jwks")
-    })?;
-    let keys = JwkSet::from_jwks(&jwks).map_err(|e| CliError::new(format!("{}: {e}", args.jwks.display())))?;
+    let (jwks, source) = match (&args.jwks, &args.issuer_url) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
+            let jwks: Jwks = serde_json::from_str(&text).map_err(|e| {
+                CliError::new(format!("{} is not a JWK Set: {e}", path.display()))
+                    .hint("expected {\"keys\": [...]}, as served at /v1/jwks")
+            })?;
+            (jwks, path.display().to_string())
+        }
+        (None, Some(url)) => (fetch_jwks(url, args.ca_cert.as_deref())?, format!("{url}/v1/jwks")),
+        (None, None) => return Err(CliError::new("give --jwks FILE or --issuer-url URL")),
+    };
+    let keys = JwkSet::from_jwks(&jwks).map_err(|e| CliError::new(format!("{source}: {e}")))?;
     if keys.is_empty() {
-        return Err(CliError::new(format!(
-            "{} holds no Ed25519 or P-256 signing key",
-            args.jwks.display()
-        )));
+        return Err(CliError::new(format!("{source} holds no Ed25519 or P-256 signing key")));
     }
     let mut validation = Validation::new(&args.audience);
     if !args.issuers.is_empty() {

@@ -1,0 +1,142 @@
+//! `aip-ca token`: fetch an AAT for an agent, as the agent would at startup.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use aip_aat::api::UserAuthorization;
+use aip_aat::client::{AgentClient, AgentClientConfig, AgentClientError};
+use aip_aat::secret::SecretString;
+use serde_json::json;
+
+use crate::agent_dir;
+use crate::output::{CliError, EXIT_REJECTED, print_json, print_line};
+use crate::passphrase::PassphraseArgs;
+use crate::remote::DEFAULT_URL;
+
+/// How the agent's user authorizes it. `aip-agent` takes the same flags.
+#[derive(clap::Args, Debug)]
+#[command(group = clap::ArgGroup::new("user").multiple(false))]
+pub(crate) struct UserArgs {
+    /// The user's API key (`aip-ca users create`).
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "AIP_USER_API_KEY",
+        hide_env_values = true,
+        group = "user"
+    )]
+    user_api_key: Option<String>,
+    /// A file holding the user's OpenID Connect ID token.
+    #[arg(long, value_name = "FILE", group = "user")]
+    oidc_id_token_file: Option<PathBuf>,
+    /// The operating-system user running this command (the issuer must enable `local_user`,
+    /// and accepts it from loopback only).
+    #[arg(long, group = "user")]
+    local_user: bool,
+}
+
+impl UserArgs {
+    /// The `user_authorization` to send; `None` for an autonomous agent.
+    pub(crate) fn authorization(&self) -> Result<Option<UserAuthorization>, CliError> {
+        if let Some(key) = &self.user_api_key {
+            return Ok(Some(UserAuthorization::ApiKey {
+                token: SecretString::new(key.trim()),
+            }));
+        }
+        if let Some(path) = &self.oidc_id_token_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
+            let token = text.trim();
+            if token.is_empty() {
+                return Err(CliError::new(format!("{} is empty", path.display())));
+            }
+            return Ok(Some(UserAuthorization::OidcIdToken {
+                token: SecretString::new(token),
+            }));
+        }
+        if self.local_user {
+            let username = std::env::var("USER")
+                .or_else(|_| std::env::var("LOGNAME"))
+                .map_err(|_| CliError::new("--local-user: neither USER nor LOGNAME is set"))?;
+            return Ok(Some(UserAuthorization::LocalUser {
+                uid: None,
+                username,
+                hostname: None,
+            }));
+        }
+        Ok(None)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// The agent directory `aip-ca register-agent --out-dir` wrote.
+    #[arg(long, value_name = "DIR")]
+    agent_dir: PathBuf,
+    /// The proxy or service the AAT is for.
+    #[arg(long, value_name = "AUD")]
+    audience: String,
+    /// Tools to ask for, comma-separated (default: every tool the agent may have).
+    #[arg(long, value_name = "TOOLS", value_delimiter = ',')]
+    tools: Option<Vec<String>>,
+    #[command(flatten)]
+    user: UserArgs,
+    /// Base URL of the token issuer.
+    #[arg(long = "issuer", value_name = "URL", env = "AIP_URL", default_value = DEFAULT_URL)]
+    issuer: String,
+    /// Trust exactly these CA certificates (PEM) for the issuer's TLS certificate.
+    #[arg(long, value_name = "FILE", env = "AIP_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    #[command(flatten)]
+    passphrase: PassphraseArgs,
+    /// Print the whole response as JSON instead of the AAT alone.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
+    let identity = agent_dir::read_identity(&args.agent_dir)?;
+    let (key, _) = agent_dir::read_key(&args.agent_dir, &args.passphrase)?;
+    let mut config = AgentClientConfig::new(&args.issuer, identity.agent_id, &args.audience);
+    config.tools = args.tools;
+    config.user = args.user.authorization()?;
+    if let Some(path) = &args.ca_cert {
+        config.ca_pem =
+            Some(std::fs::read(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?);
+    }
+    let runtime = crate::output::runtime()?;
+    let client = runtime
+        .block_on(AgentClient::start(Arc::new(key), config))
+        .map_err(client_error)?;
+    let issued = client.current();
+    if args.json {
+        print_json(
+            &json!({
+                "aat": issued.aat.expose(),
+                "token_type": "aat+jwt",
+                "expires_in": issued.expires_at - issued.issued_at,
+                "capabilities_granted": issued.capabilities_granted,
+                "capabilities_denied": issued.capabilities_denied,
+            }),
+            true,
+        )?;
+    } else {
+        print_line(issued.aat.expose())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line and a hint for a refused or failed token request.
+pub(crate) fn client_error(e: AgentClientError) -> CliError {
+    match e {
+        e @ AgentClientError::Refused { status: 401, .. } => CliError::new(e)
+            .exit_code(EXIT_REJECTED)
+            .hint("check the user authorization (--user-api-key, --oidc-id-token-file, --local-user)"),
+        e @ AgentClientError::Refused { .. } => CliError::new(e).exit_code(EXIT_REJECTED),
+        e @ AgentClientError::Transport { .. } => {
+            CliError::new(e).hint("is `aip-ca serve` running there? (--issuer URL or AIP_URL)")
+        }
+        e => CliError::new(e),
+    }
+}
