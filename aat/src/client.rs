@@ -206,7 +206,7 @@ pub enum AgentClientError {
     #[error("invalid agent client configuration: {0}")]
     Config(&'static str),
     /// The issuer could not be reached, or the exchange broke off.
-    #[error("cannot reach the issuer at {url}: {}", causes(source.as_ref()))]
+    #[error("cannot reach the issuer at {url}: {}", crate::error_chain(source.as_ref()))]
     Transport {
         /// The URL of the request.
         url: String,
@@ -228,10 +228,10 @@ pub enum AgentClientError {
     #[error("unexpected response from the issuer: {0}")]
     Decode(String),
     /// The agent key could not sign the challenge.
-    #[error("cannot sign the issuer's challenge: {}", causes(.0))]
+    #[error("cannot sign the issuer's challenge: {}", crate::error_chain(.0))]
     Sign(#[from] SignError),
     /// A per-call proof could not be made.
-    #[error("cannot make the call proof: {}", causes(.0))]
+    #[error("cannot make the call proof: {}", crate::error_chain(.0))]
     Proof(#[from] ProofCreateError),
 }
 
@@ -248,22 +248,6 @@ fn code_suffix(error: Option<TokenErrorCode>) -> String {
         .and_then(|code| serde_json::to_value(code).ok())
         .and_then(|value| value.as_str().map(|code| format!(" {code}")))
         .unwrap_or_default()
-}
-
-/// An error and its causes, outermost first: transport errors are only useful with their root
-/// cause (connection refused, unknown certificate issuer, …).
-fn causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Issuer-supplied text made safe for a one-line error message: credentials of the request

@@ -85,6 +85,22 @@ pub mod token;
 pub mod validate;
 pub mod verifier;
 
+/// An error and its causes, outermost first, each cause once: transport errors are only
+/// useful with their root cause (connection refused, unknown certificate issuer, …).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Every error of the toolkit, for callers that want one type to propagate with `?`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -60,7 +60,15 @@ async fn start_issuer(t: &TestRegistry, settings: IssuerSettings) -> String {
             revocation_endpoint: "http://registry.test/v1/revoke".into(),
         },
     );
-    let router = aip_registry::http::router_with(t.registry.clone(), aip_issuer::http::routes(Arc::new(issuer)));
+    serve(aip_registry::http::router_with(
+        t.registry.clone(),
+        aip_issuer::http::routes(Arc::new(issuer)),
+    ))
+    .await
+}
+
+/// Serves `router` on a loopback port (recording client addresses); returns its base URL.
+async fn serve(router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -842,13 +850,7 @@ with_registry!(signing_keys_are_published, jwks_and_discovery);
 async fn remote_registry(t: TestRegistry) {
     // The registry alone on one port; the issuer, with its own database, on another, reaching
     // the registry over HTTP.
-    let registry_url = {
-        let router = aip_registry::http::router(t.registry.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        format!("http://{addr}")
-    };
+    let registry_url = serve(aip_registry::http::router(t.registry.clone())).await;
     let own_db = common::TestDb::new(common::Backend::Sqlite).await.unwrap();
     let own = own_db.store().await;
     let store = IssuerStore::new(&own);
@@ -860,17 +862,7 @@ async fn remote_registry(t: TestRegistry) {
     let issuer = Issuer::new(settings(), directory, store, keys.clone(), t.clock.clone())
         .await
         .unwrap();
-    let issuer_url = {
-        let router = aip_issuer::http::router(Arc::new(issuer));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .await
-                .unwrap();
-        });
-        format!("http://{addr}")
-    };
+    let issuer_url = serve(aip_issuer::http::router(Arc::new(issuer))).await;
     let http = reqwest::Client::new();
     let agent_key = key();
     let (status, registered) = post(

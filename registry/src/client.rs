@@ -83,7 +83,7 @@ pub enum ClientError {
         description: String,
     },
     /// The registry could not be reached or the exchange failed.
-    #[error("cannot reach the registry at {url}: {}", causes(source.as_ref()))]
+    #[error("cannot reach the registry at {url}: {}", aip_aat::error_chain(source.as_ref()))]
     Transport {
         /// The URL.
         url: String,
@@ -93,22 +93,6 @@ pub enum ClientError {
     /// The response was not what the API promises.
     #[error("unexpected response from the registry: {0}")]
     Decode(String),
-}
-
-/// An error and its causes, outermost first: transport errors are only useful with their root
-/// cause (connection refused, unknown certificate issuer, …).
-fn causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The registry at a base URL, authenticating with an optional bearer token.

@@ -202,10 +202,14 @@ impl PostgresDb {
     }
 }
 
-/// Runs one SQL statement against the database at `url` (test setup and tampering).
-pub fn execute_sql(url: &str, sql: &str) {
+/// Runs `work` with a one-connection pool to the database at `url`, on a runtime of its own.
+fn on_database<T, F, Fut>(url: &str, work: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(sqlx::AnyPool) -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+{
     let url = url.to_owned();
-    let sql = sql.to_owned();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -218,12 +222,33 @@ pub fn execute_sql(url: &str, sql: &str) {
                 .connect(&url)
                 .await
                 .unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
+            let out = work(pool.clone()).await;
             pool.close().await;
-        });
+            out
+        })
     })
     .join()
-    .unwrap();
+    .unwrap()
+}
+
+/// Runs one SQL statement against the database at `url` (test setup and tampering).
+pub fn execute_sql(url: &str, sql: &str) {
+    let sql = sql.to_owned();
+    on_database(url, move |pool| async move {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
+    });
+}
+
+/// The rows `sql` selects from the database at `url`, every column read as text.
+pub fn query_text(url: &str, sql: &str) -> Vec<Vec<String>> {
+    let sql = sql.to_owned();
+    on_database(url, move |pool| async move {
+        use sqlx::Row as _;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&pool).await.unwrap();
+        rows.iter()
+            .map(|row| (0..row.len()).map(|i| row.try_get::<String, _>(i).unwrap()).collect())
+            .collect()
+    })
 }
 
 impl Drop for PostgresDb {

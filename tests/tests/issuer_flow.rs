@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aip_tests::{PostgresDb, Server, ok, run};
+use aip_tests::{PostgresDb, Server, ok, query_text, run};
 use serde_json::{Value, json};
 
 const AUDIENCE: &str = "files-proxy";
@@ -168,38 +168,14 @@ fn joserfc_thumbprint(python: &str, agent_json: &Path) -> String {
 
 /// Every audit record's actor, action, subject and details, one line each.
 fn audit_log_text(database_url: &str) -> String {
-    let url = database_url.to_owned();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            use sqlx::Row as _;
-            sqlx::any::install_default_drivers();
-            let pool = sqlx::any::AnyPoolOptions::new()
-                .max_connections(1)
-                .connect(&url)
-                .await
-                .unwrap();
-            let rows = sqlx::query("SELECT actor, action, subject, details FROM audit_log ORDER BY seq")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            rows.iter()
-                .map(|row| {
-                    (0..4)
-                        .map(|i| row.try_get::<String, _>(i).unwrap())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-    })
-    .join()
-    .unwrap()
+    query_text(
+        database_url,
+        "SELECT actor, action, subject, details FROM audit_log ORDER BY seq",
+    )
+    .iter()
+    .map(|row| row.join(" "))
+    .collect::<Vec<_>>()
+    .join("\n")
 }
 
 /// `aip-ca token … --json` for the agent in `agent_dir`.
