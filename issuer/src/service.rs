@@ -193,14 +193,10 @@ impl Issuer {
         keys: Arc<SigningKeys>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, IssuerError> {
-        let secret = store
-            .secret("challenge_key", || {
-                let mut key = [0u8; KEY_LEN];
-                // An all-zero key on a broken random source would be caught below.
-                let _ = aip_aat::ids::fill_random(&mut key);
-                hex::encode(key)
-            })
-            .await?;
+        // A fresh key is offered; the database keeps the first one any replica stored.
+        let mut offered = [0u8; KEY_LEN];
+        aip_aat::ids::fill_random(&mut offered).map_err(|_| IssuerError::internal(aip_aat::keys::KeyError::Random))?;
+        let secret = store.secret("challenge_key", || hex::encode(offered)).await?;
         let key: [u8; KEY_LEN] = hex::decode(&secret)
             .ok()
             .and_then(|k| k.try_into().ok())
