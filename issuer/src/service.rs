@@ -25,10 +25,9 @@ use aip_aat::token::{
     DelegationScope, UserBinding, encode_aat,
 };
 use aip_registry::audit::AuditEntry;
-use aip_registry::service::{check_text, check_tool_names as check_tools};
+use aip_registry::service::{check_text, check_tool_names as check_tools, random_secret, token_digest as digest};
 use aip_registry::store::{Revocations, RevokedEntry};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::challenge::{Challenges, KEY_LEN};
@@ -140,18 +139,8 @@ fn allows(list: &[String], tool: &str) -> bool {
     list.iter().any(|t| t == "*" || t == tool)
 }
 
-fn digest(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
 fn random_token(prefix: &str) -> Result<SecretString, IssuerError> {
-    use base64::Engine as _;
-    let mut bytes = [0u8; 32];
-    aip_aat::ids::fill_random(&mut bytes).map_err(|_| IssuerError::internal(aip_aat::keys::KeyError::Random))?;
-    Ok(SecretString::new(format!(
-        "{prefix}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )))
+    random_secret(prefix).map_err(IssuerError::internal)
 }
 
 fn unix_time(t: i64) -> Result<OffsetDateTime, IssuerError> {
@@ -280,7 +269,10 @@ impl Issuer {
                     .map_err(|m| IssuerError::token(TokenErrorCode::InvalidRequest, m))?;
             }
         }
-        match (grant_uses_refresh(request.grant_type), request.refresh_token.is_some()) {
+        match (
+            request.grant_type == GrantType::AatRefresh,
+            request.refresh_token.is_some(),
+        ) {
             (true, false) => {
                 return Err(IssuerError::token(
                     TokenErrorCode::InvalidRequest,
@@ -306,22 +298,8 @@ impl Issuer {
         let challenge = self.verify_proof(&request, &agent, now)?;
         let actor = format!("agent:{}", agent.agent_id);
         let request = &request;
-        let deny = |code: TokenErrorCode, description: String| async move {
-            let entry = AuditEntry {
-                actor: format!("agent:{}", request.agent_id),
-                action: "token.deny",
-                subject: request.agent_id.to_string(),
-                details: json!({
-                    "grant": grant_name(request.grant_type),
-                    "error": code,
-                    "description": description,
-                    "audience": &request.audience,
-                }),
-            };
-            if let Err(e) = self.ledger.audit(entry, now).await {
-                tracing::warn!(error = ?e, "could not audit a token denial");
-            }
-            IssuerError::token(code, description)
+        let deny = |code: TokenErrorCode, description: String| {
+            self.deny(&agent, request.grant_type, &request.audience, code, description, now)
         };
         match agent.status {
             AgentStatus::Active => {}
@@ -424,6 +402,33 @@ impl Issuer {
         .await
     }
 
+    /// Records a refusal of a request whose agent proved possession of its key, and returns it.
+    async fn deny(
+        &self,
+        agent: &DirectoryAgent,
+        grant: GrantType,
+        audience: &str,
+        code: TokenErrorCode,
+        description: String,
+        now: i64,
+    ) -> IssuerError {
+        let entry = AuditEntry {
+            actor: format!("agent:{}", agent.agent_id),
+            action: "token.deny",
+            subject: agent.agent_id.to_string(),
+            details: json!({
+                "grant": grant_name(grant),
+                "error": code,
+                "description": description,
+                "audience": audience,
+            }),
+        };
+        if let Err(e) = self.ledger.audit(entry, now).await {
+            tracing::warn!(error = ?e, "could not audit a token denial");
+        }
+        IssuerError::token(code, description)
+    }
+
     /// Checks the signed challenge: its shape, time and signature by the agent's current key,
     /// then the challenge itself (issued here, for this agent, unexpired). Single use is
     /// enforced when the token is recorded.
@@ -521,9 +526,8 @@ impl Issuer {
                 ));
             }
         };
-        if self.store.user_revoked_at(&user.user_id).await?.is_some() {
-            return Err(failed("the user's authorization was revoked"));
-        }
+        // Revocation of these users is checked where the token is recorded, authoritatively
+        // and without a read per request here.
         Ok(user)
     }
 
@@ -712,21 +716,15 @@ impl Issuer {
                         "the challenge was already used; request a new one",
                     ),
                     Refusal::UserRevoked => {
-                        let entry = AuditEntry {
-                            actor: format!("agent:{}", m.agent.agent_id),
-                            action: "token.deny",
-                            subject: m.agent.agent_id.to_string(),
-                            details: json!({
-                                "grant": grant_name(m.grant),
-                                "error": TokenErrorCode::UserAuthFailed,
-                                "description": "the user's authorization was revoked",
-                                "audience": m.audience,
-                            }),
-                        };
-                        if let Err(e) = self.ledger.audit(entry, m.now).await {
-                            tracing::warn!(error = ?e, "could not audit a token denial");
-                        }
-                        IssuerError::token(TokenErrorCode::UserAuthFailed, "the user's authorization was revoked")
+                        self.deny(
+                            m.agent,
+                            m.grant,
+                            m.audience,
+                            TokenErrorCode::UserAuthFailed,
+                            "the user's authorization was revoked".into(),
+                            m.now,
+                        )
+                        .await
                     }
                     Refusal::RefreshReused => {
                         self.end_session(&m.session.session_id, "refresh token reuse").await;
@@ -1057,10 +1055,6 @@ struct Mint<'a> {
     grant: GrantType,
     actor: String,
     now: i64,
-}
-
-fn grant_uses_refresh(grant: GrantType) -> bool {
-    grant == GrantType::AatRefresh
 }
 
 fn grant_name(grant: GrantType) -> &'static str {

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aip_aat::ids::AgentId;
-use aip_registry::audit::{AuditEntry, record_hash};
-use aip_registry::store::{RevokedEntry, SqlStore};
+use aip_registry::audit::AuditEntry;
+use aip_registry::store::{RevokedEntry, SqlStore, values_placeholders};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
@@ -228,76 +228,16 @@ struct Write {
 
 impl Write {
     async fn audit(&mut self, entry: &AuditEntry, at: i64) -> Result<(), StoreError> {
-        let seq = self.seq + 1;
-        let details = aip_aat::jcs::to_string(&entry.details).map_err(backend)?;
-        let hash = record_hash(
-            seq,
-            at,
-            (&entry.actor, entry.action, &entry.subject, &entry.details),
-            &self.head,
-        );
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(seq)
-        .bind(at)
-        .bind(&entry.actor)
-        .bind(entry.action)
-        .bind(&entry.subject)
-        .bind(details)
-        .bind(&self.head)
-        .bind(&hash)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(backend)?;
-        self.seq = seq;
-        self.head = hash;
-        Ok(())
+        self.audit_many(&[(entry, at)]).await
     }
 
     /// Appends several records in one statement.
     async fn audit_many(&mut self, entries: &[(&AuditEntry, i64)]) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut rows = Vec::with_capacity(entries.len());
-        for (entry, at) in entries {
-            let seq = self.seq + 1;
-            let details = aip_aat::jcs::to_string(&entry.details).map_err(backend)?;
-            let hash = record_hash(
-                seq,
-                *at,
-                (&entry.actor, entry.action, &entry.subject, &entry.details),
-                &self.head,
-            );
-            rows.push((
-                seq,
-                *at,
-                *entry,
-                details,
-                std::mem::replace(&mut self.head, hash.clone()),
-            ));
-            self.seq = seq;
-        }
-        let mut sql =
-            String::from("INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) VALUES ");
-        push_placeholders(&mut sql, rows.len(), 8);
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        let mut hashes = rows.iter().skip(1).map(|r| r.4.clone()).collect::<Vec<_>>();
-        hashes.push(self.head.clone());
-        for ((seq, at, entry, details, prev), hash) in rows.into_iter().zip(hashes) {
-            query = query
-                .bind(seq)
-                .bind(at)
-                .bind(entry.actor.clone())
-                .bind(entry.action)
-                .bind(entry.subject.clone())
-                .bind(details)
-                .bind(prev)
-                .bind(hash);
-        }
-        query.execute(&mut *self.tx).await.map_err(backend)?;
+        let (seq, head) = aip_registry::audit::append(&mut self.tx, self.seq, &self.head, entries)
+            .await
+            .map_err(StoreError::Backend)?;
+        self.seq = seq;
+        self.head = head;
         Ok(())
     }
 
@@ -511,17 +451,6 @@ impl IssuerStore {
         .await
         .map_err(backend)?;
         rows.iter().map(Self::user_from_row).collect()
-    }
-
-    /// When `user_id` was revoked, if it was.
-    pub async fn user_revoked_at(&self, user_id: &str) -> Result<Option<i64>, StoreError> {
-        sqlx::query("SELECT revoked_at FROM user_revocations WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend)?
-            .map(|row| row.try_get("revoked_at").map_err(backend))
-            .transpose()
     }
 
     /// The session a refresh token belongs to.
@@ -754,7 +683,7 @@ impl IssuerStore {
         }
         if !fresh.is_empty() {
             let mut sql = String::from("INSERT INTO used_challenges (challenge_id, expires_at) VALUES ");
-            push_placeholders(&mut sql, fresh.len(), 2);
+            sql.push_str(&values_placeholders(fresh.len(), 2));
             sql.push_str(" ON CONFLICT (challenge_id) DO NOTHING RETURNING challenge_id");
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for (_, issuance) in &fresh {
@@ -805,7 +734,7 @@ impl IssuerStore {
                 "INSERT INTO sessions (session_id, agent_id, user_id, auth_method, auth_time, delegation_scope, \
                  audience, capabilities, created_at, expires_at) VALUES ",
             );
-            push_placeholders(&mut sql, sessions.len(), 10);
+            sql.push_str(&values_placeholders(sessions.len(), 10));
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for session in &sessions {
                 query = query
@@ -824,7 +753,7 @@ impl IssuerStore {
         }
         if !applied.is_empty() {
             let mut sql = String::from("INSERT INTO refresh_tokens (digest, session_id, created_at) VALUES ");
-            push_placeholders(&mut sql, applied.len(), 3);
+            sql.push_str(&values_placeholders(applied.len(), 3));
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for issuance in &applied {
                 let digest = match &issuance.session {
@@ -841,7 +770,7 @@ impl IssuerStore {
             let mut sql = String::from(
                 "INSERT INTO issued_tokens (jti, agent_id, user_id, session_id, kid, issued_at, expires_at) VALUES ",
             );
-            push_placeholders(&mut sql, applied.len(), 7);
+            sql.push_str(&values_placeholders(applied.len(), 7));
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for issuance in &applied {
                 let token = &issuance.token;
@@ -929,28 +858,10 @@ impl IssuerStore {
     }
 }
 
-/// Appends `(…), (…)` with `$N` placeholders for `rows` rows of `columns` values.
-fn push_placeholders(sql: &mut String, rows: usize, columns: usize) {
-    use std::fmt::Write as _;
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            let _ = write!(sql, "${}", row * columns + column + 1);
-        }
-        sql.push(')');
-    }
-}
-
 /// The values of `prefix (…values…)` that exist, as strings.
 async fn select_in(w: &mut Write, prefix: &str, values: &HashSet<&str>) -> Result<HashSet<String>, StoreError> {
     let mut sql = format!("{prefix} ");
-    push_placeholders(&mut sql, 1, values.len());
+    sql.push_str(&values_placeholders(1, values.len()));
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for value in values {
         query = query.bind(*value);

@@ -715,6 +715,58 @@ async fn revocation(t: TestRegistry) {
         assert!(revoked(&index, token.claims()));
     }
     assert!(!revoked(&index, bob_token.claims()));
+    // The signed list says the same at once, and the event stream announces it.
+    let jws = env
+        .http
+        .get(format!("{}/v1/revocations.jws", env.url))
+        .bearer_auth(&env.t.admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let signed = RevocationList::verify_signed(&jws, &env.jwks().await).unwrap();
+    assert_eq!(signed.version, list.version);
+    assert!(signed.revoked_users.iter().any(|u| u.user_id == "alice"));
+    assert!(
+        alice_tokens
+            .iter()
+            .all(|t| signed.revoked_aats.iter().any(|r| r.jti == t.claims().jti))
+    );
+    let mut stream = env
+        .http
+        .get(format!("{}/v1/revocations/stream", env.url))
+        .bearer_auth(&env.t.admin)
+        .header("last-event-id", version.to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    while !seen.contains("\n\n") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), stream.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        seen.contains("event: user_revoked") && seen.contains(&format!("id: {}", version + 1)),
+        "{seen}"
+    );
+    assert!(seen.contains(alice_tokens[0].claims().jti.as_str()), "{seen}");
+    let audit = env.t.store.audit_records(0, 1000).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.action == "user.revoke" && r.subject == "user:alice")
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.action == "revocation.publish" && r.subject == "user:alice")
+    );
 
     // One token by jti; a session; an agent (with its live tokens).
     let (status, reply) = env

@@ -57,6 +57,59 @@ struct Hashed<'a> {
     prev_hash: &'a str,
 }
 
+/// Appends `entries` (each with its time) to the chain, in one statement inside the caller's
+/// write transaction, after the record numbered `seq` whose hash is `head`. Returns the new
+/// last sequence number and hash; the caller records them in `registry_state` (the
+/// `audit_log_head` trigger keeps the head hash itself current).
+pub async fn append(
+    conn: &mut sqlx::AnyConnection,
+    seq: i64,
+    head: &str,
+    entries: &[(&AuditEntry, i64)],
+) -> Result<(i64, String), Box<dyn std::error::Error + Send + Sync>> {
+    let mut seq = seq;
+    let mut head = head.to_owned();
+    if entries.is_empty() {
+        return Ok((seq, head));
+    }
+    let mut sql =
+        String::from("INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) VALUES ");
+    sql.push_str(&crate::store::values_placeholders(entries.len(), 8));
+    let mut rows = Vec::with_capacity(entries.len());
+    for (entry, at) in entries {
+        seq += 1;
+        let details = aip_aat::jcs::to_string(&entry.details)?;
+        let hash = record_hash(
+            seq,
+            *at,
+            (&entry.actor, entry.action, &entry.subject, &entry.details),
+            &head,
+        );
+        rows.push((
+            seq,
+            *at,
+            *entry,
+            details,
+            std::mem::replace(&mut head, hash.clone()),
+            hash,
+        ));
+    }
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (seq, at, entry, details, prev_hash, hash) in rows {
+        query = query
+            .bind(seq)
+            .bind(at)
+            .bind(entry.actor.clone())
+            .bind(entry.action)
+            .bind(entry.subject.clone())
+            .bind(details)
+            .bind(prev_hash)
+            .bind(hash);
+    }
+    query.execute(conn).await?;
+    Ok((seq, head))
+}
+
 /// The hash of a record with these contents.
 pub fn record_hash(seq: i64, at: i64, entry: (&str, &str, &str, &Value), prev_hash: &str) -> String {
     let (actor, action, subject, details) = entry;

@@ -155,14 +155,20 @@ pub struct PublishedList {
 
 /// A token shown once at creation.
 fn new_secret_token(prefix: &str) -> Result<(SecretString, String, String), RegistryError> {
-    let mut secret = [0u8; 32];
-    aip_aat::ids::fill_random(&mut secret).map_err(RegistryError::internal)?;
+    let token = random_secret(prefix).map_err(RegistryError::internal)?;
     let mut id = [0u8; 6];
     aip_aat::ids::fill_random(&mut id).map_err(RegistryError::internal)?;
-    let token = format!("{prefix}{}", base64_url(&secret));
-    let digest = token_digest(&token);
+    let digest = token_digest(token.expose());
     let token_id = format!("{}{}", &prefix[4..6], hex::encode(id));
-    Ok((SecretString::new(token), digest, token_id))
+    Ok((token, digest, token_id))
+}
+
+/// A new high-entropy bearer secret: `prefix` and 32 random bytes in base64url. Store only
+/// its [`token_digest`].
+pub fn random_secret(prefix: &str) -> Result<SecretString, aip_aat::keys::KeyError> {
+    let mut secret = [0u8; 32];
+    aip_aat::ids::fill_random(&mut secret).map_err(|_| aip_aat::keys::KeyError::Random)?;
+    Ok(SecretString::new(format!("{prefix}{}", base64_url(&secret))))
 }
 
 fn base64_url(bytes: &[u8]) -> String {

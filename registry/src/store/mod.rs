@@ -13,6 +13,27 @@ use serde_json::Value;
 
 pub use sql::{Dialect, SqlStore};
 
+/// `($1, $2, …), ($k, …)`: placeholders for a multi-row `VALUES` of `rows` rows of `columns`
+/// values, numbered as sqlx's `Any` driver expects on both engines.
+pub fn values_placeholders(rows: usize, columns: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::new();
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "${}", row * columns + column + 1);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 use crate::audit::{AuditEntry, AuditRecord};
 use crate::ca::{CrlEntry, CrlReason};
 

@@ -27,7 +27,7 @@ use super::{
     RegistrationCredential, RegistrationTokenInfo, Revocations, Role, StatusAction, StatusChanged, Store, StoreError,
     StoredAgent, StoredCertificate, StoredCrl, StoredEvent, StoredKey,
 };
-use crate::audit::{AuditEntry, AuditRecord, record_hash};
+use crate::audit::{AuditEntry, AuditRecord};
 use crate::ca::{CrlEntry, CrlReason};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -139,28 +139,10 @@ impl Write {
 
     /// Appends `entry` to the audit chain (a trigger moves the chain head).
     async fn audit(&mut self, entry: &AuditEntry, at: i64) -> Result<(), StoreError> {
-        let details = aip_aat::jcs::to_string(&entry.details).map_err(backend)?;
-        let hash = record_hash(
-            self.audit_seq,
-            at,
-            (&entry.actor, entry.action, &entry.subject, &entry.details),
-            &self.prev_hash,
-        );
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(self.audit_seq)
-        .bind(at)
-        .bind(&entry.actor)
-        .bind(entry.action)
-        .bind(&entry.subject)
-        .bind(details)
-        .bind(&self.prev_hash)
-        .bind(&hash)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(backend)?;
+        // The sequence number is already reserved: the record goes after its predecessor.
+        crate::audit::append(&mut self.tx, self.audit_seq - 1, &self.prev_hash, &[(entry, at)])
+            .await
+            .map_err(StoreError::Backend)?;
         self.audited = true;
         Ok(())
     }
