@@ -196,14 +196,15 @@ impl Dlp {
                 }
             }
         }
-        if matches!(current, Cow::Borrowed(_)) && self.settings.detect_encoding {
-            if let Some(rule) = self.encoded_match(text, dir) {
-                events.push(DlpEvent {
-                    rule: rule.to_owned(),
-                    count: 1,
-                });
-                return Some(Cow::Owned(format!("[REDACTED:{rule}]")));
-            }
+        if matches!(current, Cow::Borrowed(_))
+            && self.settings.detect_encoding
+            && let Some(rule) = self.encoded_match(text, dir)
+        {
+            events.push(DlpEvent {
+                rule: rule.to_owned(),
+                count: 1,
+            });
+            return Some(Cow::Owned(format!("[REDACTED:{rule}]")));
         }
         match current {
             Cow::Borrowed(_) => None,
@@ -218,7 +219,7 @@ impl Dlp {
         if trimmed.len() < 16 || trimmed.len() > self.settings.max_scan_size {
             return None;
         }
-        let decoded = if trimmed.len() % 2 == 0 && trimmed.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let decoded = if trimmed.len().is_multiple_of(2) && trimmed.bytes().all(|b| b.is_ascii_hexdigit()) {
             hex::decode(trimmed).ok()
         } else {
             let engines = [
@@ -252,9 +253,7 @@ impl Dlp {
             return Scan::Clean;
         }
         let mut events = Vec::new();
-        let as_json = redact_json_strings(text, |s| {
-            self.redact_str(s, dir, &mut events).map(Cow::into_owned)
-        });
+        let as_json = redact_json_strings(text, |s| self.redact_str(s, dir, &mut events).map(Cow::into_owned));
         let redacted = match as_json {
             Some(out) => out,
             None => {
@@ -275,7 +274,9 @@ impl Dlp {
 fn applies(scope: PatternScope, dir: Direction) -> bool {
     matches!(
         (scope, dir),
-        (PatternScope::All, _) | (PatternScope::Request, Direction::Request) | (PatternScope::Response, Direction::Response)
+        (PatternScope::All, _)
+            | (PatternScope::Request, Direction::Request)
+            | (PatternScope::Response, Direction::Response)
     )
 }
 
@@ -382,8 +383,14 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                DlpEvent { rule: "Email".into(), count: 2 },
-                DlpEvent { rule: "SSN".into(), count: 1 }
+                DlpEvent {
+                    rule: "Email".into(),
+                    count: 2
+                },
+                DlpEvent {
+                    rule: "SSN".into(),
+                    count: 1
+                }
             ]
         );
         assert_eq!(dlp.redact_text("nothing here", Direction::Response), None);

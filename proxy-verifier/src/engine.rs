@@ -243,16 +243,17 @@ impl Engine {
         let empty = Map::new();
         let args = arguments.unwrap_or(&empty);
 
-        if let Some(grant) = grant {
-            if grant.mode != CapabilitiesMode::PolicyOnly && !grant.capabilities.iter().any(|c| c == name) {
-                return Verdict::Deny(Denial::new(
-                    DenialKind::CapabilityDenied {
-                        agent_id: grant.agent_id.to_owned(),
-                        granted: grant.capabilities.to_vec(),
-                    },
-                    "Tool not in AAT capabilities",
-                ));
-            }
+        if let Some(grant) = grant
+            && grant.mode != CapabilitiesMode::PolicyOnly
+            && !grant.capabilities.iter().any(|c| c == name)
+        {
+            return Verdict::Deny(Denial::new(
+                DenialKind::CapabilityDenied {
+                    agent_id: grant.agent_id.to_owned(),
+                    granted: grant.capabilities.to_vec(),
+                },
+                "Tool not in AAT capabilities",
+            ));
         }
         if let Some(lookalike) = self.policy.confusable_with(name) {
             let mut denial = Denial::new(
@@ -265,13 +266,17 @@ impl Engine {
 
         let rule = self.policy.rule(name);
         // Step 1: rate limits.
-        if let Some(limit) = rule.and_then(|r| r.rate_limit.as_ref()) {
-            if !limit.try_acquire(now) {
-                return Verdict::Deny(Denial::new(
-                    DenialKind::RateLimited,
-                    format!("Rate limit of {} per {} s exceeded", limit.count, limit.period.as_secs()),
-                ));
-            }
+        if let Some(limit) = rule.and_then(|r| r.rate_limit.as_ref())
+            && !limit.try_acquire(now)
+        {
+            return Verdict::Deny(Denial::new(
+                DenialKind::RateLimited,
+                format!(
+                    "Rate limit of {} per {} s exceeded",
+                    limit.count,
+                    limit.period.as_secs()
+                ),
+            ));
         }
         // Step 2: protected paths.
         if let Some(path) = self.protected_path_in(args) {
@@ -324,16 +329,16 @@ impl Engine {
             if let Err(denial) = validate_arguments(rule, args) {
                 return Verdict::Deny(denial);
             }
-            if rule.strict_args.unwrap_or(self.policy.strict_args_default()) {
-                if let Some(extra) = args.keys().find(|k| !rule.allow_args.iter().any(|(a, _, _)| a == *k)) {
-                    let mut denial = Denial::new(
-                        DenialKind::Forbidden,
-                        format!("Argument {extra:?} is not declared in allow_args (strict_args)"),
-                    );
-                    denial.failed_arg = Some(extra.clone());
-                    denial.failed_rule = Some("strict_args".into());
-                    return Verdict::Deny(denial);
-                }
+            if rule.strict_args.unwrap_or(self.policy.strict_args_default())
+                && let Some(extra) = args.keys().find(|k| !rule.allow_args.iter().any(|(a, _, _)| a == *k))
+            {
+                let mut denial = Denial::new(
+                    DenialKind::Forbidden,
+                    format!("Argument {extra:?} is not declared in allow_args (strict_args)"),
+                );
+                denial.failed_arg = Some(extra.clone());
+                denial.failed_rule = Some("strict_args".into());
+                return Verdict::Deny(denial);
             }
         }
         Verdict::Allow
@@ -531,11 +536,33 @@ mod tests {
         );
         for path in ["/srv/secret", "/srv/./secret/a", "/srv/x/../secret", "//srv//secret"] {
             let verdict = call(&e, "read_file", serde_json::json!({ "path": path }));
-            assert!(matches!(verdict, Verdict::Deny(Denial { kind: DenialKind::ProtectedPath, .. })), "{path}");
+            assert!(
+                matches!(
+                    verdict,
+                    Verdict::Deny(Denial {
+                        kind: DenialKind::ProtectedPath,
+                        ..
+                    })
+                ),
+                "{path}"
+            );
         }
-        let nested = call(&e, "read_file", serde_json::json!({ "opts": { "paths": ["/tmp", "/srv/secret"] } }));
-        assert!(matches!(nested, Verdict::Deny(Denial { kind: DenialKind::ProtectedPath, .. })));
-        assert_eq!(call(&e, "read_file", serde_json::json!({ "path": "/srv/secrets" })), Verdict::Allow);
+        let nested = call(
+            &e,
+            "read_file",
+            serde_json::json!({ "opts": { "paths": ["/tmp", "/srv/secret"] } }),
+        );
+        assert!(matches!(
+            nested,
+            Verdict::Deny(Denial {
+                kind: DenialKind::ProtectedPath,
+                ..
+            })
+        ));
+        assert_eq!(
+            call(&e, "read_file", serde_json::json!({ "path": "/srv/secrets" })),
+            Verdict::Allow
+        );
     }
 
     #[test]

@@ -112,7 +112,10 @@ mod tests {
             let raw = RawValue::from_string(id.to_owned()).unwrap();
             let denial = Denial::new(DenialKind::Forbidden, "Tool not in allowed_tools list");
             let line = denial_response(Some(&raw), &denial, Some("x"), None);
-            assert!(line.starts_with(&format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},")), "{line}");
+            assert!(
+                line.starts_with(&format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},")),
+                "{line}"
+            );
             let parsed: Value = serde_json::from_str(&line).unwrap();
             assert_eq!(parsed["error"]["code"], -32001);
             assert_eq!(parsed["error"]["data"]["tool"], "x");

@@ -8,9 +8,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod dlp;
 pub mod engine;
+pub mod hitl;
 pub mod jsonrpc;
+pub mod keys;
 pub mod normalize;
 pub mod policy;
+pub mod relay;
+pub mod run;
+pub mod server;
 pub mod state;

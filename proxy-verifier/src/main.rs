@@ -1,1 +1,301 @@
-fn main(){}
+//! `aip-proxy`: wraps an MCP server and enforces an `AgentPolicy` on every message.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use aip_proxy_verifier::hitl::PromptMode;
+use aip_proxy_verifier::policy::{self, Policy, SignaturePolicy};
+use aip_proxy_verifier::relay::{AuditArgs, DEFAULT_MAX_MESSAGE, RelayOptions};
+use aip_proxy_verifier::run::{ProxyOptions, load_policy, run};
+use aip_proxy_verifier::{audit, keys};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Wraps an MCP server: every JSON-RPC message passes the policy, DLP and the audit log.
+#[derive(Debug, Parser)]
+#[command(name = "aip-proxy", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// The AgentPolicy YAML file.
+    #[arg(long, env = "AIP_POLICY")]
+    policy: Option<PathBuf>,
+    /// The MCP server command, run with /bin/sh -c.
+    #[arg(long)]
+    target: Option<String>,
+    /// Append-only, hash-chained audit log (JSON Lines).
+    #[arg(long)]
+    audit: Option<PathBuf>,
+    /// Log every decision on stderr.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Check the policy and exit.
+    #[arg(long)]
+    validate: bool,
+    /// Print an MCP client configuration (Cursor) that runs this proxy, and exit.
+    #[arg(long)]
+    generate_cursor_config: bool,
+    /// Ed25519 public key (PEM, JWK or base64) that must have signed the policy.
+    #[arg(long, env = "AIP_POLICY_KEY")]
+    policy_key: Option<PathBuf>,
+    /// Serve approvals, /v1/validate, /health and /metrics on this loopback address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// File holding the bearer token of the HTTP API (created, mode 0600, when missing).
+    /// `AIP_PROXY_TOKEN` takes precedence.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Never open desktop approval dialogs (approve over HTTP instead).
+    #[arg(long)]
+    no_prompt: bool,
+    /// Largest accepted message in bytes, each direction.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE)]
+    max_message_size: usize,
+    /// How tool arguments are recorded in the audit log.
+    #[arg(long, value_enum, default_value_t = ArgsMode::Hash)]
+    audit_args: ArgsMode,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ArgsMode {
+    /// Only a SHA-256 of the canonical arguments.
+    Hash,
+    /// The arguments with DLP patterns redacted and long strings cut.
+    Redacted,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Policy signing tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; report the first broken link.
+    Verify {
+        /// The audit log.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Create an Ed25519 key pair for signing policies.
+    Keygen {
+        /// Where to write the private key (PKCS#8 PEM, mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the `metadata.signature` value for a policy.
+    Sign {
+        /// The private key made by `policy keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Print the policy hash (spec 5.2).
+    Hash {
+        /// The policy file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(message) => {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "aip-proxy: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(verbose: bool) {
+    let default = if verbose { "debug" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn dispatch(cli: Cli) -> Result<i32, String> {
+    match cli.command {
+        Some(Command::Audit {
+            command: AuditCommand::Verify { file },
+        }) => return verify_audit(&file),
+        Some(Command::Policy { command }) => return policy_command(command),
+        None => {}
+    }
+    let policy_path = cli.policy.clone().ok_or("--policy FILE is required (see --help)")?;
+    let key = match &cli.policy_key {
+        Some(path) => Some(keys::read_verifying_key(path).map_err(|e| format!("{}: {e}", path.display()))?),
+        None => None,
+    };
+    if cli.validate {
+        return validate(&policy_path, key.as_ref());
+    }
+    let target = cli
+        .target
+        .clone()
+        .ok_or("--target \"COMMAND\" is required (see --help)")?;
+    if cli.generate_cursor_config {
+        return cursor_config(&policy_path, &target);
+    }
+    let options = ProxyOptions {
+        policy: policy_path,
+        policy_key: key,
+        target,
+        audit: cli.audit,
+        listen: cli.listen,
+        token_file: cli.token_file,
+        prompt: if cli.no_prompt {
+            PromptMode::None
+        } else {
+            PromptMode::Desktop
+        },
+        relay: RelayOptions {
+            max_message: cli.max_message_size,
+            audit_args: match cli.audit_args {
+                ArgsMode::Hash => AuditArgs::Hash,
+                ArgsMode::Redacted => AuditArgs::Redacted,
+            },
+        },
+    };
+    run(options).map_err(|e| e.to_string())
+}
+
+fn validate(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<i32, String> {
+    let policy = load_policy(path, key).map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout().lock();
+    let write = |out: &mut std::io::StdoutLock<'_>, line: String| writeln!(out, "{line}").map_err(|e| e.to_string());
+    write(
+        &mut out,
+        format!(
+            "policy {} ({}) is valid: {}, mode {}",
+            policy.name(),
+            policy.version().unwrap_or("no version"),
+            policy.api_version().as_str(),
+            policy.mode()
+        ),
+    )?;
+    let allowing_rules = policy
+        .rules()
+        .filter(|(_, r)| r.action != policy::Action::Block)
+        .count();
+    write(
+        &mut out,
+        format!(
+            "  allowed_tools: {}, tool_rules: {}, protected paths: {}, DLP patterns: {}",
+            policy.allowed_tools().len(),
+            policy.rules().count(),
+            policy.protected_paths().len(),
+            policy.dlp().map_or(0, |d| d.patterns().len())
+        ),
+    )?;
+    write(
+        &mut out,
+        format!(
+            "  hash: {}{}",
+            policy.hash(),
+            if policy.is_signed() {
+                " (signature verified)"
+            } else {
+                ""
+            }
+        ),
+    )?;
+    if policy.allowed_tools().is_empty() && allowing_rules == 0 {
+        write(
+            &mut out,
+            "  warning: no tool is allowed; every tools/call will be refused".into(),
+        )?;
+    }
+    if policy.mode() == policy::Mode::Monitor {
+        write(
+            &mut out,
+            "  warning: monitor mode logs violations but does not block them".into(),
+        )?;
+    }
+    Ok(0)
+}
+
+fn cursor_config(policy: &Path, target: &str) -> Result<i32, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate aip-proxy: {e}"))?;
+    let policy = std::path::absolute(policy).map_err(|e| e.to_string())?;
+    // The signature is checked when the proxy runs (with its --policy-key); here only the shape.
+    match Policy::load(&policy, SignaturePolicy::NoKey) {
+        Ok(_) | Err(policy::PolicyError::Signature(_)) => {}
+        Err(e) => return Err(format!("{}: {e}", policy.display())),
+    }
+    let config = serde_json::json!({
+        "mcpServers": {
+            "aip-protected-server": {
+                "command": exe.to_string_lossy(),
+                "args": ["--target", target, "--policy", policy.to_string_lossy()]
+            }
+        }
+    });
+    let text = serde_json::to_string_pretty(&config).map_err(|e| e.to_string())?;
+    writeln!(std::io::stdout().lock(), "{text}").map_err(|e| e.to_string())?;
+    Ok(0)
+}
+
+fn verify_audit(file: &Path) -> Result<i32, String> {
+    match audit::verify(file) {
+        Ok(report) => {
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{}: {} records, chain intact{}",
+                file.display(),
+                report.records,
+                if report.head_checked { ", head matches" } else { "" }
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(0)
+        }
+        Err(e) => {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "{}: {e}", file.display());
+            Ok(1)
+        }
+    }
+}
+
+fn policy_command(command: PolicyCommand) -> Result<i32, String> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        PolicyCommand::Keygen { out: path } => {
+            let public = keys::generate_signing_key(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            writeln!(out, "{public}").map_err(|e| e.to_string())?;
+        }
+        PolicyCommand::Sign { key, file } => {
+            let signature = keys::sign_policy(&key, &file).map_err(|e| e.to_string())?;
+            writeln!(out, "{signature}").map_err(|e| e.to_string())?;
+        }
+        PolicyCommand::Hash { file } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let bytes = policy::canonical_bytes(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            writeln!(out, "{}", keys::sha256_hex(&bytes)).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(0)
+}

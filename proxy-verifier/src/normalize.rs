@@ -15,9 +15,7 @@ use unicode_security::confusable_detection::skeleton as uts39_skeleton;
 /// Plain lowercase ASCII names without surrounding blanks, the common case, are returned as they
 /// are without allocating.
 pub fn normalize(input: &str) -> Cow<'_, str> {
-    let plain = input
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase());
+    let plain = input.bytes().all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase());
     if plain {
         return Cow::Borrowed(input);
     }

@@ -488,11 +488,7 @@ impl Policy {
 
     /// Compiles a policy from YAML text; `source` (the file it came from) becomes a protected
     /// path.
-    pub fn parse(
-        text: &str,
-        source: Option<&Path>,
-        signature: SignaturePolicy<'_>,
-    ) -> Result<Self, PolicyError> {
+    pub fn parse(text: &str, source: Option<&Path>, signature: SignaturePolicy<'_>) -> Result<Self, PolicyError> {
         if text.len() > MAX_POLICY_BYTES {
             return Err(PolicyError::Syntax {
                 line: None,
@@ -606,12 +602,15 @@ impl Policy {
 }
 
 fn syntax_error(e: serde_saphyr::Error) -> PolicyError {
-    let line = e.location().map(|l| l.line()).filter(|l| *l > 0);
-    let message = e.to_string();
-    // The library's message may already start with the location; keep one copy.
-    let message = match line {
+    let location = e.location();
+    let line = location.map(|l| l.line()).filter(|l| *l > 0);
+    // The library's `Display` adds a source snippet, which would echo neighbouring policy lines
+    // (tokens included) into logs, and its own location: take the plain message and drop its
+    // trailing location, which `PolicyError` shows once as the `line N: ` prefix.
+    let message = e.without_snippet().to_string();
+    let message = match location {
         Some(l) => message
-            .strip_prefix(&format!("line {l}: "))
+            .strip_suffix(&format!(" at line {}, column {}", l.line(), l.column()))
             .map_or(message.clone(), str::to_owned),
         None => message,
     };
@@ -638,11 +637,7 @@ pub fn canonical_bytes(text: &str) -> Result<Vec<u8>, PolicyError> {
     canonical_hash(&tree).map(|(_, bytes)| bytes)
 }
 
-fn check_signature(
-    doc: &raw::Document,
-    canonical: &[u8],
-    policy: SignaturePolicy<'_>,
-) -> Result<bool, PolicyError> {
+fn check_signature(doc: &raw::Document, canonical: &[u8], policy: SignaturePolicy<'_>) -> Result<bool, PolicyError> {
     let signature = doc.metadata.signature.as_ref();
     let key = match (policy, signature) {
         (SignaturePolicy::NoKey, None) => return Ok(false),
@@ -700,7 +695,11 @@ fn compile(doc: raw::Document, hash: String, signed: bool) -> Result<Policy, Pol
     }
     let name = doc.metadata.name.value.trim().to_owned();
     if name.is_empty() {
-        return Err(PolicyError::invalid("metadata.name", &doc.metadata.name, "must not be empty"));
+        return Err(PolicyError::invalid(
+            "metadata.name",
+            &doc.metadata.name,
+            "must not be empty",
+        ));
     }
     let spec = doc.spec;
     let mode = match spec.mode.as_ref().map(|m| m.value.as_str()) {
@@ -718,10 +717,7 @@ fn compile(doc: raw::Document, hash: String, signed: bool) -> Result<Policy, Pol
 
     let allowed_tools = names("spec.allowed_tools", spec.allowed_tools.as_deref().unwrap_or(&[]))?;
     let (all_methods, allowed_methods) = match &spec.allowed_methods {
-        None => (
-            false,
-            DEFAULT_ALLOWED_METHODS.iter().map(|m| (*m).to_owned()).collect(),
-        ),
+        None => (false, DEFAULT_ALLOWED_METHODS.iter().map(|m| (*m).to_owned()).collect()),
         Some(list) => {
             let set = names("spec.allowed_methods", list)?;
             (set.contains("*"), set)
@@ -735,7 +731,11 @@ fn compile(doc: raw::Document, hash: String, signed: bool) -> Result<Policy, Pol
         let compiled = compile_rule(&field, rule)?;
         let key = normalize(&compiled.tool).into_owned();
         if key.is_empty() {
-            return Err(PolicyError::invalid_at(format!("{field}.tool"), None, "must not be empty"));
+            return Err(PolicyError::invalid_at(
+                format!("{field}.tool"),
+                None,
+                "must not be empty",
+            ));
         }
         if rules.insert(key.clone(), compiled).is_some() {
             return Err(PolicyError::invalid_at(
@@ -854,7 +854,11 @@ pub fn user_regex(pattern: &str) -> Result<Regex, String> {
 }
 
 fn one_line(text: &str) -> String {
-    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn compile_rule(field: &str, rule: raw::ToolRule) -> Result<ToolRule, PolicyError> {
@@ -873,24 +877,23 @@ fn compile_rule(field: &str, rule: raw::ToolRule) -> Result<ToolRule, PolicyErro
     let rate_limit = match &rule.rate_limit {
         None => None,
         Some(text) => {
-            let (count, period) = units::parse_rate(&text.value).map_err(|message| {
-                PolicyError::invalid(format!("{field}.rate_limit"), text, message)
-            })?;
+            let (count, period) = units::parse_rate(&text.value)
+                .map_err(|message| PolicyError::invalid(format!("{field}.rate_limit"), text, message))?;
             Some(RateLimit::new(count, period))
         }
     };
     let schema_hash = match &rule.schema_hash {
         None => None,
-        Some(text) => Some(parse_schema_hash(&text.value).map_err(|message| {
-            PolicyError::invalid(format!("{field}.schema_hash"), text, message)
-        })?),
+        Some(text) => Some(
+            parse_schema_hash(&text.value)
+                .map_err(|message| PolicyError::invalid(format!("{field}.schema_hash"), text, message))?,
+        ),
     };
     let mut allow_args = Vec::new();
     for (arg, pattern) in rule.allow_args.into_iter().flatten() {
         let full = format!("^(?:{})$", pattern.value);
-        let regex = user_regex(&full).map_err(|message| {
-            PolicyError::invalid(format!("{field}.allow_args.{arg}"), &pattern, message)
-        })?;
+        let regex = user_regex(&full)
+            .map_err(|message| PolicyError::invalid(format!("{field}.allow_args.{arg}"), &pattern, message))?;
         allow_args.push((arg, pattern.value, regex));
     }
     Ok(ToolRule {
@@ -928,8 +931,7 @@ fn compile_dlp(dlp: Spanned<raw::Dlp>) -> Result<Option<Dlp>, PolicyError> {
     }
     let max_scan_size = match &dlp.max_scan_size {
         None => 1 << 20,
-        Some(text) => parse_size(&text.value)
-            .map_err(|m| PolicyError::invalid("spec.dlp.max_scan_size", text, m))?,
+        Some(text) => parse_size(&text.value).map_err(|m| PolicyError::invalid("spec.dlp.max_scan_size", text, m))?,
     };
     let on_request_match = match dlp.on_request_match.as_ref().map(|s| s.value.as_str()) {
         None | Some("block") => RequestAction::Block,
@@ -1068,9 +1070,9 @@ fn compile_server(server: Option<raw::Server>) -> Result<ServerSettings, PolicyE
     let listen = match &server.listen {
         None => defaults.listen.clone(),
         Some(text) => {
-            text.value.parse::<std::net::SocketAddr>().map_err(|_| {
-                PolicyError::invalid("spec.server.listen", text, "use HOST:PORT with an IP address")
-            })?;
+            text.value
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| PolicyError::invalid("spec.server.listen", text, "use HOST:PORT with an IP address"))?;
             text.value.clone()
         }
     };
@@ -1091,12 +1093,18 @@ fn compile_server(server: Option<raw::Server>) -> Result<ServerSettings, PolicyE
     let fail_open = match server.fail_open_constraints {
         None => FailOpenConstraints::default(),
         Some(c) => FailOpenConstraints {
-            allowed_tools: c.allowed_tools.unwrap_or_default().iter().map(|t| normalize(t).into_owned()).collect(),
+            allowed_tools: c
+                .allowed_tools
+                .unwrap_or_default()
+                .iter()
+                .map(|t| normalize(t).into_owned())
+                .collect(),
             max_duration: match &c.max_duration {
                 None => None,
-                Some(text) => Some(parse_duration(&text.value).map_err(|m| {
-                    PolicyError::invalid("spec.server.fail_open_constraints.max_duration", text, m)
-                })?),
+                Some(text) => Some(
+                    parse_duration(&text.value)
+                        .map_err(|m| PolicyError::invalid("spec.server.fail_open_constraints.max_duration", text, m))?,
+                ),
             },
             max_requests: c.max_requests,
             alert_webhook: c.alert_webhook,
@@ -1144,7 +1152,10 @@ fn compile_registry(registry: Spanned<raw::Registry>) -> Result<Option<RegistryS
     let url = endpoint.value.trim_end_matches('/').to_owned();
     let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
         .iter()
-        .any(|p| url.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/'])));
+        .any(|p| {
+            url.strip_prefix(p)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+        });
     if !(url.starts_with("https://") || loopback) {
         return Err(PolicyError::invalid(
             "spec.registry.endpoint",
@@ -1281,7 +1292,9 @@ fn compile_aat(aat: Spanned<raw::Aat>, name: &str, has_registry: bool) -> Result
     }
     let max_auth_age = match &aat.max_auth_age {
         None => None,
-        Some(text) => Some(parse_duration(&text.value).map_err(|m| PolicyError::invalid("spec.aat.max_auth_age", text, m))?),
+        Some(text) => {
+            Some(parse_duration(&text.value).map_err(|m| PolicyError::invalid("spec.aat.max_auth_age", text, m))?)
+        }
     };
     Ok(Some(AatSettings {
         enabled: true,

@@ -1,0 +1,785 @@
+//! The stdio relay: newline-delimited JSON-RPC between an MCP client (our stdin/stdout) and the
+//! wrapped server (its stdin/stdout), with the policy applied on the way.
+//!
+//! Two OS threads carry the two directions, so a slow or stopped side never stalls the other;
+//! no async runtime sits on the call path. What the proxy does not change is forwarded
+//! byte-for-byte: the original line, not a re-serialization. Writes are buffered and flushed as
+//! soon as the reading side has nothing more waiting, so a burst of pipelined calls costs one
+//! write system call per burst while a lone call is never held back.
+//!
+//! Per message, upstream (client → server):
+//! 1. lines longer than the size cap, non-UTF-8 and non-JSON lines are answered with JSON-RPC
+//!    errors and not forwarded; responses to server requests (sampling, roots) pass unchanged;
+//! 2. the method is checked (spec 4.2); `tools/call` is evaluated (spec 4.3), its arguments
+//!    optionally DLP-scanned, and refused calls are answered by the proxy with the request id
+//!    echoed exactly; `ask` calls are held without blocking later messages;
+//! 3. `tools/list` requests are remembered so that their responses can be filtered.
+//!
+//! Downstream (server → client): `tools/list` results are filtered to what the policy allows and
+//! checked against `schema_hash`; every message is DLP-scanned when the policy asks for it.
+
+use std::collections::HashSet;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256, Sha384, Sha512};
+
+use crate::audit::{AuditLog, Record};
+use crate::dlp::{Direction, Scan};
+use crate::engine::{Decision, Denial, DenialKind, Engine, Resolution, SchemaBook, Verdict};
+use crate::hitl::{Hitl, HoldOutcome, HoldRequest};
+use crate::jsonrpc::{self, Envelope, ToolCallParams};
+use crate::normalize::normalize;
+use crate::policy::{Action, HashAlgorithm, Mode};
+use crate::server;
+use crate::state::PolicyHandle;
+
+/// Default cap on one message, each direction.
+pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
+
+/// A shared, flushable output.
+pub type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
+
+/// Wraps a writer as a [`Sink`].
+pub fn sink(writer: impl Write + Send + 'static) -> Sink {
+    Arc::new(Mutex::new(Box::new(io::BufWriter::with_capacity(64 << 10, writer))))
+}
+
+/// How tool arguments appear in the audit log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditArgs {
+    /// Only `args_hash` (default): nothing of the content is kept.
+    Hash,
+    /// `args` with every string DLP-redacted, plus `args_hash`.
+    Redacted,
+}
+
+/// Relay settings.
+#[derive(Clone, Debug)]
+pub struct RelayOptions {
+    /// The longest accepted message, in bytes, in either direction.
+    pub max_message: usize,
+    /// How arguments are recorded.
+    pub audit_args: AuditArgs,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self {
+            max_message: DEFAULT_MAX_MESSAGE,
+            audit_args: AuditArgs::Hash,
+        }
+    }
+}
+
+/// The state both directions share.
+pub struct Relay {
+    policy: Arc<PolicyHandle>,
+    schemas: Arc<SchemaBook>,
+    audit: Arc<AuditLog>,
+    hitl: Arc<Hitl>,
+    options: RelayOptions,
+    /// Ids (raw JSON text) of `tools/list` requests awaiting their response.
+    lists: Mutex<HashSet<Box<str>>>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of reading one line.
+enum Line {
+    Eof,
+    Complete,
+    TooLong,
+}
+
+/// Reads one `\n`-terminated line into `buf` (terminator included), refusing to buffer more than
+/// `max` bytes: the rest of an oversized line is consumed and dropped.
+fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Line> {
+    buf.clear();
+    let mut too_long = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(match (too_long, buf.is_empty()) {
+                (true, _) => Line::TooLong,
+                (false, true) => Line::Eof,
+                (false, false) => Line::Complete,
+            });
+        }
+        let (chunk, done) = match memchr_newline(available) {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        let used = chunk.len();
+        if !too_long {
+            if buf.len() + used > max + 1 {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+        }
+        reader.consume(used);
+        if done {
+            return Ok(if too_long { Line::TooLong } else { Line::Complete });
+        }
+    }
+}
+
+fn memchr_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
+fn lock(sink: &Sink) -> std::sync::MutexGuard<'_, Box<dyn Write + Send>> {
+    sink.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Writes one message (adding the newline when `text` lacks it) and flushes if asked.
+fn send(sink: &Sink, text: &[u8], flush: bool) -> io::Result<()> {
+    let mut out = lock(sink);
+    out.write_all(text)?;
+    if !text.ends_with(b"\n") {
+        out.write_all(b"\n")?;
+    }
+    if flush { out.flush() } else { Ok(()) }
+}
+
+fn strip_newline(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+impl Relay {
+    /// Builds a relay over shared state.
+    pub fn new(
+        policy: Arc<PolicyHandle>,
+        schemas: Arc<SchemaBook>,
+        audit: Arc<AuditLog>,
+        hitl: Arc<Hitl>,
+        options: RelayOptions,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            policy,
+            schemas,
+            audit,
+            hitl,
+            options,
+            lists: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Client → server until the client closes its output. Returns when `input` ends; dropping
+    /// `server` afterwards closes the server's stdin.
+    pub fn upstream<R: Read>(
+        self: &Arc<Self>,
+        mut input: BufReader<R>,
+        client: &Sink,
+        server: &Sink,
+    ) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(4096);
+        loop {
+            let read = read_line(&mut input, &mut buf, self.options.max_message)?;
+            // Nothing more already read: flush now rather than wait for the next message.
+            let idle = input.buffer().is_empty();
+            match read {
+                Line::Eof => return flush_both(client, server),
+                Line::TooLong => {
+                    let text = jsonrpc::error_response(
+                        None,
+                        jsonrpc::INVALID_REQUEST,
+                        "Invalid Request",
+                        Some(&serde_json::json!({
+                            "reason": format!("message exceeds {} bytes", self.options.max_message)
+                        })),
+                    );
+                    self.audit_protocol("upstream", "message too large");
+                    send(client, text.as_bytes(), true)?;
+                }
+                Line::Complete => self.upstream_line(&buf, client, server, idle)?,
+            }
+        }
+    }
+
+    fn upstream_line(self: &Arc<Self>, line: &[u8], client: &Sink, server: &Sink, idle: bool) -> io::Result<()> {
+        let body = strip_newline(line);
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let Ok(text) = std::str::from_utf8(body) else {
+            self.audit_protocol("upstream", "message is not UTF-8");
+            let text = jsonrpc::error_response(
+                None,
+                jsonrpc::PARSE_ERROR,
+                "Parse error",
+                Some(&reason("message is not valid UTF-8")),
+            );
+            return send(client, text.as_bytes(), true);
+        };
+        let Some(envelope) = Envelope::parse(text) else {
+            let why = if text.trim_start().starts_with('[') {
+                "batch requests are not supported; send one message per line"
+            } else {
+                "message is not a JSON-RPC object"
+            };
+            self.audit_protocol("upstream", why);
+            let code = if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+                jsonrpc::INVALID_REQUEST
+            } else {
+                jsonrpc::PARSE_ERROR
+            };
+            let message = if code == jsonrpc::PARSE_ERROR {
+                "Parse error"
+            } else {
+                "Invalid Request"
+            };
+            let text = jsonrpc::error_response(None, code, message, Some(&reason(why)));
+            return send(client, text.as_bytes(), true);
+        };
+        let Some(method) = envelope.method.as_deref() else {
+            // A response to a server-to-client request (sampling, roots, elicitation).
+            return send(server, line, idle);
+        };
+        let engine = self.policy.current();
+        let started = Instant::now();
+        let method_verdict = engine.check_method(method);
+        if method_verdict != Verdict::Allow {
+            let resolution = engine.resolve(method_verdict);
+            return self.finish_method(
+                &engine, &envelope, method, resolution, line, client, server, idle, started,
+            );
+        }
+        if method != "tools/call" {
+            if let Some(id) = envelope.id
+                && method == "tools/list"
+                && engine.policy().mode() == Mode::Enforce
+            {
+                self.lists
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(id.get().into());
+            }
+            return send(server, line, idle);
+        }
+        self.tool_call(&engine, &envelope, line, client, server, idle, started)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_method(
+        &self,
+        engine: &Engine,
+        envelope: &Envelope<'_>,
+        method: &str,
+        resolution: Resolution,
+        line: &[u8],
+        client: &Sink,
+        server: &Sink,
+        idle: bool,
+        started: Instant,
+    ) -> io::Result<()> {
+        let mut record = self.record(engine, "upstream", &resolution, Some(method), None, envelope.id);
+        record.duration_us = Some(elapsed_us(started));
+        server::record_decision(
+            resolution.decision.as_str(),
+            violation_type(&resolution),
+            started.elapsed(),
+        );
+        match &resolution.refusal {
+            None => {
+                self.audit.record(record);
+                send(server, line, idle)
+            }
+            Some(denial) => {
+                record.error_code = Some(denial.kind.code());
+                record.reason = Some(denial.reason.clone());
+                self.audit.record(record);
+                tracing::info!(method, code = denial.kind.code(), "refused: {}", denial.reason);
+                if envelope.id.is_none() {
+                    // A notification gets no answer.
+                    return Ok(());
+                }
+                let text = jsonrpc::denial_response(envelope.id, denial, None, Some(method));
+                send(client, text.as_bytes(), idle)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tool_call(
+        self: &Arc<Self>,
+        engine: &Arc<Engine>,
+        envelope: &Envelope<'_>,
+        line: &[u8],
+        client: &Sink,
+        server: &Sink,
+        idle: bool,
+        started: Instant,
+    ) -> io::Result<()> {
+        let params = envelope.params.map(|p| serde_json::from_str::<ToolCallParams>(p.get()));
+        let params = match params {
+            Some(Ok(params)) if params.arguments.as_ref().is_none_or(Value::is_object) => params,
+            _ => {
+                self.audit_protocol("upstream", "tools/call without valid params");
+                let text = jsonrpc::error_response(
+                    envelope.id,
+                    jsonrpc::INVALID_PARAMS,
+                    "Invalid params",
+                    Some(&reason("tools/call needs params {name: string, arguments?: object}")),
+                );
+                return send(client, text.as_bytes(), idle);
+            }
+        };
+        let args = params.arguments.as_ref().and_then(Value::as_object);
+        let verdict = engine.check_tool_call(&params.name, args, None, &self.schemas, started);
+        let mut forward: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(line);
+        let mut dlp_events = Vec::new();
+        let verdict = match verdict {
+            held_or_allowed @ (Verdict::Allow | Verdict::Ask) => match self.scan_request(engine, line, &params.name) {
+                Ok(Some((text, events))) => {
+                    forward = std::borrow::Cow::Owned(text.into_bytes());
+                    dlp_events = events;
+                    held_or_allowed
+                }
+                Ok(None) => held_or_allowed,
+                Err(denial) => Verdict::Deny(denial),
+            },
+            denied => denied,
+        };
+        let resolution = engine.resolve(verdict);
+        let mut record = self.record(
+            engine,
+            "upstream",
+            &resolution,
+            Some("tools/call"),
+            Some(&params.name),
+            envelope.id,
+        );
+        self.audit_args(engine, &mut record, args);
+        if !dlp_events.is_empty() {
+            record.event = Some("DLP_TRIGGERED".into());
+            record.dlp = Some(dlp_events.into_iter().map(Into::into).collect());
+        }
+        server::record_decision(
+            resolution.decision.as_str(),
+            violation_type(&resolution),
+            started.elapsed(),
+        );
+        if let Some(denial) = &resolution.refusal {
+            record.error_code = Some(denial.kind.code());
+            record.reason = Some(denial.reason.clone());
+            record.failed_arg = denial.failed_arg.clone();
+            record.failed_rule = denial.failed_rule.clone();
+            record.duration_us = Some(elapsed_us(started));
+            self.audit.record(record);
+            tracing::info!(tool = %params.name, code = denial.kind.code(), "refused: {}", denial.reason);
+            let text = jsonrpc::denial_response(envelope.id, denial, Some(&params.name), None);
+            return send(client, text.as_bytes(), idle);
+        }
+        if resolution.decision == Decision::Ask {
+            record.duration_us = Some(elapsed_us(started));
+            return self.hold(engine, envelope, &params, forward.into_owned(), record, client, server);
+        }
+        if resolution.violation {
+            record.reason = Some("violation forwarded in monitor mode".into());
+        }
+        record.duration_us = Some(elapsed_us(started));
+        self.audit.record(record);
+        tracing::debug!(tool = %params.name, decision = resolution.decision.as_str(), "forwarded");
+        send(server, &forward, idle)
+    }
+
+    /// DLP on the arguments of a call: `Ok(Some(..))` redacted line, `Err` refusal.
+    fn scan_request(
+        &self,
+        engine: &Engine,
+        line: &[u8],
+        tool: &str,
+    ) -> Result<Option<(String, Vec<crate::dlp::DlpEvent>)>, Denial> {
+        let Some(dlp) = engine.policy().dlp().filter(|d| d.scans(Direction::Request)) else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(strip_newline(line));
+        match dlp.scan_message(&text, Direction::Request) {
+            Scan::Clean => Ok(None),
+            Scan::TooLarge if dlp.settings().block_on_failure => Err(Denial::new(
+                DenialKind::DlpFailed,
+                "Request exceeds dlp.max_scan_size and cannot be scanned",
+            )),
+            Scan::TooLarge => Ok(None),
+            Scan::Redacted { text, events } => match dlp.settings().on_request_match {
+                crate::dlp::RequestAction::Redact => {
+                    tracing::info!(tool, "request redacted by DLP");
+                    Ok(Some((text, events)))
+                }
+                crate::dlp::RequestAction::Block => {
+                    let rules: Vec<&str> = events.iter().map(|e| e.rule.as_str()).collect();
+                    let mut denial = Denial::new(
+                        DenialKind::Forbidden,
+                        format!("Request contains sensitive data ({})", rules.join(", ")),
+                    );
+                    denial.failed_rule = Some(format!("dlp:{}", rules.join(",")));
+                    Err(denial)
+                }
+            },
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn hold(
+        self: &Arc<Self>,
+        engine: &Arc<Engine>,
+        envelope: &Envelope<'_>,
+        params: &ToolCallParams,
+        forward: Vec<u8>,
+        record: Record,
+        client: &Sink,
+        server: &Sink,
+    ) -> io::Result<()> {
+        let preview = preview_arguments(engine, params.arguments.as_ref());
+        let request = HoldRequest {
+            tool: params.name.clone(),
+            arguments_preview: preview,
+            policy_name: engine.policy().name().to_owned(),
+            rule: format!("tool_rules[{}].action=ask", params.name),
+            agent_id: None,
+        };
+        let id: Option<Box<RawValue>> = envelope.id.map(ToOwned::to_owned);
+        let tool = params.name.clone();
+        let allow_on_timeout = engine.policy().hitl().allow_on_timeout;
+        let (relay, client, server) = (Arc::clone(self), Arc::clone(client), Arc::clone(server));
+        let hold_id = self.hitl.submit(
+            request,
+            Box::new(move |outcome| {
+                let mut record = record;
+                let allowed = match outcome {
+                    HoldOutcome::Approved => true,
+                    HoldOutcome::TimedOut => allow_on_timeout,
+                    HoldOutcome::Denied => false,
+                };
+                record.event = Some("HITL_RESOLVED".into());
+                let result = if allowed {
+                    record.decision = Decision::Allow.as_str().into();
+                    record.reason = Some(format!("approval: {}", outcome_name(outcome)));
+                    relay.audit.record(record);
+                    send(&server, &forward, true)
+                } else {
+                    let kind = if outcome == HoldOutcome::TimedOut {
+                        DenialKind::UserTimeout
+                    } else {
+                        DenialKind::UserDenied
+                    };
+                    let denial = Denial::new(kind, format!("approval: {}", outcome_name(outcome)));
+                    record.decision = Decision::Block.as_str().into();
+                    record.violation = true;
+                    record.error_code = Some(denial.kind.code());
+                    record.reason = Some(denial.reason.clone());
+                    relay.audit.record(record);
+                    let text = jsonrpc::denial_response(id.as_deref(), &denial, Some(&tool), None);
+                    send(&client, text.as_bytes(), true)
+                };
+                if let Err(e) = result {
+                    tracing::warn!("could not deliver the outcome of a held call: {e}");
+                }
+            }),
+        );
+        tracing::info!(tool = %params.name, hold_id = %hold_id, "call held for approval");
+        Ok(())
+    }
+
+    /// Server → client until the server closes its output.
+    pub fn downstream<R: Read>(&self, mut input: BufReader<R>, client: &Sink) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(4096);
+        loop {
+            let read = read_line(&mut input, &mut buf, self.options.max_message)?;
+            // Nothing more already read: flush now rather than wait for the next message.
+            let idle = input.buffer().is_empty();
+            match read {
+                Line::Eof => return lock(client).flush(),
+                Line::TooLong => {
+                    self.audit_protocol("downstream", "server message too large");
+                    let text = jsonrpc::error_response(
+                        None,
+                        -32603,
+                        "Internal error",
+                        Some(&reason(&format!(
+                            "server message exceeds {} bytes",
+                            self.options.max_message
+                        ))),
+                    );
+                    send(client, text.as_bytes(), idle)?;
+                }
+                Line::Complete => self.downstream_line(&buf, client, idle)?,
+            }
+        }
+    }
+
+    fn downstream_line(&self, line: &[u8], client: &Sink, idle: bool) -> io::Result<()> {
+        let engine = self.policy.current();
+        let body = strip_newline(line);
+        let text = String::from_utf8_lossy(body);
+        let mut replaced: Option<String> = None;
+        let mut id_for_error: Option<Box<RawValue>> = None;
+        if let Some(envelope) = Envelope::parse(&text) {
+            id_for_error = envelope.id.map(ToOwned::to_owned);
+            let listed = envelope.method.is_none()
+                && envelope.id.is_some_and(|id| {
+                    self.lists
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(id.get())
+                });
+            if listed && let Some(result) = envelope.result {
+                replaced = self.filter_tools_list(&engine, &text, result);
+            }
+        }
+        if let Some(dlp) = engine.policy().dlp() {
+            let current = replaced.as_deref().unwrap_or(&text);
+            match dlp.scan_message(current, Direction::Response) {
+                Scan::Clean => {}
+                Scan::Redacted { text, events } => {
+                    let mut record = Record::new("downstream", "ALLOW", engine.policy().mode().as_str(), false);
+                    record.event = Some("DLP_TRIGGERED".into());
+                    record.policy_hash = Some(engine.policy().hash().to_owned());
+                    record.request_id = id_for_error
+                        .as_deref()
+                        .and_then(|id| serde_json::from_str(id.get()).ok());
+                    record.dlp = Some(events.into_iter().map(Into::into).collect());
+                    self.audit.record(record);
+                    replaced = Some(text);
+                }
+                Scan::TooLarge => {
+                    let block = dlp.settings().block_on_failure;
+                    let mut record = Record::new(
+                        "downstream",
+                        if block { "BLOCK" } else { "ALLOW" },
+                        engine.policy().mode().as_str(),
+                        block,
+                    );
+                    record.event = Some("DLP_SCAN_FAILED".into());
+                    record.reason = Some("response exceeds dlp.max_scan_size".into());
+                    if block {
+                        record.error_code = Some(-32014);
+                        self.audit.record(record);
+                        let text = jsonrpc::error_response(
+                            id_for_error.as_deref(),
+                            -32014,
+                            "DLP redaction failed",
+                            Some(&reason("response exceeds dlp.max_scan_size and cannot be scanned")),
+                        );
+                        return send(client, text.as_bytes(), idle);
+                    }
+                    self.audit.record(record);
+                }
+            }
+        }
+        match replaced {
+            Some(text) => send(client, text.as_bytes(), idle),
+            None => send(client, line, idle),
+        }
+    }
+
+    /// Removes tools the policy does not allow from a `tools/list` result, and checks
+    /// `schema_hash` for the tools that have one. `None` when nothing changes.
+    fn filter_tools_list(&self, engine: &Engine, text: &str, result: &RawValue) -> Option<String> {
+        let mut result: Map<String, Value> = serde_json::from_str(result.get()).ok()?;
+        let tools = result.get_mut("tools")?.as_array_mut()?;
+        let before = tools.len();
+        tools.retain(|tool| {
+            let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                return false;
+            };
+            let normalized = normalize(name);
+            if !listed(engine, &normalized) {
+                return false;
+            }
+            let Some(expected) = engine.policy().rule(&normalized).and_then(|r| r.schema_hash.as_ref()) else {
+                return true;
+            };
+            let matches = schema_digest(tool, expected.algorithm).is_some_and(|d| d == expected.digest);
+            self.schemas.record(&normalized, matches);
+            if !matches {
+                tracing::warn!(
+                    tool = name,
+                    "tool schema does not match schema_hash: hidden and blocked"
+                );
+                let mut record = Record::new("downstream", "BLOCK", engine.policy().mode().as_str(), true);
+                record.event = Some("SCHEMA_MISMATCH".into());
+                record.tool = Some(name.to_owned());
+                record.error_code = Some(-32013);
+                record.policy_hash = Some(engine.policy().hash().to_owned());
+                self.audit.record(record);
+            }
+            matches
+        });
+        if tools.len() == before {
+            return None;
+        }
+        let mut message: Map<String, Value> = serde_json::from_str(text).ok()?;
+        message.insert("result".into(), Value::Object(result));
+        serde_json::to_string(&message).ok()
+    }
+
+    fn record(
+        &self,
+        engine: &Engine,
+        direction: &str,
+        resolution: &Resolution,
+        method: Option<&str>,
+        tool: Option<&str>,
+        id: Option<&RawValue>,
+    ) -> Record {
+        let mut record = Record::new(
+            direction,
+            resolution.decision.as_str(),
+            engine.policy().mode().as_str(),
+            resolution.violation,
+        );
+        record.method = method.map(str::to_owned);
+        record.tool = tool.map(str::to_owned);
+        record.request_id = id.and_then(|id| serde_json::from_str(id.get()).ok());
+        record.policy_hash = Some(engine.policy().hash().to_owned());
+        record
+    }
+
+    fn audit_args(&self, engine: &Engine, record: &mut Record, args: Option<&Map<String, Value>>) {
+        let Some(args) = args else {
+            return;
+        };
+        record.args_hash = aip_aat::jcs::to_vec(args)
+            .ok()
+            .map(|bytes| hex::encode(Sha256::digest(bytes)));
+        if self.options.audit_args == AuditArgs::Redacted {
+            record.args = Some(redacted_arguments(engine, args));
+        }
+    }
+
+    fn audit_protocol(&self, direction: &str, why: &str) {
+        let engine = self.policy.current();
+        let mut record = Record::new(direction, "BLOCK", engine.policy().mode().as_str(), true);
+        record.event = Some("PROTOCOL_ERROR".into());
+        record.reason = Some(why.to_owned());
+        record.policy_hash = Some(engine.policy().hash().to_owned());
+        self.audit.record(record);
+        tracing::warn!("{direction}: {why}");
+    }
+}
+
+/// Whether `tools/list` shows a tool: allowed by `allowed_tools` or a non-blocking rule, and not a
+/// look-alike of a configured name.
+fn listed(engine: &Engine, normalized: &str) -> bool {
+    let policy = engine.policy();
+    if policy.confusable_with(normalized).is_some() {
+        return false;
+    }
+    match policy.rule(normalized) {
+        Some(rule) => rule.action != Action::Block,
+        None => policy.allowed_tools().contains(normalized),
+    }
+}
+
+/// Spec 3.5.4: digest of the RFC 8785 form of `{name, description, inputSchema}` (absent
+/// members as `null`).
+pub fn schema_digest(tool: &Value, algorithm: HashAlgorithm) -> Option<String> {
+    let schema = serde_json::json!({
+        "name": tool.get("name").cloned().unwrap_or(Value::Null),
+        "description": tool.get("description").cloned().unwrap_or(Value::Null),
+        "inputSchema": tool.get("inputSchema").cloned().unwrap_or(Value::Null),
+    });
+    let canonical = aip_aat::jcs::to_vec(&schema).ok()?;
+    Some(match algorithm {
+        HashAlgorithm::Sha256 => hex::encode(Sha256::digest(&canonical)),
+        HashAlgorithm::Sha384 => hex::encode(Sha384::digest(&canonical)),
+        HashAlgorithm::Sha512 => hex::encode(Sha512::digest(&canonical)),
+    })
+}
+
+/// Arguments with every string passed through DLP (when configured) and cut to 256 characters.
+fn redacted_arguments(engine: &Engine, args: &Map<String, Value>) -> Value {
+    fn walk(engine: &Engine, value: &Value, depth: usize) -> Value {
+        match value {
+            Value::String(s) => {
+                let redacted = engine
+                    .policy()
+                    .dlp()
+                    .and_then(|d| d.redact_text(s, Direction::Request).map(|(t, _)| t))
+                    .unwrap_or_else(|| s.clone());
+                Value::String(redacted.chars().take(256).collect())
+            }
+            Value::Array(items) if depth < 32 => {
+                Value::Array(items.iter().map(|v| walk(engine, v, depth + 1)).collect())
+            }
+            Value::Object(map) if depth < 32 => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), walk(engine, v, depth + 1)))
+                    .collect(),
+            ),
+            Value::Array(_) | Value::Object(_) => Value::String("[too deep]".into()),
+            other => other.clone(),
+        }
+    }
+    walk(engine, &Value::Object(args.clone()), 0)
+}
+
+/// A short, redacted view of a held call's arguments for the approver.
+fn preview_arguments(engine: &Engine, args: Option<&Value>) -> String {
+    let Some(Value::Object(args)) = args else {
+        return "{}".into();
+    };
+    let text = redacted_arguments(engine, args).to_string();
+    if text.chars().count() > 512 {
+        format!("{}…", text.chars().take(512).collect::<String>())
+    } else {
+        text
+    }
+}
+
+fn outcome_name(outcome: HoldOutcome) -> &'static str {
+    match outcome {
+        HoldOutcome::Approved => "approved",
+        HoldOutcome::Denied => "denied",
+        HoldOutcome::TimedOut => "timed out",
+    }
+}
+
+fn reason(text: &str) -> Value {
+    serde_json::json!({ "reason": text })
+}
+
+fn violation_type(resolution: &Resolution) -> Option<&'static str> {
+    if !resolution.violation {
+        return None;
+    }
+    Some(match resolution.refusal.as_ref().map(|d| &d.kind) {
+        Some(DenialKind::MethodNotAllowed) => "method",
+        Some(DenialKind::RateLimited) => "rate_limit",
+        Some(DenialKind::ProtectedPath) => "protected_path",
+        Some(DenialKind::SchemaMismatch) => "schema",
+        Some(DenialKind::CapabilityDenied { .. }) => "capability",
+        Some(DenialKind::DlpFailed) => "dlp",
+        Some(DenialKind::UserDenied | DenialKind::UserTimeout) => "approval",
+        Some(_) => "tool",
+        None => "monitor",
+    })
+}
+
+fn elapsed_us(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+fn flush_both(a: &Sink, b: &Sink) -> io::Result<()> {
+    let first = lock(a).flush();
+    let second = lock(b).flush();
+    first.and(second)
+}

@@ -1,0 +1,337 @@
+//! Running `aip-proxy`: spawn the MCP server, relay both directions, forward signals, reload the
+//! policy on SIGHUP, and exit with the server's status once everything acknowledged is on disk.
+
+use std::io::{self, BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::thread;
+
+use ed25519_dalek::VerifyingKey;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::audit::{AuditLog, Record};
+use crate::dlp::Direction;
+use crate::engine::{Engine, SchemaBook};
+use crate::hitl::{Hitl, PromptMode};
+use crate::policy::{Policy, PolicyError, SignaturePolicy};
+use crate::relay::{Relay, RelayOptions, Sink, sink};
+use crate::server::{self, ServerState};
+use crate::state::PolicyHandle;
+
+/// Everything `aip-proxy --policy … --target …` needs.
+#[derive(Debug)]
+pub struct ProxyOptions {
+    /// The policy file.
+    pub policy: PathBuf,
+    /// Key that must have signed the policy.
+    pub policy_key: Option<VerifyingKey>,
+    /// The MCP server command, run with `/bin/sh -c`.
+    pub target: String,
+    /// The audit log file.
+    pub audit: Option<PathBuf>,
+    /// Address of the HTTP server (approvals, validation, health, metrics).
+    pub listen: Option<SocketAddr>,
+    /// File holding the HTTP API's bearer token (created when missing).
+    pub token_file: Option<PathBuf>,
+    /// Desktop approval prompts.
+    pub prompt: PromptMode,
+    /// Relay settings.
+    pub relay: RelayOptions,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The policy was refused.
+    #[error("{}: {source}", path.display())]
+    Policy {
+        /// The policy file.
+        path: PathBuf,
+        /// Why.
+        source: PolicyError,
+    },
+    /// The audit log could not be opened.
+    #[error("audit log {}: {source}", path.display())]
+    Audit {
+        /// The log file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The HTTP server could not start.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The target could not be started.
+    #[error("cannot start the target {target:?}: {source}")]
+    Spawn {
+        /// The command.
+        target: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The approval queue could not start.
+    #[error("cannot start the approval queue: {0}")]
+    Hitl(io::Error),
+    /// Signal handling could not be set up.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
+}
+
+/// Loads the policy at `path` under `key`.
+pub fn load_policy(path: &std::path::Path, key: Option<&VerifyingKey>) -> Result<Policy, RunError> {
+    let signature = key.map_or(SignaturePolicy::NoKey, SignaturePolicy::Require);
+    Policy::load(path, signature).map_err(|source| RunError::Policy {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Runs the proxy until the server exits; returns the exit code to use (the server's, or
+/// 128 + signal).
+pub fn run(options: ProxyOptions) -> Result<i32, RunError> {
+    let policy = load_policy(&options.policy, options.policy_key.as_ref())?;
+    tracing::info!(
+        policy = policy.name(),
+        version = policy.version().unwrap_or("-"),
+        hash = policy.hash(),
+        "loaded policy; protected paths: {:?}",
+        policy.protected_paths()
+    );
+    if policy.mode() == crate::policy::Mode::Monitor {
+        tracing::warn!(
+            "policy {} is in monitor mode: violations are logged but NOT blocked",
+            policy.name()
+        );
+    }
+    let filter_stderr = policy.dlp().is_some_and(|d| d.settings().filter_stderr);
+    let listen = options.listen.or_else(|| {
+        policy
+            .server()
+            .enabled
+            .then(|| policy.server().listen.parse().ok())
+            .flatten()
+    });
+    let hitl = Arc::new(Hitl::new(policy.hitl().clone(), options.prompt).map_err(RunError::Hitl)?);
+    server::record_policy_hash(policy.name(), policy.hash());
+    let handle = Arc::new(PolicyHandle::new(Engine::new(policy)));
+    let schemas = Arc::new(SchemaBook::default());
+    let audit = match &options.audit {
+        Some(path) => AuditLog::open(path).map_err(|source| RunError::Audit {
+            path: path.clone(),
+            source,
+        })?,
+        None => AuditLog::disabled(),
+    };
+    let audit = Arc::new(audit);
+
+    let server = match listen {
+        None => None,
+        Some(addr) => {
+            let secret = crate::keys::api_token(options.token_file.as_deref())
+                .map_err(|source| RunError::Listen { addr, source })?;
+            let token = server::AdminToken::from_secret(&secret).map_err(|e| RunError::Listen {
+                addr,
+                source: io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+            })?;
+            drop(secret);
+            let state = ServerState::new(
+                Arc::clone(&handle),
+                Arc::clone(&schemas),
+                Arc::clone(&hitl),
+                token,
+                server::install_metrics(),
+            );
+            let running = server::spawn(addr, state).map_err(|source| RunError::Listen { addr, source })?;
+            tracing::warn!(
+                "approval and validation API on http://{} (bearer token from {})",
+                running.local_addr(),
+                options
+                    .token_file
+                    .as_ref()
+                    .map_or_else(|| server::TOKEN_ENV.to_owned(), |p| p.display().to_string())
+            );
+            Some(running)
+        }
+    };
+
+    let mut child = spawn_target(&options.target, filter_stderr)?;
+    let child_pid = rustix::process::Pid::from_child(&child);
+    let relay = Relay::new(
+        Arc::clone(&handle),
+        Arc::clone(&schemas),
+        Arc::clone(&audit),
+        Arc::clone(&hitl),
+        options.relay.clone(),
+    );
+    let client_out: Sink = sink(io::stdout());
+    let (server_in, server_out) = match (child.stdin.take(), child.stdout.take()) {
+        (Some(stdin), Some(stdout)) => (sink(stdin), stdout),
+        _ => {
+            return Err(RunError::Spawn {
+                target: options.target,
+                source: io::Error::other("the target's stdio pipes are missing"),
+            });
+        }
+    };
+
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(RunError::Signals)?;
+    let signal_handle = signals.handle();
+    let policy_path = options.policy.clone();
+    let policy_key = options.policy_key;
+    let (reload_handle, reload_audit, reload_hitl) = (Arc::clone(&handle), Arc::clone(&audit), Arc::clone(&hitl));
+    let signal_thread = thread::spawn(move || {
+        for signal in signals.forever() {
+            match signal {
+                SIGHUP => reload(
+                    &policy_path,
+                    policy_key.as_ref(),
+                    &reload_handle,
+                    &reload_audit,
+                    &reload_hitl,
+                ),
+                other => {
+                    let sig = if other == SIGINT {
+                        rustix::process::Signal::INT
+                    } else {
+                        rustix::process::Signal::TERM
+                    };
+                    if let Err(e) = rustix::process::kill_process(child_pid, sig) {
+                        tracing::warn!("could not forward signal {other} to the target: {e}");
+                    }
+                }
+            }
+        }
+    });
+
+    if filter_stderr && let Some(stderr) = child.stderr.take() {
+        let handle = Arc::clone(&handle);
+        thread::spawn(move || filter_stderr_lines(stderr, &handle));
+    }
+
+    let upstream = {
+        let (relay, client_out, server_in) = (Arc::clone(&relay), Arc::clone(&client_out), Arc::clone(&server_in));
+        thread::spawn(move || {
+            let stdin = io::stdin().lock();
+            if let Err(e) = relay.upstream(BufReader::with_capacity(64 << 10, stdin), &client_out, &server_in) {
+                tracing::warn!("client side closed: {e}");
+            }
+            // Close the server's stdin so it sees the end of the session.
+            *server_in.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Box::new(io::sink());
+        })
+    };
+    let downstream_result = relay.downstream(BufReader::with_capacity(64 << 10, server_out), &client_out);
+    if let Err(e) = downstream_result {
+        tracing::warn!("server side closed: {e}");
+    }
+    let status = wait(&mut child);
+    hitl.shutdown();
+    drop(upstream); // Still blocked on our stdin if the client keeps it open; process exit ends it.
+    signal_handle.close();
+    let _ = signal_thread.join();
+    if let Some(server) = server {
+        server.shutdown();
+    }
+    drop(relay);
+    match Arc::try_unwrap(audit) {
+        Ok(audit) => {
+            if let Err(e) = audit.close() {
+                tracing::error!("audit log could not be flushed: {e}");
+            }
+        }
+        Err(_) => tracing::error!("audit log still in use at exit; records may be lost"),
+    }
+    Ok(exit_code(status))
+}
+
+fn spawn_target(target: &str, pipe_stderr: bool) -> Result<Child, RunError> {
+    if target.trim().is_empty() {
+        return Err(RunError::Spawn {
+            target: target.to_owned(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "the target command is empty"),
+        });
+    }
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg(target)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(if pipe_stderr { Stdio::piped() } else { Stdio::inherit() })
+        .spawn()
+        .map_err(|source| RunError::Spawn {
+            target: target.to_owned(),
+            source,
+        })
+}
+
+fn wait(child: &mut Child) -> Option<ExitStatus> {
+    match child.wait() {
+        Ok(status) => Some(status),
+        Err(e) => {
+            tracing::error!("could not wait for the target: {e}");
+            None
+        }
+    }
+}
+
+fn exit_code(status: Option<ExitStatus>) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(status) => status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1),
+        None => 1,
+    }
+}
+
+/// SIGHUP: load the policy again; a bad one keeps the old in force.
+fn reload(path: &std::path::Path, key: Option<&VerifyingKey>, handle: &PolicyHandle, audit: &AuditLog, hitl: &Hitl) {
+    let previous = handle.current();
+    let mut record = Record::new("upstream", "ALLOW", previous.policy().mode().as_str(), false);
+    record.event = Some("POLICY_RELOADED".into());
+    match load_policy(path, key) {
+        Ok(policy) => {
+            tracing::warn!(policy = policy.name(), hash = policy.hash(), "policy reloaded");
+            record.policy_mode = policy.mode().as_str().into();
+            record.policy_hash = Some(policy.hash().to_owned());
+            server::record_policy_hash(policy.name(), policy.hash());
+            hitl.update_settings(policy.hitl().clone());
+            handle.replace(Engine::new(policy));
+        }
+        Err(e) => {
+            tracing::error!("policy reload refused, keeping the previous policy: {e}");
+            record.event = Some("POLICY_RELOAD_FAILED".into());
+            record.decision = "BLOCK".into();
+            record.reason = Some(e.to_string());
+            record.policy_hash = Some(previous.policy().hash().to_owned());
+        }
+    }
+    audit.record(record);
+}
+
+/// With `dlp.filter_stderr`, the server's stderr lines pass through DLP before reaching ours.
+fn filter_stderr_lines(stderr: impl io::Read, handle: &PolicyHandle) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let engine = handle.current();
+        let out = engine
+            .policy()
+            .dlp()
+            .and_then(|d| d.redact_text(&line, Direction::Response).map(|(t, _)| t));
+        let text = out.as_deref().unwrap_or(&line);
+        let mut err = io::stderr().lock();
+        let _ = io::Write::write_all(&mut err, text.as_bytes());
+    }
+}

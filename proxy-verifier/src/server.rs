@@ -1,0 +1,755 @@
+//! The proxy's optional HTTP server (`aip-proxy --listen ADDR`, spec 6 and IETF draft 6.5).
+//!
+//! | route | auth | what |
+//! | --- | --- | --- |
+//! | `GET /health` | none | `{"status":"ok","policy","policy_hash","mode","uptime_seconds"}` |
+//! | `GET /metrics` | none | Prometheus text (spec 6.4 names) |
+//! | `POST /v1/validate` | admin bearer | evaluate a tool call with the policy in force (spec 6.2) |
+//! | `GET /v1/hitl` | admin bearer | the pending holds |
+//! | `POST /v1/hitl/{hold_id}/approve`, `/deny` | admin bearer | answer a hold (200, 404, 409) |
+//!
+//! The admin token is a 32-byte random secret generated at startup ([`AdminToken::generate`],
+//! printed once by the binary) or taken from `AIP_PROXY_TOKEN` ([`AdminToken::from_env`]).
+//! Only its SHA-256 digest is kept, and presented tokens are compared digest to digest in
+//! constant time. The token is never logged.
+//!
+//! Errors are JSON `{"error","error_description"}`; a missing or wrong token gets 401 with
+//! `WWW-Authenticate: Bearer`. Bodies are limited to [`MAX_BODY_BYTES`] and parsed strictly.
+//!
+//! The server has no TLS, so [`spawn`] only listens on loopback addresses; for remote access put
+//! a TLS-terminating reverse proxy in front of it.
+//!
+//! # `/v1/validate` and rate limits
+//!
+//! Validation runs the same evaluation as a relayed `tools/call` (spec 4.3 through
+//! [`Engine::check_tool_call`], then the mode of 4.4 through [`Engine::resolve`]), against the
+//! same engine, so **a validation consumes a token from the tool's rate-limit bucket**, shared
+//! with the relay. A validation is taken to announce a call about to be made; counting it means
+//! the endpoint cannot be used to learn a different answer than the relay would give. The
+//! endpoint needs the admin token, so nobody else can drain a bucket through it.
+//!
+//! Every answer is `200` with `decision` `allow`, `block` or `ask` (spec 6.2.2): the request was
+//! evaluated, and the decision is the result. Monitor mode answers `allow` with the violations it
+//! would have refused for. DLP request scanning is not part of the answer yet, nor is an AAT
+//! (`aat_status` is reserved in [`ValidateResponse`]).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics::SharedString;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::engine::{Decision, Denial, Engine, SchemaBook, Verdict};
+use crate::hitl::{Hitl, HitlError};
+use crate::state::PolicyHandle;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// The environment variable that supplies the admin token instead of a generated one.
+pub const TOKEN_ENV: &str = "AIP_PROXY_TOKEN";
+/// Shortest admin token accepted from the environment.
+pub const MIN_TOKEN_LEN: usize = 32;
+/// How long [`ServerHandle::shutdown`] lets open connections finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// `aip_requests_total`: messages evaluated (relayed calls and validations).
+pub const METRIC_REQUESTS: &str = "aip_requests_total";
+/// `aip_decisions_total{decision}`: decisions by type.
+pub const METRIC_DECISIONS: &str = "aip_decisions_total";
+/// `aip_violations_total{type}`: policy violations by type.
+pub const METRIC_VIOLATIONS: &str = "aip_violations_total";
+/// `aip_request_duration_seconds`: evaluation latency.
+pub const METRIC_DURATION: &str = "aip_request_duration_seconds";
+/// `aip_policy_hash{policy,hash}`: 1 for the policy in force, 0 for those replaced.
+pub const METRIC_POLICY_HASH: &str = "aip_policy_hash";
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0, 60.0,
+];
+
+/// The admin bearer token, kept only as its SHA-256 digest.
+#[derive(Clone)]
+pub struct AdminToken {
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+/// Why an admin token was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminTokenError {
+    /// The secret is too short or holds characters that cannot travel in a header.
+    #[error("the admin token must be at least {MIN_TOKEN_LEN} printable ASCII characters without spaces")]
+    Weak,
+    /// No random secret could be made.
+    #[error("no random admin token could be made: {0}")]
+    Random(getrandom::Error),
+}
+
+impl AdminToken {
+    /// A fresh random token: 32 bytes, hex encoded. Returns the token and the secret, which the
+    /// caller shows once (it is not kept).
+    pub fn generate() -> Result<(Self, String), AdminTokenError> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(AdminTokenError::Random)?;
+        let secret = hex::encode(bytes);
+        Ok((Self::digest_of(&secret), secret))
+    }
+
+    /// A token with this secret: at least [`MIN_TOKEN_LEN`] printable ASCII characters, no
+    /// spaces.
+    pub fn from_secret(secret: &str) -> Result<Self, AdminTokenError> {
+        if secret.len() < MIN_TOKEN_LEN || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(AdminTokenError::Weak);
+        }
+        Ok(Self::digest_of(secret))
+    }
+
+    /// The token from `AIP_PROXY_TOKEN`, `None` when the variable is unset or empty.
+    pub fn from_env() -> Result<Option<Self>, AdminTokenError> {
+        match std::env::var(TOKEN_ENV) {
+            Ok(secret) if !secret.is_empty() => Self::from_secret(&secret).map(Some),
+            Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(AdminTokenError::Weak),
+        }
+    }
+
+    /// Whether `presented` is the secret, compared digest to digest in constant time.
+    pub fn verify(&self, presented: &str) -> bool {
+        let digest = Sha256::digest(presented.as_bytes());
+        bool::from(digest.as_slice().ct_eq(&self.digest))
+    }
+
+    fn digest_of(secret: &str) -> Self {
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(Sha256::digest(secret.as_bytes()).as_slice());
+        Self { digest }
+    }
+}
+
+/// What the server reads and answers with.
+#[derive(Clone, Debug)]
+pub struct ServerState {
+    policy: Arc<PolicyHandle>,
+    schemas: Arc<SchemaBook>,
+    hitl: Arc<Hitl>,
+    token: AdminToken,
+    metrics: Option<PrometheusHandle>,
+    started: Instant,
+}
+
+impl ServerState {
+    /// The state over the relay's live policy, schema book and hold queue. `metrics` is the
+    /// handle from [`install_metrics`]; without it `/metrics` answers 503.
+    pub fn new(
+        policy: Arc<PolicyHandle>,
+        schemas: Arc<SchemaBook>,
+        hitl: Arc<Hitl>,
+        token: AdminToken,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
+        Self {
+            policy,
+            schemas,
+            hitl,
+            token,
+            metrics,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Installs the process-wide Prometheus recorder (once; later calls return the same handle)
+/// and describes the spec 6.4 metrics. `None` when another recorder was installed first.
+pub fn install_metrics() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = match PrometheusBuilder::new().set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(METRIC_DURATION.into()),
+                DURATION_BUCKETS,
+            ) {
+                Ok(builder) => builder,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics buckets refused; latency is reported as a summary");
+                    PrometheusBuilder::new()
+                }
+            };
+            match builder.install_recorder() {
+                Ok(handle) => {
+                    describe_metrics();
+                    Some(handle)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot install the metrics recorder; /metrics is unavailable");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+fn describe_metrics() {
+    metrics::describe_counter!(
+        METRIC_REQUESTS,
+        "Messages evaluated: relayed tool calls and validation requests"
+    );
+    metrics::describe_counter!(
+        METRIC_DECISIONS,
+        "Decisions by type (allow/allow_monitor/block/rate_limited/ask)"
+    );
+    metrics::describe_counter!(METRIC_VIOLATIONS, "Policy violations by type");
+    metrics::describe_histogram!(
+        METRIC_DURATION,
+        metrics::Unit::Seconds,
+        "Time to evaluate a message against the policy"
+    );
+    metrics::describe_gauge!(
+        METRIC_POLICY_HASH,
+        "The policy in force (1) by name and hash; 0 for replaced ones"
+    );
+}
+
+/// The label for a decision in metrics: the audit decision (spec 12.1) in lower case.
+pub fn decision_label(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Allow => "allow",
+        Decision::AllowMonitor => "allow_monitor",
+        Decision::Block => "block",
+        Decision::RateLimited => "rate_limited",
+        Decision::Ask => "ask",
+    }
+}
+
+/// The violation type of a refusal, for `aip_violations_total{type}` and the `violations` of
+/// `/v1/validate`.
+pub fn violation_type(denial: &Denial) -> &'static str {
+    match denial.kind.code() {
+        -32001
+            if denial
+                .failed_rule
+                .as_deref()
+                .is_some_and(|r| r.starts_with("confusable:")) =>
+        {
+            "confusable_name"
+        }
+        -32001 if denial.failed_arg.is_some() => "argument_invalid",
+        -32001 => "forbidden",
+        -32002 => "rate_limited",
+        -32004 => "user_denied",
+        -32005 => "user_timeout",
+        -32006 => "method_not_allowed",
+        -32007 => "protected_path",
+        -32013 => "schema_mismatch",
+        -32014 => "dlp_failed",
+        -32017 => "aat_capability_denied",
+        _ => "policy_violation",
+    }
+}
+
+/// Label values known in advance, so the common case does not allocate.
+const KNOWN_LABELS: &[&str] = &[
+    "allow",
+    "allow_monitor",
+    "block",
+    "rate_limited",
+    "ask",
+    "confusable_name",
+    "argument_invalid",
+    "forbidden",
+    "user_denied",
+    "user_timeout",
+    "method_not_allowed",
+    "protected_path",
+    "schema_mismatch",
+    "dlp_failed",
+    "dlp",
+    "aat_capability_denied",
+    "policy_violation",
+];
+
+fn label(value: &str) -> SharedString {
+    match KNOWN_LABELS.iter().find(|k| k.eq_ignore_ascii_case(value)) {
+        Some(known) => SharedString::from(*known),
+        None => SharedString::from(value.to_ascii_lowercase()),
+    }
+}
+
+/// Records one evaluated message: `aip_requests_total`, `aip_decisions_total{decision}`,
+/// `aip_violations_total{type}` when there was a violation, and the evaluation time. Labels are
+/// lower-cased (so `ALLOW` and [`decision_label`] agree). A no-op when no recorder is installed.
+pub fn record_decision(decision: &str, violation_type: Option<&str>, duration: Duration) {
+    metrics::counter!(METRIC_REQUESTS).increment(1);
+    metrics::counter!(METRIC_DECISIONS, "decision" => label(decision)).increment(1);
+    if let Some(kind) = violation_type {
+        metrics::counter!(METRIC_VIOLATIONS, "type" => label(kind)).increment(1);
+    }
+    metrics::histogram!(METRIC_DURATION).record(duration.as_secs_f64());
+}
+
+/// Sets `aip_policy_hash{policy,hash}` to 1 for this policy, and to 0 for the one it replaces.
+/// `/metrics` calls it before every scrape; the relay may call it on reload.
+pub fn record_policy_hash(policy: &str, hash: &str) {
+    static CURRENT: Mutex<Option<(String, String)>> = Mutex::new(None);
+    let mut current = CURRENT.lock().unwrap_or_else(PoisonError::into_inner);
+    if current.as_ref().is_some_and(|(p, h)| p == policy && h == hash) {
+        return;
+    }
+    if let Some((old_policy, old_hash)) = current.take() {
+        metrics::gauge!(METRIC_POLICY_HASH, "policy" => old_policy, "hash" => old_hash).set(0.0);
+    }
+    metrics::gauge!(METRIC_POLICY_HASH, "policy" => policy.to_owned(), "hash" => hash.to_owned()).set(1.0);
+    *current = Some((policy.to_owned(), hash.to_owned()));
+}
+
+/// The routes over `state`.
+pub fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/validate", post(validate))
+        .route("/v1/hitl", get(list_holds))
+        .route("/v1/hitl/{hold_id}/approve", post(approve))
+        .route("/v1/hitl/{hold_id}/deny", post(deny))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on (the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting connections, lets open ones finish (for at most a few seconds), and
+    /// waits for the server thread. Dropping the handle stops the server without waiting.
+    pub fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the HTTP server thread failed");
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Binds `addr` now (so that a bad or busy address is the caller's error) and serves
+/// [`router`]`(state)` on a thread of its own with a single-threaded tokio runtime. Refuses a
+/// non-loopback address: this server has no TLS.
+pub fn spawn(addr: SocketAddr, state: ServerState) -> io::Result<ServerHandle> {
+    if !addr.ip().is_loopback() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "refusing to listen on {addr}: the proxy's HTTP server has no TLS, so it listens only on a \
+                 loopback address (127.0.0.1 or [::1]); put a TLS-terminating reverse proxy in front for \
+                 remote access"
+            ),
+        ));
+    }
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let local_addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let listener = {
+        let _entered = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
+    let upkeep = state.metrics.clone();
+    let app = router(state);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("aip-proxy-http".into())
+        .spawn(move || runtime.block_on(serve(listener, app, stopped, upkeep)))?;
+    tracing::info!(%local_addr, "HTTP server listening");
+    Ok(ServerHandle {
+        local_addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+    upkeep: Option<PrometheusHandle>,
+) {
+    if let Some(handle) = upkeep {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
+    let (grace, graceful) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = graceful.await;
+    });
+    let mut task = tokio::spawn(server.into_future());
+    tokio::select! {
+        result = &mut task => {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server stopped"),
+                Err(e) => tracing::error!(error = %e, "the HTTP server failed"),
+            }
+            return;
+        }
+        _ = stopped => {}
+    }
+    let _ = grace.send(());
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err() {
+        tracing::warn!("open HTTP connections did not finish in time; closing them");
+        task.abort();
+    }
+}
+
+/// An error response: `{"error","error_description"}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    description: String,
+    challenge: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            description: description.into(),
+            challenge: None,
+        }
+    }
+
+    fn bad_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    fn unauthorized(challenge: &'static str, description: &str) -> Self {
+        Self {
+            challenge: Some(challenge),
+            ..Self::new(StatusCode::UNAUTHORIZED, "invalid_token", description)
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.code, "error_description": self.description });
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(challenge) = self.challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        response
+    }
+}
+
+/// Proof that the request carried the admin token.
+struct Admin;
+
+impl FromRequestParts<ServerState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ServerState) -> Result<Self, ApiError> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty());
+        let Some(presented) = presented else {
+            return Err(ApiError::unauthorized(
+                r#"Bearer realm="aip-proxy""#,
+                "an Authorization: Bearer token is required",
+            ));
+        };
+        if state.token.verify(presented) {
+            Ok(Self)
+        } else {
+            tracing::warn!(path = %parts.uri.path(), "request with a wrong admin token refused");
+            Err(ApiError::unauthorized(
+                r#"Bearer realm="aip-proxy", error="invalid_token""#,
+                "the bearer token is not valid",
+            ))
+        }
+    }
+}
+
+async fn health(State(state): State<ServerState>) -> Json<Value> {
+    let engine = state.policy.current();
+    let policy = engine.policy();
+    Json(json!({
+        "status": "ok",
+        "policy": policy.name(),
+        "policy_hash": policy.hash(),
+        "mode": policy.mode().as_str(),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+    }))
+}
+
+async fn metrics_text(State(state): State<ServerState>) -> Result<Response, ApiError> {
+    let Some(handle) = &state.metrics else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "no metrics recorder is installed in this process",
+        ));
+    };
+    {
+        let engine = state.policy.current();
+        record_policy_hash(engine.policy().name(), engine.policy().hash());
+    }
+    let text = handle.render();
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// The body of `POST /v1/validate` (spec 6.2.1).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateRequest {
+    /// The tool, as the client names it.
+    pub tool: String,
+    /// Its arguments.
+    pub arguments: Map<String, Value>,
+}
+
+/// The answer of `POST /v1/validate` (spec 6.2.2).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ValidateResponse {
+    /// `allow`, `block` or `ask`.
+    pub decision: String,
+    /// Why, in a sentence.
+    pub reason: String,
+    /// The violations found (also under `allow` in monitor mode).
+    pub violations: Vec<Violation>,
+    /// The agent's AAT, once validation takes one (`X-AIP-AAT`); never set yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aat_status: Option<AatStatus>,
+}
+
+/// One violation in a [`ValidateResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Violation {
+    /// The kind, as [`violation_type`] names it.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The argument at fault, or `tool`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// `aat_status` of spec 6.2.2 (v1alpha3), reserved for AAT-aware validation.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct AatStatus {
+    /// Whether the AAT verified.
+    pub valid: bool,
+    /// The agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// The user the agent acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Whether the tool was checked against the AAT's capabilities.
+    pub capabilities_checked: bool,
+    /// The issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+}
+
+/// Evaluates a call as the relay would and phrases the answer of spec 6.2.2.
+pub fn evaluate(engine: &Engine, schemas: &SchemaBook, request: &ValidateRequest) -> (ValidateResponse, Decision) {
+    let verdict = engine.check_tool_call(&request.tool, Some(&request.arguments), None, schemas, Instant::now());
+    let denial = match &verdict {
+        Verdict::Deny(denial) => Some(denial.clone()),
+        Verdict::Allow | Verdict::Ask => None,
+    };
+    let resolution = engine.resolve(verdict);
+    let violations: Vec<Violation> = denial
+        .iter()
+        .map(|d| Violation {
+            kind: violation_type(d).to_owned(),
+            field: d.failed_arg.clone().unwrap_or_else(|| "tool".to_owned()),
+            message: d.reason.clone(),
+        })
+        .collect();
+    let (decision, reason) = match (resolution.decision, &denial) {
+        (Decision::Allow, _) => ("allow", "Tool call allowed by policy".to_owned()),
+        (Decision::Ask, _) => ("ask", "Tool call requires human approval (action: ask)".to_owned()),
+        (Decision::AllowMonitor, Some(d)) => (
+            "allow",
+            format!(
+                "Monitor mode: the violation is logged and the call forwarded ({})",
+                d.reason
+            ),
+        ),
+        (Decision::AllowMonitor, None) => ("allow", "Monitor mode: the call is forwarded".to_owned()),
+        (Decision::Block | Decision::RateLimited, Some(d)) => ("block", d.reason.clone()),
+        (Decision::Block | Decision::RateLimited, None) => ("block", "Tool call refused by policy".to_owned()),
+    };
+    let response = ValidateResponse {
+        decision: decision.to_owned(),
+        reason,
+        violations,
+        aat_status: None,
+    };
+    (response, resolution.decision)
+}
+
+async fn validate(
+    _admin: Admin,
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ValidateResponse>, ApiError> {
+    let started = Instant::now();
+    let json_declared = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json_declared {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            "the body must be JSON (Content-Type: application/json)",
+        ));
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::bad_request("the body could not be read")
+        }
+    })?;
+    let request: ValidateRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be {{\"tool\": string, \"arguments\": object}} and nothing else: {e}"
+        ))
+    })?;
+    let engine = state.policy.current();
+    let (response, decision) = evaluate(&engine, &state.schemas, &request);
+    record_decision(
+        decision_label(decision),
+        response.violations.first().map(|v| v.kind.as_str()),
+        started.elapsed(),
+    );
+    Ok(Json(response))
+}
+
+async fn list_holds(_admin: Admin, State(state): State<ServerState>) -> Json<Value> {
+    let settings = state.hitl.settings();
+    Json(json!({
+        "approvers": settings.approvers,
+        "timeout_seconds": settings.timeout.as_secs(),
+        "on_timeout": if settings.allow_on_timeout { "allow" } else { "deny" },
+        "holds": state.hitl.pending(),
+    }))
+}
+
+async fn approve(
+    _admin: Admin,
+    State(state): State<ServerState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    answer(state.hitl.approve(&id), &id, "approved")
+}
+
+async fn deny(
+    _admin: Admin,
+    State(state): State<ServerState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    answer(state.hitl.deny(&id), &id, "denied")
+}
+
+fn answer(result: Result<(), HitlError>, id: &str, outcome: &str) -> Result<Json<Value>, ApiError> {
+    match result {
+        Ok(()) => Ok(Json(json!({ "hold_id": id, "outcome": outcome }))),
+        Err(HitlError::NotFound) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "hold_not_found",
+            "no pending hold has this id",
+        )),
+        Err(e @ HitlError::AlreadyResolved { .. }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "hold_already_resolved",
+            e.to_string(),
+        )),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take this method",
+    )
+}
