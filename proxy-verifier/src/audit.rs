@@ -48,95 +48,101 @@ const TAIL_CHUNK: u64 = 8 * 1024;
 /// One audit record (spec 12.1 and 12.2, plus the chain fields).
 ///
 /// Optional fields left `None` are omitted from the log. `seq`, `prev_hash` and `hash` are set
-/// by the [`AuditLog`] writer; whatever the caller puts there is replaced.
+/// by the [`AuditLog`] writer; whatever the caller puts there is replaced. Fields are declared
+/// in the order RFC 8785 sorts their names, so that serializing the struct directly already
+/// gives the canonical form (checked by `direct_serialization_is_canonical`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Record {
-    /// Time of the decision, RFC 3339 UTC with milliseconds (`2026-02-19T10:30:45.123Z`).
-    pub timestamp: String,
-    /// `upstream` (client to server) or `downstream` (server to client).
-    pub direction: String,
-    /// `ALLOW`, `BLOCK`, `ALLOW_MONITOR`, `RATE_LIMITED`, `ASK`, …
-    pub decision: String,
-    /// `enforce` or `monitor`.
-    pub policy_mode: String,
-    /// Whether a policy violation was detected.
-    pub violation: bool,
-    /// What happened, for records that are events: `DLP_TRIGGERED`, `HITL_RESOLVED`,
-    /// `POLICY_RELOADED`, `AAT_VALIDATED`, …
+    /// AAT issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<String>,
-    /// JSON-RPC method name.
+    pub aat_issuer: Option<String>,
+    /// AAT unique identifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
-    /// Tool name (for `tools/call`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool: Option<String>,
-    /// JSON-RPC request id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<Value>,
-    /// Tool arguments, already hashed or redacted by the caller: never the raw arguments.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub args: Option<Value>,
-    /// Lowercase hex SHA-256 of the canonical arguments.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub args_hash: Option<String>,
-    /// JSON-RPC error code sent back, when refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_code: Option<i32>,
-    /// Why, in one sentence.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Argument that failed validation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_arg: Option<String>,
-    /// Pattern that failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_rule: Option<String>,
-    /// Policy hash at decision time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_hash: Option<String>,
-    /// DLP matches per rule.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dlp: Option<Vec<DlpCount>>,
-    /// Identifier of a call held for human approval.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hold_id: Option<String>,
-    /// Session identifier.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
-    /// Identity token nonce.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_id: Option<String>,
+    pub aat_jti: Option<String>,
     /// Agent identifier (from the AAT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
     /// Human-readable agent name (from the AAT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_name: Option<String>,
-    /// Authorizing user (from the AAT).
+    /// Tool arguments, already hashed or redacted by the caller: never the raw arguments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
-    /// How the user authenticated (from the AAT).
+    pub args: Option<Value>,
+    /// Lowercase hex SHA-256 of the canonical arguments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_auth_method: Option<String>,
+    pub args_hash: Option<String>,
+    /// `ALLOW`, `BLOCK`, `ALLOW_MONITOR`, `RATE_LIMITED`, `ASK`, …
+    pub decision: String,
     /// Delegation scope (from the AAT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegation_scope: Option<String>,
-    /// AAT unique identifier.
+    /// `upstream` (client to server) or `downstream` (server to client).
+    pub direction: String,
+    /// DLP matches per rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aat_jti: Option<String>,
-    /// AAT issuer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aat_issuer: Option<String>,
+    pub dlp: Option<Vec<DlpCount>>,
     /// Time spent deciding, in microseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_us: Option<u64>,
-    /// Position in the chain, from 1 (set by the log).
-    #[serde(default)]
-    pub seq: u64,
+    /// JSON-RPC error code sent back, when refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<i32>,
+    /// What happened, for records that are events: `DLP_TRIGGERED`, `HITL_RESOLVED`,
+    /// `POLICY_RELOADED`, `AAT_VALIDATED`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// Argument that failed validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_arg: Option<String>,
+    /// Pattern that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_rule: Option<String>,
+    /// Identifier of a call held for human approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<String>,
+    /// JSON-RPC method name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Policy hash at decision time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_hash: Option<String>,
+    /// `enforce` or `monitor`.
+    pub policy_mode: String,
     /// `hash` of the previous record, [`GENESIS_HASH`] for the first (set by the log).
     #[serde(default)]
     pub prev_hash: String,
+    /// Why, in one sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// JSON-RPC request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<Value>,
+    /// Position in the chain, from 1 (set by the log).
+    #[serde(default)]
+    pub seq: u64,
+    /// Session identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Time of the decision, RFC 3339 UTC with milliseconds (`2026-02-19T10:30:45.123Z`).
+    pub timestamp: String,
+    /// Identity token nonce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// Tool name (for `tools/call`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// How the user authenticated (from the AAT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_auth_method: Option<String>,
+    /// Authorizing user (from the AAT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Whether a policy violation was detected.
+    pub violation: bool,
+    /// Arguments whose canonical SHA-256 the writer thread stores in `args_hash`, so that the
+    /// call path does not pay for canonicalization and hashing. Never written to the log.
+    #[serde(skip)]
+    pub hash_args: Option<Value>,
     /// SHA-256 of the canonical record without this field (set by the log).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash: String,
@@ -145,10 +151,10 @@ pub struct Record {
 /// How many times one DLP rule matched.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DlpCount {
-    /// The rule name.
-    pub rule: String,
     /// Number of matches replaced.
     pub count: u64,
+    /// The rule name.
+    pub rule: String,
 }
 
 impl From<DlpEvent> for DlpCount {
@@ -157,6 +163,33 @@ impl From<DlpEvent> for DlpCount {
             rule: event.rule,
             count: u64::try_from(event.count).unwrap_or(u64::MAX),
         }
+    }
+}
+
+/// RFC 8785 form of a record. The struct's fields are declared in canonical order, so plain
+/// serialization is canonical unless a free-form value (`args`, `request_id`) holds a
+/// floating-point number or a key outside the Basic Multilingual Plane, where serde_json and
+/// RFC 8785 may differ; those rare records go through the full canonicalizer.
+fn canonical_record(record: &Record) -> Result<Vec<u8>, String> {
+    let free_form = [record.args.as_ref(), record.request_id.as_ref()];
+    if free_form.into_iter().flatten().any(|v| !plain_json(v, 0)) {
+        return aip_aat::jcs::to_vec(record).map_err(|e| e.to_string());
+    }
+    serde_json::to_vec(record).map_err(|e| e.to_string())
+}
+
+/// Whether serde_json writes `value` exactly as RFC 8785 does.
+fn plain_json(value: &Value, depth: usize) -> bool {
+    match value {
+        Value::Number(n) => !n.is_f64(),
+        Value::Array(items) => depth < 64 && items.iter().all(|v| plain_json(v, depth + 1)),
+        Value::Object(map) => {
+            depth < 64
+                && map
+                    .iter()
+                    .all(|(k, v)| k.chars().all(|c| c <= '\u{FFFF}') && plain_json(v, depth + 1))
+        }
+        Value::Null | Value::Bool(_) | Value::String(_) => true,
     }
 }
 
@@ -544,7 +577,12 @@ impl Writer {
         record.seq = self.seq + 1;
         record.prev_hash.clone_from(&self.prev_hash);
         record.hash.clear();
-        let canonical = match aip_aat::jcs::to_vec(&record) {
+        if let Some(args) = record.hash_args.take() {
+            record.args_hash = aip_aat::jcs::to_vec(&args)
+                .ok()
+                .map(|bytes| hex::encode(Sha256::digest(bytes)));
+        }
+        let canonical = match canonical_record(&record) {
             Ok(bytes) => bytes,
             Err(e) => {
                 // Cannot happen for a `Record`; skip it without breaking the chain.
@@ -909,6 +947,57 @@ fn seq_appears_later(reader: &mut impl BufRead, seq: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn direct_serialization_is_canonical() {
+        let mut record = Record::new("upstream", "BLOCK", "enforce", true);
+        let text = "tab\t quote\" back\\ ctl\u{1} é 😀 <>/";
+        for field in [
+            &mut record.event,
+            &mut record.method,
+            &mut record.tool,
+            &mut record.args_hash,
+            &mut record.reason,
+            &mut record.failed_arg,
+            &mut record.failed_rule,
+            &mut record.policy_hash,
+            &mut record.hold_id,
+            &mut record.session_id,
+            &mut record.token_id,
+            &mut record.agent_id,
+            &mut record.agent_name,
+            &mut record.user_id,
+            &mut record.user_auth_method,
+            &mut record.delegation_scope,
+            &mut record.aat_jti,
+            &mut record.aat_issuer,
+        ] {
+            *field = Some(text.to_owned());
+        }
+        record.request_id = Some(serde_json::json!("id-1"));
+        record.args = Some(serde_json::json!({"b": [1, -2, {"z": null, "a": true}], "a": text, "é": 3}));
+        record.error_code = Some(-32001);
+        record.duration_us = Some(12);
+        record.dlp = Some(vec![DlpCount {
+            rule: "AWS Key".into(),
+            count: 2,
+        }]);
+        record.seq = 9;
+        record.prev_hash = GENESIS_HASH.to_owned();
+        assert_eq!(
+            serde_json::to_vec(&record).unwrap(),
+            aip_aat::jcs::to_vec(&record).unwrap()
+        );
+        assert_eq!(
+            canonical_record(&record).unwrap(),
+            aip_aat::jcs::to_vec(&record).unwrap()
+        );
+        record.args = Some(serde_json::json!({"x": 1.5e300}));
+        assert_eq!(
+            canonical_record(&record).unwrap(),
+            aip_aat::jcs::to_vec(&record).unwrap()
+        );
+    }
 
     #[test]
     fn timestamp_is_rfc3339_utc_with_millis() {

@@ -425,6 +425,18 @@ fn visit_strings(value: &Value, depth: usize, f: &mut dyn FnMut(&str)) {
 /// boundaries, after `~` expansion and lexical resolution of `.` and `..`; relative paths are
 /// also tried against the working directory.
 fn names_path(text: &str, protected: &str, home: Option<&str>, cwd: Option<&Path>) -> bool {
+    // Fast exit: a string that never mentions the path's last component can only name it
+    // through `~`, `.` or `..`.
+    let last = protected.trim_end_matches('/').rsplit('/').next().unwrap_or(protected);
+    if !last.is_empty() && !text.contains(last) && !text.contains('~') && !text.contains("..") && text != "." {
+        return false;
+    }
+    // Fast exit: a string that never mentions the path's last component can only name it
+    // through `~`, `.` or `..`.
+    let last = protected.trim_end_matches('/').rsplit('/').next().unwrap_or(protected);
+    if !last.is_empty() && !text.contains(last) && !text.contains('~') && !text.contains("..") && text != "." {
+        return false;
+    }
     if contains_at_boundary(text, protected) {
         return true;
     }

@@ -8,29 +8,63 @@ use serde_json::{Map, Value, json};
 use crate::engine::{Denial, DenialKind};
 
 /// The envelope of one JSON-RPC message, borrowing from the line it was read from.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Envelope<'a> {
     /// `id` exactly as sent (absent for notifications).
-    #[serde(borrow, default)]
     pub id: Option<&'a RawValue>,
     /// The method of a request or notification.
-    #[serde(default)]
     pub method: Option<std::borrow::Cow<'a, str>>,
     /// `params`, unparsed.
-    #[serde(borrow, default)]
     pub params: Option<&'a RawValue>,
     /// `result` of a response, unparsed.
-    #[serde(borrow, default)]
     pub result: Option<&'a RawValue>,
     /// `error` of a response, unparsed.
-    #[serde(borrow, default)]
     pub error: Option<&'a RawValue>,
 }
 
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
 impl<'a> Envelope<'a> {
-    /// Parses the envelope of a message; `None` when the text is not a JSON object.
+    /// Parses the envelope of a message. `None` unless the text is a JSON object that is either
+    /// a request or notification (`method` a string) or a response (`result` or `error`, no
+    /// `method`): arrays (batches), a non-string `method` and memberless objects are refused.
     pub fn parse(text: &'a str) -> Option<Self> {
-        serde_json::from_str(text).ok()
+        if !text.trim_start().starts_with('{') {
+            return None;
+        }
+        let raw: RawEnvelope<'a> = serde_json::from_str(text).ok()?;
+        let method = match raw.method {
+            None => {
+                if raw.result.is_none() && raw.error.is_none() {
+                    return None;
+                }
+                None
+            }
+            Some(m) => Some(match serde_json::from_str::<&'a str>(m.get()) {
+                Ok(borrowed) => std::borrow::Cow::Borrowed(borrowed),
+                Err(_) => std::borrow::Cow::Owned(serde_json::from_str::<String>(m.get()).ok()?),
+            }),
+        };
+        // `"id": null` is kept as given; JSON-RPC reserves it for errors.
+        Some(Self {
+            id: raw.id,
+            method,
+            params: raw.params,
+            result: raw.result,
+            error: raw.error,
+        })
     }
 
     /// Whether this is a request (has a method and an id).
@@ -105,6 +139,28 @@ pub const INVALID_PARAMS: i32 = -32602;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_objects_with_a_role_are_messages() {
+        assert!(Envelope::parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#).is_some());
+        assert!(Envelope::parse(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).is_some());
+        assert!(Envelope::parse(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#).is_some());
+        assert!(
+            Envelope::parse(r#"{"jsonrpc":"2.0","id":"a\u0062","method":"to\u006fls/call"}"#)
+                .is_some_and(|e| e.method.as_deref() == Some("tools/call"))
+        );
+        for bad in [
+            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call"}]"#,
+            "[]",
+            r#"{"jsonrpc":"2.0","id":1,"method":null,"params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+            r#"{"jsonrpc":"2.0","id":1}"#,
+            "{}",
+            "7",
+        ] {
+            assert!(Envelope::parse(bad).is_none(), "{bad}");
+        }
+    }
 
     #[test]
     fn ids_are_echoed_exactly() {

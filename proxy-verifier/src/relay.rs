@@ -254,6 +254,9 @@ impl Relay {
         };
         let engine = self.policy.current();
         let started = Instant::now();
+        // Branch on the normalized name (spec 4.1), exactly as the method check compares it:
+        // `TOOLS/CALL` is a tool call too.
+        let normalized = normalize(method);
         let method_verdict = engine.check_method(method);
         if method_verdict != Verdict::Allow {
             let resolution = engine.resolve(method_verdict);
@@ -261,9 +264,9 @@ impl Relay {
                 &engine, &envelope, method, resolution, line, client, server, idle, started,
             );
         }
-        if method != "tools/call" {
+        if normalized != "tools/call" {
             if let Some(id) = envelope.id
-                && method == "tools/list"
+                && normalized == "tools/list"
                 && engine.policy().mode() == Mode::Enforce
             {
                 self.lists
@@ -657,9 +660,11 @@ impl Relay {
         let Some(args) = args else {
             return;
         };
-        record.args_hash = aip_aat::jcs::to_vec(args)
-            .ok()
-            .map(|bytes| hex::encode(Sha256::digest(bytes)));
+        if !self.audit.is_enabled() {
+            return;
+        }
+        // Hashed by the audit writer thread, off the call path.
+        record.hash_args = Some(Value::Object(args.clone()));
         if self.options.audit_args == AuditArgs::Redacted {
             record.args = Some(redacted_arguments(engine, args));
         }

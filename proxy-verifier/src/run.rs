@@ -3,6 +3,7 @@
 
 use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -28,7 +29,7 @@ pub struct ProxyOptions {
     pub policy: PathBuf,
     /// Key that must have signed the policy.
     pub policy_key: Option<VerifyingKey>,
-    /// The MCP server command, run with `/bin/sh -c`.
+    /// The MCP server command: run directly when it is a plain word list, else with `/bin/sh -c`.
     pub target: String,
     /// The audit log file.
     pub audit: Option<PathBuf>,
@@ -204,7 +205,7 @@ pub fn run(options: ProxyOptions) -> Result<i32, RunError> {
                     } else {
                         rustix::process::Signal::TERM
                     };
-                    if let Err(e) = rustix::process::kill_process(child_pid, sig) {
+                    if let Err(e) = rustix::process::kill_process_group(child_pid, sig) {
                         tracing::warn!("could not forward signal {other} to the target: {e}");
                     }
                 }
@@ -241,13 +242,10 @@ pub fn run(options: ProxyOptions) -> Result<i32, RunError> {
         server.shutdown();
     }
     drop(relay);
-    match Arc::try_unwrap(audit) {
-        Ok(audit) => {
-            if let Err(e) = audit.close() {
-                tracing::error!("audit log could not be flushed: {e}");
-            }
-        }
-        Err(_) => tracing::error!("audit log still in use at exit; records may be lost"),
+    // The client side may still hold the log (its thread is blocked reading our stdin until the
+    // process exits), so flush through a shared reference: everything recorded so far is on disk.
+    if let Err(e) = audit.sync() {
+        tracing::error!("audit log could not be flushed: {e}");
     }
     Ok(exit_code(status))
 }
@@ -259,9 +257,23 @@ fn spawn_target(target: &str, pipe_stderr: bool) -> Result<Child, RunError> {
             source: io::Error::new(io::ErrorKind::InvalidInput, "the target command is empty"),
         });
     }
-    Command::new("/bin/sh")
-        .arg("-c")
-        .arg(target)
+    // A plain command line is started directly, so that signals and the exit status are the
+    // server's own; anything that needs a shell runs under /bin/sh -c in its own process group,
+    // so that a forwarded signal reaches the server and not only the shell.
+    let mut command = match plain_words(target) {
+        Some(words) => {
+            let mut command = Command::new(words[0]);
+            command.args(&words[1..]);
+            command
+        }
+        None => {
+            let mut command = Command::new("/bin/sh");
+            command.arg("-c").arg(target);
+            command
+        }
+    };
+    command
+        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(if pipe_stderr { Stdio::piped() } else { Stdio::inherit() })
@@ -270,6 +282,27 @@ fn spawn_target(target: &str, pipe_stderr: bool) -> Result<Child, RunError> {
             target: target.to_owned(),
             source,
         })
+}
+
+/// The words of a command line that needs no shell: no quoting, expansion, redirection or
+/// operators. `None` sends the line to /bin/sh.
+fn plain_words(target: &str) -> Option<Vec<&str>> {
+    const SHELL: &[char] = &[
+        '|', '&', ';', '<', '>', '(', ')', '$', '`', '\\', '"', '\'', '*', '?', '[', ']', '#', '~', '=', '%', '{', '}',
+        '!',
+    ];
+    if target.contains(SHELL) || target.contains('\n') {
+        return None;
+    }
+    const BUILTINS: &[&str] = &[
+        "exec", "cd", ".", "source", "export", "set", "unset", "eval", "exit", "ulimit", "umask", "if", "for", "while",
+        "until", "case", "trap", "wait",
+    ];
+    let words: Vec<&str> = target.split_whitespace().collect();
+    match words.first() {
+        Some(first) if !BUILTINS.contains(first) => Some(words),
+        _ => None,
+    }
 }
 
 fn wait(child: &mut Child) -> Option<ExitStatus> {
