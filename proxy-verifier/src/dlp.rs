@@ -124,7 +124,7 @@ impl Dlp {
             }
             let set = RegexSetBuilder::new(chosen.iter().map(|&i| patterns[i].source.as_str()))
                 .size_limit(REGEX_SIZE_LIMIT * 4)
-                .dfa_size_limit(REGEX_DFA_SIZE_LIMIT * 4)
+                .dfa_size_limit(REGEX_DFA_SIZE_LIMIT)
                 .build()
                 .map_err(|e| format!("the patterns together are too complex: {e}"))?;
             Ok(Some((set, chosen)))
