@@ -1,0 +1,30 @@
+#!/bin/sh
+# Per-call overhead of aip-proxy on the shared stdio harness (driver.c, echo_server.c and the two
+# bench policies). Builds the harness into a temporary directory, then for each case prints the
+# direct and proxied p50 (pingpong) and the proxied pipelined throughput, three runs each.
+#
+#   cargo build --release -p aip-proxy-verifier
+#   proxy-verifier/benches/stdio-harness.sh HARNESS_DIR [N]     # N defaults to 20000
+set -eu
+harness=$(cd "${1:?usage: stdio-harness.sh HARNESS_DIR [N]}" && pwd)
+n=${2:-20000}
+proxy=$(cd "$(dirname "$0")/../.." && pwd)/target/release/aip-proxy
+test -x "$proxy" || { echo "build first: cargo build --release -p aip-proxy-verifier" >&2; exit 2; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+gcc -O2 -pthread -o "$work/driver" "$harness/driver.c"
+gcc -O2 -o "$work/echo_server" "$harness/echo_server.c"
+cp "$harness"/policy-*.yaml "$work/"
+cd "$work"
+field() { sed "s/.*$1=\([0-9.]*\).*/\1/"; }
+for run in 1 2 3; do
+  for case in "policy-only allowed policy-basic.yaml" "dlp allowed policy-dlp.yaml" "dlp-redacting secret policy-dlp.yaml"; do
+    set -- $case
+    proxied="$proxy --policy $3 --audit $work/audit.jsonl --target ./echo_server 2>/dev/null"
+    direct=$(./driver "$n" pingpong "$2" ./echo_server | field p50_us)
+    p50=$(./driver "$n" pingpong "$2" "$proxied" | field p50_us); rm -f audit.jsonl*
+    rps=$(./driver "$n" pipeline "$2" "$proxied" | field rps); rm -f audit.jsonl*
+    rss=$(./driver "$n" pingpong "$2" "/usr/bin/time -f maxrss_kb=%M $proxy --policy $3 --audit $work/audit.jsonl --target ./echo_server" 2>&1 | grep -o 'maxrss_kb=[0-9]*' | field maxrss_kb); rm -f audit.jsonl*
+    echo "run=$run case=$1 direct_p50_us=$direct proxy_p50_us=$p50 added_p50_us=$(echo "$p50 - $direct" | bc) pipelined_calls_per_s=$rps max_rss_kb=$rss"
+  done
+done
