@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde_json::{Map, Value};
 
 use crate::normalize::normalize;
-use crate::policy::{Action, CapabilitiesMode, Mode, Policy, ToolRule};
+use crate::policy::{Action, CapabilitiesMode, Mode, Policy, ToolRule, expand_home};
 
 /// Why a call or method was refused; each kind has its spec 11 code.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,10 +153,23 @@ impl Decision {
 pub struct Resolution {
     /// The audit decision.
     pub decision: Decision,
-    /// Whether a violation was found (also true for forwarded monitor-mode violations).
-    pub violation: bool,
+    /// The violation found: refused, or forwarded in monitor mode (`ALLOW_MONITOR`).
+    pub denial: Option<Denial>,
+}
+
+impl Resolution {
+    /// Whether a violation was found (also for forwarded monitor-mode violations).
+    pub fn violation(&self) -> bool {
+        self.denial.is_some()
+    }
+
     /// The refusal to send back, when the message is not forwarded.
-    pub refusal: Option<Denial>,
+    pub fn refusal(&self) -> Option<&Denial> {
+        match self.decision {
+            Decision::Block | Decision::RateLimited => self.denial.as_ref(),
+            Decision::Allow | Decision::AllowMonitor | Decision::Ask => None,
+        }
+    }
 }
 
 /// What a verified AAT contributes to evaluation (spec 4.3 step 0c).
@@ -200,21 +213,35 @@ impl SchemaBook {
 pub struct Engine {
     policy: Policy,
     cwd: Option<PathBuf>,
+    home: Option<String>,
 }
 
 impl Engine {
     /// Wraps a policy. Relative paths in arguments are resolved against the current directory
-    /// (the one the wrapped server inherits).
+    /// (the one the wrapped server inherits), and `~` against `$HOME`, both read once here.
     pub fn new(policy: Policy) -> Self {
         Self {
             policy,
             cwd: std::env::current_dir().ok(),
+            home: std::env::var("HOME").ok(),
         }
     }
 
     /// The policy.
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// Whether `tools/list` shows a (normalized) tool: allowed by `allowed_tools` or by a rule
+    /// that does not block it, and not a look-alike of a configured name.
+    pub fn lists_tool(&self, normalized: &str) -> bool {
+        if self.policy.confusable_with(normalized).is_some() {
+            return false;
+        }
+        match self.policy.rule(normalized) {
+            Some(rule) => rule.action != Action::Block,
+            None => self.policy.allowed_tools().contains(normalized),
+        }
     }
 
     /// Spec 4.2.
@@ -349,32 +376,23 @@ impl Engine {
         match verdict {
             Verdict::Allow => Resolution {
                 decision: Decision::Allow,
-                violation: false,
-                refusal: None,
+                denial: None,
             },
             Verdict::Ask => Resolution {
                 decision: Decision::Ask,
-                violation: false,
-                refusal: None,
+                denial: None,
             },
             Verdict::Deny(denial) => {
-                let decision = if denial.kind == DenialKind::RateLimited {
+                let decision = if self.policy.mode() == Mode::Monitor && !denial.kind.always_enforced() {
+                    Decision::AllowMonitor
+                } else if denial.kind == DenialKind::RateLimited {
                     Decision::RateLimited
                 } else {
                     Decision::Block
                 };
-                if self.policy.mode() == Mode::Monitor && !denial.kind.always_enforced() {
-                    Resolution {
-                        decision: Decision::AllowMonitor,
-                        violation: true,
-                        refusal: None,
-                    }
-                } else {
-                    Resolution {
-                        decision,
-                        violation: true,
-                        refusal: Some(denial),
-                    }
+                Resolution {
+                    decision,
+                    denial: Some(denial),
                 }
             }
         }
@@ -386,14 +404,13 @@ impl Engine {
         if protected.is_empty() {
             return None;
         }
-        let home = std::env::var("HOME").ok();
         for (key, value) in args {
             let mut found = None;
             visit_strings(value, 0, &mut |s| {
                 if found.is_none() {
                     found = protected
                         .iter()
-                        .find(|p| names_path(s, p, home.as_deref(), self.cwd.as_deref()))
+                        .find(|p| names_path(s, p, self.home.as_deref(), self.cwd.as_deref()))
                         .cloned();
                 }
             });
@@ -431,19 +448,10 @@ fn names_path(text: &str, protected: &str, home: Option<&str>, cwd: Option<&Path
     if !last.is_empty() && !text.contains(last) && !text.contains('~') && !text.contains("..") && text != "." {
         return false;
     }
-    // Fast exit: a string that never mentions the path's last component can only name it
-    // through `~`, `.` or `..`.
-    let last = protected.trim_end_matches('/').rsplit('/').next().unwrap_or(protected);
-    if !last.is_empty() && !text.contains(last) && !text.contains('~') && !text.contains("..") && text != "." {
-        return false;
-    }
     if contains_at_boundary(text, protected) {
         return true;
     }
-    let expanded: Cow<'_, str> = match (text.strip_prefix('~'), home) {
-        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => Cow::Owned(format!("{home}{rest}")),
-        _ => Cow::Borrowed(text),
-    };
+    let expanded = expand_home(text, home);
     let lexical = lexical_normal(Path::new(expanded.as_ref()));
     if contains_at_boundary(&lexical.to_string_lossy(), protected) || contains_at_boundary(&expanded, protected) {
         return true;

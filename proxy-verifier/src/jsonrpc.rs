@@ -66,11 +66,6 @@ impl<'a> Envelope<'a> {
             error: raw.error,
         })
     }
-
-    /// Whether this is a request (has a method and an id).
-    pub fn is_request(&self) -> bool {
-        self.method.is_some() && self.id.is_some()
-    }
 }
 
 /// The `params` of a `tools/call`.

@@ -146,7 +146,7 @@ fn dispatch(cli: Cli) -> Result<i32, String> {
     }
     let policy_path = cli.policy.clone().ok_or("--policy FILE is required (see --help)")?;
     let key = match &cli.policy_key {
-        Some(path) => Some(keys::read_verifying_key(path).map_err(|e| format!("{}: {e}", path.display()))?),
+        Some(path) => Some(keys::read_policy_key(path).map_err(|e| format!("{}: {e}", path.display()))?),
         None => None,
     };
     if cli.validate {
@@ -182,7 +182,7 @@ fn dispatch(cli: Cli) -> Result<i32, String> {
     run(options).map_err(|e| e.to_string())
 }
 
-fn validate(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<i32, String> {
+fn validate(path: &Path, key: Option<&aip_aat::keys::PublicKey>) -> Result<i32, String> {
     let policy = load_policy(path, key).map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
     let write = |out: &mut std::io::StdoutLock<'_>, line: String| writeln!(out, "{line}").map_err(|e| e.to_string());
@@ -293,8 +293,8 @@ fn policy_command(command: PolicyCommand) -> Result<i32, String> {
         }
         PolicyCommand::Hash { file } => {
             let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let bytes = policy::canonical_bytes(&text).map_err(|e| format!("{}: {e}", file.display()))?;
-            writeln!(out, "{}", keys::sha256_hex(&bytes)).map_err(|e| e.to_string())?;
+            let hash = policy::hash_of(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            writeln!(out, "{hash}").map_err(|e| e.to_string())?;
         }
     }
     Ok(0)

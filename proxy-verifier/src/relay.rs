@@ -33,7 +33,7 @@ use crate::engine::{Decision, Denial, DenialKind, Engine, Resolution, SchemaBook
 use crate::hitl::{Hitl, HoldOutcome, HoldRequest};
 use crate::jsonrpc::{self, Envelope, ToolCallParams};
 use crate::normalize::normalize;
-use crate::policy::{Action, HashAlgorithm, Mode};
+use crate::policy::{HashAlgorithm, Mode};
 use crate::server;
 use crate::state::PolicyHandle;
 
@@ -292,22 +292,11 @@ impl Relay {
         idle: bool,
         started: Instant,
     ) -> io::Result<()> {
-        let mut record = self.record(engine, "upstream", &resolution, Some(method), None, envelope.id);
-        record.duration_us = Some(elapsed_us(started));
-        server::record_decision(
-            resolution.decision.as_str(),
-            violation_type(&resolution),
-            started.elapsed(),
-        );
-        match &resolution.refusal {
-            None => {
-                self.audit.record(record);
-                send(server, line, idle)
-            }
+        let record = self.record(engine, &resolution, Some(method), None, envelope.id, started);
+        self.audit.record(record);
+        match resolution.refusal() {
+            None => send(server, line, idle),
             Some(denial) => {
-                record.error_code = Some(denial.kind.code());
-                record.reason = Some(denial.reason.clone());
-                self.audit.record(record);
                 tracing::info!(method, code = denial.kind.code(), "refused: {}", denial.reason);
                 if envelope.id.is_none() {
                     // A notification gets no answer.
@@ -331,7 +320,7 @@ impl Relay {
         started: Instant,
     ) -> io::Result<()> {
         let params = envelope.params.map(|p| serde_json::from_str::<ToolCallParams>(p.get()));
-        let params = match params {
+        let mut params = match params {
             Some(Ok(params)) if params.arguments.as_ref().is_none_or(Value::is_object) => params,
             _ => {
                 self.audit_protocol("upstream", "tools/call without valid params");
@@ -363,27 +352,20 @@ impl Relay {
         let resolution = engine.resolve(verdict);
         let mut record = self.record(
             engine,
-            "upstream",
             &resolution,
             Some("tools/call"),
             Some(&params.name),
             envelope.id,
+            started,
         );
-        self.audit_args(engine, &mut record, args);
+        let preview =
+            (resolution.decision == Decision::Ask).then(|| preview_arguments(engine, params.arguments.as_ref()));
+        self.audit_args(engine, &mut record, params.arguments.take());
         if !dlp_events.is_empty() {
             record.event = Some("DLP_TRIGGERED".into());
             record.dlp = Some(dlp_events.into_iter().map(Into::into).collect());
         }
-        server::record_decision(
-            resolution.decision.as_str(),
-            violation_type(&resolution),
-            started.elapsed(),
-        );
-        if let Some(denial) = &resolution.refusal {
-            record.error_code = Some(denial.kind.code());
-            record.reason = Some(denial.reason.clone());
-            record.failed_arg = denial.failed_arg.clone();
-            record.failed_rule = denial.failed_rule.clone();
+        if let Some(denial) = resolution.refusal() {
             record.duration_us = Some(elapsed_us(started));
             self.audit.record(record);
             tracing::info!(tool = %params.name, code = denial.kind.code(), "refused: {}", denial.reason);
@@ -392,10 +374,17 @@ impl Relay {
         }
         if resolution.decision == Decision::Ask {
             record.duration_us = Some(elapsed_us(started));
-            return self.hold(engine, envelope, &params, forward.into_owned(), record, client, server);
-        }
-        if resolution.violation {
-            record.reason = Some("violation forwarded in monitor mode".into());
+            let preview = preview.unwrap_or_default();
+            return self.hold(
+                engine,
+                envelope,
+                &params.name,
+                preview,
+                forward.into_owned(),
+                record,
+                client,
+                server,
+            );
         }
         record.duration_us = Some(elapsed_us(started));
         self.audit.record(record);
@@ -444,22 +433,22 @@ impl Relay {
         self: &Arc<Self>,
         engine: &Arc<Engine>,
         envelope: &Envelope<'_>,
-        params: &ToolCallParams,
+        tool: &str,
+        arguments_preview: String,
         forward: Vec<u8>,
         record: Record,
         client: &Sink,
         server: &Sink,
     ) -> io::Result<()> {
-        let preview = preview_arguments(engine, params.arguments.as_ref());
         let request = HoldRequest {
-            tool: params.name.clone(),
-            arguments_preview: preview,
+            tool: tool.to_owned(),
+            arguments_preview,
             policy_name: engine.policy().name().to_owned(),
-            rule: format!("tool_rules[{}].action=ask", params.name),
+            rule: format!("tool_rules[{tool}].action=ask"),
             agent_id: None,
         };
         let id: Option<Box<RawValue>> = envelope.id.map(ToOwned::to_owned);
-        let tool = params.name.clone();
+        let held_tool = tool.to_owned();
         let allow_on_timeout = engine.policy().hitl().allow_on_timeout;
         let (relay, client, server) = (Arc::clone(self), Arc::clone(client), Arc::clone(server));
         let hold_id = self.hitl.submit(
@@ -489,7 +478,7 @@ impl Relay {
                     record.error_code = Some(denial.kind.code());
                     record.reason = Some(denial.reason.clone());
                     relay.audit.record(record);
-                    let text = jsonrpc::denial_response(id.as_deref(), &denial, Some(&tool), None);
+                    let text = jsonrpc::denial_response(id.as_deref(), &denial, Some(&held_tool), None);
                     send(&client, text.as_bytes(), true)
                 };
                 if let Err(e) = result {
@@ -497,7 +486,7 @@ impl Relay {
                 }
             }),
         );
-        tracing::info!(tool = %params.name, hold_id = %hold_id, "call held for approval");
+        tracing::info!(tool, hold_id = %hold_id, "call held for approval");
         Ok(())
     }
 
@@ -533,19 +522,17 @@ impl Relay {
         let body = strip_newline(line);
         let text = String::from_utf8_lossy(body);
         let mut replaced: Option<String> = None;
-        let mut id_for_error: Option<Box<RawValue>> = None;
-        if let Some(envelope) = Envelope::parse(&text) {
-            id_for_error = envelope.id.map(ToOwned::to_owned);
-            let listed = envelope.method.is_none()
-                && envelope.id.is_some_and(|id| {
-                    self.lists
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(id.get())
-                });
-            if listed && let Some(result) = envelope.result {
-                replaced = self.filter_tools_list(&engine, &text, result);
-            }
+        let envelope = Envelope::parse(&text);
+        let id = envelope.as_ref().and_then(|e| e.id);
+        let listed = envelope.as_ref().is_some_and(|e| e.method.is_none())
+            && id.is_some_and(|id| {
+                self.lists
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(id.get())
+            });
+        if listed && envelope.as_ref().is_some_and(|e| e.result.is_some()) {
+            replaced = self.filter_tools_list(&engine, &text);
         }
         if let Some(dlp) = engine.policy().dlp() {
             let current = replaced.as_deref().unwrap_or(&text);
@@ -555,9 +542,7 @@ impl Relay {
                     let mut record = Record::new("downstream", "ALLOW", engine.policy().mode().as_str(), false);
                     record.event = Some("DLP_TRIGGERED".into());
                     record.policy_hash = Some(engine.policy().hash().to_owned());
-                    record.request_id = id_for_error
-                        .as_deref()
-                        .and_then(|id| serde_json::from_str(id.get()).ok());
+                    record.request_id = id.and_then(|id| serde_json::from_str(id.get()).ok());
                     record.dlp = Some(events.into_iter().map(Into::into).collect());
                     self.audit.record(record);
                     replaced = Some(text);
@@ -576,7 +561,7 @@ impl Relay {
                         record.error_code = Some(-32014);
                         self.audit.record(record);
                         let text = jsonrpc::error_response(
-                            id_for_error.as_deref(),
+                            id,
                             -32014,
                             "DLP redaction failed",
                             Some(&reason("response exceeds dlp.max_scan_size and cannot be scanned")),
@@ -595,16 +580,16 @@ impl Relay {
 
     /// Removes tools the policy does not allow from a `tools/list` result, and checks
     /// `schema_hash` for the tools that have one. `None` when nothing changes.
-    fn filter_tools_list(&self, engine: &Engine, text: &str, result: &RawValue) -> Option<String> {
-        let mut result: Map<String, Value> = serde_json::from_str(result.get()).ok()?;
-        let tools = result.get_mut("tools")?.as_array_mut()?;
+    fn filter_tools_list(&self, engine: &Engine, text: &str) -> Option<String> {
+        let mut message: Map<String, Value> = serde_json::from_str(text).ok()?;
+        let tools = message.get_mut("result")?.get_mut("tools")?.as_array_mut()?;
         let before = tools.len();
         tools.retain(|tool| {
             let Some(name) = tool.get("name").and_then(Value::as_str) else {
                 return false;
             };
             let normalized = normalize(name);
-            if !listed(engine, &normalized) {
+            if !engine.lists_tool(&normalized) {
                 return false;
             }
             let Some(expected) = engine.policy().rule(&normalized).and_then(|r| r.schema_hash.as_ref()) else {
@@ -629,45 +614,62 @@ impl Relay {
         if tools.len() == before {
             return None;
         }
-        let mut message: Map<String, Value> = serde_json::from_str(text).ok()?;
-        message.insert("result".into(), Value::Object(result));
         serde_json::to_string(&message).ok()
     }
 
+    /// The audit record of an upstream decision, with the violation's details; also counts the
+    /// decision in the metrics.
     fn record(
         &self,
         engine: &Engine,
-        direction: &str,
         resolution: &Resolution,
         method: Option<&str>,
         tool: Option<&str>,
         id: Option<&RawValue>,
+        started: Instant,
     ) -> Record {
+        let denial = resolution.denial.as_ref();
+        server::record_decision(
+            resolution.decision.as_str(),
+            denial.map(server::violation_type),
+            started.elapsed(),
+        );
         let mut record = Record::new(
-            direction,
+            "upstream",
             resolution.decision.as_str(),
             engine.policy().mode().as_str(),
-            resolution.violation,
+            resolution.violation(),
         );
         record.method = method.map(str::to_owned);
         record.tool = tool.map(str::to_owned);
         record.request_id = id.and_then(|id| serde_json::from_str(id.get()).ok());
         record.policy_hash = Some(engine.policy().hash().to_owned());
+        record.duration_us = Some(elapsed_us(started));
+        if let Some(denial) = denial {
+            record.reason = Some(match resolution.refusal() {
+                Some(_) => denial.reason.clone(),
+                None => format!("forwarded in monitor mode: {}", denial.reason),
+            });
+            record.error_code = resolution.refusal().map(|d| d.kind.code());
+            record.failed_arg.clone_from(&denial.failed_arg);
+            record.failed_rule.clone_from(&denial.failed_rule);
+        }
         record
     }
 
-    fn audit_args(&self, engine: &Engine, record: &mut Record, args: Option<&Map<String, Value>>) {
-        let Some(args) = args else {
+    /// Hands the call's arguments to the record: hashed by the audit writer thread, off the
+    /// call path, and also kept redacted with `--audit-args redacted`.
+    fn audit_args(&self, engine: &Engine, record: &mut Record, arguments: Option<Value>) {
+        let Some(Value::Object(args)) = arguments else {
             return;
         };
         if !self.audit.is_enabled() {
             return;
         }
-        // Hashed by the audit writer thread, off the call path.
-        record.hash_args = Some(Value::Object(args.clone()));
         if self.options.audit_args == AuditArgs::Redacted {
-            record.args = Some(redacted_arguments(engine, args));
+            record.args = Some(redacted_arguments(engine, &args));
         }
+        record.hash_args = Some(Value::Object(args));
     }
 
     fn audit_protocol(&self, direction: &str, why: &str) {
@@ -678,19 +680,6 @@ impl Relay {
         record.policy_hash = Some(engine.policy().hash().to_owned());
         self.audit.record(record);
         tracing::warn!("{direction}: {why}");
-    }
-}
-
-/// Whether `tools/list` shows a tool: allowed by `allowed_tools` or a non-blocking rule, and not a
-/// look-alike of a configured name.
-fn listed(engine: &Engine, normalized: &str) -> bool {
-    let policy = engine.policy();
-    if policy.confusable_with(normalized).is_some() {
-        return false;
-    }
-    match policy.rule(normalized) {
-        Some(rule) => rule.action != Action::Block,
-        None => policy.allowed_tools().contains(normalized),
     }
 }
 
@@ -760,23 +749,6 @@ fn outcome_name(outcome: HoldOutcome) -> &'static str {
 
 fn reason(text: &str) -> Value {
     serde_json::json!({ "reason": text })
-}
-
-fn violation_type(resolution: &Resolution) -> Option<&'static str> {
-    if !resolution.violation {
-        return None;
-    }
-    Some(match resolution.refusal.as_ref().map(|d| &d.kind) {
-        Some(DenialKind::MethodNotAllowed) => "method",
-        Some(DenialKind::RateLimited) => "rate_limit",
-        Some(DenialKind::ProtectedPath) => "protected_path",
-        Some(DenialKind::SchemaMismatch) => "schema",
-        Some(DenialKind::CapabilityDenied { .. }) => "capability",
-        Some(DenialKind::DlpFailed) => "dlp",
-        Some(DenialKind::UserDenied | DenialKind::UserTimeout) => "approval",
-        Some(_) => "tool",
-        None => "monitor",
-    })
 }
 
 fn elapsed_us(started: Instant) -> u64 {

@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::thread;
 
-use ed25519_dalek::VerifyingKey;
+use aip_aat::keys::PublicKey;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -28,7 +28,7 @@ pub struct ProxyOptions {
     /// The policy file.
     pub policy: PathBuf,
     /// Key that must have signed the policy.
-    pub policy_key: Option<VerifyingKey>,
+    pub policy_key: Option<PublicKey>,
     /// The MCP server command: run directly when it is a plain word list, else with `/bin/sh -c`.
     pub target: String,
     /// The audit log file.
@@ -88,7 +88,7 @@ pub enum RunError {
 }
 
 /// Loads the policy at `path` under `key`.
-pub fn load_policy(path: &std::path::Path, key: Option<&VerifyingKey>) -> Result<Policy, RunError> {
+pub fn load_policy(path: &std::path::Path, key: Option<&PublicKey>) -> Result<Policy, RunError> {
     let signature = key.map_or(SignaturePolicy::NoKey, SignaturePolicy::Require);
     Policy::load(path, signature).map_err(|source| RunError::Policy {
         path: path.to_owned(),
@@ -137,13 +137,8 @@ pub fn run(options: ProxyOptions) -> Result<i32, RunError> {
     let server = match listen {
         None => None,
         Some(addr) => {
-            let secret = crate::keys::api_token(options.token_file.as_deref())
+            let token = server::AdminToken::load(options.token_file.as_deref())
                 .map_err(|source| RunError::Listen { addr, source })?;
-            let token = server::AdminToken::from_secret(&secret).map_err(|e| RunError::Listen {
-                addr,
-                source: io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
-            })?;
-            drop(secret);
             let state = ServerState::new(
                 Arc::clone(&handle),
                 Arc::clone(&schemas),
@@ -324,7 +319,7 @@ fn exit_code(status: Option<ExitStatus>) -> i32 {
 }
 
 /// SIGHUP: load the policy again; a bad one keeps the old in force.
-fn reload(path: &std::path::Path, key: Option<&VerifyingKey>, handle: &PolicyHandle, audit: &AuditLog, hitl: &Hitl) {
+fn reload(path: &std::path::Path, key: Option<&PublicKey>, handle: &PolicyHandle, audit: &AuditLog, hitl: &Hitl) {
     let previous = handle.current();
     let mut record = Record::new("upstream", "ALLOW", previous.policy().mode().as_str(), false);
     record.event = Some("POLICY_RELOADED".into());

@@ -8,8 +8,8 @@
 //! | `GET /v1/hitl` | admin bearer | the pending holds |
 //! | `POST /v1/hitl/{hold_id}/approve`, `/deny` | admin bearer | answer a hold (200, 404, 409) |
 //!
-//! The admin token is a 32-byte random secret generated at startup ([`AdminToken::generate`],
-//! printed once by the binary) or taken from `AIP_PROXY_TOKEN` ([`AdminToken::from_env`]).
+//! The admin token comes from `AIP_PROXY_TOKEN`, or from a token file that is created with a
+//! 32-byte random secret when missing ([`AdminToken::load`]); it is never printed.
 //! Only its SHA-256 digest is kept, and presented tokens are compared digest to digest in
 //! constant time. The token is never logged.
 //!
@@ -35,6 +35,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -55,7 +56,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::engine::{Decision, Denial, Engine, SchemaBook, Verdict};
+use crate::engine::{Decision, Denial, Engine, SchemaBook};
 use crate::hitl::{Hitl, HitlError};
 use crate::state::PolicyHandle;
 
@@ -134,6 +135,35 @@ impl AdminToken {
             Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
             Err(std::env::VarError::NotUnicode(_)) => Err(AdminTokenError::Weak),
         }
+    }
+
+    /// The token in force: `AIP_PROXY_TOKEN` when set, else the secret in `file`, which is
+    /// created (mode 0600, never overwritten) with a fresh random secret when it does not exist.
+    pub fn load(file: Option<&std::path::Path>) -> io::Result<Self> {
+        let invalid = |e: AdminTokenError| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+        if let Some(token) = Self::from_env().map_err(invalid)? {
+            return Ok(token);
+        }
+        let Some(file) = file else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the HTTP API needs a token: set {TOKEN_ENV} or pass --token-file FILE"),
+            ));
+        };
+        match std::fs::read_to_string(file) {
+            Ok(secret) => return Self::from_secret(secret.trim()).map_err(invalid),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let (token, secret) = Self::generate().map_err(invalid)?;
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(file)?;
+        io::Write::write_all(&mut out, secret.as_bytes())?;
+        out.sync_all()?;
+        Ok(token)
     }
 
     /// Whether `presented` is the secret, compared digest to digest in constant time.
@@ -619,11 +649,8 @@ pub struct AatStatus {
 /// Evaluates a call as the relay would and phrases the answer of spec 6.2.2.
 pub fn evaluate(engine: &Engine, schemas: &SchemaBook, request: &ValidateRequest) -> (ValidateResponse, Decision) {
     let verdict = engine.check_tool_call(&request.tool, Some(&request.arguments), None, schemas, Instant::now());
-    let denial = match &verdict {
-        Verdict::Deny(denial) => Some(denial.clone()),
-        Verdict::Allow | Verdict::Ask => None,
-    };
     let resolution = engine.resolve(verdict);
+    let denial = resolution.denial.as_ref();
     let violations: Vec<Violation> = denial
         .iter()
         .map(|d| Violation {
@@ -632,7 +659,7 @@ pub fn evaluate(engine: &Engine, schemas: &SchemaBook, request: &ValidateRequest
             message: d.reason.clone(),
         })
         .collect();
-    let (decision, reason) = match (resolution.decision, &denial) {
+    let (decision, reason) = match (resolution.decision, denial) {
         (Decision::Allow, _) => ("allow", "Tool call allowed by policy".to_owned()),
         (Decision::Ask, _) => ("ask", "Tool call requires human approval (action: ask)".to_owned()),
         (Decision::AllowMonitor, Some(d)) => (

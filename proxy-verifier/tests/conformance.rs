@@ -141,8 +141,7 @@ fn run_request(engine: Option<&Engine>, input: &Input) -> Result<RequestOutcome,
         // No policy loaded: fail closed.
         None => Resolution {
             decision: Decision::Block,
-            violation: true,
-            refusal: Some(Denial::new(DenialKind::Forbidden, "No policy loaded")),
+            denial: Some(Denial::new(DenialKind::Forbidden, "No policy loaded")),
         },
         Some(engine) => {
             let mut verdict = engine.check_method(method);
@@ -175,7 +174,7 @@ fn run_request(engine: Option<&Engine>, input: &Input) -> Result<RequestOutcome,
         }
     };
 
-    let response = match &resolution.refusal {
+    let response = match resolution.refusal() {
         None => None,
         Some(denial) => {
             let line = denial_response(Some(&id), denial, tool, Some(method));
@@ -184,8 +183,8 @@ fn run_request(engine: Option<&Engine>, input: &Input) -> Result<RequestOutcome,
     };
     Ok(RequestOutcome {
         decision: decision_name(resolution.decision),
-        violation: resolution.violation,
-        refusal: resolution.refusal,
+        violation: resolution.violation(),
+        refusal: resolution.refusal().cloned(),
         response,
     })
 }

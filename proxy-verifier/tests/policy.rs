@@ -5,13 +5,13 @@
 
 use std::time::{Duration, Instant};
 
+use aip_aat::keys::{KeyPair, Signer};
 use aip_proxy_verifier::engine::{Decision, DenialKind, Engine, SchemaBook, Verdict};
 use aip_proxy_verifier::policy::{
     AatSettings, ApiVersion, CapabilitiesMode, HashAlgorithm, Policy, PolicyError, RegistrySettings, RevocationMode,
     SchemaHash, SignaturePolicy, canonical_bytes,
 };
 use base64::Engine as _;
-use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
 
 /// A v1alpha3 policy named `test-policy` with `spec` (already indented by two spaces) as its
@@ -466,7 +466,7 @@ fn the_policy_file_itself_is_protected() {
         // Refused even in monitor mode (spec 4.4), with -32007.
         let resolution = engine.resolve(verdict);
         assert_eq!(resolution.decision, Decision::Block);
-        assert_eq!(resolution.refusal.map(|d| d.kind.code()), Some(-32007));
+        assert_eq!(resolution.refusal().map(|d| d.kind.code()), Some(-32007));
     }
     assert_eq!(
         call(&engine, "read_file", json!({ "path": "/tmp/other.txt" })),
@@ -488,14 +488,14 @@ const UNSIGNED: &str = "apiVersion: aip.io/v1alpha3\nkind: AgentPolicy\nmetadata
                         \"1.0.0\"\nspec:\n  allowed_tools:\n    - read_file\n  tool_rules:\n    - tool: write_file\n      \
                         action: ask\n";
 
-fn signing_key() -> SigningKey {
-    SigningKey::from_bytes(&[7u8; 32])
+fn signing_key() -> KeyPair {
+    KeyPair::ed25519_from_seed(&[7u8; 32])
 }
 
 /// `text` with `metadata.signature` added: the signature of its canonical bytes by `key`.
-fn sign(text: &str, key: &SigningKey) -> String {
-    let signature = key.sign(&canonical_bytes(text).unwrap());
-    let encoded = base64::engine::general_purpose::STANDARD.encode(signature.to_bytes());
+fn sign(text: &str, key: &KeyPair) -> String {
+    let signature = key.sign(&canonical_bytes(text).unwrap()).unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(signature);
     text.replacen(
         "  name: signed-policy\n",
         &format!("  name: signed-policy\n  signature: \"ed25519:{encoded}\"\n"),
@@ -506,7 +506,7 @@ fn sign(text: &str, key: &SigningKey) -> String {
 #[test]
 fn a_valid_signature_loads() {
     let key = signing_key();
-    let vk = key.verifying_key();
+    let vk = key.public_key().clone();
     let signed = sign(UNSIGNED, &key);
     assert!(signed.contains("signature: \"ed25519:"));
     let policy = Policy::parse(&signed, None, SignaturePolicy::Require(&vk)).unwrap();
@@ -519,7 +519,7 @@ fn a_valid_signature_loads() {
 #[test]
 fn a_modified_signed_policy_is_refused() {
     let key = signing_key();
-    let vk = key.verifying_key();
+    let vk = key.public_key().clone();
     let signed = sign(UNSIGNED, &key);
     for (from, to) in [
         ("    - read_file\n", "    - read_file\n    - delete_file\n"),
@@ -535,7 +535,7 @@ fn a_modified_signed_policy_is_refused() {
         assert!(err.to_string().contains("verification failed"), "{err}");
     }
     // Another key's signature is refused too.
-    let other = SigningKey::from_bytes(&[8u8; 32]).verifying_key();
+    let other = KeyPair::ed25519_from_seed(&[8u8; 32]).public_key().clone();
     let err = Policy::parse(&signed, None, SignaturePolicy::Require(&other)).unwrap_err();
     assert!(matches!(err, PolicyError::Signature(_)), "{err:?}");
     // And so is a signature that is not ed25519:<base64 of 64 bytes>.
@@ -560,7 +560,7 @@ fn a_signed_policy_without_a_key_is_refused() {
 
 #[test]
 fn an_unsigned_policy_with_a_key_is_refused() {
-    let vk = signing_key().verifying_key();
+    let vk = signing_key().public_key().clone();
     let err = Policy::parse(UNSIGNED, None, SignaturePolicy::Require(&vk)).unwrap_err();
     assert!(matches!(err, PolicyError::Signature(_)), "{err:?}");
     assert!(err.to_string().contains("metadata.signature is absent"), "{err}");
@@ -583,7 +583,7 @@ fn the_policy_hash_ignores_key_order_layout_and_the_signature() {
     assert_eq!(canonical_bytes(UNSIGNED).unwrap(), canonical_bytes(reordered).unwrap());
 
     let key = signing_key();
-    let vk = key.verifying_key();
+    let vk = key.public_key().clone();
     let signed = Policy::parse(&sign(UNSIGNED, &key), None, SignaturePolicy::Require(&vk)).unwrap();
     assert_eq!(signed.hash(), a.hash());
     // The reordered text verifies with the signature made over the original order.

@@ -264,6 +264,72 @@ fn dlp_redacts_responses_and_audits_without_the_secret() {
     );
 }
 
+const AWS_PATTERN: &str = "    patterns:\n      - name: AWS Key\n        regex: \"AKIA[0-9A-Z]{16}\"\n";
+
+#[test]
+fn dlp_blocks_a_request_carrying_a_secret() {
+    let fx = Fixture::new(&format!("{BASIC}  dlp:\n    scan_requests: true\n{AWS_PATTERN}"));
+    let mut proxy = fx.start(&[]);
+    let response = proxy.call(&tool_call("1", "echo", &json!({"note": format!("key {AWS_KEY}")})));
+    assert_eq!(error_code(&response), -32001, "{response}");
+    assert_eq!(response["id"], 1);
+    assert!(proxy.finish().success());
+    assert!(!fx.seen().contains(AWS_KEY), "the secret reached the server");
+    let records = fx.records();
+    let record = records.iter().find(|r| r["tool"] == "echo").unwrap();
+    assert_eq!(record["decision"], "BLOCK");
+    assert_eq!(record["failed_rule"], "dlp:AWS Key");
+    assert!(!std::fs::read_to_string(fx.audit()).unwrap().contains(AWS_KEY));
+}
+
+#[test]
+fn dlp_redacts_a_request_when_asked() {
+    let fx = Fixture::new(&format!(
+        "{BASIC}  dlp:\n    scan_requests: true\n    on_request_match: redact\n{AWS_PATTERN}"
+    ));
+    let mut proxy = fx.start(&[]);
+    let response = proxy.call(&tool_call("1", "echo", &json!({"note": format!("key {AWS_KEY}")})));
+    assert!(echo_of(&response).contains("key [REDACTED:AWS Key]"), "{response}");
+    assert!(proxy.finish().success());
+    let seen = fx.seen();
+    assert!(!seen.contains(AWS_KEY) && seen.contains("[REDACTED:AWS Key]"), "{seen}");
+    let records = fx.records();
+    let record = records.iter().find(|r| r["tool"] == "echo").unwrap();
+    assert_eq!(record["event"], "DLP_TRIGGERED");
+    assert_eq!(record["dlp"], json!([{"rule": "AWS Key", "count": 1}]));
+}
+
+#[test]
+fn dlp_pattern_scopes_are_respected() {
+    // A response-only pattern leaves requests alone even when requests are scanned.
+    let fx = Fixture::new(&format!(
+        "{BASIC}  dlp:\n    scan_requests: true\n{AWS_PATTERN}        scope: response\n"
+    ));
+    let mut proxy = fx.start(&[]);
+    let response = proxy.call(&tool_call("1", "echo", &json!({"note": AWS_KEY})));
+    assert!(
+        !response.to_string().contains(AWS_KEY),
+        "the response was not redacted: {response}"
+    );
+    assert!(proxy.finish().success());
+    assert!(
+        fx.seen().contains(AWS_KEY),
+        "a response-scoped pattern redacted the request"
+    );
+}
+
+#[test]
+fn dlp_filters_the_servers_stderr() {
+    let fx = Fixture::new(&format!(
+        "  allowed_tools: [stderr]\n  dlp:\n    filter_stderr: true\n{AWS_PATTERN}"
+    ));
+    let mut proxy = fx.start(&[]);
+    proxy.call(&tool_call("1", "stderr", &json!({"text": format!("leaked {AWS_KEY}")})));
+    proxy.wait_stderr("leaked [REDACTED:AWS Key]");
+    assert!(proxy.finish().success());
+    assert!(!proxy.stderr().contains(AWS_KEY), "{}", proxy.stderr());
+}
+
 #[test]
 fn monitor_mode_forwards_violations_and_records_them() {
     let fx = Fixture::new("  mode: monitor\n  allowed_tools: [echo]\n");
@@ -280,6 +346,13 @@ fn monitor_mode_forwards_violations_and_records_them() {
     assert_eq!(record["decision"], "ALLOW_MONITOR");
     assert_eq!(record["violation"], true);
     assert_eq!(record["policy_mode"], "monitor");
+    // The forwarded violation is named, not only flagged.
+    assert!(
+        record["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Tool not in allowed_tools list")),
+        "{record}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -442,13 +515,25 @@ fn closing_stdin_ends_the_session() {
     assert!(fx.path("eof").exists(), "the server did not see EOF");
 }
 
-fn sigterm_round_trip(fx: &Fixture, mut proxy: Proxy) {
+fn signal_round_trip(fx: &Fixture, mut proxy: Proxy, signal: Signal, name: &str) {
     // A round trip: the server is up and has its handler installed.
     proxy.call(&tool_call("1", "echo", &json!({})));
-    proxy.signal(Signal::TERM);
+    proxy.signal(signal);
     let status = proxy.wait();
-    assert!(fx.path("terminated").exists(), "the server did not get SIGTERM");
+    let got = std::fs::read_to_string(fx.path("terminated")).unwrap_or_default();
+    assert_eq!(got, name, "the server did not get {name}");
     assert_eq!(status.code(), Some(0), "{status:?}; {}", proxy.stderr());
+}
+
+fn sigterm_round_trip(fx: &Fixture, proxy: Proxy) {
+    signal_round_trip(fx, proxy, Signal::TERM, "SIGTERM");
+}
+
+#[test]
+fn sigint_is_forwarded_to_the_server() {
+    let fx = Fixture::new(BASIC);
+    let proxy = fx.start(&[]);
+    signal_round_trip(&fx, proxy, Signal::INT, "SIGINT");
 }
 
 #[test]

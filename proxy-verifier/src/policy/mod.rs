@@ -9,14 +9,15 @@
 mod raw;
 mod units;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use aip_aat::keys::{Algorithm, PublicKey};
 use base64::Engine as _;
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use regex::{Regex, RegexBuilder};
 use serde_saphyr::Spanned;
 use sha2::{Digest, Sha256};
@@ -459,7 +460,7 @@ pub enum SignaturePolicy<'a> {
     /// A signed policy is refused (nothing to check it against); an unsigned one loads.
     NoKey,
     /// The policy must carry a valid signature by this key.
-    Require(&'a VerifyingKey),
+    Require(&'a PublicKey),
 }
 
 impl Policy {
@@ -497,7 +498,7 @@ impl Policy {
         }
         let doc: raw::Document = serde_saphyr::from_str(text).map_err(syntax_error)?;
         let tree: serde_json::Value = serde_saphyr::from_str(text).map_err(syntax_error)?;
-        let (hash, canonical) = canonical_hash(&tree)?;
+        let (hash, canonical) = canonical_hash(tree)?;
         let signed = check_signature(&doc, &canonical, signature)?;
         let mut policy = compile(doc, hash, signed)?;
         if let Some(source) = source {
@@ -618,8 +619,7 @@ fn syntax_error(e: serde_saphyr::Error) -> PolicyError {
 }
 
 /// Spec 5.2: SHA-256 over RFC 8785 of the document without `metadata.signature`.
-fn canonical_hash(tree: &serde_json::Value) -> Result<(String, Vec<u8>), PolicyError> {
-    let mut tree = tree.clone();
+fn canonical_hash(mut tree: serde_json::Value) -> Result<(String, Vec<u8>), PolicyError> {
     if let Some(meta) = tree.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
         meta.remove("signature");
     }
@@ -634,7 +634,13 @@ fn canonical_hash(tree: &serde_json::Value) -> Result<(String, Vec<u8>), PolicyE
 /// The canonical bytes of a policy text (what `metadata.signature` signs).
 pub fn canonical_bytes(text: &str) -> Result<Vec<u8>, PolicyError> {
     let tree: serde_json::Value = serde_saphyr::from_str(text).map_err(syntax_error)?;
-    canonical_hash(&tree).map(|(_, bytes)| bytes)
+    canonical_hash(tree).map(|(_, bytes)| bytes)
+}
+
+/// The policy hash of a policy text (spec 5.2), without compiling it.
+pub fn hash_of(text: &str) -> Result<String, PolicyError> {
+    let tree: serde_json::Value = serde_saphyr::from_str(text).map_err(syntax_error)?;
+    canonical_hash(tree).map(|(hash, _)| hash)
 }
 
 fn check_signature(doc: &raw::Document, canonical: &[u8], policy: SignaturePolicy<'_>) -> Result<bool, PolicyError> {
@@ -663,9 +669,10 @@ fn check_signature(doc: &raw::Document, canonical: &[u8], policy: SignaturePolic
         .decode(encoded.trim())
         .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.trim()))
         .map_err(|_| PolicyError::Signature("metadata.signature is not base64".into()))?;
-    let signature = Signature::from_slice(&bytes)
-        .map_err(|_| PolicyError::Signature("metadata.signature is not 64 bytes".into()))?;
-    key.verify(canonical, &signature)
+    if bytes.len() != 64 {
+        return Err(PolicyError::Signature("metadata.signature is not 64 bytes".into()));
+    }
+    key.verify(Algorithm::EdDSA, canonical, &bytes)
         .map_err(|_| PolicyError::Signature("signature verification failed".into()))?;
     Ok(true)
 }
@@ -762,7 +769,7 @@ fn compile(doc: raw::Document, hash: String, signed: bool) -> Result<Policy, Pol
                 "must not be empty",
             ));
         }
-        protected_paths.push(expand_home(value, home.as_deref()));
+        protected_paths.push(expand_home(value, home.as_deref()).into_owned());
     }
 
     let dlp = match spec.dlp {
@@ -829,12 +836,13 @@ fn names(field: &str, list: &[Spanned<String>]) -> Result<HashSet<String>, Polic
     Ok(set)
 }
 
-fn expand_home(path: &str, home: Option<&str>) -> String {
+/// `path` with a leading `~` (alone or before `/`) replaced by `home`.
+pub(crate) fn expand_home<'p>(path: &'p str, home: Option<&str>) -> Cow<'p, str> {
     match (path.strip_prefix('~'), home) {
         (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
-            format!("{}{rest}", home.trim_end_matches('/'))
+            Cow::Owned(format!("{}{rest}", home.trim_end_matches('/')))
         }
-        _ => path.to_owned(),
+        _ => Cow::Borrowed(path),
     }
 }
 

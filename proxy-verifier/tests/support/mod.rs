@@ -240,11 +240,12 @@ impl Drop for Proxy {
 ///   the next response (a message without method) the client sends;
 /// - `tools/call` `size`: `{"len": <bytes of the request line>}`;
 /// - `tools/call` `secret`: a text result holding an AWS access key id;
+/// - `tools/call` `stderr` `{text}`: write `text` on stderr, then answer with the echo;
 /// - `tools/call` `stall`: answer after 0.5 s, then stop reading stdin for 20 s.
 ///
 /// Notifications are answered with a `notifications/message` notification echoing them. An
 /// unparseable line gets a -32700 error with `id: null`. On EOF it writes `<dir>/eof` and exits 0;
-/// on SIGTERM it writes `<dir>/terminated` and exits 0.
+/// on SIGTERM or SIGINT it writes the signal's name to `<dir>/terminated` and exits 0.
 pub(crate) const FAKE_SERVER: &str = r#"
 import json, os, signal, sys, time
 d = sys.argv[1]
@@ -255,10 +256,11 @@ def out(line):
     sys.stdout.buffer.write(line.encode("utf-8") + b"\n")
     sys.stdout.buffer.flush()
 def term(sig, frame):
-    open(os.path.join(d, "terminated"), "w").write("TERM")
+    open(os.path.join(d, "terminated"), "w").write(signal.Signals(sig).name)
     sys.stdout.flush()
     os._exit(0)
 signal.signal(signal.SIGTERM, term)
+signal.signal(signal.SIGINT, term)
 pending = None
 while True:
     raw = sys.stdin.buffer.readline()
@@ -307,6 +309,11 @@ while True:
             continue
         if name == "size":
             out({"jsonrpc": "2.0", "id": mid, "result": {"len": len(raw.rstrip(b"\n"))}})
+            continue
+        if name == "stderr":
+            sys.stderr.write(args["text"] + "\n")
+            sys.stderr.flush()
+            out({"jsonrpc": "2.0", "id": mid, "result": {"echo": line}})
             continue
         if name == "secret":
             out({"jsonrpc": "2.0", "id": mid, "result": {"content": [{"type": "text", "text": "aws_access_key_id = AKIAIOSFODNN7EXAMPLE"}]}})
