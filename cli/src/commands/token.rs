@@ -1,4 +1,5 @@
-//! `aip-ca token`: fetch an AAT for an agent, as the agent would at startup.
+//! `aip-ca token`: fetch an AAT for an agent, as the agent would at startup; the client flags
+//! it shares with `aip-agent`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +15,9 @@ use crate::output::{CliError, EXIT_REJECTED, print_json, print_line};
 use crate::passphrase::PassphraseArgs;
 use crate::remote::DEFAULT_URL;
 
+/// Environment variable holding the user's API key.
+pub(crate) const ENV_USER_API_KEY: &str = "AIP_USER_API_KEY";
+
 /// How the agent's user authorizes it. `aip-agent` takes the same flags.
 #[derive(clap::Args, Debug)]
 #[command(group = clap::ArgGroup::new("user").multiple(false))]
@@ -22,7 +26,7 @@ pub(crate) struct UserArgs {
     #[arg(
         long,
         value_name = "KEY",
-        env = "AIP_USER_API_KEY",
+        env = ENV_USER_API_KEY,
         hide_env_values = true,
         group = "user"
     )]
@@ -69,8 +73,9 @@ impl UserArgs {
     }
 }
 
+/// Which agent asks which issuer for which AAT: the flags `aip-ca token` and `aip-agent` share.
 #[derive(clap::Args, Debug)]
-pub(crate) struct Args {
+pub(crate) struct ClientArgs {
     /// The agent directory `aip-ca register-agent --out-dir` wrote.
     #[arg(long, value_name = "DIR")]
     agent_dir: PathBuf,
@@ -90,25 +95,39 @@ pub(crate) struct Args {
     ca_cert: Option<PathBuf>,
     #[command(flatten)]
     passphrase: PassphraseArgs,
+}
+
+impl ClientArgs {
+    /// Reads the agent's identity and key (unlocking it), then fetches the first AAT on
+    /// `runtime`: the client that keeps it.
+    pub(crate) fn start(&self, runtime: &tokio::runtime::Runtime) -> Result<AgentClient, CliError> {
+        let identity = agent_dir::read_identity(&self.agent_dir)?;
+        let (key, _) = agent_dir::read_key(&self.agent_dir, &self.passphrase)?;
+        let mut config = AgentClientConfig::new(&self.issuer, identity.agent_id, &self.audience);
+        config.tools.clone_from(&self.tools);
+        config.user = self.user.authorization()?;
+        if let Some(path) = &self.ca_cert {
+            config.ca_pem =
+                Some(std::fs::read(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?);
+        }
+        runtime
+            .block_on(AgentClient::start(Arc::new(key), config))
+            .map_err(client_error)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    client: ClientArgs,
     /// Print the whole response as JSON instead of the AAT alone.
     #[arg(long)]
     json: bool,
 }
 
 pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
-    let identity = agent_dir::read_identity(&args.agent_dir)?;
-    let (key, _) = agent_dir::read_key(&args.agent_dir, &args.passphrase)?;
-    let mut config = AgentClientConfig::new(&args.issuer, identity.agent_id, &args.audience);
-    config.tools = args.tools;
-    config.user = args.user.authorization()?;
-    if let Some(path) = &args.ca_cert {
-        config.ca_pem =
-            Some(std::fs::read(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?);
-    }
     let runtime = crate::output::runtime()?;
-    let client = runtime
-        .block_on(AgentClient::start(Arc::new(key), config))
-        .map_err(client_error)?;
+    let client = args.client.start(&runtime)?;
     let issued = client.current();
     if args.json {
         print_json(
@@ -128,7 +147,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
 }
 
 /// One line and a hint for a refused or failed token request.
-pub(crate) fn client_error(e: AgentClientError) -> CliError {
+fn client_error(e: AgentClientError) -> CliError {
     match e {
         e @ AgentClientError::Refused { status: 401, .. } => CliError::new(e)
             .exit_code(EXIT_REJECTED)

@@ -1,21 +1,19 @@
 //! `aip-ca`: operate the AIP identity authority. Thin: flags in, library calls, output out.
 
-mod agent_dir;
-mod commands;
-mod logging;
-mod output;
-mod passphrase;
-mod remote;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{agents, authority, issuer, keygen, token, tokens, verify};
+use crate::commands::{agents, authority, issuer, keygen, token, tokens, verify};
 
 /// Operate the AIP identity authority for AI agents.
 #[derive(Parser)]
-#[command(name = "aip-ca", version, about, propagate_version = true)]
+#[command(
+    name = "aip-ca",
+    version,
+    about = "aip-ca: operate the AIP identity authority; key and token tools",
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -65,9 +63,9 @@ enum AuditCommand {
     Verify(authority::AuditVerifyArgs),
 }
 
-fn main() -> ExitCode {
-    // One TLS crypto backend for the whole process (aws-lc-rs).
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+/// Runs `aip-ca` on the process's arguments; the exit status to return.
+pub fn main() -> ExitCode {
+    crate::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init(args) => authority::init(args),
