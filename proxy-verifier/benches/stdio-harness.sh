@@ -3,13 +3,22 @@
 # bench policies). Builds the harness into a temporary directory, then for each case prints the
 # direct and proxied p50 (pingpong) and the proxied pipelined throughput, three runs each.
 #
-#   cargo build --release -p aip-proxy-verifier
+# The last case sends `file:` requests that each carry an AAT and a fresh per-call proof,
+# written by the `aat-bench-requests` example just before each run (proofs are valid for 300 s),
+# to a proxy that verifies them offline (issuer keys from a JWKS file, revocation from a signed
+# list file) with the DLP policy; its direct baseline sends the same lines to the echo server.
+#
+#   cargo build --release -p aip-proxy-verifier --bin aip-proxy --example aat-bench-requests
 #   proxy-verifier/benches/stdio-harness.sh HARNESS_DIR [N]     # N defaults to 20000
 set -eu
 harness=$(cd "${1:?usage: stdio-harness.sh HARNESS_DIR [N]}" && pwd)
 n=${2:-20000}
 proxy=$(cd "$(dirname "$0")/../.." && pwd)/target/release/aip-proxy
-test -x "$proxy" || { echo "build first: cargo build --release -p aip-proxy-verifier" >&2; exit 2; }
+requests=$(dirname "$proxy")/examples/aat-bench-requests
+test -x "$proxy" && test -x "$requests" || {
+  echo "build first: cargo build --release -p aip-proxy-verifier --bin aip-proxy --example aat-bench-requests" >&2
+  exit 2
+}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 gcc -O2 -pthread -o "$work/driver" "$harness/driver.c"
@@ -27,4 +36,10 @@ for run in 1 2 3; do
     rss=$(./driver "$n" pingpong "$2" "/usr/bin/time -f maxrss_kb=%M $proxy --policy $3 --audit $work/audit.jsonl --target ./echo_server" 2>&1 | grep -o 'maxrss_kb=[0-9]*' | field maxrss_kb); rm -f audit.jsonl*
     echo "run=$run case=$1 direct_p50_us=$direct proxy_p50_us=$p50 added_p50_us=$(echo "$p50 - $direct" | bc) pipelined_calls_per_s=$rps max_rss_kb=$rss"
   done
+  "$requests" "$work/aat" $((n + 200)) >/dev/null
+  payload=file:$work/aat/requests.jsonl
+  proxied="$proxy --policy $work/aat/policy-aat.yaml --audit $work/audit.jsonl --target ./echo_server 2>/dev/null"
+  direct=$(./driver "$n" pingpong "$payload" ./echo_server | field p50_us)
+  p50=$(./driver "$n" pingpong "$payload" "$proxied" | field p50_us); rm -f audit.jsonl*
+  echo "run=$run case=aat+proof+dlp direct_p50_us=$direct proxy_p50_us=$p50 added_p50_us=$(echo "$p50 - $direct" | bc)"
 done

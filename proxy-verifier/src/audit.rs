@@ -24,7 +24,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -42,6 +42,11 @@ const MAX_PENDING: usize = 64 * 1024 * 1024;
 const BATCH_BYTES: usize = 256 * 1024;
 /// How often a failing disk is retried while no new records arrive.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest time between two rewrites of the head file outside [`AuditLog::sync`]: replacing
+/// it costs a file creation and a rename, too much to pay for every record of a busy log. A
+/// crash may leave the head this far behind the log (its records then still verify; only a
+/// truncation inside that window goes unnoticed).
+const HEAD_INTERVAL: Duration = Duration::from_millis(100);
 /// Chunk size when searching backwards for the last line of an existing log.
 const TAIL_CHUNK: u64 = 8 * 1024;
 
@@ -53,6 +58,9 @@ const TAIL_CHUNK: u64 = 8 * 1024;
 /// gives the canonical form (checked by `direct_serialization_is_canonical`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Record {
+    /// Why an AAT was refused: the spec 11.2 `aat_error` string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aat_error: Option<String>,
     /// AAT issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aat_issuer: Option<String>,
@@ -71,6 +79,9 @@ pub struct Record {
     /// Lowercase hex SHA-256 of the canonical arguments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args_hash: Option<String>,
+    /// Tools an AAT grants (`AAT_VALIDATED` records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities_granted: Option<Vec<String>>,
     /// `ALLOW`, `BLOCK`, `ALLOW_MONITOR`, `RATE_LIMITED`, `ASK`, …
     pub decision: String,
     /// Delegation scope (from the AAT).
@@ -103,6 +114,9 @@ pub struct Record {
     /// JSON-RPC method name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
+    /// Revocation mode of a `REGISTRY_REVOCATION_CHECK` (`online`, `cached`, `crl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
     /// Policy hash at decision time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_hash: Option<String>,
@@ -117,6 +131,9 @@ pub struct Record {
     /// JSON-RPC request id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<Value>,
+    /// Revocation list version after a `REGISTRY_REVOCATION_CHECK`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_list_version: Option<u64>,
     /// Position in the chain, from 1 (set by the log).
     #[serde(default)]
     pub seq: u64,
@@ -333,6 +350,7 @@ impl AuditLog {
             buffered: (seq, hash.clone()),
             written: (seq, hash.clone()),
             head: (seq, hash),
+            head_at: Instant::now(),
             failing: false,
             lost: 0,
         };
@@ -519,6 +537,8 @@ struct Writer {
     written: (u64, String),
     /// What the head file holds.
     head: (u64, String),
+    /// When the head file was last written.
+    head_at: Instant,
     /// An error was reported and writes have not recovered since.
     failing: bool,
     /// Records dropped because the disk kept failing.
@@ -528,13 +548,19 @@ struct Writer {
 impl Writer {
     fn run(mut self, rx: Receiver<Message>) -> io::Result<()> {
         loop {
-            let message = if self.pending.is_empty() {
+            let head_due = (self.head != self.written).then(|| HEAD_INTERVAL.saturating_sub(self.head_at.elapsed()));
+            let message = if self.pending.is_empty() && head_due.is_none() {
                 match rx.recv() {
                     Ok(m) => m,
                     Err(_) => break,
                 }
             } else {
-                match rx.recv_timeout(RETRY_INTERVAL) {
+                let wait = if self.pending.is_empty() {
+                    head_due.unwrap_or(RETRY_INTERVAL)
+                } else {
+                    RETRY_INTERVAL
+                };
+                match rx.recv_timeout(wait) {
                     Ok(m) => m,
                     Err(RecvTimeoutError::Timeout) => {
                         self.flush();
@@ -630,9 +656,10 @@ impl Writer {
     /// Writes what is pending and updates the head file, without fsync; reports failures.
     fn flush(&mut self) {
         let result = self.write_pending().and_then(|()| {
-            if self.head != self.written {
+            if self.head != self.written && self.head_at.elapsed() >= HEAD_INTERVAL {
                 write_head(&self.head_path, self.written.0, &self.written.1, false)?;
                 self.head.clone_from(&self.written);
+                self.head_at = Instant::now();
             }
             Ok(())
         });
@@ -654,6 +681,7 @@ impl Writer {
             .and_then(|()| {
                 write_head(&self.head_path, self.written.0, &self.written.1, true)?;
                 self.head.clone_from(&self.written);
+                self.head_at = Instant::now();
                 Ok(())
             });
         if let Err(e) = &result {
@@ -971,9 +999,13 @@ mod tests {
             &mut record.delegation_scope,
             &mut record.aat_jti,
             &mut record.aat_issuer,
+            &mut record.aat_error,
+            &mut record.mode,
         ] {
             *field = Some(text.to_owned());
         }
+        record.capabilities_granted = Some(vec![text.to_owned(), "read_file".into()]);
+        record.revocation_list_version = Some(42);
         record.request_id = Some(serde_json::json!("id-1"));
         record.args = Some(serde_json::json!({"b": [1, -2, {"z": null, "a": true}], "a": text, "é": 3}));
         record.error_code = Some(-32001);

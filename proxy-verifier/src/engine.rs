@@ -177,10 +177,17 @@ impl Resolution {
 pub struct Grant<'a> {
     /// The agent.
     pub agent_id: &'a str,
-    /// Normalized capability names.
+    /// The AAT's `capabilities.tools`, as issued (compared after normalization).
     pub capabilities: &'a [String],
     /// How they combine with the policy.
     pub mode: CapabilitiesMode,
+}
+
+impl Grant<'_> {
+    /// Whether the grant lets the (normalized) tool through step 0c.
+    pub fn covers(&self, normalized: &str) -> bool {
+        self.mode == CapabilitiesMode::PolicyOnly || self.capabilities.iter().any(|c| normalize(c) == normalized)
+    }
 }
 
 /// What the proxy has learned about tool schemas from `tools/list` (spec 3.5.4).
@@ -235,12 +242,25 @@ impl Engine {
     /// Whether `tools/list` shows a (normalized) tool: allowed by `allowed_tools` or by a rule
     /// that does not block it, and not a look-alike of a configured name.
     pub fn lists_tool(&self, normalized: &str) -> bool {
+        self.lists_tool_for(normalized, None)
+    }
+
+    /// As [`Engine::lists_tool`] for a client holding `grant`: the tool must also be among the
+    /// AAT's capabilities (unless `policy_only`), and with `aat_only` they replace
+    /// `allowed_tools`.
+    pub fn lists_tool_for(&self, normalized: &str, grant: Option<&Grant<'_>>) -> bool {
         if self.policy.confusable_with(normalized).is_some() {
             return false;
         }
+        if let Some(grant) = grant
+            && !grant.covers(normalized)
+        {
+            return false;
+        }
+        let aat_only = grant.is_some_and(|g| g.mode == CapabilitiesMode::AatOnly);
         match self.policy.rule(normalized) {
             Some(rule) => rule.action != Action::Block,
-            None => self.policy.allowed_tools().contains(normalized),
+            None => aat_only || self.policy.allowed_tools().contains(normalized),
         }
     }
 
@@ -271,8 +291,7 @@ impl Engine {
         let args = arguments.unwrap_or(&empty);
 
         if let Some(grant) = grant
-            && grant.mode != CapabilitiesMode::PolicyOnly
-            && !grant.capabilities.iter().any(|c| c == name)
+            && !grant.covers(name)
         {
             return Verdict::Deny(Denial::new(
                 DenialKind::CapabilityDenied {

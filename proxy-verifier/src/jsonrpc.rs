@@ -76,6 +76,36 @@ pub struct ToolCallParams {
     /// Its arguments (must be an object when present).
     #[serde(default)]
     pub arguments: Option<Value>,
+    /// The AAT (spec 7.6.1), stripped before forwarding.
+    #[serde(default, rename = "_aip_aat")]
+    pub aat: Option<String>,
+    /// The per-call proof (DESIGN §7), stripped before forwarding.
+    #[serde(default, rename = "_aip_proof")]
+    pub proof: Option<String>,
+}
+
+/// The credentials of a request other than `tools/call` (`tools/list`).
+#[derive(Debug, Default, Deserialize)]
+pub struct Credentials {
+    /// The AAT.
+    #[serde(default, rename = "_aip_aat")]
+    pub aat: Option<String>,
+    /// The per-call proof.
+    #[serde(default, rename = "_aip_proof")]
+    pub proof: Option<String>,
+}
+
+/// The message without `params._aip_aat` and `params._aip_proof`, re-serialized; `None` when it
+/// is not a JSON object with object `params`.
+pub fn strip_credentials(text: &str) -> Option<String> {
+    use std::collections::BTreeMap;
+    let mut message: BTreeMap<String, &RawValue> = serde_json::from_str(text).ok()?;
+    let mut params: BTreeMap<String, &RawValue> = serde_json::from_str(message.get("params")?.get()).ok()?;
+    params.remove("_aip_aat");
+    params.remove("_aip_proof");
+    let params = RawValue::from_string(serde_json::to_string(&params).ok()?).ok()?;
+    message.insert("params".into(), &params);
+    serde_json::to_string(&message).ok()
 }
 
 /// A JSON-RPC error response with `id` echoed byte-for-byte (`null` when the request had none

@@ -18,7 +18,7 @@
 //! Downstream (server → client): `tools/list` results are filtered to what the policy allows and
 //! checked against `schema_hash`; every message is DLP-scanned when the policy asks for it.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -27,13 +27,17 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
+use aip_aat::proof::Call;
+use aip_aat::token::VerifiedAat;
+
 use crate::audit::{AuditLog, Record};
 use crate::dlp::{Direction, Scan};
-use crate::engine::{Decision, Denial, DenialKind, Engine, Resolution, SchemaBook, Verdict};
+use crate::engine::{Decision, Denial, DenialKind, Engine, Grant, Resolution, SchemaBook, Verdict};
 use crate::hitl::{Hitl, HoldOutcome, HoldRequest};
+use crate::identity::{self, Check, Identity, Presented, Rejection, Verified};
 use crate::jsonrpc::{self, Envelope, ToolCallParams};
 use crate::normalize::normalize;
-use crate::policy::{HashAlgorithm, Mode};
+use crate::policy::{CapabilitiesMode, HashAlgorithm, Mode};
 use crate::server;
 use crate::state::PolicyHandle;
 
@@ -81,9 +85,11 @@ pub struct Relay {
     schemas: Arc<SchemaBook>,
     audit: Arc<AuditLog>,
     hitl: Arc<Hitl>,
+    identity: Option<Arc<Identity>>,
     options: RelayOptions,
-    /// Ids (raw JSON text) of `tools/list` requests awaiting their response.
-    lists: Mutex<HashSet<Box<str>>>,
+    /// Ids (raw JSON text) of `tools/list` requests awaiting their response, with the AAT the
+    /// request carried.
+    lists: Mutex<HashMap<Box<str>, Option<Arc<VerifiedAat>>>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -169,6 +175,7 @@ impl Relay {
         schemas: Arc<SchemaBook>,
         audit: Arc<AuditLog>,
         hitl: Arc<Hitl>,
+        identity: Option<Arc<Identity>>,
         options: RelayOptions,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -176,8 +183,9 @@ impl Relay {
             schemas,
             audit,
             hitl,
+            identity,
             options,
-            lists: Mutex::new(HashSet::new()),
+            lists: Mutex::new(HashMap::new()),
         })
     }
 
@@ -264,19 +272,168 @@ impl Relay {
                 &engine, &envelope, method, resolution, line, client, server, idle, started,
             );
         }
+        if normalized == "tools/list" {
+            return self.tools_list(&engine, &envelope, text, line, client, server, idle, started);
+        }
         if normalized != "tools/call" {
-            if let Some(id) = envelope.id
-                && normalized == "tools/list"
-                && engine.policy().mode() == Mode::Enforce
-            {
-                self.lists
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(id.get().into());
-            }
             return send(server, line, idle);
         }
-        self.tool_call(&engine, &envelope, line, client, server, idle, started)
+        self.tool_call(&engine, &envelope, text, line, client, server, idle, started)
+    }
+
+    /// `tools/list`: the AAT it carries (if any) is checked and stripped, and the request is
+    /// remembered so that its response can be filtered by policy ∩ AAT.
+    #[allow(clippy::too_many_arguments)]
+    fn tools_list(
+        &self,
+        engine: &Engine,
+        envelope: &Envelope<'_>,
+        text: &str,
+        line: &[u8],
+        client: &Sink,
+        server: &Sink,
+        idle: bool,
+        started: Instant,
+    ) -> io::Result<()> {
+        let credentials: jsonrpc::Credentials = envelope
+            .params
+            .and_then(|p| serde_json::from_str(p.get()).ok())
+            .unwrap_or_default();
+        let stripped = match (&credentials.aat, &credentials.proof) {
+            (None, None) => None,
+            _ => jsonrpc::strip_credentials(text),
+        };
+        let call = Call {
+            method: "tools/list",
+            tool: "",
+            arguments: None,
+        };
+        let presented = Presented {
+            aat: credentials.aat.as_deref(),
+            proof: credentials.proof.as_deref(),
+        };
+        let verified = match self.authenticate(engine, envelope, presented, &call, client, idle, started) {
+            Ok(verified) => verified,
+            Err(answered) => return answered,
+        };
+        if let Some(id) = envelope.id
+            && engine.policy().mode() == Mode::Enforce
+        {
+            self.lists
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id.get().into(), verified);
+        }
+        match stripped {
+            Some(text) => send(server, text.as_bytes(), idle),
+            None => send(server, line, idle),
+        }
+    }
+
+    /// Spec 4.3 step 0b for `call`: `Ok` with the verified AAT (`None`: anonymous, or an
+    /// optional AAT that failed), `Err` with the result of answering a refusal to the client.
+    #[allow(clippy::too_many_arguments)]
+    fn authenticate(
+        &self,
+        engine: &Engine,
+        envelope: &Envelope<'_>,
+        presented: Presented<'_>,
+        call: &Call<'_>,
+        client: &Sink,
+        idle: bool,
+        started: Instant,
+    ) -> Result<Option<Arc<VerifiedAat>>, io::Result<()>> {
+        let Some(identity) = &self.identity else {
+            return Ok(None);
+        };
+        let tool = (call.method == "tools/call").then_some(call.tool);
+        match identity.check(presented, call) {
+            Check::Anonymous => Ok(None),
+            Check::Verified(v) => Ok(Some(self.validated(engine, v, tool))),
+            Check::Rejected(r) => {
+                self.rejected(engine, envelope, tool, call.method, &r, started);
+                if r.enforced {
+                    return Err(self.refuse_identity(envelope, tool, &r, client, idle));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Records the first use of a verified AAT (`AAT_VALIDATED`) and hands the token on.
+    fn validated(&self, engine: &Engine, verified: Verified, tool: Option<&str>) -> Arc<VerifiedAat> {
+        if verified.first_use {
+            let mut record = Record::new("upstream", "ALLOW", engine.policy().mode().as_str(), false);
+            record.event = Some("AAT_VALIDATED".into());
+            record.tool = tool.map(str::to_owned);
+            record.policy_hash = Some(engine.policy().hash().to_owned());
+            identity::audit_fields(&verified.aat, &mut record);
+            record.capabilities_granted = Some(verified.aat.claims().capabilities.tools.clone());
+            self.audit.record(record);
+        }
+        if let Some(mode) = verified.failover {
+            tracing::warn!(mode, "revocation not checked: registry data unavailable");
+        }
+        verified.aat
+    }
+
+    /// Records an `AAT_REJECTED` event (refused, or only logged when the AAT was optional).
+    fn rejected(
+        &self,
+        engine: &Engine,
+        envelope: &Envelope<'_>,
+        tool: Option<&str>,
+        method: &str,
+        rejection: &Rejection,
+        started: Instant,
+    ) {
+        let decision = if rejection.enforced { "BLOCK" } else { "ALLOW" };
+        server::record_decision(decision, Some("aat_invalid"), started.elapsed());
+        let mut record = Record::new("upstream", decision, engine.policy().mode().as_str(), true);
+        record.event = Some("AAT_REJECTED".into());
+        record.method = Some(method.to_owned());
+        record.tool = tool.map(str::to_owned);
+        record.request_id = envelope.id.and_then(|id| serde_json::from_str(id.get()).ok());
+        record.policy_hash = Some(engine.policy().hash().to_owned());
+        record.aat_error = rejection.refusal.aat_error().map(str::to_owned);
+        record.reason = Some(if rejection.enforced {
+            rejection.refusal.reason()
+        } else {
+            format!("AAT not required; evaluated without it: {}", rejection.refusal.reason())
+        });
+        if rejection.enforced {
+            record.error_code = Some(rejection.refusal.error(tool).0);
+        }
+        if let Some(aat) = &rejection.aat {
+            identity::audit_fields(aat, &mut record);
+        }
+        record.duration_us = Some(elapsed_us(started));
+        if rejection.enforced {
+            tracing::info!(tool, "refused: {}", rejection.refusal.reason());
+        } else {
+            tracing::warn!(
+                tool,
+                "invalid AAT presented but not required: {}",
+                rejection.refusal.reason()
+            );
+        }
+        self.audit.record(record);
+    }
+
+    fn refuse_identity(
+        &self,
+        envelope: &Envelope<'_>,
+        tool: Option<&str>,
+        rejection: &Rejection,
+        client: &Sink,
+        idle: bool,
+    ) -> io::Result<()> {
+        if envelope.id.is_none() {
+            return Ok(());
+        }
+        let (code, message, data) = rejection.refusal.error(tool);
+        let text = jsonrpc::error_response(envelope.id, code, message, Some(&data));
+        send(client, text.as_bytes(), idle)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -313,6 +470,7 @@ impl Relay {
         self: &Arc<Self>,
         engine: &Arc<Engine>,
         envelope: &Envelope<'_>,
+        text: &str,
         line: &[u8],
         client: &Sink,
         server: &Sink,
@@ -333,20 +491,50 @@ impl Relay {
                 return send(client, text.as_bytes(), idle);
             }
         };
-        let args = params.arguments.as_ref().and_then(Value::as_object);
-        let verdict = engine.check_tool_call(&params.name, args, None, &self.schemas, started);
+        // The credentials never reach the server (spec 7.6.1).
         let mut forward: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(line);
+        if params.aat.is_some() || params.proof.is_some() {
+            match jsonrpc::strip_credentials(text) {
+                Some(stripped) => forward = std::borrow::Cow::Owned(stripped.into_bytes()),
+                None => {
+                    let text = jsonrpc::error_response(
+                        envelope.id,
+                        jsonrpc::INVALID_PARAMS,
+                        "Invalid params",
+                        Some(&reason("tools/call params cannot be read")),
+                    );
+                    return send(client, text.as_bytes(), idle);
+                }
+            }
+        }
+        let call = Call::tools_call(&params.name, params.arguments.as_ref());
+        let presented = Presented {
+            aat: params.aat.as_deref(),
+            proof: params.proof.as_deref(),
+        };
+        let verified = match self.authenticate(engine, envelope, presented, &call, client, idle, started) {
+            Ok(verified) => verified,
+            Err(answered) => return answered,
+        };
+        let grant = verified
+            .as_ref()
+            .zip(self.identity.as_ref())
+            .map(|(aat, identity)| grant_of(aat, identity));
+        let args = params.arguments.as_ref().and_then(Value::as_object);
+        let verdict = engine.check_tool_call(&params.name, args, grant.as_ref(), &self.schemas, started);
         let mut dlp_events = Vec::new();
         let verdict = match verdict {
-            held_or_allowed @ (Verdict::Allow | Verdict::Ask) => match self.scan_request(engine, line, &params.name) {
-                Ok(Some((text, events))) => {
-                    forward = std::borrow::Cow::Owned(text.into_bytes());
-                    dlp_events = events;
-                    held_or_allowed
+            held_or_allowed @ (Verdict::Allow | Verdict::Ask) => {
+                match self.scan_request(engine, &forward, &params.name) {
+                    Ok(Some((text, events))) => {
+                        forward = std::borrow::Cow::Owned(text.into_bytes());
+                        dlp_events = events;
+                        held_or_allowed
+                    }
+                    Ok(None) => held_or_allowed,
+                    Err(denial) => Verdict::Deny(denial),
                 }
-                Ok(None) => held_or_allowed,
-                Err(denial) => Verdict::Deny(denial),
-            },
+            }
             denied => denied,
         };
         let resolution = engine.resolve(verdict);
@@ -358,6 +546,9 @@ impl Relay {
             envelope.id,
             started,
         );
+        if let Some(aat) = &verified {
+            identity::audit_fields(aat, &mut record);
+        }
         let preview =
             (resolution.decision == Decision::Ask).then(|| preview_arguments(engine, params.arguments.as_ref()));
         self.audit_args(engine, &mut record, params.arguments.take());
@@ -524,15 +715,22 @@ impl Relay {
         let mut replaced: Option<String> = None;
         let envelope = Envelope::parse(&text);
         let id = envelope.as_ref().and_then(|e| e.id);
-        let listed = envelope.as_ref().is_some_and(|e| e.method.is_none())
-            && id.is_some_and(|id| {
-                self.lists
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(id.get())
-            });
-        if listed && envelope.as_ref().is_some_and(|e| e.result.is_some()) {
-            replaced = self.filter_tools_list(&engine, &text);
+        let listed = match (envelope.as_ref().is_some_and(|e| e.method.is_none()), id) {
+            (true, Some(id)) => self
+                .lists
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(id.get()),
+            _ => None,
+        };
+        if let Some(aat) = listed
+            && envelope.as_ref().is_some_and(|e| e.result.is_some())
+        {
+            let grant = aat
+                .as_ref()
+                .zip(self.identity.as_ref())
+                .map(|(aat, identity)| grant_of(aat, identity));
+            replaced = self.filter_tools_list(&engine, &text, grant.as_ref());
         }
         if let Some(dlp) = engine.policy().dlp() {
             let current = replaced.as_deref().unwrap_or(&text);
@@ -580,7 +778,7 @@ impl Relay {
 
     /// Removes tools the policy does not allow from a `tools/list` result, and checks
     /// `schema_hash` for the tools that have one. `None` when nothing changes.
-    fn filter_tools_list(&self, engine: &Engine, text: &str) -> Option<String> {
+    fn filter_tools_list(&self, engine: &Engine, text: &str, grant: Option<&Grant<'_>>) -> Option<String> {
         let mut message: Map<String, Value> = serde_json::from_str(text).ok()?;
         let tools = message.get_mut("result")?.get_mut("tools")?.as_array_mut()?;
         let before = tools.len();
@@ -589,7 +787,7 @@ impl Relay {
                 return false;
             };
             let normalized = normalize(name);
-            if !engine.lists_tool(&normalized) {
+            if !engine.lists_tool_for(&normalized, grant) {
                 return false;
             }
             let Some(expected) = engine.policy().rule(&normalized).and_then(|r| r.schema_hash.as_ref()) else {
@@ -680,6 +878,20 @@ impl Relay {
         record.policy_hash = Some(engine.policy().hash().to_owned());
         self.audit.record(record);
         tracing::warn!("{direction}: {why}");
+    }
+}
+
+/// The capabilities a verified AAT brings to evaluation (spec 4.3 step 0c).
+pub(crate) fn grant_of<'a>(aat: &'a VerifiedAat, identity: &Identity) -> Grant<'a> {
+    let settings = identity.settings();
+    Grant {
+        agent_id: aat.agent_id().as_str(),
+        capabilities: &aat.claims().capabilities.tools,
+        mode: if settings.verify_capabilities {
+            settings.capabilities_mode
+        } else {
+            CapabilitiesMode::PolicyOnly
+        },
     }
 }
 

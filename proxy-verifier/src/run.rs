@@ -17,7 +17,9 @@ use crate::audit::{AuditLog, Record};
 use crate::dlp::Direction;
 use crate::engine::{Engine, SchemaBook};
 use crate::hitl::{Hitl, PromptMode};
+use crate::identity::{Identity, RevocationSource};
 use crate::policy::{Policy, PolicyError, SignaturePolicy};
+use crate::registry::{RegistryError, RegistryEvent, RegistryLink};
 use crate::relay::{Relay, RelayOptions, Sink, sink};
 use crate::server::{self, ServerState};
 use crate::state::PolicyHandle;
@@ -85,6 +87,12 @@ pub enum RunError {
     /// Signal handling could not be set up.
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
+    /// A reloaded policy changes what only a restart can change.
+    #[error("{0}")]
+    Reload(String),
+    /// The registry the AAT checks need could not be reached.
+    #[error("AAT verification cannot start: {0}")]
+    Registry(#[from] RegistryError),
 }
 
 /// Loads the policy at `path` under `key`.
@@ -123,8 +131,6 @@ pub fn run(options: ProxyOptions) -> Result<i32, RunError> {
     });
     let hitl = Arc::new(Hitl::new(policy.hitl().clone(), options.prompt).map_err(RunError::Hitl)?);
     server::record_policy_hash(policy.name(), policy.hash());
-    let handle = Arc::new(PolicyHandle::new(Engine::new(policy)));
-    let schemas = Arc::new(SchemaBook::default());
     let audit = match &options.audit {
         Some(path) => AuditLog::open(path).map_err(|source| RunError::Audit {
             path: path.clone(),
@@ -133,6 +139,12 @@ pub fn run(options: ProxyOptions) -> Result<i32, RunError> {
         None => AuditLog::disabled(),
     };
     let audit = Arc::new(audit);
+    let (identity, registry) = match start_identity(&policy, &audit)? {
+        Some((identity, link)) => (Some(identity), Some(link)),
+        None => (None, None),
+    };
+    let handle = Arc::new(PolicyHandle::new(Engine::new(policy)));
+    let schemas = Arc::new(SchemaBook::default());
 
     let server = match listen {
         None => None,
@@ -145,7 +157,8 @@ pub fn run(options: ProxyOptions) -> Result<i32, RunError> {
                 Arc::clone(&hitl),
                 token,
                 server::install_metrics(),
-            );
+            )
+            .with_identity(identity.clone());
             let running = server::spawn(addr, state).map_err(|source| RunError::Listen { addr, source })?;
             tracing::warn!(
                 "approval and validation API on http://{} (bearer token from {})",
@@ -166,6 +179,7 @@ pub fn run(options: ProxyOptions) -> Result<i32, RunError> {
         Arc::clone(&schemas),
         Arc::clone(&audit),
         Arc::clone(&hitl),
+        identity.clone(),
         options.relay.clone(),
     );
     let client_out: Sink = sink(io::stdout());
@@ -235,6 +249,9 @@ pub fn run(options: ProxyOptions) -> Result<i32, RunError> {
     let _ = signal_thread.join();
     if let Some(server) = server {
         server.shutdown();
+    }
+    if let Some(registry) = registry {
+        registry.shutdown();
     }
     drop(relay);
     // The client side may still hold the log (its thread is blocked reading our stdin until the
@@ -319,18 +336,99 @@ fn exit_code(status: Option<ExitStatus>) -> i32 {
 }
 
 /// SIGHUP: load the policy again; a bad one keeps the old in force.
+/// The AAT verifier and the registry link that feeds it.
+type IdentityLink = (Arc<Identity>, Arc<RegistryLink>);
+
+/// The AAT checks the policy asks for, over a link to its registry that keeps issuer keys and
+/// revocation data fresh; every change of revocation data is audited
+/// (`REGISTRY_REVOCATION_CHECK`, spec 12.4).
+fn start_identity(policy: &Policy, audit: &Arc<AuditLog>) -> Result<Option<IdentityLink>, RunError> {
+    let (Some(aat), Some(registry)) = (policy.aat(), policy.registry()) else {
+        return Ok(None);
+    };
+    let policy_mode = policy.mode().as_str();
+    let events = Arc::clone(audit);
+    let on_event = Box::new(move |event: RegistryEvent| {
+        let mut record = Record::new("upstream", "ALLOW", policy_mode, false);
+        record.event = Some("REGISTRY_REVOCATION_CHECK".into());
+        match event {
+            RegistryEvent::ListUpdated {
+                mode,
+                version,
+                source,
+                counts,
+            } => {
+                tracing::info!(mode, version, %source, "revocation list updated");
+                record.mode = Some(mode.into());
+                record.revocation_list_version = Some(version);
+                record.reason = Some(format!(
+                    "list version {version} from {source}: {} agents revoked, {} suspended, {} AATs, {} \
+                     sessions, {} users",
+                    counts.agents_revoked,
+                    counts.agents_suspended,
+                    counts.aats_revoked,
+                    counts.sessions_revoked,
+                    counts.users_revoked
+                ));
+            }
+            RegistryEvent::CheckFailed { mode, reason } => {
+                tracing::warn!(mode, "revocation check failed: {reason}");
+                record.mode = Some(mode.into());
+                record.decision = "BLOCK".into();
+                record.reason = Some(reason);
+            }
+            RegistryEvent::KeysRefreshed { count } => {
+                tracing::info!(count, "issuer keys loaded");
+                return;
+            }
+            RegistryEvent::KeysFailed { reason } => {
+                tracing::warn!("issuer keys could not be reloaded: {reason}");
+                return;
+            }
+        }
+        events.record(record);
+    });
+    let link = RegistryLink::start(registry, on_event)?;
+    let fresh_link = Arc::clone(&link);
+    let revocation = RevocationSource {
+        view: Arc::clone(&link) as _,
+        fresh: Arc::new(move || fresh_link.ensure_fresh().map_err(|e| e.to_string())),
+    };
+    let identity = Identity::new(aat, policy.server(), Arc::clone(&link) as _, Some(revocation));
+    tracing::info!(
+        audience = aat.audience,
+        require = aat.require,
+        mode = link.status().mode,
+        "AAT verification on, keys and revocation from {}",
+        registry.endpoint
+    );
+    Ok(Some((Arc::new(identity), link)))
+}
+
 fn reload(path: &std::path::Path, key: Option<&PublicKey>, handle: &PolicyHandle, audit: &AuditLog, hitl: &Hitl) {
     let previous = handle.current();
     let mut record = Record::new("upstream", "ALLOW", previous.policy().mode().as_str(), false);
     record.event = Some("POLICY_RELOADED".into());
-    match load_policy(path, key) {
+    let loaded = load_policy(path, key).and_then(|policy| {
+        let before = previous.policy();
+        if policy.aat() != before.aat() || policy.registry() != before.registry() || policy.server() != before.server()
+        {
+            return Err(RunError::Reload(
+                "the aat, registry and server sections change only with a restart".into(),
+            ));
+        }
+        Ok(policy)
+    });
+    match loaded {
         Ok(policy) => {
-            tracing::warn!(policy = policy.name(), hash = policy.hash(), "policy reloaded");
             record.policy_mode = policy.mode().as_str().into();
             record.policy_hash = Some(policy.hash().to_owned());
             server::record_policy_hash(policy.name(), policy.hash());
             hitl.update_settings(policy.hitl().clone());
+            let name = policy.name().to_owned();
             handle.replace(Engine::new(policy));
+            // Said once the new policy is in force: a call after this line sees it.
+            tracing::warn!(policy = name, hash = record.policy_hash.as_deref(), "policy reloaded");
         }
         Err(e) => {
             tracing::error!("policy reload refused, keeping the previous policy: {e}");

@@ -56,8 +56,9 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::engine::{Decision, Denial, Engine, SchemaBook};
+use crate::engine::{Decision, Denial, Engine, Grant, SchemaBook};
 use crate::hitl::{Hitl, HitlError};
+use crate::identity::{Check, Identity, Presented};
 use crate::state::PolicyHandle;
 
 /// Largest request body accepted.
@@ -188,6 +189,7 @@ pub struct ServerState {
     token: AdminToken,
     metrics: Option<PrometheusHandle>,
     started: Instant,
+    identity: Option<Arc<Identity>>,
 }
 
 impl ServerState {
@@ -207,9 +209,21 @@ impl ServerState {
             token,
             metrics,
             started: Instant::now(),
+            identity: None,
         }
     }
+
+    /// Validations also check the AAT (`X-AIP-AAT`, or `aat.header_name`) and its proof
+    /// (`X-AIP-Proof`) with `identity`.
+    #[must_use]
+    pub fn with_identity(mut self, identity: Option<Arc<Identity>>) -> Self {
+        self.identity = identity;
+        self
+    }
 }
+
+/// The header carrying the per-call proof over HTTP (DESIGN §7).
+pub const PROOF_HEADER: &str = "X-AIP-Proof";
 
 /// Installs the process-wide Prometheus recorder (once; later calls return the same handle)
 /// and describes the spec 6.4 metrics. `None` when another recorder was installed first.
@@ -611,7 +625,7 @@ pub struct ValidateResponse {
     pub reason: String,
     /// The violations found (also under `allow` in monitor mode).
     pub violations: Vec<Violation>,
-    /// The agent's AAT, once validation takes one (`X-AIP-AAT`); never set yet.
+    /// The AAT's status, when the proxy validates AATs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aat_status: Option<AatStatus>,
 }
@@ -628,7 +642,7 @@ pub struct Violation {
     pub message: String,
 }
 
-/// `aat_status` of spec 6.2.2 (v1alpha3), reserved for AAT-aware validation.
+/// `aat_status` of spec 6.2.2 (v1alpha3).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 pub struct AatStatus {
     /// Whether the AAT verified.
@@ -644,11 +658,77 @@ pub struct AatStatus {
     /// The issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// Why the AAT does not hold: the spec 11.2 string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aat_error: Option<String>,
+    /// Why, in a sentence, when not valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl AatStatus {
+    /// The status of a check; `capabilities_checked` when the tool was held against the AAT's
+    /// capabilities.
+    pub fn of(check: &Check, capabilities_checked: bool) -> Self {
+        let from = |aat: &aip_aat::token::VerifiedAat| {
+            let claims = aat.claims();
+            (
+                Some(claims.agent.id.to_string()),
+                claims.user_binding.as_ref().map(|b| b.user_id.clone()),
+                Some(claims.iss.clone()),
+            )
+        };
+        match check {
+            Check::Anonymous => Self {
+                valid: false,
+                agent_id: None,
+                user_id: None,
+                capabilities_checked: false,
+                issuer: None,
+                aat_error: None,
+                reason: Some("no AAT presented".into()),
+            },
+            Check::Verified(v) => {
+                let (agent_id, user_id, issuer) = from(&v.aat);
+                Self {
+                    valid: true,
+                    agent_id,
+                    user_id,
+                    capabilities_checked,
+                    issuer,
+                    aat_error: None,
+                    reason: None,
+                }
+            }
+            Check::Rejected(r) => {
+                let (agent_id, user_id, issuer) = r.aat.as_deref().map_or((None, None, None), from);
+                Self {
+                    valid: false,
+                    agent_id,
+                    user_id,
+                    capabilities_checked: false,
+                    issuer,
+                    aat_error: r.refusal.aat_error().map(str::to_owned),
+                    reason: Some(r.refusal.reason()),
+                }
+            }
+        }
+    }
 }
 
 /// Evaluates a call as the relay would and phrases the answer of spec 6.2.2.
 pub fn evaluate(engine: &Engine, schemas: &SchemaBook, request: &ValidateRequest) -> (ValidateResponse, Decision) {
-    let verdict = engine.check_tool_call(&request.tool, Some(&request.arguments), None, schemas, Instant::now());
+    evaluate_for(engine, schemas, request, None)
+}
+
+/// As [`evaluate`] for a caller whose verified AAT brings `grant` (spec 4.3 step 0c).
+pub fn evaluate_for(
+    engine: &Engine,
+    schemas: &SchemaBook,
+    request: &ValidateRequest,
+    grant: Option<&Grant<'_>>,
+) -> (ValidateResponse, Decision) {
+    let verdict = engine.check_tool_call(&request.tool, Some(&request.arguments), grant, schemas, Instant::now());
     let resolution = engine.resolve(verdict);
     let denial = resolution.denial.as_ref();
     let violations: Vec<Violation> = denial
@@ -718,13 +798,77 @@ async fn validate(
         ))
     })?;
     let engine = state.policy.current();
-    let (response, decision) = evaluate(&engine, &state.schemas, &request);
+    let (response, decision) = match &state.identity {
+        None => evaluate(&engine, &state.schemas, &request),
+        Some(identity) => validate_with_aat(identity, &engine, &state.schemas, &request, &headers)?,
+    };
     record_decision(
         decision_label(decision),
         response.violations.first().map(|v| v.kind.as_str()),
         started.elapsed(),
     );
     Ok(Json(response))
+}
+
+/// `/v1/validate` with the AAT and proof headers (spec 6.2, DESIGN §7).
+fn validate_with_aat(
+    identity: &Identity,
+    engine: &Engine,
+    schemas: &SchemaBook,
+    request: &ValidateRequest,
+    headers: &HeaderMap,
+) -> Result<(ValidateResponse, Decision), ApiError> {
+    let header = |name: &str| -> Result<Option<&str>, ApiError> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(value) => value
+                .to_str()
+                .map(Some)
+                .map_err(|_| ApiError::bad_request(format!("the {name} header is not visible ASCII"))),
+        }
+    };
+    let presented = Presented {
+        aat: header(&identity.settings().header_name)?,
+        proof: header(PROOF_HEADER)?,
+    };
+    let arguments = Value::Object(request.arguments.clone());
+    let call = aip_aat::proof::Call::tools_call(&request.tool, Some(&arguments));
+    let check = identity.check(presented, &call);
+    match &check {
+        Check::Rejected(r) if r.enforced => {
+            let (code, _, _) = r.refusal.error(Some(&request.tool));
+            let response = ValidateResponse {
+                decision: "block".into(),
+                reason: r.refusal.reason(),
+                violations: vec![Violation {
+                    kind: if code == -32017 {
+                        "aat_capability_denied"
+                    } else {
+                        "aat_invalid"
+                    }
+                    .into(),
+                    field: "aat".into(),
+                    message: r.refusal.reason(),
+                }],
+                aat_status: Some(AatStatus::of(&check, false)),
+            };
+            Ok((response, Decision::Block))
+        }
+        Check::Verified(v) => {
+            let grant = crate::relay::grant_of(&v.aat, identity);
+            let (mut response, decision) = evaluate_for(engine, schemas, request, Some(&grant));
+            response.aat_status = Some(AatStatus::of(
+                &check,
+                grant.mode != crate::policy::CapabilitiesMode::PolicyOnly,
+            ));
+            Ok((response, decision))
+        }
+        Check::Anonymous | Check::Rejected(_) => {
+            let (mut response, decision) = evaluate(engine, schemas, request);
+            response.aat_status = Some(AatStatus::of(&check, false));
+            Ok((response, decision))
+        }
+    }
 }
 
 async fn list_holds(_admin: Admin, State(state): State<ServerState>) -> Json<Value> {

@@ -308,6 +308,7 @@ fn registry_is_validated() {
             cache_max_entries: 10_000,
             ca_cert: None,
             bearer_token: None,
+            jwks_file: None,
         })
     );
 
@@ -330,7 +331,35 @@ fn registry_is_validated() {
             cache_max_entries: 50,
             ca_cert: Some("/etc/aip/ca.pem".into()),
             bearer_token: Some("s3cret".into()),
+            jwks_file: None,
         })
+    );
+}
+
+#[test]
+fn registry_jwks_file_and_intervals_are_validated() {
+    let with_file = doc(&format!(
+        "{REGISTRY}    jwks_file: /etc/aip/jwks.json
+"
+    ));
+    let settings = parse(&with_file).unwrap().registry().cloned().unwrap();
+    assert_eq!(settings.jwks_file, Some("/etc/aip/jwks.json".into()));
+    let empty_file = doc(&format!("{REGISTRY}    jwks_file: \"  \"\n"));
+    assert_refused(&empty_file, "spec.registry.jwks_file", 9, &["path of a JWKS file"]);
+    let not_a_string = doc(&format!("{REGISTRY}    jwks_file: [a, b]\n"));
+    assert!(parse(&not_a_string).is_err());
+
+    let fast = doc(&format!("{REGISTRY}    revocation:\n      check_interval: 500ms\n"));
+    assert_refused(&fast, "spec.registry.revocation.check_interval", 10, &["at least 1s"]);
+    let zero_ttl = doc(&format!("{REGISTRY}    cache:\n      ttl: 0s\n"));
+    assert_refused(&zero_ttl, "spec.registry.cache.ttl", 10, &["at least 1s"]);
+    let quick = doc(&format!(
+        "{REGISTRY}    revocation:\n      check_interval: 1s\n      max_staleness: 2s\n"
+    ));
+    let settings = parse(&quick).unwrap().registry().cloned().unwrap();
+    assert_eq!(
+        (settings.check_interval, settings.max_staleness),
+        (Duration::from_secs(1), Duration::from_secs(2))
     );
 }
 

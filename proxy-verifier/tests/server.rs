@@ -2,8 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod support;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use aip_proxy_verifier::policy::{Policy, SignaturePolicy};
 use aip_proxy_verifier::server::{self, AdminToken, ServerHandle, ServerState};
 use aip_proxy_verifier::state::PolicyHandle;
 use serde_json::{Value, json};
+use support::{Reply, http_request};
 
 const POLICY: &str = r#"
 apiVersion: aip.io/v1alpha1
@@ -106,25 +108,6 @@ impl Server {
     }
 }
 
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// A hand-written HTTP/1.1 exchange over a real socket.
 fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {
     request_raw(
@@ -137,52 +120,7 @@ fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body
 }
 
 fn request_raw(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<(&str, &[u8])>) -> Reply {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    let payload = match body {
-        Some((content_type, bytes)) => {
-            head.push_str(&format!(
-                "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
-                bytes.len()
-            ));
-            bytes
-        }
-        None => {
-            head.push_str("Content-Length: 0\r\n");
-            &[][..]
-        }
-    };
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    // The server may answer (413) before reading a large body, and close.
-    let _ = stream.write_all(payload);
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response: {text:?}"));
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect::<Vec<_>>();
-    assert!(
-        !headers
-            .iter()
-            .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")),
-        "this client reads only sized bodies"
-    );
-    Reply {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    http_request(addr, method, path, token, &[], body)
 }
 
 fn outcome(rx: &Receiver<HoldOutcome>) -> HoldOutcome {

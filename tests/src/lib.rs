@@ -1,4 +1,5 @@
-//! Helpers for end-to-end tests: the `aip-ca` binary, authority processes, test databases.
+//! Helpers for end-to-end tests: the `aip-ca` and `aip-agent` binaries, authority processes,
+//! test databases.
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
@@ -15,22 +16,56 @@ pub const POSTGRES_ENV: &str = "AIP_TEST_POSTGRES_URL";
 /// Path of the `aip-ca` binary, built (once per test process) from this workspace.
 pub fn aip_ca() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--locked", "-p", "aip-cli", "--bin", "aip-ca"])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building aip-ca failed");
-        // target/<profile>/deps/<this test> -> target/<profile>/aip-ca
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().and_then(Path::parent).unwrap().join("aip-ca")
-    })
+    BIN.get_or_init(|| build_binary("aip-cli", "aip-ca"))
+}
+
+/// Path of the `aip-agent` binary, built (once per test process) from this workspace.
+pub fn aip_agent() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_binary("aip-cli", "aip-agent"))
+}
+
+/// Path of the `aip-proxy` binary, built (once per test process) from this workspace.
+pub fn aip_proxy() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_binary("aip-proxy-verifier", "aip-proxy"))
+}
+
+/// Builds the binary `name` of `package` in the profile of the running test or bench (the
+/// `target/<profile>` directory it runs from); its path.
+fn build_binary(package: &str, name: &str) -> PathBuf {
+    // target/<profile>/deps/<this test> -> target/<profile>/<name>
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_owned();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--locked", "-p", package, "--bin", name]);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd.status().expect("cargo build");
+    assert!(status.success(), "building {name} ({profile}) failed");
+    dir.join(name)
 }
 
 /// A command running `aip-ca` with no inherited authority settings.
 pub fn command() -> Command {
-    let mut cmd = Command::new(aip_ca());
+    let mut cmd = isolated(aip_ca());
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// A command running `program` without the `AIP_*` settings of the environment the tests run
+/// in (authority, passphrase, user credential, TLS roots).
+pub fn isolated(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
     for var in [
         "AIP_PASSPHRASE",
         "AIP_TOKEN",
@@ -39,10 +74,11 @@ pub fn command() -> Command {
         "AIP_DATABASE_URL",
         "AIP_LISTEN",
         "AIP_PUBLIC_URL",
+        "AIP_USER_API_KEY",
+        "AIP_CA_CERT",
     ] {
         cmd.env_remove(var);
     }
-    cmd.stdin(Stdio::null());
     cmd
 }
 

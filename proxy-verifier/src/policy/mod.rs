@@ -379,6 +379,9 @@ pub struct RegistrySettings {
     pub ca_cert: Option<PathBuf>,
     /// Bearer token for the registry.
     pub bearer_token: Option<String>,
+    /// Issuer keys from this JWKS file instead of `{endpoint}/v1/jwks` (extension
+    /// `spec.registry.jwks_file`, for proxies without network access to the registry).
+    pub jwks_file: Option<PathBuf>,
 }
 
 /// `capabilities_mode` (spec 3.10.3).
@@ -1177,6 +1180,11 @@ fn compile_registry(registry: Spanned<raw::Registry>) -> Result<Option<RegistryS
         revocation.check_interval.as_ref(),
         Duration::from_secs(30),
     )?;
+    at_least_a_second(
+        "spec.registry.revocation.check_interval",
+        revocation.check_interval.as_ref(),
+        check_interval,
+    )?;
     let mode = match revocation.mode.as_ref().map(|s| s.value.as_str()) {
         None | Some("cached") => RevocationMode::Cached,
         Some("online") => RevocationMode::Online,
@@ -1210,7 +1218,20 @@ fn compile_registry(registry: Spanned<raw::Registry>) -> Result<Option<RegistryS
             "must be at least check_interval",
         ));
     }
+    let jwks_file = match registry.jwks_file {
+        Some(path) if path.value.trim().is_empty() => {
+            return Err(PolicyError::invalid(
+                "spec.registry.jwks_file",
+                &path,
+                "must be the path of a JWKS file, or be left out to fetch the keys from the endpoint",
+            ));
+        }
+        Some(path) => Some(PathBuf::from(path.value.trim())),
+        None => None,
+    };
     let cache = registry.cache.unwrap_or_default();
+    let cache_ttl = duration_field("spec.registry.cache.ttl", cache.ttl.as_ref(), Duration::from_secs(300))?;
+    at_least_a_second("spec.registry.cache.ttl", cache.ttl.as_ref(), cache_ttl)?;
     let tls = registry.tls.unwrap_or_default();
     if tls.client_cert.is_some() || tls.client_key.is_some() {
         return Err(PolicyError::invalid_at(
@@ -1246,11 +1267,24 @@ fn compile_registry(registry: Spanned<raw::Registry>) -> Result<Option<RegistryS
         check_interval,
         max_staleness,
         cache_enabled: cache.enabled.unwrap_or(true),
-        cache_ttl: duration_field("spec.registry.cache.ttl", cache.ttl.as_ref(), Duration::from_secs(300))?,
+        cache_ttl,
         cache_max_entries: cache.max_entries.unwrap_or(10_000),
         ca_cert,
         bearer_token,
+        jwks_file,
     }))
+}
+
+/// Refuses a registry interval under one second: the registry would be polled in a loop.
+fn at_least_a_second(field: &str, value: Option<&Spanned<String>>, interval: Duration) -> Result<(), PolicyError> {
+    if interval < Duration::from_secs(1) {
+        return Err(PolicyError::invalid_at(
+            field,
+            value.and_then(line_of),
+            "must be at least 1s",
+        ));
+    }
+    Ok(())
 }
 
 fn compile_aat(aat: Spanned<raw::Aat>, name: &str, has_registry: bool) -> Result<Option<AatSettings>, PolicyError> {

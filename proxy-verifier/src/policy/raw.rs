@@ -182,6 +182,9 @@ pub(crate) struct Registry {
     pub(crate) cache: Option<RegistryCache>,
     pub(crate) revocation: Option<Revocation>,
     pub(crate) auth: Option<RegistryAuth>,
+    /// Issuer keys from a JWKS file instead of `{endpoint}/v1/jwks` (extension, for proxies
+    /// without network access to the registry).
+    pub(crate) jwks_file: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

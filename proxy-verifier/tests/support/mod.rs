@@ -247,7 +247,7 @@ impl Drop for Proxy {
 /// unparseable line gets a -32700 error with `id: null`. On EOF it writes `<dir>/eof` and exits 0;
 /// on SIGTERM or SIGINT it writes the signal's name to `<dir>/terminated` and exits 0.
 pub(crate) const FAKE_SERVER: &str = r#"
-import json, os, signal, sys, time
+import json, os, signal, sys, threading, time
 d = sys.argv[1]
 seen = open(os.path.join(d, "seen.log"), "ab")
 def out(line):
@@ -255,12 +255,15 @@ def out(line):
         line = json.dumps(line)
     sys.stdout.buffer.write(line.encode("utf-8") + b"\n")
     sys.stdout.buffer.flush()
-def term(sig, frame):
+# A Python-level handler runs between bytecodes, so a signal landing just before a blocking read
+# would wait for the next input; blocked signals taken by sigwait on a thread are never missed.
+STOP = {signal.SIGTERM, signal.SIGINT}
+signal.pthread_sigmask(signal.SIG_BLOCK, STOP)
+def term():
+    sig = signal.sigwait(STOP)
     open(os.path.join(d, "terminated"), "w").write(signal.Signals(sig).name)
-    sys.stdout.flush()
     os._exit(0)
-signal.signal(signal.SIGTERM, term)
-signal.signal(signal.SIGINT, term)
+threading.Thread(target=term, daemon=True).start()
 pending = None
 while True:
     raw = sys.stdin.buffer.readline()
@@ -434,6 +437,7 @@ pub(crate) fn free_port() -> u16 {
 /// An HTTP reply.
 pub(crate) struct Reply {
     pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: String,
 }
 
@@ -441,35 +445,85 @@ impl Reply {
     pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
-/// One HTTP/1.1 exchange; connecting is retried until the server is up.
+/// One bodiless HTTP/1.1 exchange with a bearer token; connecting is retried until the server
+/// is up.
 pub(crate) fn http(addr: SocketAddr, method: &str, path: &str, token: &str) -> Reply {
+    http_request(addr, method, path, Some(token), &[], None)
+}
+
+/// One hand-written HTTP/1.1 exchange over a real socket: optional bearer token, extra headers
+/// and a body with its content type. Connecting is retried until the server is up.
+pub(crate) fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> Reply {
     let deadline = Instant::now() + TIMEOUT;
     let mut stream = loop {
         match TcpStream::connect(addr) {
             Ok(s) => break s,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                thread::sleep(Duration::from_millis(50));
-            }
+            Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
             Err(e) => panic!("cannot connect to {addr}: {e}"),
         }
     };
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
-    );
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let payload = match body {
+        Some((content_type, bytes)) => {
+            head.push_str(&format!(
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+                bytes.len()
+            ));
+            bytes
+        }
+        None => {
+            head.push_str("Content-Length: 0\r\n");
+            &[][..]
+        }
+    };
+    head.push_str("\r\n");
     stream.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413) before reading a large body, and close.
+    let _ = stream.write_all(payload);
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
     let text = String::from_utf8(raw).unwrap();
     let (head, body) = text
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no response: {text:?}"));
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect::<Vec<_>>();
+    assert!(
+        !headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")),
+        "this client reads only sized bodies"
+    );
     Reply {
         status,
+        headers,
         body: body.to_owned(),
     }
 }
