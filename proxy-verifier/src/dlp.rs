@@ -130,7 +130,14 @@ impl Dlp {
             Ok(Some((set, chosen)))
         };
         let request = set(Direction::Request)?;
-        let response = set(Direction::Response)?;
+        // Most policies scan both directions with the same patterns: share one compiled set
+        // (and its matching caches) instead of building it twice.
+        let response = match &request {
+            Some((set, chosen)) if patterns.iter().all(|p| p.scope == PatternScope::All) => {
+                Some((set.clone(), chosen.clone()))
+            }
+            _ => set(Direction::Response)?,
+        };
         Ok(Self {
             patterns,
             request,
@@ -348,13 +355,18 @@ mod tests {
     use super::*;
 
     fn scanner(patterns: &[(&str, &str)]) -> Dlp {
+        let all: Vec<_> = patterns.iter().map(|(n, s)| (*n, *s, PatternScope::All)).collect();
+        scoped_scanner(&all)
+    }
+
+    fn scoped_scanner(patterns: &[(&str, &str, PatternScope)]) -> Dlp {
         let patterns = patterns
             .iter()
-            .map(|(name, source)| DlpPatternSpec {
+            .map(|(name, source, scope)| DlpPatternSpec {
                 name: (*name).into(),
                 source: (*source).into(),
                 regex: Regex::new(source).unwrap(),
-                scope: PatternScope::All,
+                scope: *scope,
             })
             .collect();
         Dlp::new(
@@ -394,6 +406,30 @@ mod tests {
             ]
         );
         assert_eq!(dlp.redact_text("nothing here", Direction::Response), None);
+    }
+
+    #[test]
+    fn scoped_patterns_apply_in_their_direction_only() {
+        let dlp = scoped_scanner(&[
+            ("Ask", "ask-[0-9]+", PatternScope::Request),
+            ("Tell", "tell-[0-9]+", PatternScope::Response),
+            ("Both", "both-[0-9]+", PatternScope::All),
+        ]);
+        let text = "ask-1 tell-2 both-3";
+        let (request, _) = dlp.redact_text(text, Direction::Request).unwrap();
+        assert_eq!(request, "[REDACTED:Ask] tell-2 [REDACTED:Both]");
+        let (response, _) = dlp.redact_text(text, Direction::Response).unwrap();
+        assert_eq!(response, "ask-1 [REDACTED:Tell] [REDACTED:Both]");
+        // One set shared by both directions when every pattern applies to both.
+        let shared = scanner(&[("Both", "both-[0-9]+")]);
+        assert_eq!(
+            shared.redact_text("both-1", Direction::Request).unwrap().0,
+            "[REDACTED:Both]"
+        );
+        assert_eq!(
+            shared.redact_text("both-1", Direction::Response).unwrap().0,
+            "[REDACTED:Both]"
+        );
     }
 
     #[test]
