@@ -3,8 +3,9 @@
 //! A challenge is `ch1.<payload>.<tag>`: the payload is 16 random bytes and the expiry, the tag
 //! an HMAC-SHA-256 (truncated to 128 bits) over the payload and the agent id, under a key that
 //! every replica reads from the shared database. Any replica can therefore check a challenge
-//! another one issued. Single use is enforced when the token is minted: the random part is
-//! recorded in `used_challenges` in the same transaction, so a second use fails on any replica.
+//! another one issued. Single use is enforced when the token is minted: the challenge's expiry
+//! and random part are recorded in `used_challenges` in the same transaction, so a second use
+//! fails on any replica.
 
 use aip_aat::ids::AgentId;
 use base64::Engine as _;
@@ -32,7 +33,7 @@ pub enum ChallengeError {
 /// A verified challenge: what single use is tracked by.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenedChallenge {
-    /// The random part (base64url), unique per challenge.
+    /// The expiry (16 hex digits) and the random part (base64url): unique per challenge.
     pub id: String,
     /// When it stops being accepted.
     pub expires_at: i64,
@@ -112,8 +113,10 @@ impl Challenges {
         if now > expires_at {
             return Err(ChallengeError::Expired);
         }
+        // The expiry leads the id, so the ids a database records for single use arrive in
+        // order and its index grows at one end.
         Ok(OpenedChallenge {
-            id: URL_SAFE_NO_PAD.encode(&payload[..16]),
+            id: format!("{:016x}.{}", expires_at, URL_SAFE_NO_PAD.encode(&payload[..16])),
             expires_at,
         })
     }

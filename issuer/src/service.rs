@@ -360,7 +360,7 @@ impl Issuer {
             max_calls_per_session: None,
             allowed_servers: requested.allowed_servers,
         };
-        let session_id = format!("ses_{}", Jti::random().map_err(IssuerError::internal)?);
+        let session_id = format!("ses_{}", Jti::time_ordered().map_err(IssuerError::internal)?);
         let session = SessionRecord {
             session_id: session_id.clone(),
             agent_id: agent.agent_id.clone(),
@@ -648,7 +648,7 @@ impl Issuer {
 
     async fn mint(&self, m: Mint<'_>) -> Result<TokenResponse, IssuerError> {
         let expires_at = (m.now + self.settings.token_ttl).min(m.session.expires_at);
-        let jti = Jti::random().map_err(IssuerError::internal)?;
+        let jti = Jti::time_ordered().map_err(IssuerError::internal)?;
         let signer = self.keys.signer();
         let claims = AatClaims {
             aat_version: AAT_VERSION.into(),
