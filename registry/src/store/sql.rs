@@ -213,9 +213,12 @@ impl Write {
     }
 }
 
-/// Pool options for SQLite connections: foreign keys on, WAL, and memory-mapped reads. The
-/// writer does not checkpoint the WAL itself (see [`checkpoint_wal`]), so a commit never waits
-/// for a checkpoint's disk flushes.
+/// How long a statement waits for a lock before failing.
+const BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 10000";
+
+/// Pool options for SQLite connections: foreign keys on, WAL (its file cut back to 128 MiB when
+/// the log starts over), and memory-mapped reads. The writer does not checkpoint the WAL on
+/// commit (see [`checkpoint_wal`]), so a commit never waits for a checkpoint's disk flushes.
 fn sqlite_pool(size: u32, writer: bool) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .acquire_timeout(Duration::from_secs(15))
@@ -227,8 +230,9 @@ fn sqlite_pool(size: u32, writer: bool) -> AnyPoolOptions {
                 }
                 for pragma in [
                     "PRAGMA foreign_keys = ON",
-                    "PRAGMA busy_timeout = 10000",
+                    BUSY_TIMEOUT,
                     "PRAGMA journal_mode = WAL",
+                    "PRAGMA journal_size_limit = 134217728",
                     "PRAGMA synchronous = NORMAL",
                     "PRAGMA mmap_size = 268435456",
                     "PRAGMA cache_size = -32000",
@@ -240,23 +244,74 @@ fn sqlite_pool(size: u32, writer: bool) -> AnyPoolOptions {
         })
 }
 
-/// Checkpoints the SQLite write-ahead log every half second from a reader connection, until
-/// the pool closes. PASSIVE checkpoints never block the writer or readers; the WAL file is
-/// reused from its start once a checkpoint has caught up.
-async fn checkpoint_wal(pool: AnyPool) {
+/// Checkpoints the SQLite write-ahead log every half second, until the pool closes. PASSIVE
+/// checkpoints run on a reader connection and never block the writer or readers; the WAL file
+/// is reused from its start once a checkpoint has caught up. Under a steady stream of commits a
+/// passive checkpoint never quite catches up and the log would grow without bound, so once it
+/// holds [`WAL_RESTART_FRAMES`] frames a RESTART checkpoint runs on the writer's connection,
+/// between two write transactions: it copies the few frames the passive one left, waits up to
+/// [`WAL_RESTART_WAIT`] for readers of older snapshots, and the next commit starts the log over.
+async fn checkpoint_wal(readers: AnyPool, writer: AnyPool) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
-        if pool.is_closed() {
+        if readers.is_closed() {
             return;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-            if pool.is_closed() {
+        if let Err(e) = checkpoint_once(&readers, &writer, WAL_RESTART_FRAMES).await {
+            if readers.is_closed() || writer.is_closed() {
                 return;
             }
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
     }
+}
+
+/// Log size (in frames, one page each) from which the log is restarted: 128 MiB of 4 KiB pages.
+const WAL_RESTART_FRAMES: i64 = 32_768;
+
+/// Longest a RESTART checkpoint waits for readers of older snapshots.
+const WAL_RESTART_WAIT: Duration = Duration::from_millis(100);
+
+/// The write-ahead log after a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WalState {
+    /// Whether the checkpoint could not finish (readers or a writer in the way).
+    pub(crate) busy: bool,
+    /// Frames in the log.
+    pub(crate) frames: i64,
+    /// Frames copied into the database.
+    pub(crate) checkpointed: i64,
+}
+
+/// One PASSIVE checkpoint on a reader, then a RESTART one on the writer's connection when the
+/// log holds at least `restart_frames`.
+pub(crate) async fn checkpoint_once(
+    readers: &AnyPool,
+    writer: &AnyPool,
+    restart_frames: i64,
+) -> Result<WalState, sqlx::Error> {
+    let state = wal_checkpoint(&mut *readers.acquire().await?, "PASSIVE").await?;
+    if state.frames < restart_frames {
+        return Ok(state);
+    }
+    let mut conn = writer.acquire().await?;
+    let wait = format!("PRAGMA busy_timeout = {}", WAL_RESTART_WAIT.as_millis());
+    sqlx::query(sqlx::AssertSqlSafe(wait)).execute(&mut *conn).await?;
+    let restarted = wal_checkpoint(&mut conn, "RESTART").await;
+    sqlx::query(BUSY_TIMEOUT).execute(&mut *conn).await?;
+    restarted
+}
+
+async fn wal_checkpoint(conn: &mut AnyConnection, mode: &'static str) -> Result<WalState, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA wal_checkpoint({mode})")))
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(WalState {
+        busy: row.try_get::<i64, _>(0)? != 0,
+        frames: row.try_get(1)?,
+        checkpointed: row.try_get(2)?,
+    })
 }
 
 impl SqlStore {
@@ -278,7 +333,7 @@ impl SqlStore {
                 // Migrations (and the WAL switch) first, on the writer, before readers open.
                 SQLITE_MIGRATIONS.run(&writer).await.map_err(backend)?;
                 let readers = sqlite_pool(8, false).connect(url).await.map_err(backend)?;
-                tokio::spawn(checkpoint_wal(readers.clone()));
+                tokio::spawn(checkpoint_wal(readers.clone(), writer.clone()));
                 (readers, writer)
             }
             Dialect::Postgres => {
@@ -1080,4 +1135,41 @@ fn agents_by_status_sql() -> &'static str {
     "SELECT agent_id, name, description, owner, capabilities, autonomous, metadata, status, \
      status_reason, status_changed_at, created_at, key_thumbprint, public_key FROM agents \
      WHERE status = $1 AND agent_id > $2 ORDER BY agent_id LIMIT $3"
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    async fn write_pages(writer: &AnyPool, rows: i64) {
+        for _ in 0..rows {
+            sqlx::query("INSERT INTO scratch (v) VALUES (zeroblob(4000))")
+                .execute(writer)
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_long_log_is_restarted_from_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::connect(&SqlStore::sqlite_url(&dir.path().join("wal.db")))
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE scratch (n INTEGER PRIMARY KEY, v BLOB)")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        write_pages(&store.writer, 300).await;
+        let restarted = checkpoint_once(&store.pool, &store.writer, 1).await.unwrap();
+        assert!(!restarted.busy, "{restarted:?}");
+        assert!(restarted.frames > 0, "{restarted:?}");
+        assert_eq!(restarted.checkpointed, restarted.frames);
+        // The next commit writes from the start of the log.
+        write_pages(&store.writer, 1).await;
+        let after = checkpoint_once(&store.pool, &store.writer, i64::MAX).await.unwrap();
+        assert!(after.frames < 10, "{after:?}");
+    }
 }
