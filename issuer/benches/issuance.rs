@@ -1,7 +1,9 @@
 //! AAT issuance over real HTTP on loopback: concurrent agents each run the full flow —
 //! `POST /v1/challenge`, sign it, `POST /v1/token` (API-key user) — against the registry and
 //! issuer served in-process exactly as `aip-ca serve` composes them. Clients run in the same
-//! process, on the same two cores.
+//! process, on the same two cores, in a runtime of their own whose threads are named, so the
+//! CPU time of the authority (server threads and any PostgreSQL processes) and of the clients
+//! is reported apart.
 //!
 //! ```text
 //! cargo bench -p aip-issuer --bench issuance                       # SQLite
@@ -32,7 +34,7 @@ use aip_issuer::keys::{SigningKeys, ensure_key};
 use aip_issuer::service::Issuer;
 use aip_issuer::store::IssuerStore;
 use serde_json::{Value, json};
-use support::{authority, create_postgres_database, drop_postgres_database, env_or, ms, percentile};
+use support::{CpuSplit, authority, create_postgres_database, drop_postgres_database, env_or, ms, percentile};
 
 #[path = "../../registry/benches/support/mod.rs"]
 mod support;
@@ -147,17 +149,26 @@ async fn run() {
         agents.push((key, reply["agent_id"].as_str().unwrap().parse::<AgentId>().unwrap()));
     }
 
+    // The agents run on their own runtime and HTTP client, so their CPU time is told apart.
+    let client_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(CLIENT_THREADS)
+        .enable_all()
+        .build()
+        .unwrap();
+    let load = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("# issuance benchmark: backend {backend}, {clients} concurrent agents, {cores} cores, {seconds} s\n");
     // Warm up connections and caches, then measure.
     for (warmup, secs) in [(true, 1), (false, seconds)] {
         let deadline = Instant::now() + Duration::from_secs(secs);
         let started = Instant::now();
+        let cpu_before = CpuSplit::now(CLIENT_THREADS);
         let tasks: Vec<_> = agents
             .iter()
             .map(|(key, agent_id)| {
-                tokio::spawn(agent_loop(
-                    http.clone(),
+                client_runtime.spawn(agent_loop(
+                    load.clone(),
                     base.clone(),
                     key.clone_for_bench(),
                     agent_id.clone(),
@@ -171,6 +182,7 @@ async fn run() {
             latencies.extend(task.await.unwrap());
         }
         let elapsed = started.elapsed();
+        let cpu = CpuSplit::now(CLIENT_THREADS).since(cpu_before);
         if warmup {
             continue;
         }
@@ -185,13 +197,31 @@ async fn run() {
             ms(percentile(&latencies, 0.5)),
             ms(percentile(&latencies, 0.99))
         );
+        let per_aat = |seconds: f64| seconds * 1e6 / latencies.len() as f64;
+        let authority = cpu.server + cpu.database;
+        println!(
+            "| CPU per AAT | authority {:.0} µs (database server {:.0} µs), clients {:.0} µs; \
+             busy {:.0} % of {cores} cores |",
+            per_aat(authority),
+            per_aat(cpu.database),
+            per_aat(cpu.clients),
+            (authority + cpu.clients) * 100.0 / (elapsed.as_secs_f64() * cores as f64),
+        );
+        println!(
+            "| AATs/s the authority's CPU time alone would allow on {cores} cores (derived) | {:.0}/s |",
+            cores as f64 * 1e6 / per_aat(authority)
+        );
     }
+    client_runtime.shutdown_background();
 
     if let Some((admin_url, name, _)) = postgres {
         opened.store.close().await;
         drop_postgres_database(&admin_url, &name).await;
     }
 }
+
+/// Name prefix of the client runtime's threads.
+const CLIENT_THREADS: &str = "bench-client";
 
 /// Test keys are cheap to copy for the benchmark's tasks.
 trait CloneForBench {

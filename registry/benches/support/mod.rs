@@ -81,3 +81,60 @@ pub(crate) async fn authority(dir: &Path, database_url: Option<String>) -> (Init
         .unwrap();
     (init, opened)
 }
+
+/// CPU time used so far, in seconds: by this process's threads whose name starts with
+/// `client_prefix`, and by everything else — the rest of this process and every `postgres`
+/// process on the machine (the database server, when there is one).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CpuSplit {
+    pub(crate) clients: f64,
+    pub(crate) server: f64,
+    pub(crate) database: f64,
+}
+
+impl CpuSplit {
+    pub(crate) fn now(client_prefix: &str) -> Self {
+        let mut split = Self::default();
+        for (name, seconds) in cpu_of_children(Path::new("/proc/self/task")) {
+            if name.starts_with(client_prefix) {
+                split.clients += seconds;
+            } else {
+                split.server += seconds;
+            }
+        }
+        split.database = cpu_of_children(Path::new("/proc"))
+            .filter(|(name, _)| name == "postgres")
+            .map(|(_, seconds)| seconds)
+            .sum();
+        split
+    }
+
+    pub(crate) fn since(self, earlier: Self) -> Self {
+        Self {
+            clients: self.clients - earlier.clients,
+            server: self.server - earlier.server,
+            database: self.database - earlier.database,
+        }
+    }
+}
+
+/// `(name, user + system CPU seconds)` of every numbered entry of `dir` (`/proc` or a task
+/// directory); entries that vanish while being read are skipped.
+fn cpu_of_children(dir: &Path) -> impl Iterator<Item = (String, f64)> {
+    // utime and stime are in clock ticks, USER_HZ = 100 on Linux.
+    const TICKS: f64 = 100.0;
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_owned();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // After the name: state is field 3, utime 14, stime 15.
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((name, (utime + stime) / TICKS))
+        })
+}
