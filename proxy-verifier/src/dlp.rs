@@ -112,13 +112,15 @@ pub struct Dlp {
 impl Dlp {
     /// Builds the scanner; fails only when the combined pattern set is too large.
     pub fn new(patterns: Vec<DlpPatternSpec>, settings: DlpSettings) -> Result<Self, String> {
-        let set = |dir: Direction| -> Result<Option<(RegexSet, Vec<usize>)>, String> {
-            let chosen: Vec<usize> = patterns
+        let chosen = |dir: Direction| -> Vec<usize> {
+            patterns
                 .iter()
                 .enumerate()
                 .filter(|(_, p)| applies(p.scope, dir))
                 .map(|(i, _)| i)
-                .collect();
+                .collect()
+        };
+        let set = |chosen: Vec<usize>| -> Result<Option<(RegexSet, Vec<usize>)>, String> {
             if chosen.is_empty() {
                 return Ok(None);
             }
@@ -129,15 +131,12 @@ impl Dlp {
                 .map_err(|e| format!("the patterns together are too complex: {e}"))?;
             Ok(Some((set, chosen)))
         };
-        let request = set(Direction::Request)?;
-        // Most policies scan both directions with the same patterns: share one compiled set
-        // (and its matching caches) instead of building it twice.
-        let response = match &request {
-            Some((set, chosen)) if patterns.iter().all(|p| p.scope == PatternScope::All) => {
-                Some((set.clone(), chosen.clone()))
-            }
-            _ => set(Direction::Response)?,
-        };
+        let (for_requests, for_responses) = (chosen(Direction::Request), chosen(Direction::Response));
+        // Most policies scan both directions with the same patterns: one compiled set (and its
+        // matching caches) serves both then.
+        let shared = for_requests == for_responses;
+        let request = set(for_requests)?;
+        let response = if shared { request.clone() } else { set(for_responses)? };
         Ok(Self {
             patterns,
             request,
@@ -420,7 +419,7 @@ mod tests {
         assert_eq!(request, "[REDACTED:Ask] tell-2 [REDACTED:Both]");
         let (response, _) = dlp.redact_text(text, Direction::Response).unwrap();
         assert_eq!(response, "ask-1 [REDACTED:Tell] [REDACTED:Both]");
-        // One set shared by both directions when every pattern applies to both.
+        // One set serves both directions when they scan with the same patterns.
         let shared = scanner(&[("Both", "both-[0-9]+")]);
         assert_eq!(
             shared.redact_text("both-1", Direction::Request).unwrap().0,

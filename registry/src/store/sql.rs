@@ -270,8 +270,8 @@ async fn checkpoint_wal(readers: AnyPool, writer: AnyPool) {
 /// Log size (in frames, one page each) from which the log is restarted: 128 MiB of 4 KiB pages.
 const WAL_RESTART_FRAMES: i64 = 32_768;
 
-/// Longest a RESTART checkpoint waits for readers of older snapshots.
-const WAL_RESTART_WAIT: Duration = Duration::from_millis(100);
+/// How long a RESTART checkpoint waits for readers of older snapshots: 100 ms.
+const WAL_RESTART_WAIT: &str = "PRAGMA busy_timeout = 100";
 
 /// The write-ahead log after a checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -291,22 +291,19 @@ pub(crate) async fn checkpoint_once(
     writer: &AnyPool,
     restart_frames: i64,
 ) -> Result<WalState, sqlx::Error> {
-    let state = wal_checkpoint(&mut *readers.acquire().await?, "PASSIVE").await?;
+    let state = wal_checkpoint(&mut *readers.acquire().await?, "PRAGMA wal_checkpoint(PASSIVE)").await?;
     if state.frames < restart_frames {
         return Ok(state);
     }
     let mut conn = writer.acquire().await?;
-    let wait = format!("PRAGMA busy_timeout = {}", WAL_RESTART_WAIT.as_millis());
-    sqlx::query(sqlx::AssertSqlSafe(wait)).execute(&mut *conn).await?;
-    let restarted = wal_checkpoint(&mut conn, "RESTART").await;
+    sqlx::query(WAL_RESTART_WAIT).execute(&mut *conn).await?;
+    let restarted = wal_checkpoint(&mut conn, "PRAGMA wal_checkpoint(RESTART)").await;
     sqlx::query(BUSY_TIMEOUT).execute(&mut *conn).await?;
     restarted
 }
 
-async fn wal_checkpoint(conn: &mut AnyConnection, mode: &'static str) -> Result<WalState, sqlx::Error> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA wal_checkpoint({mode})")))
-        .fetch_one(&mut *conn)
-        .await?;
+async fn wal_checkpoint(conn: &mut AnyConnection, pragma: &'static str) -> Result<WalState, sqlx::Error> {
+    let row = sqlx::query(pragma).fetch_one(&mut *conn).await?;
     Ok(WalState {
         busy: row.try_get::<i64, _>(0)? != 0,
         frames: row.try_get(1)?,
