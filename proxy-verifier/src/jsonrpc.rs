@@ -1,6 +1,8 @@
 //! JSON-RPC framing: the parts of a message the proxy reads, and the one place refusals become
 //! JSON-RPC errors (spec 11.1).
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -13,7 +15,7 @@ pub struct Envelope<'a> {
     /// `id` exactly as sent (absent for notifications).
     pub id: Option<&'a RawValue>,
     /// The method of a request or notification.
-    pub method: Option<std::borrow::Cow<'a, str>>,
+    pub method: Option<Cow<'a, str>>,
     /// `params`, unparsed.
     pub params: Option<&'a RawValue>,
     /// `result` of a response, unparsed.
@@ -52,10 +54,7 @@ impl<'a> Envelope<'a> {
                 }
                 None
             }
-            Some(m) => Some(match serde_json::from_str::<&'a str>(m.get()) {
-                Ok(borrowed) => std::borrow::Cow::Borrowed(borrowed),
-                Err(_) => std::borrow::Cow::Owned(serde_json::from_str::<String>(m.get()).ok()?),
-            }),
+            Some(m) => Some(serde_json::from_str::<Text<'a>>(m.get()).ok()?.0),
         };
         // `"id": null` is kept as given; JSON-RPC reserves it for errors.
         Some(Self {
@@ -68,44 +67,192 @@ impl<'a> Envelope<'a> {
     }
 }
 
+/// `params._aip_aat` and `params._aip_proof` (spec 7.6.1, DESIGN §7).
+const AAT_MEMBER: &str = "_aip_aat";
+const PROOF_MEMBER: &str = "_aip_proof";
+
+/// Why `params` could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamsError;
+
+/// The `params` of a request, read once from the message text: the credentials are borrowed
+/// from it, and the message can be forwarded without them, byte-for-byte otherwise.
+#[derive(Debug)]
+pub struct Params<'a> {
+    /// `params` exactly as sent.
+    raw: &'a RawValue,
+    /// Its members in order, keys decoded.
+    members: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// The AAT (spec 7.6.1).
+    pub aat: Option<Cow<'a, str>>,
+    /// The per-call proof (DESIGN §7).
+    pub proof: Option<Cow<'a, str>>,
+}
+
+impl<'a> Params<'a> {
+    /// Reads `params`, which must be an object whose credential members, when present, are
+    /// strings (or `null`) given once.
+    pub fn parse(raw: &'a RawValue) -> Result<Self, ParamsError> {
+        let members = serde_json::from_str::<Members<'a>>(raw.get())
+            .map_err(|_| ParamsError)?
+            .0;
+        let mut params = Self {
+            raw,
+            members,
+            aat: None,
+            proof: None,
+        };
+        params.aat = params.credential(AAT_MEMBER)?;
+        params.proof = params.credential(PROOF_MEMBER)?;
+        Ok(params)
+    }
+
+    /// The raw value of the member `key`; a key given twice is an error.
+    pub fn member(&self, key: &str) -> Result<Option<&'a RawValue>, ParamsError> {
+        let mut found = self.members.iter().filter(|(k, _)| k == key).map(|(_, v)| *v);
+        let first = found.next();
+        if found.next().is_some() {
+            return Err(ParamsError);
+        }
+        Ok(first)
+    }
+
+    fn credential(&self, key: &str) -> Result<Option<Cow<'a, str>>, ParamsError> {
+        match self.member(key)? {
+            None => Ok(None),
+            Some(raw) if raw.get() == "null" => Ok(None),
+            Some(raw) => serde_json::from_str::<Text<'a>>(raw.get())
+                .map(|t| Some(t.0))
+                .map_err(|_| ParamsError),
+        }
+    }
+
+    /// Whether the message carries a credential member (even `null`).
+    pub fn has_credentials(&self) -> bool {
+        self.members.iter().any(|(k, _)| is_credential(k))
+    }
+
+    /// `message` (the text `params` was read from) without the credential members: the rest
+    /// of the text is kept byte-for-byte. `None` when there is nothing to remove.
+    pub fn forwarded(&self, message: &str) -> Option<String> {
+        if !self.has_credentials() {
+            return None;
+        }
+        let object = self.raw.get();
+        let object_at = offset_in(message, object)?;
+        let mut out = String::with_capacity(message.len());
+        out.push_str(&message[..object_at]);
+        out.push('{');
+        // Each member runs from just after the `{` or the `,` before it to the end of its value.
+        let mut start = 1;
+        let mut end = 1;
+        let mut kept = 0;
+        for (key, value) in &self.members {
+            end = offset_in(object, value.get())? + value.get().len();
+            if !is_credential(key) {
+                if kept > 0 {
+                    out.push(',');
+                }
+                out.push_str(&object[start..end]);
+                kept += 1;
+            }
+            // Between a value and the next member there is only whitespace and one comma.
+            start = object[end..].find(',').map_or(end, |comma| end + comma + 1);
+        }
+        out.push_str(&object[end..]);
+        out.push_str(&message[object_at + object.len()..]);
+        Some(out)
+    }
+}
+
+fn is_credential(key: &str) -> bool {
+    key == AAT_MEMBER || key == PROOF_MEMBER
+}
+
+/// Where `part`, a slice of `whole`, starts in it.
+fn offset_in(whole: &str, part: &str) -> Option<usize> {
+    let offset = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (offset + part.len() <= whole.len()).then_some(offset)
+}
+
+/// The members of a JSON object, in order, values unparsed.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(Text(key)) = map.next_key()? {
+                    members.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// A JSON string, borrowed from the message unless it holds escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
 /// The `params` of a `tools/call`.
-#[derive(Debug, Deserialize)]
-pub struct ToolCallParams {
+#[derive(Debug)]
+pub struct ToolCallParams<'a> {
     /// The tool.
     pub name: String,
-    /// Its arguments (must be an object when present).
-    #[serde(default)]
+    /// Its arguments (an object when present).
     pub arguments: Option<Value>,
-    /// The AAT (spec 7.6.1), stripped before forwarding.
-    #[serde(default, rename = "_aip_aat")]
-    pub aat: Option<String>,
-    /// The per-call proof (DESIGN §7), stripped before forwarding.
-    #[serde(default, rename = "_aip_proof")]
-    pub proof: Option<String>,
+    /// All of `params`, with the credentials.
+    pub params: Params<'a>,
 }
 
-/// The credentials of a request other than `tools/call` (`tools/list`).
-#[derive(Debug, Default, Deserialize)]
-pub struct Credentials {
-    /// The AAT.
-    #[serde(default, rename = "_aip_aat")]
-    pub aat: Option<String>,
-    /// The per-call proof.
-    #[serde(default, rename = "_aip_proof")]
-    pub proof: Option<String>,
-}
-
-/// The message without `params._aip_aat` and `params._aip_proof`, re-serialized; `None` when it
-/// is not a JSON object with object `params`.
-pub fn strip_credentials(text: &str) -> Option<String> {
-    use std::collections::BTreeMap;
-    let mut message: BTreeMap<String, &RawValue> = serde_json::from_str(text).ok()?;
-    let mut params: BTreeMap<String, &RawValue> = serde_json::from_str(message.get("params")?.get()).ok()?;
-    params.remove("_aip_aat");
-    params.remove("_aip_proof");
-    let params = RawValue::from_string(serde_json::to_string(&params).ok()?).ok()?;
-    message.insert("params".into(), &params);
-    serde_json::to_string(&message).ok()
+impl<'a> ToolCallParams<'a> {
+    /// Reads `{name: string, arguments?: object, _aip_aat?, _aip_proof?, …}`.
+    pub fn parse(raw: &'a RawValue) -> Result<Self, ParamsError> {
+        let params = Params::parse(raw)?;
+        let name = params.member("name")?.ok_or(ParamsError)?;
+        let name: String = serde_json::from_str(name.get()).map_err(|_| ParamsError)?;
+        let arguments = match params.member("arguments")? {
+            None => None,
+            Some(raw) => serde_json::from_str::<Option<Value>>(raw.get()).map_err(|_| ParamsError)?,
+        };
+        if arguments.as_ref().is_some_and(|a| !a.is_object()) {
+            return Err(ParamsError);
+        }
+        Ok(Self {
+            name,
+            arguments,
+            params,
+        })
+    }
 }
 
 /// A JSON-RPC error response with `id` echoed byte-for-byte (`null` when the request had none
@@ -184,6 +331,76 @@ mod tests {
             "7",
         ] {
             assert!(Envelope::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    fn forwarded(message: &str) -> Option<String> {
+        let envelope = Envelope::parse(message).unwrap();
+        Params::parse(envelope.params.unwrap()).unwrap().forwarded(message)
+    }
+
+    #[test]
+    fn credentials_are_cut_out_and_the_rest_kept_byte_for_byte() {
+        let cases = [
+            (
+                r#"{"id":1,"method":"tools/call","params":{"_aip_aat":"t","_aip_proof":"p","arguments":{"b":1, "a":[2]},"name":"x"}}"#,
+                r#"{"id":1,"method":"tools/call","params":{"arguments":{"b":1, "a":[2]},"name":"x"}}"#,
+            ),
+            (
+                r#"{"method":"tools/call", "params": { "name" : "x" ,  "_aip_aat" : "t" , "arguments":{} } ,"id":"q"}"#,
+                r#"{"method":"tools/call", "params": { "name" : "x", "arguments":{} } ,"id":"q"}"#,
+            ),
+            (
+                r#"{"id":1,"method":"tools/call","params":{"name":"x","_aip_proof":"p"}}"#,
+                r#"{"id":1,"method":"tools/call","params":{"name":"x"}}"#,
+            ),
+            (
+                r#"{"id":1,"method":"tools/list","params":{"_aip_aat":"t","_aip_proof":null}}"#,
+                r#"{"id":1,"method":"tools/list","params":{}}"#,
+            ),
+            (
+                r#"{"id":1,"method":"tools/call","params":{"name":"a,b","\u005faip_aat":"t,","x":"},{"}}"#,
+                r#"{"id":1,"method":"tools/call","params":{"name":"a,b","x":"},{"}}"#,
+            ),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(forwarded(message).as_deref(), Some(expected), "{message}");
+            let _: Value = serde_json::from_str(expected).unwrap();
+        }
+        let plain = r#"{"id":1,"method":"tools/call","params":{"name":"x","arguments":{"_aip_aat":"kept"}}}"#;
+        assert_eq!(forwarded(plain), None);
+    }
+
+    #[test]
+    fn tool_call_params_are_checked() {
+        let raw = |text: &str| RawValue::from_string(text.to_owned()).unwrap();
+        let ok = raw(r#"{"name":"x","arguments":{"a":1},"_aip_aat":"t","_aip_proof":"p"}"#);
+        let params = ToolCallParams::parse(&ok).unwrap();
+        assert_eq!(params.name, "x");
+        assert_eq!(params.arguments, Some(json!({"a": 1})));
+        assert_eq!(params.params.aat.as_deref(), Some("t"));
+        assert!(
+            matches!(params.params.proof, Some(Cow::Borrowed("p"))),
+            "credentials are borrowed"
+        );
+        let escaped = raw(r#"{"name":"x","_aip_aat":"a\u0062"}"#);
+        assert_eq!(
+            ToolCallParams::parse(&escaped).unwrap().params.aat.as_deref(),
+            Some("ab")
+        );
+        let null_arguments = raw(r#"{"name":"x","arguments":null}"#);
+        assert_eq!(ToolCallParams::parse(&null_arguments).unwrap().arguments, None);
+        for bad in [
+            r#"{"arguments":{}}"#,
+            r#"{"name":5}"#,
+            r#"{"name":"x","arguments":[1]}"#,
+            r#"{"name":"x","name":"y"}"#,
+            r#"{"name":"x","_aip_aat":"t","_aip_aat":"u"}"#,
+            r#"{"name":"x","_aip_aat":"t","\u005faip_aat":"u"}"#,
+            r#"{"name":"x","_aip_proof":7}"#,
+            r#"["x"]"#,
+        ] {
+            assert!(ToolCallParams::parse(&raw(bad)).is_err(), "{bad}");
         }
     }
 

@@ -295,22 +295,16 @@ impl Relay {
         idle: bool,
         started: Instant,
     ) -> io::Result<()> {
-        let credentials: jsonrpc::Credentials = envelope
-            .params
-            .and_then(|p| serde_json::from_str(p.get()).ok())
-            .unwrap_or_default();
-        let stripped = match (&credentials.aat, &credentials.proof) {
-            (None, None) => None,
-            _ => jsonrpc::strip_credentials(text),
-        };
+        let params = envelope.params.and_then(|p| jsonrpc::Params::parse(p).ok());
+        let stripped = params.as_ref().and_then(|p| p.forwarded(text));
         let call = Call {
             method: "tools/list",
             tool: "",
             arguments: None,
         };
         let presented = Presented {
-            aat: credentials.aat.as_deref(),
-            proof: credentials.proof.as_deref(),
+            aat: params.as_ref().and_then(|p| p.aat.as_deref()),
+            proof: params.as_ref().and_then(|p| p.proof.as_deref()),
         };
         let verified = match self.authenticate(engine, envelope, presented, &call, client, idle, started) {
             Ok(verified) => verified,
@@ -477,9 +471,8 @@ impl Relay {
         idle: bool,
         started: Instant,
     ) -> io::Result<()> {
-        let params = envelope.params.map(|p| serde_json::from_str::<ToolCallParams>(p.get()));
-        let mut params = match params {
-            Some(Ok(params)) if params.arguments.as_ref().is_none_or(Value::is_object) => params,
+        let mut params = match envelope.params.map(ToolCallParams::parse) {
+            Some(Ok(params)) => params,
             _ => {
                 self.audit_protocol("upstream", "tools/call without valid params");
                 let text = jsonrpc::error_response(
@@ -492,25 +485,14 @@ impl Relay {
             }
         };
         // The credentials never reach the server (spec 7.6.1).
-        let mut forward: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(line);
-        if params.aat.is_some() || params.proof.is_some() {
-            match jsonrpc::strip_credentials(text) {
-                Some(stripped) => forward = std::borrow::Cow::Owned(stripped.into_bytes()),
-                None => {
-                    let text = jsonrpc::error_response(
-                        envelope.id,
-                        jsonrpc::INVALID_PARAMS,
-                        "Invalid params",
-                        Some(&reason("tools/call params cannot be read")),
-                    );
-                    return send(client, text.as_bytes(), idle);
-                }
-            }
-        }
+        let mut forward: std::borrow::Cow<'_, [u8]> = match params.params.forwarded(text) {
+            Some(stripped) => std::borrow::Cow::Owned(stripped.into_bytes()),
+            None => std::borrow::Cow::Borrowed(line),
+        };
         let call = Call::tools_call(&params.name, params.arguments.as_ref());
         let presented = Presented {
-            aat: params.aat.as_deref(),
-            proof: params.proof.as_deref(),
+            aat: params.params.aat.as_deref(),
+            proof: params.params.proof.as_deref(),
         };
         let verified = match self.authenticate(engine, envelope, presented, &call, client, idle, started) {
             Ok(verified) => verified,
@@ -713,18 +695,28 @@ impl Relay {
         let body = strip_newline(line);
         let text = String::from_utf8_lossy(body);
         let mut replaced: Option<String> = None;
-        let envelope = Envelope::parse(&text);
-        let id = envelope.as_ref().and_then(|e| e.id);
-        let listed = match (envelope.as_ref().is_some_and(|e| e.method.is_none()), id) {
-            (true, Some(id)) => self
-                .lists
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(id.get()),
-            _ => None,
+        // Read the envelope only when something needs it: a pending `tools/list`, or the id of
+        // a DLP record.
+        let envelope = std::cell::OnceCell::new();
+        let envelope = || envelope.get_or_init(|| Envelope::parse(&text)).as_ref();
+        let id = || envelope().and_then(|e| e.id);
+        let listed = {
+            let mut lists = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
+            if lists.is_empty() {
+                None
+            } else if let Some(Envelope {
+                method: None,
+                id: Some(id),
+                ..
+            }) = envelope()
+            {
+                lists.remove(id.get())
+            } else {
+                None
+            }
         };
         if let Some(aat) = listed
-            && envelope.as_ref().is_some_and(|e| e.result.is_some())
+            && envelope().is_some_and(|e| e.result.is_some())
         {
             let grant = aat
                 .as_ref()
@@ -740,7 +732,7 @@ impl Relay {
                     let mut record = Record::new("downstream", "ALLOW", engine.policy().mode().as_str(), false);
                     record.event = Some("DLP_TRIGGERED".into());
                     record.policy_hash = Some(engine.policy().hash().to_owned());
-                    record.request_id = id.and_then(|id| serde_json::from_str(id.get()).ok());
+                    record.request_id = id().and_then(|id| serde_json::from_str(id.get()).ok());
                     record.dlp = Some(events.into_iter().map(Into::into).collect());
                     self.audit.record(record);
                     replaced = Some(text);
@@ -759,7 +751,7 @@ impl Relay {
                         record.error_code = Some(-32014);
                         self.audit.record(record);
                         let text = jsonrpc::error_response(
-                            id,
+                            id(),
                             -32014,
                             "DLP redaction failed",
                             Some(&reason("response exceeds dlp.max_scan_size and cannot be scanned")),
