@@ -54,6 +54,7 @@ const HEAD_INTERVAL: Duration = Duration::from_millis(100);
 /// How long the writer sleeps after a write before it waits on the channel again: the most a
 /// record waits for its write once traffic is steady.
 const LINGER: Duration = Duration::from_millis(1);
+
 /// Chunk size when searching backwards for the last line of an existing log.
 const TAIL_CHUNK: u64 = 8 * 1024;
 

@@ -127,19 +127,16 @@ impl<'a> Params<'a> {
         }
     }
 
-    /// Whether the message carries a credential member (even `null`).
-    pub fn has_credentials(&self) -> bool {
-        self.members.iter().any(|(k, _)| is_credential(k))
-    }
-
-    /// `message` (the text `params` was read from) without the credential members: the rest
-    /// of the text is kept byte-for-byte. `None` when there is nothing to remove.
-    pub fn forwarded(&self, message: &str) -> Option<String> {
-        if !self.has_credentials() {
-            return None;
+    /// `message` (the text `params` was read from) without the credential members (even
+    /// `null` ones): the rest of the text is kept byte-for-byte. `Ok(None)` when there is
+    /// nothing to remove; an error when `params` is not part of `message`, so that a message
+    /// is never forwarded with its credentials.
+    pub fn forwarded(&self, message: &str) -> Result<Option<String>, ParamsError> {
+        if !self.members.iter().any(|(k, _)| is_credential(k)) {
+            return Ok(None);
         }
         let object = self.raw.get();
-        let object_at = offset_in(message, object)?;
+        let object_at = offset_in(message, object).ok_or(ParamsError)?;
         let mut out = String::with_capacity(message.len());
         out.push_str(&message[..object_at]);
         out.push('{');
@@ -148,7 +145,7 @@ impl<'a> Params<'a> {
         let mut end = 1;
         let mut kept = 0;
         for (key, value) in &self.members {
-            end = offset_in(object, value.get())? + value.get().len();
+            end = offset_in(object, value.get()).ok_or(ParamsError)? + value.get().len();
             if !is_credential(key) {
                 if kept > 0 {
                     out.push(',');
@@ -161,7 +158,7 @@ impl<'a> Params<'a> {
         }
         out.push_str(&object[end..]);
         out.push_str(&message[object_at + object.len()..]);
-        Some(out)
+        Ok(Some(out))
     }
 }
 
@@ -199,29 +196,8 @@ impl<'de> Deserialize<'de> for Members<'de> {
 }
 
 /// A JSON string, borrowed from the message unless it holds escapes.
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Text<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-        }
-        deserializer.deserialize_str(Visitor)
-    }
-}
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// The `params` of a `tools/call`.
 #[derive(Debug)]
@@ -336,7 +312,10 @@ mod tests {
 
     fn forwarded(message: &str) -> Option<String> {
         let envelope = Envelope::parse(message).unwrap();
-        Params::parse(envelope.params.unwrap()).unwrap().forwarded(message)
+        Params::parse(envelope.params.unwrap())
+            .unwrap()
+            .forwarded(message)
+            .unwrap()
     }
 
     #[test]
@@ -369,6 +348,11 @@ mod tests {
         }
         let plain = r#"{"id":1,"method":"tools/call","params":{"name":"x","arguments":{"_aip_aat":"kept"}}}"#;
         assert_eq!(forwarded(plain), None);
+        // Params read from another text cannot be cut out of this one: an error, never the
+        // message with its credentials.
+        let elsewhere = RawValue::from_string(r#"{"name":"x","_aip_aat":"t"}"#.to_owned()).unwrap();
+        let message = r#"{"id":1,"method":"tools/call","params":{"name":"x","_aip_aat":"t"}}"#;
+        assert_eq!(Params::parse(&elsewhere).unwrap().forwarded(message), Err(ParamsError));
     }
 
     #[test]

@@ -296,7 +296,11 @@ impl Relay {
         started: Instant,
     ) -> io::Result<()> {
         let params = envelope.params.and_then(|p| jsonrpc::Params::parse(p).ok());
-        let stripped = params.as_ref().and_then(|p| p.forwarded(text));
+        let stripped = match params.as_ref().map(|p| p.forwarded(text)) {
+            Some(Ok(stripped)) => stripped,
+            None => None,
+            Some(Err(_)) => return self.invalid_params(envelope, "tools/list params cannot be read", client, idle),
+        };
         let call = Call {
             method: "tools/list",
             tool: "",
@@ -471,23 +475,19 @@ impl Relay {
         idle: bool,
         started: Instant,
     ) -> io::Result<()> {
-        let mut params = match envelope.params.map(ToolCallParams::parse) {
-            Some(Ok(params)) => params,
-            _ => {
-                self.audit_protocol("upstream", "tools/call without valid params");
-                let text = jsonrpc::error_response(
-                    envelope.id,
-                    jsonrpc::INVALID_PARAMS,
-                    "Invalid params",
-                    Some(&reason("tools/call needs params {name: string, arguments?: object}")),
-                );
-                return send(client, text.as_bytes(), idle);
-            }
+        let Some(Ok(mut params)) = envelope.params.map(ToolCallParams::parse) else {
+            return self.invalid_params(
+                envelope,
+                "tools/call needs params {name: string, arguments?: object}",
+                client,
+                idle,
+            );
         };
         // The credentials never reach the server (spec 7.6.1).
         let mut forward: std::borrow::Cow<'_, [u8]> = match params.params.forwarded(text) {
-            Some(stripped) => std::borrow::Cow::Owned(stripped.into_bytes()),
-            None => std::borrow::Cow::Borrowed(line),
+            Ok(Some(stripped)) => std::borrow::Cow::Owned(stripped.into_bytes()),
+            Ok(None) => std::borrow::Cow::Borrowed(line),
+            Err(_) => return self.invalid_params(envelope, "tools/call params cannot be read", client, idle),
         };
         let call = Call::tools_call(&params.name, params.arguments.as_ref());
         let presented = Presented {
@@ -563,6 +563,19 @@ impl Relay {
         self.audit.record(record);
         tracing::debug!(tool = %params.name, decision = resolution.decision.as_str(), "forwarded");
         send(server, &forward, idle)
+    }
+
+    /// Answers -32602 with `why` for params the proxy cannot read, logged as a protocol event.
+    fn invalid_params(&self, envelope: &Envelope<'_>, why: &str, client: &Sink, idle: bool) -> io::Result<()> {
+        let method = envelope.method.as_deref().unwrap_or_default();
+        self.audit_protocol("upstream", &format!("{method} without valid params"));
+        let text = jsonrpc::error_response(
+            envelope.id,
+            jsonrpc::INVALID_PARAMS,
+            "Invalid params",
+            Some(&reason(why)),
+        );
+        send(client, text.as_bytes(), idle)
     }
 
     /// DLP on the arguments of a call: `Ok(Some(..))` redacted line, `Err` refusal.

@@ -298,7 +298,11 @@ pub(crate) async fn checkpoint_once(
     let mut conn = writer.acquire().await?;
     sqlx::query(WAL_RESTART_WAIT).execute(&mut *conn).await?;
     let restarted = wal_checkpoint(&mut conn, "PRAGMA wal_checkpoint(RESTART)").await;
-    sqlx::query(BUSY_TIMEOUT).execute(&mut *conn).await?;
+    if let Err(e) = sqlx::query(BUSY_TIMEOUT).execute(&mut *conn).await {
+        // Never hand the writer back with the short wait: the pool opens a fresh connection.
+        conn.close_on_drop();
+        return Err(e);
+    }
     restarted
 }
 
