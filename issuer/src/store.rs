@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use aip_aat::ids::AgentId;
 use aip_registry::audit::AuditEntry;
-use aip_registry::store::{RevokedEntry, SqlStore, values_placeholders};
+use aip_registry::store::{Dialect, RevokedEntry, SqlStore, values_placeholders};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
@@ -209,6 +209,7 @@ enum Op {
 pub struct IssuerStore {
     reader: AnyPool,
     writer: AnyPool,
+    dialect: Dialect,
     /// `last_expiry` as last written, per signing key.
     key_expiry: Arc<Mutex<HashMap<String, i64>>>,
 }
@@ -222,6 +223,7 @@ impl std::fmt::Debug for IssuerStore {
 /// A write transaction holding the registry-state lock, appending audit records to the chain.
 struct Write {
     tx: Transaction<'static, Any>,
+    dialect: Dialect,
     seq: i64,
     head: String,
 }
@@ -233,7 +235,7 @@ impl Write {
 
     /// Appends several records in one statement.
     async fn audit_many(&mut self, entries: &[(&AuditEntry, i64)]) -> Result<(), StoreError> {
-        let (seq, head) = aip_registry::audit::append(&mut self.tx, self.seq, &self.head, entries)
+        let (seq, head) = aip_registry::audit::append(&mut self.tx, self.dialect, self.seq, &self.head, entries)
             .await
             .map_err(StoreError::Backend)?;
         self.seq = seq;
@@ -299,6 +301,7 @@ impl IssuerStore {
         Self {
             reader: reader.clone(),
             writer: writer.clone(),
+            dialect: store.dialect(),
             key_expiry: Arc::default(),
         }
     }
@@ -312,6 +315,7 @@ impl IssuerStore {
                 .await
                 .map_err(backend)?;
         Ok(Write {
+            dialect: self.dialect,
             seq: row.try_get("audit_seq").map_err(backend)?,
             head: row.try_get("audit_head").map_err(backend)?,
             tx,
@@ -580,8 +584,12 @@ impl IssuerStore {
         .execute(&mut *w.tx)
         .await
         .map_err(backend)?;
+        // The issuance log is indexed by session only (one index fewer to update per issuance):
+        // a user's or agent's tokens are found through their sessions.
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT jti, session_id, expires_at FROM issued_tokens WHERE {column} = $1 AND expires_at >= $2 ORDER BY jti"
+            "SELECT t.jti, t.session_id, t.expires_at FROM sessions s \
+             JOIN issued_tokens t ON t.session_id = s.session_id \
+             WHERE s.{column} = $1 AND t.expires_at >= $2 ORDER BY t.jti"
         )))
         .bind(id)
         .bind(at)
@@ -682,7 +690,10 @@ impl IssuerStore {
             }
         }
         if !fresh.is_empty() {
-            let mut sql = String::from("INSERT INTO used_challenges (challenge_id, expires_at) VALUES ");
+            let mut sql = format!(
+                "{} used_challenges (challenge_id, expires_at) VALUES ",
+                self.dialect.insert()
+            );
             sql.push_str(&values_placeholders(fresh.len(), 2));
             sql.push_str(" ON CONFLICT (challenge_id) DO NOTHING RETURNING challenge_id");
             let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -730,9 +741,10 @@ impl IssuerStore {
             })
             .collect();
         if !sessions.is_empty() {
-            let mut sql = String::from(
-                "INSERT INTO sessions (session_id, agent_id, user_id, auth_method, auth_time, delegation_scope, \
+            let mut sql = format!(
+                "{} sessions (session_id, agent_id, user_id, auth_method, auth_time, delegation_scope, \
                  audience, capabilities, created_at, expires_at) VALUES ",
+                self.dialect.insert()
             );
             sql.push_str(&values_placeholders(sessions.len(), 10));
             let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -752,7 +764,10 @@ impl IssuerStore {
             query.execute(&mut *w.tx).await.map_err(backend)?;
         }
         if !applied.is_empty() {
-            let mut sql = String::from("INSERT INTO refresh_tokens (digest, session_id, created_at) VALUES ");
+            let mut sql = format!(
+                "{} refresh_tokens (digest, session_id, created_at) VALUES ",
+                self.dialect.insert()
+            );
             sql.push_str(&values_placeholders(applied.len(), 3));
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for issuance in &applied {
@@ -767,8 +782,9 @@ impl IssuerStore {
             }
             query.execute(&mut *w.tx).await.map_err(backend)?;
 
-            let mut sql = String::from(
-                "INSERT INTO issued_tokens (jti, agent_id, user_id, session_id, kid, issued_at, expires_at) VALUES ",
+            let mut sql = format!(
+                "{} issued_tokens (jti, agent_id, user_id, session_id, kid, issued_at, expires_at) VALUES ",
+                self.dialect.insert()
             );
             sql.push_str(&values_placeholders(applied.len(), 7));
             let mut query = sqlx::query(AssertSqlSafe(sql));

@@ -42,6 +42,20 @@ pub enum Dialect {
     Postgres,
 }
 
+impl Dialect {
+    /// How a multi-row insert inside a write transaction starts. On SQLite it is `INSERT OR
+    /// FAIL`: a failed constraint stops the statement without undoing its earlier rows, so
+    /// SQLite keeps no statement journal (a copy of every page the statement changes) for it.
+    /// That is safe only because a write transaction that meets any error is rolled back as a
+    /// whole, never committed; PostgreSQL has no such journal and no such clause.
+    pub fn insert(self) -> &'static str {
+        match self {
+            Self::Sqlite => "INSERT OR FAIL INTO",
+            Self::Postgres => "INSERT INTO",
+        }
+    }
+}
+
 /// The SQL store.
 pub struct SqlStore {
     pool: AnyPool,
@@ -126,6 +140,7 @@ fn rfc3339(unix: i64) -> Result<OffsetDateTime, StoreError> {
 /// transaction appends exactly one audit record.
 struct Write {
     tx: Transaction<'static, Any>,
+    dialect: Dialect,
     audit_seq: i64,
     prev_hash: String,
     version: Option<u64>,
@@ -140,9 +155,15 @@ impl Write {
     /// Appends `entry` to the audit chain (a trigger moves the chain head).
     async fn audit(&mut self, entry: &AuditEntry, at: i64) -> Result<(), StoreError> {
         // The sequence number is already reserved: the record goes after its predecessor.
-        crate::audit::append(&mut self.tx, self.audit_seq - 1, &self.prev_hash, &[(entry, at)])
-            .await
-            .map_err(StoreError::Backend)?;
+        crate::audit::append(
+            &mut self.tx,
+            self.dialect,
+            self.audit_seq - 1,
+            &self.prev_hash,
+            &[(entry, at)],
+        )
+        .await
+        .map_err(StoreError::Backend)?;
         self.audited = true;
         Ok(())
     }
@@ -411,6 +432,7 @@ impl SqlStore {
         let row = sqlx::query(sql).fetch_one(&mut *tx).await.map_err(backend)?;
         let version = u64_of(row.try_get("revocation_version").map_err(backend)?)?;
         Ok(Write {
+            dialect: self.dialect,
             audit_seq: row.try_get("audit_seq").map_err(backend)?,
             prev_hash: row.try_get("audit_head").map_err(backend)?,
             version: publishes_event.then_some(version),
