@@ -147,11 +147,7 @@ fn random_token(prefix: &str) -> Result<SecretString, IssuerError> {
 /// then 256 random bits.
 fn new_refresh_token() -> Result<SecretString, IssuerError> {
     let id = Jti::time_ordered().map_err(IssuerError::internal)?;
-    let secret = random_secret("").map_err(IssuerError::internal)?;
-    Ok(SecretString::new(format!(
-        "{REFRESH_TOKEN_PREFIX}{id}.{}",
-        secret.expose()
-    )))
+    random_token(&format!("{REFRESH_TOKEN_PREFIX}{id}."))
 }
 
 /// What the database stores for a refresh token, and looks it up by: the token's time-ordered

@@ -690,11 +690,9 @@ impl IssuerStore {
             }
         }
         if !fresh.is_empty() {
-            let mut sql = format!(
-                "{} used_challenges (challenge_id, expires_at) VALUES ",
-                self.dialect.insert()
-            );
-            sql.push_str(&values_placeholders(fresh.len(), 2));
+            let mut sql = self
+                .dialect
+                .insert_values("used_challenges (challenge_id, expires_at)", fresh.len(), 2);
             sql.push_str(" ON CONFLICT (challenge_id) DO NOTHING RETURNING challenge_id");
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for (_, issuance) in &fresh {
@@ -741,12 +739,12 @@ impl IssuerStore {
             })
             .collect();
         if !sessions.is_empty() {
-            let mut sql = format!(
-                "{} sessions (session_id, agent_id, user_id, auth_method, auth_time, delegation_scope, \
-                 audience, capabilities, created_at, expires_at) VALUES ",
-                self.dialect.insert()
+            let sql = self.dialect.insert_values(
+                "sessions (session_id, agent_id, user_id, auth_method, auth_time, delegation_scope, \
+                 audience, capabilities, created_at, expires_at)",
+                sessions.len(),
+                10,
             );
-            sql.push_str(&values_placeholders(sessions.len(), 10));
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for session in &sessions {
                 query = query
@@ -764,11 +762,9 @@ impl IssuerStore {
             query.execute(&mut *w.tx).await.map_err(backend)?;
         }
         if !applied.is_empty() {
-            let mut sql = format!(
-                "{} refresh_tokens (digest, session_id, created_at) VALUES ",
-                self.dialect.insert()
-            );
-            sql.push_str(&values_placeholders(applied.len(), 3));
+            let sql = self
+                .dialect
+                .insert_values("refresh_tokens (digest, session_id, created_at)", applied.len(), 3);
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for issuance in &applied {
                 let digest = match &issuance.session {
@@ -782,11 +778,11 @@ impl IssuerStore {
             }
             query.execute(&mut *w.tx).await.map_err(backend)?;
 
-            let mut sql = format!(
-                "{} issued_tokens (jti, agent_id, user_id, session_id, kid, issued_at, expires_at) VALUES ",
-                self.dialect.insert()
+            let sql = self.dialect.insert_values(
+                "issued_tokens (jti, agent_id, user_id, session_id, kid, issued_at, expires_at)",
+                applied.len(),
+                7,
             );
-            sql.push_str(&values_placeholders(applied.len(), 7));
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for issuance in &applied {
                 let token = &issuance.token;

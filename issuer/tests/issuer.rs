@@ -25,7 +25,9 @@ use aip_issuer::directory::{LocalDirectory, RemoteDirectory};
 use aip_issuer::keys::{SigningKeys, ensure_key};
 use aip_issuer::oidc::{JwksSource, OidcProvider, UserClaim};
 use aip_issuer::service::Issuer;
-use aip_issuer::store::IssuerStore;
+use aip_issuer::store::{
+    Issuance, IssuedToken, IssuerStore, Ledger, LedgerError, SessionChange, SessionRecord, StoreError,
+};
 use aip_registry::api::IssuerEndpoints;
 use aip_registry::service::TokenKeys as _;
 use aip_registry::store::Store as _;
@@ -984,3 +986,100 @@ async fn remote_registry(t: TestRegistry) {
     assert_eq!(status, 404);
 }
 with_registry!(issuer_against_a_remote_registry, remote_registry);
+
+/// The group commit on its own: a batch in which one issuance fails a constraint (a `jti`
+/// given twice) commits nothing of that issuance, and every other one still commits. On SQLite
+/// the batch's inserts are `INSERT OR FAIL`, which keeps the rows a failed statement had
+/// already written; this shows the transaction around them is never committed.
+async fn failed_issuance(t: TestRegistry) {
+    let store = IssuerStore::new(&t.store);
+    let ledger = Ledger::start(store.clone());
+    let agent: AgentId = "ag_550e8400-e29b-41d4-a716-446655440000".parse().unwrap();
+    let issuance = |n: usize, jti: &str| {
+        let session_id = format!("ses_batch_{n}");
+        Issuance {
+            challenge: aip_issuer::challenge::OpenedChallenge {
+                id: format!("challenge-{n}"),
+                expires_at: NOW + 60,
+            },
+            token: IssuedToken {
+                jti: jti.to_owned(),
+                agent_id: agent.clone(),
+                user_id: None,
+                session_id: session_id.clone(),
+                kid: "kid".into(),
+                issued_at: NOW,
+                expires_at: NOW + 300,
+            },
+            session: SessionChange::New {
+                session: SessionRecord {
+                    session_id,
+                    agent_id: agent.clone(),
+                    user_id: None,
+                    auth_method: None,
+                    auth_time: None,
+                    delegation_scope: None,
+                    audience: AUDIENCE.into(),
+                    capabilities: r#"{"tools":["read_file"]}"#.into(),
+                    created_at: NOW,
+                    expires_at: NOW + 3_600,
+                    revoked_at: None,
+                },
+                refresh_digest: format!("refresh-{n}"),
+            },
+            audit: aip_registry::audit::AuditEntry {
+                actor: format!("agent:{agent}"),
+                action: "token.issue",
+                subject: format!("jti-{n}"),
+                details: json!({"n": n}),
+            },
+        }
+    };
+    let (_, audited_before) = t.store.audit_head().await.unwrap();
+    let before = t.store.audit_records(0, 10_000).await.unwrap().len();
+    // Sent together so that they are committed together (or, after the batch fails, one by one).
+    let mut outcomes = tokio::task::JoinSet::new();
+    for n in 0..8 {
+        let ledger = ledger.clone();
+        let jti = if n == 3 || n == 6 {
+            "jti-twice".to_owned()
+        } else {
+            format!("jti-{n}")
+        };
+        let issuance = issuance(n, &jti);
+        outcomes.spawn(async move { (n, ledger.issue(issuance).await) });
+    }
+    let mut failed = Vec::new();
+    while let Some(joined) = outcomes.join_next().await {
+        let (n, outcome) = joined.unwrap();
+        match outcome {
+            Ok(()) => {}
+            Err(LedgerError::Store(StoreError::Backend(_))) => failed.push(n),
+            Err(e) => panic!("issuance {n}: {e}"),
+        }
+    }
+    assert_eq!(failed.len(), 1, "exactly one of the two issuances sharing a jti fails");
+    let failed = failed[0];
+    assert!(failed == 3 || failed == 6);
+    for n in 0..8 {
+        let session = store.session(&format!("ses_batch_{n}")).await.unwrap();
+        let refresh = store.refresh_token(&format!("refresh-{n}")).await.unwrap();
+        assert_eq!(session.is_some(), n != failed, "session of issuance {n}");
+        assert_eq!(refresh.is_some(), n != failed, "refresh token of issuance {n}");
+    }
+    // The failed issuance's challenge is still unused: answering it again is not a replay.
+    let again = ledger.issue(issuance(failed, "jti-retried")).await;
+    assert!(again.is_ok(), "{again:?}");
+    assert_eq!(store.token_expiry("jti-retried").await.unwrap(), Some(NOW + 300));
+    // One audit record per committed issuance, and the chain holds.
+    let records = t.store.audit_records(0, 10_000).await.unwrap();
+    assert_eq!(records.len(), before + 8);
+    assert_ne!(records.last().unwrap().hash, audited_before);
+    let mut chain = aip_registry::audit::ChainVerifier::default();
+    for record in &records {
+        chain.push(record).unwrap();
+    }
+    let (seq, head) = t.store.audit_head().await.unwrap();
+    assert_eq!(chain.finish(seq, &head).unwrap(), i64::try_from(records.len()).unwrap());
+}
+with_registry!(a_failed_issuance_writes_nothing, failed_issuance);

@@ -57,9 +57,10 @@ struct Hashed<'a> {
     prev_hash: &'a str,
 }
 
-/// Appends `entries` (each with its time) to the chain, in one statement (begun as `dialect`
-/// says) inside the caller's write transaction, after the record numbered `seq` whose hash is `head`. Returns the new
-/// last sequence number and hash; the caller records them in `registry_state` (the
+/// Appends `entries` (each with its time) to the chain, in one statement (as
+/// [`Dialect::insert_values`](crate::store::Dialect::insert_values) writes it) inside the
+/// caller's write transaction, after the record numbered `seq` whose hash is `head`. Returns
+/// the new last sequence number and hash; the caller records them in `registry_state` (the
 /// `audit_log_head` trigger keeps the head hash itself current).
 pub async fn append(
     conn: &mut sqlx::AnyConnection,
@@ -73,11 +74,11 @@ pub async fn append(
     if entries.is_empty() {
         return Ok((seq, head));
     }
-    let mut sql = format!(
-        "{} audit_log (seq, at, actor, action, subject, details, prev_hash, hash) VALUES ",
-        dialect.insert()
+    let sql = dialect.insert_values(
+        "audit_log (seq, at, actor, action, subject, details, prev_hash, hash)",
+        entries.len(),
+        8,
     );
-    sql.push_str(&crate::store::values_placeholders(entries.len(), 8));
     let mut rows = Vec::with_capacity(entries.len());
     for (entry, at) in entries {
         seq += 1;
