@@ -295,10 +295,17 @@ impl Relay {
         idle: bool,
         started: Instant,
     ) -> io::Result<()> {
-        let params = envelope.params.and_then(|p| jsonrpc::Params::parse(p).ok());
-        let stripped = match params.as_ref().map(|p| p.forwarded(text)) {
-            Some(Ok(stripped)) => stripped,
-            None => None,
+        // Params that cannot be read (not an object, a credential given twice or not as a
+        // string) are refused like those of `tools/call`: never forwarded as they are, since
+        // they may hold credentials.
+        let read = envelope.params.map(|raw| {
+            let params = jsonrpc::Params::parse(raw)?;
+            let stripped = params.forwarded(text)?;
+            Ok::<_, jsonrpc::ParamsError>((params, stripped))
+        });
+        let (params, stripped) = match read {
+            None => (None, None),
+            Some(Ok((params, stripped))) => (Some(params), stripped),
             Some(Err(_)) => return self.invalid_params(envelope, "tools/list params cannot be read", client, idle),
         };
         let call = Call {

@@ -826,6 +826,22 @@ fn bad_tool_call_params_get_32602_with_the_id() {
 }
 
 #[test]
+fn unreadable_tools_list_params_get_32602_and_are_never_forwarded() {
+    let fx = Fixture::new(BASIC);
+    let mut proxy = fx.start(&[]);
+    for line in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_aip_aat":"t","_aip_aat":"u"}}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"_aip_aat":"t","\u005faip_aat":"u"}}"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{"_aip_proof":7}}"#,
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/list","params":["_aip_aat"]}"#,
+    ] {
+        let response = proxy.call(line);
+        assert_eq!(error_code(&response), -32602, "{line}: {response}");
+    }
+    assert_eq!(fx.seen(), "");
+}
+
+#[test]
 fn oversized_line_gets_32600_and_the_proxy_stays_up() {
     let fx = Fixture::new(BASIC);
     let mut proxy = fx.start(&["--max-message-size", "4096"]);
