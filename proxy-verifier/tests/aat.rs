@@ -269,6 +269,69 @@ fn a_stolen_aat_is_useless_without_the_agent_key() {
 }
 
 #[test]
+fn a_proof_whose_signature_fails_is_refused_first_and_uses_up_nothing() {
+    // A proof that fails its signature is refused with `proof_invalid` before DLP or the session
+    // limit apply, and counts against neither. DLP blocks requests carrying the secret.
+    let (fixture, authority) = fixture(
+        "",
+        "    max_calls_per_session: 1\n",
+        "  dlp:\n    scan_requests: true\n    patterns:\n      - name: AWS Key\n        regex: \"AKIA[0-9A-Z]{16}\"\n",
+    );
+    let mut proxy = fixture.start(&[]);
+    let aat = authority.aat(&["read_file"]);
+    let secret = "AKIAABCDEFGHIJKLMNOP";
+    let args = json!({"path": format!("/tmp/{secret}")});
+    for id in 1..=3 {
+        // The agent's genuine proof for this call, with the signature of another of its proofs.
+        let proof = authority.proof(&aat, "read_file", &args);
+        let other = authority.proof(&aat, "read_file", &json!({}));
+        let (signed, _) = proof.rsplit_once('.').unwrap();
+        let (_, signature) = other.rsplit_once('.').unwrap();
+        let resigned = format!("{signed}.{signature}");
+        let answer = proxy.call(&call_line(id, "read_file", &args, Some(&aat), Some(&resigned)));
+        assert_eq!(
+            (error_code(&answer), aat_error(&answer)),
+            (-32016, "proof_invalid"),
+            "{answer}"
+        );
+    }
+    // The session's one call is still available; with a valid proof, DLP refuses the secret.
+    let proof = authority.proof(&aat, "read_file", &args);
+    let answer = proxy.call(&call_line(4, "read_file", &args, Some(&aat), Some(&proof)));
+    assert_eq!(error_code(&answer), -32001, "{answer}");
+    assert!(
+        answer["error"]["data"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("sensitive data")),
+        "{answer}"
+    );
+    let proof = authority.proof(&aat, "read_file", &args);
+    let answer = proxy.call(&call_line(5, "read_file", &args, Some(&aat), Some(&proof)));
+    assert_eq!(
+        (error_code(&answer), aat_error(&answer)),
+        (-32002, "session_call_limit"),
+        "{answer}"
+    );
+    proxy.finish();
+    let seen = fixture.seen();
+    assert!(!seen.contains("read_file") && !seen.contains(secret), "{seen}");
+    let records = fixture.records();
+    let rejected: Vec<&Value> = records.iter().filter(|r| r["event"] == "AAT_REJECTED").collect();
+    assert_eq!(rejected.len(), 4, "{records:?}");
+    assert_eq!(
+        rejected.iter().filter(|r| r["aat_error"] == "proof_invalid").count(),
+        3,
+        "{rejected:?}"
+    );
+    let dlp: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["failed_rule"].as_str().is_some_and(|rule| rule.starts_with("dlp:")))
+        .collect();
+    assert_eq!(dlp.len(), 1, "only call 4 is refused by DLP: {records:?}");
+    assert_eq!(dlp[0]["request_id"], 4, "{dlp:?}");
+}
+
+#[test]
 fn proofs_are_single_use_and_bound_to_their_arguments() {
     let (fixture, authority) = fixture("", "", "");
     let mut proxy = fixture.start(&[]);
