@@ -163,6 +163,16 @@ fn aat_error(answer: &Value) -> &str {
     answer["error"]["data"]["aat_error"].as_str().unwrap_or_default()
 }
 
+/// The proxy refused the call with JSON-RPC `code` and `aat_error`.
+#[track_caller]
+fn assert_refused(answer: &Value, code: i64, aat_error_code: &str) {
+    assert_eq!(
+        (error_code(answer), aat_error(answer)),
+        (code, aat_error_code),
+        "{answer}"
+    );
+}
+
 fn assert_forwarded(answer: &Value) {
     assert!(answer.get("result").is_some(), "expected the server's answer: {answer}");
 }
@@ -231,11 +241,7 @@ fn a_stolen_aat_is_useless_without_the_agent_key() {
     let args = json!({"path": "/tmp/a.txt"});
     // The thief has the token but not the key: no proof, or a proof signed with its own key.
     let answer = proxy.call(&call_line(1, "read_file", &args, Some(&aat), None));
-    assert_eq!(
-        (error_code(&answer), aat_error(&answer)),
-        (-32016, "proof_missing"),
-        "{answer}"
-    );
+    assert_refused(&answer, -32016, "proof_missing");
     let thief = KeyPair::generate(Algorithm::EdDSA).unwrap();
     let forged = create_proof(
         &thief,
@@ -259,11 +265,7 @@ fn a_stolen_aat_is_useless_without_the_agent_key() {
     let tampered = parts.join(".");
     let proof = authority.proof(&tampered, "read_file", &args);
     let answer = proxy.call(&call_line(3, "read_file", &args, Some(&tampered), Some(&proof)));
-    assert_eq!(
-        (error_code(&answer), aat_error(&answer)),
-        (-32016, "signature_invalid"),
-        "{answer}"
-    );
+    assert_refused(&answer, -32016, "signature_invalid");
     proxy.finish();
     assert!(!fixture.seen().contains("read_file"), "nothing may reach the server");
 }
@@ -289,11 +291,7 @@ fn a_proof_whose_signature_fails_is_refused_first_and_uses_up_nothing() {
         let (_, signature) = other.rsplit_once('.').unwrap();
         let resigned = format!("{signed}.{signature}");
         let answer = proxy.call(&call_line(id, "read_file", &args, Some(&aat), Some(&resigned)));
-        assert_eq!(
-            (error_code(&answer), aat_error(&answer)),
-            (-32016, "proof_invalid"),
-            "{answer}"
-        );
+        assert_refused(&answer, -32016, "proof_invalid");
     }
     // The session's one call is still available; with a valid proof, DLP refuses the secret.
     let proof = authority.proof(&aat, "read_file", &args);
@@ -307,11 +305,7 @@ fn a_proof_whose_signature_fails_is_refused_first_and_uses_up_nothing() {
     );
     let proof = authority.proof(&aat, "read_file", &args);
     let answer = proxy.call(&call_line(5, "read_file", &args, Some(&aat), Some(&proof)));
-    assert_eq!(
-        (error_code(&answer), aat_error(&answer)),
-        (-32002, "session_call_limit"),
-        "{answer}"
-    );
+    assert_refused(&answer, -32002, "session_call_limit");
     proxy.finish();
     let seen = fixture.seen();
     assert!(!seen.contains("read_file") && !seen.contains(secret), "{seen}");
@@ -341,11 +335,7 @@ fn proofs_are_single_use_and_bound_to_their_arguments() {
     assert_forwarded(&proxy.call(&call_line(1, "read_file", &args, Some(&aat), Some(&proof))));
     // The same proof again.
     let answer = proxy.call(&call_line(2, "read_file", &args, Some(&aat), Some(&proof)));
-    assert_eq!(
-        (error_code(&answer), aat_error(&answer)),
-        (-32016, "proof_replayed"),
-        "{answer}"
-    );
+    assert_refused(&answer, -32016, "proof_replayed");
     // A fresh proof, but for other arguments.
     let other = authority.proof(&aat, "read_file", &json!({"path": "/tmp/b.txt"}));
     let answer = proxy.call(&call_line(
@@ -355,19 +345,11 @@ fn proofs_are_single_use_and_bound_to_their_arguments() {
         Some(&aat),
         Some(&other),
     ));
-    assert_eq!(
-        (error_code(&answer), aat_error(&answer)),
-        (-32016, "proof_mismatch"),
-        "{answer}"
-    );
+    assert_refused(&answer, -32016, "proof_mismatch");
     // A proof for another tool.
     let other_tool = authority.proof(&aat, "list_files", &args);
     let answer = proxy.call(&call_line(4, "read_file", &args, Some(&aat), Some(&other_tool)));
-    assert_eq!(
-        (error_code(&answer), aat_error(&answer)),
-        (-32016, "proof_mismatch"),
-        "{answer}"
-    );
+    assert_refused(&answer, -32016, "proof_mismatch");
     proxy.finish();
     assert_eq!(fixture.seen().matches("read_file").count(), 1, "{}", fixture.seen());
 }
@@ -434,46 +416,26 @@ fn token_errors_follow_spec_11_2() {
     expired.iat -= 7200;
     expired.exp = now() - 3600;
     let answer = send(&mut proxy, &expired, &authority.issuer);
-    assert_eq!(
-        (error_code(&answer), aat_error(&answer)),
-        (-32016, "aat_expired"),
-        "{answer}"
-    );
+    assert_refused(&answer, -32016, "aat_expired");
 
     let mut elsewhere = authority.claims(&["read_file"]);
     elsewhere.aud = Audience::one("another-proxy");
     let answer = send(&mut proxy, &elsewhere, &authority.issuer);
-    assert_eq!(
-        (error_code(&answer), aat_error(&answer)),
-        (-32016, "audience_mismatch"),
-        "{answer}"
-    );
+    assert_refused(&answer, -32016, "audience_mismatch");
 
     let mut untrusted = authority.claims(&["read_file"]);
     untrusted.iss = "https://evil.invalid".into();
     let answer = send(&mut proxy, &untrusted, &authority.issuer);
-    assert_eq!(
-        (error_code(&answer), aat_error(&answer)),
-        (-32020, "untrusted_issuer"),
-        "{answer}"
-    );
+    assert_refused(&answer, -32020, "untrusted_issuer");
 
     let stranger = KeyPair::generate(Algorithm::EdDSA).unwrap();
     let answer = send(&mut proxy, &authority.claims(&["read_file"]), &stranger);
-    assert_eq!(
-        (error_code(&answer), aat_error(&answer)),
-        (-32016, "unknown_signing_key"),
-        "{answer}"
-    );
+    assert_refused(&answer, -32016, "unknown_signing_key");
 
     let mut stale_user = authority.claims(&["read_file"]);
     stale_user.user_binding.as_mut().unwrap().auth_time = now() - 2 * 86_400;
     let answer = send(&mut proxy, &stale_user, &authority.issuer);
-    assert_eq!(
-        (error_code(&answer), aat_error(&answer)),
-        (-32019, "user_auth_stale"),
-        "{answer}"
-    );
+    assert_refused(&answer, -32019, "user_auth_stale");
 
     let mut read_only = authority.claims(&["read_file", "write_file"]);
     read_only.user_binding.as_mut().unwrap().delegation_scope = Some(DelegationScope::ReadOnly);
@@ -484,11 +446,7 @@ fn token_errors_follow_spec_11_2() {
     let aat = encode_aat(&read_only, &authority.issuer).unwrap();
     let proof = authority.proof(&aat, "write_file", &args);
     let answer = proxy.call(&call_line(99, "write_file", &args, Some(&aat), Some(&proof)));
-    assert_eq!(
-        (error_code(&answer), aat_error(&answer)),
-        (-32017, "delegation_scope_exceeded"),
-        "{answer}"
-    );
+    assert_refused(&answer, -32017, "delegation_scope_exceeded");
     proxy.finish();
     let records = fixture.records();
     let rejected: Vec<&str> = records
@@ -521,11 +479,7 @@ fn session_limits_and_allowed_servers_come_from_the_aat_and_the_policy() {
     }
     let proof = authority.proof(&aat, "read_file", &args);
     let answer = proxy.call(&call_line(3, "read_file", &args, Some(&aat), Some(&proof)));
-    assert_eq!(
-        (error_code(&answer), aat_error(&answer)),
-        (-32002, "session_call_limit"),
-        "{answer}"
-    );
+    assert_refused(&answer, -32002, "session_call_limit");
 
     let mut elsewhere = authority.claims(&["read_file"]);
     elsewhere.context.session_id = "session-2".into();
@@ -533,11 +487,7 @@ fn session_limits_and_allowed_servers_come_from_the_aat_and_the_policy() {
     let aat = encode_aat(&elsewhere, &authority.issuer).unwrap();
     let proof = authority.proof(&aat, "read_file", &args);
     let answer = proxy.call(&call_line(4, "read_file", &args, Some(&aat), Some(&proof)));
-    assert_eq!(
-        (error_code(&answer), aat_error(&answer)),
-        (-32017, "server_not_allowed"),
-        "{answer}"
-    );
+    assert_refused(&answer, -32017, "server_not_allowed");
     proxy.finish();
 }
 
@@ -562,11 +512,7 @@ fn a_revocation_in_the_signed_list_refuses_the_next_calls() {
         assert!(Instant::now() < deadline, "the revocation was not applied");
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!(
-        (error_code(&refusal), aat_error(&refusal)),
-        (-32016, "aat_revoked"),
-        "{refusal}"
-    );
+    assert_refused(&refusal, -32016, "aat_revoked");
     proxy.finish();
 }
 
@@ -591,11 +537,7 @@ fn stale_revocation_data_fails_closed_unless_failover_says_otherwise() {
         if passes {
             assert_forwarded(&answer);
         } else {
-            assert_eq!(
-                (error_code(&answer), aat_error(&answer)),
-                (-32016, "revocation_unavailable"),
-                "{answer}"
-            );
+            assert_refused(&answer, -32016, "revocation_unavailable");
         }
         proxy.finish();
     }
