@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use aip_aat::ids::AgentId;
 use aip_registry::audit::AuditEntry;
-use aip_registry::store::{Dialect, RevokedEntry, SqlStore, values_placeholders};
+use aip_registry::store::{Dialect, RevokedEntry, Script, SqlStore};
+use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
@@ -38,6 +39,19 @@ pub enum StoreError {
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
+
+impl From<aip_registry::store::StoreError> for StoreError {
+    fn from(e: aip_registry::store::StoreError) -> Self {
+        match e {
+            aip_registry::store::StoreError::Corrupt(what) => Self::Corrupt(what),
+            aip_registry::store::StoreError::Backend(source) => Self::Backend(source),
+            other => Self::Backend(Box::new(other)),
+        }
+    }
+}
+
+/// Takes the registry-wide write lock (see the module documentation) and reads the chain head.
+const LOCK: &str = "UPDATE registry_state SET audit_seq = audit_seq WHERE id = 1 RETURNING audit_seq, audit_head";
 
 fn unique_or(e: sqlx::Error, conflict: &'static str) -> StoreError {
     if matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()) {
@@ -235,9 +249,8 @@ impl Write {
 
     /// Appends several records in one statement.
     async fn audit_many(&mut self, entries: &[(&AuditEntry, i64)]) -> Result<(), StoreError> {
-        let (seq, head) = aip_registry::audit::append(&mut self.tx, self.dialect, self.seq, &self.head, entries)
-            .await
-            .map_err(StoreError::Backend)?;
+        let (seq, head) =
+            aip_registry::audit::append(&mut self.tx, self.dialect, self.seq, &self.head, entries).await?;
         self.seq = seq;
         self.head = head;
         Ok(())
@@ -260,7 +273,7 @@ fn strings(json: &str, what: &'static str) -> Result<Vec<String>, StoreError> {
 const SESSION_COLUMNS: &str = "s.session_id, s.agent_id, s.user_id, s.auth_method, s.auth_time, s.delegation_scope, \
      s.audience, s.capabilities, s.created_at, s.expires_at, s.revoked_at";
 
-fn session_from_row(row: &sqlx::any::AnyRow) -> Result<SessionRecord, StoreError> {
+fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
     let agent_id: String = row.try_get("agent_id").map_err(backend)?;
     Ok(SessionRecord {
         session_id: row.try_get("session_id").map_err(backend)?,
@@ -308,12 +321,7 @@ impl IssuerStore {
 
     async fn write(&self) -> Result<Write, StoreError> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
-        // Takes the registry-wide write lock (see the module documentation).
-        let row =
-            sqlx::query("UPDATE registry_state SET audit_seq = audit_seq WHERE id = 1 RETURNING audit_seq, audit_head")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(backend)?;
+        let row = sqlx::query(LOCK).fetch_one(&mut *tx).await.map_err(backend)?;
         Ok(Write {
             dialect: self.dialect,
             seq: row.try_get("audit_seq").map_err(backend)?,
@@ -416,7 +424,7 @@ impl IssuerStore {
         w.commit().await
     }
 
-    fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserRecord, StoreError> {
+    fn user_from_row(row: &AnyRow) -> Result<UserRecord, StoreError> {
         Ok(UserRecord {
             user_id: row.try_get("user_id").map_err(backend)?,
             delegatable_tools: strings(
@@ -647,12 +655,40 @@ impl IssuerStore {
         Ok(removed)
     }
 
-    /// Commits a batch in a fixed number of statements: each issuance is applied or refused
-    /// on its own (a refused one writes nothing but, for refresh refusals, the use of its
-    /// challenge), every applied one and every denial is audited, and all of it commits
-    /// together.
+    /// Takes the write lock and runs `claim` (a [`Script`] whose rows are `kind`, `value`) in
+    /// the same round trip on SQLite. On PostgreSQL the lock is taken first, on its own: a
+    /// statement's snapshot is taken when it starts, so reads that must see every write
+    /// committed before the lock was granted go in a later statement.
+    async fn write_with(&self, mut claim: Script) -> Result<(Write, Vec<AnyRow>), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let (lock, rows) = match self.dialect {
+            Dialect::Sqlite => {
+                claim.prepend(LOCK);
+                let mut rows = claim.fetch_all(&mut tx).await?.into_iter();
+                let lock = rows.next().ok_or(StoreError::Corrupt("registry_state"))?;
+                (lock, rows.collect())
+            }
+            Dialect::Postgres => {
+                let lock = sqlx::query(LOCK).fetch_one(&mut *tx).await.map_err(backend)?;
+                (lock, claim.fetch_all(&mut tx).await?)
+            }
+        };
+        Ok((
+            Write {
+                dialect: self.dialect,
+                seq: lock.try_get("audit_seq").map_err(backend)?,
+                head: lock.try_get("audit_head").map_err(backend)?,
+                tx,
+            },
+            rows,
+        ))
+    }
+
+    /// Commits a batch in a fixed number of round trips (plus two per refresh): each issuance
+    /// is applied or refused on its own (a refused one writes nothing but, for refresh
+    /// refusals, the use of its challenge), every applied one and every denial is audited, and
+    /// all of it commits together.
     async fn commit_batch(&self, ops: &[&Op]) -> Result<Vec<Result<(), Refusal>>, StoreError> {
-        let mut w = self.write().await?;
         let issuances: Vec<(usize, &Issuance)> = ops
             .iter()
             .enumerate()
@@ -663,52 +699,26 @@ impl IssuerStore {
             .collect();
         let mut outcomes: Vec<Result<(), Refusal>> = vec![Ok(()); ops.len()];
 
-        // 1. Revoked users.
-        let users: HashSet<&str> = issuances
-            .iter()
-            .filter_map(|(_, x)| x.token.user_id.as_deref())
-            .collect();
-        if !users.is_empty() {
-            let revoked = select_in(&mut w, "SELECT user_id FROM user_revocations WHERE user_id IN", &users).await?;
-            for (i, issuance) in &issuances {
-                if issuance.token.user_id.as_deref().is_some_and(|u| revoked.contains(u)) {
-                    outcomes[*i] = Err(Refusal::UserRevoked);
-                }
-            }
-        }
-
-        // 2. Challenges: each used once, in this batch and ever.
+        // 1. With the lock: the revoked users, and the challenges used here for the first time
+        // ever (a revoked user's challenge is not used up).
+        let (mut w, rows) = self.write_with(self.claim(&issuances)).await?;
+        let mut revoked = HashSet::new();
         let mut claimed = HashSet::new();
-        let mut fresh: Vec<(usize, &Issuance)> = Vec::new();
-        for (i, issuance) in &issuances {
-            if outcomes[*i].is_ok() {
-                if claimed.insert(issuance.challenge.id.as_str()) {
-                    fresh.push((*i, issuance));
-                } else {
-                    outcomes[*i] = Err(Refusal::ChallengeReplayed);
-                }
-            }
+        for row in rows {
+            let kind: String = row.try_get("kind").map_err(backend)?;
+            let value: String = row.try_get("value").map_err(backend)?;
+            match kind.as_str() {
+                "revoked" => revoked.insert(value),
+                "claimed" => claimed.insert(value),
+                _ => return Err(StoreError::Corrupt("claim row")),
+            };
         }
-        if !fresh.is_empty() {
-            let mut sql = self
-                .dialect
-                .insert_values("used_challenges (challenge_id, expires_at)", fresh.len(), 2);
-            sql.push_str(" ON CONFLICT (challenge_id) DO NOTHING RETURNING challenge_id");
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (_, issuance) in &fresh {
-                query = query.bind(&issuance.challenge.id).bind(issuance.challenge.expires_at);
-            }
-            let inserted: HashSet<String> = query
-                .fetch_all(&mut *w.tx)
-                .await
-                .map_err(backend)?
-                .iter()
-                .map(|row| row.try_get::<String, _>("challenge_id").map_err(backend))
-                .collect::<Result<_, _>>()?;
-            for (i, issuance) in &fresh {
-                if !inserted.contains(&issuance.challenge.id) {
-                    outcomes[*i] = Err(Refusal::ChallengeReplayed);
-                }
+        // 2. Each challenge goes to the first issuance in the batch that presented it.
+        for (i, issuance) in &issuances {
+            if issuance.token.user_id.as_ref().is_some_and(|u| revoked.contains(u)) {
+                outcomes[*i] = Err(Refusal::UserRevoked);
+            } else if !claimed.remove(&issuance.challenge.id) {
+                outcomes[*i] = Err(Refusal::ChallengeReplayed);
             }
         }
 
@@ -725,80 +735,15 @@ impl IssuerStore {
             }
         }
 
-        // 4. What the applied issuances create.
+        // 4. What the applied issuances create, their audit records and the denials', in queue
+        // order, and the new chain head: one round trip.
         let applied: Vec<&Issuance> = issuances
             .iter()
             .filter(|(i, _)| outcomes[*i].is_ok())
             .map(|(_, issuance)| *issuance)
             .collect();
-        let sessions: Vec<&SessionRecord> = applied
-            .iter()
-            .filter_map(|x| match &x.session {
-                SessionChange::New { session, .. } => Some(session),
-                SessionChange::Refresh { .. } => None,
-            })
-            .collect();
-        if !sessions.is_empty() {
-            let sql = self.dialect.insert_values(
-                "sessions (session_id, agent_id, user_id, auth_method, auth_time, delegation_scope, \
-                 audience, capabilities, created_at, expires_at)",
-                sessions.len(),
-                10,
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for session in &sessions {
-                query = query
-                    .bind(&session.session_id)
-                    .bind(session.agent_id.as_str())
-                    .bind(session.user_id.as_deref())
-                    .bind(session.auth_method.as_deref())
-                    .bind(session.auth_time)
-                    .bind(session.delegation_scope.as_deref())
-                    .bind(&session.audience)
-                    .bind(&session.capabilities)
-                    .bind(session.created_at)
-                    .bind(session.expires_at);
-            }
-            query.execute(&mut *w.tx).await.map_err(backend)?;
-        }
-        if !applied.is_empty() {
-            let sql = self
-                .dialect
-                .insert_values("refresh_tokens (digest, session_id, created_at)", applied.len(), 3);
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for issuance in &applied {
-                let digest = match &issuance.session {
-                    SessionChange::New { refresh_digest, .. } => refresh_digest,
-                    SessionChange::Refresh { next, .. } => next,
-                };
-                query = query
-                    .bind(digest)
-                    .bind(&issuance.token.session_id)
-                    .bind(issuance.token.issued_at);
-            }
-            query.execute(&mut *w.tx).await.map_err(backend)?;
-
-            let sql = self.dialect.insert_values(
-                "issued_tokens (jti, agent_id, user_id, session_id, kid, issued_at, expires_at)",
-                applied.len(),
-                7,
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for issuance in &applied {
-                let token = &issuance.token;
-                query = query
-                    .bind(&token.jti)
-                    .bind(token.agent_id.as_str())
-                    .bind(token.user_id.as_deref())
-                    .bind(&token.session_id)
-                    .bind(&token.kid)
-                    .bind(token.issued_at)
-                    .bind(token.expires_at);
-            }
-            query.execute(&mut *w.tx).await.map_err(backend)?;
-        }
-
-        // 5. The audit records, in queue order.
+        let mut writes = Script::new(self.dialect);
+        Self::insert_issuances(&mut writes, &applied);
         let mut records = Vec::new();
         for (op, outcome) in ops.iter().zip(&outcomes) {
             match op {
@@ -807,9 +752,9 @@ impl IssuerStore {
                 Op::Audit(entry, at, _) => records.push((entry, *at)),
             }
         }
-        w.audit_many(&records).await?;
+        let (seq, _) = aip_registry::audit::insert(&mut writes, w.seq, &w.head, &records)?;
 
-        // 6. How long each signing key must stay published: written when it moves by more than
+        // 5. How long each signing key must stay published: written when it moves by more than
         // a minute (well inside the publication margin), not on every batch.
         let mut last_expiry: HashMap<&str, i64> = HashMap::new();
         for issuance in &applied {
@@ -821,17 +766,120 @@ impl IssuerStore {
             if written.get(kid).is_some_and(|w| *w + 60 >= expiry) {
                 continue;
             }
-            sqlx::query("UPDATE issuer_keys SET last_expiry = $1 WHERE kid = $2 AND last_expiry < $1")
-                .bind(expiry + 60)
-                .bind(kid)
-                .execute(&mut *w.tx)
-                .await
-                .map_err(backend)?;
+            let (until, key) = (writes.param(), writes.param());
+            writes.push(format!(
+                "UPDATE issuer_keys SET last_expiry = {until} WHERE kid = {key} AND last_expiry < {until}"
+            ));
+            writes.bind(expiry + 60).bind(kid);
             written.insert(kid.to_owned(), expiry + 60);
         }
-        w.commit().await?;
+        let next = writes.param();
+        writes.push(format!("UPDATE registry_state SET audit_seq = {next} WHERE id = 1"));
+        writes.bind(seq);
+        writes.execute(&mut w.tx).await?;
+        w.tx.commit().await.map_err(backend)?;
         *self.key_expiry.lock().unwrap_or_else(PoisonError::into_inner) = written;
         Ok(outcomes)
+    }
+
+    /// The statements that find the batch's revoked users and use up its challenges, each row
+    /// a `kind` (`revoked` or `claimed`) and a `value` (the user or the challenge).
+    fn claim(&self, issuances: &[(usize, &Issuance)]) -> Script {
+        let mut claim = Script::new(self.dialect);
+        let users: HashSet<&str> = issuances
+            .iter()
+            .filter_map(|(_, x)| x.token.user_id.as_deref())
+            .collect();
+        if !users.is_empty() {
+            let list = claim.values(1, users.len());
+            claim.push(format!(
+                "SELECT CAST('revoked' AS TEXT) AS kind, user_id AS value FROM user_revocations WHERE user_id IN {list}"
+            ));
+            for user in users {
+                claim.bind(user);
+            }
+        }
+        if !issuances.is_empty() {
+            let values = claim.values(issuances.len(), 3);
+            let verb = self.dialect.insert_verb();
+            // Duplicates within the batch are skipped like any other conflict.
+            claim.push(format!(
+                "WITH v (challenge_id, expires_at, user_id) AS (VALUES {values}) \
+                 {verb} used_challenges (challenge_id, expires_at) SELECT challenge_id, expires_at FROM v \
+                 WHERE NOT EXISTS (SELECT 1 FROM user_revocations r WHERE r.user_id = v.user_id) \
+                 ON CONFLICT (challenge_id) DO NOTHING \
+                 RETURNING CAST('claimed' AS TEXT) AS kind, challenge_id AS value"
+            ));
+            for (_, issuance) in issuances {
+                claim
+                    .bind(&issuance.challenge.id)
+                    .bind(issuance.challenge.expires_at)
+                    .bind(issuance.token.user_id.as_deref());
+            }
+        }
+        claim
+    }
+
+    /// Adds the sessions, refresh tokens and issuance-log rows of `applied` to `writes`.
+    fn insert_issuances(writes: &mut Script, applied: &[&Issuance]) {
+        let sessions: Vec<&SessionRecord> = applied
+            .iter()
+            .filter_map(|x| match &x.session {
+                SessionChange::New { session, .. } => Some(session),
+                SessionChange::Refresh { .. } => None,
+            })
+            .collect();
+        if !sessions.is_empty() {
+            writes.insert_values(
+                "sessions (session_id, agent_id, user_id, auth_method, auth_time, delegation_scope, \
+                 audience, capabilities, created_at, expires_at)",
+                sessions.len(),
+                10,
+            );
+            for session in &sessions {
+                writes
+                    .bind(&session.session_id)
+                    .bind(session.agent_id.as_str())
+                    .bind(session.user_id.as_deref())
+                    .bind(session.auth_method.as_deref())
+                    .bind(session.auth_time)
+                    .bind(session.delegation_scope.as_deref())
+                    .bind(&session.audience)
+                    .bind(&session.capabilities)
+                    .bind(session.created_at)
+                    .bind(session.expires_at);
+            }
+        }
+        if applied.is_empty() {
+            return;
+        }
+        writes.insert_values("refresh_tokens (digest, session_id, created_at)", applied.len(), 3);
+        for issuance in applied {
+            let digest = match &issuance.session {
+                SessionChange::New { refresh_digest, .. } => refresh_digest,
+                SessionChange::Refresh { next, .. } => next,
+            };
+            writes
+                .bind(digest)
+                .bind(&issuance.token.session_id)
+                .bind(issuance.token.issued_at);
+        }
+        writes.insert_values(
+            "issued_tokens (jti, agent_id, user_id, session_id, kid, issued_at, expires_at)",
+            applied.len(),
+            7,
+        );
+        for issuance in applied {
+            let token = &issuance.token;
+            writes
+                .bind(&token.jti)
+                .bind(token.agent_id.as_str())
+                .bind(token.user_id.as_deref())
+                .bind(&token.session_id)
+                .bind(&token.kid)
+                .bind(token.issued_at)
+                .bind(token.expires_at);
+        }
     }
 
     /// Marks a refresh token used, if its session is live and it was not used before.
@@ -868,23 +916,6 @@ impl IssuerStore {
             Ok(())
         })
     }
-}
-
-/// The values of `prefix (…values…)` that exist, as strings.
-async fn select_in(w: &mut Write, prefix: &str, values: &HashSet<&str>) -> Result<HashSet<String>, StoreError> {
-    let mut sql = format!("{prefix} ");
-    sql.push_str(&values_placeholders(1, values.len()));
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for value in values {
-        query = query.bind(*value);
-    }
-    query
-        .fetch_all(&mut *w.tx)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(|row| row.try_get::<String, _>(0).map_err(backend))
-        .collect()
 }
 
 /// Most operations committed in one transaction.

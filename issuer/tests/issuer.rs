@@ -26,7 +26,7 @@ use aip_issuer::keys::{SigningKeys, ensure_key};
 use aip_issuer::oidc::{JwksSource, OidcProvider, UserClaim};
 use aip_issuer::service::Issuer;
 use aip_issuer::store::{
-    Issuance, IssuedToken, IssuerStore, Ledger, LedgerError, SessionChange, SessionRecord, StoreError,
+    Issuance, IssuedToken, IssuerStore, Ledger, LedgerError, Refusal, SessionChange, SessionRecord, StoreError,
 };
 use aip_registry::api::IssuerEndpoints;
 use aip_registry::service::TokenKeys as _;
@@ -987,6 +987,50 @@ async fn remote_registry(t: TestRegistry) {
 }
 with_registry!(issuer_against_a_remote_registry, remote_registry);
 
+/// Issuance number `n` of a ledger test, for `user` (none: an autonomous agent) answering
+/// `challenge`.
+fn batch_issuance(n: usize, jti: &str, user: Option<&str>, challenge: &str) -> Issuance {
+    let agent: AgentId = "ag_550e8400-e29b-41d4-a716-446655440000".parse().unwrap();
+    let session_id = format!("ses_batch_{n}");
+    Issuance {
+        challenge: aip_issuer::challenge::OpenedChallenge {
+            id: challenge.to_owned(),
+            expires_at: NOW + 60,
+        },
+        token: IssuedToken {
+            jti: jti.to_owned(),
+            agent_id: agent.clone(),
+            user_id: user.map(str::to_owned),
+            session_id: session_id.clone(),
+            kid: "kid".into(),
+            issued_at: NOW,
+            expires_at: NOW + 300,
+        },
+        session: SessionChange::New {
+            session: SessionRecord {
+                session_id,
+                agent_id: agent.clone(),
+                user_id: user.map(str::to_owned),
+                auth_method: user.map(|_| "api_key".to_owned()),
+                auth_time: user.map(|_| NOW),
+                delegation_scope: user.map(|_| "full".to_owned()),
+                audience: AUDIENCE.into(),
+                capabilities: r#"{"tools":["read_file"]}"#.into(),
+                created_at: NOW,
+                expires_at: NOW + 3_600,
+                revoked_at: None,
+            },
+            refresh_digest: format!("refresh-{n}"),
+        },
+        audit: aip_registry::audit::AuditEntry {
+            actor: format!("agent:{agent}"),
+            action: "token.issue",
+            subject: format!("jti-{n}"),
+            details: json!({"n": n}),
+        },
+    }
+}
+
 /// The group commit on its own: a batch in which one issuance fails a constraint (a `jti`
 /// given twice) commits nothing of that issuance, and every other one still commits. On SQLite
 /// the batch's inserts are `INSERT OR FAIL`, which keeps the rows a failed statement had
@@ -994,47 +1038,7 @@ with_registry!(issuer_against_a_remote_registry, remote_registry);
 async fn failed_issuance(t: TestRegistry) {
     let store = IssuerStore::new(&t.store);
     let ledger = Ledger::start(store.clone());
-    let agent: AgentId = "ag_550e8400-e29b-41d4-a716-446655440000".parse().unwrap();
-    let issuance = |n: usize, jti: &str| {
-        let session_id = format!("ses_batch_{n}");
-        Issuance {
-            challenge: aip_issuer::challenge::OpenedChallenge {
-                id: format!("challenge-{n}"),
-                expires_at: NOW + 60,
-            },
-            token: IssuedToken {
-                jti: jti.to_owned(),
-                agent_id: agent.clone(),
-                user_id: None,
-                session_id: session_id.clone(),
-                kid: "kid".into(),
-                issued_at: NOW,
-                expires_at: NOW + 300,
-            },
-            session: SessionChange::New {
-                session: SessionRecord {
-                    session_id,
-                    agent_id: agent.clone(),
-                    user_id: None,
-                    auth_method: None,
-                    auth_time: None,
-                    delegation_scope: None,
-                    audience: AUDIENCE.into(),
-                    capabilities: r#"{"tools":["read_file"]}"#.into(),
-                    created_at: NOW,
-                    expires_at: NOW + 3_600,
-                    revoked_at: None,
-                },
-                refresh_digest: format!("refresh-{n}"),
-            },
-            audit: aip_registry::audit::AuditEntry {
-                actor: format!("agent:{agent}"),
-                action: "token.issue",
-                subject: format!("jti-{n}"),
-                details: json!({"n": n}),
-            },
-        }
-    };
+    let issuance = |n: usize, jti: &str| batch_issuance(n, jti, None, &format!("challenge-{n}"));
     let (_, audited_before) = t.store.audit_head().await.unwrap();
     let before = t.store.audit_records(0, 10_000).await.unwrap().len();
     // Sent together so that they are committed together (or, after the batch fails, one by one).
@@ -1083,3 +1087,72 @@ async fn failed_issuance(t: TestRegistry) {
     assert_eq!(chain.finish(seq, &head).unwrap(), i64::try_from(records.len()).unwrap());
 }
 with_registry!(a_failed_issuance_writes_nothing, failed_issuance);
+
+/// The group commit's own checks, which hold even where the issuer's caches are stale (a user
+/// revoked through another replica): a revoked user's issuance is refused and does not use up
+/// its challenge, and a challenge presented twice goes to one issuance only.
+async fn batch_refusals(t: TestRegistry) {
+    let store = IssuerStore::new(&t.store);
+    let revocation = aip_registry::audit::AuditEntry {
+        actor: "admin:test".into(),
+        action: "user.revoke",
+        subject: "mallory".into(),
+        details: json!({}),
+    };
+    store.revoke_user("mallory", None, NOW, &revocation).await.unwrap();
+    let ledger = Ledger::start(store.clone());
+    let batch = [
+        batch_issuance(0, "jti-0", Some("mallory"), "c-shared-with-alice"),
+        batch_issuance(1, "jti-1", Some("alice"), "c-twice"),
+        batch_issuance(2, "jti-2", None, "c-twice"),
+        batch_issuance(3, "jti-3", Some("alice"), "c-shared-with-alice"),
+    ];
+    let mut outcomes = tokio::task::JoinSet::new();
+    for (n, issuance) in batch.into_iter().enumerate() {
+        let ledger = ledger.clone();
+        outcomes.spawn(async move { (n, ledger.issue(issuance).await) });
+    }
+    let mut results = std::collections::BTreeMap::new();
+    while let Some(joined) = outcomes.join_next().await {
+        let (n, outcome) = joined.unwrap();
+        results.insert(n, outcome);
+    }
+    assert!(
+        matches!(results[&0], Err(LedgerError::Refused(Refusal::UserRevoked))),
+        "{:?}",
+        results[&0]
+    );
+    // The revoked user's challenge was not used up: alice's issuance answering it commits.
+    assert!(results[&3].is_ok(), "{:?}", results[&3]);
+    let twice: Vec<_> = [1, 2].iter().map(|n| &results[n]).collect();
+    assert_eq!(
+        twice.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "one of the issuances sharing a challenge commits: {twice:?}"
+    );
+    assert!(
+        twice
+            .iter()
+            .any(|r| matches!(r, Err(LedgerError::Refused(Refusal::ChallengeReplayed)))),
+        "{twice:?}"
+    );
+    // A refused issuance wrote nothing.
+    assert_eq!(store.token_expiry("jti-0").await.unwrap(), None);
+    assert!(store.session("ses_batch_0").await.unwrap().is_none());
+    for (n, outcome) in &results {
+        assert_eq!(
+            store.token_expiry(&format!("jti-{n}")).await.unwrap().is_some(),
+            outcome.is_ok(),
+            "issuance {n}"
+        );
+    }
+    // That challenge is used up now, by alice's issuance.
+    let again = ledger
+        .issue(batch_issuance(4, "jti-4", Some("alice"), "c-shared-with-alice"))
+        .await;
+    assert!(
+        matches!(again, Err(LedgerError::Refused(Refusal::ChallengeReplayed))),
+        "{again:?}"
+    );
+}
+with_registry!(a_batch_refuses_revoked_users_and_replayed_challenges, batch_refusals);

@@ -57,10 +57,9 @@ struct Hashed<'a> {
     prev_hash: &'a str,
 }
 
-/// Appends `entries` (each with its time) to the chain, in one statement (as
-/// [`Dialect::insert_values`](crate::store::Dialect::insert_values) writes it) inside the
-/// caller's write transaction, after the record numbered `seq` whose hash is `head`. Returns
-/// the new last sequence number and hash; the caller records them in `registry_state` (the
+/// Appends `entries` (each with its time) to the chain, in one statement inside the caller's
+/// write transaction, after the record numbered `seq` whose hash is `head`. Returns the new
+/// last sequence number and hash; the caller records them in `registry_state` (the
 /// `audit_log_head` trigger keeps the head hash itself current).
 pub async fn append(
     conn: &mut sqlx::AnyConnection,
@@ -68,41 +67,46 @@ pub async fn append(
     seq: i64,
     head: &str,
     entries: &[(&AuditEntry, i64)],
-) -> Result<(i64, String), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(i64, String), crate::store::StoreError> {
+    let mut script = crate::store::Script::new(dialect);
+    let (seq, head) = insert(&mut script, seq, head, entries)?;
+    script.execute(conn).await?;
+    Ok((seq, head))
+}
+
+/// Adds to `script` the insert of `entries` (each with its time) after the record numbered
+/// `seq` whose hash is `head`, as one statement. Returns the new last sequence number and
+/// hash, as [`append`] does.
+pub fn insert(
+    script: &mut crate::store::Script,
+    seq: i64,
+    head: &str,
+    entries: &[(&AuditEntry, i64)],
+) -> Result<(i64, String), crate::store::StoreError> {
     let mut seq = seq;
     let mut head = head.to_owned();
     if entries.is_empty() {
         return Ok((seq, head));
     }
-    let sql = dialect.insert_values(
+    script.insert_values(
         "audit_log (seq, at, actor, action, subject, details, prev_hash, hash)",
         entries.len(),
         8,
     );
-    let mut rows = Vec::with_capacity(entries.len());
     for (entry, at) in entries {
         seq += 1;
-        let details = aip_aat::jcs::to_string(&entry.details)?;
+        let details =
+            aip_aat::jcs::to_string(&entry.details).map_err(|e| crate::store::StoreError::Backend(Box::new(e)))?;
         let hash = record_hash(
             seq,
             *at,
             (&entry.actor, entry.action, &entry.subject, &entry.details),
             &head,
         );
-        rows.push((
-            seq,
-            *at,
-            *entry,
-            details,
-            std::mem::replace(&mut head, hash.clone()),
-            hash,
-        ));
-    }
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (seq, at, entry, details, prev_hash, hash) in rows {
-        query = query
+        let prev_hash = std::mem::replace(&mut head, hash.clone());
+        script
             .bind(seq)
-            .bind(at)
+            .bind(*at)
             .bind(entry.actor.clone())
             .bind(entry.action)
             .bind(entry.subject.clone())
@@ -110,7 +114,6 @@ pub async fn append(
             .bind(prev_hash)
             .bind(hash);
     }
-    query.execute(conn).await?;
     Ok((seq, head))
 }
 

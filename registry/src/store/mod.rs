@@ -2,6 +2,7 @@
 //! one transaction that also appends to the audit chain, so a failed request changes nothing.
 //! [`SqlStore`] implements it for SQLite (the embedded default) and PostgreSQL.
 
+mod script;
 mod sql;
 
 use aip_aat::aid::{AgentStatus, AidMetadata};
@@ -11,28 +12,8 @@ use aip_aat::revocation::RevocationList;
 use async_trait::async_trait;
 use serde_json::Value;
 
+pub use script::Script;
 pub use sql::{Dialect, SqlStore};
-
-/// `($1, $2, …), ($k, …)`: placeholders for a multi-row `VALUES` of `rows` rows of `columns`
-/// values, numbered as sqlx's `Any` driver expects on both engines.
-pub fn values_placeholders(rows: usize, columns: usize) -> String {
-    use std::fmt::Write as _;
-    let mut sql = String::new();
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            let _ = write!(sql, "${}", row * columns + column + 1);
-        }
-        sql.push(')');
-    }
-    sql
-}
 
 use crate::audit::{AuditEntry, AuditRecord};
 use crate::ca::{CrlEntry, CrlReason};

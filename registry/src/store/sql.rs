@@ -43,18 +43,17 @@ pub enum Dialect {
 }
 
 impl Dialect {
-    /// `INSERT INTO {target} VALUES ($1, …), …` for `rows` rows of `columns` values, to run
-    /// inside a write transaction. On SQLite it is `INSERT OR FAIL`: a failed constraint stops
-    /// the statement without undoing its earlier rows, so SQLite keeps no statement journal (a
-    /// copy of every page the statement changes) for it. That is safe only because a write
-    /// transaction that meets any error is rolled back as a whole, never committed; PostgreSQL
-    /// has no such journal and no such clause.
-    pub fn insert_values(self, target: &str, rows: usize, columns: usize) -> String {
-        let verb = match self {
+    /// `INSERT INTO`, for inserts inside a write transaction. On SQLite it is
+    /// `INSERT OR FAIL INTO`: a failed constraint stops the statement without undoing its
+    /// earlier rows, so SQLite keeps no statement journal (a copy of every page the statement
+    /// changes) for it. That is safe only because a write transaction that meets any error is
+    /// rolled back as a whole, never committed; PostgreSQL has no such journal and no such
+    /// clause.
+    pub fn insert_verb(self) -> &'static str {
+        match self {
             Self::Sqlite => "INSERT OR FAIL INTO",
             Self::Postgres => "INSERT INTO",
-        };
-        format!("{verb} {target} VALUES {}", super::values_placeholders(rows, columns))
+        }
     }
 }
 
@@ -164,8 +163,7 @@ impl Write {
             &self.prev_hash,
             &[(entry, at)],
         )
-        .await
-        .map_err(StoreError::Backend)?;
+        .await?;
         self.audited = true;
         Ok(())
     }

@@ -1,0 +1,173 @@
+//! [`Script`]: several statements of one write transaction sent in one round trip.
+
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{Any, AnyConnection, Arguments as _, AssertSqlSafe, Encode, Type};
+
+use super::{Dialect, StoreError};
+
+/// Several statements sent to the database in one round trip, inside a write transaction
+/// that already holds the registry-state lock.
+///
+/// On SQLite the statements are joined with `;` and run in order (sqlx numbers `$N` across
+/// them). PostgreSQL takes one statement per round trip, so every statement becomes a
+/// data-modifying common table expression of one query: all of them run, on one snapshot
+/// and in no defined order, so no statement of a script may read what another one writes.
+/// The statements of a script therefore touch different tables (or, for reads, tables the
+/// script does not write).
+///
+/// Placeholders come from [`param`](Self::param) and [`values`](Self::values), and each one's
+/// value is bound with [`bind`](Self::bind) in the same order.
+pub struct Script {
+    dialect: Dialect,
+    statements: Vec<String>,
+    arguments: AnyArguments,
+    placeholders: usize,
+    bind_error: Option<String>,
+}
+
+impl std::fmt::Debug for Script {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the bound values: they may be secrets' digests or users' ids.
+        f.debug_struct("Script")
+            .field("statements", &self.statements)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Script {
+    /// An empty script for `dialect`.
+    pub fn new(dialect: Dialect) -> Self {
+        Self {
+            dialect,
+            statements: Vec::new(),
+            arguments: AnyArguments::default(),
+            placeholders: 0,
+            bind_error: None,
+        }
+    }
+
+    /// Whether no statement was added.
+    pub fn is_empty(&self) -> bool {
+        self.statements.is_empty()
+    }
+
+    /// The next placeholder, `$N`.
+    pub fn param(&mut self) -> String {
+        self.placeholders += 1;
+        format!("${}", self.placeholders)
+    }
+
+    /// The next placeholders, as the rows of a `VALUES` list: `($1, $2), ($3, $4)`.
+    pub fn values(&mut self, rows: usize, columns: usize) -> String {
+        use std::fmt::Write as _;
+        let mut sql = String::new();
+        for row in 0..rows {
+            sql.push_str(if row > 0 { ", (" } else { "(" });
+            for column in 0..columns {
+                self.placeholders += 1;
+                let separator = if column > 0 { ", " } else { "" };
+                let _ = write!(sql, "{separator}${}", self.placeholders);
+            }
+            sql.push(')');
+        }
+        sql
+    }
+
+    /// Adds `INSERT INTO {target} VALUES …` for `rows` rows of `columns` values, with
+    /// [`Dialect::insert_verb`]; bind the values next, row by row.
+    pub fn insert_values(&mut self, target: &str, rows: usize, columns: usize) {
+        let values = self.values(rows, columns);
+        let verb = self.dialect.insert_verb();
+        self.statements.push(format!("{verb} {target} VALUES {values}"));
+    }
+
+    /// Adds a statement whose placeholders came from this script.
+    pub fn push(&mut self, sql: String) {
+        self.statements.push(sql);
+    }
+
+    /// Puts a statement without placeholders first.
+    pub fn prepend(&mut self, sql: &str) {
+        debug_assert!(!sql.contains('$'), "a prepended statement takes no values");
+        self.statements.insert(0, sql.to_owned());
+    }
+
+    /// Binds the value of the next placeholder.
+    pub fn bind<'t, T: Encode<'t, Any> + Type<Any>>(&mut self, value: T) -> &mut Self {
+        if let Err(e) = self.arguments.add(value)
+            && self.bind_error.is_none()
+        {
+            self.bind_error = Some(e.to_string());
+        }
+        self
+    }
+
+    /// The engine these statements are written for.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    fn checked(&self) -> Result<(), StoreError> {
+        if self.bind_error.is_some() || self.arguments.len() != self.placeholders {
+            return Err(StoreError::Corrupt(
+                "a statement's values do not match its placeholders",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs the statements (of which only the effects count).
+    pub async fn execute(self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        self.checked()?;
+        let Some((last, rest)) = self.statements.split_last() else {
+            return Ok(());
+        };
+        let sql = match self.dialect {
+            Dialect::Sqlite => self.statements.join(";\n"),
+            Dialect::Postgres if rest.is_empty() => last.clone(),
+            Dialect::Postgres => format!("WITH {} {last}", Self::expressions(rest)),
+        };
+        sqlx::query_with(AssertSqlSafe(sql), self.arguments)
+            .execute(conn)
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        Ok(())
+    }
+
+    /// Runs the statements, each of which returns rows of two text columns, `kind` and
+    /// `value`, and returns all the rows (on SQLite in statement order; on PostgreSQL in no
+    /// defined order).
+    pub async fn fetch_all(self, conn: &mut AnyConnection) -> Result<Vec<AnyRow>, StoreError> {
+        self.checked()?;
+        if self.statements.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = match self.dialect {
+            Dialect::Sqlite => self.statements.join(";\n"),
+            Dialect::Postgres => {
+                let selects: Vec<String> = (0..self.statements.len())
+                    .map(|i| format!("SELECT kind, value FROM s{i}"))
+                    .collect();
+                format!(
+                    "WITH {} {}",
+                    Self::expressions(&self.statements),
+                    selects.join(" UNION ALL ")
+                )
+            }
+        };
+        sqlx::query_with(AssertSqlSafe(sql), self.arguments)
+            .fetch_all(conn)
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))
+    }
+
+    /// `s0 AS (…), s1 AS (…)`.
+    fn expressions(statements: &[String]) -> String {
+        statements
+            .iter()
+            .enumerate()
+            .map(|(i, statement)| format!("s{i} AS ({statement})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
