@@ -2,6 +2,7 @@
 //! one transaction that also appends to the audit chain, so a failed request changes nothing.
 //! [`SqlStore`] implements it for SQLite (the embedded default) and PostgreSQL.
 
+mod nodelay;
 mod script;
 mod sql;
 

@@ -362,6 +362,7 @@ impl SqlStore {
                 let pool = AnyPoolOptions::new()
                     .acquire_timeout(Duration::from_secs(15))
                     .max_connections(16)
+                    .after_connect(|conn, _| Box::pin(super::nodelay::set_nodelay(conn)))
                     .connect(url)
                     .await
                     .map_err(backend)?;
