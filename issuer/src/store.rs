@@ -766,11 +766,11 @@ impl IssuerStore {
             if written.get(kid).is_some_and(|w| *w + 60 >= expiry) {
                 continue;
             }
-            let (until, key) = (writes.param(), writes.param());
+            let (until, key, later) = (writes.param(), writes.param(), writes.param());
             writes.push(format!(
-                "UPDATE issuer_keys SET last_expiry = {until} WHERE kid = {key} AND last_expiry < {until}"
+                "UPDATE issuer_keys SET last_expiry = {until} WHERE kid = {key} AND last_expiry < {later}"
             ));
-            writes.bind(expiry + 60).bind(kid);
+            writes.bind(expiry + 60).bind(kid).bind(expiry + 60);
             written.insert(kid.to_owned(), expiry + 60);
         }
         let next = writes.param();

@@ -8,15 +8,17 @@ use super::{Dialect, StoreError};
 /// Several statements sent to the database in one round trip, inside a write transaction
 /// that already holds the registry-state lock.
 ///
-/// On SQLite the statements are joined with `;` and run in order (sqlx numbers `$N` across
-/// them). PostgreSQL takes one statement per round trip, so every statement becomes a
+/// On SQLite the statements are joined with `;` and run in order (sqlx binds the values across
+/// them in order). PostgreSQL takes one statement per round trip, so every statement becomes a
 /// data-modifying common table expression of one query: all of them run, on one snapshot
 /// and in no defined order, so no statement of a script may read what another one writes.
 /// The statements of a script therefore touch different tables (or, for reads, tables the
 /// script does not write).
 ///
-/// Placeholders come from [`param`](Self::param) and [`values`](Self::values), and each one's
-/// value is bound with [`bind`](Self::bind) in the same order.
+/// Placeholders come from [`param`](Self::param) and [`values`](Self::values), each used once,
+/// and each one's value is bound with [`bind`](Self::bind) in the same order. On SQLite they
+/// are anonymous (`?`): sqlx looks up the name of every numbered one, and SQLite finds a name
+/// by a linear search, which made binding a batch of a thousand values quadratic.
 pub struct Script {
     dialect: Dialect,
     statements: Vec<String>,
@@ -51,26 +53,38 @@ impl Script {
         self.statements.is_empty()
     }
 
-    /// The next placeholder, `$N`.
+    /// The next placeholder (`?` on SQLite, `$N` on PostgreSQL), to use once.
     pub fn param(&mut self) -> String {
-        self.placeholders += 1;
-        format!("${}", self.placeholders)
+        let mut sql = String::new();
+        self.push_param(&mut sql);
+        sql
     }
 
     /// The next placeholders, as the rows of a `VALUES` list: `($1, $2), ($3, $4)`.
     pub fn values(&mut self, rows: usize, columns: usize) -> String {
-        use std::fmt::Write as _;
-        let mut sql = String::new();
+        let mut sql = String::with_capacity(rows * columns * 5);
         for row in 0..rows {
             sql.push_str(if row > 0 { ", (" } else { "(" });
             for column in 0..columns {
-                self.placeholders += 1;
-                let separator = if column > 0 { ", " } else { "" };
-                let _ = write!(sql, "{separator}${}", self.placeholders);
+                if column > 0 {
+                    sql.push_str(", ");
+                }
+                self.push_param(&mut sql);
             }
             sql.push(')');
         }
         sql
+    }
+
+    fn push_param(&mut self, sql: &mut String) {
+        use std::fmt::Write as _;
+        self.placeholders += 1;
+        match self.dialect {
+            Dialect::Sqlite => sql.push('?'),
+            Dialect::Postgres => {
+                let _ = write!(sql, "${}", self.placeholders);
+            }
+        }
     }
 
     /// Adds `INSERT INTO {target} VALUES …` for `rows` rows of `columns` values, with
@@ -88,7 +102,7 @@ impl Script {
 
     /// Puts a statement without placeholders first.
     pub fn prepend(&mut self, sql: &str) {
-        debug_assert!(!sql.contains('$'), "a prepended statement takes no values");
+        debug_assert!(!sql.contains(['$', '?']), "a prepended statement takes no values");
         self.statements.insert(0, sql.to_owned());
     }
 
