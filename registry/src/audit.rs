@@ -97,12 +97,7 @@ pub fn insert(
         seq += 1;
         let details =
             aip_aat::jcs::to_string(&entry.details).map_err(|e| crate::store::StoreError::Backend(Box::new(e)))?;
-        let hash = record_hash(
-            seq,
-            *at,
-            (&entry.actor, entry.action, &entry.subject, &entry.details),
-            &head,
-        );
+        let hash = canonical_record_hash(seq, *at, (&entry.actor, entry.action, &entry.subject), &details, &head);
         let prev_hash = std::mem::replace(&mut head, hash.clone());
         script
             .bind(seq)
@@ -120,18 +115,49 @@ pub fn insert(
 /// The hash of a record with these contents.
 pub fn record_hash(seq: i64, at: i64, entry: (&str, &str, &str, &Value), prev_hash: &str) -> String {
     let (actor, action, subject, details) = entry;
-    let hashed = Hashed {
-        seq,
-        at,
-        actor,
-        action,
-        subject,
-        details,
-        prev_hash,
-    };
-    // A serde_json::Value always has a canonical form; fall back to plain JSON regardless.
-    let bytes = aip_aat::jcs::to_vec(&hashed).unwrap_or_else(|_| serde_json::to_vec(&hashed).unwrap_or_default());
-    hex::encode(Sha256::digest(bytes))
+    match aip_aat::jcs::to_string(details) {
+        Ok(details) => canonical_record_hash(seq, at, (actor, action, subject), &details, prev_hash),
+        // A serde_json::Value always has a canonical form; fall back to plain JSON regardless.
+        Err(_) => {
+            let hashed = Hashed {
+                seq,
+                at,
+                actor,
+                action,
+                subject,
+                details,
+                prev_hash,
+            };
+            hex::encode(Sha256::digest(serde_json::to_vec(&hashed).unwrap_or_default()))
+        }
+    }
+}
+
+/// The hash of a record whose details are already in their RFC 8785 form, `details`: the
+/// SHA-256 of the record's own RFC 8785 form, written member by member (in the order RFC 8785
+/// sorts them) so that the details are not canonicalized a second time.
+fn canonical_record_hash(seq: i64, at: i64, entry: (&str, &str, &str), details: &str, prev_hash: &str) -> String {
+    let (actor, action, subject) = entry;
+    let text = |value: &str| aip_aat::jcs::to_string(&value).unwrap_or_default();
+    let number = |value: i64| aip_aat::jcs::to_string(&value).unwrap_or_default();
+    let members = [
+        ("action", text(action)),
+        ("actor", text(actor)),
+        ("at", number(at)),
+        ("details", details.to_owned()),
+        ("prev_hash", text(prev_hash)),
+        ("seq", number(seq)),
+        ("subject", text(subject)),
+    ];
+    let mut hasher = Sha256::new();
+    for (i, (name, value)) in members.iter().enumerate() {
+        hasher.update(if i == 0 { "{\"" } else { ",\"" });
+        hasher.update(name);
+        hasher.update("\":");
+        hasher.update(value);
+    }
+    hasher.update("}");
+    hex::encode(hasher.finalize())
 }
 
 impl AuditRecord {
@@ -271,6 +297,48 @@ mod tests {
             v.push(r)?;
         }
         v.finish(head.0, head.1)
+    }
+
+    #[test]
+    fn the_hash_is_over_the_rfc_8785_form_of_the_record() {
+        let entries = [
+            (
+                "admin:t1",
+                "agent.register",
+                "ag_1",
+                json!({"b": 1, "a": [true, null, "x"]}),
+            ),
+            (
+                "agent:\u{e9}\u{1F600}",
+                "token.issue",
+                "line\nbreak \"quoted\" \\ \u{7}",
+                json!({}),
+            ),
+            (
+                "",
+                "token.deny",
+                "\u{2028}",
+                json!({"\u{e9}": {"z": 1.5, "\u{10000}": -0.0}, "e": 1e21}),
+            ),
+        ];
+        for (n, (actor, action, subject, details)) in entries.into_iter().enumerate() {
+            let seq = i64::try_from(n).unwrap() + 1;
+            let hashed = Hashed {
+                seq,
+                at: 1_700_000_000,
+                actor,
+                action,
+                subject,
+                details: &details,
+                prev_hash: GENESIS_HASH,
+            };
+            let expected = hex::encode(Sha256::digest(aip_aat::jcs::to_vec(&hashed).unwrap()));
+            assert_eq!(
+                record_hash(seq, 1_700_000_000, (actor, action, subject, &details), GENESIS_HASH),
+                expected,
+                "entry {n}"
+            );
+        }
     }
 
     #[test]
