@@ -23,16 +23,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aip_aat::api::{
+    ChallengeRequest, ChallengeResponse, GrantType, RequestedCapabilities, TokenRequest, TokenResponse,
+    UserAuthorization,
+};
 use aip_aat::challenge::ChallengeProof;
 use aip_aat::clock::{Clock as _, SystemClock};
 use aip_aat::ids::AgentId;
 use aip_aat::keyfile::Protection;
 use aip_aat::keys::{Algorithm, KeyPair};
+use aip_aat::secret::SecretString;
 use aip_issuer::config::IssuerSettings;
 use aip_issuer::directory::LocalDirectory;
 use aip_issuer::keys::{SigningKeys, ensure_key};
 use aip_issuer::service::Issuer;
 use aip_issuer::store::IssuerStore;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use support::{CpuSplit, authority, create_postgres_database, drop_postgres_database, env_or, ms, percentile};
 
@@ -59,7 +66,20 @@ async fn post(http: &reqwest::Client, url: &str, token: Option<&str>, body: &Val
     reply
 }
 
-/// One agent's loop until `deadline`: latencies of complete flows.
+/// `POST url` with a JSON body; the typed answer, which must be a success.
+async fn call<T: DeserializeOwned>(http: &reqwest::Client, url: &reqwest::Url, body: &impl Serialize) -> T {
+    let response = http.post(url.clone()).json(body).send().await.unwrap();
+    let status = response.status();
+    assert!(
+        status.is_success(),
+        "{status}: {}",
+        response.text().await.unwrap_or_default()
+    );
+    response.json().await.unwrap()
+}
+
+/// One agent's loop until `deadline`: latencies of complete flows. Requests and answers are
+/// typed, as the toolkit's `AgentClient` sends and reads them.
 async fn agent_loop(
     http: reqwest::Client,
     base: String,
@@ -69,28 +89,32 @@ async fn agent_loop(
     deadline: Instant,
 ) -> Vec<Duration> {
     let mut latencies = Vec::new();
-    let challenge_url = format!("{base}/v1/challenge");
-    let token_url = format!("{base}/v1/token");
+    let challenge_url: reqwest::Url = format!("{base}/v1/challenge").parse().unwrap();
+    let token_url: reqwest::Url = format!("{base}/v1/token").parse().unwrap();
+    let challenge_request = ChallengeRequest {
+        agent_id: agent_id.clone(),
+    };
+    let user = UserAuthorization::ApiKey {
+        token: SecretString::new(api_key),
+    };
     while Instant::now() < deadline {
         let started = Instant::now();
-        let challenge = post(&http, &challenge_url, None, &json!({"agent_id": agent_id})).await;
-        let proof = ChallengeProof::create(
-            &key,
-            challenge["challenge"].as_str().unwrap(),
-            &agent_id,
-            SystemClock.now(),
-        )
-        .unwrap();
-        let request = json!({
-            "grant_type": "agent_authentication",
-            "agent_id": agent_id,
-            "proof": proof,
-            "user_authorization": {"type": "api_key", "token": api_key},
-            "requested_capabilities": {"tools": ["read_file"]},
-            "audience": "files-proxy",
-        });
-        let reply = post(&http, &token_url, None, &request).await;
-        assert!(reply["aat"].is_string());
+        let challenge: ChallengeResponse = call(&http, &challenge_url, &challenge_request).await;
+        let proof = ChallengeProof::create(&key, &challenge.challenge, &agent_id, SystemClock.now()).unwrap();
+        let request = TokenRequest {
+            grant_type: GrantType::AgentAuthentication,
+            agent_id: agent_id.clone(),
+            proof,
+            user_authorization: Some(user.clone()),
+            requested_capabilities: Some(RequestedCapabilities {
+                tools: vec!["read_file".into()],
+                ..Default::default()
+            }),
+            audience: "files-proxy".into(),
+            refresh_token: None,
+        };
+        let reply: TokenResponse = call(&http, &token_url, &request).await;
+        assert!(!reply.aat.expose().is_empty());
         latencies.push(started.elapsed());
     }
     latencies
