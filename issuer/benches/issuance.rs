@@ -3,7 +3,8 @@
 //! issuer served in-process exactly as `aip-ca serve` composes them. Clients run in the same
 //! process, on the same two cores, in a runtime of their own whose threads are named, so the
 //! CPU time of the authority (server threads and any PostgreSQL processes) and of the clients
-//! is reported apart.
+//! is reported apart. Each agent keeps one HTTP/1.1 connection (hyper's client connection)
+//! and sends and reads the typed bodies `AgentClient` does.
 //!
 //! ```text
 //! cargo bench -p aip-issuer --bench issuance                       # SQLite
@@ -38,6 +39,11 @@ use aip_issuer::directory::LocalDirectory;
 use aip_issuer::keys::{SigningKeys, ensure_key};
 use aip_issuer::service::Issuer;
 use aip_issuer::store::IssuerStore;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -66,31 +72,55 @@ async fn post(http: &reqwest::Client, url: &str, token: Option<&str>, body: &Val
     reply
 }
 
-/// `POST url` with a JSON body; the typed answer, which must be a success.
-async fn call<T: DeserializeOwned>(http: &reqwest::Client, url: &reqwest::Url, body: &impl Serialize) -> T {
-    let response = http.post(url.clone()).json(body).send().await.unwrap();
-    let status = response.status();
-    assert!(
-        status.is_success(),
-        "{status}: {}",
-        response.text().await.unwrap_or_default()
-    );
-    response.json().await.unwrap()
+/// An agent's HTTP/1.1 connection to the authority (hyper's client connection, kept alive, no
+/// pool): a lean load generator, so that the agents take as little as they can of the two
+/// cores they share with the authority.
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Connection {
+    async fn open(address: SocketAddr) -> Self {
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        Self {
+            sender,
+            host: address.to_string(),
+        }
+    }
+
+    /// `POST path` with a JSON body; the typed answer, which must be a success.
+    async fn call<T: DeserializeOwned>(&mut self, path: &str, body: &impl Serialize) -> T {
+        let request = hyper::Request::post(path)
+            .header(HOST, &self.host)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())))
+            .unwrap();
+        self.sender.ready().await.unwrap();
+        let response = self.sender.send_request(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    }
 }
 
 /// One agent's loop until `deadline`: latencies of complete flows. Requests and answers are
 /// typed, as the toolkit's `AgentClient` sends and reads them.
 async fn agent_loop(
-    http: reqwest::Client,
-    base: String,
+    address: SocketAddr,
     key: KeyPair,
     agent_id: AgentId,
     api_key: String,
     deadline: Instant,
 ) -> Vec<Duration> {
     let mut latencies = Vec::new();
-    let challenge_url: reqwest::Url = format!("{base}/v1/challenge").parse().unwrap();
-    let token_url: reqwest::Url = format!("{base}/v1/token").parse().unwrap();
+    let mut http = Connection::open(address).await;
     let challenge_request = ChallengeRequest {
         agent_id: agent_id.clone(),
     };
@@ -99,7 +129,7 @@ async fn agent_loop(
     };
     while Instant::now() < deadline {
         let started = Instant::now();
-        let challenge: ChallengeResponse = call(&http, &challenge_url, &challenge_request).await;
+        let challenge: ChallengeResponse = http.call("/v1/challenge", &challenge_request).await;
         let proof = ChallengeProof::create(&key, &challenge.challenge, &agent_id, SystemClock.now()).unwrap();
         let request = TokenRequest {
             grant_type: GrantType::AgentAuthentication,
@@ -113,7 +143,7 @@ async fn agent_loop(
             audience: "files-proxy".into(),
             refresh_token: None,
         };
-        let reply: TokenResponse = call(&http, &token_url, &request).await;
+        let reply: TokenResponse = http.call("/v1/token", &request).await;
         assert!(!reply.aat.expose().is_empty());
         latencies.push(started.elapsed());
     }
@@ -147,7 +177,8 @@ async fn run() {
     .unwrap();
     let router = aip_registry::http::router_with(opened.registry.clone(), aip_issuer::http::routes(Arc::new(issuer)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let address = listener.local_addr().unwrap();
+    let base = format!("http://{address}");
     tokio::spawn(async move {
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .await
@@ -173,14 +204,13 @@ async fn run() {
         agents.push((key, reply["agent_id"].as_str().unwrap().parse::<AgentId>().unwrap()));
     }
 
-    // The agents run on their own runtime and HTTP client, so their CPU time is told apart.
+    // The agents run on their own runtime and connections, so their CPU time is told apart.
     let client_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name(CLIENT_THREADS)
         .enable_all()
         .build()
         .unwrap();
-    let load = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("# issuance benchmark: backend {backend}, {clients} concurrent agents, {cores} cores, {seconds} s\n");
     // Warm up connections and caches, then measure.
@@ -192,8 +222,7 @@ async fn run() {
             .iter()
             .map(|(key, agent_id)| {
                 client_runtime.spawn(agent_loop(
-                    load.clone(),
-                    base.clone(),
+                    address,
                     key.clone_for_bench(),
                     agent_id.clone(),
                     api_key.clone(),
