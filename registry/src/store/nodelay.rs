@@ -17,11 +17,19 @@
 use sqlx::AnyConnection;
 
 /// Sets `TCP_NODELAY` on the socket of `conn`, a new PostgreSQL connection, if it is a TCP
-/// connection. Fails only if the server cannot be queried.
+/// connection. Never fails: a server that cannot say the port (one that only speaks
+/// PostgreSQL's protocol, say) leaves the connection as it is.
 pub(super) async fn set_nodelay(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-    let port: Option<i32> = sqlx::query_scalar("SELECT inet_client_port()")
+    let port: Option<i32> = match sqlx::query_scalar("SELECT inet_client_port()")
         .fetch_one(&mut *conn)
-        .await?;
+        .await
+    {
+        Ok(port) => port,
+        Err(e) => {
+            tracing::debug!(error = %e, "TCP_NODELAY not set: the server does not report the client port");
+            return Ok(());
+        }
+    };
     // NULL over a Unix socket, where Nagle's algorithm does not apply.
     let Some(port) = port.and_then(|p| u16::try_from(p).ok()) else {
         return Ok(());
@@ -68,10 +76,11 @@ fn each_socket_on_port(
         let Ok(socket) = pidfd_getfd(&process, fd, PidfdGetfdFlags::empty()) else {
             continue;
         };
+        let stream = rustix::net::sockopt::socket_type(&socket).is_ok_and(|t| t == rustix::net::SocketType::STREAM);
         let local = rustix::net::getsockname(&socket)
             .ok()
             .and_then(|address| std::net::SocketAddr::try_from(address).ok());
-        if local.is_some_and(|address| address.port() == port) {
+        if stream && local.is_some_and(|address| address.port() == port) {
             f(&socket)?;
             found += 1;
         }
@@ -86,7 +95,7 @@ fn sockets_on_port(_port: u16) -> std::io::Result<usize> {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
-    use std::net::{TcpListener, TcpStream};
+    use std::net::{TcpListener, TcpStream, UdpSocket};
 
     use rustix::net::sockopt::tcp_nodelay;
     use sqlx::any::AnyPoolOptions;
@@ -100,6 +109,8 @@ mod tests {
         let (server, _) = listener.accept().unwrap();
         assert!(!client.nodelay().unwrap());
         let port = client.local_addr().unwrap().port();
+        // A datagram socket on the same port number is not a TCP socket and is left alone.
+        let _datagram = UdpSocket::bind(("127.0.0.1", port)).unwrap();
         assert!(sockets_on_port(port).unwrap() >= 1);
         assert!(client.nodelay().unwrap());
         // The peer's socket has another local port and keeps its setting.
