@@ -243,14 +243,10 @@ struct Write {
 }
 
 impl Write {
+    /// Appends a record to the chain.
     async fn audit(&mut self, entry: &AuditEntry, at: i64) -> Result<(), StoreError> {
-        self.audit_many(&[(entry, at)]).await
-    }
-
-    /// Appends several records in one statement.
-    async fn audit_many(&mut self, entries: &[(&AuditEntry, i64)]) -> Result<(), StoreError> {
         let (seq, head) =
-            aip_registry::audit::append(&mut self.tx, self.dialect, self.seq, &self.head, entries).await?;
+            aip_registry::audit::append(&mut self.tx, self.dialect, self.seq, &self.head, &[(entry, at)]).await?;
         self.seq = seq;
         self.head = head;
         Ok(())
@@ -319,15 +315,10 @@ impl IssuerStore {
         }
     }
 
+    /// A write transaction holding the lock.
     async fn write(&self) -> Result<Write, StoreError> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let row = sqlx::query(LOCK).fetch_one(&mut *tx).await.map_err(backend)?;
-        Ok(Write {
-            dialect: self.dialect,
-            seq: row.try_get("audit_seq").map_err(backend)?,
-            head: row.try_get("audit_head").map_err(backend)?,
-            tx,
-        })
+        let (write, _) = self.write_with(Script::new(self.dialect)).await?;
+        Ok(write)
     }
 
     /// The secret named `name`, created with `create` the first time (every replica then

@@ -140,14 +140,22 @@ fn canonical_record_hash(seq: i64, at: i64, entry: (&str, &str, &str), details: 
     let (actor, action, subject) = entry;
     let text = |value: &str| aip_aat::jcs::to_string(&value).unwrap_or_default();
     let number = |value: i64| aip_aat::jcs::to_string(&value).unwrap_or_default();
+    let (action, actor, at, prev_hash, seq, subject) = (
+        text(action),
+        text(actor),
+        number(at),
+        text(prev_hash),
+        number(seq),
+        text(subject),
+    );
     let members = [
-        ("action", text(action)),
-        ("actor", text(actor)),
-        ("at", number(at)),
-        ("details", details.to_owned()),
-        ("prev_hash", text(prev_hash)),
-        ("seq", number(seq)),
-        ("subject", text(subject)),
+        ("action", action.as_str()),
+        ("actor", &actor),
+        ("at", &at),
+        ("details", details),
+        ("prev_hash", &prev_hash),
+        ("seq", &seq),
+        ("subject", &subject),
     ];
     let mut hasher = Sha256::new();
     for (i, (name, value)) in members.iter().enumerate() {

@@ -1,9 +1,14 @@
 //! [`Script`]: several statements of one write transaction sent in one round trip.
 
 use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Arguments as _, AssertSqlSafe, Encode, Type};
 
 use super::{Dialect, StoreError};
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
 
 /// Several statements sent to the database in one round trip, inside a write transaction
 /// that already holds the registry-state lock.
@@ -46,11 +51,6 @@ impl Script {
             placeholders: 0,
             bind_error: None,
         }
-    }
-
-    /// Whether no statement was added.
-    pub fn is_empty(&self) -> bool {
-        self.statements.is_empty()
     }
 
     /// The next placeholder (`?` on SQLite, `$N` on PostgreSQL), to use once.
@@ -116,23 +116,8 @@ impl Script {
         self
     }
 
-    /// The engine these statements are written for.
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
-    }
-
-    fn checked(&self) -> Result<(), StoreError> {
-        if self.bind_error.is_some() || self.arguments.len() != self.placeholders {
-            return Err(StoreError::Corrupt(
-                "a statement's values do not match its placeholders",
-            ));
-        }
-        Ok(())
-    }
-
     /// Runs the statements (of which only the effects count).
     pub async fn execute(self, conn: &mut AnyConnection) -> Result<(), StoreError> {
-        self.checked()?;
         let Some((last, rest)) = self.statements.split_last() else {
             return Ok(());
         };
@@ -141,10 +126,7 @@ impl Script {
             Dialect::Postgres if rest.is_empty() => last.clone(),
             Dialect::Postgres => format!("WITH {} {last}", Self::expressions(rest)),
         };
-        sqlx::query_with(AssertSqlSafe(sql), self.arguments)
-            .execute(conn)
-            .await
-            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        self.query(sql)?.execute(conn).await.map_err(backend)?;
         Ok(())
     }
 
@@ -152,7 +134,6 @@ impl Script {
     /// `value`, and returns all the rows (on SQLite in statement order; on PostgreSQL in no
     /// defined order).
     pub async fn fetch_all(self, conn: &mut AnyConnection) -> Result<Vec<AnyRow>, StoreError> {
-        self.checked()?;
         if self.statements.is_empty() {
             return Ok(Vec::new());
         }
@@ -169,10 +150,18 @@ impl Script {
                 )
             }
         };
-        sqlx::query_with(AssertSqlSafe(sql), self.arguments)
-            .fetch_all(conn)
-            .await
-            .map_err(|e| StoreError::Backend(Box::new(e)))
+        self.query(sql)?.fetch_all(conn).await.map_err(backend)
+    }
+
+    /// The query `sql` (these statements, as the engine takes them) with the bound values,
+    /// once every placeholder has its value.
+    fn query(self, sql: String) -> Result<Query<'static, Any, AnyArguments>, StoreError> {
+        if self.bind_error.is_some() || self.arguments.len() != self.placeholders {
+            return Err(StoreError::Corrupt(
+                "a statement's values do not match its placeholders",
+            ));
+        }
+        Ok(sqlx::query_with(AssertSqlSafe(sql), self.arguments))
     }
 
     /// `s0 AS (…), s1 AS (…)`.
