@@ -42,7 +42,7 @@ use aip_issuer::store::IssuerStore;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -58,18 +58,6 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(run());
-}
-
-async fn post(http: &reqwest::Client, url: &str, token: Option<&str>, body: &Value) -> Value {
-    let mut request = http.post(url).json(body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let reply: Value = response.json().await.unwrap();
-    assert!(status.is_success(), "{status}: {reply}");
-    reply
 }
 
 /// An agent's HTTP/1.1 connection to the authority (hyper's client connection, kept alive, no
@@ -96,9 +84,18 @@ impl Connection {
 
     /// `POST path` with a JSON body; the typed answer, which must be a success.
     async fn call<T: DeserializeOwned>(&mut self, path: &str, body: &impl Serialize) -> T {
-        let request = hyper::Request::post(path)
+        self.call_as(None, path, body).await
+    }
+
+    /// [`call`](Self::call) with a bearer token.
+    async fn call_as<T: DeserializeOwned>(&mut self, token: Option<&str>, path: &str, body: &impl Serialize) -> T {
+        let mut request = hyper::Request::post(path)
             .header(HOST, &self.host)
-            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
             .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())))
             .unwrap();
         self.sender.ready().await.unwrap();
@@ -178,29 +175,27 @@ async fn run() {
     let router = aip_registry::http::router_with(opened.registry.clone(), aip_issuer::http::routes(Arc::new(issuer)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let base = format!("http://{address}");
     tokio::spawn(async move {
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .await
             .unwrap();
     });
-    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
-    let admin = init.admin_token.expose().to_owned();
-
-    let user = post(
-        &http,
-        &format!("{base}/v1/users"),
-        Some(&admin),
-        &json!({"user_id": "bench@example.com", "delegatable_tools": ["*"]}),
-    )
-    .await;
+    let mut setup = Connection::open(address).await;
+    let admin = Some(init.admin_token.expose());
+    let user: Value = setup
+        .call_as(
+            admin,
+            "/v1/users",
+            &json!({"user_id": "bench@example.com", "delegatable_tools": ["*"]}),
+        )
+        .await;
     let api_key = user["api_key"].as_str().unwrap().to_owned();
     let mut agents = Vec::new();
     for n in 0..clients {
         let key = KeyPair::generate(Algorithm::EdDSA).unwrap();
         let fields = json!({"name": format!("bench agent {n}"), "capabilities": ["read_file", "list_directory"]});
         let body = aip_registry::client::registration_body(&key, fields, SystemClock.now()).unwrap();
-        let reply = post(&http, &format!("{base}/v1/agents"), Some(&admin), &body).await;
+        let reply: Value = setup.call_as(admin, "/v1/agents", &body).await;
         agents.push((key, reply["agent_id"].as_str().unwrap().parse::<AgentId>().unwrap()));
     }
 
