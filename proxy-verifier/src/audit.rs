@@ -239,21 +239,46 @@ impl Record {
 
 /// The current UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 fn timestamp_now() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let mut out = String::with_capacity(24);
-    // Writing to a String cannot fail.
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.millisecond()
-    );
-    out
+    format_timestamp(time::OffsetDateTime::now_utc())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, written digit by digit: this runs on the call path for every
+/// record, where the formatting machinery cost more than the rest of the record.
+fn format_timestamp(at: time::OffsetDateTime) -> String {
+    let year = at.year();
+    if !(0..=9999).contains(&year) {
+        let mut out = String::with_capacity(32);
+        // Writing to a String cannot fail.
+        let _ = write!(
+            out,
+            "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second(),
+            at.millisecond()
+        );
+        return out;
+    }
+    fn digits(out: &mut [u8], value: u32) {
+        let mut value = value;
+        for slot in out.iter_mut().rev() {
+            // A decimal digit: always below 10.
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    digits(&mut out[0..4], year.unsigned_abs());
+    digits(&mut out[5..7], u32::from(u8::from(at.month())));
+    digits(&mut out[8..10], u32::from(at.day()));
+    digits(&mut out[11..13], u32::from(at.hour()));
+    digits(&mut out[14..16], u32::from(at.minute()));
+    digits(&mut out[17..19], u32::from(at.second()));
+    digits(&mut out[20..23], u32::from(at.millisecond()));
+    // ASCII digits and separators only.
+    std::str::from_utf8(&out).unwrap_or_default().to_owned()
 }
 
 /// What the caller thread sends to the writer.
@@ -1049,6 +1074,16 @@ mod tests {
             "{ts}"
         );
         assert!(time::OffsetDateTime::parse(&ts, &time::format_description::well_known::Rfc3339).is_ok());
+    }
+
+    #[test]
+    fn timestamps_are_zero_padded_and_truncated_to_milliseconds() {
+        let at = time::macros::datetime!(2026-02-09 04:05:06.007_999 UTC);
+        assert_eq!(format_timestamp(at), "2026-02-09T04:05:06.007Z");
+        let at = time::macros::datetime!(0987-12-31 23:59:59.999_999_999 UTC);
+        assert_eq!(format_timestamp(at), "0987-12-31T23:59:59.999Z");
+        let at = time::macros::datetime!(2026-11-24 00:00:00 UTC);
+        assert_eq!(format_timestamp(at), "2026-11-24T00:00:00.000Z");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! Downstream (server → client): `tools/list` results are filtered to what the policy allows and
 //! checked against `schema_hash`; every message is DLP-scanned when the policy asks for it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -491,9 +492,9 @@ impl Relay {
             );
         };
         // The credentials never reach the server (spec 7.6.1).
-        let mut forward: std::borrow::Cow<'_, [u8]> = match params.params.forwarded(text) {
-            Ok(Some(stripped)) => std::borrow::Cow::Owned(stripped.into_bytes()),
-            Ok(None) => std::borrow::Cow::Borrowed(line),
+        let mut forward: Cow<'_, [u8]> = match params.params.forwarded(text) {
+            Ok(Some(stripped)) => Cow::Owned(stripped.into_bytes()),
+            Ok(None) => Cow::Borrowed(line),
             Err(_) => return self.invalid_params(envelope, "tools/call params cannot be read", client, idle),
         };
         let call = Call::tools_call(&params.name, params.arguments.as_ref());
@@ -516,7 +517,7 @@ impl Relay {
             held_or_allowed @ (Verdict::Allow | Verdict::Ask) => {
                 match self.scan_request(engine, &forward, &params.name) {
                     Ok(Some((text, events))) => {
-                        forward = std::borrow::Cow::Owned(text.into_bytes());
+                        forward = Cow::Owned(text.into_bytes());
                         dlp_events = events;
                         held_or_allowed
                     }
@@ -713,12 +714,18 @@ impl Relay {
     fn downstream_line(&self, line: &[u8], client: &Sink, idle: bool) -> io::Result<()> {
         let engine = self.policy.current();
         let body = strip_newline(line);
-        let text = String::from_utf8_lossy(body);
+        // Decode the text, and read the envelope, only when something needs them: a pending
+        // `tools/list`, DLP, or the id of a DLP record. Otherwise the line goes out as it came.
+        let text = std::cell::OnceCell::new();
+        let text = || {
+            text.get_or_init(|| match std::str::from_utf8(body) {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(body),
+            })
+        };
         let mut replaced: Option<String> = None;
-        // Read the envelope only when something needs it: a pending `tools/list`, or the id of
-        // a DLP record.
         let envelope = std::cell::OnceCell::new();
-        let envelope = || envelope.get_or_init(|| Envelope::parse(&text)).as_ref();
+        let envelope = || envelope.get_or_init(|| Envelope::parse(text())).as_ref();
         let id = || envelope().and_then(|e| e.id);
         let listed = {
             let mut lists = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
@@ -742,10 +749,10 @@ impl Relay {
                 .as_ref()
                 .zip(self.identity.as_ref())
                 .map(|(aat, identity)| grant_of(aat, identity));
-            replaced = self.filter_tools_list(&engine, &text, grant.as_ref());
+            replaced = self.filter_tools_list(&engine, text(), grant.as_ref());
         }
         if let Some(dlp) = engine.policy().dlp() {
-            let current = replaced.as_deref().unwrap_or(&text);
+            let current = replaced.as_deref().unwrap_or(text());
             match dlp.scan_message(current, Direction::Response) {
                 Scan::Clean => {}
                 Scan::Redacted { text, events } => {

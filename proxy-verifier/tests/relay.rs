@@ -300,6 +300,26 @@ fn dlp_redacts_a_request_when_asked() {
 }
 
 #[test]
+fn responses_that_are_not_utf8_are_relayed_unchanged_unless_redacted() {
+    let fx = Fixture::new(&format!("{BASIC}  dlp:\n{AWS_PATTERN}"));
+    let mut proxy = fx.start(&[]);
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    // Nothing to redact: the bytes go out as they came, invalid sequence included.
+    let clean = b"{\"jsonrpc\":\"2.0\",\"id\":\"r1\",\"result\":{\"text\":\"caf\xe9 \xff\"}}";
+    proxy.send(&tool_call("1", "raw", &json!({ "hex": hex(clean) })));
+    assert_eq!(proxy.recv_bytes(), clean);
+    // A secret: redacted, and the invalid bytes come out as U+FFFD.
+    let mut bytes = format!(r#"{{"jsonrpc":"2.0","id":"r2","result":{{"text":"{AWS_KEY} "#).into_bytes();
+    bytes.push(0xff);
+    bytes.extend_from_slice(br#""}}"#);
+    proxy.send(&tool_call("2", "raw", &json!({ "hex": hex(&bytes) })));
+    let line = proxy.recv();
+    assert!(!line.contains(AWS_KEY), "{line}");
+    assert!(line.contains("[REDACTED:AWS Key] \u{FFFD}"), "{line}");
+    assert!(proxy.finish().success());
+}
+
+#[test]
 fn dlp_pattern_scopes_are_respected() {
     // A response-only pattern leaves requests alone even when requests are scanned.
     let fx = Fixture::new(&format!(

@@ -235,7 +235,8 @@ impl Drop for Proxy {
 /// answered. Requests are answered with `{"result":{"echo":<the request line>}}`, except:
 /// - `tools/list`: `{"tools": <dir>/tools.json>}` (empty when the file is missing);
 /// - `tools/call` `exit` `{code}`: exit with that status at once;
-/// - `tools/call` `raw` `{line}`: print `line` verbatim (no answer of its own);
+/// - `tools/call` `raw` `{line}` or `{hex}`: print `line` verbatim, or the bytes `hex` spells
+///   (which need not be UTF-8), with no answer of its own;
 /// - `tools/call` `emit` `{lines}`: print each line verbatim, then answer the call with the echo of
 ///   the next response (a message without method) the client sends;
 /// - `tools/call` `size`: `{"len": <bytes of the request line>}`;
@@ -303,7 +304,11 @@ while True:
         if name == "exit":
             os._exit(int(args.get("code", 0)))
         if name == "raw":
-            out(args["line"])
+            if "hex" in args:
+                sys.stdout.buffer.write(bytes.fromhex(args["hex"]) + b"\n")
+                sys.stdout.buffer.flush()
+            else:
+                out(args["line"])
             continue
         if name == "emit":
             for l in args["lines"]:
