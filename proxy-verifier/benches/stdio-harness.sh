@@ -8,6 +8,15 @@
 # to a proxy that verifies them offline (issuer keys from a JWKS file, revocation from a signed
 # list file) with the DLP policy; its direct baseline sends the same lines to the echo server.
 #
+# Each run also measures relay-floor.c in the proxy's place (`case=relay-floor`): a relay that
+# copies bytes and looks at nothing, i.e. what the two extra pipe hops alone add that day.
+#
+# AIP_BENCH_PM_QOS=1 holds a PM QoS CPU latency request of 0 (/dev/cpu_dma_latency, root only)
+# for the whole run, so idle cores poll instead of halting. On a virtual machine whose guest
+# halt-polling is off (/sys/module/haltpoll/parameters/guest_halt_poll_ns = 0) every wake-up
+# otherwise waits for the hypervisor, and the echo server's direct p50 reads ~50 µs instead of
+# ~8 µs (docs/benchmarks.md). It applies to the direct and proxied runs alike.
+#
 #   cargo build --release -p aip-proxy-verifier --bin aip-proxy --example aat-bench-requests
 #   proxy-verifier/benches/stdio-harness.sh HARNESS_DIR [N]     # N defaults to 20000
 set -eu
@@ -19,14 +28,23 @@ test -x "$proxy" && test -x "$requests" || {
   echo "build first: cargo build --release -p aip-proxy-verifier --bin aip-proxy --example aat-bench-requests" >&2
   exit 2
 }
+if [ "${AIP_BENCH_PM_QOS:-0}" = 1 ]; then
+  exec 3>/dev/cpu_dma_latency || { echo "AIP_BENCH_PM_QOS=1 needs write access to /dev/cpu_dma_latency" >&2; exit 2; }
+  printf 0 >&3 # hex; the request lasts while descriptor 3 is open
+fi
+floor_source=$(cd "$(dirname "$0")" && pwd)/relay-floor.c
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 gcc -O2 -pthread -o "$work/driver" "$harness/driver.c"
 gcc -O2 -o "$work/echo_server" "$harness/echo_server.c"
+gcc -O2 -pthread -o "$work/relay-floor" "$floor_source"
 cp "$harness"/policy-*.yaml "$work/"
 cd "$work"
 field() { sed "s/.*$1=\([0-9.]*\).*/\1/"; }
 for run in 1 2 3; do
+  direct=$(./driver "$n" pingpong allowed ./echo_server | field p50_us)
+  p50=$(./driver "$n" pingpong allowed "./relay-floor ./echo_server" | field p50_us)
+  echo "run=$run case=relay-floor direct_p50_us=$direct proxy_p50_us=$p50 added_p50_us=$(echo "$p50 - $direct" | bc)"
   for case in "policy-only allowed policy-basic.yaml" "dlp allowed policy-dlp.yaml" "dlp-redacting secret policy-dlp.yaml"; do
     set -- $case
     proxied="$proxy --policy $3 --audit $work/audit.jsonl --target ./echo_server 2>/dev/null"
