@@ -20,7 +20,6 @@
 //!
 //! Integers beyond ±2^53 inside `request_id` or `args` are stored rounded, as RFC 8785 requires.
 
-use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -245,22 +244,6 @@ fn timestamp_now() -> String {
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, written digit by digit: this runs on the call path for every
 /// record, where the formatting machinery cost more than the rest of the record.
 fn format_timestamp(at: time::OffsetDateTime) -> String {
-    let year = at.year();
-    if !(0..=9999).contains(&year) {
-        let mut out = String::with_capacity(32);
-        // Writing to a String cannot fail.
-        let _ = write!(
-            out,
-            "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            u8::from(at.month()),
-            at.day(),
-            at.hour(),
-            at.minute(),
-            at.second(),
-            at.millisecond()
-        );
-        return out;
-    }
     fn digits(out: &mut [u8], value: u32) {
         let mut value = value;
         for slot in out.iter_mut().rev() {
@@ -270,7 +253,8 @@ fn format_timestamp(at: time::OffsetDateTime) -> String {
         }
     }
     let mut out = *b"0000-00-00T00:00:00.000Z";
-    digits(&mut out[0..4], year.unsigned_abs());
+    // `time` keeps years within ±9999; a clock set before year 0 reads as 0000.
+    digits(&mut out[0..4], u32::try_from(at.year()).unwrap_or(0));
     digits(&mut out[5..7], u32::from(u8::from(at.month())));
     digits(&mut out[8..10], u32::from(at.day()));
     digits(&mut out[11..13], u32::from(at.hour()));

@@ -716,6 +716,8 @@ impl Relay {
         let body = strip_newline(line);
         // Decode the text, and read the envelope, only when something needs them: a pending
         // `tools/list`, DLP, or the id of a DLP record. Otherwise the line goes out as it came.
+        // `from_utf8` validates a word at a time, `from_utf8_lossy` a byte at a time, so the
+        // lossy decode is kept for the lines that need it.
         let text = std::cell::OnceCell::new();
         let text = || {
             text.get_or_init(|| match std::str::from_utf8(body) {

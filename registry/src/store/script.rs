@@ -29,7 +29,8 @@ pub struct Script {
     statements: Vec<String>,
     arguments: AnyArguments,
     placeholders: usize,
-    bind_error: Option<String>,
+    /// A value could not be encoded; the script is refused when run.
+    bind_failed: bool,
 }
 
 impl std::fmt::Debug for Script {
@@ -49,7 +50,7 @@ impl Script {
             statements: Vec::new(),
             arguments: AnyArguments::default(),
             placeholders: 0,
-            bind_error: None,
+            bind_failed: false,
         }
     }
 
@@ -108,10 +109,8 @@ impl Script {
 
     /// Binds the value of the next placeholder.
     pub fn bind<'t, T: Encode<'t, Any> + Type<Any>>(&mut self, value: T) -> &mut Self {
-        if let Err(e) = self.arguments.add(value)
-            && self.bind_error.is_none()
-        {
-            self.bind_error = Some(e.to_string());
+        if self.arguments.add(value).is_err() {
+            self.bind_failed = true;
         }
         self
     }
@@ -156,7 +155,7 @@ impl Script {
     /// The query `sql` (these statements, as the engine takes them) with the bound values,
     /// once every placeholder has its value.
     fn query(self, sql: String) -> Result<Query<'static, Any, AnyArguments>, StoreError> {
-        if self.bind_error.is_some() || self.arguments.len() != self.placeholders {
+        if self.bind_failed || self.arguments.len() != self.placeholders {
             return Err(StoreError::Corrupt(
                 "a statement's values do not match its placeholders",
             ));
