@@ -11,6 +11,9 @@
 # Each run also measures relay-floor.c in the proxy's place (`case=relay-floor`): a relay that
 # copies bytes and looks at nothing, i.e. what the two extra pipe hops alone add that day.
 #
+# It first says how many functions of proxy-verifier/link/aip-proxy.symbol-order the binary has
+# (see symbol-order.sh): the layout that keeps its resident size down.
+#
 # AIP_BENCH_PM_QOS=1 holds a PM QoS CPU latency request of 0 (/dev/cpu_dma_latency, root only)
 # for the whole run, so idle cores poll instead of halting. On a virtual machine whose guest
 # halt-polling is off (/sys/module/haltpoll/parameters/guest_halt_poll_ns = 0) every wake-up
@@ -35,6 +38,15 @@ fi
 floor_source=$(cd "$(dirname "$0")" && pwd)/relay-floor.c
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# How much of the function layout (proxy-verifier/build.rs) this binary got; symbol names change
+# with dependency and toolchain upgrades, and a stale list shows up as a larger max_rss_kb.
+order=$(dirname "$floor_source")/../link/aip-proxy.symbol-order
+nm --defined-only "$proxy" | awk '{ print $3 }' | sort -u >"$work/defined"
+listed=$(wc -l <"$order")
+found=$(sort -u "$order" | comm -12 - "$work/defined" | wc -l)
+echo "symbol-order: $found of $listed listed functions are in the binary"
+[ $((found * 10)) -ge $((listed * 9)) ] ||
+  echo "symbol-order: stale; regenerate with proxy-verifier/benches/symbol-order.sh and rebuild" >&2
 gcc -O2 -pthread -o "$work/driver" "$harness/driver.c"
 gcc -O2 -o "$work/echo_server" "$harness/echo_server.c"
 gcc -O2 -pthread -o "$work/relay-floor" "$floor_source"
