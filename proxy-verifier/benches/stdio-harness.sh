@@ -20,7 +20,8 @@
 # otherwise waits for the hypervisor, and the echo server's direct p50 reads ~50 µs instead of
 # ~8 µs (docs/benchmarks.md). It applies to the direct and proxied runs alike.
 #
-#   cargo build --release -p aip-proxy-verifier --bin aip-proxy --example aat-bench-requests
+#   cargo build --release -p aip-proxy-verifier    # the binary users build
+#   cargo build --release -p aip-proxy-verifier --example aat-bench-requests
 #   proxy-verifier/benches/stdio-harness.sh HARNESS_DIR [N]     # N defaults to 20000
 set -eu
 harness=$(cd "${1:?usage: stdio-harness.sh HARNESS_DIR [N]}" && pwd)
@@ -28,7 +29,7 @@ n=${2:-20000}
 proxy=$(cd "$(dirname "$0")/../.." && pwd)/target/release/aip-proxy
 requests=$(dirname "$proxy")/examples/aat-bench-requests
 test -x "$proxy" && test -x "$requests" || {
-  echo "build first: cargo build --release -p aip-proxy-verifier --bin aip-proxy --example aat-bench-requests" >&2
+  echo "build first: cargo build --release -p aip-proxy-verifier, then the same with --example aat-bench-requests" >&2
   exit 2
 }
 if [ "${AIP_BENCH_PM_QOS:-0}" = 1 ]; then

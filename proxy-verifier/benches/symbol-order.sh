@@ -11,10 +11,13 @@
 # + DLP) under callgrind with a few thousand calls, and writes the executed functions of the
 # binary, hottest first (callgrind-symbols.py). proxy-verifier/build.rs hands the file to lld
 # for release builds. Symbol names carry hashes that change with dependency or toolchain
-# upgrades; names the linker doesn't find are skipped, so a stale file costs memory, never
-# correctness. Regenerate after such upgrades:
+# upgrades, and with the features a build unifies: building the example in the same command
+# as the binary turns on dev-dependency features and renames most functions, hence the two
+# commands below. Names the linker doesn't find are skipped, so a stale file costs memory,
+# never correctness. Regenerate after such upgrades:
 #
-#   cargo build --release -p aip-proxy-verifier --bin aip-proxy --example aat-bench-requests
+#   cargo build --release -p aip-proxy-verifier    # the binary users build
+#   cargo build --release -p aip-proxy-verifier --example aat-bench-requests
 #   proxy-verifier/benches/symbol-order.sh HARNESS_DIR     # needs valgrind and python3
 set -eu
 harness=$(cd "${1:?usage: symbol-order.sh HARNESS_DIR}" && pwd)
@@ -23,7 +26,7 @@ proxy=$root/target/release/aip-proxy
 requests=$(dirname "$proxy")/examples/aat-bench-requests
 out=$root/proxy-verifier/link/aip-proxy.symbol-order
 test -x "$proxy" && test -x "$requests" || {
-  echo "build first: cargo build --release -p aip-proxy-verifier --bin aip-proxy --example aat-bench-requests" >&2
+  echo "build first: cargo build --release -p aip-proxy-verifier, then the same with --example aat-bench-requests" >&2
   exit 2
 }
 command -v valgrind >/dev/null || { echo "symbol-order.sh needs valgrind" >&2; exit 2; }
