@@ -9,7 +9,10 @@
 #
 # How: runs each case of the shared stdio harness (policy only, DLP, DLP redacting, AAT + proof
 # + DLP) under callgrind with a few thousand calls, and writes the executed functions of the
-# binary, hottest first (callgrind-symbols.py). proxy-verifier/build.rs hands the file to lld
+# binary, hottest first (callgrind-symbols.py). Then it runs the DLP case once more with the
+# registry link (a real `aip-ca serve`, cached revocation mode: keys, list and event stream over
+# HTTP) and appends what only that run executed, so that the harness cases' functions stay
+# packed together. proxy-verifier/build.rs hands the file to lld
 # for release builds. Symbol names carry hashes that change with dependency or toolchain
 # upgrades, and with the features a build unifies: building the example in the same command
 # as the binary turns on dev-dependency features and renames most functions, hence the two
@@ -18,7 +21,8 @@
 #
 #   cargo build --release -p aip-proxy-verifier    # the binary users build
 #   cargo build --release -p aip-proxy-verifier --example aat-bench-requests
-#   proxy-verifier/benches/symbol-order.sh HARNESS_DIR     # needs valgrind and python3
+#   cargo build -p aip-cli --bin aip-ca                    # any profile: it only serves
+#   proxy-verifier/benches/symbol-order.sh HARNESS_DIR     # needs valgrind, python3, curl
 set -eu
 harness=$(cd "${1:?usage: symbol-order.sh HARNESS_DIR}" && pwd)
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -29,10 +33,13 @@ test -x "$proxy" && test -x "$requests" || {
   echo "build first: cargo build --release -p aip-proxy-verifier, then the same with --example aat-bench-requests" >&2
   exit 2
 }
+ca=${AIP_CA:-$root/target/debug/aip-ca}
+test -x "$ca" || { echo "build first: cargo build -p aip-cli --bin aip-ca (or set AIP_CA)" >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "symbol-order.sh needs valgrind" >&2; exit 2; }
 n=2000
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+ca_pid=
+trap '[ -z "$ca_pid" ] || kill "$ca_pid" 2>/dev/null; rm -rf "$work"' EXIT
 gcc -O2 -pthread -o "$work/driver" "$harness/driver.c"
 gcc -O2 -o "$work/echo_server" "$harness/echo_server.c"
 cp "$harness"/policy-*.yaml "$work/"
@@ -46,9 +53,40 @@ profile policy-only allowed policy-basic.yaml
 profile dlp allowed policy-dlp.yaml
 profile dlp-redacting secret policy-dlp.yaml
 profile aat "file:$work/aat/requests.jsonl" "$work/aat/policy-aat.yaml"
+
+# The registry link, against a real authority on a free loopback port.
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+registry=http://127.0.0.1:$port
+json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+admin=$("$ca" init --dir "$work/ca" --listen "127.0.0.1:$port" --insecure-no-passphrase --json 2>/dev/null |
+  json_field admin_token)
+"$ca" serve --dir "$work/ca" >"$work/serve.log" 2>&1 &
+ca_pid=$!
+for _ in $(seq 100); do curl -sf "$registry/health" >/dev/null && break; sleep 0.1; done
+reader=$("$ca" access-token create --role reader --json --registry "$registry" --token "$admin" |
+  json_field token)
+cat policy-dlp.yaml - >policy-registry.yaml <<EOF
+  registry:
+    enabled: true
+    endpoint: "$registry"
+    revocation:
+      mode: cached
+      check_interval: 60s
+    auth:
+      type: bearer
+      token: "$reader"
+  aat:
+    enabled: true
+    require: false
+    trusted_issuers: ["$registry"]
+EOF
+mkdir registry && profile registry/dlp-redacting secret policy-registry.yaml
+
 mkdir -p "$(dirname "$out")"
 # Valgrind hides SHA-NI, so natively SHA-256 runs a compress function callgrind never sees.
 python3 "$root/proxy-verifier/benches/callgrind-symbols.py" \
   --also '^_ZN4sha26sha2567x86_sha8compress' "$proxy" ./*.cg >"$out.tmp"
+python3 "$root/proxy-verifier/benches/callgrind-symbols.py" "$proxy" registry/*.cg |
+  grep -vxF -f "$out.tmp" >>"$out.tmp" || true
 mv "$out.tmp" "$out"
 echo "$(wc -l <"$out") functions -> $out"
