@@ -10,9 +10,9 @@
 //! aip-proxy-verifier`; they carry hashes that change with dependency versions and features.
 //!
 //! The option is lld's, the linker rustc uses by default on x86_64 Linux; it is left out when a
-//! build names another linker (`RUSTC_LINKER`, or linker flags in RUSTFLAGS), and
-//! `AIP_PROXY_SYMBOL_ORDER=0` turns it off. Names the linker doesn't find are skipped: a stale
-//! list costs memory, never correctness.
+//! build names another linker (`RUSTC_LINKER`, or options such as `-C linker=…` or `-fuse-ld=…`
+//! in RUSTFLAGS), and `AIP_PROXY_SYMBOL_ORDER=0` turns it off. Names the linker doesn't find
+//! are skipped: a stale list costs memory, never correctness.
 
 use std::env;
 use std::path::Path;
@@ -24,9 +24,11 @@ fn main() {
     println!("cargo::rerun-if-env-changed=AIP_PROXY_SYMBOL_ORDER");
     let var = |name: &str| env::var(name).unwrap_or_default();
     let default_linker = var("RUSTC_LINKER").is_empty()
-        && !var("CARGO_ENCODED_RUSTFLAGS")
-            .split('\x1f')
-            .any(|flag| flag.contains("linker") || flag.contains("link-self-contained"));
+        && !var("CARGO_ENCODED_RUSTFLAGS").split('\x1f').any(|flag| {
+            ["linker", "link-self-contained", "fuse-ld"]
+                .iter()
+                .any(|f| flag.contains(f))
+        });
     let wanted = var("TARGET") == "x86_64-unknown-linux-gnu"
         && var("PROFILE") == "release"
         && var("AIP_PROXY_SYMBOL_ORDER") != "0"
