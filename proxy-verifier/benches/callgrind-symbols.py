@@ -24,7 +24,7 @@ def self_costs(path, binary):
     """Own instruction count per function name, for the functions of `binary` in one file."""
     objects, functions = {}, {}
     costs = Counter()
-    current_object = current_function = None
+    in_binary, current_function = False, None
     skip_call_cost = False
     with open(path, encoding="utf-8", errors="replace") as lines:
         for line in lines:
@@ -36,7 +36,7 @@ def self_costs(path, binary):
                 if name is not None:
                     table[key] = name
                 if kind == "ob":
-                    current_object = objects[key]
+                    in_binary = os.path.realpath(objects[key]) == binary
                 elif kind == "fn":
                     current_function = functions[key]
                 continue
@@ -49,9 +49,7 @@ def self_costs(path, binary):
             if skip_call_cost:
                 skip_call_cost = False
                 continue
-            if current_function is None or current_object is None:
-                continue
-            if os.path.realpath(current_object) != binary:
+            if not in_binary or current_function is None:
                 continue
             fields = line.split()
             if len(fields) > 1:

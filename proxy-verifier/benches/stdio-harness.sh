@@ -26,33 +26,20 @@
 set -eu
 harness=$(cd "${1:?usage: stdio-harness.sh HARNESS_DIR [N]}" && pwd)
 n=${2:-20000}
-proxy=$(cd "$(dirname "$0")/../.." && pwd)/target/release/aip-proxy
-requests=$(dirname "$proxy")/examples/aat-bench-requests
-test -x "$proxy" && test -x "$requests" || {
-  echo "build first: cargo build --release -p aip-proxy-verifier, then the same with --example aat-bench-requests" >&2
-  exit 2
-}
 if [ "${AIP_BENCH_PM_QOS:-0}" = 1 ]; then
   exec 3>/dev/cpu_dma_latency || { echo "AIP_BENCH_PM_QOS=1 needs write access to /dev/cpu_dma_latency" >&2; exit 2; }
   printf 0 >&3 # hex; the request lasts while descriptor 3 is open
 fi
-floor_source=$(cd "$(dirname "$0")" && pwd)/relay-floor.c
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+. "$(dirname "$0")/harness-setup.sh"
+gcc -O2 -pthread -o relay-floor "$benches/relay-floor.c"
 # How much of the function layout (proxy-verifier/build.rs) this binary got; symbol names change
 # with dependency and toolchain upgrades, and a stale list shows up as a larger max_rss_kb.
-order=$(dirname "$floor_source")/../link/aip-proxy.symbol-order
-nm --defined-only "$proxy" | awk '{ print $3 }' | sort -u >"$work/defined"
+nm --defined-only "$proxy" | awk '{ print $3 }' | sort -u >defined
 listed=$(wc -l <"$order")
-found=$(sort -u "$order" | comm -12 - "$work/defined" | wc -l)
+found=$(sort -u "$order" | comm -12 - defined | wc -l)
 echo "symbol-order: $found of $listed listed functions are in the binary"
 [ $((found * 10)) -ge $((listed * 9)) ] ||
   echo "symbol-order: stale; regenerate with proxy-verifier/benches/symbol-order.sh and rebuild" >&2
-gcc -O2 -pthread -o "$work/driver" "$harness/driver.c"
-gcc -O2 -o "$work/echo_server" "$harness/echo_server.c"
-gcc -O2 -pthread -o "$work/relay-floor" "$floor_source"
-cp "$harness"/policy-*.yaml "$work/"
-cd "$work"
 field() { sed "s/.*$1=\([0-9.]*\).*/\1/"; }
 for run in 1 2 3; do
   direct=$(./driver "$n" pingpong allowed ./echo_server | field p50_us)

@@ -12,12 +12,13 @@
 # binary, hottest first (callgrind-symbols.py). Then it runs the DLP case once more with the
 # registry link (a real `aip-ca serve`, cached revocation mode: keys, list and event stream over
 # HTTP) and appends what only that run executed, so that the harness cases' functions stay
-# packed together. proxy-verifier/build.rs hands the file to lld
-# for release builds. Symbol names carry hashes that change with dependency or toolchain
-# upgrades, and with the features a build unifies: building the example in the same command
-# as the binary turns on dev-dependency features and renames most functions, hence the two
-# commands below. Names the linker doesn't find are skipped, so a stale file costs memory,
-# never correctness. Regenerate after such upgrades:
+# packed together. proxy-verifier/build.rs hands the file to lld for release builds.
+#
+# Symbol names carry hashes that change with dependency or toolchain upgrades, and with the
+# features a build unifies: building the example in the same command as the binary turns on
+# dev-dependency features and renames most functions, hence the two commands below. Names the
+# linker doesn't find are skipped, so a stale file costs memory, never correctness. Regenerate
+# after such upgrades:
 #
 #   cargo build --release -p aip-proxy-verifier    # the binary users build
 #   cargo build --release -p aip-proxy-verifier --example aat-bench-requests
@@ -25,25 +26,13 @@
 #   proxy-verifier/benches/symbol-order.sh HARNESS_DIR     # needs valgrind, python3, curl
 set -eu
 harness=$(cd "${1:?usage: symbol-order.sh HARNESS_DIR}" && pwd)
-root=$(cd "$(dirname "$0")/../.." && pwd)
-proxy=$root/target/release/aip-proxy
-requests=$(dirname "$proxy")/examples/aat-bench-requests
-out=$root/proxy-verifier/link/aip-proxy.symbol-order
-test -x "$proxy" && test -x "$requests" || {
-  echo "build first: cargo build --release -p aip-proxy-verifier, then the same with --example aat-bench-requests" >&2
-  exit 2
-}
+command -v valgrind >/dev/null || { echo "symbol-order.sh needs valgrind" >&2; exit 2; }
+. "$(dirname "$0")/harness-setup.sh"
 ca=${AIP_CA:-$root/target/debug/aip-ca}
 test -x "$ca" || { echo "build first: cargo build -p aip-cli --bin aip-ca (or set AIP_CA)" >&2; exit 2; }
-command -v valgrind >/dev/null || { echo "symbol-order.sh needs valgrind" >&2; exit 2; }
-n=2000
-work=$(mktemp -d)
 ca_pid=
 trap '[ -z "$ca_pid" ] || kill "$ca_pid" 2>/dev/null; rm -rf "$work"' EXIT
-gcc -O2 -pthread -o "$work/driver" "$harness/driver.c"
-gcc -O2 -o "$work/echo_server" "$harness/echo_server.c"
-cp "$harness"/policy-*.yaml "$work/"
-cd "$work"
+n=2000
 "$requests" "$work/aat" $((n + 200)) >/dev/null
 profile() { # NAME PAYLOAD POLICY
   ./driver "$n" pingpong "$2" "valgrind --tool=callgrind --demangle=no --callgrind-out-file=$work/$1.cg $proxy --policy $3 --audit $work/audit.jsonl --target ./echo_server 2>/dev/null" >/dev/null
@@ -82,11 +71,10 @@ cat policy-dlp.yaml - >policy-registry.yaml <<EOF
 EOF
 mkdir registry && profile registry/dlp-redacting secret policy-registry.yaml
 
-mkdir -p "$(dirname "$out")"
 # Valgrind hides SHA-NI, so natively SHA-256 runs a compress function callgrind never sees.
-python3 "$root/proxy-verifier/benches/callgrind-symbols.py" \
-  --also '^_ZN4sha26sha2567x86_sha8compress' "$proxy" ./*.cg >"$out.tmp"
-python3 "$root/proxy-verifier/benches/callgrind-symbols.py" "$proxy" registry/*.cg |
-  grep -vxF -f "$out.tmp" >>"$out.tmp" || true
-mv "$out.tmp" "$out"
-echo "$(wc -l <"$out") functions -> $out"
+python3 "$benches/callgrind-symbols.py" \
+  --also '^_ZN4sha26sha2567x86_sha8compress' "$proxy" ./*.cg >"$order.tmp"
+python3 "$benches/callgrind-symbols.py" "$proxy" registry/*.cg |
+  grep -vxF -f "$order.tmp" >>"$order.tmp" || true
+mv "$order.tmp" "$order"
+echo "$(wc -l <"$order") functions -> $order"

@@ -111,10 +111,10 @@ impl Ed25519Key {
     }
 }
 
+/// `R` and `s` of a signature that is exactly 64 bytes long.
 fn split_signature(signature: &[u8]) -> Option<(&[u8; 32], &[u8; 32])> {
-    let signature: &[u8; 64] = signature.try_into().ok()?;
-    let (r, s) = signature.split_at(32);
-    Some((r.try_into().ok()?, s.try_into().ok()?))
+    let (r, s) = signature.split_first_chunk::<32>()?;
+    Some((r, s.try_into().ok()?))
 }
 
 /// Whether the 255-bit `y` of an encoded point (the sign bit masked) is below
