@@ -1,5 +1,6 @@
-//! Time as the toolkit sees it: whole seconds since the Unix epoch, read through a [`Clock`]
-//! so that issuing, validation and proof checks can be tested at any instant.
+//! Time as the toolkit sees it: whole seconds since the Unix epoch (milliseconds where a format
+//! needs them), read through a [`Clock`] so that issuing, validation, proof checks, audit
+//! records and expiry can be tested at any instant.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -8,6 +9,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync {
     /// Seconds since 1970-01-01T00:00:00Z.
     fn now(&self) -> i64;
+
+    /// Milliseconds since 1970-01-01T00:00:00Z, for formats finer than a second (audit
+    /// timestamps, time-ordered ids). By default the start of the current second.
+    fn now_millis(&self) -> i64 {
+        self.now().saturating_mul(1000)
+    }
 }
 
 /// The operating system's wall clock.
@@ -19,6 +26,13 @@ impl Clock for SystemClock {
         match SystemTime::now().duration_since(UNIX_EPOCH) {
             Ok(elapsed) => i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX),
             // A clock set before 1970 is broken; report the epoch rather than a negative time.
+            Err(_) => 0,
+        }
+    }
+
+    fn now_millis(&self) -> i64 {
+        match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(elapsed) => i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
             Err(_) => 0,
         }
     }
@@ -68,5 +82,13 @@ mod tests {
     #[test]
     fn system_clock_is_after_2024() {
         assert!(SystemClock.now() > 1_700_000_000);
+    }
+
+    #[test]
+    fn milliseconds_agree_with_seconds() {
+        let clock = FixedClock::new(1_770_000_000);
+        assert_eq!(clock.now_millis(), 1_770_000_000_000);
+        let (seconds, millis) = (SystemClock.now(), SystemClock.now_millis());
+        assert!((millis / 1000 - seconds).abs() <= 1, "{seconds} s, {millis} ms");
     }
 }

@@ -7,6 +7,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::clock::Clock;
+
 /// Longest identifier accepted from the wire (key ids, token ids).
 pub const MAX_ID_LEN: usize = 256;
 
@@ -37,13 +39,11 @@ pub(crate) fn random_uuid() -> Result<Uuid, getrandom::Error> {
     Ok(uuid::Builder::from_random_bytes(random_bytes::<16>()?).into_uuid())
 }
 
-/// A UUID v7 (RFC 9562 §5.7): the current Unix time in milliseconds, then 74 random bits.
+/// A UUID v7 (RFC 9562 §5.7): the clock's Unix time in milliseconds, then 74 random bits.
 /// Ids minted in order sort in order, so a database index over them grows at one end instead
 /// of touching a random page per insert.
-pub(crate) fn time_ordered_uuid() -> Result<Uuid, getrandom::Error> {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+pub(crate) fn time_ordered_uuid(clock: &dyn Clock) -> Result<Uuid, getrandom::Error> {
+    let millis = u64::try_from(clock.now_millis()).unwrap_or(0);
     Ok(uuid::Builder::from_unix_timestamp_millis(millis, &random_bytes::<10>()?).into_uuid())
 }
 
@@ -183,15 +183,17 @@ impl Jti {
     }
 
     /// A fresh UUID v7 token id: unique like [`Jti::random`] (74 random bits per millisecond),
-    /// and ordered by creation time, which keeps an issuance log's index compact.
-    pub fn time_ordered() -> Result<Self, getrandom::Error> {
-        Ok(Self(time_ordered_uuid()?.hyphenated().to_string()))
+    /// and ordered by the creation time `clock` gives, which keeps an issuance log's index
+    /// compact.
+    pub fn time_ordered(clock: &dyn Clock) -> Result<Self, getrandom::Error> {
+        Ok(Self(time_ordered_uuid(clock)?.hyphenated().to_string()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SystemClock;
 
     #[test]
     fn agent_id_accepts_only_canonical_v4() {
@@ -223,7 +225,7 @@ mod tests {
         let ids: Vec<Jti> = (0..3)
             .map(|_| {
                 std::thread::sleep(std::time::Duration::from_millis(2));
-                Jti::time_ordered().unwrap()
+                Jti::time_ordered(&SystemClock).unwrap()
             })
             .collect();
         for pair in ids.windows(2) {
@@ -231,7 +233,7 @@ mod tests {
         }
         let uuid = Uuid::try_parse(ids[0].as_str()).unwrap();
         assert_eq!(uuid.get_version_num(), 7);
-        assert_ne!(Jti::time_ordered().unwrap(), Jti::time_ordered().unwrap());
+        assert_ne!(Jti::time_ordered(&SystemClock).unwrap(), Jti::time_ordered(&SystemClock).unwrap());
     }
 
     #[test]

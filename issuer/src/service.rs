@@ -145,8 +145,8 @@ fn random_token(prefix: &str) -> Result<SecretString, IssuerError> {
 
 /// A new refresh token: [`REFRESH_TOKEN_PREFIX`], a UUID v7 (public and ordered by time), `.`,
 /// then 256 random bits.
-fn new_refresh_token() -> Result<SecretString, IssuerError> {
-    let id = Jti::time_ordered().map_err(IssuerError::internal)?;
+fn new_refresh_token(clock: &dyn Clock) -> Result<SecretString, IssuerError> {
+    let id = Jti::time_ordered(clock).map_err(IssuerError::internal)?;
     random_token(&format!("{REFRESH_TOKEN_PREFIX}{id}."))
 }
 
@@ -381,7 +381,7 @@ impl Issuer {
             max_calls_per_session: None,
             allowed_servers: requested.allowed_servers,
         };
-        let session_id = format!("ses_{}", Jti::time_ordered().map_err(IssuerError::internal)?);
+        let session_id = format!("ses_{}", Jti::time_ordered(&*self.clock).map_err(IssuerError::internal)?);
         let session = SessionRecord {
             session_id: session_id.clone(),
             agent_id: agent.agent_id.clone(),
@@ -401,7 +401,7 @@ impl Issuer {
             auth_time: u.auth_time,
             delegation_scope: Some(u.scope),
         });
-        let refresh_token = new_refresh_token()?;
+        let refresh_token = new_refresh_token(&*self.clock)?;
         let change = SessionChange::New {
             session: session.clone(),
             refresh_digest: refresh_key(refresh_token.expose()),
@@ -644,7 +644,7 @@ impl Issuer {
             }),
             _ => None,
         };
-        let refresh_token = new_refresh_token()?;
+        let refresh_token = new_refresh_token(&*self.clock)?;
         let change = SessionChange::Refresh {
             session_id: session.session_id.clone(),
             presented,
@@ -669,7 +669,7 @@ impl Issuer {
 
     async fn mint(&self, m: Mint<'_>) -> Result<TokenResponse, IssuerError> {
         let expires_at = (m.now + self.settings.token_ttl).min(m.session.expires_at);
-        let jti = Jti::time_ordered().map_err(IssuerError::internal)?;
+        let jti = Jti::time_ordered(&*self.clock).map_err(IssuerError::internal)?;
         let signer = self.keys.signer();
         let claims = AatClaims {
             aat_version: AAT_VERSION.into(),
@@ -1124,9 +1124,9 @@ mod tests {
 
     #[test]
     fn refresh_tokens_are_keyed_in_time_order() {
-        let first = new_refresh_token().unwrap();
+        let first = new_refresh_token(&aip_aat::clock::SystemClock).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(2));
-        let second = new_refresh_token().unwrap();
+        let second = new_refresh_token(&aip_aat::clock::SystemClock).unwrap();
         let (a, b) = (refresh_key(first.expose()), refresh_key(second.expose()));
         assert!(a < b, "a later token must sort after an earlier one");
         // The key holds the public id and a digest of the whole token, never the secret.
