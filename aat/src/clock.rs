@@ -65,6 +65,24 @@ impl Clock for FixedClock {
     }
 }
 
+/// Parses a duration as the authority's configuration and command line write them — `90s`,
+/// `15m`, `24h`, `7d`, or a bare number of seconds — into seconds.
+pub fn parse_duration(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let value: i64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 15m, 24h or 7d"))?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    value.checked_mul(factor).ok_or_else(|| format!("{text:?} is too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +100,17 @@ mod tests {
     #[test]
     fn system_clock_is_after_2024() {
         assert!(SystemClock.now() > 1_700_000_000);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("7d"), Ok(604_800));
+        assert_eq!(parse_duration("120"), Ok(120));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("-5s").is_err());
     }
 
     #[test]

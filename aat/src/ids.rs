@@ -233,7 +233,10 @@ mod tests {
         }
         let uuid = Uuid::try_parse(ids[0].as_str()).unwrap();
         assert_eq!(uuid.get_version_num(), 7);
-        assert_ne!(Jti::time_ordered(&SystemClock).unwrap(), Jti::time_ordered(&SystemClock).unwrap());
+        assert_ne!(
+            Jti::time_ordered(&SystemClock).unwrap(),
+            Jti::time_ordered(&SystemClock).unwrap()
+        );
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The one place call-verification errors become JSON-RPC errors (spec 11, DESIGN §7).
+//! JSON-RPC errors: [`ErrorCode`], the one table of every code the proxy and the agent shim
+//! answer with (JSON-RPC 2.0 and spec section 11), and the one place call-verification errors
+//! become JSON-RPC errors ([`jsonrpc_error`], docs/architecture.md "The AAT on the wire").
 //!
 //! | error                                   | code   | message               |
 //! |-----------------------------------------|--------|-----------------------|
@@ -16,6 +18,126 @@ use serde_json::{Map, Value, json};
 
 use crate::proof::ProofError;
 use crate::token::{AatError, RevokedBy};
+
+/// Every JSON-RPC error code this project answers with, and its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// -32700: the message is not JSON.
+    ParseError,
+    /// -32600: the message is not a valid request object.
+    InvalidRequest,
+    /// -32602: the request's params are not what the method takes.
+    InvalidParams,
+    /// -32603: the message could not be handled.
+    InternalError,
+    /// -32001: the tool is not allowed, blocked, or its arguments fail validation.
+    Forbidden,
+    /// -32002: a rate limit (the tool's, or the session's call limit) is exhausted.
+    RateLimited,
+    /// -32004: a human refused the held call.
+    UserDenied,
+    /// -32005: nobody answered the held call in time.
+    UserTimeout,
+    /// -32006: the JSON-RPC method is not allowed.
+    MethodNotAllowed,
+    /// -32007: an argument names a protected path.
+    ProtectedPath,
+    /// -32013: the tool's schema does not match its `schema_hash`.
+    SchemaMismatch,
+    /// -32014: DLP could not scan or redact the message.
+    DlpFailed,
+    /// -32015: the call carries no AAT and one is required.
+    AatRequired,
+    /// -32016: the AAT or its proof failed.
+    AatInvalid,
+    /// -32017: the tool is not among the AAT's capabilities, or its delegation does not cover
+    /// it.
+    CapabilityDenied,
+    /// -32018: the AAT's agent is not registered.
+    AgentNotRegistered,
+    /// -32019: the user's delegation was revoked or is too old.
+    DelegationExpired,
+    /// -32020: the AAT's issuer is not trusted.
+    IssuerUntrusted,
+}
+
+impl ErrorCode {
+    /// Every code, for tables and tests.
+    pub const ALL: [Self; 18] = [
+        Self::ParseError,
+        Self::InvalidRequest,
+        Self::InvalidParams,
+        Self::InternalError,
+        Self::Forbidden,
+        Self::RateLimited,
+        Self::UserDenied,
+        Self::UserTimeout,
+        Self::MethodNotAllowed,
+        Self::ProtectedPath,
+        Self::SchemaMismatch,
+        Self::DlpFailed,
+        Self::AatRequired,
+        Self::AatInvalid,
+        Self::CapabilityDenied,
+        Self::AgentNotRegistered,
+        Self::DelegationExpired,
+        Self::IssuerUntrusted,
+    ];
+
+    /// The number sent as `error.code`.
+    pub const fn code(self) -> i32 {
+        match self {
+            Self::ParseError => -32700,
+            Self::InvalidRequest => -32600,
+            Self::InvalidParams => -32602,
+            Self::InternalError => -32603,
+            Self::Forbidden => -32001,
+            Self::RateLimited => -32002,
+            Self::UserDenied => -32004,
+            Self::UserTimeout => -32005,
+            Self::MethodNotAllowed => -32006,
+            Self::ProtectedPath => -32007,
+            Self::SchemaMismatch => -32013,
+            Self::DlpFailed => -32014,
+            Self::AatRequired => -32015,
+            Self::AatInvalid => -32016,
+            Self::CapabilityDenied => -32017,
+            Self::AgentNotRegistered => -32018,
+            Self::DelegationExpired => -32019,
+            Self::IssuerUntrusted => -32020,
+        }
+    }
+
+    /// The text sent as `error.message`.
+    pub const fn message(self) -> &'static str {
+        match self {
+            Self::ParseError => "Parse error",
+            Self::InvalidRequest => "Invalid Request",
+            Self::InvalidParams => "Invalid params",
+            Self::InternalError => "Internal error",
+            Self::Forbidden => "Forbidden",
+            Self::RateLimited => "Rate limit exceeded",
+            Self::UserDenied => "User denied",
+            Self::UserTimeout => "User approval timeout",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::ProtectedPath => "Access denied: protected path",
+            Self::SchemaMismatch => "Schema mismatch",
+            Self::DlpFailed => "DLP redaction failed",
+            Self::AatRequired => "AAT required",
+            Self::AatInvalid => "AAT invalid",
+            Self::CapabilityDenied => "AAT capability denied",
+            Self::AgentNotRegistered => "Agent not registered",
+            Self::DelegationExpired => "Delegation expired",
+            Self::IssuerUntrusted => "Issuer untrusted",
+        }
+    }
+
+    /// The code with this number.
+    pub fn from_code(code: i32) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.code() == code)
+    }
+}
 
 /// A refusal of a tool call on identity grounds.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -94,18 +216,16 @@ pub fn jsonrpc_error(error: &CallError, tool: Option<&str>) -> JsonRpcError {
     let mut put = |k: &str, v: Value| {
         data.insert(k.to_owned(), v);
     };
-    let (code, message, reason, aat_error): (i32, &'static str, String, Option<&'static str>) = match error {
+    let (code, reason, aat_error): (ErrorCode, String, Option<&'static str>) = match error {
         CallError::AatRequired => (
-            -32015,
-            "AAT required",
+            ErrorCode::AatRequired,
             "Agent Authentication Token required for this proxy".into(),
             None,
         ),
         CallError::Aat(e @ AatError::UntrustedIssuer { issuer }) => {
             put("issuer", issuer.as_str().into());
             (
-                -32020,
-                "Issuer untrusted",
+                ErrorCode::IssuerUntrusted,
                 "AAT issuer not in trusted_issuers configuration".into(),
                 Some(e.aat_error()),
             )
@@ -113,29 +233,22 @@ pub fn jsonrpc_error(error: &CallError, tool: Option<&str>) -> JsonRpcError {
         CallError::Aat(e @ AatError::UnknownAgent { agent_id }) => {
             put("agent_id", agent_id.as_str().into());
             (
-                -32018,
-                "Agent not registered",
+                ErrorCode::AgentNotRegistered,
                 "Agent not found in AIP Registry".into(),
                 Some(e.aat_error()),
             )
         }
         CallError::Aat(e @ AatError::Revoked(RevokedBy::User)) => (
-            -32019,
-            "Delegation expired",
+            ErrorCode::DelegationExpired,
             "User delegation has been revoked".into(),
             Some(e.aat_error()),
         ),
-        CallError::Aat(e) => (-32016, "AAT invalid", e.to_string(), Some(e.aat_error())),
-        CallError::Proof(e) => (-32016, "AAT invalid", e.to_string(), Some(e.aat_error())),
+        CallError::Aat(e) => (ErrorCode::AatInvalid, e.to_string(), Some(e.aat_error())),
+        CallError::Proof(e) => (ErrorCode::AatInvalid, e.to_string(), Some(e.aat_error())),
         CallError::CapabilityDenied { agent_id, granted } => {
             put("agent_id", agent_id.as_str().into());
             put("granted_capabilities", json!(granted));
-            (
-                -32017,
-                "AAT capability denied",
-                "Tool not in AAT capabilities".into(),
-                None,
-            )
+            (ErrorCode::CapabilityDenied, "Tool not in AAT capabilities".into(), None)
         }
         CallError::Delegation(
             e @ DelegationError::UserAuthStale {
@@ -149,24 +262,23 @@ pub fn jsonrpc_error(error: &CallError, tool: Option<&str>) -> JsonRpcError {
             put("user_auth_time", when.map_or(Value::from(*auth_time), Value::from));
             put("max_auth_age", (*max_auth_age).into());
             (
-                -32019,
-                "Delegation expired",
+                ErrorCode::DelegationExpired,
                 "User delegation has expired".into(),
                 Some(e.aat_error()),
             )
         }
         CallError::Delegation(e @ DelegationError::ScopeExceeded) => {
-            (-32017, "AAT capability denied", e.to_string(), Some(e.aat_error()))
+            (ErrorCode::CapabilityDenied, e.to_string(), Some(e.aat_error()))
         }
-        CallError::Delegation(e) => (-32016, "AAT invalid", e.to_string(), Some(e.aat_error())),
+        CallError::Delegation(e) => (ErrorCode::AatInvalid, e.to_string(), Some(e.aat_error())),
     };
     data.insert("reason".into(), reason.into());
     if let Some(aat_error) = aat_error {
         data.insert("aat_error".into(), aat_error.into());
     }
     JsonRpcError {
-        code,
-        message,
+        code: code.code(),
+        message: code.message(),
         data: Value::Object(data),
     }
 }
@@ -238,6 +350,19 @@ mod tests {
             assert_eq!(rpc.data["tool"], "write_file");
             assert!(rpc.data["reason"].is_string());
         }
+    }
+
+    #[test]
+    fn every_code_is_listed_once_with_its_message() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.code()), "{code:?} listed twice");
+            assert_eq!(ErrorCode::from_code(code.code()), Some(code));
+            assert!(!code.message().is_empty());
+        }
+        assert_eq!(ErrorCode::from_code(-32000), None);
+        assert_eq!(ErrorCode::ParseError.code(), -32700);
+        assert_eq!(ErrorCode::DlpFailed.message(), "DLP redaction failed");
     }
 
     #[test]

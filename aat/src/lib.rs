@@ -1,10 +1,10 @@
 //! The AIP token toolkit: keys, canonical JSON, Agent Authentication Tokens (AATs), per-call
 //! proofs of possession, and the validation algorithm of the Agent Identity Protocol.
 //!
-//! Everything here is pure computation — no HTTP server, no database — so the registry, the
-//! token issuer, the proxy and agents share one implementation of every format. The one
-//! exception is behind the `client` feature: [`client::AgentClient`](crate::client), the
-//! agent side of the token issuer (HTTP via reqwest, refreshes on tokio).
+//! Everything here is pure computation — no network, no database — so the registry, the token
+//! issuer, the proxy and agents share one implementation of every format, including the audit
+//! hash chain ([`chain`]) and the table of JSON-RPC errors ([`jsonrpc`]). The HTTP API's bodies
+//! and its client, the agent's included, are in the `aip-api` crate.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -63,11 +63,9 @@
 #![warn(missing_docs)]
 
 pub mod aid;
-pub mod api;
 mod b64;
+pub mod chain;
 pub mod challenge;
-#[cfg(feature = "client")]
-pub mod client;
 pub mod clock;
 pub mod ids;
 pub mod jcs;
@@ -76,6 +74,7 @@ pub mod jsonrpc;
 pub mod jws;
 pub mod keyfile;
 pub mod keys;
+pub mod pem;
 pub mod proof;
 pub mod replay;
 pub mod request_proof;

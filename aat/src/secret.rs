@@ -1,8 +1,11 @@
-//! Secret strings: wiped from memory on drop, never shown by `Debug`.
+//! Secret strings: wiped from memory on drop, never shown by `Debug`; and the high-entropy
+//! bearer secrets the authority hands out (access, registration and refresh tokens, user API
+//! keys), which are stored only as their SHA-256 digests.
 
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
 /// A secret string (API key, refresh token, passphrase). `Debug` prints `<redacted>`;
@@ -45,9 +48,37 @@ impl<'de> Deserialize<'de> for SecretString {
     }
 }
 
+/// A new high-entropy bearer secret: `prefix` and 32 random bytes in base64url. Store only its
+/// [`digest`].
+pub fn random_secret(prefix: &str) -> Result<SecretString, getrandom::Error> {
+    let mut secret = Zeroizing::new([0u8; 32]);
+    crate::ids::fill_random(&mut *secret)?;
+    Ok(SecretString::new(format!(
+        "{prefix}{}",
+        crate::b64::encode(secret.as_slice())
+    )))
+}
+
+/// Hex SHA-256 of a bearer secret: what a database stores and looks it up by.
+pub fn digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_random_and_stored_as_digests() {
+        let a = random_secret("aip_at_").unwrap();
+        let b = random_secret("aip_at_").unwrap();
+        assert_ne!(a, b);
+        assert!(a.expose().starts_with("aip_at_") && a.expose().len() == 7 + 43);
+        assert_eq!(
+            digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     #[test]
     fn debug_is_redacted_and_serde_is_plain() {

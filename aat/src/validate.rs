@@ -70,8 +70,8 @@ impl AgentRecord {
     }
 }
 
-/// Looks agents up in the registry.
-pub trait AgentDirectory: Send + Sync {
+/// The registry's agent records, as validation step 8 reads them.
+pub trait AgentRecords: Send + Sync {
     /// The agent's record, or `None` when it is not registered.
     fn agent(&self, agent_id: &AgentId) -> Option<AgentRecord>;
 }
@@ -104,9 +104,9 @@ impl VerifiedAat {
     }
 
     /// Step 8: the agent must be registered, hold the key the token names, and be active.
-    pub fn check_agent(&self, directory: &dyn AgentDirectory, now: i64) -> Result<(), AatError> {
+    pub fn check_agent(&self, agents: &dyn AgentRecords, now: i64) -> Result<(), AatError> {
         let agent = &self.claims().agent;
-        let record = directory.agent(&agent.id).ok_or_else(|| AatError::UnknownAgent {
+        let record = agents.agent(&agent.id).ok_or_else(|| AatError::UnknownAgent {
             agent_id: agent.id.to_string(),
         })?;
         if !record.accepts_key(&agent.public_key_thumbprint, now) {
@@ -144,7 +144,7 @@ pub struct ValidationContext<'a> {
     /// Revocation data; `None` when no registry is configured (step 7 skipped).
     pub revocation: Option<&'a dyn RevocationView>,
     /// Agent records; `None` when no registry is configured (step 8 skipped).
-    pub directory: Option<&'a dyn AgentDirectory>,
+    pub agents: Option<&'a dyn AgentRecords>,
     /// Used-`jti` store; `None` unless AATs are single-use (step 9 skipped).
     pub replay: Option<&'a dyn ReplayCache>,
 }
@@ -156,7 +156,7 @@ impl<'a> ValidationContext<'a> {
             keys,
             clock,
             revocation: None,
-            directory: None,
+            agents: None,
             replay: None,
         }
     }
@@ -173,8 +173,8 @@ pub fn validate_aat(
         aat.check_revocation(view)?;
     }
     let now = ctx.clock.now();
-    if let Some(directory) = ctx.directory {
-        aat.check_agent(directory, now)?;
+    if let Some(agents) = ctx.agents {
+        aat.check_agent(agents, now)?;
     }
     if let Some(replay) = ctx.replay {
         aat.record_jti(replay, now, validation)?;

@@ -2,7 +2,7 @@
 //! the agent's registry record, the per-call proof, and replay protection.
 //!
 //! In the steady state — the same AAT on call after call — a call costs one SHA-256 of the
-//! token, a cache lookup, the revocation and directory lookups, and one proof verification
+//! token, a cache lookup, the revocation and agent-record lookups, and one proof verification
 //! (a signature check over ~300 bytes plus the canonical hash of the arguments).
 
 use std::collections::HashMap;
@@ -16,7 +16,7 @@ use crate::keys::KeyResolver;
 use crate::proof::{Call, ProofError, ProofValidation, verify_proof};
 use crate::replay::ReplayCache;
 use crate::token::{DelegationScope, UnverifiedAat, UserBinding, Validation, VerifiedAat};
-use crate::validate::{AgentDirectory, RevocationView};
+use crate::validate::{AgentRecords, RevocationView};
 
 /// Default number of verified AATs kept.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
@@ -28,7 +28,7 @@ pub struct CallVerifier {
     keys: Arc<dyn KeyResolver>,
     clock: Arc<dyn Clock>,
     revocation: Option<Arc<dyn RevocationView>>,
-    directory: Option<Arc<dyn AgentDirectory>>,
+    agents: Option<Arc<dyn AgentRecords>>,
     replay: Arc<dyn ReplayCache>,
     require_proof: bool,
     single_use: bool,
@@ -46,7 +46,7 @@ impl CallVerifier {
             keys,
             clock: Arc::new(SystemClock),
             revocation: None,
-            directory: None,
+            agents: None,
             replay,
             require_proof: true,
             single_use: false,
@@ -67,8 +67,8 @@ impl CallVerifier {
     }
 
     /// Checks the agent's registry record on every call (step 8).
-    pub fn with_directory(mut self, directory: Arc<dyn AgentDirectory>) -> Self {
-        self.directory = Some(directory);
+    pub fn with_agent_records(mut self, agents: Arc<dyn AgentRecords>) -> Self {
+        self.agents = Some(agents);
         self
     }
 
@@ -131,8 +131,8 @@ impl CallVerifier {
         if let Some(view) = &self.revocation {
             verified.check_revocation(&**view)?;
         }
-        if let Some(directory) = &self.directory {
-            verified.check_agent(&**directory, now)?;
+        if let Some(agents) = &self.agents {
+            verified.check_agent(&**agents, now)?;
         }
         match proof {
             Some(proof) => {

@@ -23,7 +23,7 @@ use aip_aat::token::{
     AAT_VERSION, AatClaims, AatError, AgentClaims, Audience, AuthMethod, Capabilities, Confirmation, ContextClaims,
     RevokedBy, UnverifiedAat, UserBinding, Validation, VerifiedAat, encode_aat,
 };
-use aip_aat::validate::{AgentDirectory, AgentRecord, RevocationView};
+use aip_aat::validate::{AgentRecord, AgentRecords, RevocationView};
 use aip_aat::verifier::CallVerifier;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -278,7 +278,7 @@ impl Agents {
     }
 }
 
-impl AgentDirectory for Agents {
+impl AgentRecords for Agents {
     fn agent(&self, agent_id: &AgentId) -> Option<AgentRecord> {
         self.0.read().unwrap().get(agent_id).cloned()
     }
@@ -1132,7 +1132,7 @@ fn call_verifier_checks_the_agent_record_on_every_call() {
     let clock = Arc::new(FixedClock::new(NOW));
     let agents = Arc::new(Agents::default());
     agents.set(&f.id, AgentStatus::Active, f.agent.key_id());
-    let verifier = f.verifier(&clock).with_directory(agents.clone());
+    let verifier = f.verifier(&clock).with_agent_records(agents.clone());
     let call = Call::tools_call(TOOL, None);
     assert!(verifier.verify(Some(&f.aat), Some(&f.proof(&call, NOW)), &call).is_ok());
 

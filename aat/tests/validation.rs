@@ -21,7 +21,7 @@ use aip_aat::token::{
     ContextClaims, EncodeError, MAX_AAT_LEN, RevokedBy, UnverifiedAat, UserBinding, Validation, VerifiedAat,
     encode_aat,
 };
-use aip_aat::validate::{AgentDirectory, AgentRecord, PreviousKey, RevocationView, ValidationContext, validate_aat};
+use aip_aat::validate::{AgentRecord, AgentRecords, PreviousKey, RevocationView, ValidationContext, validate_aat};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::{Value, json};
@@ -199,7 +199,7 @@ impl Directory {
     }
 }
 
-impl AgentDirectory for Directory {
+impl AgentRecords for Directory {
     fn agent(&self, agent_id: &AgentId) -> Option<AgentRecord> {
         self.0.get(agent_id).cloned()
     }
@@ -302,7 +302,7 @@ fn validate_aat_runs_every_step_on_a_good_token() {
     let replay = InMemoryReplayCache::new(1000);
     let ctx = ValidationContext {
         revocation: Some(&view),
-        directory: Some(&directory),
+        agents: Some(&directory),
         replay: Some(&replay),
         ..ValidationContext::new(&keys, &clock)
     };
@@ -1469,7 +1469,7 @@ fn step_order_in_validate_aat() {
     let replay = InMemoryReplayCache::new(100);
     let ctx = ValidationContext {
         revocation: Some(&view),
-        directory: Some(&empty),
+        agents: Some(&empty),
         replay: Some(&replay),
         ..ValidationContext::new(&keys, &clock)
     };
@@ -1587,11 +1587,11 @@ fn validate_with_directory(
     token: &str,
     keys: &JwkSet,
     now: i64,
-    dir: &dyn AgentDirectory,
+    dir: &dyn AgentRecords,
 ) -> Result<VerifiedAat, AatError> {
     let clock = FixedClock::new(now);
     let ctx = ValidationContext {
-        directory: Some(dir),
+        agents: Some(dir),
         ..ValidationContext::new(keys, &clock)
     };
     validate_aat(token, &Validation::new(AUDIENCE), &ctx)

@@ -1,7 +1,7 @@
 //! How client commands reach the authority: `--registry URL` (default `$AIP_URL`, then
 //! `http://127.0.0.1:8443`) and `--token T` (default `$AIP_TOKEN`).
 
-use aip_registry::client::{ClientError, RegistryClient};
+use aip_api::client::{Client, ClientError};
 
 use crate::output::{CliError, EXIT_REJECTED};
 
@@ -24,14 +24,14 @@ pub(crate) struct RemoteArgs {
 }
 
 impl RemoteArgs {
-    pub(crate) fn client(&self) -> Result<RegistryClient, CliError> {
+    pub(crate) fn client(&self) -> Result<Client, CliError> {
         let ca = match &self.ca_cert {
             Some(path) => {
                 Some(std::fs::read(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?)
             }
             None => None,
         };
-        RegistryClient::with_roots(&self.url, self.token.clone(), ca.as_deref()).map_err(CliError::new)
+        Client::with_roots(&self.url, self.token.clone(), ca.as_deref()).map_err(CliError::new)
     }
 
     pub(crate) fn require_token(&self) -> Result<(), CliError> {

@@ -1,8 +1,10 @@
-//! The issuer's settings, from `[issuer]` in `aip.toml` (`aip_registry::config::IssuerSection`).
+//! The issuer's settings: its part of `aip.toml` (`[issuer]`, `[issuer.local_user]`,
+//! `[[issuer.oidc]]`), and the validated [`IssuerSettings`] it runs with.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use aip_registry::config::{IssuerSection, parse_duration};
+use aip_aat::clock::parse_duration;
+use serde::{Deserialize, Serialize};
 
 use crate::oidc::OidcProvider;
 
@@ -10,8 +12,79 @@ use crate::oidc::OidcProvider;
 pub const MAX_TOKEN_TTL: i64 = 24 * 3_600;
 /// The longest session any configuration may set.
 pub const MAX_SESSION_LIFETIME: i64 = 30 * 86_400;
-/// How long a challenge stays valid (at most 60 s, DESIGN §6).
+/// How long a challenge stays valid (at most 60 s).
 pub const CHALLENGE_TTL: i64 = 60;
+
+/// `[issuer]` of `aip.toml`: the token issuer's settings, as written. [`IssuerSettings::from_section`]
+/// validates them, naming the member at fault.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSection {
+    /// Lifetime of the AATs issued (at most 24 h).
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl: String,
+    /// How long a session can be refreshed after its first AAT (at most 30 days).
+    #[serde(default = "default_session_lifetime")]
+    pub session_lifetime: String,
+    /// `local_user` authorization: off unless enabled; only ever from loopback clients.
+    #[serde(default)]
+    pub local_user: LocalUserSection,
+    /// Trusted OpenID Connect identity providers (`oidc_id_token` authorization).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oidc: Vec<OidcSection>,
+}
+
+fn default_token_ttl() -> String {
+    "15m".into()
+}
+fn default_session_lifetime() -> String {
+    "24h".into()
+}
+
+impl Default for IssuerSection {
+    fn default() -> Self {
+        Self {
+            token_ttl: default_token_ttl(),
+            session_lifetime: default_session_lifetime(),
+            local_user: LocalUserSection::default(),
+            oidc: Vec::new(),
+        }
+    }
+}
+
+/// `[issuer.local_user]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalUserSection {
+    /// Accept `local_user` authorization from loopback clients.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Tools a local user may delegate (default: any, `["*"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegatable_tools: Option<Vec<String>>,
+}
+
+/// `[[issuer.oidc]]`: one trusted identity provider.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSection {
+    /// The provider's `iss` value, exactly.
+    pub issuer: String,
+    /// The `aud` ID tokens must carry (the client id registered with the provider).
+    pub audience: String,
+    /// JWKS file, relative to the authority directory (exactly one of `jwks_file`, `jwks_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS URL (`https://`, or `http://` on loopback only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// Claim that becomes `user_id`: `sub` (default) or `email`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_claim: Option<String>,
+    /// Tools users of this provider may delegate (default: any, `["*"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegatable_tools: Option<Vec<String>>,
+}
 
 /// Validated issuer settings.
 #[derive(Clone, Debug)]

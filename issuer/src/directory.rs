@@ -1,5 +1,6 @@
-//! How the issuer reaches the registry: [`AgentDirectory`], with two implementations —
-//! [`LocalDirectory`] over the registry in the same process (what `aip-ca serve` uses) and
+//! How the issuer reaches the registry: [`AgentDirectory`], in the words of the registry's
+//! API and never of its storage. Two implementations: one over the registry in the same
+//! process (in `aip-authority`, where the two services are wired together) and
 //! [`RemoteDirectory`] over a registry's HTTP API.
 
 use std::collections::HashMap;
@@ -9,10 +10,9 @@ use std::time::{Duration, Instant};
 use aip_aat::aid::AgentStatus;
 use aip_aat::ids::AgentId;
 use aip_aat::keys::PublicKey;
-use aip_registry::api::{PublishRevocationsRequest, RevokedEntryBody, StatusRequest};
-use aip_registry::client::{ClientError, RegistryClient};
-use aip_registry::service::{Principal, Registry, RegistryError, StatusKind};
-use aip_registry::store::{Revocations, Role};
+use aip_aat::secret::{SecretString, digest as token_digest};
+use aip_api::client::{Client, ClientError};
+use aip_api::registry::{PublishRevocationsRequest, Role, StatusKind, StatusRequest};
 use async_trait::async_trait;
 
 /// What the issuer needs to know about an agent.
@@ -40,10 +40,19 @@ pub struct Caller {
     /// Whether it is an admin token.
     pub admin: bool,
     /// The token itself, for a remote registry that must see it again.
-    token: Option<aip_aat::secret::SecretString>,
+    token: Option<SecretString>,
 }
 
 impl Caller {
+    /// The holder of the access token `token_id`, an administrator or a reader.
+    pub fn new(token_id: String, admin: bool) -> Self {
+        Self {
+            token_id,
+            admin,
+            token: None,
+        }
+    }
+
     /// How the audit log names the caller.
     pub fn actor(&self) -> String {
         if self.admin {
@@ -73,19 +82,6 @@ pub enum DirectoryError {
     /// The registry could not be reached or failed. The source is for logs only.
     #[error("the registry is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
-
-impl From<RegistryError> for DirectoryError {
-    fn from(e: RegistryError) -> Self {
-        match e {
-            RegistryError::Unauthorized(m) => Self::Unauthorized(m.into()),
-            RegistryError::Forbidden(m) => Self::Forbidden(m.into()),
-            RegistryError::AgentNotFound => Self::AgentNotFound,
-            RegistryError::InvalidRequest(m) | RegistryError::InvalidProof(m) => Self::Refused(m),
-            RegistryError::Conflict(m) => Self::Refused(m.into()),
-            e => Self::Unavailable(Box::new(e)),
-        }
-    }
 }
 
 impl From<ClientError> for DirectoryError {
@@ -130,8 +126,9 @@ pub trait AgentDirectory: Send + Sync {
         reason: Option<&str>,
     ) -> Result<u64, DirectoryError>;
 
-    /// Lists tokens, sessions and users as revoked; returns the revocation list version.
-    async fn publish(&self, actor: &str, subject: &str, revocations: &Revocations) -> Result<u64, DirectoryError>;
+    /// Lists the tokens, sessions and users of `revocations` as revoked, on behalf of `actor`
+    /// (for the audit log); returns the revocation list version.
+    async fn publish(&self, actor: &str, revocations: &PublishRevocationsRequest) -> Result<u64, DirectoryError>;
 }
 
 /// How long an agent record is used without asking the registry again.
@@ -141,20 +138,28 @@ const AGENT_CACHE_MAX: usize = 100_000;
 /// Agent records, each with the revocation list version current when it was read: a record
 /// older than a status change, rotation or revocation the process knows of is read again.
 #[derive(Default)]
-struct AgentCache(Mutex<HashMap<AgentId, CacheEntry>>);
+pub struct AgentCache(Mutex<HashMap<AgentId, CacheEntry>>);
+
+impl std::fmt::Debug for AgentCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentCache").finish_non_exhaustive()
+    }
+}
 
 /// A cached record, the list version when it was read, and when.
 type CacheEntry = (Arc<DirectoryAgent>, u64, Instant);
 
 impl AgentCache {
-    fn get(&self, agent_id: &AgentId, version: u64) -> Option<Arc<DirectoryAgent>> {
+    /// The record of `agent_id`, if one read at list version `version` or later is still fresh.
+    pub fn get(&self, agent_id: &AgentId, version: u64) -> Option<Arc<DirectoryAgent>> {
         let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         map.get(agent_id)
             .filter(|(_, seen, at)| *seen >= version && at.elapsed() < AGENT_CACHE_TTL)
             .map(|(agent, _, _)| agent.clone())
     }
 
-    fn put(&self, agent: Arc<DirectoryAgent>, version: u64) {
+    /// Remembers `agent`, read at list version `version`.
+    pub fn put(&self, agent: Arc<DirectoryAgent>, version: u64) {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if map.len() >= AGENT_CACHE_MAX {
             map.retain(|_, (_, _, at)| at.elapsed() < AGENT_CACHE_TTL);
@@ -165,123 +170,18 @@ impl AgentCache {
         map.insert(agent.agent_id.clone(), (agent, version, Instant::now()));
     }
 
-    fn evict(&self, agent_id: &str) {
+    /// Forgets `agent_id`.
+    pub fn evict(&self, agent_id: &str) {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         map.retain(|id, _| id.as_str() != agent_id);
-    }
-}
-
-/// The registry in the same process.
-pub struct LocalDirectory {
-    registry: Arc<Registry>,
-    cache: AgentCache,
-}
-
-impl std::fmt::Debug for LocalDirectory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalDirectory").finish_non_exhaustive()
-    }
-}
-
-impl LocalDirectory {
-    /// A directory over `registry`.
-    pub fn new(registry: Arc<Registry>) -> Arc<Self> {
-        Arc::new(Self {
-            registry,
-            cache: AgentCache::default(),
-        })
-    }
-}
-
-#[async_trait]
-impl AgentDirectory for LocalDirectory {
-    async fn agent(&self, agent_id: &AgentId) -> Result<Option<Arc<DirectoryAgent>>, DirectoryError> {
-        // Read before the record: a change committed meanwhile makes the entry stale at once.
-        let version = self.registry.latest_version();
-        if let Some(agent) = self.cache.get(agent_id, version) {
-            return Ok(Some(agent));
-        }
-        let stored = self
-            .registry
-            .store()
-            .agent(agent_id)
-            .await
-            .map_err(|e| DirectoryError::Unavailable(Box::new(e)))?;
-        let Some(stored) = stored else {
-            return Ok(None);
-        };
-        let public_key =
-            PublicKey::from_jwk(&stored.agent.public_key).map_err(|e| DirectoryError::Unavailable(Box::new(e)))?;
-        let agent = Arc::new(DirectoryAgent {
-            agent_id: stored.agent.agent_id,
-            name: stored.agent.name,
-            status: stored.status,
-            public_key,
-            capabilities: stored.agent.capabilities,
-            autonomous: stored.agent.autonomous,
-        });
-        self.cache.put(agent.clone(), version);
-        Ok(Some(agent))
-    }
-
-    async fn authenticate(&self, token: &str) -> Result<Caller, DirectoryError> {
-        match self.registry.authenticate(token).await? {
-            Principal::Admin { token_id } => Ok(Caller {
-                token_id,
-                admin: true,
-                token: None,
-            }),
-            Principal::Reader { token_id } => Ok(Caller {
-                token_id,
-                admin: false,
-                token: None,
-            }),
-            Principal::Registrar { .. } => Err(DirectoryError::Forbidden(
-                "a registration token can only register agents".into(),
-            )),
-        }
-    }
-
-    async fn revoke_agent(
-        &self,
-        caller: &Caller,
-        agent_id: &AgentId,
-        reason: Option<&str>,
-    ) -> Result<u64, DirectoryError> {
-        let principal = if caller.admin {
-            Principal::Admin {
-                token_id: caller.token_id.clone(),
-            }
-        } else {
-            Principal::Reader {
-                token_id: caller.token_id.clone(),
-            }
-        };
-        let request = StatusRequest {
-            reason: reason.map(str::to_owned),
-            crl_reason: None,
-        };
-        let changed = self
-            .registry
-            .change_status(&principal, agent_id, StatusKind::Revoke, &request)
-            .await?;
-        self.cache.evict(agent_id.as_str());
-        Ok(changed.revocation_version)
-    }
-
-    async fn publish(&self, actor: &str, subject: &str, revocations: &Revocations) -> Result<u64, DirectoryError> {
-        Ok(self
-            .registry
-            .publish_revocations(actor.to_owned(), subject, revocations)
-            .await?)
     }
 }
 
 /// A registry reached over HTTP. Agent lookups use a reader (or admin) token; revocations the
 /// issuer decides itself (refresh-token reuse) are published with `service` (an admin token).
 pub struct RemoteDirectory {
-    reader: RegistryClient,
-    service: RegistryClient,
+    reader: Client,
+    service: Client,
     base: String,
     ca_pem: Option<Vec<u8>>,
     cache: AgentCache,
@@ -299,7 +199,7 @@ impl std::fmt::Debug for RemoteDirectory {
 impl RemoteDirectory {
     /// The registry at `base`; `service_token` must be an admin access token of that registry.
     pub fn new(base: &str, service_token: &str, ca_pem: Option<&[u8]>) -> Result<Self, DirectoryError> {
-        let client = RegistryClient::with_roots(base, Some(service_token.to_owned()), ca_pem)?;
+        let client = Client::with_roots(base, Some(service_token.to_owned()), ca_pem)?;
         Ok(Self {
             reader: client.clone(),
             service: client,
@@ -341,12 +241,12 @@ impl AgentDirectory for RemoteDirectory {
             .callers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&aip_registry::service::token_digest(token))
+            .get(&token_digest(token))
             && at.elapsed() < Duration::from_secs(10)
         {
             return Ok(caller.clone());
         }
-        let client = RegistryClient::with_roots(&self.base, Some(token.to_owned()), self.ca_pem.as_deref())?;
+        let client = Client::with_roots(&self.base, Some(token.to_owned()), self.ca_pem.as_deref())?;
         let who = client.whoami().await?;
         let admin = match Role::from_name(&who.role) {
             Some(Role::Admin) => true,
@@ -360,12 +260,12 @@ impl AgentDirectory for RemoteDirectory {
         let caller = Caller {
             token_id: who.token_id,
             admin,
-            token: Some(aip_aat::secret::SecretString::new(token)),
+            token: Some(SecretString::new(token)),
         };
-        self.callers.lock().unwrap_or_else(PoisonError::into_inner).insert(
-            aip_registry::service::token_digest(token),
-            (caller.clone(), Instant::now()),
-        );
+        self.callers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(token_digest(token), (caller.clone(), Instant::now()));
         Ok(caller)
     }
 
@@ -379,7 +279,7 @@ impl AgentDirectory for RemoteDirectory {
             .token
             .as_ref()
             .ok_or_else(|| DirectoryError::Unauthorized("no access token".into()))?;
-        let client = RegistryClient::with_roots(&self.base, Some(token.expose().to_owned()), self.ca_pem.as_deref())?;
+        let client = Client::with_roots(&self.base, Some(token.expose().to_owned()), self.ca_pem.as_deref())?;
         let request = StatusRequest {
             reason: reason.map(str::to_owned),
             crl_reason: None,
@@ -389,18 +289,7 @@ impl AgentDirectory for RemoteDirectory {
         Ok(changed.revocation_version)
     }
 
-    async fn publish(&self, _actor: &str, subject: &str, revocations: &Revocations) -> Result<u64, DirectoryError> {
-        let entry = |e: &aip_registry::store::RevokedEntry| RevokedEntryBody {
-            id: e.id.clone(),
-            expires_at: e.expires_at,
-        };
-        let request = PublishRevocationsRequest {
-            subject: subject.to_owned(),
-            tokens: revocations.tokens.iter().map(entry).collect(),
-            sessions: revocations.sessions.iter().map(entry).collect(),
-            users: revocations.users.clone(),
-            reason: revocations.reason.clone(),
-        };
-        Ok(self.service.publish_revocations(&request).await?.revocation_version)
+    async fn publish(&self, _actor: &str, revocations: &PublishRevocationsRequest) -> Result<u64, DirectoryError> {
+        Ok(self.service.publish_revocations(revocations).await?.revocation_version)
     }
 }

@@ -8,10 +8,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use aip_aat::api::{
+use aip_api::issuer::{
     ChallengeRequest, CreateUserRequest, RevokeRequest, TokenErrorCode, TokenErrorResponse, TokenRequest,
 };
-use aip_registry::http::{ApiError, StrictJson, bearer_token, invalid_token};
+use aip_http::{ApiError, StrictJson, no_store};
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, State};
 use axum::http::StatusCode;
@@ -38,8 +38,8 @@ pub fn routes(issuer: Arc<Issuer>) -> Router {
 /// A complete router for an issuer served on its own.
 pub fn router(issuer: Arc<Issuer>) -> Router {
     routes(issuer)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
-        .layer(DefaultBodyLimit::max(aip_registry::http::MAX_BODY_BYTES))
+        .fallback(aip_http::not_found)
+        .layer(DefaultBodyLimit::max(aip_http::MAX_BODY_BYTES))
 }
 
 /// A token-endpoint failure, answered with the spec 9.4.2 body.
@@ -79,7 +79,7 @@ impl IntoResponse for TokenError {
 
 fn admin_error(e: IssuerError) -> ApiError {
     match e {
-        IssuerError::Unauthorized(d) => invalid_token(d),
+        IssuerError::Unauthorized(d) => ApiError::unauthorized(r#"Bearer realm="aip", error="invalid_token""#, d),
         IssuerError::Forbidden(d) => ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", d),
         IssuerError::InvalidRequest(d) => ApiError::bad_request(d),
         IssuerError::NotFound(d) => ApiError::new(StatusCode::NOT_FOUND, "not_found", d),
@@ -87,13 +87,9 @@ fn admin_error(e: IssuerError) -> ApiError {
         IssuerError::Token { description, .. } => ApiError::bad_request(description),
         e => {
             tracing::error!(error = ?e, "request failed");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
+            ApiError::internal()
         }
     }
-}
-
-fn no_store() -> [(header::HeaderName, &'static str); 2] {
-    [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")]
 }
 
 /// The client's address, when the server records it (`into_make_service_with_connect_info`).
@@ -113,7 +109,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 }
 
 async fn admin(issuer: &Issuer, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let token = bearer_token(headers)?;
+    let token = aip_http::bearer(headers)
+        .ok_or_else(|| ApiError::unauthorized(r#"Bearer realm="aip""#, "an Authorization: Bearer token is required"))?;
     issuer.authenticate(token).await.map_err(admin_error)
 }
 

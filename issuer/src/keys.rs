@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use aip_aat::keyfile::{self, Passphrase, Protection};
 use aip_aat::keys::{Algorithm, Jwk, KeyPair, PublicKey};
-use aip_registry::audit::AuditEntry;
-use aip_registry::service::TokenKeys;
+use aip_db::DbError;
+use aip_db::audit::AuditEntry;
 use serde_json::json;
 
-use crate::store::{IssuerStore, KeyRecord, StoreError};
+use crate::store::{IssuerStore, KeyRecord};
 
 /// How often the published key set is re-read from the database.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
@@ -43,7 +43,7 @@ pub enum KeysError {
     Key(#[from] aip_aat::keys::KeyError),
     /// The database failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] DbError),
 }
 
 /// The signing key in use and the keys verifiers must accept.
@@ -66,7 +66,7 @@ fn record(key: &KeyPair, protection: Protection<'_>, now: i64) -> Result<KeyReco
         kid: kid.clone(),
         source,
     })?;
-    let public_key = serde_json::to_string(&key.public_key().to_jwk()).map_err(|e| StoreError::Backend(Box::new(e)))?;
+    let public_key = serde_json::to_string(&key.public_key().to_jwk()).map_err(aip_db::backend)?;
     Ok(KeyRecord {
         kid,
         algorithm: key.algorithm().as_str().to_owned(),
@@ -170,8 +170,10 @@ impl SigningKeys {
     }
 }
 
-impl TokenKeys for SigningKeys {
-    fn published_keys(&self) -> Vec<PublicKey> {
+impl SigningKeys {
+    /// The keys verifiers must accept now (current and still-needed previous keys), for the
+    /// JWKS.
+    pub fn published_keys(&self) -> Vec<PublicKey> {
         self.published.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }

@@ -3,8 +3,10 @@
 //! capability intersection, rotating refresh tokens, and revocation of tokens, sessions and
 //! users through the registry's revocation list.
 //!
-//! [`http::router`] serves it; `aip-ca serve` mounts it beside the registry (one process, one
-//! database). The issuer reaches the registry only through [`directory::AgentDirectory`].
+//! [`http::routes`] serves it; `aip-authority` mounts it beside the registry (one process, one
+//! database). The issuer reaches the registry only through [`directory::AgentDirectory`], in
+//! the words of the registry's API (`aip-api`); it shares the authority database and its audit
+//! chain through `aip-db`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

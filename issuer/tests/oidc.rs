@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use aip_issuer::config::OidcSection;
 use aip_issuer::oidc::{
     JwksSource, MAX_ID_TOKEN_BYTES, OidcError, OidcIdentity, OidcProvider, OidcVerifier, UserClaim,
 };
-use aip_registry::config::OidcSection;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -9,7 +9,7 @@ use aip_aat::clock::Clock as _;
 use aip_aat::ids::AgentId;
 use aip_aat::keys::{Algorithm, KeyPair, Signer};
 use aip_aat::request_proof::{SignedRequest, create_request_proof};
-use aip_registry::service::token_digest;
+use aip_aat::secret::digest as token_digest;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use common::{NOW, Reply, TestRegistry, key, rotation, sign_body};
@@ -214,7 +214,7 @@ async fn snapshot(r: &TestRegistry) -> Snapshot {
         details,
         etag: list.headers["etag"].to_str().unwrap().to_owned(),
         revocations: list.json(),
-        audit: r.registry.store().audit_head().await.unwrap(),
+        audit: r.store.database().audit_head().await.unwrap(),
     }
 }
 

@@ -81,7 +81,7 @@ async fn state(r: &TestRegistry, id: &str) -> (Value, (i64, String), u64) {
     agent.as_object_mut().unwrap().remove("aid");
     (
         agent,
-        r.registry.store().audit_head().await.unwrap(),
+        r.store.database().audit_head().await.unwrap(),
         r.registry.revocation_version().await.unwrap(),
     )
 }

@@ -6,7 +6,8 @@ mod common;
 use aip_aat::aid::AgentStatus;
 use aip_aat::ids::AgentId;
 use aip_aat::keys::{Algorithm, KeyPair};
-use aip_registry::audit::{AuditEntry, ChainVerifier};
+use aip_api::registry::Role;
+use aip_db::audit::{AuditChain, AuditEntry};
 use aip_registry::ca::CrlReason;
 use aip_registry::store::*;
 use serde_json::json;
@@ -311,13 +312,13 @@ async fn status_changes_events_crl_and_audit(db: &common::TestDb) {
     assert_eq!(v1, 3);
 
     // Audit: token create, register, suspend, reactivate, revoke — and the chain holds.
-    let records = store.audit_records(0, 100).await.unwrap();
+    let records = store.database().audit_records(0, 100).await.unwrap();
     assert_eq!(records.len(), 5);
-    let mut chain = ChainVerifier::default();
+    let mut chain = AuditChain::default();
     for r in &records {
         chain.push(r).unwrap();
     }
-    let (seq, head) = store.audit_head().await.unwrap();
+    let (seq, head) = store.database().audit_head().await.unwrap();
     assert_eq!(chain.finish(seq, &head).unwrap(), 5);
 }
 both_backends!(status, status_changes_events_crl_and_audit);

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use aip_aat::client::AgentClientError;
+use aip_api::agent::AgentClientError;
 use clap::Parser;
 use rustix::process::{Pid, Signal};
 use signal_hook::consts::{SIGINT, SIGTERM};

@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::io::{self, BufRead as _, BufReader, Read, Write};
 use std::sync::{Mutex, PoisonError};
 
-use aip_aat::client::{AgentClient, AgentClientError};
 use aip_aat::proof::Call;
 use aip_aat::secret::SecretString;
+use aip_api::agent::{AgentClient, AgentClientError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;

@@ -7,9 +7,7 @@ use aip_aat::clock::{Clock as _, SystemClock};
 use aip_aat::ids::AgentId;
 use aip_aat::keyfile;
 use aip_aat::keys::KeyPair;
-use aip_registry::api::StatusRequest;
-use aip_registry::client::{registration_body, rotation_body};
-use aip_registry::service::StatusKind;
+use aip_api::registry::{StatusKind, StatusRequest, registration_body, rotation_body};
 use serde_json::json;
 
 use super::authority::KeyAlg;

@@ -1,20 +1,16 @@
 //! `aip-ca init`, `aip-ca serve` and `aip-ca audit verify`: the commands that work on an
 //! authority directory.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
-use aip_aat::clock::{Clock as _, SystemClock};
+use aip_aat::clock::SystemClock;
 use aip_aat::keys::Algorithm;
-use aip_issuer::directory::LocalDirectory;
-use aip_issuer::store::IssuerStore;
-use aip_registry::audit::ChainVerifier;
-use aip_registry::authority::{self, AuthorityError, InitOptions, Initialized, Overrides};
-use aip_registry::config::{FileConfig, TlsFiles, env};
-use aip_registry::store::{SqlStore, Store};
+use aip_authority::config::{TlsFiles, env};
+use aip_authority::server::ServeError;
+use aip_authority::{AuthorityError, InitOptions, Initialized, Overrides};
+use aip_db::audit::AuditError;
 use serde_json::json;
 
 use crate::output::{CliError, EXIT_REJECTED, print_json, print_line, warn};
@@ -120,24 +116,9 @@ async fn create(
         public_url: new.public_url.clone(),
         database_url,
     };
-    let init = authority::init(&options, choice.protection(), Arc::new(SystemClock))
+    aip_authority::init(&options, choice.protection(), Arc::new(SystemClock))
         .await
-        .map_err(authority_error)?;
-    // The token issuer's first signing key, in the same database.
-    let url = authority::database_url(&init.dir, init.config.database_url.as_deref());
-    let store = SqlStore::connect(&url)
-        .await
-        .map_err(|e| CliError::new(format!("cannot open the database: {e}")))?;
-    let created = aip_issuer::keys::ensure_key(
-        &IssuerStore::new(&store),
-        new.alg.algorithm(),
-        choice.protection(),
-        SystemClock.now(),
-    )
-    .await;
-    store.close().await;
-    created.map_err(CliError::new)?;
-    Ok(init)
+        .map_err(authority_error)
 }
 
 fn report_init(init: &Initialized, json: bool) -> Result<(), CliError> {
@@ -169,7 +150,7 @@ fn report_init(init: &Initialized, json: bool) -> Result<(), CliError> {
 }
 
 pub(crate) fn init(args: InitArgs) -> Result<ExitCode, CliError> {
-    if authority::exists(&args.dir.dir) {
+    if aip_authority::init::exists(&args.dir.dir) {
         return Err(authority_error(AuthorityError::AlreadyInitialized(format!(
             "{} already holds an authority",
             args.dir.dir.display()
@@ -232,7 +213,7 @@ async fn serve_async(args: ServeArgs) -> Result<ExitCode, CliError> {
         _ => None,
     };
     let mut choice = None;
-    if !authority::exists(&dir) {
+    if !aip_authority::init::exists(&dir) {
         let new_choice = args.passphrase.for_new_key()?;
         if new_choice.passphrase().is_none() {
             warn("the authority's keys are stored without a passphrase; use this for tests and demos only");
@@ -249,7 +230,7 @@ async fn serve_async(args: ServeArgs) -> Result<ExitCode, CliError> {
         report_init(&init, false)?;
         choice = Some(new_choice);
     }
-    let encrypted = authority::keys_encrypted(&dir).map_err(authority_error)?;
+    let encrypted = aip_authority::init::keys_encrypted(&dir).map_err(authority_error)?;
     let choice = match choice {
         Some(choice) => choice,
         None if encrypted => args.passphrase.for_existing_key()?,
@@ -261,117 +242,15 @@ async fn serve_async(args: ServeArgs) -> Result<ExitCode, CliError> {
         public_url: args.new.public_url,
         tls,
     };
-    let opened = authority::open(&dir, choice.passphrase(), &overrides, Arc::new(SystemClock))
+    let authority = aip_authority::open(&dir, choice.protection(), &overrides, Arc::new(SystemClock))
         .await
         .map_err(authority_error)?;
-    let addr: SocketAddr = opened
-        .listen
-        .parse()
-        .map_err(|_| CliError::new(format!("listen address {:?} is not IP:PORT", opened.listen)))?;
-    if !addr.ip().is_loopback() && opened.tls.is_none() {
-        return Err(CliError::new(format!("refusing to listen on {addr} without TLS"))
-            .hint("pass --tls-cert and --tls-key, or listen on a loopback address such as 127.0.0.1:8443"));
-    }
-    let registry = opened.registry.clone();
-    let issuer = start_issuer(&opened, &choice).await?;
-    let router = aip_registry::http::router_with(registry.clone(), aip_issuer::http::routes(issuer.clone()));
-    let handle = axum_server::Handle::new();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-
-    let background = {
-        let mut stop = stop_rx.clone();
-        tokio::spawn(registry.clone().run_background(async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        }))
-    };
-    let issuer_background = {
-        let mut stop = stop_rx.clone();
-        tokio::spawn(issuer.run_background(async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        }))
-    };
-    tokio::spawn({
-        let handle = handle.clone();
-        async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing requests in flight");
-            handle.graceful_shutdown(Some(Duration::from_secs(10)));
-            let _ = stop_tx.send(true);
-        }
-    });
-    let scheme = if opened.tls.is_some() { "https" } else { "http" };
-    tokio::spawn({
-        let handle = handle.clone();
-        async move {
-            if let Some(bound) = handle.listening().await {
-                tracing::info!(address = %format!("{scheme}://{bound}"), "listening");
-            }
-        }
-    });
-    let served = match &opened.tls {
-        Some(tls) => {
-            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
-                .await
-                .map_err(|e| CliError::new(format!("TLS certificate or key: {e}")))?;
-            axum_server::bind_rustls(addr, config)
-                .handle(handle)
-                .serve(router.into_make_service_with_connect_info::<SocketAddr>())
-                .await
-        }
-        None => {
-            axum_server::bind(addr)
-                .handle(handle)
-                .serve(router.into_make_service_with_connect_info::<SocketAddr>())
-                .await
-        }
-    };
-    served.map_err(|e| CliError::new(format!("cannot serve on {addr}: {e}")))?;
-    let mut stop = stop_rx;
-    let _ = stop.wait_for(|stop| *stop).await;
-    let _ = background.await;
-    let _ = issuer_background.await;
-    tracing::info!("stopped");
+    authority.serve(shutdown_signal()).await.map_err(|e| match e {
+        e @ ServeError::NoTls(_) => CliError::new(e)
+            .hint("pass --tls-cert and --tls-key, or listen on a loopback address such as 127.0.0.1:8443"),
+        e => CliError::new(e),
+    })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The token issuer over the opened authority: same database, keys published by the registry.
-async fn start_issuer(
-    opened: &authority::Opened,
-    choice: &Choice,
-) -> Result<Arc<aip_issuer::service::Issuer>, CliError> {
-    let store = IssuerStore::new(&opened.store);
-    let now = SystemClock.now();
-    // Authorities created before the issuer existed get their first key now.
-    aip_issuer::keys::ensure_key(&store, Algorithm::EdDSA, choice.protection(), now)
-        .await
-        .map_err(CliError::new)?;
-    let keys = Arc::new(
-        aip_issuer::keys::SigningKeys::load(&store, choice.passphrase(), now)
-            .await
-            .map_err(CliError::new)?,
-    );
-    let public_url = opened.registry.settings().public_url.clone();
-    let settings = aip_issuer::config::IssuerSettings::from_section(&public_url, &opened.config.issuer, &opened.dir)
-        .map_err(|e| {
-            CliError::new(format!(
-                "{}: {e}",
-                opened.dir.join(aip_registry::config::CONFIG_FILE).display()
-            ))
-        })?;
-    let directory = LocalDirectory::new(opened.registry.clone());
-    let issuer = aip_issuer::service::Issuer::new(settings, directory, store, keys.clone(), Arc::new(SystemClock))
-        .await
-        .map_err(CliError::new)?;
-    opened.registry.attach_token_issuer(
-        keys,
-        aip_registry::api::IssuerEndpoints {
-            issuer: public_url.clone(),
-            challenge_endpoint: format!("{public_url}/v1/challenge"),
-            token_endpoint: format!("{public_url}/v1/token"),
-            revocation_endpoint: format!("{public_url}/v1/revoke"),
-        },
-    );
-    Ok(Arc::new(issuer))
 }
 
 async fn shutdown_signal() {
@@ -410,34 +289,16 @@ pub(crate) struct AuditVerifyArgs {
 
 pub(crate) fn audit_verify(args: AuditVerifyArgs) -> Result<ExitCode, CliError> {
     runtime()?.block_on(async move {
-        let url = match args.database_url {
-            Some(url) => url,
-            None => {
-                let config = FileConfig::load(&args.dir.dir).map_err(CliError::new)?;
-                config
-                    .database_url
-                    .unwrap_or_else(|| SqlStore::sqlite_url(&args.dir.dir.join(authority::DATABASE_FILE)))
-            }
-        };
-        let store = SqlStore::connect(&url)
+        let database = aip_authority::open_database(&args.dir.dir, args.database_url.as_deref())
             .await
-            .map_err(|e| CliError::new(format!("cannot open the database: {e}")))?;
-        let (head_seq, head_hash) = store.audit_head().await.map_err(CliError::new)?;
-        let mut chain = ChainVerifier::default();
-        let mut after = 0;
-        let outcome = loop {
-            let records = store.audit_records(after, 1000).await.map_err(CliError::new)?;
-            let Some(last) = records.last().map(|r| r.seq) else {
-                break std::mem::take(&mut chain).finish(head_seq, &head_hash);
-            };
-            if let Some(broken) = records.iter().find_map(|r| chain.push(r).err()) {
-                break Err(broken);
-            }
-            after = last;
-        };
-        store.close().await;
+            .map_err(|e| match e {
+                AuthorityError::Store(e) => CliError::new(format!("cannot open the database: {e}")),
+                e => CliError::new(e),
+            })?;
+        let outcome = database.verify_audit().await;
+        database.close().await;
         match outcome {
-            Ok(count) => {
+            Ok((count, head_hash)) => {
                 if args.json {
                     print_json(&json!({"ok": true, "records": count}), false)?;
                 } else {
@@ -445,12 +306,13 @@ pub(crate) fn audit_verify(args: AuditVerifyArgs) -> Result<ExitCode, CliError> 
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            Err(broken) => {
+            Err(AuditError::Broken(broken)) => {
                 if args.json {
                     print_json(&json!({"ok": false, "error": broken.to_string()}), false)?;
                 }
                 Err(CliError::new(format!("audit log broken: {broken}")).exit_code(EXIT_REJECTED))
             }
+            Err(e) => Err(CliError::new(e)),
         }
     })
 }

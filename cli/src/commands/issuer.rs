@@ -2,14 +2,13 @@
 
 use std::process::ExitCode;
 
-use aip_aat::api::{CreateUserRequest, CreateUserResponse, RevokeRequest, RevokeResponse, UserList};
 use aip_aat::clock::{Clock as _, SystemClock};
 use aip_aat::keyfile;
+use aip_api::issuer::{CreateUserRequest, CreateUserResponse, RevokeRequest, RevokeResponse, UserList};
+use aip_authority::AuthorityError;
+use aip_db::Database;
 use aip_issuer::keys::{PUBLISH_MARGIN, add_key};
 use aip_issuer::store::IssuerStore;
-use aip_registry::authority;
-use aip_registry::config::FileConfig;
-use aip_registry::store::SqlStore;
 use serde_json::json;
 
 use crate::commands::authority::{DirArgs, KeyAlg};
@@ -77,7 +76,7 @@ pub(crate) fn users(command: UsersCommand) -> Result<ExitCode, CliError> {
                 delegation_scope: read_only.then(|| "read_only".to_owned()),
             };
             let user: CreateUserResponse = runtime()?
-                .block_on(remote.client()?.post_json("/v1/users", &request))
+                .block_on(remote.client()?.create_user(&request))
                 .map_err(api_error)?;
             if json {
                 print_json(&serde_json::to_value(&user).map_err(CliError::new)?, true)?;
@@ -93,9 +92,7 @@ pub(crate) fn users(command: UsersCommand) -> Result<ExitCode, CliError> {
         }
         UsersCommand::List { remote, json } => {
             remote.require_token()?;
-            let list: UserList = runtime()?
-                .block_on(remote.client()?.get_json("/v1/users", &[("limit", "1000".to_owned())]))
-                .map_err(api_error)?;
+            let list: UserList = runtime()?.block_on(remote.client()?.users(1000)).map_err(api_error)?;
             if json {
                 print_json(&serde_json::to_value(&list).map_err(CliError::new)?, true)?;
             } else {
@@ -171,7 +168,7 @@ pub(crate) fn revoke(args: RevokeArgs) -> Result<ExitCode, CliError> {
 fn send_revoke(remote: &RemoteArgs, request: &RevokeRequest, json: bool) -> Result<ExitCode, CliError> {
     remote.require_token()?;
     let response: RevokeResponse = runtime()?
-        .block_on(remote.client()?.post_json("/v1/revoke", request))
+        .block_on(remote.client()?.revoke(request))
         .map_err(api_error)?;
     if json {
         print_json(&serde_json::to_value(&response).map_err(CliError::new)?, true)?;
@@ -211,12 +208,11 @@ pub(crate) enum KeysCommand {
     },
 }
 
-async fn open_store(dir: &std::path::Path) -> Result<SqlStore, CliError> {
-    let config = FileConfig::load(dir).map_err(CliError::new)?;
-    let url = authority::database_url(dir, config.database_url.as_deref());
-    SqlStore::connect(&url)
-        .await
-        .map_err(|e| CliError::new(format!("cannot open the database: {e}")))
+async fn open_store(dir: &std::path::Path) -> Result<Database, CliError> {
+    aip_authority::open_database(dir, None).await.map_err(|e| match e {
+        AuthorityError::Store(e) => CliError::new(format!("cannot open the database: {e}")),
+        e => CliError::new(e),
+    })
 }
 
 pub(crate) fn keys(command: KeysCommand) -> Result<ExitCode, CliError> {
@@ -227,10 +223,10 @@ pub(crate) fn keys(command: KeysCommand) -> Result<ExitCode, CliError> {
             passphrase,
             json,
         } => {
-            if !authority::exists(&dir.dir) {
+            if !aip_authority::init::exists(&dir.dir) {
                 return Err(CliError::new(format!("no authority in {}", dir.dir.display())));
             }
-            let encrypted = authority::keys_encrypted(&dir.dir).map_err(CliError::new)?;
+            let encrypted = aip_authority::init::keys_encrypted(&dir.dir).map_err(CliError::new)?;
             let choice = if encrypted {
                 passphrase.for_existing_key()?
             } else {

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use aip_aat::api::UserAuthorization;
-use aip_aat::client::{AgentClient, AgentClientConfig, AgentClientError};
 use aip_aat::secret::SecretString;
+use aip_api::agent::{AgentClient, AgentClientConfig, AgentClientError};
+use aip_api::issuer::UserAuthorization;
 use serde_json::json;
 
 use crate::agent_dir;

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use aip_registry::api::{CreateAccessTokenRequest, CreateRegistrationTokenRequest};
-use aip_registry::config::parse_duration;
+use aip_aat::clock::parse_duration;
+use aip_api::registry::{CreateAccessTokenRequest, CreateRegistrationTokenRequest};
 use serde_json::json;
 
 use crate::output::{CliError, print_json, print_line, rfc3339, runtime};
@@ -121,7 +121,7 @@ pub(crate) struct CrlArgs {
 
 pub(crate) fn crl(args: CrlArgs) -> Result<ExitCode, CliError> {
     let der = runtime()?.block_on(args.remote.client()?.crl()).map_err(api_error)?;
-    let pem = aip_registry::http::pem("X509 CRL", &der);
+    let pem = aip_aat::pem::encode("X509 CRL", &der);
     match &args.out {
         None if args.json => print_json(&json!({"format": "pem", "bytes": der.len(), "pem": pem}), true)?,
         None => print_line(pem.trim_end())?,

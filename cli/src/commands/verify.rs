@@ -48,7 +48,7 @@ fn fetch_jwks(url: &str, ca_cert: Option<&std::path::Path>) -> Result<Jwks, CliE
     let ca = ca_cert
         .map(|path| std::fs::read(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display()))))
         .transpose()?;
-    let client = aip_registry::client::RegistryClient::with_roots(url, None, ca.as_deref()).map_err(CliError::new)?;
+    let client = aip_api::client::Client::with_roots(url, None, ca.as_deref()).map_err(CliError::new)?;
     crate::output::runtime()?
         .block_on(client.jwks())
         .map_err(crate::remote::api_error)

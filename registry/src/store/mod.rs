@@ -1,22 +1,24 @@
-//! Persistence. [`Store`] is the registry's only way to the database; each mutating method is
-//! one transaction that also appends to the audit chain, so a failed request changes nothing.
-//! [`SqlStore`] implements it for SQLite (the embedded default) and PostgreSQL.
+//! Persistence. [`Store`] is the registry's only way to its tables, by concern: agents, their
+//! keys and certificates ([`AgentStore`]), revocation publication ([`RevocationStore`]) and
+//! credentials ([`CredentialStore`]). Each mutating method is one write transaction of the
+//! authority database (`aip_db::Write`) that also appends to the audit chain, so a failed
+//! request changes nothing. [`SqlStore`] implements it for SQLite (the embedded default) and
+//! PostgreSQL.
 
-mod nodelay;
-mod script;
 mod sql;
 
 use aip_aat::aid::{AgentStatus, AidMetadata};
 use aip_aat::ids::{AgentId, KeyId};
 use aip_aat::keys::Jwk;
 use aip_aat::revocation::RevocationList;
+use aip_api::registry::Role;
+use aip_db::DbError;
+use aip_db::audit::AuditEntry;
 use async_trait::async_trait;
 use serde_json::Value;
 
-pub use script::Script;
-pub use sql::{Dialect, SqlStore};
+pub use sql::SqlStore;
 
-use crate::audit::{AuditEntry, AuditRecord};
 use crate::ca::{CrlEntry, CrlReason};
 
 /// A store operation failed.
@@ -44,6 +46,16 @@ pub enum StoreError {
     /// The database failed. The source is for logs, never for clients.
     #[error("database error")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Conflict(what) => Self::Conflict(what),
+            DbError::Corrupt(what) => Self::Corrupt(what),
+            other => Self::Backend(Box::new(other)),
+        }
+    }
 }
 
 /// An agent to create.
@@ -262,34 +274,6 @@ impl Revocations {
     }
 }
 
-/// What an access token may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Everything.
-    Admin,
-    /// Read agents and revocation data (proxies, dashboards).
-    Reader,
-}
-
-impl Role {
-    /// `admin` or `reader`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::Reader => "reader",
-        }
-    }
-
-    /// The role named `name`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "admin" => Some(Self::Admin),
-            "reader" => Some(Self::Reader),
-            _ => None,
-        }
-    }
-}
-
 /// A new access token (only its digest is stored).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewAccessToken {
@@ -342,12 +326,9 @@ pub struct AgentQuery {
     pub limit: u32,
 }
 
-/// The registry's persistent state.
+/// Agents, their keys and certificates, and the nonces of their signed requests.
 #[async_trait]
-pub trait Store: Send + Sync {
-    /// Whether the database is reachable.
-    async fn ping(&self) -> Result<(), StoreError>;
-
+pub trait AgentStore: Send + Sync {
     /// Creates an agent with its key and first certificate. Consumes a use of a registration
     /// token; records the proof nonce. Returns the registration token's expiry, if one was used.
     async fn register_agent(
@@ -394,6 +375,13 @@ pub trait Store: Send + Sync {
         audit: &AuditEntry,
     ) -> Result<StatusChanged, StoreError>;
 
+    /// Deletes request nonces that expired before `now`; returns how many.
+    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
+}
+
+/// What the registry publishes about revocation: the list, its events, the CRL.
+#[async_trait]
+pub trait RevocationStore: Send + Sync {
     /// Lists tokens, sessions and users as revoked (already listed ones are kept as they are)
     /// and emits one event naming them. Returns the new list version.
     async fn publish_revocations(
@@ -425,7 +413,11 @@ pub trait Store: Send + Sync {
 
     /// Stores a CRL.
     async fn save_crl(&self, crl: &StoredCrl) -> Result<(), StoreError>;
+}
 
+/// Access tokens and registration tokens, kept as digests.
+#[async_trait]
+pub trait CredentialStore: Send + Sync {
     /// Stores an access token's digest.
     async fn create_access_token(&self, token: &NewAccessToken, audit: &AuditEntry) -> Result<(), StoreError>;
 
@@ -441,13 +433,11 @@ pub trait Store: Send + Sync {
 
     /// The registration token with this digest.
     async fn registration_token(&self, digest: &str) -> Result<Option<RegistrationTokenInfo>, StoreError>;
+}
 
-    /// Audit records after `seq`, in order.
-    async fn audit_records(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
-
-    /// The audit chain head: last sequence number and its hash.
-    async fn audit_head(&self) -> Result<(i64, String), StoreError>;
-
-    /// Deletes request nonces that expired before `now`; returns how many.
-    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
+/// The registry's persistent state.
+#[async_trait]
+pub trait Store: AgentStore + RevocationStore + CredentialStore {
+    /// Whether the database is reachable.
+    async fn ping(&self) -> Result<(), StoreError>;
 }

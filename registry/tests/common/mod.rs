@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use aip_db::Database;
 use aip_registry::store::SqlStore;
 
 /// The environment variable naming the PostgreSQL server for tests.
@@ -35,7 +36,7 @@ impl TestDb {
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
-                let url = SqlStore::sqlite_url(&dir.path().join("aip.db"));
+                let url = Database::sqlite_url(&dir.path().join("aip.db"));
                 Some(Self {
                     url,
                     _dir: Some(dir),
@@ -143,10 +144,11 @@ macro_rules! both_backends {
 }
 
 use aip_aat::clock::{Clock as _, FixedClock};
-use aip_aat::keyfile::Protection;
 use aip_aat::keys::{Algorithm, KeyPair, Signer};
 use aip_aat::request_proof::add_request_proof;
-use aip_registry::authority::{self, InitOptions, Overrides};
+use aip_api::registry::Role;
+use aip_registry::ca::{CertificateAuthority, create_ca_certificates};
+use aip_registry::config::{AgentSettings, CertificateSettings, RegistryConfig, RegistrySettings};
 use aip_registry::service::Registry;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
@@ -188,34 +190,41 @@ impl Reply {
 }
 
 impl TestRegistry {
+    /// A registry as `aip-ca init` makes one (a new CA, registry key and admin token, default
+    /// settings, public URL `http://registry.test`), over `db`, served in-process.
     pub(crate) async fn new(db: TestDb) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(FixedClock::new(NOW));
-        let backend_url = if db.url.starts_with("sqlite:") {
-            None
-        } else {
-            Some(db.url.clone())
-        };
-        let options = InitOptions {
-            dir: dir.path().join("authority"),
-            trust_domain: "aip.test".into(),
-            algorithm: Algorithm::EdDSA,
-            listen: None,
-            public_url: Some("http://registry.test".into()),
-            database_url: backend_url,
-        };
-        let init = authority::init(&options, Protection::InsecureNone, clock.clone())
+        let (certificates, agents) = (CertificateSettings::default(), AgentSettings::default());
+        let settings = RegistrySettings::from_config(RegistryConfig {
+            trust_domain: "aip.test",
+            registry_id: "http://registry.test",
+            public_url: "http://registry.test",
+            certificates: &certificates,
+            agents: &agents,
+        })
+        .unwrap();
+        let issuing = Arc::new(key());
+        let ca_certificates = create_ca_certificates("aip.test", Arc::new(key()), issuing.clone(), NOW).unwrap();
+        let ca = CertificateAuthority::new("aip.test", issuing, ca_certificates);
+        let store = db.store().await;
+        let registry = Arc::new(Registry::new(
+            store.clone(),
+            ca,
+            Arc::new(key()),
+            settings,
+            clock.clone(),
+        ));
+        let (admin, _) = registry
+            .issue_access_token(Role::Admin, Some("initial admin".into()), "system:init".into())
             .await
             .unwrap();
-        let opened = authority::open(&init.dir, None, &Overrides::default(), clock.clone())
-            .await
-            .unwrap();
-        let router = aip_registry::http::router(opened.registry.clone());
+        let router = aip_registry::http::router(registry.clone());
         Self {
-            registry: opened.registry,
-            store: opened.store,
+            registry,
+            store,
             router,
-            admin: init.admin_token.expose().to_owned(),
+            admin: admin.expose().to_owned(),
             clock,
             dir,
             _db: Some(db),

@@ -1,0 +1,457 @@
+//! Request and response bodies of the registry's HTTP API, shared by the server and clients,
+//! and the signed request bodies an agent key makes (registration, rotation, renewal).
+//! Requests are strict: unknown members and non-object JSON are refused.
+
+use aip_aat::aid::{AgentIdentityDocument, AgentStatus, AidMetadata};
+use aip_aat::ids::{AgentId, KeyId};
+use aip_aat::keys::{Jwk, SignError, Signer};
+use aip_aat::request_proof::add_request_proof;
+use aip_aat::secret::SecretString;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// What an access token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Read agents and revocation data (proxies, dashboards).
+    Reader,
+}
+
+impl Role {
+    /// `admin` or `reader`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Reader => "reader",
+        }
+    }
+
+    /// The role named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "admin" => Some(Self::Admin),
+            "reader" => Some(Self::Reader),
+            _ => None,
+        }
+    }
+}
+
+/// The status operations of the API: `POST /v1/agents/{id}/{verb}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusKind {
+    /// `suspend`.
+    Suspend,
+    /// `reactivate`.
+    Reactivate,
+    /// `revoke` (and `DELETE /v1/agents/{id}`).
+    Revoke,
+}
+
+impl StatusKind {
+    /// The last segment of the endpoint's path.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Self::Suspend => "suspend",
+            Self::Reactivate => "reactivate",
+            Self::Revoke => "revoke",
+        }
+    }
+}
+
+/// `POST /v1/agents` body for `key`: `fields` (name, capabilities, …) plus the public key and
+/// a request proof by `key`.
+pub fn registration_body(
+    key: &dyn Signer,
+    mut fields: serde_json::Value,
+    now: i64,
+) -> Result<serde_json::Value, SignError> {
+    fields["public_key"] = serde_json::to_value(key.public_key().to_jwk()).map_err(SignError::backend)?;
+    add_request_proof(key, "POST", "/v1/agents", &mut fields, "proof", &["proof"], now)?;
+    Ok(fields)
+}
+
+/// `POST /v1/agents/{id}/rotate-key` body: the new key proves possession over the body without
+/// both proofs, the current key signs the body without its own proof.
+pub fn rotation_body(
+    current: &dyn Signer,
+    new: &dyn Signer,
+    agent_id: &AgentId,
+    now: i64,
+) -> Result<serde_json::Value, SignError> {
+    let path = format!("/v1/agents/{agent_id}/rotate-key");
+    let mut body = serde_json::json!({
+        "new_public_key": serde_json::to_value(new.public_key().to_jwk()).map_err(SignError::backend)?,
+    });
+    add_request_proof(
+        new,
+        "POST",
+        &path,
+        &mut body,
+        "new_key_proof",
+        &["proof", "new_key_proof"],
+        now,
+    )?;
+    add_request_proof(current, "POST", &path, &mut body, "proof", &["proof"], now)?;
+    Ok(body)
+}
+
+/// `POST /v1/agents/{id}/certificate` body, with a proof by the current key.
+pub fn renewal_body(key: &dyn Signer, agent_id: &AgentId, now: i64) -> Result<serde_json::Value, SignError> {
+    let mut body = serde_json::json!({});
+    add_request_proof(
+        key,
+        "POST",
+        &format!("/v1/agents/{agent_id}/certificate"),
+        &mut body,
+        "proof",
+        &["proof"],
+        now,
+    )?;
+    Ok(body)
+}
+
+/// `POST /v1/agents`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAgentRequest {
+    /// Display name (1–128 characters).
+    pub name: String,
+    /// What the agent does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The agent's public key (OKP/Ed25519 or EC/P-256 JWK).
+    #[serde(deserialize_with = "aip_aat::json::object")]
+    pub public_key: Jwk,
+    /// Platform, version, owner, tags.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "aip_aat::json::option_object"
+    )]
+    pub metadata: Option<AidMetadata>,
+    /// Tools the agent may ever be granted (the issuer intersects AAT capabilities with these).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Whether the agent may obtain AATs without a user (the `agent_attestation` grant).
+    #[serde(default)]
+    pub autonomous: bool,
+    /// Request proof signed by the key being registered.
+    pub proof: String,
+}
+
+/// `POST /v1/agents` response (spec 8.3.1, plus the certificate).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegisterAgentResponse {
+    /// The new agent's id.
+    pub agent_id: AgentId,
+    /// Its attested identity document.
+    pub aid: AgentIdentityDocument,
+    /// Its certificate (PEM).
+    pub certificate: String,
+    /// Its certificate followed by the issuing CA certificate (PEM).
+    pub certificate_chain: String,
+    /// When the registration token used expires, if one was used.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub registration_token_expires_at: Option<OffsetDateTime>,
+}
+
+/// A key an agent held before a rotation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousKeyView {
+    /// Its thumbprint.
+    pub thumbprint: KeyId,
+    /// End of its grace period.
+    #[serde(with = "time::serde::rfc3339")]
+    pub valid_until: OffsetDateTime,
+}
+
+/// A certificate issued to an agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateView {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// Thumbprint of the certified key.
+    pub key_thumbprint: KeyId,
+    /// Validity start.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    /// Validity end.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// `valid`, `on_hold`, `revoked`, `superseded` or `expired`.
+    pub state: String,
+}
+
+/// `GET /v1/agents/{id}` (spec 8.3.2, with registry details).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentResponse {
+    /// The agent.
+    pub agent_id: AgentId,
+    /// Status.
+    pub status: AgentStatus,
+    /// Attested identity document.
+    pub aid: AgentIdentityDocument,
+    /// Current public key.
+    pub public_key: Jwk,
+    /// Thumbprint of the current key.
+    pub public_key_thumbprint: KeyId,
+    /// Tools the agent may ever be granted.
+    pub capabilities: Vec<String>,
+    /// Whether it may obtain AATs without a user.
+    pub autonomous: bool,
+    /// Why it was last suspended or revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    /// When its status last changed.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub status_changed_at: Option<OffsetDateTime>,
+    /// Rotated-out keys still inside their grace period.
+    pub previous_keys: Vec<PreviousKeyView>,
+    /// Certificates issued to it, newest first.
+    pub certificates: Vec<CertificateView>,
+}
+
+/// One agent in a listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSummary {
+    /// The agent.
+    pub agent_id: AgentId,
+    /// Its name.
+    pub name: String,
+    /// Status.
+    pub status: AgentStatus,
+    /// Owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Registration time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// `GET /v1/agents`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentList {
+    /// A page of agents, in id order.
+    pub agents: Vec<AgentSummary>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<AgentId>,
+}
+
+/// `POST /v1/agents/{id}/rotate-key` (spec 8.3.4).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    /// The new public key.
+    #[serde(deserialize_with = "aip_aat::json::object")]
+    pub new_public_key: Jwk,
+    /// Request proof by the new key (over the body without both proofs).
+    pub new_key_proof: String,
+    /// Request proof by the current key (over the body without `proof`).
+    pub proof: String,
+}
+
+/// `POST /v1/agents/{id}/certificate`: renew with proof of possession of the current key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewCertificateRequest {
+    /// Request proof by the current key.
+    pub proof: String,
+}
+
+/// A newly issued agent certificate (renewal and rotation).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CertificateResponse {
+    /// The agent.
+    pub agent_id: AgentId,
+    /// Its (re-)attested identity document.
+    pub aid: AgentIdentityDocument,
+    /// Serial of the new certificate.
+    pub serial: String,
+    /// The certificate (PEM).
+    pub certificate: String,
+    /// The certificate and the issuing CA certificate (PEM).
+    pub certificate_chain: String,
+    /// Validity end.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// After a rotation: until when the previous key stays valid.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub previous_key_valid_until: Option<OffsetDateTime>,
+}
+
+/// `POST /v1/agents/{id}/suspend|reactivate|revoke` (body optional).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    /// Why (recorded, published in the revocation list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For revocation: the CRL reason (`unspecified`, `key_compromise`, `affiliation_changed`,
+    /// `superseded`, `cessation_of_operation`, `privilege_withdrawn`); default
+    /// `cessation_of_operation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl_reason: Option<String>,
+}
+
+/// Result of a status change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// The agent.
+    pub agent_id: AgentId,
+    /// Status now.
+    pub status: AgentStatus,
+    /// Status before.
+    pub previous_status: AgentStatus,
+    /// The revocation list version that publishes the change.
+    pub revocation_version: u64,
+}
+
+/// `POST /v1/registration-tokens` (admin).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRegistrationTokenRequest {
+    /// How many registrations it allows (1–10 000).
+    pub uses: u32,
+    /// Lifetime in seconds (60 s – 30 days).
+    pub expires_in: u64,
+}
+
+/// A new registration token; the token is shown only here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationTokenResponse {
+    /// The token (send as `Authorization: Bearer`).
+    pub token: SecretString,
+    /// Its public id (appears in the audit log).
+    pub token_id: String,
+    /// Registrations it allows.
+    pub uses: u32,
+    /// Expiry.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// `POST /v1/access-tokens` (admin).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccessTokenRequest {
+    /// `admin` or `reader`.
+    pub role: String,
+    /// A label for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// A new access token; the token is shown only here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessTokenResponse {
+    /// The token (send as `Authorization: Bearer`).
+    pub token: SecretString,
+    /// Its public id.
+    pub token_id: String,
+    /// `admin` or `reader`.
+    pub role: String,
+}
+
+/// `GET /.well-known/aip-configuration`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discovery {
+    /// Registry identifier.
+    pub registry_id: String,
+    /// SPIFFE trust domain.
+    pub trust_domain: String,
+    /// Agent registration and lookup.
+    pub agents_endpoint: String,
+    /// Registry (and issuer) keys.
+    pub jwks_uri: String,
+    /// X.509 CRL (DER; `.pem` for PEM).
+    pub crl_uri: String,
+    /// Revocation list (JSON).
+    pub revocations_uri: String,
+    /// Signed revocation list (JWS).
+    pub revocations_jws_uri: String,
+    /// Revocation events (Server-Sent Events).
+    pub revocations_stream_uri: String,
+    /// Signature algorithms in use.
+    pub algorithms: Vec<String>,
+    /// AID version.
+    pub aid_version: String,
+    /// The token issuer served beside the registry, when there is one.
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<IssuerEndpoints>,
+}
+
+/// The token issuer's part of the discovery document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuerEndpoints {
+    /// The `iss` of the AATs it issues.
+    pub issuer: String,
+    /// `POST` a challenge request.
+    pub challenge_endpoint: String,
+    /// `POST` a token request.
+    pub token_endpoint: String,
+    /// `POST` a revocation (admin).
+    pub revocation_endpoint: String,
+}
+
+/// One token or session in [`PublishRevocationsRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokedEntryBody {
+    /// The `jti` or session id.
+    pub id: String,
+    /// When the last token it covers expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+/// `POST /v1/revocations` (admin): how a token issuer running apart from the registry
+/// publishes the tokens, sessions and users it revoked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRevocationsRequest {
+    /// What was revoked, for the event and the audit log (`user:<id>`, `session:<id>`, …).
+    pub subject: String,
+    /// AATs.
+    #[serde(default)]
+    pub tokens: Vec<RevokedEntryBody>,
+    /// Sessions.
+    #[serde(default)]
+    pub sessions: Vec<RevokedEntryBody>,
+    /// Users.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/revocations` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishRevocationsResponse {
+    /// The revocation list version that lists them.
+    pub revocation_version: u64,
+}
+
+/// `GET /v1/whoami`: the access token presented.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// Its id.
+    pub token_id: String,
+    /// `admin` or `reader`.
+    pub role: String,
+}

@@ -1,0 +1,262 @@
+//! AAT issuance over real HTTP on loopback: concurrent agents each run the full flow —
+//! `POST /v1/challenge`, sign it, `POST /v1/token` (API-key user) — against the registry and
+//! issuer served in-process exactly as `aip-ca serve` composes them. Clients run in the same
+//! process, on the same two cores, in a runtime of their own whose threads are named, so the
+//! CPU time of the authority (server threads and any PostgreSQL processes) and of the clients
+//! is reported apart. Each agent keeps one HTTP/1.1 connection (hyper's client connection)
+//! and sends and reads the typed bodies `AgentClient` does.
+//!
+//! ```text
+//! cargo bench -p aip-issuer --bench issuance                       # SQLite
+//! AIP_BENCH_BACKEND=postgres AIP_TEST_POSTGRES_URL=postgres://… cargo bench -p aip-issuer --bench issuance
+//! ```
+//! `AIP_BENCH_CLIENTS` (default 32) and `AIP_BENCH_SECONDS` (default 10) tune the run.
+//! Results: docs/benchmarks.md.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use aip_aat::challenge::ChallengeProof;
+use aip_aat::clock::{Clock as _, SystemClock};
+use aip_aat::ids::AgentId;
+use aip_aat::keys::{Algorithm, KeyPair};
+use aip_aat::secret::SecretString;
+use aip_api::issuer::{
+    ChallengeRequest, ChallengeResponse, GrantType, RequestedCapabilities, TokenRequest, TokenResponse,
+    UserAuthorization,
+};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use support::{CpuSplit, authority, create_postgres_database, drop_postgres_database, env_or, ms, percentile};
+
+#[path = "support/mod.rs"]
+mod support;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+/// An agent's HTTP/1.1 connection to the authority (hyper's client connection, kept alive, no
+/// pool): a lean load generator, so that the agents take as little as they can of the two
+/// cores they share with the authority.
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Connection {
+    async fn open(address: SocketAddr) -> Self {
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        Self {
+            sender,
+            host: address.to_string(),
+        }
+    }
+
+    /// `POST path` with a JSON body; the typed answer, which must be a success.
+    async fn call<T: DeserializeOwned>(&mut self, path: &str, body: &impl Serialize) -> T {
+        self.call_as(None, path, body).await
+    }
+
+    /// [`call`](Self::call) with a bearer token.
+    async fn call_as<T: DeserializeOwned>(&mut self, token: Option<&str>, path: &str, body: &impl Serialize) -> T {
+        let mut request = hyper::Request::post(path)
+            .header(HOST, &self.host)
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())))
+            .unwrap();
+        self.sender.ready().await.unwrap();
+        let response = self.sender.send_request(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    }
+}
+
+/// One agent's loop until `deadline`: latencies of complete flows. Requests and answers are
+/// typed, as the toolkit's `AgentClient` sends and reads them.
+async fn agent_loop(
+    address: SocketAddr,
+    key: KeyPair,
+    agent_id: AgentId,
+    api_key: String,
+    deadline: Instant,
+) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    let mut http = Connection::open(address).await;
+    let challenge_request = ChallengeRequest {
+        agent_id: agent_id.clone(),
+    };
+    let user = UserAuthorization::ApiKey {
+        token: SecretString::new(api_key),
+    };
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        let challenge: ChallengeResponse = http.call("/v1/challenge", &challenge_request).await;
+        let proof = ChallengeProof::create(&key, &challenge.challenge, &agent_id, SystemClock.now()).unwrap();
+        let request = TokenRequest {
+            grant_type: GrantType::AgentAuthentication,
+            agent_id: agent_id.clone(),
+            proof,
+            user_authorization: Some(user.clone()),
+            requested_capabilities: Some(RequestedCapabilities {
+                tools: vec!["read_file".into()],
+                ..Default::default()
+            }),
+            audience: "files-proxy".into(),
+            refresh_token: None,
+        };
+        let reply: TokenResponse = http.call("/v1/token", &request).await;
+        assert!(!reply.aat.expose().is_empty());
+        latencies.push(started.elapsed());
+    }
+    latencies
+}
+
+async fn run() {
+    let backend = std::env::var("AIP_BENCH_BACKEND").unwrap_or_else(|_| "sqlite".into());
+    let clients = env_or("AIP_BENCH_CLIENTS", 32);
+    let seconds = env_or("AIP_BENCH_SECONDS", 10);
+    let dir = tempfile::tempdir().unwrap();
+    let postgres = if backend == "postgres" {
+        Some(create_postgres_database().await)
+    } else {
+        None
+    };
+    let (init, opened) = authority(dir.path(), postgres.as_ref().map(|p| p.2.clone())).await;
+    let router = opened.router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap();
+    });
+    let mut setup = Connection::open(address).await;
+    let admin = Some(init.admin_token.expose());
+    let user: Value = setup
+        .call_as(
+            admin,
+            "/v1/users",
+            &json!({"user_id": "bench@example.com", "delegatable_tools": ["*"]}),
+        )
+        .await;
+    let api_key = user["api_key"].as_str().unwrap().to_owned();
+    let mut agents = Vec::new();
+    for n in 0..clients {
+        let key = KeyPair::generate(Algorithm::EdDSA).unwrap();
+        let fields = json!({"name": format!("bench agent {n}"), "capabilities": ["read_file", "list_directory"]});
+        let body = aip_api::registry::registration_body(&key, fields, SystemClock.now()).unwrap();
+        let reply: Value = setup.call_as(admin, "/v1/agents", &body).await;
+        agents.push((key, reply["agent_id"].as_str().unwrap().parse::<AgentId>().unwrap()));
+    }
+
+    // The agents run on their own runtime and connections, so their CPU time is told apart.
+    let client_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(CLIENT_THREADS)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("# issuance benchmark: backend {backend}, {clients} concurrent agents, {cores} cores, {seconds} s\n");
+    // Warm up connections and caches, then measure.
+    for (warmup, secs) in [(true, 1), (false, seconds)] {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let started = Instant::now();
+        let cpu_before = CpuSplit::now(CLIENT_THREADS);
+        let tasks: Vec<_> = agents
+            .iter()
+            .map(|(key, agent_id)| {
+                client_runtime.spawn(agent_loop(
+                    address,
+                    key.clone_for_bench(),
+                    agent_id.clone(),
+                    api_key.clone(),
+                    deadline,
+                ))
+            })
+            .collect();
+        let mut latencies = Vec::new();
+        for task in tasks {
+            latencies.extend(task.await.unwrap());
+        }
+        let elapsed = started.elapsed();
+        let cpu = CpuSplit::now(CLIENT_THREADS).since(cpu_before);
+        if warmup {
+            continue;
+        }
+        latencies.sort();
+        println!("| measurement | result |");
+        println!("|---|---|");
+        println!(
+            "| AATs issued (challenge + token), {clients} agents | {} in {:.1} s = **{:.0}/s** (p50 {}, p99 {}) |",
+            latencies.len(),
+            elapsed.as_secs_f64(),
+            latencies.len() as f64 / elapsed.as_secs_f64(),
+            ms(percentile(&latencies, 0.5)),
+            ms(percentile(&latencies, 0.99))
+        );
+        let per_aat = |seconds: f64| seconds * 1e6 / latencies.len() as f64;
+        let authority = cpu.server + cpu.database;
+        println!(
+            "| CPU per AAT | authority {:.0} µs (database server {:.0} µs), clients {:.0} µs; \
+             busy {:.0} % of {cores} cores |",
+            per_aat(authority),
+            per_aat(cpu.database),
+            per_aat(cpu.clients),
+            (authority + cpu.clients) * 100.0 / (elapsed.as_secs_f64() * cores as f64),
+        );
+        println!(
+            "| AATs/s the authority's CPU time alone would allow on {cores} cores (derived) | {:.0}/s |",
+            cores as f64 * 1e6 / per_aat(authority)
+        );
+    }
+    client_runtime.shutdown_background();
+
+    if let Some((admin_url, name, _)) = postgres {
+        opened.database.close().await;
+        drop_postgres_database(&admin_url, &name).await;
+    }
+}
+
+/// Name prefix of the client runtime's threads.
+const CLIENT_THREADS: &str = "bench-client";
+
+/// Test keys are cheap to copy for the benchmark's tasks.
+trait CloneForBench {
+    fn clone_for_bench(&self) -> Self;
+}
+
+impl CloneForBench for KeyPair {
+    fn clone_for_bench(&self) -> Self {
+        Self::from_pkcs8_der(&self.to_pkcs8_der().unwrap()).unwrap()
+    }
+}

@@ -1,0 +1,77 @@
+//! [`AuthorityError`]: why an authority could not be created, opened or served.
+
+use std::path::{Path, PathBuf};
+
+use aip_aat::keyfile::KeyFileError;
+use aip_aat::keys::KeyError;
+use aip_db::DbError;
+use aip_issuer::keys::KeysError;
+use aip_issuer::service::IssuerError;
+use aip_registry::ca::CaError;
+use aip_registry::service::RegistryError;
+use aip_registry::store::StoreError;
+
+use crate::config::ConfigError;
+
+/// The authority could not be created or opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthorityError {
+    /// There is already an authority there.
+    #[error("{0}")]
+    AlreadyInitialized(String),
+    /// No authority there.
+    #[error("no authority in {0} (run `aip-ca init`)")]
+    NotInitialized(PathBuf),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A key file could not be read or written.
+    #[error("{path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: KeyFileError,
+    },
+    /// A key could not be generated.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The CA certificates could not be made.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// The database failed.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The token issuer's signing keys could not be made or read.
+    #[error(transparent)]
+    IssuerKeys(#[from] KeysError),
+    /// The token issuer failed to start.
+    #[error(transparent)]
+    Issuer(#[from] IssuerError),
+}
+
+impl From<DbError> for AuthorityError {
+    fn from(e: DbError) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+/// An I/O failure on `path`.
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuthorityError + '_ {
+    move |source| AuthorityError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}

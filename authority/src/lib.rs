@@ -1,0 +1,25 @@
+//! One AIP identity authority: the registry and the token issuer, wired together over one
+//! database and served on one listener.
+//!
+//! - [`config`]: `aip.toml` — the file, and the registry's and issuer's sections in it;
+//! - [`init`]: creating an authority directory (CA, keys, configuration, database, first
+//!   admin token, first issuer signing key);
+//! - [`open`]: opening one, with the registry and the issuer wired together ([`Authority`]);
+//! - [`directory`]: where the two services meet in one process — the issuer's
+//!   `AgentDirectory` over the registry, the registry's `TokenKeys` over the issuer's keys;
+//! - [`server`]: serving it.
+//!
+//! `aip-ca init`, `aip-ca serve` and the offline commands are thin calls into this crate.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod directory;
+pub mod error;
+pub mod init;
+pub mod open;
+pub mod server;
+
+pub use error::AuthorityError;
+pub use init::{InitOptions, Initialized, init};
+pub use open::{Authority, Overrides, open, open_database};

@@ -1,0 +1,155 @@
+//! Opening an authority: its configuration, keys and database, and the registry and token
+//! issuer wired together over them ([`Authority`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aip_aat::clock::Clock;
+use aip_aat::keyfile::{self, Passphrase, Protection};
+use aip_aat::keys::{Algorithm, Signer};
+use aip_api::registry::IssuerEndpoints;
+use aip_db::Database;
+use aip_issuer::keys::{SigningKeys, ensure_key};
+use aip_issuer::service::Issuer;
+use aip_issuer::store::IssuerStore;
+use aip_registry::ca::{CaCertificates, CertificateAuthority};
+use aip_registry::service::Registry;
+use aip_registry::store::SqlStore;
+
+use crate::config::{CONFIG_FILE, FileConfig, TlsFiles};
+use crate::directory::{IssuerKeys, LocalDirectory};
+use crate::error::{AuthorityError, io};
+use crate::init::{database_url, exists};
+
+/// Runtime overrides of the configuration (environment and flags).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// Listen address.
+    pub listen: Option<String>,
+    /// Database URL.
+    pub database_url: Option<String>,
+    /// Public base URL.
+    pub public_url: Option<String>,
+    /// TLS certificate and key.
+    pub tls: Option<TlsFiles>,
+}
+
+/// An opened authority: the registry and the token issuer over one database, ready to serve.
+#[derive(Debug)]
+pub struct Authority {
+    /// The registry.
+    pub registry: Arc<Registry>,
+    /// The token issuer, reaching the registry in-process.
+    pub issuer: Arc<Issuer>,
+    /// The database both use.
+    pub database: Database,
+    /// The authority directory.
+    pub dir: PathBuf,
+    /// Address to listen on.
+    pub listen: String,
+    /// TLS files, resolved against the directory.
+    pub tls: Option<TlsFiles>,
+    /// The configuration as loaded (before overrides).
+    pub config: FileConfig,
+}
+
+/// The passphrase a protection uses, if any.
+fn passphrase<'a>(protection: &Protection<'a>) -> Option<&'a Passphrase> {
+    match protection {
+        Protection::Passphrase(passphrase, _) => Some(passphrase),
+        Protection::InsecureNone => None,
+    }
+}
+
+/// Opens the authority in `dir`, unlocking its keys with `protection`'s passphrase (ignored
+/// for keys stored without one), and wires the registry and the token issuer together. An
+/// authority made before the token issuer existed gets its first signing key now, under
+/// `protection`.
+pub async fn open(
+    dir: &Path,
+    protection: Protection<'_>,
+    overrides: &Overrides,
+    clock: Arc<dyn Clock>,
+) -> Result<Authority, AuthorityError> {
+    if !exists(dir) {
+        return Err(AuthorityError::NotInitialized(dir.to_owned()));
+    }
+    let passphrase = passphrase(&protection);
+    let config = FileConfig::load(dir)?;
+    let mut effective = config.clone();
+    if let Some(url) = &overrides.public_url {
+        effective.public_url.clone_from(url);
+    }
+    let settings = effective.registry_settings(&dir.join(CONFIG_FILE))?;
+    let read_key = |relative: &Path| -> Result<Arc<dyn Signer>, AuthorityError> {
+        let path = dir.join(relative);
+        let key = keyfile::read(&path, passphrase).map_err(|source| AuthorityError::KeyFile { path, source })?;
+        Ok(Arc::new(key))
+    };
+    let issuing = read_key(&config.keys.issuing_ca_key)?;
+    let registry_key = read_key(&config.keys.registry_key)?;
+    let read_pem = |relative: &Path| {
+        let path = dir.join(relative);
+        std::fs::read_to_string(&path).map_err(io(&path))
+    };
+    let certificates = CaCertificates {
+        root_pem: read_pem(&config.keys.root_ca_cert)?,
+        issuing_pem: read_pem(&config.keys.issuing_ca_cert)?,
+    };
+    let url = overrides
+        .database_url
+        .clone()
+        .unwrap_or_else(|| database_url(dir, config.database_url.as_deref()));
+    let database = Database::connect(&url).await?;
+    let ca = CertificateAuthority::new(&settings.trust_domain, issuing, certificates);
+    let public_url = settings.public_url.clone();
+    let registry = Arc::new(Registry::new(
+        Arc::new(SqlStore::new(database.clone())),
+        ca,
+        registry_key,
+        settings,
+        clock.clone(),
+    ));
+
+    let store = IssuerStore::new(&database);
+    let now = clock.now();
+    ensure_key(&store, Algorithm::EdDSA, protection, now).await?;
+    let keys = Arc::new(SigningKeys::load(&store, passphrase, now).await?);
+    let issuer_settings = effective.issuer_settings(&public_url, dir)?;
+    let directory = LocalDirectory::new(registry.clone());
+    let issuer = Issuer::new(issuer_settings, directory, store, keys.clone(), clock).await?;
+    registry.attach_token_issuer(
+        Arc::new(IssuerKeys(keys)),
+        IssuerEndpoints {
+            issuer: public_url.clone(),
+            challenge_endpoint: format!("{public_url}/v1/challenge"),
+            token_endpoint: format!("{public_url}/v1/token"),
+            revocation_endpoint: format!("{public_url}/v1/revoke"),
+        },
+    );
+
+    let tls = overrides.tls.clone().or_else(|| config.tls.clone()).map(|t| TlsFiles {
+        cert: dir.join(t.cert),
+        key: dir.join(t.key),
+    });
+    let listen = overrides.listen.clone().unwrap_or_else(|| config.listen.clone());
+    Ok(Authority {
+        registry,
+        issuer: Arc::new(issuer),
+        database,
+        dir: dir.to_owned(),
+        listen,
+        tls,
+        config,
+    })
+}
+
+/// The database of the authority in `dir`, as its configuration names it (or `url`, when
+/// given), for the commands that work on it offline (`audit verify`, `keys`).
+pub async fn open_database(dir: &Path, url: Option<&str>) -> Result<Database, AuthorityError> {
+    let url = match url {
+        Some(url) => url.to_owned(),
+        None => database_url(dir, FileConfig::load(dir)?.database_url.as_deref()),
+    };
+    Ok(Database::connect(&url).await?)
+}

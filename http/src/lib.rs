@@ -1,0 +1,248 @@
+//! The HTTP plumbing the authority's services (registry, token issuer) and the proxy's API
+//! share.
+//!
+//! - [`ApiError`]: the one place an error becomes a response — an OAuth-style
+//!   `{"error", "error_description"}` body ([`aip_api::ErrorBody`]) with the right status and,
+//!   on 401, a `WWW-Authenticate` challenge. Internal details are logged by the caller, never
+//!   sent.
+//! - [`StrictJson`] and [`OptionalJson`]: request bodies declared `application/json`, within
+//!   the router's body limit, parsed strictly (an object, no duplicate or unknown members).
+//! - [`bearer`]: the token of `Authorization: Bearer`.
+//! - [`no_store`], [`not_found`], [`method_not_allowed`]: what every service answers alike.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use aip_api::ErrorBody;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Largest request body the authority accepts.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    description: String,
+    challenge: Option<&'static str>,
+}
+
+impl ApiError {
+    /// An error with this status, `error` code and description.
+    pub fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            description: description.into(),
+            challenge: None,
+        }
+    }
+
+    /// `400 invalid_request`.
+    pub fn bad_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    /// `401 invalid_token` with the `WWW-Authenticate` challenge `challenge`.
+    pub fn unauthorized(challenge: &'static str, description: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_token", description).with_challenge(challenge)
+    }
+
+    /// The same error with a `WWW-Authenticate` challenge.
+    #[must_use]
+    pub fn with_challenge(self, challenge: &'static str) -> Self {
+        Self {
+            challenge: Some(challenge),
+            ..self
+        }
+    }
+
+    /// `500 server_error`, saying nothing of the cause (which the caller logs).
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The `error` code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.code.to_owned(),
+            error_description: self.description,
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(challenge) = self.challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        response
+    }
+}
+
+/// The token of `Authorization: Bearer <token>` (the scheme in any case, the token trimmed);
+/// `None` when the header is missing, not visible ASCII, of another scheme, or empty.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Headers that keep a response with a secret out of caches.
+pub fn no_store() -> [(HeaderName, &'static str); 2] {
+    [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")]
+}
+
+/// The answer for a path no route serves.
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// The answer for a method a route does not take.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request",
+        "this endpoint does not accept that method",
+    )
+}
+
+/// Whether the request declares a JSON body (`Content-Type: application/json`, parameters
+/// allowed).
+pub fn declares_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// `415` for a body that is not declared JSON.
+pub fn not_json() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "invalid_request",
+        "the body must be JSON (Content-Type: application/json)",
+    )
+}
+
+/// The error for a body that could not be read: `413` past `limit` bytes, else `400`.
+pub fn unreadable_body(rejection: &BytesRejection, limit: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            format!("the body is larger than {limit} bytes"),
+        )
+    } else {
+        ApiError::bad_request("the body could not be read")
+    }
+}
+
+/// A strictly parsed JSON body, with the value it was parsed from (which request proofs
+/// cover). A missing body is refused.
+#[derive(Debug)]
+pub struct StrictJson<T>(pub T, pub Value);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for StrictJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state).await?;
+        if bytes.is_empty() {
+            return Err(ApiError::bad_request("a JSON body is required"));
+        }
+        parse_body(&bytes).map(|(t, v)| Self(t, v))
+    }
+}
+
+/// An optional strict JSON body: an empty body means the type's default.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(Self(T::default()));
+        }
+        parse_body(&bytes).map(|(t, _)| Self(t))
+    }
+}
+
+/// Reads the body within the router's limit ([`MAX_BODY_BYTES`] unless the router sets
+/// another); a non-empty body must be declared JSON.
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let declared_json = declares_json(req.headers());
+    let bytes = Bytes::from_request(req, state)
+        .await
+        .map_err(|rejection| unreadable_body(&rejection, MAX_BODY_BYTES))?;
+    if !bytes.is_empty() && !declared_json {
+        return Err(not_json());
+    }
+    Ok(bytes)
+}
+
+/// Parses a body strictly: UTF-8, one JSON object, no duplicate members, the type's own
+/// members only.
+fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, Value), ApiError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+    let value = aip_aat::jcs::parse_strict(text).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    let parsed = aip_aat::json::object(&value).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
+    Ok((parsed, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(authorization: &[u8]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_bytes(authorization).unwrap());
+        headers
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_header() {
+        assert_eq!(bearer(&headers(b"Bearer abc")), Some("abc"));
+        assert_eq!(bearer(&headers(b"bearer  abc ")), Some("abc"));
+        for refused in [&b"Basic YWRtaW4="[..], b"Bearer ", b"Bearer", b"abc", b"Bearer \xff"] {
+            assert_eq!(bearer(&headers(refused)), None, "{refused:?}");
+        }
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+
+    #[tokio::test]
+    async fn errors_have_the_oauth_shape() {
+        let response = ApiError::unauthorized(r#"Bearer realm="aip""#, "no token").into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], r#"Bearer realm="aip""#);
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        let body: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body.error, "invalid_token");
+        assert_eq!(body.error_description, "no token");
+    }
+}

@@ -1,0 +1,186 @@
+//! Minting an AAT for a grant, recording it through the ledger (which refuses a replayed
+//! challenge, a revoked user, a reused refresh token or an ended session), and auditing
+//! denials.
+
+use aip_aat::ids::Jti;
+use aip_aat::secret::SecretString;
+use aip_aat::token::{
+    AAT_VERSION, AatClaims, AgentClaims, Audience, Capabilities, Confirmation, ContextClaims, UserBinding, encode_aat,
+};
+use aip_api::issuer::{DeniedCapabilities, GrantType, GrantedCapabilities, TokenErrorCode, TokenResponse};
+use aip_db::audit::AuditEntry;
+use serde_json::json;
+
+use super::error::IssuerError;
+use super::state::Issuer;
+use crate::challenge::OpenedChallenge;
+use crate::directory::DirectoryAgent;
+use crate::store::{Issuance, IssuedToken, LedgerError, Refusal, SessionChange, SessionRecord};
+
+/// Everything [`Issuer::mint`] needs.
+pub(super) struct Mint<'a> {
+    pub(super) agent: &'a DirectoryAgent,
+    pub(super) audience: &'a str,
+    pub(super) binding: Option<UserBinding>,
+    pub(super) capabilities: Capabilities,
+    pub(super) session: &'a SessionRecord,
+    pub(super) change: SessionChange,
+    pub(super) challenge: OpenedChallenge,
+    pub(super) refresh_token: SecretString,
+    pub(super) denied: Vec<String>,
+    pub(super) grant: GrantType,
+    pub(super) actor: String,
+    pub(super) now: i64,
+}
+
+pub(super) fn grant_name(grant: GrantType) -> &'static str {
+    match grant {
+        GrantType::AgentAuthentication => "agent_authentication",
+        GrantType::AatRefresh => "aat_refresh",
+        GrantType::AgentAttestation => "agent_attestation",
+    }
+}
+
+impl Issuer {
+    pub(super) async fn mint(&self, m: Mint<'_>) -> Result<TokenResponse, IssuerError> {
+        let expires_at = (m.now + self.settings.token_ttl).min(m.session.expires_at);
+        let jti = Jti::time_ordered(&*self.clock).map_err(IssuerError::internal)?;
+        let signer = self.keys.signer();
+        let claims = AatClaims {
+            aat_version: AAT_VERSION.into(),
+            iss: self.settings.issuer_id.clone(),
+            sub: m.agent.agent_id.clone(),
+            aud: Audience::one(m.audience),
+            iat: m.now,
+            exp: expires_at,
+            nbf: None,
+            jti: jti.clone(),
+            agent: AgentClaims {
+                id: m.agent.agent_id.clone(),
+                name: Some(m.agent.name.clone()),
+                public_key_thumbprint: m.agent.public_key.thumbprint().clone(),
+                aid_hash: None,
+            },
+            user_binding: m.binding,
+            capabilities: m.capabilities,
+            context: ContextClaims {
+                session_id: m.session.session_id.clone(),
+                policy_hash: None,
+                registry_id: self.settings.registry_id.clone(),
+            },
+            cnf: Some(Confirmation {
+                jkt: m.agent.public_key.thumbprint().clone(),
+            }),
+        };
+        let aat = encode_aat(&claims, &**signer).map_err(IssuerError::internal)?;
+        let user_id = claims.user_binding.as_ref().map(|b| b.user_id.clone());
+        let refresh = matches!(m.change, SessionChange::Refresh { .. });
+        let issuance = Issuance {
+            challenge: m.challenge,
+            token: IssuedToken {
+                jti: jti.to_string(),
+                agent_id: m.agent.agent_id.clone(),
+                user_id: user_id.clone(),
+                session_id: m.session.session_id.clone(),
+                kid: signer.key_id().to_string(),
+                issued_at: m.now,
+                expires_at,
+            },
+            session: m.change,
+            audit: AuditEntry {
+                actor: m.actor,
+                action: if refresh { "token.refresh" } else { "token.issue" },
+                subject: jti.to_string(),
+                details: json!({
+                    "agent_id": m.agent.agent_id,
+                    "user_id": user_id,
+                    "session_id": m.session.session_id,
+                    "audience": m.audience,
+                    "tools": claims.capabilities.tools,
+                    "exp": expires_at,
+                    "kid": signer.key_id(),
+                    "grant": grant_name(m.grant),
+                }),
+            },
+        };
+        match self.ledger.issue(issuance).await {
+            Ok(()) => {}
+            Err(LedgerError::Refused(refusal)) => {
+                return Err(match refusal {
+                    Refusal::ChallengeReplayed => IssuerError::token(
+                        TokenErrorCode::InvalidProof,
+                        "the challenge was already used; request a new one",
+                    ),
+                    Refusal::UserRevoked => {
+                        self.deny(
+                            m.agent,
+                            m.grant,
+                            m.audience,
+                            TokenErrorCode::UserAuthFailed,
+                            "the user's authorization was revoked".into(),
+                            m.now,
+                        )
+                        .await
+                    }
+                    Refusal::RefreshReused => {
+                        self.end_session(&m.session.session_id, "refresh token reuse").await;
+                        IssuerError::token(
+                            TokenErrorCode::InvalidGrant,
+                            "the refresh token was already used; the session is revoked",
+                        )
+                    }
+                    Refusal::SessionEnded => {
+                        IssuerError::token(TokenErrorCode::InvalidGrant, "the session was revoked or has ended")
+                    }
+                });
+            }
+            Err(LedgerError::Store(e)) => return Err(IssuerError::internal(e)),
+        }
+        let denied_reason = if m.denied.is_empty() {
+            "all requested capabilities granted".to_owned()
+        } else {
+            "not among the agent's registered capabilities or the user's delegatable tools".to_owned()
+        };
+        Ok(TokenResponse {
+            aat: SecretString::new(aat),
+            token_type: "aat+jwt".into(),
+            expires_in: u64::try_from(expires_at - m.now).unwrap_or(0),
+            refresh_token: Some(m.refresh_token),
+            capabilities_granted: GrantedCapabilities {
+                tools: claims.capabilities.tools,
+                resource_scopes: claims.capabilities.resource_scopes,
+            },
+            capabilities_denied: DeniedCapabilities {
+                tools: m.denied,
+                reason: denied_reason,
+            },
+        })
+    }
+
+    /// Records a refusal of a request whose agent proved possession of its key, and returns it.
+    pub(super) async fn deny(
+        &self,
+        agent: &DirectoryAgent,
+        grant: GrantType,
+        audience: &str,
+        code: TokenErrorCode,
+        description: String,
+        now: i64,
+    ) -> IssuerError {
+        let entry = AuditEntry {
+            actor: format!("agent:{}", agent.agent_id),
+            action: "token.deny",
+            subject: agent.agent_id.to_string(),
+            details: json!({
+                "grant": grant_name(grant),
+                "error": code,
+                "description": description,
+                "audience": audience,
+            }),
+        };
+        if let Err(e) = self.ledger.audit(entry, now).await {
+            tracing::warn!(error = ?e, "could not audit a token denial");
+        }
+        IssuerError::token(code, description)
+    }
+}

@@ -1,0 +1,409 @@
+//! [`Ledger`]: the group commit of token issuances. Callers queue issuances (and denial
+//! records) and wait for the transaction that holds theirs to commit: each issuance is still
+//! all-or-nothing, and acknowledged only once committed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::PoisonError;
+use std::time::Duration;
+
+use aip_aat::ids::AgentId;
+use aip_db::audit::AuditEntry;
+use aip_db::{DbError, Lock, Script, Write, backend};
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
+
+use super::base::IssuerStore;
+use super::sessions::SessionRecord;
+use crate::challenge::OpenedChallenge;
+
+/// An AAT to record in the issuance log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedToken {
+    /// `jti`.
+    pub jti: String,
+    /// The agent.
+    pub agent_id: AgentId,
+    /// The user.
+    pub user_id: Option<String>,
+    /// The session.
+    pub session_id: String,
+    /// Signing key.
+    pub kid: String,
+    /// `iat`.
+    pub issued_at: i64,
+    /// `exp`.
+    pub expires_at: i64,
+}
+
+/// What an issuance does to its session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionChange {
+    /// Starts a session with its first refresh token.
+    New {
+        /// The session.
+        session: SessionRecord,
+        /// SHA-256 of the refresh token handed out.
+        refresh_digest: String,
+    },
+    /// Exchanges a refresh token for the next one.
+    Refresh {
+        /// The session.
+        session_id: String,
+        /// SHA-256 of the refresh token presented.
+        presented: String,
+        /// SHA-256 of the refresh token handed out.
+        next: String,
+    },
+}
+
+/// One token issuance for the [`Ledger`].
+#[derive(Clone, Debug)]
+pub struct Issuance {
+    /// The challenge answered; recorded as used.
+    pub challenge: OpenedChallenge,
+    /// The token.
+    pub token: IssuedToken,
+    /// Its session.
+    pub session: SessionChange,
+    /// The audit record of the issuance.
+    pub audit: AuditEntry,
+}
+
+/// Why the ledger refused an issuance (nothing of it was written).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The challenge was answered before.
+    #[error("the challenge was already used")]
+    ChallengeReplayed,
+    /// The user was revoked.
+    #[error("the user's authorization was revoked")]
+    UserRevoked,
+    /// The refresh token was exchanged before: the session must be revoked.
+    #[error("the refresh token was already used")]
+    RefreshReused,
+    /// The session was revoked or ended.
+    #[error("the session was revoked or has ended")]
+    SessionEnded,
+}
+
+/// What the ledger answers for one operation.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// Refused; a denial was audited when `audit_denial` was set.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The database failed; nothing was written.
+    #[error(transparent)]
+    Store(#[from] DbError),
+}
+
+enum Op {
+    Issue(Box<Issuance>, oneshot::Sender<Result<(), LedgerError>>),
+    Audit(AuditEntry, i64, oneshot::Sender<Result<(), LedgerError>>),
+}
+
+impl IssuerStore {
+    /// Commits a batch in a fixed number of round trips (plus two per refresh): each issuance
+    /// is applied or refused on its own (a refused one writes nothing but, for refresh
+    /// refusals, the use of its challenge), every applied one and every denial is audited, and
+    /// all of it commits together.
+    async fn commit_batch(&self, ops: &[&Op]) -> Result<Vec<Result<(), Refusal>>, DbError> {
+        let issuances: Vec<(usize, &Issuance)> = ops
+            .iter()
+            .enumerate()
+            .filter_map(|(i, op)| match op {
+                Op::Issue(issuance, _) => Some((i, &**issuance)),
+                Op::Audit(..) => None,
+            })
+            .collect();
+        let mut outcomes: Vec<Result<(), Refusal>> = vec![Ok(()); ops.len()];
+
+        // 1. With the lock: the revoked users, and the challenges used here for the first time
+        // ever (a revoked user's challenge is not used up).
+        let (mut w, rows) = self.db.write_with(Lock::batch(), self.claim(&issuances)).await?;
+        let mut revoked = HashSet::new();
+        let mut claimed = HashSet::new();
+        for row in rows {
+            let kind: String = row.try_get("kind").map_err(backend)?;
+            let value: String = row.try_get("value").map_err(backend)?;
+            match kind.as_str() {
+                "revoked" => revoked.insert(value),
+                "claimed" => claimed.insert(value),
+                _ => return Err(DbError::Corrupt("claim row")),
+            };
+        }
+        // 2. Each challenge goes to the first issuance in the batch that presented it.
+        for (i, issuance) in &issuances {
+            if issuance.token.user_id.as_ref().is_some_and(|u| revoked.contains(u)) {
+                outcomes[*i] = Err(Refusal::UserRevoked);
+            } else if !claimed.remove(&issuance.challenge.id) {
+                outcomes[*i] = Err(Refusal::ChallengeReplayed);
+            }
+        }
+
+        // 3. Refreshes: the session must be live and the presented token unused.
+        for (i, issuance) in &issuances {
+            if outcomes[*i].is_err() {
+                continue;
+            }
+            if let SessionChange::Refresh {
+                session_id, presented, ..
+            } = &issuance.session
+            {
+                outcomes[*i] = Self::exchange(&mut w, session_id, presented, issuance.token.issued_at).await?;
+            }
+        }
+
+        // 4. What the applied issuances create, their audit records and the denials', in queue
+        // order, and the new chain head: one round trip.
+        let applied: Vec<&Issuance> = issuances
+            .iter()
+            .filter(|(i, _)| outcomes[*i].is_ok())
+            .map(|(_, issuance)| *issuance)
+            .collect();
+        let mut writes = Script::new(self.db.dialect());
+        Self::insert_issuances(&mut writes, &applied);
+        let mut records = Vec::new();
+        for (op, outcome) in ops.iter().zip(&outcomes) {
+            match op {
+                Op::Issue(issuance, _) if outcome.is_ok() => records.push((&issuance.audit, issuance.token.issued_at)),
+                Op::Issue(..) => {}
+                Op::Audit(entry, at, _) => records.push((entry, *at)),
+            }
+        }
+        w.audit_in(&mut writes, &records)?;
+
+        // 5. How long each signing key must stay published: written when it moves by more than
+        // a minute (well inside the publication margin), not on every batch.
+        let mut last_expiry: HashMap<&str, i64> = HashMap::new();
+        for issuance in &applied {
+            let last = last_expiry.entry(issuance.token.kid.as_str()).or_insert(0);
+            *last = (*last).max(issuance.token.expires_at);
+        }
+        let mut written = self.key_expiry.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        for (kid, expiry) in last_expiry {
+            if written.get(kid).is_some_and(|w| *w + 60 >= expiry) {
+                continue;
+            }
+            let (until, key, later) = (writes.param(), writes.param(), writes.param());
+            writes.push(format!(
+                "UPDATE issuer_keys SET last_expiry = {until} WHERE kid = {key} AND last_expiry < {later}"
+            ));
+            writes.bind(expiry + 60).bind(kid).bind(expiry + 60);
+            written.insert(kid.to_owned(), expiry + 60);
+        }
+        // The new length of the audit chain is recorded in the same round trip.
+        w.commit_with(writes).await?;
+        *self.key_expiry.lock().unwrap_or_else(PoisonError::into_inner) = written;
+        Ok(outcomes)
+    }
+
+    /// The statements that find the batch's revoked users and use up its challenges, each row
+    /// a `kind` (`revoked` or `claimed`) and a `value` (the user or the challenge).
+    fn claim(&self, issuances: &[(usize, &Issuance)]) -> Script {
+        let mut claim = Script::new(self.db.dialect());
+        let users: HashSet<&str> = issuances
+            .iter()
+            .filter_map(|(_, x)| x.token.user_id.as_deref())
+            .collect();
+        if !users.is_empty() {
+            let list = claim.values(1, users.len());
+            claim.push(format!(
+                "SELECT CAST('revoked' AS TEXT) AS kind, user_id AS value FROM user_revocations WHERE user_id IN {list}"
+            ));
+            for user in users {
+                claim.bind(user);
+            }
+        }
+        if !issuances.is_empty() {
+            let values = claim.values(issuances.len(), 3);
+            let verb = self.db.dialect().insert_verb();
+            // Duplicates within the batch are skipped like any other conflict.
+            claim.push(format!(
+                "WITH v (challenge_id, expires_at, user_id) AS (VALUES {values}) \
+                 {verb} used_challenges (challenge_id, expires_at) SELECT challenge_id, expires_at FROM v \
+                 WHERE NOT EXISTS (SELECT 1 FROM user_revocations r WHERE r.user_id = v.user_id) \
+                 ON CONFLICT (challenge_id) DO NOTHING \
+                 RETURNING CAST('claimed' AS TEXT) AS kind, challenge_id AS value"
+            ));
+            for (_, issuance) in issuances {
+                claim
+                    .bind(&issuance.challenge.id)
+                    .bind(issuance.challenge.expires_at)
+                    .bind(issuance.token.user_id.as_deref());
+            }
+        }
+        claim
+    }
+
+    /// Adds the sessions, refresh tokens and issuance-log rows of `applied` to `writes`.
+    fn insert_issuances(writes: &mut Script, applied: &[&Issuance]) {
+        let sessions: Vec<&SessionRecord> = applied
+            .iter()
+            .filter_map(|x| match &x.session {
+                SessionChange::New { session, .. } => Some(session),
+                SessionChange::Refresh { .. } => None,
+            })
+            .collect();
+        if !sessions.is_empty() {
+            writes.insert_values(
+                "sessions (session_id, agent_id, user_id, auth_method, auth_time, delegation_scope, \
+                 audience, capabilities, created_at, expires_at)",
+                sessions.len(),
+                10,
+            );
+            for session in &sessions {
+                writes
+                    .bind(&session.session_id)
+                    .bind(session.agent_id.as_str())
+                    .bind(session.user_id.as_deref())
+                    .bind(session.auth_method.as_deref())
+                    .bind(session.auth_time)
+                    .bind(session.delegation_scope.as_deref())
+                    .bind(&session.audience)
+                    .bind(&session.capabilities)
+                    .bind(session.created_at)
+                    .bind(session.expires_at);
+            }
+        }
+        if applied.is_empty() {
+            return;
+        }
+        writes.insert_values("refresh_tokens (digest, session_id, created_at)", applied.len(), 3);
+        for issuance in applied {
+            let digest = match &issuance.session {
+                SessionChange::New { refresh_digest, .. } => refresh_digest,
+                SessionChange::Refresh { next, .. } => next,
+            };
+            writes
+                .bind(digest)
+                .bind(&issuance.token.session_id)
+                .bind(issuance.token.issued_at);
+        }
+        writes.insert_values(
+            "issued_tokens (jti, agent_id, user_id, session_id, kid, issued_at, expires_at)",
+            applied.len(),
+            7,
+        );
+        for issuance in applied {
+            let token = &issuance.token;
+            writes
+                .bind(&token.jti)
+                .bind(token.agent_id.as_str())
+                .bind(token.user_id.as_deref())
+                .bind(&token.session_id)
+                .bind(&token.kid)
+                .bind(token.issued_at)
+                .bind(token.expires_at);
+        }
+    }
+
+    /// Marks a refresh token used, if its session is live and it was not used before.
+    async fn exchange(
+        w: &mut Write,
+        session_id: &str,
+        presented: &str,
+        at: i64,
+    ) -> Result<Result<(), Refusal>, DbError> {
+        let live = sqlx::query(
+            "SELECT 1 AS live FROM sessions WHERE session_id = $1 AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(session_id)
+        .bind(at)
+        .fetch_optional(w.conn())
+        .await
+        .map_err(backend)?;
+        if live.is_none() {
+            return Ok(Err(Refusal::SessionEnded));
+        }
+        let exchanged = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $1 WHERE digest = $2 AND session_id = $3 AND used_at IS NULL",
+        )
+        .bind(at)
+        .bind(presented)
+        .bind(session_id)
+        .execute(w.conn())
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        Ok(if exchanged == 0 {
+            Err(Refusal::RefreshReused)
+        } else {
+            Ok(())
+        })
+    }
+}
+
+/// Most operations committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Group commit of issuances and denial records: callers queue operations and wait for the
+/// transaction that holds theirs to commit.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    queue: mpsc::Sender<Op>,
+}
+
+impl Ledger {
+    /// Starts the writer task over `store`.
+    pub fn start(store: IssuerStore) -> Self {
+        let (queue, mut incoming) = mpsc::channel::<Op>(4 * MAX_BATCH);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let ops: Vec<&Op> = batch.iter().collect();
+                let result = store.commit_batch(&ops).await;
+                match result {
+                    Ok(outcomes) => {
+                        for (op, outcome) in batch.drain(..).zip(outcomes) {
+                            reply(op, outcome.map_err(LedgerError::from));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = ?e, operations = batch.len(), "issuance batch failed; retrying one by one");
+                        // One bad operation must not fail its neighbours: retry each alone.
+                        for op in batch.drain(..) {
+                            let outcome = store.commit_batch(&[&op]).await;
+                            let outcome = match outcome {
+                                Ok(mut outcomes) => outcomes.pop().unwrap_or(Ok(())).map_err(LedgerError::from),
+                                Err(e) => Err(LedgerError::Store(e)),
+                            };
+                            reply(op, outcome);
+                        }
+                    }
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    async fn submit(&self, op: Op, done: oneshot::Receiver<Result<(), LedgerError>>) -> Result<(), LedgerError> {
+        let closed = || LedgerError::Store(DbError::Corrupt("the issuance writer stopped"));
+        self.queue.send(op).await.map_err(|_| closed())?;
+        match tokio::time::timeout(Duration::from_secs(30), done).await {
+            Ok(Ok(outcome)) => outcome,
+            _ => Err(closed()),
+        }
+    }
+
+    /// Records an issuance; returns once it is committed, or why it was refused.
+    pub async fn issue(&self, issuance: Issuance) -> Result<(), LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Op::Issue(Box::new(issuance), tx), rx).await
+    }
+
+    /// Appends an audit record (a denial) through the same group commit.
+    pub async fn audit(&self, entry: AuditEntry, at: i64) -> Result<(), LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Op::Audit(entry, at, tx), rx).await
+    }
+}
+
+fn reply(op: Op, outcome: Result<(), LedgerError>) {
+    let sender = match op {
+        Op::Issue(_, sender) | Op::Audit(_, _, sender) => sender,
+    };
+    // The caller may have given up waiting; the outcome is committed regardless.
+    let _ = sender.send(outcome);
+}

@@ -1,0 +1,45 @@
+//! Who is calling: the bearer token of `Authorization`, as the registry knows it.
+
+use std::sync::Arc;
+
+use aip_http::ApiError;
+use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+
+use super::errors::ApiResult;
+use crate::service::{Principal, Registry, RegistryError};
+
+/// The bearer token of `Authorization: Bearer`, or the 401 to answer without one.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    aip_http::bearer(headers)
+        .ok_or_else(|| ApiError::unauthorized(r#"Bearer realm="aip""#, "an Authorization: Bearer token is required"))
+}
+
+/// A 401 with a `WWW-Authenticate` challenge for an invalid bearer token.
+pub(super) fn invalid_token(description: impl Into<String>) -> ApiError {
+    ApiError::unauthorized(r#"Bearer realm="aip", error="invalid_token""#, description)
+}
+
+/// The caller, from `Authorization: Bearer`.
+/// The caller, from `Authorization: Bearer`.
+pub(super) struct Caller(pub(super) Principal);
+
+impl FromRequestParts<Arc<Registry>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, registry: &Arc<Registry>) -> Result<Self, ApiError> {
+        let token = bearer_token(&parts.headers)?;
+        Ok(Self(registry.authenticate(token).await?))
+    }
+}
+
+impl Caller {
+    pub(super) fn reader(self) -> ApiResult<Principal> {
+        if self.0.can_read() {
+            Ok(self.0)
+        } else {
+            Err(RegistryError::Forbidden("this token cannot read registry data").into())
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! What the registry publishes: the revocation list (JSON with its version and ETag, and
+//! signed), the X.509 CRL, the event stream and the background work that feeds it, the JWKS
+//! and the discovery document.
+
+use std::future::Future;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use aip_aat::aid::AID_VERSION;
+use aip_aat::keys::{Algorithm, Jwks};
+use aip_api::registry::{Discovery, PublishRevocationsRequest};
+use aip_db::audit::AuditEntry;
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use super::checks::{check_field, check_reason};
+use super::error::RegistryError;
+use super::principal::Principal;
+use super::state::{PublishedList, Registry};
+use crate::metrics as m;
+use crate::store::{Revocations, RevokedEntry, StoredCrl, StoredEvent};
+
+/// The most entries one `POST /v1/revocations` may list.
+pub const MAX_REVOCATION_ENTRIES: usize = 100_000;
+
+impl Registry {
+    /// The revocation list, its JSON and its signed form, for the current version.
+    pub async fn published_list(&self) -> Result<Arc<PublishedList>, RegistryError> {
+        let version = self.store.revocation_version().await?;
+        if let Some(cached) = self.published.lock().unwrap_or_else(PoisonError::into_inner).as_ref()
+            && cached.version >= version
+        {
+            return Ok(cached.clone());
+        }
+        let list = self.store.revocation_list(self.clock.now()).await?;
+        let json = serde_json::to_vec(&list).map_err(RegistryError::internal)?;
+        let jws = list.sign(&*self.registry_key).map_err(RegistryError::internal)?;
+        let published = Arc::new(PublishedList {
+            version: list.version,
+            etag: format!("\"{}\"", list.version),
+            json,
+            jws,
+        });
+        metrics::gauge!(m::REVOCATION_VERSION).set(list.version as f64);
+        let mut cache = self.published.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.as_ref().is_none_or(|c| c.version < published.version) {
+            *cache = Some(published.clone());
+        }
+        Ok(published)
+    }
+
+    /// The current CRL (DER), made anew when revocations changed or it is half-way to
+    /// `nextUpdate` (or a rotated-out certificate became superseded).
+    pub async fn crl(self: &Arc<Self>) -> Result<Arc<StoredCrl>, RegistryError> {
+        let version = self.store.revocation_version().await?;
+        let now = self.clock.now();
+        let fresh = |c: &StoredCrl| c.revocation_version >= version && now < c.refresh_at;
+        if let Some(cached) = self.crl.lock().unwrap_or_else(PoisonError::into_inner).as_ref()
+            && fresh(cached)
+        {
+            return Ok(cached.clone());
+        }
+        let _one_at_a_time = self.crl_generation.lock().await;
+        let crl = match self.store.latest_crl().await? {
+            Some(latest) if fresh(&latest) => Arc::new(latest),
+            _ => Arc::new(self.generate_crl(now).await?),
+        };
+        *self.crl.lock().unwrap_or_else(PoisonError::into_inner) = Some(crl.clone());
+        Ok(crl)
+    }
+
+    async fn generate_crl(self: &Arc<Self>, now: i64) -> Result<StoredCrl, RegistryError> {
+        let (crl_number, revocation_version) = self.store.next_crl_number().await?;
+        let (entries, next_supersession) = self.store.crl_entries(now).await?;
+        let validity = self.settings.crl_validity;
+        let refresh_at = next_supersession.map_or(now + validity / 2, |t| t.min(now + validity / 2));
+        let ca = self.ca.clone();
+        let started = std::time::Instant::now();
+        let der = tokio::task::spawn_blocking(move || ca.sign_crl(crl_number, now, now + validity, &entries))
+            .await
+            .map_err(RegistryError::internal)?
+            .map_err(RegistryError::internal)?;
+        metrics::histogram!(m::CRL_GENERATION_SECONDS).record(started.elapsed().as_secs_f64());
+        let crl = StoredCrl {
+            crl_number,
+            revocation_version,
+            this_update: now,
+            next_update: now + validity,
+            refresh_at,
+            der,
+        };
+        self.store.save_crl(&crl).await?;
+        Ok(crl)
+    }
+
+    /// The registry's public key and the token issuer's (`GET /v1/jwks`).
+    pub fn jwks(&self) -> Jwks {
+        let issuer_keys = self
+            .token_issuer
+            .get()
+            .map(|(keys, _)| keys.published_keys())
+            .unwrap_or_default();
+        Jwks::from_keys(std::iter::once(self.registry_key.public_key()).chain(issuer_keys.iter()))
+    }
+
+    /// Lists tokens, sessions and users as revoked in one new list version, announced by one
+    /// event; `actor` and `subject` go to the audit log. Already listed entries stay as they
+    /// were. Returns the new version.
+    pub async fn publish_revocations(
+        &self,
+        actor: String,
+        subject: &str,
+        revocations: &Revocations,
+    ) -> Result<u64, RegistryError> {
+        check_field("subject", subject, 300)?;
+        check_reason(revocations.reason.as_deref())?;
+        if revocations.is_empty() {
+            return Err(RegistryError::InvalidRequest("nothing to revoke".into()));
+        }
+        let count = revocations.tokens.len() + revocations.sessions.len() + revocations.users.len();
+        if count > MAX_REVOCATION_ENTRIES {
+            return Err(RegistryError::InvalidRequest(format!(
+                "at most {MAX_REVOCATION_ENTRIES} entries per request"
+            )));
+        }
+        for (member, id) in revocations
+            .tokens
+            .iter()
+            .map(|e| ("tokens[].id", &e.id))
+            .chain(revocations.sessions.iter().map(|e| ("sessions[].id", &e.id)))
+            .chain(revocations.users.iter().map(|u| ("users[]", u)))
+        {
+            check_field(member, id, 256)?;
+        }
+        let audit = AuditEntry {
+            actor,
+            action: "revocation.publish",
+            subject: subject.to_owned(),
+            details: json!({
+                "tokens": revocations.tokens.len(),
+                "sessions": revocations.sessions.len(),
+                "users": revocations.users,
+                "reason": revocations.reason,
+            }),
+        };
+        let version = self
+            .store
+            .publish_revocations(revocations, subject, self.clock.now(), &audit)
+            .await?;
+        self.saw_version(version);
+        self.pump.notify_one();
+        metrics::counter!(m::STATUS_CHANGES, "status" => revocations.event_kind()).increment(1);
+        Ok(version)
+    }
+
+    /// `POST /v1/revocations` (admin): revocations decided by a token issuer running apart.
+    pub async fn publish_revocations_request(
+        &self,
+        principal: &Principal,
+        request: PublishRevocationsRequest,
+    ) -> Result<u64, RegistryError> {
+        principal.require_admin()?;
+        let entry = |e: aip_api::registry::RevokedEntryBody| RevokedEntry {
+            id: e.id,
+            expires_at: e.expires_at,
+        };
+        let revocations = Revocations {
+            tokens: request.tokens.into_iter().map(entry).collect(),
+            sessions: request.sessions.into_iter().map(entry).collect(),
+            users: request.users,
+            reason: request.reason,
+        };
+        self.publish_revocations(principal.actor(), &request.subject, &revocations)
+            .await
+    }
+
+    /// The discovery document.
+    pub fn discovery(&self) -> Discovery {
+        let base = &self.settings.public_url;
+        Discovery {
+            registry_id: self.settings.registry_id.clone(),
+            trust_domain: self.settings.trust_domain.clone(),
+            agents_endpoint: format!("{base}/v1/agents"),
+            jwks_uri: format!("{base}/v1/jwks"),
+            crl_uri: format!("{base}/v1/crl"),
+            revocations_uri: format!("{base}/v1/revocations"),
+            revocations_jws_uri: format!("{base}/v1/revocations.jws"),
+            revocations_stream_uri: format!("{base}/v1/revocations/stream"),
+            algorithms: vec![Algorithm::EdDSA.as_str().into(), Algorithm::ES256.as_str().into()],
+            aid_version: AID_VERSION.into(),
+            issuer: self.token_issuer.get().map(|(_, endpoints)| endpoints.clone()),
+        }
+    }
+
+    /// Live events; pair with [`Registry::events_after`] to catch up first.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+        self.events.subscribe()
+    }
+
+    /// Stored events after `version`.
+    pub async fn events_after(&self, version: u64, limit: u32) -> Result<Vec<StoredEvent>, RegistryError> {
+        Ok(self.store.events_after(version, limit).await?)
+    }
+
+    /// The current revocation list version.
+    pub async fn revocation_version(&self) -> Result<u64, RegistryError> {
+        Ok(self.store.revocation_version().await?)
+    }
+
+    /// Background work until `shutdown` completes: publishes events (from this process or any
+    /// replica sharing the database) to stream subscribers, and purges expired nonces.
+    pub async fn run_background(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut last = loop {
+            match self.store.revocation_version().await {
+                Ok(v) => {
+                    self.saw_version(v);
+                    break v;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the revocation version; retrying");
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
+        let mut purge = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = self.pump.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = purge.tick() => {
+                    if let Err(e) = self.store.purge_expired(self.clock.now()).await {
+                        tracing::warn!(error = %e, "purging expired nonces failed");
+                    }
+                }
+            }
+            loop {
+                match self.store.events_after(last, 1000).await {
+                    Ok(events) if events.is_empty() => break,
+                    Ok(events) => {
+                        for event in events {
+                            last = event.version;
+                            self.saw_version(last);
+                            // No subscribers is not an error.
+                            let _ = self.events.send(Arc::new(event));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading revocation events failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! What the registry publishes about revocation: the list, its events, the CRL.
+
+use aip_aat::ids::AgentId;
+use aip_aat::revocation::{RevocationList, RevokedAat, RevokedAgent, RevokedSession, RevokedUser, SuspendedAgent};
+use aip_db::Lock;
+use aip_db::audit::AuditEntry;
+use async_trait::async_trait;
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use super::{SqlStore, event, i64_of, rfc3339, stored, u64_of};
+use crate::ca::{CrlEntry, CrlReason};
+use crate::store::{RevocationStore, Revocations, RevokedEntry, StoreError, StoredCrl, StoredEvent};
+
+#[async_trait]
+impl RevocationStore for SqlStore {
+    async fn publish_revocations(
+        &self,
+        revocations: &Revocations,
+        subject: &str,
+        at: i64,
+        audit: &AuditEntry,
+    ) -> Result<u64, StoreError> {
+        let mut w = self.db.write(Lock::audited().publishing()).await?;
+        let reason = revocations.reason.as_deref();
+        for (sql, entries) in [
+            (
+                "INSERT INTO revoked_tokens (jti, revoked_at, reason, expires_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (jti) DO NOTHING",
+                &revocations.tokens,
+            ),
+            (
+                "INSERT INTO revoked_sessions (session_id, revoked_at, reason, expires_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (session_id) DO NOTHING",
+                &revocations.sessions,
+            ),
+        ] {
+            for entry in entries {
+                sqlx::query(sql)
+                    .bind(&entry.id)
+                    .bind(at)
+                    .bind(reason)
+                    .bind(entry.expires_at)
+                    .execute(w.conn())
+                    .await
+                    .map_err(stored)?;
+            }
+        }
+        for user in &revocations.users {
+            sqlx::query(
+                "INSERT INTO revoked_users (user_id, revoked_at, reason) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id) DO NOTHING",
+            )
+            .bind(user)
+            .bind(at)
+            .bind(reason)
+            .execute(w.conn())
+            .await
+            .map_err(stored)?;
+        }
+        let ids = |entries: &[RevokedEntry]| entries.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        let mut data = serde_json::json!({
+            "jtis": ids(&revocations.tokens),
+            "session_ids": ids(&revocations.sessions),
+            "user_ids": revocations.users,
+        });
+        if let Some(reason) = reason {
+            data["reason"] = reason.into();
+        }
+        let version = event(&mut w, revocations.event_kind(), subject, &data, at).await?;
+        w.audit(audit, at).await?;
+        w.commit().await?;
+        Ok(version)
+    }
+
+    async fn revocation_version(&self) -> Result<u64, StoreError> {
+        let version: i64 = sqlx::query("SELECT revocation_version FROM registry_state WHERE id = 1")
+            .fetch_one(self.db.reader())
+            .await
+            .map_err(stored)?
+            .try_get("revocation_version")
+            .map_err(stored)?;
+        u64_of(version)
+    }
+
+    async fn revocation_list(&self, now: i64) -> Result<RevocationList, StoreError> {
+        // The version is read before the entries: the list then holds at least what that
+        // version announced, never less.
+        let version = self.revocation_version().await?;
+        let updated_at = sqlx::query("SELECT at FROM events WHERE version = $1")
+            .bind(i64_of(version)?)
+            .fetch_optional(self.db.reader())
+            .await
+            .map_err(stored)?
+            .map(|row| row.try_get::<i64, _>("at"))
+            .transpose()
+            .map_err(stored)?
+            .unwrap_or(0);
+        let mut list = RevocationList::empty(version, rfc3339(updated_at)?);
+        let rows = sqlx::query("SELECT agent_id, status, status_reason, status_changed_at FROM agents WHERE status <> 'active' ORDER BY agent_id")
+            .fetch_all(self.db.reader())
+            .await
+            .map_err(stored)?;
+        for row in &rows {
+            let agent_id: String = row.try_get("agent_id").map_err(stored)?;
+            let agent_id: AgentId = agent_id.parse().map_err(|_| StoreError::Corrupt("agent_id"))?;
+            let status: String = row.try_get("status").map_err(stored)?;
+            let reason: Option<String> = row.try_get("status_reason").map_err(stored)?;
+            let at = rfc3339(
+                row.try_get::<Option<i64>, _>("status_changed_at")
+                    .map_err(stored)?
+                    .unwrap_or(0),
+            )?;
+            if status == "revoked" {
+                list.revoked_agents.push(RevokedAgent {
+                    agent_id,
+                    revoked_at: at,
+                    reason,
+                });
+            } else {
+                list.suspended_agents.push(SuspendedAgent {
+                    agent_id,
+                    suspended_at: at,
+                    reason,
+                });
+            }
+        }
+        for (jti, revoked_at, reason) in self
+            .revoked_entries("SELECT jti, revoked_at, reason FROM revoked_tokens WHERE expires_at IS NULL OR expires_at > $1 ORDER BY jti", Some(now))
+            .await?
+        {
+            let jti = jti.parse().map_err(|_| StoreError::Corrupt("jti"))?;
+            list.revoked_aats.push(RevokedAat { jti, revoked_at, reason });
+        }
+        for (session_id, revoked_at, reason) in self
+            .revoked_entries(
+                "SELECT session_id, revoked_at, reason FROM revoked_sessions WHERE expires_at IS NULL OR expires_at > $1 ORDER BY session_id",
+                Some(now),
+            )
+            .await?
+        {
+            list.revoked_sessions.push(RevokedSession { session_id, revoked_at, reason });
+        }
+        for (user_id, revoked_at, reason) in self
+            .revoked_entries(
+                "SELECT user_id, revoked_at, reason FROM revoked_users ORDER BY user_id",
+                None,
+            )
+            .await?
+        {
+            list.revoked_users.push(RevokedUser {
+                user_id,
+                revoked_at,
+                reason,
+            });
+        }
+        Ok(list)
+    }
+
+    async fn events_after(&self, version: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT version, at, kind, subject, data FROM events WHERE version > $1 ORDER BY version LIMIT $2",
+        )
+        .bind(i64_of(version)?)
+        .bind(i64::from(limit.clamp(1, 10_000)))
+        .fetch_all(self.db.reader())
+        .await
+        .map_err(stored)?;
+        rows.iter()
+            .map(|row| {
+                let data: String = row.try_get("data").map_err(stored)?;
+                Ok(StoredEvent {
+                    version: u64_of(row.try_get("version").map_err(stored)?)?,
+                    at: row.try_get("at").map_err(stored)?,
+                    kind: row.try_get("kind").map_err(stored)?,
+                    subject: row.try_get("subject").map_err(stored)?,
+                    data: serde_json::from_str(&data).map_err(|_| StoreError::Corrupt("event data"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn crl_entries(&self, now: i64) -> Result<(Vec<CrlEntry>, Option<i64>), StoreError> {
+        let rows = sqlx::query(
+            "SELECT serial, revoked_at, revocation_reason, superseded_at FROM certificates \
+             WHERE not_after > $1 AND (revoked_at IS NOT NULL OR superseded_at <= $1) ORDER BY serial",
+        )
+        .bind(now)
+        .fetch_all(self.db.reader())
+        .await
+        .map_err(stored)?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let revoked_at: Option<i64> = row.try_get("revoked_at").map_err(stored)?;
+            let reason: Option<i64> = row.try_get("revocation_reason").map_err(stored)?;
+            let superseded_at: Option<i64> = row.try_get("superseded_at").map_err(stored)?;
+            let (revoked_at, reason) = match (revoked_at, reason, superseded_at) {
+                (Some(at), Some(code), _) => (
+                    at,
+                    CrlReason::from_code(code).ok_or(StoreError::Corrupt("revocation_reason"))?,
+                ),
+                (_, _, Some(at)) => (at, CrlReason::Superseded),
+                _ => return Err(StoreError::Corrupt("certificate revocation state")),
+            };
+            entries.push(CrlEntry {
+                serial: row.try_get("serial").map_err(stored)?,
+                revoked_at,
+                reason,
+            });
+        }
+        let next: Option<i64> = sqlx::query(
+            "SELECT MIN(superseded_at) AS next FROM certificates WHERE superseded_at > $1 AND not_after > $1 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .fetch_one(self.db.reader())
+        .await
+        .map_err(stored)?
+        .try_get("next")
+        .map_err(stored)?;
+        Ok((entries, next))
+    }
+
+    async fn latest_crl(&self) -> Result<Option<StoredCrl>, StoreError> {
+        let row = sqlx::query(
+            "SELECT crl_number, revocation_version, this_update, next_update, refresh_at, der FROM crls \
+             ORDER BY crl_number DESC LIMIT 1",
+        )
+        .fetch_optional(self.db.reader())
+        .await
+        .map_err(stored)?;
+        row.map(|row| {
+            Ok(StoredCrl {
+                crl_number: u64_of(row.try_get("crl_number").map_err(stored)?)?,
+                revocation_version: u64_of(row.try_get("revocation_version").map_err(stored)?)?,
+                this_update: row.try_get("this_update").map_err(stored)?,
+                next_update: row.try_get("next_update").map_err(stored)?,
+                refresh_at: row.try_get("refresh_at").map_err(stored)?,
+                der: row.try_get("der").map_err(stored)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn next_crl_number(&self) -> Result<(u64, u64), StoreError> {
+        // Its own transaction: it takes the registry lock but writes no audit record.
+        let mut tx = self.db.writer().begin().await.map_err(stored)?;
+        let row = sqlx::query(
+            "UPDATE registry_state SET crl_number = crl_number + 1 WHERE id = 1 RETURNING crl_number, revocation_version",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(stored)?;
+        let numbers = (
+            u64_of(row.try_get("crl_number").map_err(stored)?)?,
+            u64_of(row.try_get("revocation_version").map_err(stored)?)?,
+        );
+        tx.commit().await.map_err(stored)?;
+        Ok(numbers)
+    }
+
+    async fn save_crl(&self, crl: &StoredCrl) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO crls (crl_number, revocation_version, this_update, next_update, refresh_at, der) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(i64_of(crl.crl_number)?)
+        .bind(i64_of(crl.revocation_version)?)
+        .bind(crl.this_update)
+        .bind(crl.next_update)
+        .bind(crl.refresh_at)
+        .bind(&crl.der)
+        .execute(self.db.reader())
+        .await
+        .map_err(stored)?;
+        // Keep a short history only.
+        sqlx::query("DELETE FROM crls WHERE crl_number < $1")
+            .bind(i64_of(crl.crl_number)?.saturating_sub(16))
+            .execute(self.db.reader())
+            .await
+            .map_err(stored)?;
+        Ok(())
+    }
+}
+
+impl SqlStore {
+    /// Rows of `(identifier, revoked_at, reason)` from one of the revocation tables.
+    async fn revoked_entries(
+        &self,
+        sql: &'static str,
+        now: Option<i64>,
+    ) -> Result<Vec<(String, OffsetDateTime, Option<String>)>, StoreError> {
+        let mut query = sqlx::query(sql);
+        if let Some(now) = now {
+            query = query.bind(now);
+        }
+        let rows = query.fetch_all(self.db.reader()).await.map_err(stored)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0).map_err(stored)?,
+                    rfc3339(row.try_get(1).map_err(stored)?)?,
+                    row.try_get(2).map_err(stored)?,
+                ))
+            })
+            .collect()
+    }
+}
