@@ -35,11 +35,11 @@ use crate::audit::{AuditLog, Record};
 use crate::dlp::{Direction, Scan};
 use crate::engine::{Decision, Denial, DenialKind, Engine, Grant, Resolution, SchemaBook, Verdict};
 use crate::hitl::{Hitl, HoldOutcome, HoldRequest};
-use crate::identity::{self, Check, Identity, Presented, Rejection, Verified};
+use crate::identity::{self, Check, Identity, Presented, Rejection, Verified, grant_of};
 use crate::jsonrpc::{self, Envelope, ToolCallParams};
+use crate::metrics;
 use crate::normalize::normalize;
-use crate::policy::{CapabilitiesMode, HashAlgorithm, Mode};
-use crate::server;
+use crate::policy::{HashAlgorithm, Mode};
 use crate::state::PolicyHandle;
 
 /// Default cap on one message, each direction.
@@ -394,7 +394,7 @@ impl Relay {
         started: Instant,
     ) {
         let decision = if rejection.enforced { "BLOCK" } else { "ALLOW" };
-        server::record_decision(decision, Some("aat_invalid"), started.elapsed());
+        metrics::record_decision(decision, Some("aat_invalid"), started.elapsed());
         let mut record = Record::new("upstream", decision, engine.policy().mode().as_str(), true);
         record.event = Some("AAT_REJECTED".into());
         record.method = Some(method.to_owned());
@@ -848,9 +848,9 @@ impl Relay {
         started: Instant,
     ) -> Record {
         let denial = resolution.denial.as_ref();
-        server::record_decision(
+        metrics::record_decision(
             resolution.decision.as_str(),
-            denial.map(server::violation_type),
+            denial.map(metrics::violation_type),
             started.elapsed(),
         );
         let mut record = Record::new(
@@ -899,20 +899,6 @@ impl Relay {
         record.policy_hash = Some(engine.policy().hash().to_owned());
         self.audit.record(record);
         tracing::warn!("{direction}: {why}");
-    }
-}
-
-/// The capabilities a verified AAT brings to evaluation (spec 4.3 step 0c).
-pub(crate) fn grant_of<'a>(aat: &'a VerifiedAat, identity: &Identity) -> Grant<'a> {
-    let settings = identity.settings();
-    Grant {
-        agent_id: aat.agent_id().as_str(),
-        capabilities: &aat.claims().capabilities.tools,
-        mode: if settings.verify_capabilities {
-            settings.capabilities_mode
-        } else {
-            CapabilitiesMode::PolicyOnly
-        },
     }
 }
 

@@ -18,18 +18,15 @@ use std::time::{Duration, Instant};
 
 use aip_aat::keys::{Algorithm, PublicKey};
 use base64::Engine as _;
-use regex::{Regex, RegexBuilder};
+use regex::Regex;
 use serde_saphyr::Spanned;
 use sha2::{Digest, Sha256};
 
 use crate::dlp::{Dlp, DlpPatternSpec, PatternScope, RequestAction};
 use crate::normalize::{normalize, skeleton};
+pub use crate::user_regex::{REGEX_DFA_SIZE_LIMIT, REGEX_SIZE_LIMIT, user_regex};
 pub use units::{parse_duration, parse_size};
 
-/// Compiled-size bound of one user regex (bytes of the compiled program).
-pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
-/// Bound of the lazy DFA cache of one user regex.
-pub const REGEX_DFA_SIZE_LIMIT: usize = 2 << 20;
 /// The longest policy file accepted.
 pub const MAX_POLICY_BYTES: usize = 1 << 20;
 
@@ -847,29 +844,6 @@ pub(crate) fn expand_home<'p>(path: &'p str, home: Option<&str>) -> Cow<'p, str>
         }
         _ => Cow::Borrowed(path),
     }
-}
-
-/// Builds a user regex under the size limits; a pattern too large to compile is refused here.
-pub fn user_regex(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_DFA_SIZE_LIMIT)
-        .nest_limit(64)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::CompiledTooBig(limit) => {
-                format!("pattern is too complex (compiled form exceeds {limit} bytes)")
-            }
-            other => format!("invalid regex: {}", one_line(&other.to_string())),
-        })
-}
-
-fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn compile_rule(field: &str, rule: raw::ToolRule) -> Result<ToolRule, PolicyError> {
