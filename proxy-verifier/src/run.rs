@@ -19,7 +19,7 @@ use crate::engine::{Engine, SchemaBook};
 use crate::hitl::{Hitl, PromptMode};
 use crate::identity::{Identity, RevocationSource};
 use crate::policy::{Policy, PolicyError, SignaturePolicy};
-use crate::registry::{RegistryError, RegistryEvent, RegistryLink};
+use crate::registry::{LinkError, RegistryEvent, RegistryLink};
 use crate::relay::{Relay, RelayOptions, Sink, sink};
 use crate::server::{self, ServerState};
 use crate::state::PolicyHandle;
@@ -92,7 +92,7 @@ pub enum RunError {
     Reload(String),
     /// The registry the AAT checks need could not be reached.
     #[error("AAT verification cannot start: {0}")]
-    Registry(#[from] RegistryError),
+    Registry(#[from] LinkError),
 }
 
 /// Loads the policy at `path` under `key`.
