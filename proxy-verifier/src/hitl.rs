@@ -44,6 +44,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use aip_aat::clock::{Clock, SystemClock};
+
+use crate::clock::now_utc;
 use crate::policy::HitlSettings;
 
 /// Most holds pending at once; a hold submitted beyond this is denied at once.
@@ -288,6 +291,8 @@ impl fmt::Debug for Hitl {
 
 struct Shared {
     dialog: Option<DialogProgram>,
+    /// Where `created_at` and `expires_at` come from.
+    clock: Arc<dyn Clock>,
     state: Mutex<State>,
     wake: Condvar,
 }
@@ -384,6 +389,12 @@ impl Hitl {
     /// A hold queue with these settings (the policy's `spec.hitl`) and prompt. Starts the worker
     /// thread; fails only when the thread cannot be started.
     pub fn new(settings: HitlSettings, prompt: PromptMode) -> std::io::Result<Self> {
+        Self::with_clock(settings, prompt, Arc::new(SystemClock))
+    }
+
+    /// As [`Hitl::new`], reading the wall-clock times of holds (`created_at`, `expires_at`)
+    /// from `clock`.
+    pub fn with_clock(settings: HitlSettings, prompt: PromptMode, clock: Arc<dyn Clock>) -> std::io::Result<Self> {
         let dialog = match prompt {
             PromptMode::Desktop => DialogProgram::detect(),
             PromptMode::Dialog(program) => Some(program),
@@ -391,6 +402,7 @@ impl Hitl {
         };
         let shared = Arc::new(Shared {
             dialog,
+            clock,
             state: Mutex::new(State {
                 settings,
                 holds: HashMap::new(),
@@ -465,7 +477,7 @@ impl Hitl {
             return HoldId(id);
         }
         let timeout = st.settings.timeout;
-        let now = OffsetDateTime::now_utc();
+        let now = now_utc(&*self.shared.clock);
         let hold = Hold {
             info: PendingHold {
                 hold_id: HoldId(id.clone()),
@@ -800,5 +812,32 @@ mod tests {
         let b = random_hold_id().unwrap();
         assert_ne!(a, b);
         assert_eq!(a.len(), "hold_".len() + 32);
+    }
+
+    #[test]
+    fn holds_take_their_times_from_the_clock() {
+        let clock = Arc::new(aip_aat::clock::FixedClock::new(1_770_000_000));
+        let settings = HitlSettings {
+            timeout: Duration::from_secs(90),
+            ..HitlSettings::default()
+        };
+        let hitl = Hitl::with_clock(settings, PromptMode::None, clock).unwrap();
+        let request = HoldRequest {
+            tool: "write_file".into(),
+            arguments_preview: "{}".into(),
+            policy_name: "p".into(),
+            rule: "r".into(),
+            agent_id: None,
+        };
+        hitl.submit(request, Box::new(|_| {}));
+        let pending = hitl.pending();
+        assert_eq!(pending.len(), 1);
+        let at = OffsetDateTime::from_unix_timestamp(1_770_000_000).unwrap();
+        assert_eq!(pending[0].created_at, at);
+        assert_eq!(pending[0].expires_at, at + Duration::from_secs(90));
+        let listed = serde_json::to_value(&pending[0]).unwrap();
+        assert_eq!(listed["created_at"], "2026-02-02T02:40:00Z");
+        assert_eq!(listed["expires_at"], "2026-02-02T02:41:30Z");
+        hitl.shutdown();
     }
 }

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+mod clock;
 pub mod dlp;
 pub mod engine;
 pub mod hitl;

@@ -9,6 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::thread;
 
+use aip_aat::clock::{Clock, SystemClock};
 use aip_aat::keys::PublicKey;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -129,17 +130,20 @@ pub fn run(options: ProxyOptions) -> Result<i32, RunError> {
             .then(|| policy.server().listen.parse().ok())
             .flatten()
     });
-    let hitl = Arc::new(Hitl::new(policy.hitl().clone(), options.prompt).map_err(RunError::Hitl)?);
+    // The wall clock every part of the proxy reads (audit timestamps, holds, AAT checks).
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let hitl =
+        Arc::new(Hitl::with_clock(policy.hitl().clone(), options.prompt, Arc::clone(&clock)).map_err(RunError::Hitl)?);
     server::record_policy_hash(policy.name(), policy.hash());
     let audit = match &options.audit {
-        Some(path) => AuditLog::open(path).map_err(|source| RunError::Audit {
+        Some(path) => AuditLog::open_with_clock(path, Arc::clone(&clock)).map_err(|source| RunError::Audit {
             path: path.clone(),
             source,
         })?,
         None => AuditLog::disabled(),
     };
     let audit = Arc::new(audit);
-    let (identity, registry) = match start_identity(&policy, &audit)? {
+    let (identity, registry) = match start_identity(&policy, &audit, &clock)? {
         Some((identity, link)) => (Some(identity), Some(link)),
         None => (None, None),
     };
@@ -342,7 +346,11 @@ type IdentityLink = (Arc<Identity>, Arc<RegistryLink>);
 /// The AAT checks the policy asks for, over a link to its registry that keeps issuer keys and
 /// revocation data fresh; every change of revocation data is audited
 /// (`REGISTRY_REVOCATION_CHECK`, spec 12.4).
-fn start_identity(policy: &Policy, audit: &Arc<AuditLog>) -> Result<Option<IdentityLink>, RunError> {
+fn start_identity(
+    policy: &Policy,
+    audit: &Arc<AuditLog>,
+    clock: &Arc<dyn Clock>,
+) -> Result<Option<IdentityLink>, RunError> {
     let (Some(aat), Some(registry)) = (policy.aat(), policy.registry()) else {
         return Ok(None);
     };
@@ -394,7 +402,13 @@ fn start_identity(policy: &Policy, audit: &Arc<AuditLog>) -> Result<Option<Ident
         view: Arc::clone(&link) as _,
         fresh: Arc::new(move || fresh_link.ensure_fresh().map_err(|e| e.to_string())),
     };
-    let identity = Identity::new(aat, policy.server(), Arc::clone(&link) as _, Some(revocation));
+    let identity = Identity::with_clock(
+        aat,
+        policy.server(),
+        Arc::clone(&link) as _,
+        Some(revocation),
+        Arc::clone(clock),
+    );
     tracing::info!(
         audience = aat.audience,
         require = aat.require,
@@ -407,7 +421,7 @@ fn start_identity(policy: &Policy, audit: &Arc<AuditLog>) -> Result<Option<Ident
 
 fn reload(path: &std::path::Path, key: Option<&PublicKey>, handle: &PolicyHandle, audit: &AuditLog, hitl: &Hitl) {
     let previous = handle.current();
-    let mut record = Record::new("upstream", "ALLOW", previous.policy().mode().as_str(), false);
+    let mut record = Record::new("upstream", "ALLOW", previous.policy().mode().as_str(), false).stamped(audit.clock());
     record.event = Some("POLICY_RELOADED".into());
     let loaded = load_policy(path, key).and_then(|policy| {
         let before = previous.policy();

@@ -4,6 +4,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use aip_aat::clock::Clock;
+
+use crate::clock::now_utc;
 use crate::dlp::DlpEvent;
 
 /// One audit record (spec 12.1 and 12.2, plus the chain fields).
@@ -96,7 +99,8 @@ pub struct Record {
     /// Session identifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
-    /// Time of the decision, RFC 3339 UTC with milliseconds (`2026-02-19T10:30:45.123Z`).
+    /// Time of the decision, RFC 3339 UTC with milliseconds (`2026-02-19T10:30:45.123Z`); left
+    /// empty, the [`AuditLog`](super::AuditLog) stamps it with its clock when it is recorded.
     pub timestamp: String,
     /// Identity token nonce.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,7 +171,8 @@ fn plain_json(value: &Value, depth: usize) -> bool {
 }
 
 impl Record {
-    /// A record of the four required decision fields, stamped with the current time.
+    /// A record of the four required decision fields, not yet stamped: the log stamps it when
+    /// it is recorded (see [`Record::stamped`] for a record recorded later than it is made).
     pub fn new(
         direction: impl Into<String>,
         decision: impl Into<String>,
@@ -175,7 +180,6 @@ impl Record {
         violation: bool,
     ) -> Self {
         Self {
-            timestamp: timestamp_now(),
             direction: direction.into(),
             decision: decision.into(),
             policy_mode: policy_mode.into(),
@@ -183,11 +187,18 @@ impl Record {
             ..Self::default()
         }
     }
-}
 
-/// The current UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-fn timestamp_now() -> String {
-    format_timestamp(time::OffsetDateTime::now_utc())
+    /// The record stamped with the time `clock` reads now.
+    #[must_use]
+    pub fn stamped(mut self, clock: &dyn Clock) -> Self {
+        self.stamp(clock);
+        self
+    }
+
+    /// Stamps the record with the time `clock` reads now.
+    pub fn stamp(&mut self, clock: &dyn Clock) {
+        self.timestamp = format_timestamp(now_utc(clock));
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, written digit by digit: this runs on the call path for every
@@ -276,7 +287,9 @@ mod tests {
 
     #[test]
     fn timestamp_is_rfc3339_utc_with_millis() {
-        let ts = Record::new("upstream", "ALLOW", "enforce", false).timestamp;
+        let ts = Record::new("upstream", "ALLOW", "enforce", false)
+            .stamped(&aip_aat::clock::SystemClock)
+            .timestamp;
         assert_eq!(ts.len(), 24, "{ts}");
         assert!(
             ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.',

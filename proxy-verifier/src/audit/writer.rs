@@ -5,10 +5,12 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use aip_aat::clock::{Clock, SystemClock};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -47,11 +49,21 @@ enum Message {
 /// An append-only, hash-chained audit log written by a background thread.
 ///
 /// Share it behind an `Arc`; [`AuditLog::close`] (or dropping the last reference) writes out
-/// everything recorded so far.
-#[derive(Debug)]
+/// everything recorded so far. Records left unstamped are stamped with the log's clock when
+/// they are recorded.
 pub struct AuditLog {
     tx: Option<Sender<Message>>,
     writer: Option<JoinHandle<io::Result<()>>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("tx", &self.tx)
+            .field("writer", &self.writer)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AuditLog {
@@ -62,6 +74,11 @@ impl AuditLog {
     /// head file shows records missing from its end: a new chain is never started on top of a
     /// broken one. The file is locked for the lifetime of the log, so a second writer is refused.
     pub fn open(path: impl AsRef<Path>) -> io::Result<Self> {
+        Self::open_with_clock(path, Arc::new(SystemClock))
+    }
+
+    /// As [`AuditLog::open`], stamping records with the time `clock` reads.
+    pub fn open_with_clock(path: impl AsRef<Path>, clock: Arc<dyn Clock>) -> io::Result<Self> {
         let path = path.as_ref().to_path_buf();
         let head_path = head_path(&path);
         let mut file = OpenOptions::new()
@@ -148,12 +165,22 @@ impl AuditLog {
         Ok(Self {
             tx: Some(tx),
             writer: Some(handle),
+            clock,
         })
     }
 
     /// A log that records nothing.
     pub fn disabled() -> Self {
-        Self { tx: None, writer: None }
+        Self {
+            tx: None,
+            writer: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The clock records are stamped with.
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.clock
     }
 
     /// Whether records go anywhere.
@@ -161,10 +188,14 @@ impl AuditLog {
         self.tx.is_some()
     }
 
-    /// Queues `record` for the writer thread. Never blocks and never fails; write errors are
-    /// reported by the writer on the log (`tracing`).
-    pub fn record(&self, record: Record) {
+    /// Queues `record` for the writer thread, stamping it first (on the caller's thread) when
+    /// its `timestamp` is empty. Never blocks and never fails; write errors are reported by the
+    /// writer on the log (`tracing`).
+    pub fn record(&self, mut record: Record) {
         if let Some(tx) = &self.tx {
+            if record.timestamp.is_empty() {
+                record.stamp(&*self.clock);
+            }
             // Only fails if the writer thread is gone, which it never is before `close`.
             let _ = tx.send(Message::Record(record));
         }
@@ -530,5 +561,25 @@ mod tests {
         log.record(Record::new("upstream", "ALLOW", "enforce", false));
         log.sync().unwrap();
         log.close().unwrap();
+    }
+
+    #[test]
+    fn records_are_stamped_with_the_log_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clock.jsonl");
+        let clock = Arc::new(aip_aat::clock::FixedClock::new(1_770_000_000));
+        let log = AuditLog::open_with_clock(&path, clock.clone()).unwrap();
+        log.record(Record::new("upstream", "ALLOW", "enforce", false));
+        clock.advance(61);
+        let early = Record::new("upstream", "ALLOW", "enforce", false).stamped(log.clock());
+        clock.advance(1);
+        log.record(early);
+        log.close().unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let stamps: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Record>(l).unwrap().timestamp)
+            .collect();
+        assert_eq!(stamps, ["2026-02-02T02:40:00.000Z", "2026-02-02T02:41:01.000Z"]);
     }
 }

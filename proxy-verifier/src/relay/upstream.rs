@@ -322,6 +322,10 @@ impl Relay {
         record: crate::audit::Record,
     ) -> io::Result<()> {
         let engine = msg.engine;
+        // Stamped now: the record is written when the hold resolves, but tells when the call
+        // was decided.
+        let mut record = record;
+        record.stamp(self.audit.clock());
         let request = HoldRequest {
             tool: tool.to_owned(),
             arguments_preview,
