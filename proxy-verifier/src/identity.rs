@@ -16,7 +16,7 @@
 //! Failures of 1–4 make the AAT invalid: refused when `aat.require`, else logged and the call is
 //! evaluated as anonymous (spec 4.3 "validate opportunistically"). Failures of 5–6 concern a
 //! valid AAT that does not cover this call: always refused. The capability check itself (step
-//! 0c) is the engine's, fed with the [`Grant`](crate::engine::Grant) of the verified AAT.
+//! 0c) is the engine's, fed with the [`Grant`] of the verified AAT.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};

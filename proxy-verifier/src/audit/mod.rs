@@ -9,7 +9,7 @@
 //! `{"decision":"ALLOW",…,"seq":7,"timestamp":"…","violation":false,"hash":"…"}`. Editing,
 //! deleting, reordering or cutting records breaks the chain; removing whole records from the end
 //! does not, so the log keeps a sidecar head file `<log>.head` holding `{"seq":N,"hash":"…"}` of
-//! the last record written, replaced atomically after each flush. [`verify`] checks both.
+//! the last record written, replaced atomically after each flush. [`verify()`] checks both.
 //!
 //! [`AuditLog::record`] never touches the disk: it hands the record to a writer thread over an
 //! unbounded channel. That thread chains, serializes and appends records, flushing whenever the
@@ -25,7 +25,7 @@
 //!   and the check of one line;
 //! - `record` — [`Record`], its canonical form and timestamp format;
 //! - `writer` — [`AuditLog`], its writer thread and the head file;
-//! - `verify` — [`verify`], [`VerifyError`], [`VerifyReport`].
+//! - `verify` — [`verify()`], [`VerifyError`], [`VerifyReport`].
 
 mod chain;
 mod record;
