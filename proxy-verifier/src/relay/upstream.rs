@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 
 use aip_aat::proof::Call;
 
+use crate::audit::Record;
 use crate::dlp::{Direction, DlpEvent, RequestAction, Scan};
 use crate::engine::{Decision, Denial, DenialKind, Engine, Resolution, Verdict};
 use crate::hitl::{HoldOutcome, HoldRequest};
@@ -319,7 +320,7 @@ impl Relay {
         tool: &str,
         arguments_preview: String,
         forward: Vec<u8>,
-        record: crate::audit::Record,
+        record: Record,
     ) -> io::Result<()> {
         let engine = msg.engine;
         // Stamped now: the record is written when the hold resolves, but tells when the call
