@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use base64::Engine as _;
 use regex::{Regex, RegexSet, RegexSetBuilder};
 
-use crate::policy::{REGEX_DFA_SIZE_LIMIT, REGEX_SIZE_LIMIT};
+use crate::user_regex::{REGEX_DFA_SIZE_LIMIT, REGEX_SIZE_LIMIT};
 
 /// Where a pattern applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

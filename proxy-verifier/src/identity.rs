@@ -16,7 +16,7 @@
 //! Failures of 1–4 make the AAT invalid: refused when `aat.require`, else logged and the call is
 //! evaluated as anonymous (spec 4.3 "validate opportunistically"). Failures of 5–6 concern a
 //! valid AAT that does not cover this call: always refused. The capability check itself (step
-//! 0c) is the engine's, fed with the [`Grant`](crate::engine::Grant) of the verified AAT.
+//! 0c) is the engine's, fed with the [`Grant`] of the verified AAT.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,8 +32,9 @@ use aip_aat::validate::RevocationView;
 use aip_aat::verifier::CallVerifier;
 use serde_json::{Map, Value};
 
+use crate::engine::Grant;
 use crate::normalize::normalize;
-use crate::policy::{AatSettings, FailOpenConstraints, FailoverMode, ServerSettings};
+use crate::policy::{AatSettings, CapabilitiesMode, FailOpenConstraints, FailoverMode, ServerSettings};
 
 /// Proof `jti`s remembered at once. Each is kept for the proof's validity window (at least
 /// 600 s), so this bounds the sustained rate at about 1 600 calls per second per proxy; beyond
@@ -479,6 +480,20 @@ pub fn is_write_operation(tool: &str) -> bool {
         // `directory_tree` reads; `directory_create` would not.
         && (first != "directory" || normalized == "directory_tree");
     !read
+}
+
+/// The capabilities a verified AAT brings to evaluation (spec 4.3 step 0c).
+pub(crate) fn grant_of<'a>(aat: &'a VerifiedAat, identity: &Identity) -> Grant<'a> {
+    let settings = identity.settings();
+    Grant {
+        agent_id: aat.agent_id().as_str(),
+        capabilities: &aat.claims().capabilities.tools,
+        mode: if settings.verify_capabilities {
+            settings.capabilities_mode
+        } else {
+            CapabilitiesMode::PolicyOnly
+        },
+    }
 }
 
 /// The audit fields of spec 10.4 / 12.2 for a verified AAT: never the token or the proof.

@@ -1,20 +1,38 @@
 //! AIP Layer 2: the policy engine, DLP, the audit chain and the stdio relay behind `aip-proxy`.
 //!
-//! - [`policy`] loads and compiles `AgentPolicy` documents (spec 3);
-//! - [`engine`] evaluates methods and tool calls (spec 4);
+//! Where a change belongs, module by module (each depends only on those listed above it that it
+//! names; there are no import circles):
+//!
+//! - [`normalize`] folds names for comparison and detects look-alikes (spec 4.1);
+//! - `user_regex` builds the regexes policy authors write, under size limits;
 //! - [`dlp`] finds and redacts sensitive data (spec 3.6);
-//! - [`normalize`] folds names for comparison and detects look-alikes (spec 4.1).
+//! - [`policy`] loads and compiles `AgentPolicy` documents (spec 3), one file per section;
+//! - [`keys`] reads and writes policy signing keys and signs policies;
+//! - [`engine`] evaluates methods and tool calls (spec 4);
+//! - [`state`] holds the policy in force, swapped on reload;
+//! - [`jsonrpc`] reads messages and turns refusals into JSON-RPC errors (spec 11.1);
+//! - [`metrics`] names and records the Prometheus metrics (spec 6.4);
+//! - `clock` turns the injected [`Clock`](aip_aat::clock::Clock) into calendar time;
+//! - [`audit`] writes and verifies the hash-chained audit log (spec 12);
+//! - [`hitl`] holds `ask` calls until a human answers (IETF draft 6.5);
+//! - [`registry`] links the proxy to the AIP registry: issuer keys and revocation data;
+//! - [`identity`] checks AATs, proofs, revocation and delegations (spec 4.3 steps 0b–0c);
+//! - [`relay`] carries JSON-RPC between the client and the wrapped server, applying the policy;
+//! - [`server`] serves the optional HTTP API (health, metrics, validation, approvals);
+//! - [`run`] puts it together for `aip-proxy`: target process, signals, reload, shutdown.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod audit;
+mod clock;
 pub mod dlp;
 pub mod engine;
 pub mod hitl;
 pub mod identity;
 pub mod jsonrpc;
 pub mod keys;
+pub mod metrics;
 pub mod normalize;
 pub mod policy;
 pub mod registry;
@@ -22,3 +40,4 @@ pub mod relay;
 pub mod run;
 pub mod server;
 pub mod state;
+mod user_regex;

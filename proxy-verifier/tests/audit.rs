@@ -390,7 +390,7 @@ fn args_are_stored_as_given() {
         "nested": {"b": [true, null, "ü"], "a": {}}
     });
     let log = AuditLog::open(&path).unwrap();
-    let mut rec = Record::new("upstream", "BLOCK", "enforce", true);
+    let mut rec = Record::new("upstream", "BLOCK", "enforce", true).stamped(&aip_aat::clock::SystemClock);
     rec.tool = Some("write_file".into());
     rec.args = Some(args.clone());
     rec.request_id = Some(json!(7));

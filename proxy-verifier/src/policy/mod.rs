@@ -5,31 +5,51 @@
 //! limits, every duration and rate parsed, the signature checked) or is refused with an error
 //! naming the field and its line. Nothing is compiled lazily, so a bad pattern can never surface
 //! while a call is waiting.
+//!
+//! # Files
+//!
+//! - `raw` — the document as written (YAML, with line numbers);
+//! - `units` — durations, sizes and rates;
+//! - `error` — [`PolicyError`];
+//! - `tools` — `tool_rules`: actions, rate limits, `schema_hash`, `allow_args`;
+//! - `dlp` — `spec.dlp`, compiled into the scanner;
+//! - `hitl`, `server`, `registry`, `aat` — the settings of those sections;
+//! - this file — [`Policy`]: load, parse, hash, signature, and what the engine asks of it.
 
+mod aat;
+mod dlp;
+mod error;
+mod hitl;
 mod raw;
+mod registry;
+mod server;
+mod tools;
 mod units;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use aip_aat::keys::{Algorithm, PublicKey};
 use base64::Engine as _;
-use regex::{Regex, RegexBuilder};
 use serde_saphyr::Spanned;
 use sha2::{Digest, Sha256};
 
-use crate::dlp::{Dlp, DlpPatternSpec, PatternScope, RequestAction};
+use crate::dlp::Dlp;
 use crate::normalize::{normalize, skeleton};
+
+pub use crate::user_regex::{REGEX_DFA_SIZE_LIMIT, REGEX_SIZE_LIMIT, user_regex};
+pub use aat::{AatSettings, CapabilitiesMode};
+pub use error::PolicyError;
+pub use hitl::HitlSettings;
+pub use registry::{RegistrySettings, RevocationMode};
+pub use server::{FailOpenConstraints, FailoverMode, ServerSettings};
+pub use tools::{Action, HashAlgorithm, RateLimit, SchemaHash, ToolRule};
 pub use units::{parse_duration, parse_size};
 
-/// Compiled-size bound of one user regex (bytes of the compiled program).
-pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
-/// Bound of the lazy DFA cache of one user regex.
-pub const REGEX_DFA_SIZE_LIMIT: usize = 2 << 20;
+use error::line_of;
+
 /// The longest policy file accepted.
 pub const MAX_POLICY_BYTES: usize = 1 << 20;
 
@@ -51,76 +71,6 @@ pub const DEFAULT_ALLOWED_METHODS: &[&str] = &[
     "notifications/cancelled",
     "cancelled",
 ];
-
-/// Why a policy was refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PolicyError {
-    /// The file could not be read.
-    #[error("cannot read policy {path}: {source}")]
-    Read {
-        /// The policy file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The document is not valid YAML, or a field has the wrong type or is unknown.
-    #[error("{}{message}", line_prefix(*line))]
-    Syntax {
-        /// 1-based line, when known.
-        line: Option<u64>,
-        /// What is wrong.
-        message: String,
-    },
-    /// A field has a value the spec does not allow.
-    #[error("{}{field}: {message}", line_prefix(*line))]
-    Invalid {
-        /// 1-based line, when known.
-        line: Option<u64>,
-        /// Dotted path of the field, e.g. `spec.tool_rules[2].rate_limit`.
-        field: String,
-        /// What is wrong and how to fix it.
-        message: String,
-    },
-    /// `metadata.signature` does not verify, or a signature is required and absent (-32010).
-    #[error("policy signature invalid: {0}")]
-    Signature(String),
-}
-
-fn line_prefix(line: Option<u64>) -> String {
-    line.map_or_else(String::new, |l| format!("line {l}: "))
-}
-
-impl PolicyError {
-    fn invalid<T>(field: impl Into<String>, at: &Spanned<T>, message: impl Into<String>) -> Self {
-        Self::Invalid {
-            line: line_of(at),
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-
-    fn invalid_at(field: impl Into<String>, line: Option<u64>, message: impl Into<String>) -> Self {
-        Self::Invalid {
-            line,
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-
-    /// The line the error points at, when known.
-    pub fn line(&self) -> Option<u64> {
-        match self {
-            Self::Syntax { line, .. } | Self::Invalid { line, .. } => *line,
-            Self::Read { .. } | Self::Signature(_) => None,
-        }
-    }
-}
-
-fn line_of<T>(at: &Spanned<T>) -> Option<u64> {
-    let line = at.referenced.line();
-    (line > 0).then_some(line)
-}
 
 /// The policy schema versions this implementation reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -161,273 +111,6 @@ impl Mode {
             Self::Monitor => "monitor",
         }
     }
-}
-
-/// A tool rule's action (spec 3.5.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Permit, subject to argument validation.
-    Allow,
-    /// Refuse unconditionally.
-    Block,
-    /// Hold for a human's approval.
-    Ask,
-}
-
-/// A rate limit: `count` calls per `period`, as a token bucket refilled continuously.
-#[derive(Debug)]
-pub struct RateLimit {
-    /// Calls allowed per period (the bucket size).
-    pub count: u32,
-    /// The period.
-    pub period: Duration,
-    bucket: Mutex<Bucket>,
-}
-
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    last: Option<Instant>,
-}
-
-impl RateLimit {
-    fn new(count: u32, period: Duration) -> Self {
-        Self {
-            count,
-            period,
-            bucket: Mutex::new(Bucket {
-                tokens: f64::from(count),
-                last: None,
-            }),
-        }
-    }
-
-    /// Takes one call from the bucket at `now`; false when the limit is exceeded.
-    pub fn try_acquire(&self, now: Instant) -> bool {
-        let mut bucket = self.bucket.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let capacity = f64::from(self.count);
-        if let Some(last) = bucket.last {
-            let elapsed = now.saturating_duration_since(last).as_secs_f64();
-            let refill = elapsed * capacity / self.period.as_secs_f64();
-            bucket.tokens = (bucket.tokens + refill).min(capacity);
-        }
-        bucket.last = Some(now);
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// `schema_hash` of a tool rule (spec 3.5.4).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SchemaHash {
-    /// `sha256`, `sha384` or `sha512`.
-    pub algorithm: HashAlgorithm,
-    /// Lowercase hex digest.
-    pub digest: String,
-}
-
-/// Digest algorithms of `schema_hash`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HashAlgorithm {
-    /// SHA-256.
-    Sha256,
-    /// SHA-384.
-    Sha384,
-    /// SHA-512.
-    Sha512,
-}
-
-/// One compiled `tool_rules` entry.
-#[derive(Debug)]
-pub struct ToolRule {
-    /// The tool name as written.
-    pub tool: String,
-    /// The action.
-    pub action: Action,
-    /// The rate limit, if any.
-    pub rate_limit: Option<RateLimit>,
-    /// `strict_args` when set explicitly.
-    pub strict_args: Option<bool>,
-    /// The expected schema hash, if any.
-    pub schema_hash: Option<SchemaHash>,
-    /// Argument name → (pattern as written, compiled full-match regex).
-    pub allow_args: Vec<(String, String, Regex)>,
-}
-
-/// Human-in-the-loop settings (IETF draft 6.2.5).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HitlSettings {
-    /// Who may approve (informational; shown with each hold).
-    pub approvers: Vec<String>,
-    /// How long a held call waits.
-    pub timeout: Duration,
-    /// Whether an unanswered hold is allowed (`on_timeout: allow`) instead of denied.
-    pub allow_on_timeout: bool,
-}
-
-impl Default for HitlSettings {
-    fn default() -> Self {
-        Self {
-            approvers: Vec::new(),
-            timeout: Duration::from_secs(60),
-            allow_on_timeout: false,
-        }
-    }
-}
-
-/// What happens when a remote dependency (validation server, registry) is unreachable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailoverMode {
-    /// Refuse (default).
-    FailClosed,
-    /// Allow, within `fail_open_constraints`.
-    FailOpen,
-    /// Decide with the local policy alone.
-    LocalPolicy,
-}
-
-/// `spec.server.fail_open_constraints`: what `fail_open` may still let through.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FailOpenConstraints {
-    /// Only these tools (normalized) pass while failing open; empty means any.
-    pub allowed_tools: Vec<String>,
-    /// How long failing open may last.
-    pub max_duration: Option<Duration>,
-    /// How many calls may pass while failing open.
-    pub max_requests: Option<u64>,
-    /// Webhook to alert when failing open.
-    pub alert_webhook: Option<String>,
-    /// Whether the local policy must still allow the call.
-    pub require_local_policy: bool,
-}
-
-/// `spec.server` (spec 3.8).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerSettings {
-    /// Whether the HTTP server runs.
-    pub enabled: bool,
-    /// Listen address.
-    pub listen: String,
-    /// Failover behaviour.
-    pub failover_mode: FailoverMode,
-    /// Validation timeout.
-    pub timeout: Duration,
-    /// TLS certificate and key files (PEM).
-    pub tls: Option<(PathBuf, PathBuf)>,
-    /// Limits on `fail_open`.
-    pub fail_open: FailOpenConstraints,
-    /// Endpoint paths: validate, health, metrics.
-    pub validate_path: String,
-    /// Health endpoint path.
-    pub health_path: String,
-    /// Metrics endpoint path.
-    pub metrics_path: String,
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            listen: "127.0.0.1:9443".into(),
-            failover_mode: FailoverMode::FailClosed,
-            timeout: Duration::from_secs(5),
-            tls: None,
-            fail_open: FailOpenConstraints::default(),
-            validate_path: "/v1/validate".into(),
-            health_path: "/health".into(),
-            metrics_path: "/metrics".into(),
-        }
-    }
-}
-
-/// Revocation source of spec 3.9.3.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RevocationMode {
-    /// Ask the registry on every validation.
-    Online,
-    /// Poll the list with ETag and follow the SSE stream.
-    Cached,
-    /// Read the signed list from a file.
-    Crl {
-        /// The `.jws` file.
-        path: PathBuf,
-    },
-}
-
-/// `spec.registry` (spec 3.9), validated; enforced by the AAT verifier.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RegistrySettings {
-    /// The registry's base URL.
-    pub endpoint: String,
-    /// Revocation source.
-    pub revocation: RevocationMode,
-    /// Poll or re-read interval.
-    pub check_interval: Duration,
-    /// Revocation data older than this fails closed.
-    pub max_staleness: Duration,
-    /// Whether agent keys and revocation status are cached.
-    pub cache_enabled: bool,
-    /// Cache entry lifetime.
-    pub cache_ttl: Duration,
-    /// Cache size bound.
-    pub cache_max_entries: u64,
-    /// CA certificate for the registry's TLS.
-    pub ca_cert: Option<PathBuf>,
-    /// Bearer token for the registry.
-    pub bearer_token: Option<String>,
-    /// Issuer keys from this JWKS file instead of `{endpoint}/v1/jwks` (extension
-    /// `spec.registry.jwks_file`, for proxies without network access to the registry).
-    pub jwks_file: Option<PathBuf>,
-}
-
-/// `capabilities_mode` (spec 3.10.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CapabilitiesMode {
-    /// Tool must be in the AAT and allowed by the policy.
-    Intersect,
-    /// The AAT replaces `allowed_tools`.
-    AatOnly,
-    /// The AAT is for identity and audit only.
-    PolicyOnly,
-}
-
-/// `spec.aat` (spec 3.10 and DESIGN §7), validated; enforced by the AAT verifier.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AatSettings {
-    /// Whether AATs are validated when present.
-    pub enabled: bool,
-    /// Whether every tool call needs one.
-    pub require: bool,
-    /// Whether every call needs a per-call proof.
-    pub require_proof: bool,
-    /// Whether the AAT's own jti is single-use.
-    pub single_use: bool,
-    /// How capabilities combine with the policy.
-    pub capabilities_mode: CapabilitiesMode,
-    /// Accepted `iss` values (empty: any issuer whose key the registry publishes).
-    pub trusted_issuers: Vec<String>,
-    /// The audience expected in AATs.
-    pub audience: String,
-    /// Whether the user binding is checked (spec 10.3).
-    pub verify_user_binding: bool,
-    /// Whether capabilities are checked (`false` behaves like `policy_only`).
-    pub verify_capabilities: bool,
-    /// Oldest accepted AAT (`iat`).
-    pub max_token_age: Duration,
-    /// Clock skew tolerated.
-    pub clock_skew: Duration,
-    /// Longest accepted age of the user's authentication.
-    pub max_auth_age: Option<Duration>,
-    /// Calls allowed per session.
-    pub max_calls_per_session: Option<u64>,
-    /// Servers a delegation may reach.
-    pub allowed_servers: Vec<String>,
-    /// The HTTP header carrying the AAT.
-    pub header_name: String,
 }
 
 /// A loaded, validated and compiled policy.
@@ -738,7 +421,7 @@ fn compile(doc: raw::Document, hash: String, signed: bool) -> Result<Policy, Pol
     let mut rules = HashMap::new();
     for (i, rule) in spec.tool_rules.into_iter().flatten().enumerate() {
         let field = format!("spec.tool_rules[{i}]");
-        let compiled = compile_rule(&field, rule)?;
+        let compiled = tools::compile_rule(&field, rule)?;
         let key = normalize(&compiled.tool).into_owned();
         if key.is_empty() {
             return Err(PolicyError::invalid_at(
@@ -776,7 +459,7 @@ fn compile(doc: raw::Document, hash: String, signed: bool) -> Result<Policy, Pol
     }
 
     let dlp = match spec.dlp {
-        Some(dlp) => compile_dlp(dlp)?,
+        Some(dlp) => dlp::compile_dlp(dlp)?,
         None => None,
     };
     if let Some(identity) = &spec.identity {
@@ -791,14 +474,14 @@ fn compile(doc: raw::Document, hash: String, signed: bool) -> Result<Policy, Pol
             ));
         }
     }
-    let hitl = compile_hitl(spec.hitl)?;
-    let server = compile_server(spec.server)?;
+    let hitl = hitl::compile_hitl(spec.hitl)?;
+    let server = server::compile_server(spec.server)?;
     let registry = match spec.registry {
-        Some(registry) => compile_registry(registry)?,
+        Some(registry) => registry::compile_registry(registry)?,
         None => None,
     };
     let aat = match spec.aat {
-        Some(aat) => compile_aat(aat, &name, registry.is_some())?,
+        Some(aat) => aat::compile_aat(aat, &name, registry.is_some())?,
         None => None,
     };
 
@@ -847,522 +530,6 @@ pub(crate) fn expand_home<'p>(path: &'p str, home: Option<&str>) -> Cow<'p, str>
         }
         _ => Cow::Borrowed(path),
     }
-}
-
-/// Builds a user regex under the size limits; a pattern too large to compile is refused here.
-pub fn user_regex(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_DFA_SIZE_LIMIT)
-        .nest_limit(64)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::CompiledTooBig(limit) => {
-                format!("pattern is too complex (compiled form exceeds {limit} bytes)")
-            }
-            other => format!("invalid regex: {}", one_line(&other.to_string())),
-        })
-}
-
-fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn compile_rule(field: &str, rule: raw::ToolRule) -> Result<ToolRule, PolicyError> {
-    let action = match rule.action.as_ref().map(|a| a.value.as_str()) {
-        None | Some("allow") => Action::Allow,
-        Some("block") => Action::Block,
-        Some("ask") => Action::Ask,
-        Some(other) => {
-            return Err(PolicyError::invalid_at(
-                format!("{field}.action"),
-                rule.action.as_ref().and_then(line_of),
-                format!("unknown action {other:?}: use allow, block or ask"),
-            ));
-        }
-    };
-    let rate_limit = match &rule.rate_limit {
-        None => None,
-        Some(text) => {
-            let (count, period) = units::parse_rate(&text.value)
-                .map_err(|message| PolicyError::invalid(format!("{field}.rate_limit"), text, message))?;
-            Some(RateLimit::new(count, period))
-        }
-    };
-    let schema_hash = match &rule.schema_hash {
-        None => None,
-        Some(text) => Some(
-            parse_schema_hash(&text.value)
-                .map_err(|message| PolicyError::invalid(format!("{field}.schema_hash"), text, message))?,
-        ),
-    };
-    let mut allow_args = Vec::new();
-    for (arg, pattern) in rule.allow_args.into_iter().flatten() {
-        let full = format!("^(?:{})$", pattern.value);
-        let regex = user_regex(&full)
-            .map_err(|message| PolicyError::invalid(format!("{field}.allow_args.{arg}"), &pattern, message))?;
-        allow_args.push((arg, pattern.value, regex));
-    }
-    Ok(ToolRule {
-        tool: rule.tool.value,
-        action,
-        rate_limit,
-        strict_args: rule.strict_args,
-        schema_hash,
-        allow_args,
-    })
-}
-
-fn parse_schema_hash(text: &str) -> Result<SchemaHash, String> {
-    let (algorithm, digest) = text
-        .split_once(':')
-        .ok_or_else(|| "use <algorithm>:<hex digest>, e.g. sha256:…".to_owned())?;
-    let (algorithm, len) = match algorithm {
-        "sha256" => (HashAlgorithm::Sha256, 64),
-        "sha384" => (HashAlgorithm::Sha384, 96),
-        "sha512" => (HashAlgorithm::Sha512, 128),
-        other => return Err(format!("unsupported algorithm {other:?}: use sha256, sha384 or sha512")),
-    };
-    let digest = digest.to_ascii_lowercase();
-    if digest.len() != len || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("the digest must be {len} hex characters"));
-    }
-    Ok(SchemaHash { algorithm, digest })
-}
-
-fn compile_dlp(dlp: Spanned<raw::Dlp>) -> Result<Option<Dlp>, PolicyError> {
-    let at = line_of(&dlp);
-    let dlp = dlp.value;
-    if dlp.enabled == Some(false) {
-        return Ok(None);
-    }
-    let max_scan_size = match &dlp.max_scan_size {
-        None => 1 << 20,
-        Some(text) => parse_size(&text.value).map_err(|m| PolicyError::invalid("spec.dlp.max_scan_size", text, m))?,
-    };
-    let on_request_match = match dlp.on_request_match.as_ref().map(|s| s.value.as_str()) {
-        None | Some("block") => RequestAction::Block,
-        Some("redact") => RequestAction::Redact,
-        Some(other) => {
-            return Err(PolicyError::invalid_at(
-                "spec.dlp.on_request_match",
-                dlp.on_request_match.as_ref().and_then(line_of),
-                format!("unknown value {other:?}: use block or redact"),
-            ));
-        }
-    };
-    let block_on_failure = match dlp.on_redaction_failure.as_ref().map(|s| s.value.as_str()) {
-        None | Some("block") => true,
-        Some("allow") => false,
-        Some(other) => {
-            return Err(PolicyError::invalid_at(
-                "spec.dlp.on_redaction_failure",
-                dlp.on_redaction_failure.as_ref().and_then(line_of),
-                format!("unknown value {other:?}: use block or allow"),
-            ));
-        }
-    };
-    let mut patterns = Vec::new();
-    for (i, pattern) in dlp.patterns.into_iter().flatten().enumerate() {
-        let field = format!("spec.dlp.patterns[{i}]");
-        let name = pattern.name.value.trim().to_owned();
-        if name.is_empty() || name.contains(']') {
-            return Err(PolicyError::invalid(
-                format!("{field}.name"),
-                &pattern.name,
-                "must be non-empty and must not contain ']'",
-            ));
-        }
-        let regex = user_regex(&pattern.regex.value)
-            .map_err(|m| PolicyError::invalid(format!("{field}.regex"), &pattern.regex, m))?;
-        if regex.is_match("") {
-            return Err(PolicyError::invalid(
-                format!("{field}.regex"),
-                &pattern.regex,
-                "the pattern matches the empty string, so it would redact everywhere",
-            ));
-        }
-        let scope = match pattern.scope.as_ref().map(|s| s.value.as_str()) {
-            None | Some("all") | Some("both") => PatternScope::All,
-            Some("request") => PatternScope::Request,
-            Some("response") => PatternScope::Response,
-            Some(other) => {
-                return Err(PolicyError::invalid_at(
-                    format!("{field}.scope"),
-                    pattern.scope.as_ref().and_then(line_of),
-                    format!("unknown scope {other:?}: use request, response or all"),
-                ));
-            }
-        };
-        patterns.push(DlpPatternSpec {
-            name,
-            source: pattern.regex.value,
-            regex,
-            scope,
-        });
-    }
-    let compiled = Dlp::new(
-        patterns,
-        crate::dlp::DlpSettings {
-            scan_requests: dlp.scan_requests.unwrap_or(false),
-            scan_responses: dlp.scan_responses.unwrap_or(true),
-            detect_encoding: dlp.detect_encoding.unwrap_or(false),
-            filter_stderr: dlp.filter_stderr.unwrap_or(false),
-            max_scan_size,
-            on_request_match,
-            block_on_failure,
-            log_original_on_failure: dlp.log_original_on_failure.unwrap_or(false),
-        },
-    )
-    .map_err(|m| PolicyError::invalid_at("spec.dlp.patterns", at, m))?;
-    Ok(Some(compiled))
-}
-
-fn compile_hitl(hitl: Option<raw::Hitl>) -> Result<HitlSettings, PolicyError> {
-    let Some(hitl) = hitl else {
-        return Ok(HitlSettings::default());
-    };
-    let mut settings = HitlSettings {
-        approvers: hitl.approvers.unwrap_or_default(),
-        ..HitlSettings::default()
-    };
-    if let Some(t) = &hitl.timeout_seconds {
-        if t.value == 0 || t.value > 86_400 {
-            return Err(PolicyError::invalid(
-                "spec.hitl.timeout_seconds",
-                t,
-                "must be between 1 and 86400",
-            ));
-        }
-        settings.timeout = Duration::from_secs(t.value);
-    }
-    settings.allow_on_timeout = match hitl.on_timeout.as_ref().map(|s| s.value.as_str()) {
-        None | Some("deny") => false,
-        Some("allow") => true,
-        Some(other) => {
-            return Err(PolicyError::invalid_at(
-                "spec.hitl.on_timeout",
-                hitl.on_timeout.as_ref().and_then(line_of),
-                format!("unknown value {other:?}: use deny or allow"),
-            ));
-        }
-    };
-    Ok(settings)
-}
-
-fn duration_field(field: &str, value: Option<&Spanned<String>>, default: Duration) -> Result<Duration, PolicyError> {
-    match value {
-        None => Ok(default),
-        Some(text) => parse_duration(&text.value).map_err(|m| PolicyError::invalid(field, text, m)),
-    }
-}
-
-fn compile_server(server: Option<raw::Server>) -> Result<ServerSettings, PolicyError> {
-    let Some(server) = server else {
-        return Ok(ServerSettings::default());
-    };
-    let defaults = ServerSettings::default();
-    let failover_mode = match server.failover_mode.as_ref().map(|s| s.value.as_str()) {
-        None | Some("fail_closed") => FailoverMode::FailClosed,
-        Some("fail_open") => FailoverMode::FailOpen,
-        Some("local_policy") => FailoverMode::LocalPolicy,
-        Some(other) => {
-            return Err(PolicyError::invalid_at(
-                "spec.server.failover_mode",
-                server.failover_mode.as_ref().and_then(line_of),
-                format!("unknown value {other:?}: use fail_closed, fail_open or local_policy"),
-            ));
-        }
-    };
-    let listen = match &server.listen {
-        None => defaults.listen.clone(),
-        Some(text) => {
-            text.value
-                .parse::<std::net::SocketAddr>()
-                .map_err(|_| PolicyError::invalid("spec.server.listen", text, "use HOST:PORT with an IP address"))?;
-            text.value.clone()
-        }
-    };
-    let tls = match server.tls {
-        Some(raw::Tls {
-            cert: Some(cert),
-            key: Some(key),
-        }) => Some((PathBuf::from(cert), PathBuf::from(key))),
-        Some(raw::Tls { cert: None, key: None }) | None => None,
-        Some(_) => {
-            return Err(PolicyError::invalid_at(
-                "spec.server.tls",
-                None,
-                "give both cert and key",
-            ));
-        }
-    };
-    let fail_open = match server.fail_open_constraints {
-        None => FailOpenConstraints::default(),
-        Some(c) => FailOpenConstraints {
-            allowed_tools: c
-                .allowed_tools
-                .unwrap_or_default()
-                .iter()
-                .map(|t| normalize(t).into_owned())
-                .collect(),
-            max_duration: match &c.max_duration {
-                None => None,
-                Some(text) => Some(
-                    parse_duration(&text.value)
-                        .map_err(|m| PolicyError::invalid("spec.server.fail_open_constraints.max_duration", text, m))?,
-                ),
-            },
-            max_requests: c.max_requests,
-            alert_webhook: c.alert_webhook,
-            require_local_policy: c.require_local_policy.unwrap_or(true),
-        },
-    };
-    let endpoints = server.endpoints.unwrap_or_default();
-    let path = |p: Option<String>, default: String| -> Result<String, PolicyError> {
-        match p {
-            Some(p) if !p.starts_with('/') => Err(PolicyError::invalid_at(
-                "spec.server.endpoints",
-                None,
-                format!("endpoint {p:?} must start with '/'"),
-            )),
-            Some(p) => Ok(p),
-            None => Ok(default),
-        }
-    };
-    Ok(ServerSettings {
-        enabled: server.enabled.unwrap_or(false),
-        listen,
-        failover_mode,
-        timeout: duration_field("spec.server.timeout", server.timeout.as_ref(), defaults.timeout)?,
-        tls,
-        fail_open,
-        validate_path: path(endpoints.validate, defaults.validate_path)?,
-        health_path: path(endpoints.health, defaults.health_path)?,
-        metrics_path: path(endpoints.metrics, defaults.metrics_path)?,
-    })
-}
-
-fn compile_registry(registry: Spanned<raw::Registry>) -> Result<Option<RegistrySettings>, PolicyError> {
-    let at = line_of(&registry);
-    let registry = registry.value;
-    if registry.enabled != Some(true) {
-        return Ok(None);
-    }
-    let Some(endpoint) = registry.endpoint else {
-        return Err(PolicyError::invalid_at(
-            "spec.registry.endpoint",
-            at,
-            "required when registry.enabled is true",
-        ));
-    };
-    let url = endpoint.value.trim_end_matches('/').to_owned();
-    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-        .iter()
-        .any(|p| {
-            url.strip_prefix(p)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
-        });
-    if !(url.starts_with("https://") || loopback) {
-        return Err(PolicyError::invalid(
-            "spec.registry.endpoint",
-            &endpoint,
-            "use an https:// URL (plain http only for a loopback registry)",
-        ));
-    }
-    let revocation = registry.revocation.unwrap_or_default();
-    let check_interval = duration_field(
-        "spec.registry.revocation.check_interval",
-        revocation.check_interval.as_ref(),
-        Duration::from_secs(30),
-    )?;
-    at_least_a_second(
-        "spec.registry.revocation.check_interval",
-        revocation.check_interval.as_ref(),
-        check_interval,
-    )?;
-    let mode = match revocation.mode.as_ref().map(|s| s.value.as_str()) {
-        None | Some("cached") => RevocationMode::Cached,
-        Some("online") => RevocationMode::Online,
-        Some("crl") => match revocation.crl_path {
-            Some(path) => RevocationMode::Crl { path: path.into() },
-            None => {
-                return Err(PolicyError::invalid_at(
-                    "spec.registry.revocation.crl_path",
-                    revocation.mode.as_ref().and_then(line_of),
-                    "required when mode is crl",
-                ));
-            }
-        },
-        Some(other) => {
-            return Err(PolicyError::invalid_at(
-                "spec.registry.revocation.mode",
-                revocation.mode.as_ref().and_then(line_of),
-                format!("unknown mode {other:?}: use online, cached or crl"),
-            ));
-        }
-    };
-    let max_staleness = duration_field(
-        "spec.registry.revocation.max_staleness",
-        revocation.max_staleness.as_ref(),
-        check_interval.saturating_mul(5),
-    )?;
-    if max_staleness < check_interval {
-        return Err(PolicyError::invalid_at(
-            "spec.registry.revocation.max_staleness",
-            revocation.max_staleness.as_ref().and_then(line_of),
-            "must be at least check_interval",
-        ));
-    }
-    let jwks_file = match registry.jwks_file {
-        Some(path) if path.value.trim().is_empty() => {
-            return Err(PolicyError::invalid(
-                "spec.registry.jwks_file",
-                &path,
-                "must be the path of a JWKS file, or be left out to fetch the keys from the endpoint",
-            ));
-        }
-        Some(path) => Some(PathBuf::from(path.value.trim())),
-        None => None,
-    };
-    let cache = registry.cache.unwrap_or_default();
-    let cache_ttl = duration_field("spec.registry.cache.ttl", cache.ttl.as_ref(), Duration::from_secs(300))?;
-    at_least_a_second("spec.registry.cache.ttl", cache.ttl.as_ref(), cache_ttl)?;
-    let tls = registry.tls.unwrap_or_default();
-    if tls.client_cert.is_some() || tls.client_key.is_some() {
-        return Err(PolicyError::invalid_at(
-            "spec.registry.tls.client_cert",
-            at,
-            "mutual TLS to the registry is not supported: use auth.type bearer",
-        ));
-    }
-    let ca_cert = tls.ca_cert.map(PathBuf::from);
-    let auth = registry.auth.unwrap_or_default();
-    let bearer_token = match auth.kind.as_ref().map(|k| k.value.as_str()) {
-        None => auth.token.or(auth.api_key),
-        Some("bearer") => auth.token,
-        Some("api_key") => auth.api_key,
-        Some("mtls") => {
-            return Err(PolicyError::invalid_at(
-                "spec.registry.auth.type",
-                auth.kind.as_ref().and_then(line_of),
-                "mutual TLS to the registry is not supported: use bearer",
-            ));
-        }
-        Some(other) => {
-            return Err(PolicyError::invalid_at(
-                "spec.registry.auth.type",
-                auth.kind.as_ref().and_then(line_of),
-                format!("unsupported type {other:?}: use bearer or api_key"),
-            ));
-        }
-    };
-    Ok(Some(RegistrySettings {
-        endpoint: url,
-        revocation: mode,
-        check_interval,
-        max_staleness,
-        cache_enabled: cache.enabled.unwrap_or(true),
-        cache_ttl,
-        cache_max_entries: cache.max_entries.unwrap_or(10_000),
-        ca_cert,
-        bearer_token,
-        jwks_file,
-    }))
-}
-
-/// Refuses a registry interval under one second: the registry would be polled in a loop.
-fn at_least_a_second(field: &str, value: Option<&Spanned<String>>, interval: Duration) -> Result<(), PolicyError> {
-    if interval < Duration::from_secs(1) {
-        return Err(PolicyError::invalid_at(
-            field,
-            value.and_then(line_of),
-            "must be at least 1s",
-        ));
-    }
-    Ok(())
-}
-
-fn compile_aat(aat: Spanned<raw::Aat>, name: &str, has_registry: bool) -> Result<Option<AatSettings>, PolicyError> {
-    let at = line_of(&aat);
-    let aat = aat.value;
-    let require = aat.require.unwrap_or(false);
-    if aat.enabled != Some(true) && !require {
-        return Ok(None);
-    }
-    if !has_registry {
-        return Err(PolicyError::invalid_at(
-            "spec.aat",
-            at,
-            "AAT validation needs the issuer keys: enable spec.registry with its endpoint",
-        ));
-    }
-    let capabilities_mode = match aat.capabilities_mode.as_ref().map(|s| s.value.as_str()) {
-        None | Some("intersect") => CapabilitiesMode::Intersect,
-        Some("aat_only") => CapabilitiesMode::AatOnly,
-        Some("policy_only") => CapabilitiesMode::PolicyOnly,
-        Some(other) => {
-            return Err(PolicyError::invalid_at(
-                "spec.aat.capabilities_mode",
-                aat.capabilities_mode.as_ref().and_then(line_of),
-                format!("unknown mode {other:?}: use intersect, aat_only or policy_only"),
-            ));
-        }
-    };
-    let mut trusted_issuers = Vec::new();
-    for (i, issuer) in aat.trusted_issuers.iter().flatten().enumerate() {
-        if issuer.value.trim().is_empty() {
-            return Err(PolicyError::invalid(
-                format!("spec.aat.trusted_issuers[{i}]"),
-                issuer,
-                "must not be empty",
-            ));
-        }
-        trusted_issuers.push(issuer.value.trim().to_owned());
-    }
-    let validation = aat.validation.unwrap_or_default();
-    if validation.verify_signature == Some(false) {
-        return Err(PolicyError::invalid_at(
-            "spec.aat.validation.verify_signature",
-            at,
-            "AAT signatures are always verified; remove this setting",
-        ));
-    }
-    let max_auth_age = match &aat.max_auth_age {
-        None => None,
-        Some(text) => {
-            Some(parse_duration(&text.value).map_err(|m| PolicyError::invalid("spec.aat.max_auth_age", text, m))?)
-        }
-    };
-    Ok(Some(AatSettings {
-        enabled: true,
-        require,
-        require_proof: aat.require_proof.unwrap_or(require),
-        single_use: aat.single_use.unwrap_or(false),
-        capabilities_mode,
-        trusted_issuers,
-        audience: aat.audience.unwrap_or_else(|| name.to_owned()),
-        verify_user_binding: validation.verify_user_binding.unwrap_or(true),
-        verify_capabilities: validation.verify_capabilities.unwrap_or(true),
-        max_token_age: duration_field(
-            "spec.aat.validation.max_token_age",
-            validation.max_token_age.as_ref(),
-            Duration::from_secs(3600),
-        )?,
-        clock_skew: duration_field(
-            "spec.aat.validation.clock_skew",
-            validation.clock_skew.as_ref(),
-            Duration::from_secs(30),
-        )?,
-        max_auth_age,
-        max_calls_per_session: aat.max_calls_per_session,
-        allowed_servers: aat.allowed_servers.unwrap_or_default(),
-        header_name: aat.header_name.unwrap_or_else(|| "X-AIP-AAT".into()),
-    }))
 }
 
 impl fmt::Display for Mode {

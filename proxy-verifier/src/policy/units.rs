@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+use serde_saphyr::Spanned;
+
+use super::error::PolicyError;
+
 /// Parses `500ms`, `30s`, `5m`, `1h`, `1d` or a concatenation such as `1h30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -77,6 +81,18 @@ pub(crate) fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
         _ => return Err(bad()),
     };
     Ok((count, period))
+}
+
+/// The duration in `value`, or `default` when absent; a bad one is refused naming `field`.
+pub(super) fn duration_field(
+    field: &str,
+    value: Option<&Spanned<String>>,
+    default: Duration,
+) -> Result<Duration, PolicyError> {
+    match value {
+        None => Ok(default),
+        Some(text) => parse_duration(&text.value).map_err(|m| PolicyError::invalid(field, text, m)),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,78 @@
+//! The hash chain of the audit log: the genesis hash, a record's hash (the lowercase hex SHA-256
+//! of its RFC 8785 canonical JSON without `hash`), the line format (that canonical JSON with
+//! `"hash"` appended as its last member), and the check of one line against its own hash.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// `prev_hash` of the first record of a chain.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The hash of a record whose canonical form (without `hash`) is `canonical`.
+pub(super) fn record_hash(canonical: &[u8]) -> String {
+    hex::encode(Sha256::digest(canonical))
+}
+
+/// Appends the line of a record: `body` is its canonical form without the closing brace, `hash`
+/// its [`record_hash`].
+pub(super) fn push_line(out: &mut Vec<u8>, body: &[u8], hash: &str) {
+    out.reserve(body.len() + 77);
+    out.extend_from_slice(body);
+    out.extend_from_slice(b",\"hash\":\"");
+    out.extend_from_slice(hash.as_bytes());
+    out.extend_from_slice(b"\"}\n");
+}
+
+/// Chain fields of one valid line.
+pub(super) struct Link {
+    pub(super) seq: u64,
+    pub(super) prev_hash: String,
+    pub(super) hash: String,
+}
+
+/// What is wrong with one line on its own.
+pub(super) enum LineFault {
+    Unparsable(String),
+    Edited { seq: u64 },
+}
+
+pub(super) fn is_hash(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Parses one line (without its newline) and checks its hash against its content.
+pub(super) fn check_line(line: &[u8]) -> Result<Link, LineFault> {
+    let text = std::str::from_utf8(line).map_err(|_| LineFault::Unparsable("not UTF-8".into()))?;
+    // Strict parsing: a duplicated member could show readers a value the hash does not cover.
+    let value = aip_aat::jcs::parse_strict(text).map_err(|e| LineFault::Unparsable(e.to_string()))?;
+    let Value::Object(mut map) = value else {
+        return Err(LineFault::Unparsable("not a JSON object".into()));
+    };
+    let hash = match map.remove("hash") {
+        Some(Value::String(hash)) if is_hash(&hash) => hash,
+        _ => return Err(LineFault::Unparsable("missing or malformed \"hash\"".into())),
+    };
+    let seq = match map.get("seq").and_then(Value::as_u64) {
+        Some(seq) if seq > 0 => seq,
+        _ => return Err(LineFault::Unparsable("missing or malformed \"seq\"".into())),
+    };
+    let prev_hash = match map.get("prev_hash").and_then(Value::as_str) {
+        Some(prev) if is_hash(prev) => prev.to_owned(),
+        _ => return Err(LineFault::Unparsable("missing or malformed \"prev_hash\"".into())),
+    };
+    let canonical = aip_aat::jcs::to_vec(&map).map_err(|e| LineFault::Unparsable(e.to_string()))?;
+    if record_hash(&canonical) == hash {
+        return Ok(Link { seq, prev_hash, hash });
+    }
+    // The line as written is the canonical text followed by the hash member; hashing those bytes
+    // directly is exact even where parsing a number back would not be.
+    if let Some(body) = text.strip_suffix(&format!(",\"hash\":\"{hash}\"}}")) {
+        let mut digest = Sha256::new();
+        digest.update(body.as_bytes());
+        digest.update(b"}");
+        if hex::encode(digest.finalize()) == hash {
+            return Ok(Link { seq, prev_hash, hash });
+        }
+    }
+    Err(LineFault::Edited { seq })
+}

@@ -1,0 +1,230 @@
+//! Checking a log: [`verify`] walks the chain of a log and its head file and reports the first
+//! break ([`VerifyError`]) or what verified ([`VerifyReport`]).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::chain::{GENESIS_HASH, LineFault, check_line};
+use super::writer::{head_path, read_head};
+
+/// A log that verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Number of records.
+    pub records: u64,
+    /// Hash of the last record ([`GENESIS_HASH`] for an empty log).
+    pub last_hash: String,
+    /// Whether a head file was found and agreed with the log.
+    pub head_checked: bool,
+}
+
+/// The first break found in a log. Line numbers count from 1.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The log could not be read.
+    #[error("cannot read the audit log: {source}")]
+    Io {
+        /// The I/O error.
+        #[from]
+        source: io::Error,
+    },
+    /// The head file exists but cannot be read or parsed.
+    #[error("the head file {path} is unreadable: {reason}")]
+    HeadUnreadable {
+        /// The head file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A line is not a JSON audit record with chain fields.
+    #[error("line {line} is not a valid audit record: {reason}")]
+    Unparsable {
+        /// The line.
+        line: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A record's content does not match its hash.
+    #[error("line {line} (seq {seq}) was modified after it was written: its hash does not match its content")]
+    Edited {
+        /// The line.
+        line: u64,
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// Records are missing before this line.
+    #[error(
+        "line {line} has seq {found} where seq {expected} was expected: {} record(s) before it were deleted",
+        .found - .expected
+    )]
+    Deleted {
+        /// The line.
+        line: u64,
+        /// The sequence number that should be here.
+        expected: u64,
+        /// The sequence number found.
+        found: u64,
+    },
+    /// Records are out of order (or duplicated).
+    #[error("line {line} has seq {found} where seq {expected} was expected: records were reordered or duplicated")]
+    Reordered {
+        /// The line.
+        line: u64,
+        /// The sequence number that should be here.
+        expected: u64,
+        /// The sequence number found.
+        found: u64,
+    },
+    /// A record's `prev_hash` is not the hash of the record before it.
+    #[error("line {line} (seq {seq}) does not link to the record before it: its prev_hash is not that record's hash")]
+    ChainBroken {
+        /// The line.
+        line: u64,
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// The last line has no trailing newline: the log was cut inside a record.
+    #[error("line {line} is incomplete (no trailing newline): the log was cut in the middle of a record")]
+    TruncatedLine {
+        /// The line.
+        line: u64,
+    },
+    /// The head file names a record after the end of the log.
+    #[error(
+        "the log ends at line {line} with {records} record(s) but its head file records seq {head_seq}: \
+         the last {} record(s) were removed",
+        .head_seq - .records
+    )]
+    TailTruncated {
+        /// The last line of the log (0 when empty).
+        line: u64,
+        /// Records in the log.
+        records: u64,
+        /// The last sequence number according to the head file.
+        head_seq: u64,
+    },
+    /// The record the head file names has a different hash.
+    #[error("line {line} (seq {seq}) differs from the record named in the head file: the end of the log was replaced")]
+    HeadMismatch {
+        /// The line.
+        line: u64,
+        /// Its sequence number.
+        seq: u64,
+    },
+}
+
+impl VerifyError {
+    /// The line the break was found at, when there is one.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            Self::Io { .. } | Self::HeadUnreadable { .. } => None,
+            Self::Unparsable { line, .. }
+            | Self::Edited { line, .. }
+            | Self::Deleted { line, .. }
+            | Self::Reordered { line, .. }
+            | Self::ChainBroken { line, .. }
+            | Self::TruncatedLine { line }
+            | Self::TailTruncated { line, .. }
+            | Self::HeadMismatch { line, .. } => Some(*line),
+        }
+    }
+}
+
+/// Checks the chain of the log at `path` (and its head file `<path>.head`, when present) and
+/// reports the first break.
+pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
+    let head_file = head_path(path);
+    let head = read_head(&head_file).map_err(|reason| VerifyError::HeadUnreadable {
+        path: head_file.clone(),
+        reason,
+    })?;
+    let mut reader = BufReader::new(File::open(path)?);
+    let mut buf = Vec::new();
+    let mut line = 0u64;
+    let mut prev_hash = GENESIS_HASH.to_owned();
+    let mut records = 0u64;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        line += 1;
+        let Some(content) = buf.strip_suffix(b"\n") else {
+            return Err(VerifyError::TruncatedLine { line });
+        };
+        let link = check_line(content).map_err(|fault| match fault {
+            LineFault::Unparsable(reason) => VerifyError::Unparsable { line, reason },
+            LineFault::Edited { seq } => VerifyError::Edited { line, seq },
+        })?;
+        let expected = records + 1;
+        if link.seq > expected {
+            return Err(if seq_appears_later(&mut reader, expected) {
+                VerifyError::Reordered {
+                    line,
+                    expected,
+                    found: link.seq,
+                }
+            } else {
+                VerifyError::Deleted {
+                    line,
+                    expected,
+                    found: link.seq,
+                }
+            });
+        }
+        if link.seq < expected {
+            return Err(VerifyError::Reordered {
+                line,
+                expected,
+                found: link.seq,
+            });
+        }
+        if link.prev_hash != prev_hash {
+            return Err(VerifyError::ChainBroken { line, seq: link.seq });
+        }
+        if let Some(head) = &head
+            && head.seq == link.seq
+            && head.hash != link.hash
+        {
+            return Err(VerifyError::HeadMismatch { line, seq: link.seq });
+        }
+        records = link.seq;
+        prev_hash = link.hash;
+    }
+    if let Some(head) = &head
+        && head.seq > records
+    {
+        return Err(VerifyError::TailTruncated {
+            line,
+            records,
+            head_seq: head.seq,
+        });
+    }
+    Ok(VerifyReport {
+        records,
+        last_hash: prev_hash,
+        head_checked: head.is_some(),
+    })
+}
+
+/// Whether a later line holds sequence number `seq` (tells reordering from deletion).
+fn seq_appears_later(reader: &mut impl BufRead, seq: u64) -> bool {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        let found = serde_json::from_slice::<Value>(&buf)
+            .ok()
+            .and_then(|v| v.get("seq").and_then(Value::as_u64));
+        if found == Some(seq) {
+            return true;
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Server → client: `tools/list` results are filtered to what the policy (and the AAT the
+//! request carried) allows and checked against `schema_hash`; every message is DLP-scanned when
+//! the policy asks for it. Anything else goes out byte-for-byte as it came.
+
+use std::borrow::Cow;
+use std::io::{self, BufReader, Read, Write};
+use std::sync::PoisonError;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256, Sha384, Sha512};
+
+use crate::audit::Record;
+use crate::dlp::{Direction, Scan};
+use crate::engine::{Engine, Grant};
+use crate::identity::grant_of;
+use crate::jsonrpc::{self, Envelope};
+use crate::normalize::normalize;
+use crate::policy::HashAlgorithm;
+
+use super::lines::{Line, Sink, lock, read_line, send, strip_newline};
+use super::shared::{Relay, reason};
+
+impl Relay {
+    /// Server → client until the server closes its output.
+    pub fn downstream<R: Read>(&self, mut input: BufReader<R>, client: &Sink) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(4096);
+        loop {
+            let read = read_line(&mut input, &mut buf, self.options.max_message)?;
+            // Nothing more already read: flush now rather than wait for the next message.
+            let idle = input.buffer().is_empty();
+            match read {
+                Line::Eof => return lock(client).flush(),
+                Line::TooLong => {
+                    self.audit_protocol("downstream", "server message too large");
+                    let text = jsonrpc::error_response(
+                        None,
+                        -32603,
+                        "Internal error",
+                        Some(&reason(&format!(
+                            "server message exceeds {} bytes",
+                            self.options.max_message
+                        ))),
+                    );
+                    send(client, text.as_bytes(), idle)?;
+                }
+                Line::Complete => self.downstream_line(&buf, client, idle)?,
+            }
+        }
+    }
+
+    fn downstream_line(&self, line: &[u8], client: &Sink, idle: bool) -> io::Result<()> {
+        let engine = self.policy.current();
+        let body = strip_newline(line);
+        // Decode the text, and read the envelope, only when something needs them: a pending
+        // `tools/list`, DLP, or the id of a DLP record. Otherwise the line goes out as it came.
+        // `from_utf8` validates a word at a time, `from_utf8_lossy` a byte at a time, so the
+        // lossy decode is kept for the lines that need it.
+        let text = std::cell::OnceCell::new();
+        let text = || {
+            text.get_or_init(|| match std::str::from_utf8(body) {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(body),
+            })
+        };
+        let mut replaced: Option<String> = None;
+        let envelope = std::cell::OnceCell::new();
+        let envelope = || envelope.get_or_init(|| Envelope::parse(text())).as_ref();
+        let id = || envelope().and_then(|e| e.id);
+        let listed = {
+            let mut lists = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
+            if lists.is_empty() {
+                None
+            } else if let Some(Envelope {
+                method: None,
+                id: Some(id),
+                ..
+            }) = envelope()
+            {
+                lists.remove(id.get())
+            } else {
+                None
+            }
+        };
+        if let Some(aat) = listed
+            && envelope().is_some_and(|e| e.result.is_some())
+        {
+            let grant = aat
+                .as_ref()
+                .zip(self.identity.as_ref())
+                .map(|(aat, identity)| grant_of(aat, identity));
+            replaced = self.filter_tools_list(&engine, text(), grant.as_ref());
+        }
+        if let Some(dlp) = engine.policy().dlp() {
+            let current = replaced.as_deref().unwrap_or(text());
+            match dlp.scan_message(current, Direction::Response) {
+                Scan::Clean => {}
+                Scan::Redacted { text, events } => {
+                    let mut record = Record::new("downstream", "ALLOW", engine.policy().mode().as_str(), false);
+                    record.event = Some("DLP_TRIGGERED".into());
+                    record.policy_hash = Some(engine.policy().hash().to_owned());
+                    record.request_id = id().and_then(|id| serde_json::from_str(id.get()).ok());
+                    record.dlp = Some(events.into_iter().map(Into::into).collect());
+                    self.audit.record(record);
+                    replaced = Some(text);
+                }
+                Scan::TooLarge => {
+                    let block = dlp.settings().block_on_failure;
+                    let mut record = Record::new(
+                        "downstream",
+                        if block { "BLOCK" } else { "ALLOW" },
+                        engine.policy().mode().as_str(),
+                        block,
+                    );
+                    record.event = Some("DLP_SCAN_FAILED".into());
+                    record.reason = Some("response exceeds dlp.max_scan_size".into());
+                    if block {
+                        record.error_code = Some(-32014);
+                        self.audit.record(record);
+                        let text = jsonrpc::error_response(
+                            id(),
+                            -32014,
+                            "DLP redaction failed",
+                            Some(&reason("response exceeds dlp.max_scan_size and cannot be scanned")),
+                        );
+                        return send(client, text.as_bytes(), idle);
+                    }
+                    self.audit.record(record);
+                }
+            }
+        }
+        match replaced {
+            Some(text) => send(client, text.as_bytes(), idle),
+            None => send(client, line, idle),
+        }
+    }
+
+    /// Removes tools the policy does not allow from a `tools/list` result, and checks
+    /// `schema_hash` for the tools that have one. `None` when nothing changes.
+    fn filter_tools_list(&self, engine: &Engine, text: &str, grant: Option<&Grant<'_>>) -> Option<String> {
+        let mut message: Map<String, Value> = serde_json::from_str(text).ok()?;
+        let tools = message.get_mut("result")?.get_mut("tools")?.as_array_mut()?;
+        let before = tools.len();
+        tools.retain(|tool| {
+            let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                return false;
+            };
+            let normalized = normalize(name);
+            if !engine.lists_tool_for(&normalized, grant) {
+                return false;
+            }
+            let Some(expected) = engine.policy().rule(&normalized).and_then(|r| r.schema_hash.as_ref()) else {
+                return true;
+            };
+            let matches = schema_digest(tool, expected.algorithm).is_some_and(|d| d == expected.digest);
+            self.schemas.record(&normalized, matches);
+            if !matches {
+                tracing::warn!(
+                    tool = name,
+                    "tool schema does not match schema_hash: hidden and blocked"
+                );
+                let mut record = Record::new("downstream", "BLOCK", engine.policy().mode().as_str(), true);
+                record.event = Some("SCHEMA_MISMATCH".into());
+                record.tool = Some(name.to_owned());
+                record.error_code = Some(-32013);
+                record.policy_hash = Some(engine.policy().hash().to_owned());
+                self.audit.record(record);
+            }
+            matches
+        });
+        if tools.len() == before {
+            return None;
+        }
+        serde_json::to_string(&message).ok()
+    }
+}
+
+/// Spec 3.5.4: digest of the RFC 8785 form of `{name, description, inputSchema}` (absent
+/// members as `null`).
+pub fn schema_digest(tool: &Value, algorithm: HashAlgorithm) -> Option<String> {
+    let schema = serde_json::json!({
+        "name": tool.get("name").cloned().unwrap_or(Value::Null),
+        "description": tool.get("description").cloned().unwrap_or(Value::Null),
+        "inputSchema": tool.get("inputSchema").cloned().unwrap_or(Value::Null),
+    });
+    let canonical = aip_aat::jcs::to_vec(&schema).ok()?;
+    Some(match algorithm {
+        HashAlgorithm::Sha256 => hex::encode(Sha256::digest(&canonical)),
+        HashAlgorithm::Sha384 => hex::encode(Sha384::digest(&canonical)),
+        HashAlgorithm::Sha512 => hex::encode(Sha512::digest(&canonical)),
+    })
+}

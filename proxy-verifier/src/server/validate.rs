@@ -1,0 +1,259 @@
+//! `POST /v1/validate` (spec 6.2): a tool call evaluated as the relay would evaluate it, with the
+//! AAT and proof headers checked when the proxy verifies AATs, and the answer of spec 6.2.2.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::header::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::engine::{Decision, Engine, Grant, SchemaBook};
+use crate::identity::{Check, Identity, Presented, grant_of};
+use crate::metrics::{decision_label, record_decision, violation_type};
+use crate::policy::CapabilitiesMode;
+
+use super::admin::Admin;
+use super::api::{ApiError, json_body};
+use super::state::ServerState;
+
+/// The header carrying the per-call proof over HTTP (DESIGN §7).
+pub const PROOF_HEADER: &str = "X-AIP-Proof";
+
+/// The body of `POST /v1/validate` (spec 6.2.1).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateRequest {
+    /// The tool, as the client names it.
+    pub tool: String,
+    /// Its arguments.
+    pub arguments: Map<String, Value>,
+}
+
+/// The answer of `POST /v1/validate` (spec 6.2.2).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ValidateResponse {
+    /// `allow`, `block` or `ask`.
+    pub decision: String,
+    /// Why, in a sentence.
+    pub reason: String,
+    /// The violations found (also under `allow` in monitor mode).
+    pub violations: Vec<Violation>,
+    /// The AAT's status, when the proxy validates AATs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aat_status: Option<AatStatus>,
+}
+
+/// One violation in a [`ValidateResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Violation {
+    /// The kind, as [`violation_type`] names it.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The argument at fault, or `tool`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// `aat_status` of spec 6.2.2 (v1alpha3).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct AatStatus {
+    /// Whether the AAT verified.
+    pub valid: bool,
+    /// The agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// The user the agent acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Whether the tool was checked against the AAT's capabilities.
+    pub capabilities_checked: bool,
+    /// The issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Why the AAT does not hold: the spec 11.2 string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aat_error: Option<String>,
+    /// Why, in a sentence, when not valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl AatStatus {
+    /// The status of a check; `capabilities_checked` when the tool was held against the AAT's
+    /// capabilities.
+    pub fn of(check: &Check, capabilities_checked: bool) -> Self {
+        let from = |aat: &aip_aat::token::VerifiedAat| {
+            let claims = aat.claims();
+            (
+                Some(claims.agent.id.to_string()),
+                claims.user_binding.as_ref().map(|b| b.user_id.clone()),
+                Some(claims.iss.clone()),
+            )
+        };
+        match check {
+            Check::Anonymous => Self {
+                valid: false,
+                agent_id: None,
+                user_id: None,
+                capabilities_checked: false,
+                issuer: None,
+                aat_error: None,
+                reason: Some("no AAT presented".into()),
+            },
+            Check::Verified(v) => {
+                let (agent_id, user_id, issuer) = from(&v.aat);
+                Self {
+                    valid: true,
+                    agent_id,
+                    user_id,
+                    capabilities_checked,
+                    issuer,
+                    aat_error: None,
+                    reason: None,
+                }
+            }
+            Check::Rejected(r) => {
+                let (agent_id, user_id, issuer) = r.aat.as_deref().map_or((None, None, None), from);
+                Self {
+                    valid: false,
+                    agent_id,
+                    user_id,
+                    capabilities_checked: false,
+                    issuer,
+                    aat_error: r.refusal.aat_error().map(str::to_owned),
+                    reason: Some(r.refusal.reason()),
+                }
+            }
+        }
+    }
+}
+
+/// Evaluates a call as the relay would and phrases the answer of spec 6.2.2.
+pub fn evaluate(engine: &Engine, schemas: &SchemaBook, request: &ValidateRequest) -> (ValidateResponse, Decision) {
+    evaluate_for(engine, schemas, request, None)
+}
+
+/// As [`evaluate`] for a caller whose verified AAT brings `grant` (spec 4.3 step 0c).
+pub fn evaluate_for(
+    engine: &Engine,
+    schemas: &SchemaBook,
+    request: &ValidateRequest,
+    grant: Option<&Grant<'_>>,
+) -> (ValidateResponse, Decision) {
+    let verdict = engine.check_tool_call(&request.tool, Some(&request.arguments), grant, schemas, Instant::now());
+    let resolution = engine.resolve(verdict);
+    let denial = resolution.denial.as_ref();
+    let violations: Vec<Violation> = denial
+        .iter()
+        .map(|d| Violation {
+            kind: violation_type(d).to_owned(),
+            field: d.failed_arg.clone().unwrap_or_else(|| "tool".to_owned()),
+            message: d.reason.clone(),
+        })
+        .collect();
+    let (decision, reason) = match (resolution.decision, denial) {
+        (Decision::Allow, _) => ("allow", "Tool call allowed by policy".to_owned()),
+        (Decision::Ask, _) => ("ask", "Tool call requires human approval (action: ask)".to_owned()),
+        (Decision::AllowMonitor, Some(d)) => (
+            "allow",
+            format!(
+                "Monitor mode: the violation is logged and the call forwarded ({})",
+                d.reason
+            ),
+        ),
+        (Decision::AllowMonitor, None) => ("allow", "Monitor mode: the call is forwarded".to_owned()),
+        (Decision::Block | Decision::RateLimited, Some(d)) => ("block", d.reason.clone()),
+        (Decision::Block | Decision::RateLimited, None) => ("block", "Tool call refused by policy".to_owned()),
+    };
+    let response = ValidateResponse {
+        decision: decision.to_owned(),
+        reason,
+        violations,
+        aat_status: None,
+    };
+    (response, resolution.decision)
+}
+
+pub(super) async fn validate(
+    _admin: Admin,
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ValidateResponse>, ApiError> {
+    let started = Instant::now();
+    let request: ValidateRequest = json_body(&headers, body, r#"{"tool": string, "arguments": object}"#)?;
+    let engine = state.policy.current();
+    let (response, decision) = match &state.identity {
+        None => evaluate(&engine, &state.schemas, &request),
+        Some(identity) => validate_with_aat(identity, &engine, &state.schemas, &request, &headers)?,
+    };
+    record_decision(
+        decision_label(decision),
+        response.violations.first().map(|v| v.kind.as_str()),
+        started.elapsed(),
+    );
+    Ok(Json(response))
+}
+
+/// `/v1/validate` with the AAT and proof headers (spec 6.2, DESIGN §7).
+fn validate_with_aat(
+    identity: &Identity,
+    engine: &Engine,
+    schemas: &SchemaBook,
+    request: &ValidateRequest,
+    headers: &HeaderMap,
+) -> Result<(ValidateResponse, Decision), ApiError> {
+    let header = |name: &str| -> Result<Option<&str>, ApiError> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(value) => value
+                .to_str()
+                .map(Some)
+                .map_err(|_| ApiError::bad_request(format!("the {name} header is not visible ASCII"))),
+        }
+    };
+    let presented = Presented {
+        aat: header(&identity.settings().header_name)?,
+        proof: header(PROOF_HEADER)?,
+    };
+    let arguments = Value::Object(request.arguments.clone());
+    let call = aip_aat::proof::Call::tools_call(&request.tool, Some(&arguments));
+    let check = identity.check(presented, &call);
+    match &check {
+        Check::Rejected(r) if r.enforced => {
+            let (code, _, _) = r.refusal.error(Some(&request.tool));
+            let response = ValidateResponse {
+                decision: "block".into(),
+                reason: r.refusal.reason(),
+                violations: vec![Violation {
+                    kind: if code == -32017 {
+                        "aat_capability_denied"
+                    } else {
+                        "aat_invalid"
+                    }
+                    .into(),
+                    field: "aat".into(),
+                    message: r.refusal.reason(),
+                }],
+                aat_status: Some(AatStatus::of(&check, false)),
+            };
+            Ok((response, Decision::Block))
+        }
+        Check::Verified(v) => {
+            let grant = grant_of(&v.aat, identity);
+            let (mut response, decision) = evaluate_for(engine, schemas, request, Some(&grant));
+            response.aat_status = Some(AatStatus::of(&check, grant.mode != CapabilitiesMode::PolicyOnly));
+            Ok((response, decision))
+        }
+        Check::Anonymous | Check::Rejected(_) => {
+            let (mut response, decision) = evaluate(engine, schemas, request);
+            response.aat_status = Some(AatStatus::of(&check, false));
+            Ok((response, decision))
+        }
+    }
+}
