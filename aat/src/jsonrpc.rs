@@ -209,6 +209,16 @@ pub struct JsonRpcError {
 
 /// Maps a refusal to its JSON-RPC error; `tool` is the called tool when known.
 pub fn jsonrpc_error(error: &CallError, tool: Option<&str>) -> JsonRpcError {
+    let (code, data) = error_and_data(error, tool);
+    JsonRpcError {
+        code: code.code(),
+        message: code.message(),
+        data,
+    }
+}
+
+/// A refusal's JSON-RPC error and its `data`: [`jsonrpc_error`] in parts.
+pub fn error_and_data(error: &CallError, tool: Option<&str>) -> (ErrorCode, Value) {
     let mut data = Map::new();
     if let Some(tool) = tool {
         data.insert("tool".into(), tool.into());
@@ -276,11 +286,7 @@ pub fn jsonrpc_error(error: &CallError, tool: Option<&str>) -> JsonRpcError {
     if let Some(aat_error) = aat_error {
         data.insert("aat_error".into(), aat_error.into());
     }
-    JsonRpcError {
-        code: code.code(),
-        message: code.message(),
-        data: Value::Object(data),
-    }
+    (code, Value::Object(data))
 }
 
 #[cfg(test)]

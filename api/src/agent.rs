@@ -53,7 +53,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
-use crate::client::{Client, ClientError, ClientOptions};
+use crate::client::{Client, ClientError, ClientOptions, RootsError};
 use crate::issuer::{
     ChallengeRequest, ChallengeResponse, DeniedCapabilities, GrantType, GrantedCapabilities, RequestedCapabilities,
     TokenErrorCode, TokenErrorResponse, TokenRequest, TokenResponse, UserAuthorization,
@@ -365,7 +365,10 @@ impl Issuer {
             ..ClientOptions::default()
         };
         let client = Client::with_options(&config.issuer_url, None, &options).map_err(|e| match e {
-            ClientError::Config(what) => AgentClientError::Config(what),
+            ClientError::Roots(RootsError::NotPem) => {
+                AgentClientError::Config("ca_pem is not a PEM certificate bundle")
+            }
+            ClientError::Roots(_) => AgentClientError::Config("ca_pem holds no certificate"),
             other => transport(other),
         })?;
         Ok(Self {

@@ -37,9 +37,9 @@ pub const MAX_EVENT_BYTES: usize = 64 << 10;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The client could not be set up (base URL, TLS roots).
-    #[error("{0}")]
-    Config(&'static str),
+    /// The TLS roots given cannot be used.
+    #[error("CA certificates: {0}")]
+    Roots(RootsError),
     /// The authority answered with an error status. `error` and `description` come from its
     /// `{"error","error_description"}` body, or are `http_error` and the start of the body.
     #[error("{status}: {error}: {description}")]
@@ -72,6 +72,18 @@ pub enum ClientError {
     /// The answer was not what the API promises.
     #[error("unexpected response from the registry: {0}")]
     Decode(String),
+}
+
+/// Why the PEM bundle given as TLS roots cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RootsError {
+    /// It is not a PEM certificate bundle.
+    #[error("not a PEM certificate bundle")]
+    NotPem,
+    /// It holds no certificate.
+    #[error("holds no certificate")]
+    Empty,
 }
 
 /// How a [`Client`] connects. `Default`: the system's TLS roots, a 10 s connection timeout, a
@@ -191,10 +203,10 @@ impl Client {
             builder = builder.user_agent(agent);
         }
         if let Some(pem) = &options.ca_pem {
-            let roots = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|_| ClientError::Config("ca_pem is not a PEM certificate bundle"))?;
+            let roots =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|_| ClientError::Roots(RootsError::NotPem))?;
             if roots.is_empty() {
-                return Err(ClientError::Config("ca_pem holds no certificate"));
+                return Err(ClientError::Roots(RootsError::Empty));
             }
             builder = builder.tls_certs_only(roots);
         }

@@ -10,6 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use aip_aat::jsonrpc::ErrorCode;
 use serde_json::{Map, Value};
 
 use crate::normalize::normalize;
@@ -45,34 +46,29 @@ pub enum DenialKind {
 }
 
 impl DenialKind {
-    /// The JSON-RPC error code (spec 11).
-    pub fn code(&self) -> i32 {
+    /// The JSON-RPC error it is answered with (spec 11).
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            Self::Forbidden => -32001,
-            Self::RateLimited => -32002,
-            Self::UserDenied => -32004,
-            Self::UserTimeout => -32005,
-            Self::MethodNotAllowed => -32006,
-            Self::ProtectedPath => -32007,
-            Self::SchemaMismatch => -32013,
-            Self::DlpFailed => -32014,
-            Self::CapabilityDenied { .. } => -32017,
+            Self::Forbidden => ErrorCode::Forbidden,
+            Self::RateLimited => ErrorCode::RateLimited,
+            Self::UserDenied => ErrorCode::UserDenied,
+            Self::UserTimeout => ErrorCode::UserTimeout,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::ProtectedPath => ErrorCode::ProtectedPath,
+            Self::SchemaMismatch => ErrorCode::SchemaMismatch,
+            Self::DlpFailed => ErrorCode::DlpFailed,
+            Self::CapabilityDenied { .. } => ErrorCode::CapabilityDenied,
         }
+    }
+
+    /// The JSON-RPC error code.
+    pub fn code(&self) -> i32 {
+        self.error_code().code()
     }
 
     /// The JSON-RPC error message.
     pub fn message(&self) -> &'static str {
-        match self {
-            Self::Forbidden => "Forbidden",
-            Self::RateLimited => "Rate limit exceeded",
-            Self::UserDenied => "User denied",
-            Self::UserTimeout => "User approval timeout",
-            Self::MethodNotAllowed => "Method not allowed",
-            Self::ProtectedPath => "Access denied: protected path",
-            Self::SchemaMismatch => "Schema mismatch",
-            Self::DlpFailed => "DLP redaction failed",
-            Self::CapabilityDenied { .. } => "AAT capability denied",
-        }
+        self.error_code().message()
     }
 
     /// Whether monitor mode refuses this too (spec 4.4).

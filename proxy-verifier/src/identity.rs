@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use aip_aat::clock::{Clock, SystemClock};
-use aip_aat::jsonrpc::{CallError, jsonrpc_error};
+use aip_aat::jsonrpc::{CallError, ErrorCode, error_and_data};
 use aip_aat::keys::KeyResolver;
 use aip_aat::proof::Call;
 use aip_aat::replay::InMemoryReplayCache;
@@ -138,37 +138,31 @@ impl Refusal {
         }
     }
 
-    /// The JSON-RPC error: `(code, message, data)`.
-    pub fn error(&self, tool: Option<&str>) -> (i32, &'static str, Value) {
-        let own = |code: i32, message: &'static str, reason: String, aat_error: &str| {
+    /// The JSON-RPC error and its `data`.
+    pub fn error(&self, tool: Option<&str>) -> (ErrorCode, Value) {
+        let own = |code: ErrorCode, reason: String, aat_error: &str| {
             let mut data = Map::new();
             if let Some(tool) = tool {
                 data.insert("tool".into(), tool.into());
             }
             data.insert("reason".into(), reason.into());
             data.insert("aat_error".into(), aat_error.into());
-            (code, message, Value::Object(data))
+            (code, Value::Object(data))
         };
         match self {
-            Self::Call(e) => {
-                let error = jsonrpc_error(e, tool);
-                (error.code, error.message, error.data)
-            }
+            Self::Call(e) => error_and_data(e, tool),
             Self::RevocationUnavailable(why) => own(
-                -32016,
-                "AAT invalid",
+                ErrorCode::AatInvalid,
                 format!("revocation status cannot be checked: {why}"),
                 "revocation_unavailable",
             ),
             Self::ServerNotAllowed => own(
-                -32017,
-                "AAT capability denied",
+                ErrorCode::CapabilityDenied,
                 "The AAT's allowed_servers does not include this server".into(),
                 "server_not_allowed",
             ),
             Self::SessionLimit(limit) => own(
-                -32002,
-                "Rate limit exceeded",
+                ErrorCode::RateLimited,
                 format!("The session has used its {limit} calls"),
                 "session_call_limit",
             ),

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use aip_aat::jsonrpc::ErrorCode;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -233,10 +234,10 @@ impl<'a> ToolCallParams<'a> {
 
 /// A JSON-RPC error response with `id` echoed byte-for-byte (`null` when the request had none
 /// or could not be read).
-pub fn error_response(id: Option<&RawValue>, code: i32, message: &str, data: Option<&Value>) -> String {
+pub fn error_response(id: Option<&RawValue>, code: ErrorCode, data: Option<&Value>) -> String {
     let mut error = Map::new();
-    error.insert("code".into(), code.into());
-    error.insert("message".into(), message.into());
+    error.insert("code".into(), code.code().into());
+    error.insert("message".into(), code.message().into());
     if let Some(data) = data {
         error.insert("data".into(), data.clone());
     }
@@ -274,15 +275,8 @@ pub fn denial_data(denial: &Denial, tool: Option<&str>, method: Option<&str>) ->
 /// The full error response for a refusal.
 pub fn denial_response(id: Option<&RawValue>, denial: &Denial, tool: Option<&str>, method: Option<&str>) -> String {
     let data = denial_data(denial, tool, method);
-    error_response(id, denial.kind.code(), denial.kind.message(), Some(&data))
+    error_response(id, denial.kind.error_code(), Some(&data))
 }
-
-/// JSON-RPC -32700: the line is not JSON.
-pub const PARSE_ERROR: i32 = -32700;
-/// JSON-RPC -32600: not a valid request object.
-pub const INVALID_REQUEST: i32 = -32600;
-/// JSON-RPC -32602: bad params.
-pub const INVALID_PARAMS: i32 = -32602;
 
 #[cfg(test)]
 mod tests {
@@ -402,6 +396,6 @@ mod tests {
             assert_eq!(parsed["error"]["code"], -32001);
             assert_eq!(parsed["error"]["data"]["tool"], "x");
         }
-        assert!(error_response(None, PARSE_ERROR, "Parse error", None).contains("\"id\":null"));
+        assert!(error_response(None, ErrorCode::ParseError, None).contains("\"id\":null"));
     }
 }

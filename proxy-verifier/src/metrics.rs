@@ -7,7 +7,7 @@ use std::time::Duration;
 use metrics::SharedString;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::engine::{Decision, Denial};
+use crate::engine::{Decision, Denial, DenialKind};
 
 /// `aip_requests_total`: messages evaluated (relayed calls and validations).
 pub const METRIC_REQUESTS: &str = "aip_requests_total";
@@ -90,8 +90,8 @@ pub fn decision_label(decision: Decision) -> &'static str {
 /// The violation type of a refusal, for `aip_violations_total{type}` and the `violations` of
 /// `/v1/validate`.
 pub fn violation_type(denial: &Denial) -> &'static str {
-    match denial.kind.code() {
-        -32001
+    match denial.kind {
+        DenialKind::Forbidden
             if denial
                 .failed_rule
                 .as_deref()
@@ -99,17 +99,16 @@ pub fn violation_type(denial: &Denial) -> &'static str {
         {
             "confusable_name"
         }
-        -32001 if denial.failed_arg.is_some() => "argument_invalid",
-        -32001 => "forbidden",
-        -32002 => "rate_limited",
-        -32004 => "user_denied",
-        -32005 => "user_timeout",
-        -32006 => "method_not_allowed",
-        -32007 => "protected_path",
-        -32013 => "schema_mismatch",
-        -32014 => "dlp_failed",
-        -32017 => "aat_capability_denied",
-        _ => "policy_violation",
+        DenialKind::Forbidden if denial.failed_arg.is_some() => "argument_invalid",
+        DenialKind::Forbidden => "forbidden",
+        DenialKind::RateLimited => "rate_limited",
+        DenialKind::UserDenied => "user_denied",
+        DenialKind::UserTimeout => "user_timeout",
+        DenialKind::MethodNotAllowed => "method_not_allowed",
+        DenialKind::ProtectedPath => "protected_path",
+        DenialKind::SchemaMismatch => "schema_mismatch",
+        DenialKind::DlpFailed => "dlp_failed",
+        DenialKind::CapabilityDenied { .. } => "aat_capability_denied",
     }
 }
 

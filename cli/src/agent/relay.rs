@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::io::{self, BufRead as _, BufReader, Read, Write};
 use std::sync::{Mutex, PoisonError};
 
+use aip_aat::jsonrpc::ErrorCode;
 use aip_aat::proof::Call;
 use aip_aat::secret::SecretString;
 use aip_api::agent::{AgentClient, AgentClientError};
@@ -29,8 +30,6 @@ use crate::output::warn;
 const AAT_PARAM: &str = "_aip_aat";
 /// The member that carries the per-call proof.
 const PROOF_PARAM: &str = "_aip_proof";
-/// JSON-RPC "Internal error".
-const INTERNAL_ERROR: i32 = -32603;
 
 /// Where the relay gets the AAT and a proof for one call.
 pub(crate) trait Credentials {
@@ -182,8 +181,8 @@ fn refuse(id: Option<&RawValue>, reason: &str) -> Upstream {
         jsonrpc: "2.0",
         id,
         error: ErrorObject {
-            code: INTERNAL_ERROR,
-            message: "Internal error",
+            code: ErrorCode::InternalError.code(),
+            message: ErrorCode::InternalError.message(),
             data: Reason { reason },
         },
     };

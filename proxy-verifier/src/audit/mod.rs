@@ -18,21 +18,22 @@
 //! traffic the callers then hand records over without waking it (a wake-up is a system call on
 //! the call path), and what arrived meanwhile is written together.
 //!
-//! Integers beyond ±2^53 inside `request_id` or `args` are stored rounded, as RFC 8785 requires.//!
+//! Integers beyond ±2^53 inside `request_id` or `args` are stored rounded, as RFC 8785 requires.
+//! The chain is `aip_aat::chain`, the same as the authority's audit log.
+//!
 //! # Files
 //!
-//! - `chain` — the hash-chain primitives: [`GENESIS_HASH`], a record's hash, the line format
-//!   and the check of one line;
+//! - `line` — a record as a line, and the check of one line against its hash;
 //! - `record` — [`Record`], its canonical form and timestamp format;
 //! - `writer` — [`AuditLog`], its writer thread and the head file;
 //! - `verify` — [`verify()`], [`VerifyError`], [`VerifyReport`].
 
-mod chain;
+mod line;
 mod record;
 mod verify;
 mod writer;
 
-pub use chain::GENESIS_HASH;
+pub use aip_aat::chain::GENESIS_HASH;
 pub use record::{DlpCount, Record};
 pub use verify::{VerifyError, VerifyReport, verify};
 pub use writer::AuditLog;

@@ -228,7 +228,7 @@ fn format_timestamp(at: time::OffsetDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::chain::GENESIS_HASH;
+    use aip_aat::chain::GENESIS_HASH;
 
     #[test]
     fn direct_serialization_is_canonical() {

@@ -5,9 +5,10 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use aip_aat::chain::{Break, ChainVerifier, Link};
 use serde_json::Value;
 
-use super::chain::{GENESIS_HASH, LineFault, check_line};
+use super::line::{LineFault, check_line};
 use super::writer::{head_path, read_head};
 
 /// A log that verified.
@@ -15,7 +16,7 @@ use super::writer::{head_path, read_head};
 pub struct VerifyReport {
     /// Number of records.
     pub records: u64,
-    /// Hash of the last record ([`GENESIS_HASH`] for an empty log).
+    /// Hash of the last record ([`GENESIS_HASH`](aip_aat::chain::GENESIS_HASH) for an empty log).
     pub last_hash: String,
     /// Whether a head file was found and agreed with the log.
     pub head_checked: bool,
@@ -145,8 +146,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
     let mut reader = BufReader::new(File::open(path)?);
     let mut buf = Vec::new();
     let mut line = 0u64;
-    let mut prev_hash = GENESIS_HASH.to_owned();
-    let mut records = 0u64;
+    let mut chain = ChainVerifier::new();
     loop {
         buf.clear();
         if reader.read_until(b'\n', &mut buf)? == 0 {
@@ -156,45 +156,34 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
         let Some(content) = buf.strip_suffix(b"\n") else {
             return Err(VerifyError::TruncatedLine { line });
         };
+        // The line's own hash is checked as the line is read: it is exact for the bytes written.
         let link = check_line(content).map_err(|fault| match fault {
             LineFault::Unparsable(reason) => VerifyError::Unparsable { line, reason },
             LineFault::Edited { seq } => VerifyError::Edited { line, seq },
         })?;
-        let expected = records + 1;
-        if link.seq > expected {
-            return Err(if seq_appears_later(&mut reader, expected) {
-                VerifyError::Reordered {
-                    line,
-                    expected,
-                    found: link.seq,
-                }
-            } else {
-                VerifyError::Deleted {
-                    line,
-                    expected,
-                    found: link.seq,
-                }
-            });
-        }
-        if link.seq < expected {
-            return Err(VerifyError::Reordered {
-                line,
-                expected,
-                found: link.seq,
-            });
-        }
-        if link.prev_hash != prev_hash {
-            return Err(VerifyError::ChainBroken { line, seq: link.seq });
-        }
+        let linked = Link {
+            seq: link.seq,
+            prev_hash: &link.prev_hash,
+            hash: &link.hash,
+        };
+        chain.push(linked, true).map_err(|broken| match broken {
+            Break::OutOfSequence { expected, found }
+                if found > expected && !seq_appears_later(&mut reader, expected) =>
+            {
+                VerifyError::Deleted { line, expected, found }
+            }
+            Break::OutOfSequence { expected, found } => VerifyError::Reordered { line, expected, found },
+            Break::Edited { seq } => VerifyError::Edited { line, seq },
+            _ => VerifyError::ChainBroken { line, seq: link.seq },
+        })?;
         if let Some(head) = &head
             && head.seq == link.seq
             && head.hash != link.hash
         {
             return Err(VerifyError::HeadMismatch { line, seq: link.seq });
         }
-        records = link.seq;
-        prev_hash = link.hash;
     }
+    let (records, last_hash) = chain.last();
     if let Some(head) = &head
         && head.seq > records
     {
@@ -206,7 +195,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
     }
     Ok(VerifyReport {
         records,
-        last_hash: prev_hash,
+        last_hash: last_hash.to_owned(),
         head_checked: head.is_some(),
     })
 }

@@ -14,7 +14,9 @@ use aip_aat::clock::{Clock, SystemClock};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::chain::{GENESIS_HASH, LineFault, check_line, is_hash, push_line, record_hash};
+use aip_aat::chain::{GENESIS_HASH, is_hash, record_hash};
+
+use super::line::{LineFault, check_line, push_line};
 use super::record::{Record, canonical_record};
 
 /// Unwritten bytes kept while the disk refuses writes; records beyond this are dropped (and

@@ -224,7 +224,6 @@ mod tests {
 
     use super::files::read_bounded;
     use super::state::parse_jwks;
-    use super::stream::{EventSizeGuard, MAX_EVENT_BYTES};
     use super::*;
     use crate::policy::RevocationMode;
     use aip_aat::keys::{Algorithm, Jwks, KeyPair};
@@ -519,24 +518,5 @@ mod tests {
             error.starts_with("registry CA certificate /nonexistent/ca.pem: "),
             "{error}"
         );
-    }
-
-    #[test]
-    fn event_size_is_bounded_between_blank_lines() {
-        let mut guard = EventSizeGuard::default();
-        let event = b"id: 7\nevent: agent.revoked\ndata: {}\n\n";
-        for _ in 0..10_000 {
-            assert!(guard.feed(event));
-            assert!(guard.feed(b":\n\n"));
-        }
-        let mut guard = EventSizeGuard::default();
-        assert!(guard.feed(b"data: "));
-        let long = vec![b'x'; MAX_EVENT_BYTES];
-        assert!(!guard.feed(&long));
-        // CRLF line ends count as boundaries too.
-        let mut guard = EventSizeGuard::default();
-        for _ in 0..MAX_EVENT_BYTES {
-            assert!(guard.feed(b"id: 1\r\n\r\n"));
-        }
     }
 }

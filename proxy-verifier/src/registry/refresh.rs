@@ -10,7 +10,9 @@ use super::config::{Config, Mode};
 use super::error::LinkError;
 use super::events::{RegistryEvent, UpdateSource};
 use super::files::read_bounded;
-use super::http::{Fetched, Http};
+use aip_api::client::Fetched;
+
+use super::http::Http;
 use super::limits::{BACKGROUND_TIMEOUT, MAX_JWKS_BYTES, MAX_LIST_BYTES};
 use super::state::{State, parse_jwks};
 
@@ -64,7 +66,7 @@ impl Shared {
             Some(path) => read_bounded(path, MAX_JWKS_BYTES).and_then(|bytes| parse_jwks(&bytes, &path.display())),
             None => {
                 let url = self.http.url("/v1/jwks");
-                match self.http.fetch_jwks(&url, timeout).await {
+                match self.http.fetch_jwks(timeout).await {
                     Ok(bytes) => parse_jwks(&bytes, &url),
                     Err(e) => Err(e),
                 }
@@ -89,7 +91,7 @@ impl Shared {
         let _one_at_a_time = self.list_fetch.lock().await;
         let etag = self.state.etag();
         let url = self.http.url("/v1/revocations");
-        let result = match self.http.fetch_revocations(&url, etag.as_deref(), timeout).await {
+        let result = match self.http.fetch_revocations(etag.as_deref(), timeout).await {
             Ok(Fetched::NotModified) => {
                 self.state.confirm();
                 Ok(())

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::io::{self, BufReader, Read, Write};
 use std::sync::PoisonError;
 
+use aip_aat::jsonrpc::ErrorCode;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
@@ -34,8 +35,7 @@ impl Relay {
                     self.audit_protocol("downstream", "server message too large");
                     let text = jsonrpc::error_response(
                         None,
-                        -32603,
-                        "Internal error",
+                        ErrorCode::InternalError,
                         Some(&reason(&format!(
                             "server message exceeds {} bytes",
                             self.options.max_message
@@ -114,12 +114,11 @@ impl Relay {
                     record.event = Some("DLP_SCAN_FAILED".into());
                     record.reason = Some("response exceeds dlp.max_scan_size".into());
                     if block {
-                        record.error_code = Some(-32014);
+                        record.error_code = Some(ErrorCode::DlpFailed.code());
                         self.audit.record(record);
                         let text = jsonrpc::error_response(
                             id(),
-                            -32014,
-                            "DLP redaction failed",
+                            ErrorCode::DlpFailed,
                             Some(&reason("response exceeds dlp.max_scan_size and cannot be scanned")),
                         );
                         return send(client, text.as_bytes(), idle);
@@ -161,7 +160,7 @@ impl Relay {
                 let mut record = Record::new("downstream", "BLOCK", engine.policy().mode().as_str(), true);
                 record.event = Some("SCHEMA_MISMATCH".into());
                 record.tool = Some(name.to_owned());
-                record.error_code = Some(-32013);
+                record.error_code = Some(ErrorCode::SchemaMismatch.code());
                 record.policy_hash = Some(engine.policy().hash().to_owned());
                 self.audit.record(record);
             }

@@ -13,6 +13,7 @@ use std::io::{self, BufReader, Read};
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
+use aip_aat::jsonrpc::ErrorCode;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -51,8 +52,7 @@ impl Relay {
                 Line::TooLong => {
                     let text = jsonrpc::error_response(
                         None,
-                        jsonrpc::INVALID_REQUEST,
-                        "Invalid Request",
+                        ErrorCode::InvalidRequest,
                         Some(&serde_json::json!({
                             "reason": format!("message exceeds {} bytes", self.options.max_message)
                         })),
@@ -72,12 +72,8 @@ impl Relay {
         }
         let Ok(text) = std::str::from_utf8(body) else {
             self.audit_protocol("upstream", "message is not UTF-8");
-            let text = jsonrpc::error_response(
-                None,
-                jsonrpc::PARSE_ERROR,
-                "Parse error",
-                Some(&reason("message is not valid UTF-8")),
-            );
+            let text =
+                jsonrpc::error_response(None, ErrorCode::ParseError, Some(&reason("message is not valid UTF-8")));
             return send(client, text.as_bytes(), true);
         };
         let Some(envelope) = Envelope::parse(text) else {
@@ -88,16 +84,11 @@ impl Relay {
             };
             self.audit_protocol("upstream", why);
             let code = if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
-                jsonrpc::INVALID_REQUEST
+                ErrorCode::InvalidRequest
             } else {
-                jsonrpc::PARSE_ERROR
+                ErrorCode::ParseError
             };
-            let message = if code == jsonrpc::PARSE_ERROR {
-                "Parse error"
-            } else {
-                "Invalid Request"
-            };
-            let text = jsonrpc::error_response(None, code, message, Some(&reason(why)));
+            let text = jsonrpc::error_response(None, code, Some(&reason(why)));
             return send(client, text.as_bytes(), true);
         };
         let Some(method) = envelope.method.as_deref() else {
@@ -268,12 +259,7 @@ impl Relay {
     fn invalid_params(&self, msg: &Message<'_>, why: &str) -> io::Result<()> {
         let method = msg.envelope.method.as_deref().unwrap_or_default();
         self.audit_protocol("upstream", &format!("{method} without valid params"));
-        let text = jsonrpc::error_response(
-            msg.envelope.id,
-            jsonrpc::INVALID_PARAMS,
-            "Invalid params",
-            Some(&reason(why)),
-        );
+        let text = jsonrpc::error_response(msg.envelope.id, ErrorCode::InvalidParams, Some(&reason(why)));
         send(msg.client, text.as_bytes(), msg.idle)
     }
 

@@ -6,12 +6,11 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 
 use axum::extract::{FromRef, FromRequestParts};
-use axum::http::header;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::api::ApiError;
+use aip_http::ApiError;
 
 /// The environment variable that supplies the admin token instead of a generated one.
 pub const TOKEN_ENV: &str = "AIP_PROXY_TOKEN";
@@ -123,16 +122,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .filter(|t| !t.is_empty());
-        let Some(presented) = presented else {
+        let Some(presented) = aip_http::bearer(&parts.headers) else {
             return Err(ApiError::unauthorized(
                 r#"Bearer realm="aip-proxy""#,
                 "an Authorization: Bearer token is required",

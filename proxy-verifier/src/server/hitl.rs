@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use crate::hitl::HitlError;
 
 use super::admin::Admin;
-use super::api::ApiError;
 use super::state::ServerState;
+use aip_http::ApiError;
 
 pub(super) async fn list_holds(_admin: Admin, State(state): State<ServerState>) -> Json<Value> {
     let settings = state.hitl.settings();

@@ -58,7 +58,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -70,8 +69,6 @@ pub use admin::{AdminToken, AdminTokenError, MIN_TOKEN_LEN, TOKEN_ENV};
 pub use api::MAX_BODY_BYTES;
 pub use state::ServerState;
 pub use validate::{AatStatus, PROOF_HEADER, ValidateRequest, ValidateResponse, Violation, evaluate, evaluate_for};
-
-use api::ApiError;
 
 /// How long [`ServerHandle::shutdown`] lets open connections finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -85,8 +82,8 @@ pub fn router(state: ServerState) -> Router {
         .route("/v1/hitl", get(hitl::list_holds))
         .route("/v1/hitl/{hold_id}/approve", post(hitl::approve))
         .route("/v1/hitl/{hold_id}/deny", post(hitl::deny))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(aip_http::not_found)
+        .method_not_allowed_fallback(aip_http::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -199,16 +196,4 @@ async fn serve(
         tracing::warn!("open HTTP connections did not finish in time; closing them");
         task.abort();
     }
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-}
-
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this endpoint does not take this method",
-    )
 }

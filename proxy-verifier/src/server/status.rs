@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use crate::metrics::record_policy_hash;
 
-use super::api::ApiError;
 use super::state::ServerState;
+use aip_http::ApiError;
 
 pub(super) async fn health(State(state): State<ServerState>) -> Json<Value> {
     let engine = state.policy.current();

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use aip_aat::jsonrpc::ErrorCode;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -17,7 +18,9 @@ use crate::metrics::{decision_label, record_decision, violation_type};
 use crate::policy::CapabilitiesMode;
 
 use super::admin::Admin;
-use super::api::{ApiError, json_body};
+use aip_http::ApiError;
+
+use super::api::json_body;
 use super::state::ServerState;
 
 /// The header carrying the per-call proof over HTTP (DESIGN §7).
@@ -226,12 +229,12 @@ fn validate_with_aat(
     let check = identity.check(presented, &call);
     match &check {
         Check::Rejected(r) if r.enforced => {
-            let (code, _, _) = r.refusal.error(Some(&request.tool));
+            let (code, _) = r.refusal.error(Some(&request.tool));
             let response = ValidateResponse {
                 decision: "block".into(),
                 reason: r.refusal.reason(),
                 violations: vec![Violation {
-                    kind: if code == -32017 {
+                    kind: if code == ErrorCode::CapabilityDenied {
                         "aat_capability_denied"
                     } else {
                         "aat_invalid"

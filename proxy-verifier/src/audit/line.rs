@@ -1,17 +1,10 @@
-//! The hash chain of the audit log: the genesis hash, a record's hash (the lowercase hex SHA-256
-//! of its RFC 8785 canonical JSON without `hash`), the line format (that canonical JSON with
-//! `"hash"` appended as its last member), and the check of one line against its own hash.
+//! A record as a line of the log: its RFC 8785 form with `"hash"` appended as the last member,
+//! and the check of one line against its own hash. The chain itself (the genesis hash, a
+//! record's hash, how records link) is `aip_aat::chain`, shared with the authority's log.
 
+use aip_aat::chain::{is_hash, record_hash};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-/// `prev_hash` of the first record of a chain.
-pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// The hash of a record whose canonical form (without `hash`) is `canonical`.
-pub(super) fn record_hash(canonical: &[u8]) -> String {
-    hex::encode(Sha256::digest(canonical))
-}
 
 /// Appends the line of a record: `body` is its canonical form without the closing brace, `hash`
 /// its [`record_hash`].
@@ -34,10 +27,6 @@ pub(super) struct Link {
 pub(super) enum LineFault {
     Unparsable(String),
     Edited { seq: u64 },
-}
-
-pub(super) fn is_hash(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Parses one line (without its newline) and checks its hash against its content.
