@@ -1,4 +1,4 @@
-# Sourced by bench/proxy/stdio-harness.sh and bench/proxy/symbol-order.sh once they have
+# Sourced by bench/proxy/stdio-harness.sh and packaging/aip-proxy/symbol-order.sh once they have
 # set `root` (the repository's top directory). Finds the release build, then builds the stdio
 # harness's driver and echo server into a new working directory with its policies, and moves
 # there. Sets: harness, target, proxy, requests, work.

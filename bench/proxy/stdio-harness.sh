@@ -13,8 +13,8 @@
 # Each run also measures relay-floor.c in the proxy's place (`case=relay-floor`): a relay that
 # copies bytes and looks at nothing, i.e. what the two extra pipe hops alone add that day.
 #
-# It first says how many functions of proxy-verifier/link/aip-proxy.symbol-order the binary has
-# (see symbol-order.sh): the layout that keeps its resident size down.
+# It first says whether the binary has the optional function layout of packaging/aip-proxy
+# (check-layout.sh): a plain release build doesn't; packaging/aip-proxy/build.sh makes one that does.
 #
 # AIP_BENCH_PM_QOS=1 holds a PM QoS CPU latency request of 0 (/dev/cpu_dma_latency, root only)
 # for the whole run, so idle cores poll instead of halting. On a virtual machine whose guest
@@ -39,15 +39,7 @@ fi
 . "$here/harness-setup.sh"
 gcc -O2 -pthread -o relay-floor "$here/relay-floor.c"
 echo "proxy: $proxy"
-# How much of the function layout (proxy-verifier/build.rs) this binary got; symbol names change
-# with dependency and toolchain upgrades, and a stale list shows up as a larger max_rss_kb.
-order=$root/proxy-verifier/link/aip-proxy.symbol-order
-nm --defined-only "$proxy" | awk '{ print $3 }' | sort -u >defined
-listed=$(wc -l <"$order")
-found=$(sort -u "$order" | comm -12 - defined | wc -l)
-echo "symbol-order: $found of $listed listed functions are in the binary"
-[ $((found * 10)) -ge $((listed * 9)) ] ||
-  echo "symbol-order: stale; regenerate with bench/proxy/symbol-order.sh and rebuild" >&2
+"$root/packaging/aip-proxy/check-layout.sh" "$proxy" || true
 field() { sed "s/.*$1=\([0-9.]*\).*/\1/"; }
 for run in 1 2 3; do
   direct=$(./driver "$n" pingpong allowed ./echo_server | field p50_us)
