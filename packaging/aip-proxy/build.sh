@@ -7,9 +7,9 @@
 #   packaging/aip-proxy/build.sh
 #
 # `cargo rustc` hands the options to the final link of that one binary only: every crate keeps the
-# symbol names of `cargo build --release -p aip-proxy-verifier`, the build the list is made from.
-# (RUSTFLAGS would rebuild every crate under other names.) The option is lld's, rustc's default
-# linker on x86_64 Linux; GNU ld refuses it.
+# symbol names of `cargo build --release -p aip-proxy-verifier`, the build the list is made from,
+# and only this binary is linked again (RUSTFLAGS would recompile every crate). The option is
+# lld's, rustc's default linker on x86_64 Linux; GNU ld refuses it.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 order=$here/aip-proxy.symbol-order
