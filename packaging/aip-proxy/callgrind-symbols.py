@@ -8,7 +8,7 @@ instruction count over all files, keeps the functions that live in BINARY and ar
 symbols of it (per `nm`), and prints their symbol names one per line, by descending count. Then
 come the defined text symbols that match an --also pattern and aren't listed yet: code that runs
 natively but not under valgrind, which hides some CPU features (SHA-NI, say) from the program.
-The list is the input of lld's --symbol-ordering-file (see symbol-order.sh).
+The list is the input of lld's --symbol-ordering-file (see symbol-order.sh and build.sh).
 """
 
 import os

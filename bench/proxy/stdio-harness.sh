@@ -1,7 +1,9 @@
 #!/bin/sh
-# Per-call overhead of aip-proxy on the shared stdio harness (driver.c, echo_server.c and the two
-# bench policies). Builds the harness into a temporary directory, then for each case prints the
-# direct and proxied p50 (pingpong) and the proxied pipelined throughput, three runs each.
+# Per-call overhead and peak RSS of aip-proxy on the stdio harness (bench/harness: driver.c,
+# echo_server.c and the two bench policies, the harness that measured the Go reference proxy).
+# Builds the harness into a temporary directory, then for each case prints the direct and
+# proxied p50 (pingpong), the proxied pipelined throughput and the proxy's peak RSS, three runs
+# each. Runs from any working directory; bench/README.md explains the output.
 #
 # The last case sends `file:` requests that each carry an AAT and a fresh per-call proof,
 # written by the `aat-bench-requests` example just before each run (proofs are valid for 300 s),
@@ -11,8 +13,8 @@
 # Each run also measures relay-floor.c in the proxy's place (`case=relay-floor`): a relay that
 # copies bytes and looks at nothing, i.e. what the two extra pipe hops alone add that day.
 #
-# It first says how many functions of proxy-verifier/link/aip-proxy.symbol-order the binary has
-# (see symbol-order.sh): the layout that keeps its resident size down.
+# It first says whether the binary has the optional function layout of packaging/aip-proxy
+# (check-layout.sh): a plain release build doesn't; packaging/aip-proxy/build.sh makes one that does.
 #
 # AIP_BENCH_PM_QOS=1 holds a PM QoS CPU latency request of 0 (/dev/cpu_dma_latency, root only)
 # for the whole run, so idle cores poll instead of halting. On a virtual machine whose guest
@@ -20,26 +22,24 @@
 # otherwise waits for the hypervisor, and the echo server's direct p50 reads ~50 µs instead of
 # ~8 µs (docs/benchmarks.md). It applies to the direct and proxied runs alike.
 #
+# AIP_PROXY=FILE measures another aip-proxy binary; AIP_BENCH_HARNESS=DIR takes the harness from
+# DIR (harness-setup.sh).
+#
 #   cargo build --release -p aip-proxy-verifier    # the binary users build
 #   cargo build --release -p aip-proxy-verifier --example aat-bench-requests
-#   proxy-verifier/benches/stdio-harness.sh HARNESS_DIR [N]     # N defaults to 20000
+#   bench/proxy/stdio-harness.sh [N]     # N calls per measurement, default 20000
 set -eu
-harness=$(cd "${1:?usage: stdio-harness.sh HARNESS_DIR [N]}" && pwd)
-n=${2:-20000}
+n=${1:-20000}
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
 if [ "${AIP_BENCH_PM_QOS:-0}" = 1 ]; then
   exec 3>/dev/cpu_dma_latency || { echo "AIP_BENCH_PM_QOS=1 needs write access to /dev/cpu_dma_latency" >&2; exit 2; }
   printf 0 >&3 # hex; the request lasts while descriptor 3 is open
 fi
-. "$(dirname "$0")/harness-setup.sh"
-gcc -O2 -pthread -o relay-floor "$benches/relay-floor.c"
-# How much of the function layout (proxy-verifier/build.rs) this binary got; symbol names change
-# with dependency and toolchain upgrades, and a stale list shows up as a larger max_rss_kb.
-nm --defined-only "$proxy" | awk '{ print $3 }' | sort -u >defined
-listed=$(wc -l <"$order")
-found=$(sort -u "$order" | comm -12 - defined | wc -l)
-echo "symbol-order: $found of $listed listed functions are in the binary"
-[ $((found * 10)) -ge $((listed * 9)) ] ||
-  echo "symbol-order: stale; regenerate with proxy-verifier/benches/symbol-order.sh and rebuild" >&2
+. "$here/harness-setup.sh"
+gcc -O2 -pthread -o relay-floor "$here/relay-floor.c"
+echo "proxy: $proxy"
+"$root/packaging/aip-proxy/check-layout.sh" "$proxy" || true
 field() { sed "s/.*$1=\([0-9.]*\).*/\1/"; }
 for run in 1 2 3; do
   direct=$(./driver "$n" pingpong allowed ./echo_server | field p50_us)
