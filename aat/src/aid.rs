@@ -1,7 +1,8 @@
 //! Agent Identity Documents (spec 8.2) and their registry attestation (spec 8.2.3).
 //!
 //! The attestation signs the RFC 8785 form of the document *without* its
-//! `registry_attestation` member, as the spec and DESIGN §5 define. Consequently
+//! `registry_attestation` member, as the spec and docs/architecture.md
+//! ("Certificates and identity documents") define. Consequently
 //! `signed_at` and `expires_at` are not covered by the signature: they are reported, and an
 //! expired attestation is refused, but freshness must come from the registry (status lookup
 //! or revocation list), never from these two fields alone.

@@ -1,4 +1,4 @@
-//! Per-call proof of possession (DESIGN §7).
+//! Per-call proof of possession (docs/architecture.md, "The AAT on the wire").
 //!
 //! An AAT is bound to the agent key (`cnf.jkt`); each tool call carries a fresh proof: a
 //! compact JWS with header `{"typ":"aip-pop+jwt","alg":…,"jwk":<agent public key>}` and
@@ -132,7 +132,7 @@ pub enum ProofMismatch {
     Arguments,
 }
 
-/// Why a call's proof was refused. [`ProofError::aat_error`] gives the DESIGN §7 string.
+/// Why a call's proof was refused. [`ProofError::aat_error`] gives the `aat_error` string.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProofError {

@@ -48,7 +48,7 @@ pub trait ReplayCache: Send + Sync {
     fn check_and_record(&self, scope: ReplayScope, id: &str, expires_at: i64, now: i64) -> Result<(), ReplayError>;
 }
 
-/// Default minimum time an entry is kept (DESIGN §7: at least 600 s).
+/// Default minimum time an entry is kept (at least 600 s: docs/architecture.md, "The AAT on the wire").
 pub const DEFAULT_MIN_RETENTION_SECS: i64 = 600;
 const SHARDS: usize = 16;
 

@@ -1,5 +1,6 @@
-//! The registry's revocation list (spec 8.3.3, with `revoked_users` from DESIGN §11), its
-//! signed form for offline proxies, and an indexed [`RevocationView`] over it.
+//! The registry's revocation list (spec 8.3.3, with `revoked_users`; docs/architecture.md,
+//! "Revocation publication"), its signed form for offline proxies, and an indexed
+//! [`RevocationView`] over it.
 //!
 //! The signed form is a compact JWS, header `{"alg","typ":"aip-revocations+jwt","kid"}`,
 //! whose payload is the RFC 8785 form of the list, signed by the registry key.

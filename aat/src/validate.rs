@@ -21,7 +21,7 @@ use crate::keys::KeyResolver;
 use crate::replay::{ReplayCache, ReplayError, ReplayScope};
 use crate::token::{AatError, RevokedBy, UnverifiedAat, Validation, VerifiedAat};
 
-/// What the registry has revoked (spec 8.3.3 plus users, DESIGN §11).
+/// What the registry has revoked (spec 8.3.3 plus users; docs/architecture.md, "Revocation publication").
 pub trait RevocationView: Send + Sync {
     /// The agent is revoked.
     fn is_agent_revoked(&self, agent_id: &AgentId) -> bool;
@@ -119,7 +119,7 @@ impl VerifiedAat {
     }
 
     /// Step 9: records the token's `jti`, refusing a second use. Only for single-use AATs
-    /// (`aat.single_use`); per-call proofs carry their own `jti` otherwise (DESIGN §7).
+    /// (`aat.single_use`); per-call proofs carry their own `jti` otherwise.
     pub fn record_jti(&self, replay: &dyn ReplayCache, now: i64, validation: &Validation) -> Result<(), AatError> {
         let until = self
             .claims()

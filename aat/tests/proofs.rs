@@ -1,5 +1,6 @@
-//! Integration tests of the per-call proof of possession (DESIGN §7) and of `CallVerifier`,
-//! which checks an AAT (cached once verified) and its proof on every tool call.
+//! Integration tests of the per-call proof of possession (docs/architecture.md, "The AAT on
+//! the wire") and of `CallVerifier`, which checks an AAT (cached once verified) and its proof on
+//! every tool call.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -1287,7 +1288,7 @@ fn another_agents_proof_jti_cannot_burn_a_single_use_aat() {
     let mallory = ed25519("mallory");
     let mallory_id = agent_id("mallory");
     let mallory_aat = encode_aat(&claims_for(&mallory, &mallory_id, NOW), &victim.issuer).unwrap();
-    let jti = victim.claims.jti.clone(); // jtis are logged (DESIGN §7), so assume it is known
+    let jti = victim.claims.jti.clone(); // jtis are logged, so assume it is known
     let proof = create_proof_with_jti(&mallory, &mallory_aat, &call, AUDIENCE, NOW, jti).unwrap();
     assert!(verifier.verify(Some(&mallory_aat), Some(&proof), &call).is_ok());
 

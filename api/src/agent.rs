@@ -517,7 +517,7 @@ impl AgentClient {
         self.inner.current.borrow().clone()
     }
 
-    /// The current AAT and a proof for `call` bound to it (DESIGN §7), to send together as
+    /// The current AAT and a proof for `call` bound to it, to send together as
     /// `_aip_aat` / `_aip_proof` (or `X-AIP-AAT` / `X-AIP-Proof`). Each proof is single-use.
     ///
     /// The AAT is returned even when it has expired because refreshing failed; the receiving

@@ -7,8 +7,8 @@
 //! and sends and reads the typed bodies `AgentClient` does.
 //!
 //! ```text
-//! cargo bench -p aip-issuer --bench issuance                       # SQLite
-//! AIP_BENCH_BACKEND=postgres AIP_TEST_POSTGRES_URL=postgres://… cargo bench -p aip-issuer --bench issuance
+//! cargo bench -p aip-authority --bench issuance                       # SQLite
+//! AIP_BENCH_BACKEND=postgres AIP_TEST_POSTGRES_URL=postgres://… cargo bench -p aip-authority --bench issuance
 //! ```
 //! `AIP_BENCH_CLIENTS` (default 32) and `AIP_BENCH_SECONDS` (default 10) tune the run.
 //! Results: docs/benchmarks.md.

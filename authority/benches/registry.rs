@@ -5,8 +5,8 @@
 //! 3. CRL generation time with 100 000 entries.
 //!
 //! ```text
-//! cargo bench -p aip-registry --bench registry                       # SQLite
-//! AIP_BENCH_BACKEND=postgres AIP_TEST_POSTGRES_URL=postgres://… cargo bench -p aip-registry --bench registry
+//! cargo bench -p aip-authority --bench registry                       # SQLite
+//! AIP_BENCH_BACKEND=postgres AIP_TEST_POSTGRES_URL=postgres://… cargo bench -p aip-authority --bench registry
 //! ```
 //! `AIP_BENCH_CLIENTS` (default 16), `AIP_BENCH_SECONDS` (default 10) and
 //! `AIP_BENCH_REVOKED` (default 100000) tune the run. Results: docs/benchmarks.md.

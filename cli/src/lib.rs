@@ -2,7 +2,7 @@
 //!
 //! * `aip-ca` ([`ca::main`]): operate the authority; the agent and user tools;
 //! * `aip-agent` ([`agent::main`]): the agent-side shim that lets an unmodified MCP client
-//!   present AATs (DESIGN §11).
+//!   present AATs (docs/architecture.md, "Tool call").
 //!
 //! Both share what is private here: the agent directory, passphrase and client flags, and how
 //! results and errors are reported. Flags in, library calls, output out; the logic lives in

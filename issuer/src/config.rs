@@ -1,12 +1,13 @@
 //! The issuer's settings: its part of `aip.toml` (`[issuer]`, `[issuer.local_user]`,
 //! `[[issuer.oidc]]`), and the validated [`IssuerSettings`] it runs with.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use aip_aat::clock::parse_duration;
 use serde::{Deserialize, Serialize};
 
 use crate::oidc::OidcProvider;
+pub use crate::oidc::OidcSection;
 
 /// The longest AAT lifetime any configuration may set (spec 14.8.3).
 pub const MAX_TOKEN_TTL: i64 = 24 * 3_600;
@@ -60,28 +61,6 @@ pub struct LocalUserSection {
     #[serde(default)]
     pub enabled: bool,
     /// Tools a local user may delegate (default: any, `["*"]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delegatable_tools: Option<Vec<String>>,
-}
-
-/// `[[issuer.oidc]]`: one trusted identity provider.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OidcSection {
-    /// The provider's `iss` value, exactly.
-    pub issuer: String,
-    /// The `aud` ID tokens must carry (the client id registered with the provider).
-    pub audience: String,
-    /// JWKS file, relative to the authority directory (exactly one of `jwks_file`, `jwks_url`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwks_file: Option<PathBuf>,
-    /// JWKS URL (`https://`, or `http://` on loopback only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwks_url: Option<String>,
-    /// Claim that becomes `user_id`: `sub` (default) or `email`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_claim: Option<String>,
-    /// Tools users of this provider may delegate (default: any, `["*"]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegatable_tools: Option<Vec<String>>,
 }

@@ -39,13 +39,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::OidcSection;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -86,6 +85,28 @@ const MAX_QUOTED_ISSUER_CHARS: usize = 128;
 // ---------------------------------------------------------------------------------------------
 // Configuration
 // ---------------------------------------------------------------------------------------------
+
+/// `[[issuer.oidc]]`: one trusted identity provider.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSection {
+    /// The provider's `iss` value, exactly.
+    pub issuer: String,
+    /// The `aud` ID tokens must carry (the client id registered with the provider).
+    pub audience: String,
+    /// JWKS file, relative to the authority directory (exactly one of `jwks_file`, `jwks_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS URL (`https://`, or `http://` on loopback only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// Claim that becomes `user_id`: `sub` (default) or `email`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_claim: Option<String>,
+    /// Tools users of this provider may delegate (default: any, `["*"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegatable_tools: Option<Vec<String>>,
+}
 
 /// The ID token claim that becomes the user id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

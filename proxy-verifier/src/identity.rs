@@ -1,10 +1,10 @@
-//! The identity steps of tool authorization (spec 4.3 steps 0b and 0c, spec 10.3, DESIGN §7):
+//! The identity steps of tool authorization (spec 4.3 steps 0b and 0c, spec 10.3;
 //! the AAT and its per-call proof, revocation, the user delegation and the session limits.
 //!
 //! [`Identity::check`] runs, in order:
 //!
 //! 1. no AAT: refused with -32015 when `aat.require`, else the call is anonymous;
-//! 2. the AAT (spec 7.5.3 steps 1–6, cached by its SHA-256 once verified), the proof (DESIGN §7)
+//! 2. the AAT (spec 7.5.3 steps 1–6, cached by its SHA-256 once verified), the proof
 //!    and, with `aat.single_use`, the AAT's own `jti` — through [`CallVerifier`];
 //! 3. `aat.validation.max_token_age` against `iat`;
 //! 4. revocation (step 7) against the registry data, if that data is fresh enough; otherwise
@@ -113,7 +113,7 @@ pub struct Rejection {
 /// Why an AAT does not hold for a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// A refusal of the toolkit's verifier (spec 11.2 and DESIGN §7).
+    /// A refusal of the toolkit's verifier (spec 11.2; docs/architecture.md, "The AAT on the wire").
     Call(CallError),
     /// The revocation data is missing or stale and `failover_mode` does not let the call pass.
     RevocationUnavailable(String),
@@ -124,7 +124,8 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The `aat_error` string: spec 11.2, DESIGN §7, and this proxy's own for the rest.
+    /// The `aat_error` string: spec 11.2, the proof's own (docs/architecture.md, "The AAT on the wire"), and
+    /// this proxy's own for the rest.
     pub fn aat_error(&self) -> Option<&'static str> {
         match self {
             Self::Call(CallError::AatRequired) => None,

@@ -68,7 +68,7 @@ impl<'a> Envelope<'a> {
     }
 }
 
-/// `params._aip_aat` and `params._aip_proof` (spec 7.6.1, DESIGN §7).
+/// `params._aip_aat` and `params._aip_proof` (spec 7.6.1; docs/architecture.md, "The AAT on the wire").
 const AAT_MEMBER: &str = "_aip_aat";
 const PROOF_MEMBER: &str = "_aip_proof";
 
@@ -86,7 +86,7 @@ pub struct Params<'a> {
     members: Vec<(Cow<'a, str>, &'a RawValue)>,
     /// The AAT (spec 7.6.1).
     pub aat: Option<Cow<'a, str>>,
-    /// The per-call proof (DESIGN §7).
+    /// The per-call proof (docs/architecture.md, "The AAT on the wire").
     pub proof: Option<Cow<'a, str>>,
 }
 

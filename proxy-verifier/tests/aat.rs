@@ -1,6 +1,6 @@
 //! AATs and per-call proofs on the real `aip-proxy` binary, offline: the issuer's keys come from
 //! a JWKS file and revocation from a signed list file (`crl` mode), both written here with the
-//! toolkit, so every refusal of spec 11.2 and DESIGN §7 can be provoked on purpose — a stolen
+//! toolkit, so every refusal of spec 11.2 and of the proof can be provoked on purpose — a stolen
 //! AAT, a replayed proof, a proof for other arguments, a revoked agent, stale revocation data.
 //! The same checks against a running authority are in `tests/tests/proxy_e2e.rs`.
 

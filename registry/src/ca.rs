@@ -1,5 +1,5 @@
 //! The certificate authority: a root CA, an online issuing CA signed by it, agent
-//! certificates and the CRL (DESIGN §5).
+//! certificates and the CRL (docs/architecture.md, "Certificates and identity documents").
 //!
 //! Every signature goes through [`aip_aat::keys::Signer`], so the issuing CA key can live in a
 //! KMS or HSM. The root key is only needed to create the issuing CA (`aip-ca init`) and can

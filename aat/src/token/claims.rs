@@ -1,4 +1,4 @@
-//! AAT claims (spec 7.2–7.3), with `cnf.jkt` binding the token to the agent key (DESIGN §6).
+//! AAT claims (spec 7.2–7.3), with `cnf.jkt` binding the token to the agent key.
 
 use std::fmt;
 

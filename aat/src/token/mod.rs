@@ -301,7 +301,7 @@ impl VerifiedAat {
         &self.token_hash
     }
 
-    /// Base64url SHA-256 of the token: the `ath` a proof must carry (DESIGN §7).
+    /// Base64url SHA-256 of the token: the `ath` a proof must carry.
     pub fn ath(&self) -> &str {
         &self.ath
     }

@@ -1,5 +1,5 @@
 //! `aip-agent`: the agent-side shim that lets an unmodified MCP client present AATs
-//! (DESIGN §11).
+//! (docs/architecture.md, "Tool call").
 //!
 //! `aip-agent --agent-dir DIR --issuer URL --audience AUD [--tools a,b] [user flags] -- <command…>`
 //! fetches the agent's AAT (exactly as `aip-ca token` does: same flags, same client), starts

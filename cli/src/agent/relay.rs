@@ -3,7 +3,8 @@
 //!
 //! Client → command: a request or notification whose `method` is `tools/call` or `tools/list`
 //! gets `params._aip_aat` (the current AAT) and `params._aip_proof` (a fresh proof bound to
-//! the call, DESIGN §7); every other line is forwarded byte for byte, malformed ones included.
+//! the call: docs/architecture.md, "The AAT on the wire"); every other line is forwarded byte
+//! for byte, malformed ones included.
 //! Command → client: every line byte for byte.
 //!
 //! Only the members of the message object and of `params` are re-encoded; their values are

@@ -1,5 +1,5 @@
-//! `spec.aat` (spec 3.10 and DESIGN §7): which Agent Authentication Tokens are accepted and
-//! how their capabilities combine with the policy.
+//! `spec.aat` (spec 3.10; docs/architecture.md, "The AAT on the wire"): which Agent
+//! Authentication Tokens are accepted and how their capabilities combine with the policy.
 
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ pub enum CapabilitiesMode {
     PolicyOnly,
 }
 
-/// `spec.aat` (spec 3.10 and DESIGN §7), validated; enforced by the AAT verifier.
+/// `spec.aat` (spec 3.10; docs/architecture.md, "The AAT on the wire"), validated; enforced by the AAT verifier.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AatSettings {
     /// Whether AATs are validated when present.

@@ -231,9 +231,10 @@ pub(crate) struct Aat {
     pub(crate) capabilities_mode: Option<S<String>>,
     pub(crate) trusted_issuers: Option<Vec<S<String>>>,
     pub(crate) header_name: Option<String>,
-    /// The audience this proxy expects (DESIGN §9; default `metadata.name`).
+    /// The audience this proxy expects (default `metadata.name`; docs/architecture.md, "The
+    /// proxy's link to the authority").
     pub(crate) audience: Option<String>,
-    /// Per-call proofs (DESIGN §7); default true when `require` is true.
+    /// Per-call proofs (docs/architecture.md, "The AAT on the wire"); default true when `require` is true.
     pub(crate) require_proof: Option<bool>,
     /// Spec 7.5.3 step 9 applied literally to the AAT's own jti.
     pub(crate) single_use: Option<bool>,

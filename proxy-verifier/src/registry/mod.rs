@@ -1,5 +1,6 @@
-//! The proxy's link to the AIP registry (spec 3.9, DESIGN §9): the issuer keys AATs are
-//! verified with, and the revocation data of spec 3.9.3.
+//! The proxy's link to the AIP registry (spec 3.9; docs/architecture.md, "The proxy's link to
+//! the authority"): the issuer keys AATs are verified with, and the revocation data of spec
+//! 3.9.3.
 //!
 //! - Keys come from `{endpoint}/v1/jwks`, or from `spec.registry.jwks_file` (an extension for
 //!   proxies without network access to the registry). They are re-read every `cache.ttl`, and

@@ -23,7 +23,7 @@ use aip_http::ApiError;
 use super::api::json_body;
 use super::state::ServerState;
 
-/// The header carrying the per-call proof over HTTP (DESIGN §7).
+/// The header carrying the per-call proof over HTTP (docs/architecture.md, "The AAT on the wire").
 pub const PROOF_HEADER: &str = "X-AIP-Proof";
 
 /// The body of `POST /v1/validate` (spec 6.2.1).
@@ -203,7 +203,7 @@ pub(super) async fn validate(
     Ok(Json(response))
 }
 
-/// `/v1/validate` with the AAT and proof headers (spec 6.2, DESIGN §7).
+/// `/v1/validate` with the AAT and proof headers (spec 6.2; docs/architecture.md, "The AAT on the wire").
 fn validate_with_aat(
     identity: &Identity,
     engine: &Engine,

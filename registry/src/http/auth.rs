@@ -16,11 +16,6 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
         .ok_or_else(|| ApiError::unauthorized(r#"Bearer realm="aip""#, "an Authorization: Bearer token is required"))
 }
 
-/// A 401 with a `WWW-Authenticate` challenge for an invalid bearer token.
-pub(super) fn invalid_token(description: impl Into<String>) -> ApiError {
-    ApiError::unauthorized(r#"Bearer realm="aip", error="invalid_token""#, description)
-}
-
 /// The caller, from `Authorization: Bearer`.
 /// The caller, from `Authorization: Bearer`.
 pub(super) struct Caller(pub(super) Principal);

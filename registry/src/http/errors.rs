@@ -3,8 +3,12 @@
 use aip_http::ApiError;
 use axum::http::StatusCode;
 
-use super::auth::invalid_token;
 use crate::service::RegistryError;
+
+/// A 401 with a `WWW-Authenticate` challenge for an invalid bearer token.
+pub(super) fn invalid_token(description: impl Into<String>) -> ApiError {
+    ApiError::unauthorized(r#"Bearer realm="aip", error="invalid_token""#, description)
+}
 
 /// What a handler returns.
 pub(super) type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,26 @@
+//! [`DbError`]: why a database operation failed.
+
+/// A database operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// The change conflicts with what is stored (a duplicate, say); the text says how.
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// Stored data could not be read back, or a write was put together wrongly.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(&'static str),
+    /// The database failed. The source is for logs, never for clients.
+    #[error("database error")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// [`DbError::Backend`] from any error.
+pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> DbError {
+    DbError::Backend(Box::new(e))
+}
+
+/// Whether `e` is a unique-constraint violation (a duplicate key).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
