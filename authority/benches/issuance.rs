@@ -40,7 +40,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use support::{CpuSplit, authority, create_postgres_database, drop_postgres_database, env_or, ms, percentile};
+use support::{BenchAuthority, CpuSplit, env_or, throughput};
 
 #[path = "support/mod.rs"]
 mod support;
@@ -141,17 +141,10 @@ async fn agent_loop(
 }
 
 async fn run() {
-    let backend = std::env::var("AIP_BENCH_BACKEND").unwrap_or_else(|_| "sqlite".into());
     let clients = env_or("AIP_BENCH_CLIENTS", 32);
     let seconds = env_or("AIP_BENCH_SECONDS", 10);
-    let dir = tempfile::tempdir().unwrap();
-    let postgres = if backend == "postgres" {
-        Some(create_postgres_database().await)
-    } else {
-        None
-    };
-    let (init, opened) = authority(dir.path(), postgres.as_ref().map(|p| p.2.clone())).await;
-    let router = opened.router();
+    let aip = BenchAuthority::start().await;
+    let router = aip.opened.router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -160,7 +153,7 @@ async fn run() {
             .unwrap();
     });
     let mut setup = Connection::open(address).await;
-    let admin = Some(init.admin_token.expose());
+    let admin = Some(aip.init.admin_token.expose());
     let user: Value = setup
         .call_as(
             admin,
@@ -186,7 +179,10 @@ async fn run() {
         .build()
         .unwrap();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("# issuance benchmark: backend {backend}, {clients} concurrent agents, {cores} cores, {seconds} s\n");
+    println!(
+        "# issuance benchmark: backend {}, {clients} concurrent agents, {cores} cores, {seconds} s\n",
+        aip.backend
+    );
     // Warm up connections and caches, then measure.
     for (warmup, secs) in [(true, 1), (false, seconds)] {
         let deadline = Instant::now() + Duration::from_secs(secs);
@@ -217,12 +213,8 @@ async fn run() {
         println!("| measurement | result |");
         println!("|---|---|");
         println!(
-            "| AATs issued (challenge + token), {clients} agents | {} in {:.1} s = **{:.0}/s** (p50 {}, p99 {}) |",
-            latencies.len(),
-            elapsed.as_secs_f64(),
-            latencies.len() as f64 / elapsed.as_secs_f64(),
-            ms(percentile(&latencies, 0.5)),
-            ms(percentile(&latencies, 0.99))
+            "| AATs issued (challenge + token), {clients} agents | {} |",
+            throughput(&latencies, elapsed)
         );
         let per_aat = |seconds: f64| seconds * 1e6 / latencies.len() as f64;
         let authority = cpu.server + cpu.database;
@@ -241,10 +233,7 @@ async fn run() {
     }
     client_runtime.shutdown_background();
 
-    if let Some((admin_url, name, _)) = postgres {
-        opened.database.close().await;
-        drop_postgres_database(&admin_url, &name).await;
-    }
+    aip.finish().await;
 }
 
 /// Name prefix of the client runtime's threads.

@@ -25,7 +25,7 @@ use aip_aat::clock::{Clock as _, SystemClock};
 use aip_aat::keys::{Algorithm, KeyPair};
 use aip_registry::service::Registry;
 use serde_json::json;
-use support::{authority, create_postgres_database, drop_postgres_database, env_or, ms, percentile};
+use support::{BenchAuthority, env_or, ms, p50_p99, percentile, throughput};
 
 #[path = "support/mod.rs"]
 mod support;
@@ -150,35 +150,27 @@ fn main() {
 }
 
 async fn run() {
-    let backend = std::env::var("AIP_BENCH_BACKEND").unwrap_or_else(|_| "sqlite".into());
     let clients = env_or("AIP_BENCH_CLIENTS", 16);
     let seconds = env_or("AIP_BENCH_SECONDS", 10);
     let revoked = env_or("AIP_BENCH_REVOKED", 100_000);
-    let dir = tempfile::tempdir().unwrap();
-    let postgres = if backend == "postgres" {
-        Some(create_postgres_database().await)
-    } else {
-        None
-    };
-    let (init, opened) = authority(dir.path(), postgres.as_ref().map(|p| p.2.clone())).await;
-    let database_url = postgres.as_ref().map_or_else(
-        || aip_db::Database::sqlite_url(&init.dir.join("aip.db")),
-        |p| p.2.clone(),
-    );
+    let aip = BenchAuthority::start().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = aip_registry::http::router(opened.registry.clone());
+    let router = aip_registry::http::router(aip.opened.registry.clone());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
     let bench = Bench {
-        registry: opened.registry.clone(),
+        registry: aip.opened.registry.clone(),
         base: base.clone(),
-        admin: init.admin_token.expose().to_owned(),
+        admin: aip.init.admin_token.expose().to_owned(),
         http,
-        database_url,
+        database_url: aip.database_url.clone(),
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("# registry benchmark: backend {backend}, {clients} concurrent clients, {cores} cores, {seconds} s\n");
+    println!(
+        "# registry benchmark: backend {}, {clients} concurrent clients, {cores} cores, {seconds} s\n",
+        aip.backend
+    );
 
     // 1. Registrations per second.
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -219,12 +211,8 @@ async fn run() {
     println!("| measurement | result |");
     println!("|---|---|");
     println!(
-        "| registrations with certificate | {} in {:.1} s = **{:.0}/s** (p50 {}, p99 {}) |",
-        latencies.len(),
-        elapsed.as_secs_f64(),
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        ms(percentile(&latencies, 0.5)),
-        ms(percentile(&latencies, 0.99))
+        "| registrations with certificate | {} |",
+        throughput(&latencies, elapsed)
     );
 
     // 2. One revocation, with (almost) no revoked agents, then with `revoked` more.
@@ -232,10 +220,9 @@ async fn run() {
     let sample = 200.min(ids.len() / 2);
     let early = bench.revoke_many(&ids[..sample]).await;
     println!(
-        "| revoke one agent, 0–{} already revoked | p50 {}, p99 {} (n = {sample}) |",
+        "| revoke one agent, 0–{} already revoked | {} (n = {sample}) |",
         sample - 1,
-        ms(percentile(&early, 0.5)),
-        ms(percentile(&early, 0.99))
+        p50_p99(&early)
     );
     let load_started = Instant::now();
     bulk_revoked(&bench.database_url, revoked).await;
@@ -247,9 +234,8 @@ async fn run() {
     let _ = bench.registry.published_list().await.unwrap();
     let late = bench.revoke_many(&ids[sample..2 * sample]).await;
     println!(
-        "| revoke one agent, {revoked} already revoked | p50 {}, p99 {} (n = {sample}) |",
-        ms(percentile(&late, 0.5)),
-        ms(percentile(&late, 0.99))
+        "| revoke one agent, {revoked} already revoked | {} (n = {sample}) |",
+        p50_p99(&late)
     );
 
     // 3. CRL generation with `revoked` + 2·sample entries.
@@ -268,8 +254,5 @@ async fn run() {
         ms(started.elapsed())
     );
 
-    if let Some((admin_url, name, _)) = postgres {
-        opened.registry.store().ping().await.ok();
-        drop_postgres_database(&admin_url, &name).await;
-    }
+    aip.finish().await;
 }

@@ -1,5 +1,5 @@
 //! The architecture holds: the crates depend on each other as docs/architecture.md draws
-//! them, no module of any crate imports (directly or through others) a module that imports
+//! them, every source file is a module its crate declares, no module of any crate imports (directly or through others) a module that imports
 //! it, no function takes so many parameters that clippy's allowance was needed, and what the
 //! code cites of the design is in the repository.
 //!
@@ -296,6 +296,18 @@ impl Crate {
         Some(at)
     }
 
+    /// The source files no module declares: code nobody compiles, which rots unseen.
+    fn undeclared(&self) -> Vec<String> {
+        self.modules
+            .keys()
+            .filter_map(|module| {
+                let (name, parent) = module.split_last()?;
+                let declared = self.modules.get(parent).is_some_and(|c| c.contains(name));
+                (!declared).then(|| format!("{}::{}", self.name, module.join("::")))
+            })
+            .collect()
+    }
+
     /// The circles among the modules of each folder (and the folder's own file).
     fn circles(&self) -> Vec<String> {
         // Edges between siblings: (parent, from, to), where `from`/`to` are child names or
@@ -366,6 +378,31 @@ fn circle_from<'a>(graph: &BTreeMap<&'a str, Vec<&'a str>>, start: &'a str) -> O
 fn no_module_imports_a_module_that_imports_it() {
     let circles: Vec<String> = CRATES.iter().flat_map(|dir| Crate::read(dir).circles()).collect();
     assert!(circles.is_empty(), "import circles:\n{}", circles.join("\n"));
+}
+
+#[test]
+fn every_source_file_is_a_declared_module() {
+    let undeclared: Vec<String> = CRATES.iter().flat_map(|dir| Crate::read(dir).undeclared()).collect();
+    assert!(
+        undeclared.is_empty(),
+        "files no module declares:\n{}",
+        undeclared.join("\n")
+    );
+}
+
+#[test]
+fn the_undeclared_file_check_finds_them() {
+    let krate = Crate {
+        name: "example".into(),
+        modules: BTreeMap::from([
+            (vec![], BTreeSet::from(["a".to_owned()])),
+            (vec!["a".into()], BTreeSet::new()),
+            (vec!["stale".into()], BTreeSet::new()),
+        ]),
+        paths: BTreeMap::new(),
+        reexports: HashMap::new(),
+    };
+    assert_eq!(krate.undeclared(), ["example::stale"]);
 }
 
 #[test]

@@ -25,67 +25,136 @@ pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-/// A fresh PostgreSQL database on the server named by `AIP_TEST_POSTGRES_URL`:
-/// `(admin URL, database name, database URL)`.
-pub(crate) async fn create_postgres_database() -> (String, String, String) {
-    let admin_url = std::env::var("AIP_TEST_POSTGRES_URL").expect("AIP_TEST_POSTGRES_URL for the postgres backend");
-    let name = format!("aip_bench_{}", std::process::id());
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(&admin_url)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let base = admin_url.rsplit_once('/').unwrap().0.to_owned();
-    (admin_url, name.clone(), format!("{base}/{name}"))
-}
-
-/// Drops a database made by [`create_postgres_database`].
-pub(crate) async fn drop_postgres_database(admin_url: &str, name: &str) {
-    let admin = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(admin_url)
-        .await
-        .unwrap();
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await;
-}
-
-/// A new authority in `dir` (keys unencrypted), opened (registry and token issuer wired
-/// together): on SQLite, or on `database_url`.
-pub(crate) async fn authority(dir: &Path, database_url: Option<String>) -> (Initialized, Authority) {
-    let options = InitOptions {
-        dir: dir.join("aip"),
-        trust_domain: "bench.local".into(),
-        algorithm: Algorithm::EdDSA,
-        listen: None,
-        public_url: Some("http://127.0.0.1:8443".into()),
-        database_url,
-    };
-    let init = aip_authority::init(&options, Protection::InsecureNone, Arc::new(SystemClock))
-        .await
-        .unwrap();
-    let opened = aip_authority::open(
-        &init.dir,
-        Protection::InsecureNone,
-        &Overrides::default(),
-        Arc::new(SystemClock),
+/// `p50 …, p99 …` of sorted latencies.
+pub(crate) fn p50_p99(sorted: &[Duration]) -> String {
+    format!(
+        "p50 {}, p99 {}",
+        ms(percentile(sorted, 0.5)),
+        ms(percentile(sorted, 0.99))
     )
-    .await
-    .unwrap();
-    (init, opened)
+}
+
+/// `N in T s = **R/s** (p50 …, p99 …)` of the sorted latencies of the operations done in
+/// `elapsed`.
+pub(crate) fn throughput(sorted: &[Duration], elapsed: Duration) -> String {
+    format!(
+        "{} in {:.1} s = **{:.0}/s** ({})",
+        sorted.len(),
+        elapsed.as_secs_f64(),
+        sorted.len() as f64 / elapsed.as_secs_f64(),
+        p50_p99(sorted)
+    )
+}
+
+/// A fresh PostgreSQL database on the server named by `AIP_TEST_POSTGRES_URL`.
+struct PostgresDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PostgresDatabase {
+    async fn create() -> Self {
+        let admin_url = std::env::var("AIP_TEST_POSTGRES_URL").expect("AIP_TEST_POSTGRES_URL for the postgres backend");
+        let name = format!("aip_bench_{}", std::process::id());
+        sqlx::any::install_default_drivers();
+        let admin = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin_url)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let base = admin_url.rsplit_once('/').unwrap().0;
+        let url = format!("{base}/{name}");
+        Self { admin_url, name, url }
+    }
+
+    async fn drop(self) {
+        let admin = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.admin_url)
+            .await
+            .unwrap();
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&admin)
+        .await;
+    }
+}
+
+/// A new authority (keys unencrypted), opened with the registry and the token issuer wired
+/// together, on the backend `AIP_BENCH_BACKEND` names: `sqlite` (the default, in a temporary
+/// directory) or `postgres` (a fresh database on `AIP_TEST_POSTGRES_URL`).
+pub(crate) struct BenchAuthority {
+    /// `sqlite` or `postgres`.
+    pub(crate) backend: String,
+    pub(crate) init: Initialized,
+    pub(crate) opened: Authority,
+    /// The database the authority runs on.
+    pub(crate) database_url: String,
+    postgres: Option<PostgresDatabase>,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchAuthority {
+    pub(crate) async fn start() -> Self {
+        let backend = std::env::var("AIP_BENCH_BACKEND").unwrap_or_else(|_| "sqlite".into());
+        let dir = tempfile::tempdir().unwrap();
+        let postgres = if backend == "postgres" {
+            Some(PostgresDatabase::create().await)
+        } else {
+            None
+        };
+        let options = InitOptions {
+            dir: dir.path().join("aip"),
+            trust_domain: "bench.local".into(),
+            algorithm: Algorithm::EdDSA,
+            listen: None,
+            public_url: Some("http://127.0.0.1:8443".into()),
+            database_url: postgres.as_ref().map(|p| p.url.clone()),
+        };
+        let init = aip_authority::init(&options, Protection::InsecureNone, Arc::new(SystemClock))
+            .await
+            .unwrap();
+        let opened = aip_authority::open(
+            &init.dir,
+            Protection::InsecureNone,
+            &Overrides::default(),
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap();
+        let database_url = postgres.as_ref().map_or_else(
+            || aip_db::Database::sqlite_url(&init.dir.join(aip_authority::init::DATABASE_FILE)),
+            |p| p.url.clone(),
+        );
+        Self {
+            backend,
+            init,
+            opened,
+            database_url,
+            postgres,
+            _dir: dir,
+        }
+    }
+
+    /// Closes the database; drops it on PostgreSQL.
+    pub(crate) async fn finish(self) {
+        self.opened.database.close().await;
+        if let Some(postgres) = self.postgres {
+            postgres.drop().await;
+        }
+    }
 }
 
 /// CPU time used so far, in seconds: by this process's threads whose name starts with
