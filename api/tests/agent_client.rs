@@ -356,6 +356,15 @@ fn agent_key(issuer: &Issuer) -> Arc<dyn Signer> {
     Arc::new(KeyPair::from_pkcs8_der(&issuer.agent_key.to_pkcs8_der().unwrap()).unwrap())
 }
 
+/// An agent client with the default configuration, started against `issuer` served on
+/// loopback.
+async fn started(issuer: &Arc<Issuer>) -> AgentClient {
+    let url = serve(issuer.clone()).await;
+    AgentClient::start(agent_key(issuer), config(issuer, &url))
+        .await
+        .unwrap()
+}
+
 fn user() -> Option<UserAuthorization> {
     Some(UserAuthorization::ApiKey {
         token: SecretString::new(API_KEY),
@@ -553,10 +562,7 @@ async fn refused_refresh_falls_back_to_full_authentication() {
 #[tokio::test]
 async fn server_errors_on_refresh_keep_the_refresh_token() {
     let issuer = Issuer::new(900);
-    let url = serve(issuer.clone()).await;
-    let client = AgentClient::start(agent_key(&issuer), config(&issuer, &url))
-        .await
-        .unwrap();
+    let client = started(&issuer).await;
     issuer.fail_next_token_requests(1);
     let error = client.refresh().await.unwrap_err();
     assert!(
@@ -587,10 +593,7 @@ async fn server_errors_on_refresh_keep_the_refresh_token() {
 #[tokio::test]
 async fn run_refresh_renews_before_expiry_and_subscribers_follow() {
     let issuer = Issuer::new(4);
-    let url = serve(issuer.clone()).await;
-    let client = AgentClient::start(agent_key(&issuer), config(&issuer, &url))
-        .await
-        .unwrap();
+    let client = started(&issuer).await;
     let mut tokens = client.subscribe();
     let first = tokens.borrow_and_update().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -636,10 +639,7 @@ async fn run_refresh_renews_before_expiry_and_subscribers_follow() {
 #[tokio::test]
 async fn run_refresh_retries_after_a_failure() {
     let issuer = Issuer::new(4);
-    let url = serve(issuer.clone()).await;
-    let client = AgentClient::start(agent_key(&issuer), config(&issuer, &url))
-        .await
-        .unwrap();
+    let client = started(&issuer).await;
     let mut tokens = client.subscribe();
     let mut errors = client.subscribe_errors();
     issuer.fail_next_token_requests(1);
