@@ -7,7 +7,7 @@
 //!   sent.
 //! - [`StrictJson`] and [`OptionalJson`]: request bodies declared `application/json`, within
 //!   the router's body limit, parsed strictly (an object, no duplicate or unknown members).
-//! - [`bearer`]: the token of `Authorization: Bearer`.
+//! - [`bearer`], [`require_bearer`]: the token of `Authorization: Bearer`, and the 401 without one.
 //! - [`no_store`], [`not_found`], [`method_not_allowed`]: what every service answers alike.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -54,6 +54,12 @@ impl ApiError {
     /// `401 invalid_token` with the `WWW-Authenticate` challenge `challenge`.
     pub fn unauthorized(challenge: &'static str, description: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_token", description).with_challenge(challenge)
+    }
+
+    /// `401 invalid_token` for a bearer token the authority does not accept, with the challenge
+    /// that says so.
+    pub fn invalid_token(description: impl Into<String>) -> Self {
+        Self::unauthorized(r#"Bearer realm="aip", error="invalid_token""#, description)
     }
 
     /// The same error with a `WWW-Authenticate` challenge.
@@ -104,6 +110,12 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The bearer token of the request (see [`bearer`]), or the authority's 401 asking for one.
+pub fn require_bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    bearer(headers)
+        .ok_or_else(|| ApiError::unauthorized(r#"Bearer realm="aip""#, "an Authorization: Bearer token is required"))
 }
 
 /// Headers that keep a response with a secret out of caches.
@@ -233,6 +245,19 @@ mod tests {
             assert_eq!(bearer(&headers(refused)), None, "{refused:?}");
         }
         assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_authority_asks_for_a_bearer_token_and_names_a_refused_one() {
+        assert_eq!(require_bearer(&headers(b"Bearer abc")).unwrap(), "abc");
+        let missing = require_bearer(&HeaderMap::new()).unwrap_err().into_response();
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(missing.headers()[header::WWW_AUTHENTICATE], r#"Bearer realm="aip""#);
+        let refused = ApiError::invalid_token("expired").into_response();
+        assert_eq!(
+            refused.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer realm="aip", error="invalid_token""#
+        );
     }
 
     #[tokio::test]

@@ -79,7 +79,7 @@ impl IntoResponse for TokenError {
 
 fn admin_error(e: IssuerError) -> ApiError {
     match e {
-        IssuerError::Unauthorized(d) => ApiError::unauthorized(r#"Bearer realm="aip", error="invalid_token""#, d),
+        IssuerError::Unauthorized(d) => ApiError::invalid_token(d),
         IssuerError::Forbidden(d) => ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", d),
         IssuerError::InvalidRequest(d) => ApiError::bad_request(d),
         IssuerError::NotFound(d) => ApiError::new(StatusCode::NOT_FOUND, "not_found", d),
@@ -109,8 +109,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 }
 
 async fn admin(issuer: &Issuer, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let token = aip_http::bearer(headers)
-        .ok_or_else(|| ApiError::unauthorized(r#"Bearer realm="aip""#, "an Authorization: Bearer token is required"))?;
+    let token = aip_http::require_bearer(headers)?;
     issuer.authenticate(token).await.map_err(admin_error)
 }
 

@@ -4,19 +4,11 @@ use std::sync::Arc;
 
 use aip_http::ApiError;
 use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
 
 use super::errors::ApiResult;
 use crate::service::{Principal, Registry, RegistryError};
 
-/// The bearer token of `Authorization: Bearer`, or the 401 to answer without one.
-pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
-    aip_http::bearer(headers)
-        .ok_or_else(|| ApiError::unauthorized(r#"Bearer realm="aip""#, "an Authorization: Bearer token is required"))
-}
-
-/// The caller, from `Authorization: Bearer`.
 /// The caller, from `Authorization: Bearer`.
 pub(super) struct Caller(pub(super) Principal);
 
@@ -24,7 +16,7 @@ impl FromRequestParts<Arc<Registry>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, registry: &Arc<Registry>) -> Result<Self, ApiError> {
-        let token = bearer_token(&parts.headers)?;
+        let token = aip_http::require_bearer(&parts.headers)?;
         Ok(Self(registry.authenticate(token).await?))
     }
 }

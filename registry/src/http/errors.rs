@@ -5,11 +5,6 @@ use axum::http::StatusCode;
 
 use crate::service::RegistryError;
 
-/// A 401 with a `WWW-Authenticate` challenge for an invalid bearer token.
-pub(super) fn invalid_token(description: impl Into<String>) -> ApiError {
-    ApiError::unauthorized(r#"Bearer realm="aip", error="invalid_token""#, description)
-}
-
 /// What a handler returns.
 pub(super) type ApiResult<T> = Result<T, ApiError>;
 
@@ -17,7 +12,7 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
             RegistryError::InvalidRequest(d) => Self::bad_request(d),
-            RegistryError::Unauthorized(d) => invalid_token(d),
+            RegistryError::Unauthorized(d) => Self::invalid_token(d),
             RegistryError::InvalidProof(d) => Self::new(StatusCode::UNAUTHORIZED, "invalid_proof", d)
                 .with_challenge(r#"AIP-PoP realm="aip", error="invalid_proof""#),
             RegistryError::Forbidden(d) => Self::new(StatusCode::FORBIDDEN, "insufficient_scope", d),

@@ -26,8 +26,6 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 
-pub use auth::bearer_token;
-
 use crate::metrics as m;
 use crate::service::Registry;
 
