@@ -9,7 +9,6 @@ use aip_issuer::keys::KeysError;
 use aip_issuer::service::IssuerError;
 use aip_registry::ca::CaError;
 use aip_registry::service::RegistryError;
-use aip_registry::store::StoreError;
 
 use crate::config::ConfigError;
 
@@ -50,7 +49,7 @@ pub enum AuthorityError {
     Ca(#[from] CaError),
     /// The database failed.
     #[error("database: {0}")]
-    Store(#[from] StoreError),
+    Database(#[from] DbError),
     /// The registry failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -60,12 +59,6 @@ pub enum AuthorityError {
     /// The token issuer failed to start.
     #[error(transparent)]
     Issuer(#[from] IssuerError),
-}
-
-impl From<DbError> for AuthorityError {
-    fn from(e: DbError) -> Self {
-        Self::Store(e.into())
-    }
 }
 
 /// An I/O failure on `path`.

@@ -20,7 +20,11 @@ pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> DbError {
     DbError::Backend(Box::new(e))
 }
 
-/// Whether `e` is a unique-constraint violation (a duplicate key).
-pub fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+/// `conflict` when `e` is a unique-constraint violation (a duplicate key), else a backend error.
+pub fn unique_or<E: From<DbError>>(e: sqlx::Error, conflict: E) -> E {
+    if matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()) {
+        conflict
+    } else {
+        backend(e).into()
+    }
 }

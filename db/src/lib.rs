@@ -26,6 +26,6 @@ mod sqlite;
 mod write;
 
 pub use database::{Database, Dialect};
-pub use error::{DbError, backend, is_unique_violation};
+pub use error::{DbError, backend, unique_or};
 pub use script::Script;
 pub use write::{Lock, Write};

@@ -1,7 +1,7 @@
 //! `aip-ca init`, `aip-ca serve` and `aip-ca audit verify`: the commands that work on an
 //! authority directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use aip_aat::keys::Algorithm;
 use aip_authority::config::{TlsFiles, env};
 use aip_authority::server::ServeError;
 use aip_authority::{AuthorityError, InitOptions, Initialized, Overrides};
+use aip_db::Database;
 use aip_db::audit::AuditError;
 use serde_json::json;
 
@@ -102,7 +103,7 @@ fn authority_error(e: AuthorityError) -> CliError {
 }
 
 async fn create(
-    dir: &std::path::Path,
+    dir: &Path,
     new: &NewAuthorityArgs,
     listen: Option<String>,
     database_url: Option<String>,
@@ -287,14 +288,17 @@ pub(crate) struct AuditVerifyArgs {
     json: bool,
 }
 
+/// The database of the authority in `dir` (or at `url`), migrations applied.
+pub(crate) async fn open_database(dir: &Path, url: Option<&str>) -> Result<Database, CliError> {
+    aip_authority::open_database(dir, url).await.map_err(|e| match e {
+        AuthorityError::Database(e) => CliError::new(format!("cannot open the database: {e}")),
+        e => CliError::new(e),
+    })
+}
+
 pub(crate) fn audit_verify(args: AuditVerifyArgs) -> Result<ExitCode, CliError> {
     runtime()?.block_on(async move {
-        let database = aip_authority::open_database(&args.dir.dir, args.database_url.as_deref())
-            .await
-            .map_err(|e| match e {
-                AuthorityError::Store(e) => CliError::new(format!("cannot open the database: {e}")),
-                e => CliError::new(e),
-            })?;
+        let database = open_database(&args.dir.dir, args.database_url.as_deref()).await?;
         let outcome = database.verify_audit().await;
         database.close().await;
         match outcome {

@@ -5,13 +5,11 @@ use std::process::ExitCode;
 use aip_aat::clock::{Clock as _, SystemClock};
 use aip_aat::keyfile;
 use aip_api::issuer::{CreateUserRequest, CreateUserResponse, RevokeRequest, RevokeResponse, UserList};
-use aip_authority::AuthorityError;
-use aip_db::Database;
 use aip_issuer::keys::{PUBLISH_MARGIN, add_key};
 use aip_issuer::store::IssuerStore;
 use serde_json::json;
 
-use crate::commands::authority::{DirArgs, KeyAlg};
+use crate::commands::authority::{DirArgs, KeyAlg, open_database};
 use crate::output::{CliError, print_json, print_line, runtime};
 use crate::passphrase::{Choice, PassphraseArgs};
 use crate::remote::{RemoteArgs, api_error};
@@ -208,13 +206,6 @@ pub(crate) enum KeysCommand {
     },
 }
 
-async fn open_store(dir: &std::path::Path) -> Result<Database, CliError> {
-    aip_authority::open_database(dir, None).await.map_err(|e| match e {
-        AuthorityError::Store(e) => CliError::new(format!("cannot open the database: {e}")),
-        e => CliError::new(e),
-    })
-}
-
 pub(crate) fn keys(command: KeysCommand) -> Result<ExitCode, CliError> {
     match command {
         KeysCommand::Rotate {
@@ -233,7 +224,7 @@ pub(crate) fn keys(command: KeysCommand) -> Result<ExitCode, CliError> {
                 Choice::Insecure
             };
             let kid = runtime()?.block_on(async {
-                let store = open_store(&dir.dir).await?;
+                let store = open_database(&dir.dir, None).await?;
                 let issuer = IssuerStore::new(&store);
                 let result = async {
                     // The new key is stored under the passphrase that opens the current one,
@@ -266,7 +257,7 @@ pub(crate) fn keys(command: KeysCommand) -> Result<ExitCode, CliError> {
         }
         KeysCommand::List { dir, json } => {
             let records = runtime()?.block_on(async {
-                let store = open_store(&dir.dir).await?;
+                let store = open_database(&dir.dir, None).await?;
                 let records = IssuerStore::new(&store).keys().await.map_err(CliError::new);
                 store.close().await;
                 records

@@ -21,14 +21,6 @@ impl std::fmt::Debug for IssuerStore {
     }
 }
 
-pub(super) fn unique_or(e: sqlx::Error, conflict: &'static str) -> DbError {
-    if aip_db::is_unique_violation(&e) {
-        DbError::Conflict(conflict)
-    } else {
-        backend(e)
-    }
-}
-
 pub(super) fn strings(json: &str, what: &'static str) -> Result<Vec<String>, DbError> {
     serde_json::from_str(json).map_err(|_| DbError::Corrupt(what))
 }

@@ -4,7 +4,7 @@ use aip_db::audit::AuditEntry;
 use aip_db::{DbError, Lock, backend};
 use sqlx::Row;
 
-use super::base::{IssuerStore, unique_or};
+use super::base::IssuerStore;
 
 /// An issuer signing key as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +70,7 @@ impl IssuerStore {
         .bind(key.created_at)
         .execute(w.conn())
         .await
-        .map_err(|e| unique_or(e, "this key is already an issuer key"))?;
+        .map_err(|e| aip_db::unique_or(e, DbError::Conflict("this key is already an issuer key")))?;
         w.audit(audit, key.created_at).await?;
         w.commit().await
     }

@@ -6,7 +6,7 @@ use aip_db::{DbError, Lock, backend};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::base::{IssuerStore, strings, unique_or};
+use super::base::{IssuerStore, strings};
 use super::sessions::{Covered, Scope};
 
 /// A user who authorizes agents with an API key.
@@ -47,7 +47,7 @@ impl IssuerStore {
         .bind(user.created_at)
         .execute(w.conn())
         .await
-        .map_err(|e| unique_or(e, "a user with this id exists already"))?;
+        .map_err(|e| aip_db::unique_or(e, DbError::Conflict("a user with this id exists already")))?;
         w.audit(audit, user.created_at).await?;
         w.commit().await
     }

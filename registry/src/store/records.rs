@@ -42,6 +42,7 @@ impl From<DbError> for StoreError {
         match e {
             DbError::Conflict(what) => Self::Conflict(what),
             DbError::Corrupt(what) => Self::Corrupt(what),
+            DbError::Backend(source) => Self::Backend(source),
             other => Self::Backend(Box::new(other)),
         }
     }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{SqlStore, agent_state, event, insert_certificate, record_nonce, stored, to_json, unique_or};
+use super::{SqlStore, agent_state, event, insert_certificate, record_nonce, stored, to_json};
 use crate::ca::CrlReason;
 use crate::store::{
     AgentQuery, AgentStore, KeyRotation, NewAgent, NewCertificate, Nonce, RegistrationCredential, StatusAction,
@@ -66,7 +66,7 @@ impl AgentStore for SqlStore {
         .execute(w.conn())
         .await
         // A trigger records the key in agent_keys, where every key is unique.
-        .map_err(|e| unique_or(e, StoreError::KeyAlreadyRegistered))?;
+        .map_err(|e| aip_db::unique_or(e, StoreError::KeyAlreadyRegistered))?;
         insert_certificate(&mut w, certificate).await?;
         w.audit(audit, now).await?;
         w.commit().await?;
@@ -201,7 +201,7 @@ impl AgentStore for SqlStore {
         .bind(now)
         .execute(w.conn())
         .await
-        .map_err(|e| unique_or(e, StoreError::KeyAlreadyRegistered))?;
+        .map_err(|e| aip_db::unique_or(e, StoreError::KeyAlreadyRegistered))?;
         sqlx::query("UPDATE agent_keys SET valid_until = $1 WHERE thumbprint = $2")
             .bind(grace_until)
             .bind(current.as_str())

@@ -8,7 +8,7 @@ mod revocation;
 
 use aip_aat::aid::AgentStatus;
 use aip_aat::ids::AgentId;
-use aip_db::{Database, Write, backend};
+use aip_db::{Database, Write};
 use async_trait::async_trait;
 use sqlx::Row;
 use time::OffsetDateTime;
@@ -51,18 +51,9 @@ impl Store for SqlStore {
     }
 }
 
-/// `conflict` for a unique-constraint violation, else a backend error.
-fn unique_or(e: sqlx::Error, conflict: StoreError) -> StoreError {
-    if aip_db::is_unique_violation(&e) {
-        conflict
-    } else {
-        stored(e)
-    }
-}
-
 /// A database failure, for logs only.
 fn stored(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::from(backend(e))
+    StoreError::Backend(Box::new(e))
 }
 
 pub(super) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
@@ -108,7 +99,7 @@ pub(super) async fn record_nonce(w: &mut Write, nonce: &Nonce) -> Result<(), Sto
         .bind(nonce.expires_at)
         .execute(w.conn())
         .await
-        .map_err(|e| unique_or(e, StoreError::ProofReplayed))?;
+        .map_err(|e| aip_db::unique_or(e, StoreError::ProofReplayed))?;
     Ok(())
 }
 
