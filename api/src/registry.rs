@@ -440,6 +440,24 @@ pub struct PublishRevocationsRequest {
     pub reason: Option<String>,
 }
 
+impl PublishRevocationsRequest {
+    /// Whether there is nothing to publish.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty() && self.sessions.is_empty() && self.users.is_empty()
+    }
+
+    /// The event kind that announces them: `user_revoked`, `session_revoked` or `aat_revoked`.
+    pub fn event_kind(&self) -> &'static str {
+        if !self.users.is_empty() {
+            "user_revoked"
+        } else if !self.sessions.is_empty() {
+            "session_revoked"
+        } else {
+            "aat_revoked"
+        }
+    }
+}
+
 /// `POST /v1/revocations` response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishRevocationsResponse {

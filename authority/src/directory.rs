@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use aip_aat::ids::AgentId;
 use aip_aat::keys::PublicKey;
-use aip_api::registry::{PublishRevocationsRequest, RevokedEntryBody, StatusKind, StatusRequest};
+use aip_api::registry::{PublishRevocationsRequest, StatusKind, StatusRequest};
 use aip_issuer::directory::{AgentCache, AgentDirectory, Caller, DirectoryAgent, DirectoryError};
 use aip_issuer::keys::SigningKeys;
 use aip_registry::service::{Principal, Registry, RegistryError, TokenKeys};
-use aip_registry::store::{Revocations, RevokedEntry};
 use async_trait::async_trait;
 
 /// The registry in the same process, as the issuer sees it.
@@ -117,18 +116,8 @@ impl AgentDirectory for LocalDirectory {
     }
 
     async fn publish(&self, actor: &str, revocations: &PublishRevocationsRequest) -> Result<u64, DirectoryError> {
-        let entry = |e: &RevokedEntryBody| RevokedEntry {
-            id: e.id.clone(),
-            expires_at: e.expires_at,
-        };
-        let listed = Revocations {
-            tokens: revocations.tokens.iter().map(entry).collect(),
-            sessions: revocations.sessions.iter().map(entry).collect(),
-            users: revocations.users.clone(),
-            reason: revocations.reason.clone(),
-        };
         self.registry
-            .publish_revocations(actor.to_owned(), &revocations.subject, &listed)
+            .publish_revocations(actor.to_owned(), revocations)
             .await
             .map_err(directory_error)
     }

@@ -75,16 +75,19 @@ impl Issuer {
         let user = subject.strip_prefix("user:").map(str::to_owned);
         let revocations = PublishRevocationsRequest {
             subject: subject.to_owned(),
-            tokens: covered.tokens.clone(),
-            sessions: covered.sessions.clone(),
+            tokens: covered.tokens,
+            sessions: covered.sessions,
             users: user.into_iter().collect(),
             reason: reason.map(str::to_owned),
         };
-        let nothing = revocations.tokens.is_empty() && revocations.sessions.is_empty() && revocations.users.is_empty();
-        let version = if nothing {
+        let version = if revocations.is_empty() {
             0
         } else {
             self.directory.publish(actor, &revocations).await?
+        };
+        let covered = Covered {
+            tokens: revocations.tokens,
+            sessions: revocations.sessions,
         };
         Ok((covered, version))
     }

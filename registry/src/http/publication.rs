@@ -96,7 +96,7 @@ pub(super) async fn publish_revocations(
     Caller(principal): Caller,
     StrictJson(request, _): StrictJson<PublishRevocationsRequest>,
 ) -> ApiResult<Response> {
-    let revocation_version = registry.publish_revocations_request(&principal, request).await?;
+    let revocation_version = registry.publish_revocations_request(&principal, &request).await?;
     Ok(Json(PublishRevocationsResponse { revocation_version }).into_response())
 }
 

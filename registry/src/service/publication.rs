@@ -18,7 +18,7 @@ use super::error::RegistryError;
 use super::principal::Principal;
 use super::state::{PublishedList, Registry};
 use crate::metrics as m;
-use crate::store::{Revocations, RevokedEntry, StoredCrl, StoredEvent};
+use crate::store::{StoredCrl, StoredEvent};
 
 /// The most entries one `POST /v1/revocations` may list.
 pub const MAX_REVOCATION_ENTRIES: usize = 100_000;
@@ -104,15 +104,14 @@ impl Registry {
     }
 
     /// Lists tokens, sessions and users as revoked in one new list version, announced by one
-    /// event; `actor` and `subject` go to the audit log. Already listed entries stay as they
-    /// were. Returns the new version.
+    /// event, as a token issuer decided them; `actor` and the request's subject go to the audit
+    /// log. Already listed entries stay as they were. Returns the new version.
     pub async fn publish_revocations(
         &self,
         actor: String,
-        subject: &str,
-        revocations: &Revocations,
+        revocations: &PublishRevocationsRequest,
     ) -> Result<u64, RegistryError> {
-        check_field("subject", subject, 300)?;
+        check_field("subject", &revocations.subject, 300)?;
         check_reason(revocations.reason.as_deref())?;
         if revocations.is_empty() {
             return Err(RegistryError::InvalidRequest("nothing to revoke".into()));
@@ -135,7 +134,7 @@ impl Registry {
         let audit = AuditEntry {
             actor,
             action: "revocation.publish",
-            subject: subject.to_owned(),
+            subject: revocations.subject.clone(),
             details: json!({
                 "tokens": revocations.tokens.len(),
                 "sessions": revocations.sessions.len(),
@@ -145,7 +144,7 @@ impl Registry {
         };
         let version = self
             .store
-            .publish_revocations(revocations, subject, self.clock.now(), &audit)
+            .publish_revocations(revocations, self.clock.now(), &audit)
             .await?;
         self.saw_version(version);
         self.pump.notify_one();
@@ -157,21 +156,10 @@ impl Registry {
     pub async fn publish_revocations_request(
         &self,
         principal: &Principal,
-        request: PublishRevocationsRequest,
+        request: &PublishRevocationsRequest,
     ) -> Result<u64, RegistryError> {
         principal.require_admin()?;
-        let entry = |e: aip_api::registry::RevokedEntryBody| RevokedEntry {
-            id: e.id,
-            expires_at: e.expires_at,
-        };
-        let revocations = Revocations {
-            tokens: request.tokens.into_iter().map(entry).collect(),
-            sessions: request.sessions.into_iter().map(entry).collect(),
-            users: request.users,
-            reason: request.reason,
-        };
-        self.publish_revocations(principal.actor(), &request.subject, &revocations)
-            .await
+        self.publish_revocations(principal.actor(), request).await
     }
 
     /// The discovery document.

@@ -222,48 +222,6 @@ pub struct StoredCrl {
     pub der: Vec<u8>,
 }
 
-/// A token or session to list as revoked, with the time after which listing it no longer
-/// matters (the expiry of the last token it covers).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RevokedEntry {
-    /// The AAT `jti` or the session id.
-    pub id: String,
-    /// When every token it covers has expired (`None`: keep listing it).
-    pub expires_at: Option<i64>,
-}
-
-/// Revocations to publish in one list version (one event): tokens, sessions and users, as the
-/// token issuer decides them (revoking a user covers that user's live tokens and sessions).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Revocations {
-    /// AATs, by `jti`.
-    pub tokens: Vec<RevokedEntry>,
-    /// Sessions.
-    pub sessions: Vec<RevokedEntry>,
-    /// Users: every AAT of theirs issued at or before the revocation time.
-    pub users: Vec<String>,
-    /// Why.
-    pub reason: Option<String>,
-}
-
-impl Revocations {
-    /// Whether there is nothing to publish.
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty() && self.sessions.is_empty() && self.users.is_empty()
-    }
-
-    /// The event kind that announces them: `user_revoked`, `session_revoked` or `aat_revoked`.
-    pub fn event_kind(&self) -> &'static str {
-        if !self.users.is_empty() {
-            "user_revoked"
-        } else if !self.sessions.is_empty() {
-            "session_revoked"
-        } else {
-            "aat_revoked"
-        }
-    }
-}
-
 /// A new access token (only its digest is stored).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewAccessToken {

@@ -3,13 +3,13 @@
 
 use aip_aat::ids::AgentId;
 use aip_aat::revocation::RevocationList;
-use aip_api::registry::Role;
+use aip_api::registry::{PublishRevocationsRequest, Role};
 use aip_db::audit::AuditEntry;
 use async_trait::async_trait;
 
 use super::records::{
     AgentQuery, KeyRotation, NewAccessToken, NewAgent, NewCertificate, NewRegistrationToken, Nonce,
-    RegistrationCredential, RegistrationTokenInfo, Revocations, StatusAction, StatusChanged, StoreError, StoredAgent,
+    RegistrationCredential, RegistrationTokenInfo, StatusAction, StatusChanged, StoreError, StoredAgent,
     StoredCertificate, StoredCrl, StoredEvent, StoredKey,
 };
 use crate::ca::CrlEntry;
@@ -74,8 +74,7 @@ pub trait RevocationStore: Send + Sync {
     /// and emits one event naming them. Returns the new list version.
     async fn publish_revocations(
         &self,
-        revocations: &Revocations,
-        subject: &str,
+        revocations: &PublishRevocationsRequest,
         at: i64,
         audit: &AuditEntry,
     ) -> Result<u64, StoreError>;

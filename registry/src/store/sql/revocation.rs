@@ -2,6 +2,7 @@
 
 use aip_aat::ids::AgentId;
 use aip_aat::revocation::{RevocationList, RevokedAat, RevokedAgent, RevokedSession, RevokedUser, SuspendedAgent};
+use aip_api::registry::{PublishRevocationsRequest, RevokedEntryBody};
 use aip_db::Lock;
 use aip_db::audit::AuditEntry;
 use async_trait::async_trait;
@@ -10,14 +11,13 @@ use time::OffsetDateTime;
 
 use super::{SqlStore, event, i64_of, rfc3339, stored, u64_of};
 use crate::ca::{CrlEntry, CrlReason};
-use crate::store::{RevocationStore, Revocations, RevokedEntry, StoreError, StoredCrl, StoredEvent};
+use crate::store::{RevocationStore, StoreError, StoredCrl, StoredEvent};
 
 #[async_trait]
 impl RevocationStore for SqlStore {
     async fn publish_revocations(
         &self,
-        revocations: &Revocations,
-        subject: &str,
+        revocations: &PublishRevocationsRequest,
         at: i64,
         audit: &AuditEntry,
     ) -> Result<u64, StoreError> {
@@ -58,7 +58,7 @@ impl RevocationStore for SqlStore {
             .await
             .map_err(stored)?;
         }
-        let ids = |entries: &[RevokedEntry]| entries.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        let ids = |entries: &[RevokedEntryBody]| entries.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
         let mut data = serde_json::json!({
             "jtis": ids(&revocations.tokens),
             "session_ids": ids(&revocations.sessions),
@@ -67,7 +67,7 @@ impl RevocationStore for SqlStore {
         if let Some(reason) = reason {
             data["reason"] = reason.into();
         }
-        let version = event(&mut w, revocations.event_kind(), subject, &data, at).await?;
+        let version = event(&mut w, revocations.event_kind(), &revocations.subject, &data, at).await?;
         w.audit(audit, at).await?;
         w.commit().await?;
         Ok(version)
