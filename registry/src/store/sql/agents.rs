@@ -330,7 +330,7 @@ impl AgentStore for SqlStore {
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM request_nonces WHERE expires_at < $1")
             .bind(now)
-            .execute(self.db.reader())
+            .execute(self.db.writer())
             .await
             .map_err(stored)?;
         Ok(done.rows_affected())

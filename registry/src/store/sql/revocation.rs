@@ -269,13 +269,13 @@ impl RevocationStore for SqlStore {
         .bind(crl.next_update)
         .bind(crl.refresh_at)
         .bind(&crl.der)
-        .execute(self.db.reader())
+        .execute(self.db.writer())
         .await
         .map_err(stored)?;
         // Keep a short history only.
         sqlx::query("DELETE FROM crls WHERE crl_number < $1")
             .bind(i64_of(crl.crl_number)?.saturating_sub(16))
-            .execute(self.db.reader())
+            .execute(self.db.writer())
             .await
             .map_err(stored)?;
         Ok(())
