@@ -393,7 +393,7 @@ impl Issuer {
         if !(200..300).contains(&status) {
             return Err(refusal(status, &body, secrets));
         }
-        Client::parse(&body).map_err(|e| AgentClientError::Decode(json_error(path, &e)))
+        serde_json::from_slice(&body).map_err(|e| AgentClientError::Decode(json_error(path, &e)))
     }
 
     /// The first AAT of a session: `agent_authentication` with the user's authorization, or

@@ -121,13 +121,13 @@ impl Default for ClientOptions {
 
 /// A successful answer read whole: its status, `ETag` and body.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Answer {
+struct Answer {
     /// The status (2xx, or 304 for a conditional request).
-    pub status: u16,
+    status: u16,
     /// The `ETag` header, if any.
-    pub etag: Option<String>,
+    etag: Option<String>,
     /// The body.
-    pub body: Vec<u8>,
+    body: Vec<u8>,
 }
 
 /// What a conditional request of a changing document got.
@@ -229,11 +229,6 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
-    /// Whether the client sends a bearer token.
-    pub fn has_token(&self) -> bool {
-        self.token.is_some()
-    }
-
     fn request(&self, method: Method, path: &str, authenticated: bool) -> reqwest::RequestBuilder {
         let builder = self.http.request(method, self.url(path));
         match &self.token {
@@ -313,7 +308,7 @@ impl Client {
     /// `POST`s `body` as JSON to `path` without the bearer token and returns the answer's
     /// status and body, whatever the status, so the caller can read an endpoint's own error
     /// format (the token endpoint's, spec 9.4.2).
-    pub async fn post_unauthenticated<B: Serialize + ?Sized>(
+    async fn post_unauthenticated<B: Serialize + ?Sized>(
         &self,
         path: &str,
         body: &B,
@@ -462,11 +457,6 @@ impl Client {
     /// `POST /v1/token`: the status and body of the answer.
     pub async fn token(&self, request: &TokenRequest) -> Result<(u16, Vec<u8>), ClientError> {
         self.post_unauthenticated("/v1/token", request).await
-    }
-
-    /// Parses a successful token-endpoint body.
-    pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(body)
     }
 
     // Revocation data, as proxies follow it: bounded answers, per-call time limits.

@@ -91,10 +91,7 @@ impl Database {
     /// Begins a write transaction: takes the authority lock with `lock`'s reservations.
     pub async fn write(&self, lock: Lock) -> Result<Write, DbError> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(lock.statement()))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let row = take(&mut tx, lock).await?;
         Write::new(tx, self.dialect, lock, &row)
     }
 
@@ -113,15 +110,20 @@ impl Database {
                 (row, rows.collect())
             }
             Dialect::Postgres => {
-                let row = sqlx::query(sqlx::AssertSqlSafe(lock.statement()))
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(backend)?;
+                let row = take(&mut tx, lock).await?;
                 (row, claim.fetch_all(&mut tx).await?)
             }
         };
         Ok((Write::new(tx, self.dialect, lock, &row)?, rows))
     }
+}
+
+/// Takes the authority lock in `tx` with `lock`'s reservations; the row is the state it read.
+async fn take(tx: &mut Transaction<'static, Any>, lock: Lock) -> Result<AnyRow, DbError> {
+    sqlx::query(sqlx::AssertSqlSafe(lock.statement()))
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(backend)
 }
 
 impl Write {
@@ -142,11 +144,6 @@ impl Write {
     /// The connection, for the change's own statements.
     pub fn conn(&mut self) -> &mut AnyConnection {
         &mut self.tx
-    }
-
-    /// The engine in use.
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
     }
 
     /// The revocation list version this change publishes ([`Lock::publishing`]).
