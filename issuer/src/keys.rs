@@ -168,9 +168,7 @@ impl SigningKeys {
         self.set_published(publishable(&records, now));
         Ok(())
     }
-}
 
-impl SigningKeys {
     /// The keys verifiers must accept now (current and still-needed previous keys), for the
     /// JWKS.
     pub fn published_keys(&self) -> Vec<PublicKey> {

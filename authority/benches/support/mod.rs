@@ -134,10 +134,7 @@ impl BenchAuthority {
         )
         .await
         .unwrap();
-        let database_url = postgres.as_ref().map_or_else(
-            || aip_db::Database::sqlite_url(&init.dir.join(aip_authority::init::DATABASE_FILE)),
-            |p| p.url.clone(),
-        );
+        let database_url = aip_authority::init::database_url(&init.dir, init.config.database_url.as_deref());
         Self {
             backend,
             init,

@@ -4,7 +4,6 @@
 use aip_api::issuer::RequestedCapabilities;
 
 /// Whether `list` grants `tool` (`*` grants any).
-/// Whether `list` grants `tool` (`*` grants any).
 pub(super) fn allows(list: &[String], tool: &str) -> bool {
     list.iter().any(|t| t == "*" || t == tool)
 }

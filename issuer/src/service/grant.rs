@@ -135,19 +135,18 @@ impl Issuer {
             .await;
             return Err(with_details(e, json!({"denied_tools": denied})));
         }
-        let requested = request.requested_capabilities.clone().unwrap_or_default();
+        let requested = request.requested_capabilities.as_ref();
         let capabilities = Capabilities {
             tools: granted,
-            resource_scopes: requested.resource_scopes,
+            resource_scopes: requested.map(|r| r.resource_scopes.clone()).unwrap_or_default(),
             max_calls_per_session: None,
-            allowed_servers: requested.allowed_servers,
+            allowed_servers: requested.map(|r| r.allowed_servers.clone()).unwrap_or_default(),
         };
-        let session_id = format!(
-            "ses_{}",
-            Jti::time_ordered(&*self.clock).map_err(IssuerError::internal)?
-        );
         let session = SessionRecord {
-            session_id: session_id.clone(),
+            session_id: format!(
+                "ses_{}",
+                Jti::time_ordered(&*self.clock).map_err(IssuerError::internal)?
+            ),
             agent_id: agent.agent_id.clone(),
             user_id: user.as_ref().map(|u| u.user_id.clone()),
             auth_method: user.as_ref().map(|u| u.method.to_string()),

@@ -18,7 +18,6 @@ use crate::oidc::OidcError;
 use crate::store::UserRecord;
 
 /// The user an AAT is issued for.
-/// The user an AAT is issued for.
 pub(super) struct AuthorizedUser {
     pub(super) user_id: String,
     pub(super) method: AuthMethod,
