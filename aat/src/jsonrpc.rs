@@ -1,6 +1,7 @@
 //! JSON-RPC errors: [`ErrorCode`], the one table of every code the proxy and the agent shim
-//! answer with (JSON-RPC 2.0 and spec section 11), and the one place call-verification errors
-//! become JSON-RPC errors ([`jsonrpc_error`], docs/architecture.md "The AAT on the wire").
+//! answer with (JSON-RPC 2.0 and spec section 11), the one place call-verification errors
+//! become JSON-RPC errors ([`jsonrpc_error`], docs/architecture.md "The AAT on the wire"), and
+//! the one writer of an error response line ([`error_response`]).
 //!
 //! | error                                   | code   | message               |
 //! |-----------------------------------------|--------|-----------------------|
@@ -13,7 +14,6 @@
 //!
 //! `data.aat_error` always carries the precise string; `data.reason` a human sentence.
 
-use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::proof::ProofError;
@@ -196,29 +196,35 @@ impl DelegationError {
     }
 }
 
-/// A JSON-RPC 2.0 error object.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// A JSON-RPC 2.0 error: its code (which gives `code` and `message`) and `data`.
+#[derive(Clone, Debug, PartialEq)]
 pub struct JsonRpcError {
-    /// Error code.
-    pub code: i32,
-    /// Short message.
-    pub message: &'static str,
+    /// The code, and with it the message.
+    pub code: ErrorCode,
     /// Details: `tool`, `reason`, `aat_error` and code-specific members.
     pub data: Value,
 }
 
-/// Maps a refusal to its JSON-RPC error; `tool` is the called tool when known.
-pub fn jsonrpc_error(error: &CallError, tool: Option<&str>) -> JsonRpcError {
-    let (code, data) = error_and_data(error, tool);
-    JsonRpcError {
-        code: code.code(),
-        message: code.message(),
-        data,
+/// A JSON-RPC error response, one line without its newline:
+/// `{"jsonrpc":"2.0","id":…,"error":{"code":…,"data":…,"message":…}}`. `id` is the request's
+/// `id` as sent (JSON text, echoed byte for byte), `null` when the request had none or could not
+/// be read; `data` is left out when `None`.
+pub fn error_response(id: Option<&str>, code: ErrorCode, data: Option<Value>) -> String {
+    let mut error = Map::new();
+    error.insert("code".into(), code.code().into());
+    error.insert("message".into(), code.message().into());
+    if let Some(data) = data {
+        error.insert("data".into(), data);
     }
+    format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":{},\"error\":{}}}",
+        id.unwrap_or("null"),
+        Value::Object(error)
+    )
 }
 
-/// A refusal's JSON-RPC error and its `data`: [`jsonrpc_error`] in parts.
-pub fn error_and_data(error: &CallError, tool: Option<&str>) -> (ErrorCode, Value) {
+/// Maps a refusal to its JSON-RPC error; `tool` is the called tool when known.
+pub fn jsonrpc_error(error: &CallError, tool: Option<&str>) -> JsonRpcError {
     let mut data = Map::new();
     if let Some(tool) = tool {
         data.insert("tool".into(), tool.into());
@@ -286,7 +292,10 @@ pub fn error_and_data(error: &CallError, tool: Option<&str>) -> (ErrorCode, Valu
     if let Some(aat_error) = aat_error {
         data.insert("aat_error".into(), aat_error.into());
     }
-    (code, Value::Object(data))
+    JsonRpcError {
+        code,
+        data: Value::Object(data),
+    }
 }
 
 #[cfg(test)]
@@ -351,7 +360,7 @@ mod tests {
         ];
         for (error, code, aat_error) in cases {
             let rpc = jsonrpc_error(&error, Some("write_file"));
-            assert_eq!(rpc.code, code, "{error:?}");
+            assert_eq!(rpc.code.code(), code, "{error:?}");
             assert_eq!(rpc.data["aat_error"].as_str(), aat_error, "{error:?}");
             assert_eq!(rpc.data["tool"], "write_file");
             assert!(rpc.data["reason"].is_string());
@@ -390,7 +399,7 @@ mod tests {
             Some("rm"),
         );
         assert_eq!(rpc.data["granted_capabilities"], json!(["read_file"]));
-        assert_eq!(rpc.message, "AAT capability denied");
+        assert_eq!(rpc.code.message(), "AAT capability denied");
         let rpc = jsonrpc_error(
             &DelegationError::UserAuthStale {
                 auth_time: 1_771_408_800,

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use aip_aat::clock::{Clock, SystemClock};
-use aip_aat::jsonrpc::{CallError, ErrorCode, error_and_data};
+use aip_aat::jsonrpc::{CallError, ErrorCode, JsonRpcError, jsonrpc_error};
 use aip_aat::keys::KeyResolver;
 use aip_aat::proof::Call;
 use aip_aat::replay::InMemoryReplayCache;
@@ -140,7 +140,7 @@ impl Refusal {
     }
 
     /// The JSON-RPC error and its `data`.
-    pub fn error(&self, tool: Option<&str>) -> (ErrorCode, Value) {
+    pub fn error(&self, tool: Option<&str>) -> JsonRpcError {
         let own = |code: ErrorCode, reason: String, aat_error: &str| {
             let mut data = Map::new();
             if let Some(tool) = tool {
@@ -148,10 +148,13 @@ impl Refusal {
             }
             data.insert("reason".into(), reason.into());
             data.insert("aat_error".into(), aat_error.into());
-            (code, Value::Object(data))
+            JsonRpcError {
+                code,
+                data: Value::Object(data),
+            }
         };
         match self {
-            Self::Call(e) => error_and_data(e, tool),
+            Self::Call(e) => jsonrpc_error(e, tool),
             Self::RevocationUnavailable(why) => own(
                 ErrorCode::AatInvalid,
                 format!("revocation status cannot be checked: {why}"),
