@@ -27,8 +27,8 @@ use aip_aat::jsonrpc::{CallError, ErrorCode, JsonRpcError, jsonrpc_error};
 use aip_aat::keys::KeyResolver;
 use aip_aat::proof::Call;
 use aip_aat::replay::InMemoryReplayCache;
+use aip_aat::revocation::RevocationIndex;
 use aip_aat::token::{AatError, DelegationScope, Validation, VerifiedAat};
-use aip_aat::validate::RevocationView;
 use aip_aat::verifier::CallVerifier;
 use serde_json::{Map, Value};
 
@@ -51,12 +51,16 @@ pub const DEFAULT_MAX_AUTH_AGE_SECS: u64 = 86_400;
 /// `online` revocation fetches here.
 pub type Freshness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
+/// The revocation data in force, as one consistent snapshot: taken once per check, so that
+/// all its lookups see the same list.
+pub type Snapshot = Arc<dyn Fn() -> Arc<RevocationIndex> + Send + Sync>;
+
 /// Where revocation answers come from.
 #[derive(Clone)]
 pub struct RevocationSource {
     /// The current revocation data.
-    pub view: Arc<dyn RevocationView>,
-    /// Whether [`RevocationSource::view`] may be trusted now.
+    pub snapshot: Snapshot,
+    /// Whether [`RevocationSource::snapshot`] may be trusted now.
     pub fresh: Freshness,
 }
 
@@ -346,7 +350,8 @@ impl Identity {
         match (source.fresh)() {
             Ok(()) => {
                 *self.failing_open.lock().unwrap_or_else(PoisonError::into_inner) = None;
-                aat.check_revocation(&*source.view)
+                let snapshot = (source.snapshot)();
+                aat.check_revocation(&*snapshot)
                     .map_err(|e| Refusal::Call(CallError::Aat(e)))?;
                 Ok(None)
             }
