@@ -165,6 +165,24 @@ pub enum CallError {
     Delegation(#[from] DelegationError),
 }
 
+impl CallError {
+    /// The JSON-RPC error it is answered with (spec section 11).
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::AatRequired => ErrorCode::AatRequired,
+            Self::Aat(AatError::UntrustedIssuer { .. }) => ErrorCode::IssuerUntrusted,
+            Self::Aat(AatError::UnknownAgent { .. }) => ErrorCode::AgentNotRegistered,
+            Self::Aat(AatError::Revoked(RevokedBy::User)) | Self::Delegation(DelegationError::UserAuthStale { .. }) => {
+                ErrorCode::DelegationExpired
+            }
+            Self::CapabilityDenied { .. } | Self::Delegation(DelegationError::ScopeExceeded) => {
+                ErrorCode::CapabilityDenied
+            }
+            Self::Aat(_) | Self::Proof(_) | Self::Delegation(_) => ErrorCode::AatInvalid,
+        }
+    }
+}
+
 /// User-binding failures of spec 10.3.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -232,39 +250,28 @@ pub fn jsonrpc_error(error: &CallError, tool: Option<&str>) -> JsonRpcError {
     let mut put = |k: &str, v: Value| {
         data.insert(k.to_owned(), v);
     };
-    let (code, reason, aat_error): (ErrorCode, String, Option<&'static str>) = match error {
-        CallError::AatRequired => (
-            ErrorCode::AatRequired,
-            "Agent Authentication Token required for this proxy".into(),
-            None,
-        ),
+    let (reason, aat_error): (String, Option<&'static str>) = match error {
+        CallError::AatRequired => ("Agent Authentication Token required for this proxy".into(), None),
         CallError::Aat(e @ AatError::UntrustedIssuer { issuer }) => {
             put("issuer", issuer.as_str().into());
             (
-                ErrorCode::IssuerUntrusted,
                 "AAT issuer not in trusted_issuers configuration".into(),
                 Some(e.aat_error()),
             )
         }
         CallError::Aat(e @ AatError::UnknownAgent { agent_id }) => {
             put("agent_id", agent_id.as_str().into());
-            (
-                ErrorCode::AgentNotRegistered,
-                "Agent not found in AIP Registry".into(),
-                Some(e.aat_error()),
-            )
+            ("Agent not found in AIP Registry".into(), Some(e.aat_error()))
         }
-        CallError::Aat(e @ AatError::Revoked(RevokedBy::User)) => (
-            ErrorCode::DelegationExpired,
-            "User delegation has been revoked".into(),
-            Some(e.aat_error()),
-        ),
-        CallError::Aat(e) => (ErrorCode::AatInvalid, e.to_string(), Some(e.aat_error())),
-        CallError::Proof(e) => (ErrorCode::AatInvalid, e.to_string(), Some(e.aat_error())),
+        CallError::Aat(e @ AatError::Revoked(RevokedBy::User)) => {
+            ("User delegation has been revoked".into(), Some(e.aat_error()))
+        }
+        CallError::Aat(e) => (e.to_string(), Some(e.aat_error())),
+        CallError::Proof(e) => (e.to_string(), Some(e.aat_error())),
         CallError::CapabilityDenied { agent_id, granted } => {
             put("agent_id", agent_id.as_str().into());
             put("granted_capabilities", json!(granted));
-            (ErrorCode::CapabilityDenied, "Tool not in AAT capabilities".into(), None)
+            ("Tool not in AAT capabilities".into(), None)
         }
         CallError::Delegation(
             e @ DelegationError::UserAuthStale {
@@ -277,23 +284,16 @@ pub fn jsonrpc_error(error: &CallError, tool: Option<&str>) -> JsonRpcError {
                 .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
             put("user_auth_time", when.map_or(Value::from(*auth_time), Value::from));
             put("max_auth_age", (*max_auth_age).into());
-            (
-                ErrorCode::DelegationExpired,
-                "User delegation has expired".into(),
-                Some(e.aat_error()),
-            )
+            ("User delegation has expired".into(), Some(e.aat_error()))
         }
-        CallError::Delegation(e @ DelegationError::ScopeExceeded) => {
-            (ErrorCode::CapabilityDenied, e.to_string(), Some(e.aat_error()))
-        }
-        CallError::Delegation(e) => (ErrorCode::AatInvalid, e.to_string(), Some(e.aat_error())),
+        CallError::Delegation(e) => (e.to_string(), Some(e.aat_error())),
     };
     data.insert("reason".into(), reason.into());
     if let Some(aat_error) = aat_error {
         data.insert("aat_error".into(), aat_error.into());
     }
     JsonRpcError {
-        code,
+        code: error.error_code(),
         data: Value::Object(data),
     }
 }

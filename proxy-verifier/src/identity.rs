@@ -143,9 +143,19 @@ impl Refusal {
         }
     }
 
+    /// The JSON-RPC error it is answered with: [`Refusal::error`]'s code without its `data`.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::Call(e) => e.error_code(),
+            Self::RevocationUnavailable(_) => ErrorCode::AatInvalid,
+            Self::ServerNotAllowed => ErrorCode::CapabilityDenied,
+            Self::SessionLimit(_) => ErrorCode::RateLimited,
+        }
+    }
+
     /// The JSON-RPC error and its `data`.
     pub fn error(&self, tool: Option<&str>) -> JsonRpcError {
-        let own = |code: ErrorCode, reason: String, aat_error: &str| {
+        let own = |reason: String, aat_error: &str| {
             let mut data = Map::new();
             if let Some(tool) = tool {
                 data.insert("tool".into(), tool.into());
@@ -153,27 +163,21 @@ impl Refusal {
             data.insert("reason".into(), reason.into());
             data.insert("aat_error".into(), aat_error.into());
             JsonRpcError {
-                code,
+                code: self.error_code(),
                 data: Value::Object(data),
             }
         };
         match self {
             Self::Call(e) => jsonrpc_error(e, tool),
             Self::RevocationUnavailable(why) => own(
-                ErrorCode::AatInvalid,
                 format!("revocation status cannot be checked: {why}"),
                 "revocation_unavailable",
             ),
             Self::ServerNotAllowed => own(
-                ErrorCode::CapabilityDenied,
                 "The AAT's allowed_servers does not include this server".into(),
                 "server_not_allowed",
             ),
-            Self::SessionLimit(limit) => own(
-                ErrorCode::RateLimited,
-                format!("The session has used its {limit} calls"),
-                "session_call_limit",
-            ),
+            Self::SessionLimit(limit) => own(format!("The session has used its {limit} calls"), "session_call_limit"),
         }
     }
 

@@ -78,7 +78,7 @@ impl Relay {
             format!("AAT not required; evaluated without it: {}", rejection.refusal.reason())
         });
         if rejection.enforced {
-            record.error_code = Some(rejection.refusal.error(tool).code.code());
+            record.error_code = Some(rejection.refusal.error_code().code());
         }
         if let Some(aat) = &rejection.aat {
             identity::audit_fields(aat, &mut record);
