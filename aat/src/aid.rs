@@ -11,7 +11,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::b64;
@@ -239,7 +238,7 @@ impl AgentIdentityDocument {
     /// Hex SHA-256 of the canonical document, attestation included: the AAT's
     /// `agent.aid_hash`.
     pub fn hash(&self) -> Result<String, jcs::CanonicalError> {
-        Ok(hex::encode(Sha256::digest(jcs::to_vec(self)?)))
+        jcs::sha256_hex(self)
     }
 }
 

@@ -9,22 +9,15 @@
 //! is kept, and how strictly it must match, is each log's own business: the authority keeps it
 //! in the same transaction as the records, the proxy in a sidecar file that may lag behind.
 
-use serde::Serialize;
 use sha2::{Digest, Sha256};
-
-use crate::jcs::CanonicalError;
 
 /// `prev_hash` of the first record of a chain.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The hash of a record whose RFC 8785 form (without `hash`) is `canonical`.
+/// The hash of a record whose RFC 8785 form (without `hash`) is `canonical`; a record not yet
+/// in that form hashes as [`crate::jcs::sha256_hex`].
 pub fn record_hash(canonical: &[u8]) -> String {
     hex::encode(Sha256::digest(canonical))
-}
-
-/// The hash of `record` (which must not carry its own `hash`): canonicalized, then hashed.
-pub fn hash_of<T: Serialize>(record: &T) -> Result<String, CanonicalError> {
-    Ok(record_hash(&crate::jcs::to_vec(record)?))
 }
 
 /// The hash of a record given as its members, each value already in RFC 8785 form and the
@@ -139,6 +132,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::jcs::sha256_hex;
 
     /// `n` records `{seq, prev_hash, n}` chained the way the logs chain them.
     fn chain(n: u64) -> Vec<(Value, String)> {
@@ -146,7 +140,7 @@ mod tests {
         (1..=n)
             .map(|seq| {
                 let record = json!({"seq": seq, "prev_hash": prev, "n": seq * 10});
-                let hash = hash_of(&record).unwrap();
+                let hash = sha256_hex(&record).unwrap();
                 prev.clone_from(&hash);
                 (record, hash)
             })
@@ -161,7 +155,7 @@ mod tests {
                 prev_hash: record["prev_hash"].as_str().unwrap(),
                 hash,
             };
-            verifier.push(link, hash_of(record).unwrap() == *hash)?;
+            verifier.push(link, sha256_hex(record).unwrap() == *hash)?;
         }
         Ok(verifier.last().0)
     }
@@ -192,7 +186,7 @@ mod tests {
         // A record re-hashed after its predecessor changed still names the old hash.
         let mut relinked = records.clone();
         relinked[1].0["prev_hash"] = json!(GENESIS_HASH);
-        relinked[1].1 = hash_of(&relinked[1].0).unwrap();
+        relinked[1].1 = sha256_hex(&relinked[1].0).unwrap();
         assert_eq!(check(&relinked), Err(Break::Unlinked { seq: 2 }));
 
         // A renumbered record no longer matches its hash: reported as the edit it is.
@@ -205,9 +199,9 @@ mod tests {
     fn members_hash_as_their_canonical_object() {
         let record = json!({"b": [1, "x"], "a": {"z": null}, "c": "é"});
         let members = [("a", r#"{"z":null}"#), ("b", r#"[1,"x"]"#), ("c", "\"é\"")];
-        assert_eq!(hash_of_members(&members), hash_of(&record).unwrap());
-        assert_eq!(hash_of_members(&[]), hash_of(&json!({})).unwrap());
-        assert!(is_hash(GENESIS_HASH) && is_hash(&hash_of(&record).unwrap()));
+        assert_eq!(hash_of_members(&members), sha256_hex(&record).unwrap());
+        assert_eq!(hash_of_members(&[]), sha256_hex(&json!({})).unwrap());
+        assert!(is_hash(GENESIS_HASH) && is_hash(&sha256_hex(&record).unwrap()));
         assert!(!is_hash("ABC") && !is_hash(&"A".repeat(64)));
     }
 }

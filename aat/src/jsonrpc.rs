@@ -1,6 +1,7 @@
 //! JSON-RPC errors: [`ErrorCode`], the one table of every code the proxy and the agent shim
-//! answer with (JSON-RPC 2.0 and spec section 11), and the one place call-verification errors
-//! become JSON-RPC errors ([`jsonrpc_error`], docs/architecture.md "The AAT on the wire").
+//! answer with (JSON-RPC 2.0 and spec section 11), the one place call-verification errors
+//! become JSON-RPC errors ([`jsonrpc_error`], docs/architecture.md "The AAT on the wire"), and
+//! the one writer of an error response line ([`error_response`]).
 //!
 //! | error                                   | code   | message               |
 //! |-----------------------------------------|--------|-----------------------|
@@ -13,7 +14,6 @@
 //!
 //! `data.aat_error` always carries the precise string; `data.reason` a human sentence.
 
-use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::proof::ProofError;
@@ -165,6 +165,24 @@ pub enum CallError {
     Delegation(#[from] DelegationError),
 }
 
+impl CallError {
+    /// The JSON-RPC error it is answered with (spec section 11).
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::AatRequired => ErrorCode::AatRequired,
+            Self::Aat(AatError::UntrustedIssuer { .. }) => ErrorCode::IssuerUntrusted,
+            Self::Aat(AatError::UnknownAgent { .. }) => ErrorCode::AgentNotRegistered,
+            Self::Aat(AatError::Revoked(RevokedBy::User)) | Self::Delegation(DelegationError::UserAuthStale { .. }) => {
+                ErrorCode::DelegationExpired
+            }
+            Self::CapabilityDenied { .. } | Self::Delegation(DelegationError::ScopeExceeded) => {
+                ErrorCode::CapabilityDenied
+            }
+            Self::Aat(_) | Self::Proof(_) | Self::Delegation(_) => ErrorCode::AatInvalid,
+        }
+    }
+}
+
 /// User-binding failures of spec 10.3.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -196,29 +214,35 @@ impl DelegationError {
     }
 }
 
-/// A JSON-RPC 2.0 error object.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// A JSON-RPC 2.0 error: its code (which gives `code` and `message`) and `data`.
+#[derive(Clone, Debug, PartialEq)]
 pub struct JsonRpcError {
-    /// Error code.
-    pub code: i32,
-    /// Short message.
-    pub message: &'static str,
+    /// The code, and with it the message.
+    pub code: ErrorCode,
     /// Details: `tool`, `reason`, `aat_error` and code-specific members.
     pub data: Value,
 }
 
-/// Maps a refusal to its JSON-RPC error; `tool` is the called tool when known.
-pub fn jsonrpc_error(error: &CallError, tool: Option<&str>) -> JsonRpcError {
-    let (code, data) = error_and_data(error, tool);
-    JsonRpcError {
-        code: code.code(),
-        message: code.message(),
-        data,
+/// A JSON-RPC error response, one line without its newline:
+/// `{"jsonrpc":"2.0","id":…,"error":{"code":…,"data":…,"message":…}}`. `id` is the request's
+/// `id` as sent (JSON text, echoed byte for byte), `null` when the request had none or could not
+/// be read; `data` is left out when `None`.
+pub fn error_response(id: Option<&str>, code: ErrorCode, data: Option<Value>) -> String {
+    let mut error = Map::new();
+    error.insert("code".into(), code.code().into());
+    error.insert("message".into(), code.message().into());
+    if let Some(data) = data {
+        error.insert("data".into(), data);
     }
+    format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":{},\"error\":{}}}",
+        id.unwrap_or("null"),
+        Value::Object(error)
+    )
 }
 
-/// A refusal's JSON-RPC error and its `data`: [`jsonrpc_error`] in parts.
-pub fn error_and_data(error: &CallError, tool: Option<&str>) -> (ErrorCode, Value) {
+/// Maps a refusal to its JSON-RPC error; `tool` is the called tool when known.
+pub fn jsonrpc_error(error: &CallError, tool: Option<&str>) -> JsonRpcError {
     let mut data = Map::new();
     if let Some(tool) = tool {
         data.insert("tool".into(), tool.into());
@@ -226,39 +250,28 @@ pub fn error_and_data(error: &CallError, tool: Option<&str>) -> (ErrorCode, Valu
     let mut put = |k: &str, v: Value| {
         data.insert(k.to_owned(), v);
     };
-    let (code, reason, aat_error): (ErrorCode, String, Option<&'static str>) = match error {
-        CallError::AatRequired => (
-            ErrorCode::AatRequired,
-            "Agent Authentication Token required for this proxy".into(),
-            None,
-        ),
+    let (reason, aat_error): (String, Option<&'static str>) = match error {
+        CallError::AatRequired => ("Agent Authentication Token required for this proxy".into(), None),
         CallError::Aat(e @ AatError::UntrustedIssuer { issuer }) => {
             put("issuer", issuer.as_str().into());
             (
-                ErrorCode::IssuerUntrusted,
                 "AAT issuer not in trusted_issuers configuration".into(),
                 Some(e.aat_error()),
             )
         }
         CallError::Aat(e @ AatError::UnknownAgent { agent_id }) => {
             put("agent_id", agent_id.as_str().into());
-            (
-                ErrorCode::AgentNotRegistered,
-                "Agent not found in AIP Registry".into(),
-                Some(e.aat_error()),
-            )
+            ("Agent not found in AIP Registry".into(), Some(e.aat_error()))
         }
-        CallError::Aat(e @ AatError::Revoked(RevokedBy::User)) => (
-            ErrorCode::DelegationExpired,
-            "User delegation has been revoked".into(),
-            Some(e.aat_error()),
-        ),
-        CallError::Aat(e) => (ErrorCode::AatInvalid, e.to_string(), Some(e.aat_error())),
-        CallError::Proof(e) => (ErrorCode::AatInvalid, e.to_string(), Some(e.aat_error())),
+        CallError::Aat(e @ AatError::Revoked(RevokedBy::User)) => {
+            ("User delegation has been revoked".into(), Some(e.aat_error()))
+        }
+        CallError::Aat(e) => (e.to_string(), Some(e.aat_error())),
+        CallError::Proof(e) => (e.to_string(), Some(e.aat_error())),
         CallError::CapabilityDenied { agent_id, granted } => {
             put("agent_id", agent_id.as_str().into());
             put("granted_capabilities", json!(granted));
-            (ErrorCode::CapabilityDenied, "Tool not in AAT capabilities".into(), None)
+            ("Tool not in AAT capabilities".into(), None)
         }
         CallError::Delegation(
             e @ DelegationError::UserAuthStale {
@@ -271,22 +284,18 @@ pub fn error_and_data(error: &CallError, tool: Option<&str>) -> (ErrorCode, Valu
                 .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
             put("user_auth_time", when.map_or(Value::from(*auth_time), Value::from));
             put("max_auth_age", (*max_auth_age).into());
-            (
-                ErrorCode::DelegationExpired,
-                "User delegation has expired".into(),
-                Some(e.aat_error()),
-            )
+            ("User delegation has expired".into(), Some(e.aat_error()))
         }
-        CallError::Delegation(e @ DelegationError::ScopeExceeded) => {
-            (ErrorCode::CapabilityDenied, e.to_string(), Some(e.aat_error()))
-        }
-        CallError::Delegation(e) => (ErrorCode::AatInvalid, e.to_string(), Some(e.aat_error())),
+        CallError::Delegation(e) => (e.to_string(), Some(e.aat_error())),
     };
     data.insert("reason".into(), reason.into());
     if let Some(aat_error) = aat_error {
         data.insert("aat_error".into(), aat_error.into());
     }
-    (code, Value::Object(data))
+    JsonRpcError {
+        code: error.error_code(),
+        data: Value::Object(data),
+    }
 }
 
 #[cfg(test)]
@@ -351,7 +360,7 @@ mod tests {
         ];
         for (error, code, aat_error) in cases {
             let rpc = jsonrpc_error(&error, Some("write_file"));
-            assert_eq!(rpc.code, code, "{error:?}");
+            assert_eq!(rpc.code.code(), code, "{error:?}");
             assert_eq!(rpc.data["aat_error"].as_str(), aat_error, "{error:?}");
             assert_eq!(rpc.data["tool"], "write_file");
             assert!(rpc.data["reason"].is_string());
@@ -390,7 +399,7 @@ mod tests {
             Some("rm"),
         );
         assert_eq!(rpc.data["granted_capabilities"], json!(["read_file"]));
-        assert_eq!(rpc.message, "AAT capability denied");
+        assert_eq!(rpc.code.message(), "AAT capability denied");
         let rpc = jsonrpc_error(
             &DelegationError::UserAuthStale {
                 auth_time: 1_771_408_800,

@@ -79,7 +79,7 @@ impl<'a> Call<'a> {
         let args = self
             .arguments
             .unwrap_or_else(|| EMPTY.get_or_init(|| Value::Object(serde_json::Map::new())));
-        Ok(hex::encode(Sha256::digest(jcs::to_vec(args)?)))
+        jcs::sha256_hex(args)
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use aip_aat::aid::AgentStatus;
 use aip_aat::clock::FixedClock;
 use aip_aat::ids::{AgentId, Jti, KeyId};
-use aip_aat::jsonrpc::{CallError, jsonrpc_error};
+use aip_aat::jsonrpc::{CallError, error_response, jsonrpc_error};
 use aip_aat::jws;
 use aip_aat::keys::{Algorithm, JwkSet, Jwks, KeyPair, KeyResolver, PublicKey, Signer};
 use aip_aat::proof::{
@@ -376,8 +376,8 @@ fn proof_missing() {
     assert_eq!(e, CallError::Proof(ProofError::Missing));
     assert_eq!(ProofError::Missing.aat_error(), "proof_missing");
     let rpc = jsonrpc_error(&e, Some(TOOL));
-    assert_eq!(rpc.code, -32016);
-    assert_eq!(rpc.message, "AAT invalid");
+    assert_eq!(rpc.code.code(), -32016);
+    assert_eq!(rpc.code.message(), "AAT invalid");
     assert_eq!(rpc.data["aat_error"], "proof_missing");
     assert_eq!(rpc.data["tool"], TOOL);
 }
@@ -723,7 +723,7 @@ fn stolen_aat_without_the_agent_key_is_useless() {
     let e = call_refused(verifier.verify(Some(&f.aat), Some(&proof), &call));
     assert_eq!(e, CallError::Proof(ProofError::Mismatch(ProofMismatch::Key)));
     let rpc = jsonrpc_error(&e, Some(TOOL));
-    assert_eq!(rpc.code, -32016);
+    assert_eq!(rpc.code.code(), -32016);
     assert_eq!(rpc.data["aat_error"], "proof_mismatch");
     // Copying the agent's public jwk into the header does not help either.
     let forged = sign_raw(
@@ -862,7 +862,7 @@ fn proof_replayed() {
     let e = call_refused(verifier.verify(Some(&f.aat), Some(&proof), &call));
     assert_eq!(e, CallError::Proof(ProofError::Replayed));
     let rpc = jsonrpc_error(&e, Some(TOOL));
-    assert_eq!(rpc.code, -32016);
+    assert_eq!(rpc.code.code(), -32016);
     assert_eq!(rpc.data["aat_error"], "proof_replayed");
 }
 
@@ -914,7 +914,7 @@ fn full_replay_cache_refuses_with_proof_replayed() {
     assert_eq!(e, ProofError::ReplayCacheFull);
     assert_eq!(e.aat_error(), "proof_replayed");
     let rpc = jsonrpc_error(&CallError::Proof(e), Some(TOOL));
-    assert_eq!(rpc.code, -32016);
+    assert_eq!(rpc.code.code(), -32016);
     assert_eq!(rpc.data["aat_error"], "proof_replayed");
 
     // Through the call verifier sharing that cache.
@@ -1047,8 +1047,8 @@ fn call_verifier_requires_an_aat() {
         let e = call_refused(verifier.verify(None, proof, &call));
         assert_eq!(e, CallError::AatRequired);
         let rpc = jsonrpc_error(&e, Some("write_file"));
-        assert_eq!(rpc.code, -32015);
-        assert_eq!(rpc.message, "AAT required");
+        assert_eq!(rpc.code.code(), -32015);
+        assert_eq!(rpc.code.message(), "AAT required");
         assert_eq!(rpc.data["tool"], "write_file");
         assert_eq!(rpc.data["reason"], "Agent Authentication Token required for this proxy");
         assert!(rpc.data.get("aat_error").is_none());
@@ -1101,7 +1101,7 @@ fn call_verifier_checks_revocation_on_every_call() {
     let e = call_refused(verifier.verify(Some(&f.aat), Some(&f.proof(&call, NOW)), &call));
     assert_eq!(e, CallError::Aat(AatError::Revoked(RevokedBy::Token)));
     let rpc = jsonrpc_error(&e, Some(TOOL));
-    assert_eq!(rpc.code, -32016);
+    assert_eq!(rpc.code.code(), -32016);
     assert_eq!(rpc.data["aat_error"], "aat_revoked");
 
     revocations.tokens.write().unwrap().clear();
@@ -1119,7 +1119,7 @@ fn call_verifier_checks_revocation_on_every_call() {
     let e = call_refused(verifier.verify(Some(&f.aat), Some(&f.proof(&call, NOW)), &call));
     assert_eq!(e, CallError::Aat(AatError::Revoked(RevokedBy::User)));
     let rpc = jsonrpc_error(&e, Some(TOOL));
-    assert_eq!(rpc.code, -32019);
+    assert_eq!(rpc.code.code(), -32019);
     assert_eq!(rpc.data["aat_error"], "aat_revoked");
 
     // Lifted again: accepted.
@@ -1141,7 +1141,7 @@ fn call_verifier_checks_the_agent_record_on_every_call() {
     let e = call_refused(verifier.verify(Some(&f.aat), Some(&f.proof(&call, NOW)), &call));
     assert_eq!(e, CallError::Aat(AatError::AgentInactive(AgentStatus::Suspended)));
     let rpc = jsonrpc_error(&e, Some(TOOL));
-    assert_eq!(rpc.code, -32016);
+    assert_eq!(rpc.code.code(), -32016);
     assert_eq!(rpc.data["aat_error"], "agent_inactive");
 
     agents.set(&f.id, AgentStatus::Revoked, f.agent.key_id());
@@ -1162,8 +1162,8 @@ fn call_verifier_checks_the_agent_record_on_every_call() {
         })
     );
     let rpc = jsonrpc_error(&e, Some(TOOL));
-    assert_eq!(rpc.code, -32018);
-    assert_eq!(rpc.message, "Agent not registered");
+    assert_eq!(rpc.code.code(), -32018);
+    assert_eq!(rpc.code.message(), "Agent not registered");
     assert_eq!(rpc.data["aat_error"], "unknown_agent");
     assert_eq!(rpc.data["agent_id"], f.id.as_str());
 }
@@ -1189,7 +1189,7 @@ fn call_verifier_rechecks_time_on_cached_aats() {
     let e = call_refused(verifier.verify(Some(&f.aat), Some(&f.proof(&call, last + 1)), &call));
     assert_eq!(e, CallError::Aat(AatError::Expired));
     let rpc = jsonrpc_error(&e, Some(TOOL));
-    assert_eq!(rpc.code, -32016);
+    assert_eq!(rpc.code.code(), -32016);
     assert_eq!(rpc.data["aat_error"], "aat_expired");
 
     // Moving the clock back does not resurrect it wrongly: it is simply valid again.
@@ -1269,7 +1269,7 @@ fn call_verifier_single_use_refuses_a_second_call_with_the_same_aat() {
     let e = call_refused(verifier.verify(Some(&f.aat), Some(&f.proof(&call, NOW)), &call));
     assert_eq!(e, CallError::Aat(AatError::ReplayDetected));
     let rpc = jsonrpc_error(&e, Some(TOOL));
-    assert_eq!(rpc.code, -32016);
+    assert_eq!(rpc.code.code(), -32016);
     assert_eq!(rpc.data["aat_error"], "replay_detected");
     // A new AAT for the same agent is accepted.
     let fresh = encode_aat(&claims_for(&f.agent, &f.id, NOW), &f.issuer).unwrap();
@@ -1340,8 +1340,8 @@ fn call_verifier_refuses_bad_aats_with_their_aat_error() {
     let e = call_refused(verifier.verify(Some(&f.aat), Some(&f.proof(&call, NOW)), &call));
     assert_eq!(e, CallError::Aat(AatError::UntrustedIssuer { issuer: ISSUER.into() }));
     let rpc = jsonrpc_error(&e, Some(TOOL));
-    assert_eq!(rpc.code, -32020);
-    assert_eq!(rpc.message, "Issuer untrusted");
+    assert_eq!(rpc.code.code(), -32020);
+    assert_eq!(rpc.code.message(), "Issuer untrusted");
     assert_eq!(rpc.data["aat_error"], "untrusted_issuer");
     assert_eq!(rpc.data["issuer"], ISSUER);
 
@@ -1369,7 +1369,7 @@ fn call_verifier_refuses_bad_aats_with_their_aat_error() {
         CallError::Aat(AatError::SignatureInvalid("signature does not verify"))
     );
     let rpc = jsonrpc_error(&e, Some(TOOL));
-    assert_eq!(rpc.code, -32016);
+    assert_eq!(rpc.code.code(), -32016);
     assert_eq!(rpc.data["aat_error"], "signature_invalid");
 }
 
@@ -1474,11 +1474,12 @@ fn jsonrpc_mapping_spot_checks() {
     ];
     for (error, code, aat_error) in cases {
         let rpc = jsonrpc_error(&error, Some(TOOL));
-        assert_eq!(rpc.code, code, "{error:?}");
+        assert_eq!(rpc.code.code(), code, "{error:?}");
         assert_eq!(rpc.data["aat_error"], aat_error, "{error:?}");
         assert_eq!(rpc.data["tool"], TOOL);
         assert!(rpc.data["reason"].as_str().is_some_and(|r| !r.is_empty()));
-        let wire = serde_json::to_value(&rpc).unwrap();
+        let line = error_response(None, rpc.code, Some(rpc.data));
+        let wire = &serde_json::from_str::<Value>(&line).unwrap()["error"];
         assert_eq!(wire["code"], code);
         assert_eq!(wire["data"]["aat_error"], aat_error);
     }

@@ -23,12 +23,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use aip_aat::clock::{Clock, SystemClock};
-use aip_aat::jsonrpc::{CallError, ErrorCode, error_and_data};
+use aip_aat::jsonrpc::{CallError, ErrorCode, JsonRpcError, jsonrpc_error};
 use aip_aat::keys::KeyResolver;
 use aip_aat::proof::Call;
 use aip_aat::replay::InMemoryReplayCache;
+use aip_aat::revocation::RevocationIndex;
 use aip_aat::token::{AatError, DelegationScope, Validation, VerifiedAat};
-use aip_aat::validate::RevocationView;
 use aip_aat::verifier::CallVerifier;
 use serde_json::{Map, Value};
 
@@ -51,12 +51,16 @@ pub const DEFAULT_MAX_AUTH_AGE_SECS: u64 = 86_400;
 /// `online` revocation fetches here.
 pub type Freshness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
+/// The revocation data in force, as one consistent snapshot: taken once per check, so that
+/// all its lookups see the same list.
+pub type Snapshot = Arc<dyn Fn() -> Arc<RevocationIndex> + Send + Sync>;
+
 /// Where revocation answers come from.
 #[derive(Clone)]
 pub struct RevocationSource {
     /// The current revocation data.
-    pub view: Arc<dyn RevocationView>,
-    /// Whether [`RevocationSource::view`] may be trusted now.
+    pub snapshot: Snapshot,
+    /// Whether [`RevocationSource::snapshot`] may be trusted now.
     pub fresh: Freshness,
 }
 
@@ -139,34 +143,41 @@ impl Refusal {
         }
     }
 
+    /// The JSON-RPC error it is answered with: [`Refusal::error`]'s code without its `data`.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::Call(e) => e.error_code(),
+            Self::RevocationUnavailable(_) => ErrorCode::AatInvalid,
+            Self::ServerNotAllowed => ErrorCode::CapabilityDenied,
+            Self::SessionLimit(_) => ErrorCode::RateLimited,
+        }
+    }
+
     /// The JSON-RPC error and its `data`.
-    pub fn error(&self, tool: Option<&str>) -> (ErrorCode, Value) {
-        let own = |code: ErrorCode, reason: String, aat_error: &str| {
+    pub fn error(&self, tool: Option<&str>) -> JsonRpcError {
+        let own = |reason: String, aat_error: &str| {
             let mut data = Map::new();
             if let Some(tool) = tool {
                 data.insert("tool".into(), tool.into());
             }
             data.insert("reason".into(), reason.into());
             data.insert("aat_error".into(), aat_error.into());
-            (code, Value::Object(data))
+            JsonRpcError {
+                code: self.error_code(),
+                data: Value::Object(data),
+            }
         };
         match self {
-            Self::Call(e) => error_and_data(e, tool),
+            Self::Call(e) => jsonrpc_error(e, tool),
             Self::RevocationUnavailable(why) => own(
-                ErrorCode::AatInvalid,
                 format!("revocation status cannot be checked: {why}"),
                 "revocation_unavailable",
             ),
             Self::ServerNotAllowed => own(
-                ErrorCode::CapabilityDenied,
                 "The AAT's allowed_servers does not include this server".into(),
                 "server_not_allowed",
             ),
-            Self::SessionLimit(limit) => own(
-                ErrorCode::RateLimited,
-                format!("The session has used its {limit} calls"),
-                "session_call_limit",
-            ),
+            Self::SessionLimit(limit) => own(format!("The session has used its {limit} calls"), "session_call_limit"),
         }
     }
 
@@ -343,7 +354,8 @@ impl Identity {
         match (source.fresh)() {
             Ok(()) => {
                 *self.failing_open.lock().unwrap_or_else(PoisonError::into_inner) = None;
-                aat.check_revocation(&*source.view)
+                let snapshot = (source.snapshot)();
+                aat.check_revocation(&*snapshot)
                     .map_err(|e| Refusal::Call(CallError::Aat(e)))?;
                 Ok(None)
             }

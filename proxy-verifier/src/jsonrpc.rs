@@ -233,20 +233,9 @@ impl<'a> ToolCallParams<'a> {
 }
 
 /// A JSON-RPC error response with `id` echoed byte-for-byte (`null` when the request had none
-/// or could not be read).
-pub fn error_response(id: Option<&RawValue>, code: ErrorCode, data: Option<&Value>) -> String {
-    let mut error = Map::new();
-    error.insert("code".into(), code.code().into());
-    error.insert("message".into(), code.message().into());
-    if let Some(data) = data {
-        error.insert("data".into(), data.clone());
-    }
-    let error = Value::Object(error);
-    format!(
-        "{{\"jsonrpc\":\"2.0\",\"id\":{},\"error\":{}}}",
-        id.map_or("null", RawValue::get),
-        error
-    )
+/// or could not be read): [`aip_aat::jsonrpc::error_response`].
+pub fn error_response(id: Option<&RawValue>, code: ErrorCode, data: Option<Value>) -> String {
+    aip_aat::jsonrpc::error_response(id.map(RawValue::get), code, data)
 }
 
 /// The `error.data` for a refusal: `tool` (or `method`), `reason`, and the kind's own members.
@@ -275,7 +264,7 @@ pub fn denial_data(denial: &Denial, tool: Option<&str>, method: Option<&str>) ->
 /// The full error response for a refusal.
 pub fn denial_response(id: Option<&RawValue>, denial: &Denial, tool: Option<&str>, method: Option<&str>) -> String {
     let data = denial_data(denial, tool, method);
-    error_response(id, denial.kind.error_code(), Some(&data))
+    error_response(id, denial.kind.error_code(), Some(data))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use aip_proxy_verifier::engine::{Engine, SchemaBook};
 use aip_proxy_verifier::hitl::{Hitl, HoldOutcome, HoldRequest, PromptMode};
+use aip_proxy_verifier::metrics;
 use aip_proxy_verifier::policy::{Policy, SignaturePolicy};
 use aip_proxy_verifier::server::{self, AdminToken, ServerHandle, ServerState};
 use aip_proxy_verifier::state::PolicyHandle;
@@ -63,7 +64,7 @@ impl Server {
             Arc::new(SchemaBook::default()),
             Arc::clone(&hitl),
             token,
-            server::install_metrics(),
+            metrics::install_metrics(),
         );
         let handle = server::spawn("127.0.0.1:0".parse().unwrap(), state).unwrap();
         Self {
@@ -158,8 +159,8 @@ fn health_needs_no_token_and_names_the_policy() {
 #[test]
 fn metrics_use_the_spec_names() {
     let server = Server::start(POLICY);
-    server::record_decision("ALLOW", None, Duration::from_micros(120));
-    server::record_decision("block", Some("forbidden"), Duration::from_micros(300));
+    metrics::record_decision("ALLOW", None, Duration::from_micros(120));
+    metrics::record_decision("block", Some("forbidden"), Duration::from_micros(300));
     let reply = server.get("/metrics", false);
     assert_eq!(reply.status, 200);
     assert!(reply.header("content-type").unwrap().starts_with("text/plain"));

@@ -17,11 +17,11 @@ use std::collections::BTreeMap;
 use std::io::{self, BufRead as _, BufReader, Read, Write};
 use std::sync::{Mutex, PoisonError};
 
-use aip_aat::jsonrpc::ErrorCode;
+use aip_aat::jsonrpc::{ErrorCode, error_response};
 use aip_aat::proof::Call;
 use aip_aat::secret::SecretString;
 use aip_api::agent::{AgentClient, AgentClientError};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -156,44 +156,16 @@ fn encode(message: Members<'_>, params: Members<'_>, aat: &str, proof: &str) -> 
 /// The answer to a call that could not be given credentials: JSON-RPC "Internal error" with
 /// the request's `id` as sent; nothing for a notification.
 fn refuse(id: Option<&RawValue>, reason: &str) -> Upstream {
-    #[derive(Serialize)]
-    struct Response<'a> {
-        jsonrpc: &'static str,
-        id: &'a RawValue,
-        error: ErrorObject<'a>,
-    }
-    #[derive(Serialize)]
-    struct ErrorObject<'a> {
-        code: i32,
-        message: &'static str,
-        data: Reason<'a>,
-    }
-    #[derive(Serialize)]
-    struct Reason<'a> {
-        reason: &'a str,
-    }
     let Some(id) = id else {
         warn(format_args!(
             "dropped a notification that could not be given an AAT: {reason}"
         ));
         return Upstream::Dropped;
     };
-    let response = Response {
-        jsonrpc: "2.0",
-        id,
-        error: ErrorObject {
-            code: ErrorCode::InternalError.code(),
-            message: ErrorCode::InternalError.message(),
-            data: Reason { reason },
-        },
-    };
-    match serde_json::to_vec(&response) {
-        Ok(mut line) => {
-            line.push(b'\n');
-            Upstream::Answer(line)
-        }
-        Err(_) => Upstream::Dropped,
-    }
+    let data = serde_json::json!({ "reason": reason });
+    let mut line = error_response(Some(id.get()), ErrorCode::InternalError, Some(data)).into_bytes();
+    line.push(b'\n');
+    Upstream::Answer(line)
 }
 
 /// Client → command until the client closes its side (or the command closes its stdin).

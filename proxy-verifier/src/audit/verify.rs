@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use aip_aat::chain::{Break, ChainVerifier, Link};
+use aip_aat::chain::{Break, ChainVerifier};
 use serde_json::Value;
 
 use super::line::{LineFault, check_line};
@@ -161,19 +161,14 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
             LineFault::Unparsable(reason) => VerifyError::Unparsable { line, reason },
             LineFault::Edited { seq } => VerifyError::Edited { line, seq },
         })?;
-        let linked = Link {
-            seq: link.seq,
-            prev_hash: &link.prev_hash,
-            hash: &link.hash,
-        };
-        chain.push(linked, true).map_err(|broken| match broken {
+        // An edited line was refused just above, so the chain only checks position and link.
+        chain.push(link.link(), true).map_err(|broken| match broken {
             Break::OutOfSequence { expected, found }
                 if found > expected && !seq_appears_later(&mut reader, expected) =>
             {
                 VerifyError::Deleted { line, expected, found }
             }
             Break::OutOfSequence { expected, found } => VerifyError::Reordered { line, expected, found },
-            Break::Edited { seq } => VerifyError::Edited { line, seq },
             _ => VerifyError::ChainBroken { line, seq: link.seq },
         })?;
         if let Some(head) = &head

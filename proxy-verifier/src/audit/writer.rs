@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use aip_aat::clock::{Clock, SystemClock};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use aip_aat::chain::{GENESIS_HASH, is_hash, record_hash};
 
@@ -425,9 +424,7 @@ impl Writer {
         record.prev_hash.clone_from(&self.prev_hash);
         record.hash.clear();
         if let Some(args) = record.hash_args.take() {
-            record.args_hash = aip_aat::jcs::to_vec(&args)
-                .ok()
-                .map(|bytes| hex::encode(Sha256::digest(bytes)));
+            record.args_hash = aip_aat::jcs::sha256_hex(&args).ok();
         }
         let canonical = match canonical_record(&record) {
             Ok(bytes) => bytes,

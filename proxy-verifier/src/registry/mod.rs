@@ -199,6 +199,8 @@ impl KeyResolver for RegistryLink {
     }
 }
 
+/// Each lookup reads the list in force anew: a check made of several lookups takes one
+/// [`RegistryLink::revocations`] snapshot instead, so that they all see the same list.
 impl RevocationView for RegistryLink {
     fn is_agent_revoked(&self, agent_id: &AgentId) -> bool {
         self.revocations().is_agent_revoked(agent_id)

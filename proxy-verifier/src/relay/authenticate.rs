@@ -78,7 +78,7 @@ impl Relay {
             format!("AAT not required; evaluated without it: {}", rejection.refusal.reason())
         });
         if rejection.enforced {
-            record.error_code = Some(rejection.refusal.error(tool).0.code());
+            record.error_code = Some(rejection.refusal.error_code().code());
         }
         if let Some(aat) = &rejection.aat {
             identity::audit_fields(aat, &mut record);
@@ -101,8 +101,8 @@ impl Relay {
         if msg.envelope.id.is_none() {
             return Ok(());
         }
-        let (code, data) = rejection.refusal.error(tool);
-        let text = jsonrpc::error_response(msg.envelope.id, code, Some(&data));
+        let error = rejection.refusal.error(tool);
+        let text = jsonrpc::error_response(msg.envelope.id, error.code, Some(error.data));
         send(msg.client, text.as_bytes(), msg.idle)
     }
 }

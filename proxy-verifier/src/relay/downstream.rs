@@ -36,7 +36,7 @@ impl Relay {
                     let text = jsonrpc::error_response(
                         None,
                         ErrorCode::InternalError,
-                        Some(&reason(&format!(
+                        Some(reason(&format!(
                             "server message exceeds {} bytes",
                             self.options.max_message
                         ))),
@@ -119,7 +119,7 @@ impl Relay {
                         let text = jsonrpc::error_response(
                             id(),
                             ErrorCode::DlpFailed,
-                            Some(&reason("response exceeds dlp.max_scan_size and cannot be scanned")),
+                            Some(reason("response exceeds dlp.max_scan_size and cannot be scanned")),
                         );
                         return send(client, text.as_bytes(), idle);
                     }

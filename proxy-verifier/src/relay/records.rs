@@ -83,16 +83,20 @@ fn redacted_arguments(engine: &Engine, args: &Map<String, Value>) -> Value {
             Value::Array(items) if depth < 32 => {
                 Value::Array(items.iter().map(|v| walk(engine, v, depth + 1)).collect())
             }
-            Value::Object(map) if depth < 32 => Value::Object(
-                map.iter()
-                    .map(|(k, v)| (k.clone(), walk(engine, v, depth + 1)))
-                    .collect(),
-            ),
+            Value::Object(map) if depth < 32 => walk_map(engine, map, depth),
             Value::Array(_) | Value::Object(_) => Value::String("[too deep]".into()),
             other => other.clone(),
         }
     }
-    walk(engine, &Value::Object(args.clone()), 0)
+    /// An object at `depth` (the arguments themselves are at 0), its members walked.
+    fn walk_map(engine: &Engine, map: &Map<String, Value>, depth: usize) -> Value {
+        Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), walk(engine, v, depth + 1)))
+                .collect(),
+        )
+    }
+    walk_map(engine, args, 0)
 }
 
 /// A short, redacted view of a held call's arguments for the approver.

@@ -53,7 +53,7 @@ impl Relay {
                     let text = jsonrpc::error_response(
                         None,
                         ErrorCode::InvalidRequest,
-                        Some(&serde_json::json!({
+                        Some(serde_json::json!({
                             "reason": format!("message exceeds {} bytes", self.options.max_message)
                         })),
                     );
@@ -72,8 +72,7 @@ impl Relay {
         }
         let Ok(text) = std::str::from_utf8(body) else {
             self.audit_protocol("upstream", "message is not UTF-8");
-            let text =
-                jsonrpc::error_response(None, ErrorCode::ParseError, Some(&reason("message is not valid UTF-8")));
+            let text = jsonrpc::error_response(None, ErrorCode::ParseError, Some(reason("message is not valid UTF-8")));
             return send(client, text.as_bytes(), true);
         };
         let Some(envelope) = Envelope::parse(text) else {
@@ -88,7 +87,7 @@ impl Relay {
             } else {
                 ErrorCode::ParseError
             };
-            let text = jsonrpc::error_response(None, code, Some(&reason(why)));
+            let text = jsonrpc::error_response(None, code, Some(reason(why)));
             return send(client, text.as_bytes(), true);
         };
         let Some(method) = envelope.method.as_deref() else {
@@ -259,7 +258,7 @@ impl Relay {
     fn invalid_params(&self, msg: &Message<'_>, why: &str) -> io::Result<()> {
         let method = msg.envelope.method.as_deref().unwrap_or_default();
         self.audit_protocol("upstream", &format!("{method} without valid params"));
-        let text = jsonrpc::error_response(msg.envelope.id, ErrorCode::InvalidParams, Some(&reason(why)));
+        let text = jsonrpc::error_response(msg.envelope.id, ErrorCode::InvalidParams, Some(reason(why)));
         send(msg.client, text.as_bytes(), msg.idle)
     }
 

@@ -69,9 +69,9 @@ pub(super) fn start_identity(
         events.record(record);
     });
     let link = RegistryLink::start(registry, on_event)?;
-    let fresh_link = Arc::clone(&link);
+    let (snapshot_link, fresh_link) = (Arc::clone(&link), Arc::clone(&link));
     let revocation = RevocationSource {
-        view: Arc::clone(&link) as _,
+        snapshot: Arc::new(move || snapshot_link.revocations()),
         fresh: Arc::new(move || fresh_link.ensure_fresh().map_err(|e| e.to_string())),
     };
     let identity = Identity::with_clock(

@@ -91,7 +91,7 @@ pub fn run(options: ProxyOptions) -> Result<i32, RunError> {
                 Arc::clone(&schemas),
                 Arc::clone(&hitl),
                 token,
-                server::install_metrics(),
+                metrics::install_metrics(),
             )
             .with_identity(identity.clone());
             let running = server::spawn(addr, state).map_err(|source| RunError::Listen { addr, source })?;

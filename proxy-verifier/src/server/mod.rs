@@ -61,10 +61,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 
-pub use crate::metrics::{
-    METRIC_DECISIONS, METRIC_DURATION, METRIC_POLICY_HASH, METRIC_REQUESTS, METRIC_VIOLATIONS, decision_label,
-    install_metrics, record_decision, record_policy_hash, violation_type,
-};
 pub use admin::{AdminToken, AdminTokenError, MIN_TOKEN_LEN, TOKEN_ENV};
 pub use api::MAX_BODY_BYTES;
 pub use state::ServerState;

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::engine::SchemaBook;
@@ -53,11 +52,5 @@ impl ServerState {
     pub fn with_identity(mut self, identity: Option<Arc<Identity>>) -> Self {
         self.identity = identity;
         self
-    }
-}
-
-impl FromRef<ServerState> for AdminToken {
-    fn from_ref(state: &ServerState) -> Self {
-        state.token.clone()
     }
 }

@@ -229,7 +229,7 @@ fn validate_with_aat(
     let check = identity.check(presented, &call);
     match &check {
         Check::Rejected(r) if r.enforced => {
-            let (code, _) = r.refusal.error(Some(&request.tool));
+            let code = r.refusal.error_code();
             let response = ValidateResponse {
                 decision: "block".into(),
                 reason: r.refusal.reason(),
