@@ -5,14 +5,12 @@
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use aip_http::ApiError;
-
-use super::state::ServerState;
 
 /// The environment variable that supplies the admin token instead of a generated one.
 pub const TOKEN_ENV: &str = "AIP_PROXY_TOKEN";
@@ -113,20 +111,26 @@ impl AdminToken {
     }
 }
 
-/// Proof that the request carried the admin token of the server's state.
+/// Proof that the request carried the admin token of the state `S` the router serves.
+/// Generic over the state, which hands out its token through `FromRef`, so that this file
+/// need not name `ServerState` (which holds an [`AdminToken`]): the two stay free of a circle.
 pub(super) struct Admin;
 
-impl FromRequestParts<ServerState> for Admin {
+impl<S> FromRequestParts<S> for Admin
+where
+    S: Send + Sync,
+    AdminToken: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ServerState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let Some(presented) = aip_http::bearer(&parts.headers) else {
             return Err(ApiError::unauthorized(
                 r#"Bearer realm="aip-proxy""#,
                 "an Authorization: Bearer token is required",
             ));
         };
-        if state.token.verify(presented) {
+        if AdminToken::from_ref(state).verify(presented) {
             Ok(Self)
         } else {
             tracing::warn!(path = %parts.uri.path(), "request with a wrong admin token refused");

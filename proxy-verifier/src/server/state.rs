@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::engine::SchemaBook;
@@ -52,5 +53,11 @@ impl ServerState {
     pub fn with_identity(mut self, identity: Option<Arc<Identity>>) -> Self {
         self.identity = identity;
         self
+    }
+}
+
+impl FromRef<ServerState> for AdminToken {
+    fn from_ref(state: &ServerState) -> Self {
+        state.token.clone()
     }
 }
