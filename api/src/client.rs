@@ -23,9 +23,10 @@ use crate::issuer::{
     ChallengeRequest, CreateUserRequest, CreateUserResponse, RevokeRequest, RevokeResponse, TokenRequest, UserList,
 };
 use crate::registry::{
-    AccessTokenResponse, AgentList, AgentResponse, CertificateResponse, CreateAccessTokenRequest,
-    CreateRegistrationTokenRequest, Discovery, PublishRevocationsRequest, PublishRevocationsResponse,
-    RegisterAgentResponse, RegistrationTokenResponse, StatusKind, StatusRequest, StatusResponse, WhoAmI,
+    AccessTokenEntry, AccessTokenList, AccessTokenResponse, AgentList, AgentResponse, CertificateResponse,
+    CreateAccessTokenRequest, CreateRegistrationTokenRequest, Discovery, PublishRevocationsRequest,
+    PublishRevocationsResponse, RegisterAgentResponse, RegistrationTokenEntry, RegistrationTokenList,
+    RegistrationTokenResponse, StatusKind, StatusRequest, StatusResponse, WhoAmI,
 };
 
 /// Largest response body read unless a call says otherwise.
@@ -300,6 +301,10 @@ impl Client {
         self.json(self.request(Method::POST, path, true).json(body), path).await
     }
 
+    async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.json(self.request(Method::DELETE, path, true), path).await
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, ClientError> {
         self.json(self.request(Method::GET, path, true).query(query), path)
             .await
@@ -390,12 +395,34 @@ impl Client {
         self.post("/v1/registration-tokens", request).await
     }
 
+    /// `GET /v1/registration-tokens`.
+    pub async fn registration_tokens(&self) -> Result<RegistrationTokenList, ClientError> {
+        self.get("/v1/registration-tokens", &[]).await
+    }
+
+    /// `DELETE /v1/registration-tokens/{id}`.
+    pub async fn revoke_registration_token(&self, token_id: &str) -> Result<RegistrationTokenEntry, ClientError> {
+        self.delete(&format!("/v1/registration-tokens/{}", path_segment(token_id)))
+            .await
+    }
+
     /// `POST /v1/access-tokens`.
     pub async fn create_access_token(
         &self,
         request: &CreateAccessTokenRequest,
     ) -> Result<AccessTokenResponse, ClientError> {
         self.post("/v1/access-tokens", request).await
+    }
+
+    /// `GET /v1/access-tokens`.
+    pub async fn access_tokens(&self) -> Result<AccessTokenList, ClientError> {
+        self.get("/v1/access-tokens", &[]).await
+    }
+
+    /// `DELETE /v1/access-tokens/{id}`.
+    pub async fn revoke_access_token(&self, token_id: &str) -> Result<AccessTokenEntry, ClientError> {
+        self.delete(&format!("/v1/access-tokens/{}", path_segment(token_id)))
+            .await
     }
 
     /// `POST /v1/revocations` (admin): tokens, sessions and users a token issuer revoked.
@@ -628,6 +655,21 @@ impl EventSizeGuard {
     }
 }
 
+/// `value` as one URL path segment: every byte but ASCII letters, digits, `-` and `_`
+/// percent-encoded, so a value cannot name another path.
+fn path_segment(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,5 +710,12 @@ mod tests {
         assert_eq!(client.base(), "http://127.0.0.1:1");
         assert!(!format!("{client:?}").contains("s3cret"));
         assert!(Client::with_roots("http://x", None, Some(b"not pem")).is_err());
+    }
+
+    #[test]
+    fn a_path_segment_cannot_name_another_path() {
+        assert_eq!(path_segment("at0a1b2c3d4e5f"), "at0a1b2c3d4e5f");
+        assert_eq!(path_segment("../agents/x"), "%2E%2E%2Fagents%2Fx");
+        assert_eq!(path_segment("a b?c"), "a%20b%3Fc");
     }
 }

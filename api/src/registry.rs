@@ -329,6 +329,9 @@ pub struct CreateRegistrationTokenRequest {
     pub uses: u32,
     /// Lifetime in seconds (60 s – 30 days).
     pub expires_in: u64,
+    /// A label for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// A new registration token; the token is shown only here.
@@ -354,6 +357,9 @@ pub struct CreateAccessTokenRequest {
     /// A label for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Lifetime in seconds (60 s – 10 years); without it the token does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
 }
 
 /// A new access token; the token is shown only here.
@@ -365,6 +371,73 @@ pub struct AccessTokenResponse {
     pub token_id: String,
     /// `admin` or `reader`.
     pub role: String,
+    /// Expiry, when it has one.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// An access token as listed and as revoked: never the token or its digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessTokenEntry {
+    /// Its public id.
+    pub token_id: String,
+    /// `admin` or `reader`.
+    pub role: String,
+    /// A label for people.
+    pub label: Option<String>,
+    /// When it was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it expires (`null`: never).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it was last used, to the minute (`null`: not yet).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// When it was revoked (`null`: it was not).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// `GET /v1/access-tokens` (admin): every access token, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessTokenList {
+    /// The tokens.
+    pub access_tokens: Vec<AccessTokenEntry>,
+}
+
+/// A registration token as listed and as revoked: never the token or its digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationTokenEntry {
+    /// Its public id.
+    pub token_id: String,
+    /// A label for people.
+    pub label: Option<String>,
+    /// Registrations it still allows.
+    pub uses_remaining: u64,
+    /// When it was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it expires.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// When it last registered an agent (`null`: never).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// When it was revoked (`null`: it was not).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// `GET /v1/registration-tokens` (admin): every registration token, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationTokenList {
+    /// The tokens.
+    pub registration_tokens: Vec<RegistrationTokenEntry>,
 }
 
 /// `GET /.well-known/aip-configuration`.

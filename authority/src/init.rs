@@ -220,7 +220,7 @@ async fn build(
     let ca = CertificateAuthority::new(&settings.trust_domain, issuing, certificates);
     let registry = Registry::new(Arc::new(SqlStore::new(db.clone())), ca, registry_key, settings, clock);
     let minted = registry
-        .issue_access_token(Role::Admin, Some("initial admin".into()), "system:init".into())
+        .issue_access_token(Role::Admin, Some("initial admin".into()), None, "system:init".into())
         .await;
     // The token issuer's first signing key, in the same database, under the same passphrase.
     let issuer_key = match &minted {

@@ -54,6 +54,9 @@ pub(crate) fn api_error(e: ClientError) -> CliError {
             let hint = match status {
                 401 => Some("check --token / AIP_TOKEN"),
                 403 => Some("this needs a token with more rights (an admin token)"),
+                404 if error == "token_not_found" => {
+                    Some("check the token id (aip-ca access-token list, aip-ca registration-token list)")
+                }
                 404 => Some("check the agent id (aip-ca agents list)"),
                 _ => None,
             };

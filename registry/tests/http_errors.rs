@@ -1161,7 +1161,8 @@ async fn wrong_methods_get_405(r: TestRegistry) {
         (Method::POST, "/v1/jwks".to_owned()),
         (Method::POST, "/v1/crl".to_owned()),
         (Method::DELETE, "/v1/revocations".to_owned()),
-        (Method::GET, "/v1/registration-tokens".to_owned()),
+        (Method::PUT, "/v1/registration-tokens".to_owned()),
+        (Method::GET, "/v1/access-tokens/at000000000000".to_owned()),
         (Method::POST, "/health".to_owned()),
     ] {
         let reply = call(&r, method.clone(), &path, Some(&r.admin), None).await;

@@ -61,6 +61,7 @@ async fn admin(store: &dyn Store) -> RegistrationCredential {
         role: Role::Admin,
         label: None,
         created_at: 1,
+        expires_at: None,
     };
     store
         .create_access_token(&token, &audit("token.create", "t1"))
@@ -154,6 +155,7 @@ async fn registration_tokens_are_consumed_atomically(db: &common::TestDb) {
         uses: 1,
         expires_at: 5_000,
         created_at: 1,
+        label: None,
     };
     store
         .create_registration_token(&token, &audit("registration_token.create", "r1"))

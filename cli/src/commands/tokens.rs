@@ -1,11 +1,14 @@
-//! `aip-ca registration-token create`, `aip-ca access-token create` and `aip-ca crl`.
+//! `aip-ca registration-token create|list|revoke`, `aip-ca access-token create|list|revoke`
+//! and `aip-ca crl`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use aip_aat::clock::parse_duration;
 use aip_api::registry::{CreateAccessTokenRequest, CreateRegistrationTokenRequest};
+use serde::Serialize;
 use serde_json::json;
+use time::OffsetDateTime;
 
 use crate::output::{CliError, print_json, print_line, rfc3339, runtime};
 use crate::remote::{RemoteArgs, api_error};
@@ -20,6 +23,27 @@ pub(crate) enum RegistrationTokenCommand {
         /// How long it is valid: 30m, 24h, 7d….
         #[arg(long, value_name = "DURATION", default_value = "24h")]
         expires: String,
+        /// A label for people.
+        #[arg(long)]
+        label: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List registration tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a registration token by its id.
+    Revoke {
+        /// The token's id (from `list` or `create`).
+        token_id: String,
         #[command(flatten)]
         remote: RemoteArgs,
         /// Print machine-readable JSON.
@@ -38,6 +62,27 @@ pub(crate) enum AccessTokenCommand {
         /// A label for people.
         #[arg(long)]
         label: Option<String>,
+        /// How long it is valid: 30m, 24h, 90d… (default: until revoked).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List access tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an access token by its id; every replica refuses it within a second.
+    Revoke {
+        /// The token's id (from `list` or `create`).
+        token_id: String,
         #[command(flatten)]
         remote: RemoteArgs,
         /// Print machine-readable JSON.
@@ -46,60 +91,170 @@ pub(crate) enum AccessTokenCommand {
     },
 }
 
+/// `--expires` in seconds.
+fn lifetime(expires: &str) -> Result<u64, CliError> {
+    let seconds = parse_duration(expires).map_err(|e| CliError::new(format!("--expires: {e}")))?;
+    Ok(u64::try_from(seconds).unwrap_or(0))
+}
+
+/// A time of a token, or `-`.
+fn when(t: Option<OffsetDateTime>) -> String {
+    t.map_or_else(|| "-".to_owned(), rfc3339)
+}
+
+/// Prints `value` as JSON.
+fn print_serialized(value: &impl Serialize) -> Result<(), CliError> {
+    print_json(&serde_json::to_value(value).map_err(CliError::new)?, true)
+}
+
 pub(crate) fn registration_token(command: RegistrationTokenCommand) -> Result<ExitCode, CliError> {
-    let RegistrationTokenCommand::Create {
-        uses,
-        expires,
-        remote,
-        json,
-    } = command;
-    remote.require_token()?;
-    let expires_in = parse_duration(&expires).map_err(|e| CliError::new(format!("--expires: {e}")))?;
-    let request = CreateRegistrationTokenRequest {
-        uses,
-        expires_in: u64::try_from(expires_in).unwrap_or(0),
-    };
-    let token = runtime()?
-        .block_on(remote.client()?.create_registration_token(&request))
-        .map_err(api_error)?;
-    if json {
-        print_json(&serde_json::to_value(&token).map_err(CliError::new)?, true)?;
-    } else {
-        print_line(format_args!(
-            "registration token {} for {} registration(s), valid until {}",
-            token.token_id,
-            token.uses,
-            rfc3339(token.expires_at)
-        ))?;
-        print_line(format_args!("token (shown only now): {}", token.token.expose()))?;
+    match command {
+        RegistrationTokenCommand::Create {
+            uses,
+            expires,
+            label,
+            remote,
+            json,
+        } => {
+            remote.require_token()?;
+            let request = CreateRegistrationTokenRequest {
+                uses,
+                expires_in: lifetime(&expires)?,
+                label,
+            };
+            let token = runtime()?
+                .block_on(remote.client()?.create_registration_token(&request))
+                .map_err(api_error)?;
+            if json {
+                print_serialized(&token)?;
+            } else {
+                print_line(format_args!(
+                    "registration token {} for {} registration(s), valid until {}",
+                    token.token_id,
+                    token.uses,
+                    rfc3339(token.expires_at)
+                ))?;
+                print_line(format_args!("token (shown only now): {}", token.token.expose()))?;
+            }
+        }
+        RegistrationTokenCommand::List { remote, json } => {
+            remote.require_token()?;
+            let list = runtime()?
+                .block_on(remote.client()?.registration_tokens())
+                .map_err(api_error)?;
+            if json {
+                print_serialized(&list)?;
+            } else if list.registration_tokens.is_empty() {
+                print_line("no registration tokens")?;
+            } else {
+                print_line(
+                    "ID              USES  EXPIRES               LAST USED             REVOKED               LABEL",
+                )?;
+                for t in &list.registration_tokens {
+                    print_line(format_args!(
+                        "{:<14}  {:>4}  {:<20}  {:<20}  {:<20}  {}",
+                        t.token_id,
+                        t.uses_remaining,
+                        rfc3339(t.expires_at),
+                        when(t.last_used_at),
+                        when(t.revoked_at),
+                        t.label.as_deref().unwrap_or("-"),
+                    ))?;
+                }
+            }
+        }
+        RegistrationTokenCommand::Revoke { token_id, remote, json } => {
+            remote.require_token()?;
+            let token = runtime()?
+                .block_on(remote.client()?.revoke_registration_token(&token_id))
+                .map_err(api_error)?;
+            if json {
+                print_serialized(&token)?;
+            } else {
+                print_line(format_args!(
+                    "registration token {} revoked at {}",
+                    token.token_id,
+                    when(token.revoked_at)
+                ))?;
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn access_token(command: AccessTokenCommand) -> Result<ExitCode, CliError> {
-    let AccessTokenCommand::Create {
-        role,
-        label,
-        remote,
-        json,
-    } = command;
-    remote.require_token()?;
-    let token = runtime()?
-        .block_on(
-            remote
-                .client()?
-                .create_access_token(&CreateAccessTokenRequest { role, label }),
-        )
-        .map_err(api_error)?;
-    if json {
-        print_json(&serde_json::to_value(&token).map_err(CliError::new)?, true)?;
-    } else {
-        print_line(format_args!(
-            "{} token {} (shown only now): {}",
-            token.role,
-            token.token_id,
-            token.token.expose()
-        ))?;
+    match command {
+        AccessTokenCommand::Create {
+            role,
+            label,
+            expires,
+            remote,
+            json,
+        } => {
+            remote.require_token()?;
+            let request = CreateAccessTokenRequest {
+                role,
+                label,
+                expires_in: expires.as_deref().map(lifetime).transpose()?,
+            };
+            let token = runtime()?
+                .block_on(remote.client()?.create_access_token(&request))
+                .map_err(api_error)?;
+            if json {
+                print_serialized(&token)?;
+            } else {
+                let until = token
+                    .expires_at
+                    .map_or_else(String::new, |t| format!(", valid until {}", rfc3339(t)));
+                print_line(format_args!(
+                    "{} token {}{until} (shown only now): {}",
+                    token.role,
+                    token.token_id,
+                    token.token.expose()
+                ))?;
+            }
+        }
+        AccessTokenCommand::List { remote, json } => {
+            remote.require_token()?;
+            let list = runtime()?
+                .block_on(remote.client()?.access_tokens())
+                .map_err(api_error)?;
+            if json {
+                print_serialized(&list)?;
+            } else {
+                print_line(
+                    "ID              ROLE    CREATED               EXPIRES               LAST USED             REVOKED               LABEL",
+                )?;
+                for t in &list.access_tokens {
+                    print_line(format_args!(
+                        "{:<14}  {:<6}  {:<20}  {:<20}  {:<20}  {:<20}  {}",
+                        t.token_id,
+                        t.role,
+                        rfc3339(t.created_at),
+                        when(t.expires_at),
+                        when(t.last_used_at),
+                        when(t.revoked_at),
+                        t.label.as_deref().unwrap_or("-"),
+                    ))?;
+                }
+            }
+        }
+        AccessTokenCommand::Revoke { token_id, remote, json } => {
+            remote.require_token()?;
+            let token = runtime()?
+                .block_on(remote.client()?.revoke_access_token(&token_id))
+                .map_err(api_error)?;
+            if json {
+                print_serialized(&token)?;
+            } else {
+                print_line(format_args!(
+                    "{} token {} revoked at {}",
+                    token.role,
+                    token.token_id,
+                    when(token.revoked_at)
+                ))?;
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

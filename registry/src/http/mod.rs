@@ -24,7 +24,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::metrics as m;
 use crate::service::Registry;
@@ -47,8 +47,19 @@ pub fn router_with(registry: Arc<Registry>, extra: Router) -> Router {
         .route("/v1/agents/{id}/suspend", post(agents::suspend))
         .route("/v1/agents/{id}/reactivate", post(agents::reactivate))
         .route("/v1/agents/{id}/revoke", post(agents::revoke_agent))
-        .route("/v1/registration-tokens", post(credentials::create_registration_token))
-        .route("/v1/access-tokens", post(credentials::create_access_token))
+        .route(
+            "/v1/registration-tokens",
+            post(credentials::create_registration_token).get(credentials::list_registration_tokens),
+        )
+        .route(
+            "/v1/registration-tokens/{token_id}",
+            delete(credentials::revoke_registration_token),
+        )
+        .route(
+            "/v1/access-tokens",
+            post(credentials::create_access_token).get(credentials::list_access_tokens),
+        )
+        .route("/v1/access-tokens/{token_id}", delete(credentials::revoke_access_token))
         .route("/v1/jwks", get(publication::jwks))
         .route("/v1/crl", get(publication::crl_der))
         .route("/v1/crl.pem", get(publication::crl_pem))

@@ -24,6 +24,9 @@ pub enum RegistryError {
     /// No such agent.
     #[error("agent not found")]
     AgentNotFound,
+    /// No access or registration token has this id.
+    #[error("token not found")]
+    TokenNotFound,
     /// The public key is already registered.
     #[error("this public key is already registered")]
     KeyAlreadyRegistered,
@@ -46,6 +49,7 @@ impl From<StoreError> for RegistryError {
         match e {
             StoreError::AgentNotFound => Self::AgentNotFound,
             StoreError::KeyAlreadyRegistered => Self::KeyAlreadyRegistered,
+            StoreError::TokenNotFound => Self::TokenNotFound,
             StoreError::InvalidCredential => Self::Unauthorized("the credential is no longer valid"),
             StoreError::ProofReplayed => Self::InvalidProof("the request proof was already used".into()),
             StoreError::Conflict(m) => Self::Conflict(m),

@@ -1,6 +1,19 @@
 //! [`Principal`]: who is calling, as the bearer token says.
 
+use std::time::Instant;
+
 use super::error::RegistryError;
+
+/// What the registry remembers of a recently seen access token.
+#[derive(Clone, Debug)]
+pub(super) struct CachedAccessToken {
+    /// Whose it is.
+    pub(super) principal: Principal,
+    /// Its expiry (`None`: never).
+    pub(super) expires_at: Option<i64>,
+    /// When it was read from the database.
+    pub(super) seen: Instant,
+}
 
 /// Who is calling.
 #[derive(Clone, Debug, PartialEq, Eq)]

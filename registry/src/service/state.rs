@@ -4,14 +4,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
 
 use aip_aat::clock::Clock;
 use aip_aat::keys::{PublicKey, Signer};
 use aip_api::registry::IssuerEndpoints;
 use tokio::sync::{Notify, broadcast};
 
-use super::principal::Principal;
+use super::principal::CachedAccessToken;
 use crate::ca::CertificateAuthority;
 use crate::config::RegistrySettings;
 use crate::store::{Store, StoredCrl, StoredEvent};
@@ -53,8 +52,8 @@ pub struct Registry {
     pub(super) published: Mutex<Option<Arc<PublishedList>>>,
     pub(super) crl: Mutex<Option<Arc<StoredCrl>>>,
     pub(super) crl_generation: tokio::sync::Mutex<()>,
-    /// Recently seen access tokens: digest → (principal, when it was looked up).
-    pub(super) access_tokens: Mutex<HashMap<String, (Principal, Instant)>>,
+    /// Recently seen access tokens, by digest.
+    pub(super) access_tokens: Mutex<HashMap<String, CachedAccessToken>>,
     /// The token issuer served beside the registry.
     pub(super) token_issuer: OnceLock<(Arc<dyn TokenKeys>, IssuerEndpoints)>,
     /// The newest revocation list version this process knows of (its own writes at once,

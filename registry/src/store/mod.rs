@@ -11,8 +11,8 @@ mod traits;
 
 pub use records::{
     AgentQuery, KeyRotation, NewAccessToken, NewAgent, NewCertificate, NewRegistrationToken, Nonce,
-    RegistrationCredential, RegistrationTokenInfo, StatusAction, StatusChanged, StoreError, StoredAgent,
-    StoredCertificate, StoredCrl, StoredEvent, StoredKey,
+    RegistrationCredential, RegistrationTokenInfo, StatusAction, StatusChanged, StoreError, StoredAccessToken,
+    StoredAgent, StoredCertificate, StoredCrl, StoredEvent, StoredKey, StoredRegistrationToken,
 };
 pub use sql::SqlStore;
 pub use traits::{AgentStore, CredentialStore, RevocationStore, Store};

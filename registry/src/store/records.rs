@@ -23,6 +23,9 @@ pub enum StoreError {
     /// The registration token is unknown, used up or expired, or the access token was revoked.
     #[error("credential is not valid")]
     InvalidCredential,
+    /// No access or registration token has this id.
+    #[error("token not found")]
+    TokenNotFound,
     /// The request proof's id was seen before.
     #[error("request proof was already used")]
     ProofReplayed,
@@ -235,6 +238,46 @@ pub struct NewAccessToken {
     pub label: Option<String>,
     /// Creation time.
     pub created_at: i64,
+    /// Expiry (`None`: never).
+    pub expires_at: Option<i64>,
+}
+
+/// An access token as stored (its digest left out).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAccessToken {
+    /// Public id.
+    pub token_id: String,
+    /// Role.
+    pub role: Role,
+    /// Label.
+    pub label: Option<String>,
+    /// Creation time.
+    pub created_at: i64,
+    /// Expiry (`None`: never).
+    pub expires_at: Option<i64>,
+    /// When it was last used, to the minute.
+    pub last_used_at: Option<i64>,
+    /// When it was revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// A registration token as stored (its digest left out).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRegistrationToken {
+    /// Public id.
+    pub token_id: String,
+    /// Label.
+    pub label: Option<String>,
+    /// Registrations left.
+    pub uses_remaining: i64,
+    /// Creation time.
+    pub created_at: i64,
+    /// Expiry.
+    pub expires_at: i64,
+    /// When it last registered an agent.
+    pub last_used_at: Option<i64>,
+    /// When it was revoked.
+    pub revoked_at: Option<i64>,
 }
 
 /// A new registration token (only its digest is stored).
@@ -250,6 +293,8 @@ pub struct NewRegistrationToken {
     pub expires_at: i64,
     /// Creation time.
     pub created_at: i64,
+    /// Label.
+    pub label: Option<String>,
 }
 
 /// A registration token's state.
@@ -261,6 +306,8 @@ pub struct RegistrationTokenInfo {
     pub uses_remaining: i64,
     /// Expiry.
     pub expires_at: i64,
+    /// Whether it was revoked.
+    pub revoked: bool,
 }
 
 /// Which agents to list.

@@ -3,14 +3,14 @@
 
 use aip_aat::ids::AgentId;
 use aip_aat::revocation::RevocationList;
-use aip_api::registry::{PublishRevocationsRequest, Role};
+use aip_api::registry::PublishRevocationsRequest;
 use aip_db::audit::AuditEntry;
 use async_trait::async_trait;
 
 use super::records::{
     AgentQuery, KeyRotation, NewAccessToken, NewAgent, NewCertificate, NewRegistrationToken, Nonce,
-    RegistrationCredential, RegistrationTokenInfo, StatusAction, StatusChanged, StoreError, StoredAgent,
-    StoredCertificate, StoredCrl, StoredEvent, StoredKey,
+    RegistrationCredential, RegistrationTokenInfo, StatusAction, StatusChanged, StoreError, StoredAccessToken,
+    StoredAgent, StoredCertificate, StoredCrl, StoredEvent, StoredKey, StoredRegistrationToken,
 };
 use crate::ca::CrlEntry;
 
@@ -108,8 +108,24 @@ pub trait CredentialStore: Send + Sync {
     /// Stores an access token's digest.
     async fn create_access_token(&self, token: &NewAccessToken, audit: &AuditEntry) -> Result<(), StoreError>;
 
-    /// The id and role of the unrevoked access token with this digest.
-    async fn access_token(&self, digest: &str) -> Result<Option<(String, Role)>, StoreError>;
+    /// The unrevoked access token with this digest.
+    async fn access_token(&self, digest: &str) -> Result<Option<StoredAccessToken>, StoreError>;
+
+    /// Records that the access token `token_id` was used at `at` (upkeep: no lock, no audit).
+    async fn touch_access_token(&self, token_id: &str, at: i64) -> Result<(), StoreError>;
+
+    /// Every access token, oldest first.
+    async fn access_tokens(&self) -> Result<Vec<StoredAccessToken>, StoreError>;
+
+    /// Revokes the access token `token_id` at `at` and appends `audit`, unless it is already
+    /// revoked (then nothing changes). Refuses with [`StoreError::Conflict`] to revoke the
+    /// last unexpired admin token. Returns the token as it is now.
+    async fn revoke_access_token(
+        &self,
+        token_id: &str,
+        at: i64,
+        audit: &AuditEntry,
+    ) -> Result<StoredAccessToken, StoreError>;
 
     /// Stores a registration token's digest.
     async fn create_registration_token(
@@ -120,6 +136,18 @@ pub trait CredentialStore: Send + Sync {
 
     /// The registration token with this digest.
     async fn registration_token(&self, digest: &str) -> Result<Option<RegistrationTokenInfo>, StoreError>;
+
+    /// Every registration token, oldest first.
+    async fn registration_tokens(&self) -> Result<Vec<StoredRegistrationToken>, StoreError>;
+
+    /// Revokes the registration token `token_id` at `at` and appends `audit`, unless it is
+    /// already revoked (then nothing changes). Returns the token as it is now.
+    async fn revoke_registration_token(
+        &self,
+        token_id: &str,
+        at: i64,
+        audit: &AuditEntry,
+    ) -> Result<StoredRegistrationToken, StoreError>;
 }
 
 /// The registry's persistent state.

@@ -216,7 +216,7 @@ impl TestRegistry {
             clock.clone(),
         ));
         let (admin, _) = registry
-            .issue_access_token(Role::Admin, Some("initial admin".into()), "system:init".into())
+            .issue_access_token(Role::Admin, Some("initial admin".into()), None, "system:init".into())
             .await
             .unwrap();
         let router = aip_registry::http::router(registry.clone());

@@ -33,8 +33,9 @@ impl AgentStore for SqlStore {
             RegistrationCredential::Admin { .. } => None,
             RegistrationCredential::RegistrationToken { digest } => {
                 let row = sqlx::query(
-                    "UPDATE registration_tokens SET uses_remaining = uses_remaining - 1 \
-                     WHERE digest = $1 AND uses_remaining > 0 AND expires_at > $2 RETURNING expires_at",
+                    "UPDATE registration_tokens SET uses_remaining = uses_remaining - 1, last_used_at = $2 \
+                     WHERE digest = $1 AND uses_remaining > 0 AND expires_at > $2 AND revoked_at IS NULL \
+                     RETURNING expires_at",
                 )
                 .bind(digest)
                 .bind(now)
