@@ -99,6 +99,20 @@ pub fn run(args: &[&str]) -> Output {
     command().args(args).output().unwrap()
 }
 
+/// `GET url` with curl, with `bearer` as the bearer token: (status, body); status 0 when
+/// nothing answers.
+pub fn http_get(url: &str, bearer: Option<&str>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"]);
+    if let Some(token) = bearer {
+        cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    let out = cmd.arg(url).output().expect("curl");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.parse().unwrap_or(0), body.to_owned())
+}
+
 /// A running `aip-ca serve`.
 pub struct Server {
     child: Child,

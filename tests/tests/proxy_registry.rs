@@ -186,15 +186,7 @@ impl Authority {
 
     /// `GET path` with curl: (status, body); status 0 when nothing answers.
     fn get(&self, path: &str, bearer: Option<&str>) -> (u16, String) {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"]);
-        if let Some(token) = bearer {
-            cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
-        }
-        let out = cmd.arg(format!("{}{path}", self.url)).output().expect("curl");
-        let text = String::from_utf8(out.stdout).unwrap();
-        let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (status.parse().unwrap_or(0), body.to_owned())
+        aip_tests::http_get(&format!("{}{path}", self.url), bearer)
     }
 
     /// The sum of the Prometheus samples whose line contains every needle.
