@@ -1,8 +1,9 @@
 //! Creating an authority: what `aip-ca init` (and the first `aip-ca serve`) makes.
 //!
 //! ```text
-//! DIR/aip.toml              configuration
-//! DIR/aip.db                SQLite database (unless database_url names another)
+//! DIR/aip.toml              configuration (mode 0600)
+//! DIR/aip.db                SQLite database (unless database_url names another; mode 0600)
+//! DIR/admin-token           the first admin token, when it is not printed (mode 0600)
 //! DIR/ca/root.pem           root CA certificate (the trust anchor to distribute)
 //! DIR/ca/issuing.pem        issuing CA certificate
 //! DIR/keys/root-ca.key      root CA key (needed only by init; may be moved offline)
@@ -33,6 +34,8 @@ use crate::error::{AuthorityError, io};
 
 /// The SQLite database file in an authority directory.
 pub const DATABASE_FILE: &str = "aip.db";
+/// The file the first admin token is written to when it is not printed.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// What `aip-ca init` is asked for.
 #[derive(Clone, Debug)]
@@ -134,6 +137,27 @@ pub async fn init(
     }
 }
 
+/// Writes `contents` to a new file at `path`, readable and writable by its owner only (0600).
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), AuthorityError> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(io(path))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(io(path))
+}
+
+/// Writes the first admin token of the new authority `init` to [`ADMIN_TOKEN_FILE`] in its
+/// directory (mode 0600), for when it is not to be printed; returns the file's path.
+pub fn save_admin_token(init: &Initialized) -> Result<PathBuf, AuthorityError> {
+    let path = init.dir.join(ADMIN_TOKEN_FILE);
+    write_private(&path, format!("{}\n", init.admin_token.expose()).as_bytes())?;
+    Ok(path)
+}
+
 fn private_dir(path: &Path) -> Result<(), AuthorityError> {
     std::fs::create_dir_all(path).map_err(io(path))?;
     #[cfg(unix)]
@@ -205,8 +229,10 @@ async fn build(
         path: config_path.clone(),
         message: e.to_string(),
     })?;
-    std::fs::write(&config_path, format!("# AIP identity authority configuration\n{text}"))
-        .map_err(io(&config_path))?;
+    write_private(
+        &config_path,
+        format!("# AIP identity authority configuration\n{text}").as_bytes(),
+    )?;
 
     let db = Database::connect(&database_url(dir, config.database_url.as_deref())).await?;
     let (seq, _) = db.audit_head().await?;

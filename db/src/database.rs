@@ -68,6 +68,7 @@ impl Database {
         };
         let (readers, writer) = match dialect {
             Dialect::Sqlite => {
+                sqlite::create_private_file(url)?;
                 let writer = sqlite::pool(1, true).connect(url).await.map_err(backend)?;
                 // Migrations (and the WAL switch) first, on the writer, before readers open.
                 SQLITE_MIGRATIONS.run(&writer).await.map_err(backend)?;
@@ -94,7 +95,7 @@ impl Database {
         })
     }
 
-    /// The URL of an SQLite database file, created if missing.
+    /// The URL of an SQLite database file, created if missing (mode 0600).
     pub fn sqlite_url(path: &Path) -> String {
         format!("sqlite://{}?mode=rwc", path.display())
     }

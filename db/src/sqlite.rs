@@ -1,9 +1,12 @@
 //! SQLite's connection settings and write-ahead-log upkeep.
 
+use std::str::FromStr as _;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::error::{DbError, backend};
 
 /// How long a statement waits for a lock before failing.
 const BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 10000";
@@ -34,6 +37,29 @@ pub(crate) fn pool(size: u32, writer: bool) -> AnyPoolOptions {
                 Ok(())
             })
         })
+}
+
+/// Creates the database file a `mode=rwc` URL names when it is missing, readable and writable
+/// by its owner only (0600): it holds the audit log and the digests of every credential.
+/// SQLite gives the write-ahead log and shared-memory files it makes beside it the same mode.
+pub(crate) fn create_private_file(url: &str) -> Result<(), DbError> {
+    if !url.contains("mode=rwc") {
+        return Ok(());
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).map_err(backend)?;
+    let path = options.get_filename();
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    match file.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(backend(e)),
+    }
 }
 
 /// Checkpoints the SQLite write-ahead log every half second, until the pool closes. PASSIVE

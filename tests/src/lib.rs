@@ -118,7 +118,7 @@ pub struct Server {
     child: Child,
     /// Its base URL (`http://127.0.0.1:<port>`).
     pub url: String,
-    /// What it printed on stdout (the admin token when it created the authority).
+    /// What it printed on stdout (where the admin token is, when it created the authority).
     pub stdout: String,
 }
 
@@ -178,10 +178,24 @@ impl Server {
         }
     }
 
-    /// The admin token it printed when creating the authority.
+    /// The admin token of the authority it created: written to a file (stdout is not a
+    /// terminal), whose path it printed.
     pub fn admin_token(&self) -> String {
-        let at = self.stdout.find("aip_at_").expect("no admin token printed");
-        self.stdout[at..].split_whitespace().next().unwrap().to_owned()
+        let path = self
+            .stdout
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("admin token file ")?
+                    .split_once("): ")
+                    .map(|(_, p)| p)
+            })
+            .unwrap_or_else(|| panic!("no admin token file named in: {}", self.stdout));
+        assert!(
+            !self.stdout.contains("aip_at_"),
+            "the admin token was printed: {}",
+            self.stdout
+        );
+        std::fs::read_to_string(path).unwrap().trim_end().to_owned()
     }
 
     /// Sends SIGTERM and returns the exit status.

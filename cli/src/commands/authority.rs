@@ -1,6 +1,7 @@
 //! `aip-ca init`, `aip-ca serve` and `aip-ca audit verify`: the commands that work on an
 //! authority directory.
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -70,7 +71,8 @@ pub(crate) struct InitArgs {
     database_url: Option<String>,
     #[command(flatten)]
     passphrase: PassphraseArgs,
-    /// Print machine-readable JSON (includes the admin token).
+    /// Print machine-readable JSON (includes the admin token). Without it, the admin token is
+    /// printed on a terminal, else written to DIR/admin-token (mode 0600).
     #[arg(long)]
     json: bool,
 }
@@ -143,11 +145,23 @@ fn report_init(init: &Initialized, json: bool) -> Result<(), CliError> {
         init.config.trust_domain
     ))?;
     print_line(format_args!("root CA certificate: {}", root.display()))?;
+    if std::io::stdout().is_terminal() {
+        print_line(format_args!(
+            "admin token (shown only now; keep it safe): {}",
+            init.admin_token.expose()
+        ))?;
+        return print_line("use it with: export AIP_TOKEN=<admin token>");
+    }
+    // Output that is not a terminal ends up in logs: the token goes to a file of its own.
+    let path = aip_authority::init::save_admin_token(init).map_err(authority_error)?;
     print_line(format_args!(
-        "admin token (shown only now; keep it safe): {}",
-        init.admin_token.expose()
+        "admin token file (readable only by you; the token is shown nowhere else): {}",
+        path.display()
     ))?;
-    print_line("use it with: export AIP_TOKEN=<admin token>")
+    print_line(format_args!(
+        "use it with: export AIP_TOKEN=$(cat {}), then keep it safe and delete the file",
+        path.display()
+    ))
 }
 
 pub(crate) fn init(args: InitArgs) -> Result<ExitCode, CliError> {
