@@ -2,7 +2,7 @@
 //! (PostgreSQL, and an SQLite file); an access token revoked through one is refused by the
 //! other within a second, a revoked registration token registers nothing, and the CLI lists
 //! tokens without their secrets.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 use std::process::Output;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! configuration, the database (and SQLite's companion files) and the keys readable by their
 //! owner only, and when stdout is not a terminal the first admin token goes to a 0600 file
 //! instead of the output.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
