@@ -164,6 +164,11 @@ impl Server {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The admin token it printed when creating the authority.
     pub fn admin_token(&self) -> String {
         let at = self.stdout.find("aip_at_").expect("no admin token printed");
