@@ -31,11 +31,11 @@ use aip_aat::clock::{Clock as _, SystemClock};
 use aip_aat::ids::AgentId;
 use aip_aat::keys::{Algorithm, KeyPair};
 use aip_aat::secret::SecretString;
-use aip_authority::rate_limit::{RateLimitSection, RateLimits};
 use aip_api::issuer::{
     ChallengeRequest, ChallengeResponse, GrantType, RequestedCapabilities, TokenRequest, TokenResponse,
     UserAuthorization,
 };
+use aip_authority::rate_limit::{RateLimitSection, RateLimits};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
