@@ -10,7 +10,9 @@
 //! cargo bench -p aip-authority --bench issuance                       # SQLite
 //! AIP_BENCH_BACKEND=postgres AIP_TEST_POSTGRES_URL=postgres://… cargo bench -p aip-authority --bench issuance
 //! ```
-//! `AIP_BENCH_CLIENTS` (default 32) and `AIP_BENCH_SECONDS` (default 10) tune the run.
+//! `AIP_BENCH_CLIENTS` (default 32) and `AIP_BENCH_SECONDS` (default 10) tune the run;
+//! `AIP_BENCH_RATE_LIMITS=off` serves without the rate limits (by default they are on, set far
+//! above the load, so that what they cost is measured).
 //! Results: docs/benchmarks.md.
 #![allow(
     clippy::unwrap_used,
@@ -21,6 +23,7 @@
 )]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aip_aat::challenge::ChallengeProof;
@@ -32,6 +35,7 @@ use aip_api::issuer::{
     ChallengeRequest, ChallengeResponse, GrantType, RequestedCapabilities, TokenRequest, TokenResponse,
     UserAuthorization,
 };
+use aip_authority::rate_limit::{RateLimitSection, RateLimits};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
@@ -140,10 +144,33 @@ async fn agent_loop(
     latencies
 }
 
+/// The rate limits to serve with (`AIP_BENCH_RATE_LIMITS`): `on` (the default), every limit
+/// at its largest, far above the load, or `off`.
+fn rate_limits() -> Option<Arc<RateLimits>> {
+    match std::env::var("AIP_BENCH_RATE_LIMITS").as_deref() {
+        Ok("off") => None,
+        Ok("on") | Err(_) => {
+            let most = 1_000_000;
+            RateLimits::new(&RateLimitSection {
+                registration_per_address: most,
+                registration_per_token: most,
+                token_per_address: most,
+                token_per_agent: most,
+                failed_auth_per_address: most,
+                failed_auth_per_credential: most,
+                ..RateLimitSection::default()
+            })
+        }
+        Ok(other) => panic!("AIP_BENCH_RATE_LIMITS must be on or off, not {other:?}"),
+    }
+}
+
 async fn run() {
     let clients = env_or("AIP_BENCH_CLIENTS", 32);
     let seconds = env_or("AIP_BENCH_SECONDS", 10);
-    let aip = BenchAuthority::start().await;
+    let mut aip = BenchAuthority::start().await;
+    aip.opened.rate_limits = rate_limits();
+    let limited = if aip.opened.rate_limits.is_some() { "on" } else { "off" };
     let router = aip.opened.router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -180,7 +207,7 @@ async fn run() {
         .unwrap();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "# issuance benchmark: backend {}, {clients} concurrent agents, {cores} cores, {seconds} s\n",
+        "# issuance benchmark: backend {}, {clients} concurrent agents, {cores} cores, {seconds} s, rate limits {limited}\n",
         aip.backend
     );
     // Warm up connections and caches, then measure.

@@ -12,6 +12,9 @@ use aip_issuer::config::{IssuerSection, IssuerSettings};
 use aip_registry::config::{AgentSettings, CertificateSettings, RegistryConfig, RegistrySettings};
 use serde::{Deserialize, Serialize};
 
+use crate::connections::{ConnectionSection, ConnectionSettings};
+use crate::rate_limit::RateLimitSection;
+
 /// The configuration file's name inside an authority directory.
 pub const CONFIG_FILE: &str = "aip.toml";
 /// The configuration format this version reads and writes.
@@ -95,6 +98,12 @@ pub struct FileConfig {
     /// The token issuer served beside the registry.
     #[serde(default)]
     pub issuer: IssuerSection,
+    /// Limits on connections: how many, and how long a slow or idle one may stay.
+    #[serde(default)]
+    pub connections: ConnectionSection,
+    /// Rate limits on registration, challenges, tokens and failed authentication (spec 8.4.2).
+    #[serde(default)]
+    pub rate_limits: RateLimitSection,
 }
 
 fn default_listen() -> String {
@@ -155,6 +164,15 @@ impl FileConfig {
             });
         }
         config.registry_settings(path)?;
+        config.connection_settings(path)?;
+        config
+            .rate_limits
+            .check()
+            .map_err(|(member, message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                member,
+                message,
+            })?;
         Ok(config)
     }
 
@@ -177,6 +195,17 @@ impl FileConfig {
             member: e.member,
             message: e.message,
         })
+    }
+
+    /// The `[connections]` settings, checked.
+    pub fn connection_settings(&self, path: &Path) -> Result<ConnectionSettings, ConfigError> {
+        self.connections
+            .settings()
+            .map_err(|(member, message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                member,
+                message,
+            })
     }
 
     /// The token issuer's runtime settings: `iss` is `public_url` (as the registry settings
@@ -245,5 +274,23 @@ registry_key = "keys/registry.key"
             .unwrap_err()
             .to_string();
         assert!(e.contains("certificates.agent_validity"), "{e}");
+        let slow = sample() + "\n[connections]\nheader_read_timeout = \"0s\"\n";
+        let e = FileConfig::parse(&slow, Path::new("aip.toml")).unwrap_err().to_string();
+        assert!(e.contains("connections.header_read_timeout"), "{e}");
+        let unlimited = sample() + "\n[rate_limits]\nfailed_auth_per_address = 0\n";
+        let e = FileConfig::parse(&unlimited, Path::new("aip.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rate_limits.failed_auth_per_address") && e.contains("enabled = false"),
+            "{e}"
+        );
+        let off = sample() + "\n[rate_limits]\nenabled = false\n";
+        assert!(
+            !FileConfig::parse(&off, Path::new("aip.toml"))
+                .unwrap()
+                .rate_limits
+                .enabled
+        );
     }
 }

@@ -222,6 +222,8 @@ async fn build(
         agents: Default::default(),
         tls: None,
         issuer: Default::default(),
+        connections: Default::default(),
+        rate_limits: Default::default(),
     };
     let config_path = dir.join(CONFIG_FILE);
     let settings = config.registry_settings(&config_path)?;

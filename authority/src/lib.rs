@@ -7,17 +7,20 @@
 //! - [`open`]: opening one, with the registry and the issuer wired together ([`Authority`]);
 //! - [`directory`]: where the two services meet in one process — the issuer's
 //!   `AgentDirectory` over the registry, the registry's `TokenKeys` over the issuer's keys;
-//! - [`server`]: serving it.
+//! - [`server`]: serving it, with the bounds of [`connections`] (how many, how slow) and the
+//!   [`rate_limit`]s of spec 8.4.2.
 //!
 //! `aip-ca init`, `aip-ca serve` and the offline commands are thin calls into this crate.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod connections;
 pub mod directory;
 pub mod error;
 pub mod init;
 pub mod open;
+pub mod rate_limit;
 pub mod server;
 
 pub use error::AuthorityError;

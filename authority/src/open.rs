@@ -17,9 +17,11 @@ use aip_registry::service::Registry;
 use aip_registry::store::SqlStore;
 
 use crate::config::{CONFIG_FILE, FileConfig, TlsFiles};
+use crate::connections::ConnectionSettings;
 use crate::directory::{IssuerKeys, LocalDirectory};
 use crate::error::{AuthorityError, io};
 use crate::init::{database_url, exists};
+use crate::rate_limit::RateLimits;
 
 /// Runtime overrides of the configuration (environment and flags).
 #[derive(Clone, Debug, Default)]
@@ -51,6 +53,10 @@ pub struct Authority {
     pub tls: Option<TlsFiles>,
     /// The configuration as loaded (before overrides).
     pub config: FileConfig,
+    /// Bounds on connections (`[connections]`).
+    pub connections: ConnectionSettings,
+    /// The rate limits (`[rate_limits]`); `None` when they are turned off.
+    pub rate_limits: Option<Arc<RateLimits>>,
 }
 
 /// The passphrase a protection uses, if any.
@@ -81,6 +87,8 @@ pub async fn open(
         effective.public_url.clone_from(url);
     }
     let settings = effective.registry_settings(&dir.join(CONFIG_FILE))?;
+    let connections = config.connection_settings(&dir.join(CONFIG_FILE))?;
+    let rate_limits = RateLimits::new(&config.rate_limits);
     let read_key = |relative: &Path| -> Result<Arc<dyn Signer>, AuthorityError> {
         let path = dir.join(relative);
         let key = keyfile::read(&path, passphrase).map_err(|source| AuthorityError::KeyFile { path, source })?;
@@ -141,6 +149,8 @@ pub async fn open(
         listen,
         tls,
         config,
+        connections,
+        rate_limits,
     })
 }
 

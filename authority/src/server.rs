@@ -1,12 +1,27 @@
 //! Serving an opened [`Authority`]: one listener (TLS off loopback) for the registry's and the
 //! token issuer's routes, their background work, and a graceful stop.
+//!
+//! Every connection is admitted within the bounds of `[connections]` ([`Admission`]): a slow
+//! or idle client is dropped, and the number open at once is capped. At a stop, requests in
+//! flight finish and event streams end, so the process exits at once however many
+//! subscribers are connected.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use futures_util::StreamExt as _;
+use tokio::sync::watch;
+
+use crate::connections::Admission;
 use crate::open::Authority;
+use crate::rate_limit;
 
 /// How long requests in flight may run on after a stop is asked for.
 const GRACE: Duration = Duration::from_secs(10);
@@ -48,21 +63,29 @@ impl Authority {
     }
 
     /// The routes of both services on one router, with the registry's limits, fallbacks and
-    /// metrics.
+    /// metrics, the rate limits (unless turned off), and the early `413` for a declared body
+    /// past the limit.
     pub fn router(&self) -> axum::Router {
-        aip_registry::http::router_with(self.registry.clone(), aip_issuer::http::routes(self.issuer.clone()))
+        let router =
+            aip_registry::http::router_with(self.registry.clone(), aip_issuer::http::routes(self.issuer.clone()));
+        let router = match &self.rate_limits {
+            Some(limits) => router.layer(middleware::from_fn_with_state(limits.clone(), rate_limit::limit)),
+            None => router,
+        };
+        router
+            .layer(middleware::from_fn(aip_http::refuse_oversized_bodies))
+            .layer(DefaultBodyLimit::max(aip_http::MAX_BODY_BYTES))
     }
 
     /// Serves until `shutdown` completes, then lets requests in flight finish (for at most
     /// [`GRACE`]) and stops the background work.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let addr = self.address()?;
-        let router = self.router();
         let handle = axum_server::Handle::new();
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let router = self
+            .router()
+            .layer(middleware::from_fn_with_state(stop_rx.clone(), end_streams_at_stop));
         let registry = tokio::spawn(self.registry.clone().run_background(stopped(stop_rx.clone())));
         let issuer = tokio::spawn(self.issuer.clone().run_background(stopped(stop_rx.clone())));
         tokio::spawn({
@@ -84,15 +107,25 @@ impl Authority {
             }
         });
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let limits = self.connections;
+        let admission = Admission::new(limits);
+        let server = |server: axum_server::Server<SocketAddr>| {
+            let mut server = server.handle(handle).first_request_timeout(limits.header_read_timeout);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(limits.header_read_timeout);
+            server
+        };
         let served = match &self.tls {
             Some(tls) => {
                 let config = tls_config(tls.cert.clone(), tls.key.clone()).await?;
-                axum_server::bind_rustls(addr, config)
-                    .handle(handle)
-                    .serve(service)
-                    .await
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+                    .handshake_timeout(limits.tls_handshake_timeout)
+                    .acceptor(admission);
+                server(axum_server::bind(addr)).acceptor(acceptor).serve(service).await
             }
-            None => axum_server::bind(addr).handle(handle).serve(service).await,
+            None => server(axum_server::bind(addr)).acceptor(admission).serve(service).await,
         };
         served.map_err(|source| ServeError::Listener { addr, source })?;
         stopped(stop_rx).await;
@@ -101,6 +134,27 @@ impl Authority {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Completes when a stop is asked for.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Middleware: an event stream (`text/event-stream`) ends when a stop is asked for, so that a
+/// subscriber does not hold the process for the whole grace period.
+async fn end_streams_at_stop(State(stop): State<watch::Receiver<bool>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let streaming = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !streaming {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let body = Body::from_stream(body.into_data_stream().take_until(stopped(stop)));
+    Response::from_parts(parts, body)
 }
 
 async fn tls_config(cert: PathBuf, key: PathBuf) -> Result<axum_server::tls_rustls::RustlsConfig, ServeError> {

@@ -8,7 +8,8 @@
 //! - [`StrictJson`] and [`OptionalJson`]: request bodies declared `application/json`, within
 //!   the router's body limit, parsed strictly (an object, no duplicate or unknown members).
 //! - [`bearer`], [`require_bearer`]: the token of `Authorization: Bearer`, and the 401 without one.
-//! - [`no_store`], [`not_found`], [`method_not_allowed`]: what every service answers alike.
+//! - [`no_store`], [`not_found`], [`method_not_allowed`]: what every service answers alike;
+//!   [`refuse_oversized_bodies`]: the early `413` for a declared body past the limit.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -156,14 +157,34 @@ pub fn not_json() -> ApiError {
     )
 }
 
+/// `413` for a body past `limit` bytes.
+pub fn body_too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_request",
+        format!("the body is larger than {limit} bytes"),
+    )
+}
+
+/// Middleware: `413` at once for a request whose `Content-Length` is past
+/// [`MAX_BODY_BYTES`], before any of its body is read — so a client that sent
+/// `Expect: 100-continue` is refused without sending the body.
+pub async fn refuse_oversized_bodies(request: Request, next: axum::middleware::Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > u64::try_from(MAX_BODY_BYTES).unwrap_or(u64::MAX)) {
+        return body_too_large(MAX_BODY_BYTES).into_response();
+    }
+    next.run(request).await
+}
+
 /// The error for a body that could not be read: `413` past `limit` bytes, else `400`.
 pub fn unreadable_body(rejection: &BytesRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request",
-            format!("the body is larger than {limit} bytes"),
-        )
+        body_too_large(limit)
     } else {
         ApiError::bad_request("the body could not be read")
     }

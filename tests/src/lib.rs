@@ -178,6 +178,11 @@ impl Server {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The admin token of the authority it created: written to a file (stdout is not a
     /// terminal), whose path it printed.
     pub fn admin_token(&self) -> String {
