@@ -3,7 +3,10 @@
 //! [`RevocationView`] over it.
 //!
 //! The signed form is a compact JWS, header `{"alg","typ":"aip-revocations+jwt","kid"}`,
-//! whose payload is the RFC 8785 form of the list, signed by the registry key.
+//! whose payload is the RFC 8785 form of the list with two more members, `issued_at` and
+//! `expires_at` (RFC 3339, like a CRL's thisUpdate and nextUpdate), signed by the registry
+//! key ([`SignedRevocationList`]). A signed list without them is refused: past `expires_at` a
+//! verifier no longer trusts it, however well signed.
 
 use std::collections::{HashMap, HashSet};
 
@@ -44,6 +47,38 @@ pub struct RevocationList {
     /// Agents currently suspended (reversible; their AATs are refused while suspended).
     #[serde(default)]
     pub suspended_agents: Vec<SuspendedAgent>,
+    /// Agent keys replaced by a rotation (spec 8.3.4): AATs bound to one are refused once its
+    /// grace period has ended.
+    #[serde(default)]
+    pub superseded_keys: Vec<SupersededKey>,
+}
+
+/// An agent key replaced by a rotation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupersededKey {
+    /// The agent that held it.
+    pub agent_id: AgentId,
+    /// Its RFC 7638 thumbprint: the `cnf.jkt` of the AATs bound to it.
+    pub key_thumbprint: KeyId,
+    /// The end of its grace period: after this, AATs bound to it are refused.
+    #[serde(with = "time::serde::rfc3339")]
+    pub valid_until: OffsetDateTime,
+}
+
+/// A revocation list as signed for offline use: the list, when it was signed and until when
+/// it may be trusted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedRevocationList {
+    /// The list.
+    #[serde(flatten)]
+    pub list: RevocationList,
+    /// When this copy was signed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+    /// After this, the copy is no longer trusted (a CRL's nextUpdate): the registry signs a
+    /// new one well before.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
 }
 
 /// A suspended agent.
@@ -124,6 +159,10 @@ pub enum SignedListError {
     /// The signature does not verify.
     #[error("signed revocation list signature is invalid")]
     SignatureInvalid,
+    /// The payload has no `issued_at` and `expires_at` (a registry of an earlier release
+    /// signed it), or they are out of order.
+    #[error("signed revocation list has no valid issued_at/expires_at: fetch a new one from /v1/revocations.jws")]
+    NoExpiry,
 }
 
 impl RevocationList {
@@ -137,6 +176,18 @@ impl RevocationList {
             revoked_sessions: Vec::new(),
             revoked_users: Vec::new(),
             suspended_agents: Vec::new(),
+            superseded_keys: Vec::new(),
+        }
+    }
+}
+
+impl SignedRevocationList {
+    /// `list`, signed at `issued_at` and trusted until `expires_at`.
+    pub fn new(list: RevocationList, issued_at: OffsetDateTime, expires_at: OffsetDateTime) -> Self {
+        Self {
+            list,
+            issued_at,
+            expires_at,
         }
     }
 
@@ -146,8 +197,14 @@ impl RevocationList {
         jws::sign(REVOCATIONS_TYP, &payload, signer, false)
     }
 
-    /// Verifies a signed list against the registry's keys and returns it.
-    pub fn verify_signed(signed: &str, registry_keys: &JwkSet) -> Result<Self, SignedListError> {
+    /// Whether the copy may no longer be trusted at `now` (Unix seconds).
+    pub fn is_expired(&self, now: i64) -> bool {
+        now >= self.expires_at.unix_timestamp()
+    }
+
+    /// Verifies a signed list against the registry's keys and returns it. Whether it has
+    /// expired is the caller's to check ([`SignedRevocationList::is_expired`]).
+    pub fn verify(signed: &str, registry_keys: &JwkSet) -> Result<Self, SignedListError> {
         let compact =
             Compact::split(signed.trim(), MAX_SIGNED_LIST_LEN).map_err(|e| SignedListError::Malformed(e.describe()))?;
         let header = Header::parse(&compact).map_err(|e| SignedListError::Malformed(e.describe()))?;
@@ -169,7 +226,17 @@ impl RevocationList {
         let payload = compact
             .payload_bytes()
             .map_err(|e| SignedListError::Malformed(e.describe()))?;
-        crate::json::from_slice(&payload).map_err(|_| SignedListError::Malformed("payload is not a revocation list"))
+        let value: serde_json::Value = crate::json::from_slice(&payload)
+            .map_err(|_| SignedListError::Malformed("payload is not a revocation list"))?;
+        if value.get("issued_at").is_none() || value.get("expires_at").is_none() {
+            return Err(SignedListError::NoExpiry);
+        }
+        let signed: Self = crate::json::from_value(value)
+            .map_err(|_| SignedListError::Malformed("payload is not a revocation list"))?;
+        if signed.expires_at <= signed.issued_at {
+            return Err(SignedListError::NoExpiry);
+        }
+        Ok(signed)
     }
 }
 
@@ -182,6 +249,8 @@ pub struct RevocationIndex {
     tokens: HashSet<Jti>,
     sessions: HashSet<String>,
     users: HashMap<String, i64>,
+    /// Superseded key thumbprint → (its agent, the end of its grace period).
+    superseded: HashMap<KeyId, (AgentId, i64)>,
 }
 
 impl RevocationIndex {
@@ -201,8 +270,17 @@ impl From<&RevocationList> for RevocationIndex {
                 .and_modify(|t| *t = (*t).max(at))
                 .or_insert(at);
         }
+        let mut superseded: HashMap<KeyId, (AgentId, i64)> = HashMap::new();
+        for k in &list.superseded_keys {
+            let until = k.valid_until.unix_timestamp();
+            superseded
+                .entry(k.key_thumbprint.clone())
+                .and_modify(|(_, t)| *t = (*t).min(until))
+                .or_insert_with(|| (k.agent_id.clone(), until));
+        }
         Self {
             version: list.version,
+            superseded,
             agents: list.revoked_agents.iter().map(|a| a.agent_id.clone()).collect(),
             suspended: list.suspended_agents.iter().map(|a| a.agent_id.clone()).collect(),
             tokens: list.revoked_aats.iter().map(|a| a.jti.clone()).collect(),
@@ -227,6 +305,12 @@ impl RevocationView for RevocationIndex {
     }
     fn is_agent_suspended(&self, agent_id: &AgentId) -> bool {
         self.suspended.contains(agent_id)
+    }
+    fn key_valid_until(&self, agent_id: &AgentId, thumbprint: &KeyId) -> Option<i64> {
+        self.superseded
+            .get(thumbprint)
+            .filter(|(agent, _)| agent == agent_id)
+            .map(|(_, until)| *until)
     }
 }
 
@@ -260,30 +344,82 @@ mod tests {
         assert_eq!(json["revoked_aats"], serde_json::json!([]));
     }
 
+    fn signed(list: RevocationList) -> SignedRevocationList {
+        let at = list.updated_at;
+        SignedRevocationList::new(list, at, at + time::Duration::hours(1))
+    }
+
     #[test]
     fn signed_round_trip_and_tamper() {
         let key = KeyPair::generate(Algorithm::EdDSA).unwrap();
         let keys = JwkSet::from_keys([key.public_key()]);
-        let signed = list().sign(&key).unwrap();
-        assert_eq!(RevocationList::verify_signed(&signed, &keys).unwrap(), list());
+        let jws = signed(list()).sign(&key).unwrap();
+        let verified = SignedRevocationList::verify(&jws, &keys).unwrap();
+        assert_eq!(verified, signed(list()));
+        assert!(!verified.is_expired(1_760_000_000 + 3_599));
+        assert!(verified.is_expired(1_760_000_000 + 3_600));
 
-        let mut other = list();
-        other.version = 43;
-        let forged = list().sign(&key).unwrap();
-        let parts: Vec<&str> = forged.split('.').collect();
+        let mut other = signed(list());
+        other.list.version = 43;
+        let parts: Vec<&str> = jws.split('.').collect();
         let payload = crate::b64::encode(jcs::to_vec(&other).unwrap());
         let tampered = format!("{}.{}.{}", parts[0], payload, parts[2]);
         assert!(matches!(
-            RevocationList::verify_signed(&tampered, &keys),
+            SignedRevocationList::verify(&tampered, &keys),
             Err(SignedListError::SignatureInvalid)
         ));
 
         let stranger = KeyPair::generate(Algorithm::EdDSA).unwrap();
-        let keys = JwkSet::from_keys([stranger.public_key()]);
+        let strangers = JwkSet::from_keys([stranger.public_key()]);
         assert!(matches!(
-            RevocationList::verify_signed(&signed, &keys),
+            SignedRevocationList::verify(&jws, &strangers),
             Err(SignedListError::UnknownKey)
         ));
+    }
+
+    #[test]
+    fn signed_lists_without_an_expiry_are_refused() {
+        let key = KeyPair::generate(Algorithm::EdDSA).unwrap();
+        let keys = JwkSet::from_keys([key.public_key()]);
+        // The form an earlier registry signed: the bare list.
+        let bare = jws::sign(REVOCATIONS_TYP, &jcs::to_vec(&list()).unwrap(), &key, false).unwrap();
+        let error = SignedRevocationList::verify(&bare, &keys).unwrap_err();
+        assert!(matches!(error, SignedListError::NoExpiry));
+        assert!(error.to_string().contains("issued_at/expires_at"), "{error}");
+        // Expiry before issue.
+        let at = list().updated_at;
+        let backwards = SignedRevocationList::new(list(), at, at - time::Duration::seconds(1));
+        let error = SignedRevocationList::verify(&backwards.sign(&key).unwrap(), &keys).unwrap_err();
+        assert!(matches!(error, SignedListError::NoExpiry));
+    }
+
+    #[test]
+    fn signed_wire_form_is_the_list_with_issued_and_expires_at() {
+        let json = serde_json::to_value(signed(list())).unwrap();
+        assert_eq!(json["version"], 42);
+        assert_eq!(json["issued_at"], "2025-10-09T08:53:20Z");
+        assert_eq!(json["expires_at"], "2025-10-09T09:53:20Z");
+        assert_eq!(json["revoked_agents"][0]["reason"], "Security incident");
+    }
+
+    #[test]
+    fn superseded_keys_answer_for_their_agent_only() {
+        let at = OffsetDateTime::from_unix_timestamp(1_760_000_000).unwrap();
+        let agent: AgentId = "ag_770e8400-e29b-41d4-a716-446655440000".parse().unwrap();
+        let other: AgentId = "ag_880e8400-e29b-41d4-a716-446655440000".parse().unwrap();
+        let kid: KeyId = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".parse().unwrap();
+        let mut list = RevocationList::empty(8, at);
+        list.superseded_keys.push(SupersededKey {
+            agent_id: agent.clone(),
+            key_thumbprint: kid.clone(),
+            valid_until: at,
+        });
+        let index = RevocationIndex::from(&list);
+        assert_eq!(index.key_valid_until(&agent, &kid), Some(1_760_000_000));
+        assert_eq!(index.key_valid_until(&other, &kid), None);
+        let json = serde_json::to_value(&list).unwrap();
+        assert_eq!(json["superseded_keys"][0]["key_thumbprint"], kid.as_str());
+        assert_eq!(json["superseded_keys"][0]["valid_until"], "2025-10-09T08:53:20Z");
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub trait RevocationView: Send + Sync {
     fn is_agent_suspended(&self, _agent_id: &AgentId) -> bool {
         false
     }
+    /// When the agent's key with this thumbprint stops being accepted, if a rotation replaced
+    /// it (spec 8.3.4): the end of its grace period, in Unix time. Defaults to `None`.
+    fn key_valid_until(&self, _agent_id: &AgentId, _thumbprint: &KeyId) -> Option<i64> {
+        None
+    }
 }
 
 /// An agent as the registry knows it (spec 7.5.3 step 8).
@@ -79,8 +84,10 @@ pub trait AgentRecords: Send + Sync {
 impl VerifiedAat {
     /// Step 7: refuses the token if it, its session, its agent, or (for tokens issued at or
     /// before the revocation) its user's delegation is revoked. An agent the view reports
-    /// suspended is refused as `agent_inactive`, as step 8 would.
-    pub fn check_revocation(&self, view: &dyn RevocationView) -> Result<(), AatError> {
+    /// suspended is refused as `agent_inactive`, and a token bound to a key that a rotation
+    /// replaced, once the key's grace period has ended at `now`, as `agent_key_mismatch` —
+    /// as step 8 would.
+    pub fn check_revocation(&self, view: &dyn RevocationView, now: i64) -> Result<(), AatError> {
         let c = self.claims();
         let revoked_by = if view.is_token_revoked(&c.jti) {
             RevokedBy::Token
@@ -97,6 +104,11 @@ impl VerifiedAat {
             RevokedBy::User
         } else if view.is_agent_suspended(&c.agent.id) {
             return Err(AatError::AgentInactive(AgentStatus::Suspended));
+        } else if view
+            .key_valid_until(&c.agent.id, c.confirmation_thumbprint())
+            .is_some_and(|until| now > until)
+        {
+            return Err(AatError::AgentKeyMismatch);
         } else {
             return Ok(());
         };
@@ -170,7 +182,7 @@ pub fn validate_aat(
 ) -> Result<VerifiedAat, AatError> {
     let aat = UnverifiedAat::parse(token)?.verify(ctx.keys, ctx.clock, validation)?;
     if let Some(view) = ctx.revocation {
-        aat.check_revocation(view)?;
+        aat.check_revocation(view, ctx.clock.now())?;
     }
     let now = ctx.clock.now();
     if let Some(agents) = ctx.agents {

@@ -129,7 +129,7 @@ impl CallVerifier {
             }
         };
         if let Some(view) = &self.revocation {
-            verified.check_revocation(&**view)?;
+            verified.check_revocation(&**view, now)?;
         }
         if let Some(agents) = &self.agents {
             verified.check_agent(&**agents, now)?;

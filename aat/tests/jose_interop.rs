@@ -42,4 +42,15 @@ fn independent_jose_library_agrees_with_the_vectors() {
         .parse()
         .unwrap();
     assert!(aats >= 10, "only {aats} AAT vectors were checked independently");
+    let lists: usize = stdout
+        .split(" proof vectors and ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        lists >= 5,
+        "only {lists} signed revocation lists were checked independently"
+    );
 }

@@ -18,6 +18,7 @@ use aip_aat::jws;
 use aip_aat::keys::{Algorithm, JwkSet, Jwks, KeyPair, PublicKey, Signer};
 use aip_aat::proof::{Call, ProofValidation, create_proof_with_jti, verify_proof};
 use aip_aat::replay::{InMemoryReplayCache, ReplayCache, ReplayScope};
+use aip_aat::revocation::{RevocationList, RevokedAgent, SignedListError, SignedRevocationList, SupersededKey};
 use aip_aat::token::{
     AAT_VERSION, AatClaims, AgentClaims, Audience, AuthMethod, Capabilities, Confirmation, ContextClaims,
     DelegationScope, UnverifiedAat, UserBinding, Validation, encode_aat,
@@ -643,11 +644,53 @@ fn jcs_vectors() -> Value {
     Value::Array(v)
 }
 
-fn files() -> [(&'static str, Value); 3] {
+/// Signed revocation lists (`/v1/revocations.jws`): the list with `issued_at` and `expires_at`,
+/// signed by a registry key.
+fn revocation_vectors() -> Value {
+    let registry_ed = ed25519("registry-ed25519");
+    let registry_p256 = p256("registry-p256");
+    let at = |t: i64| time::OffsetDateTime::from_unix_timestamp(t).unwrap();
+    let mut list = RevocationList::empty(42, at(NOW - 900));
+    list.revoked_agents.push(RevokedAgent {
+        agent_id: format!("ag_{}", uuid_from("revoked-agent")).parse().unwrap(),
+        revoked_at: at(NOW - 900),
+        reason: Some("Security incident".into()),
+    });
+    list.superseded_keys.push(SupersededKey {
+        agent_id: format!("ag_{}", uuid_from("rotated-agent")).parse().unwrap(),
+        key_thumbprint: ed25519("rotated-out-key").key_id().clone(),
+        valid_until: at(NOW - 300),
+    });
+    let signed = |issued_at: i64, expires_at: i64, key: &KeyPair| {
+        SignedRevocationList::new(list.clone(), at(issued_at), at(expires_at))
+            .sign(key)
+            .unwrap()
+    };
+    let jwks = |key: &KeyPair| serde_json::to_value(Jwks::from_keys([key.public_key()])).unwrap();
+    let payload = |issued_at: i64, expires_at: i64| {
+        serde_json::to_value(SignedRevocationList::new(list.clone(), at(issued_at), at(expires_at))).unwrap()
+    };
+    let bare = jws::sign("aip-revocations+jwt", &jcs::to_vec(&list).unwrap(), &registry_ed, false).unwrap();
+    json!([
+        {"name": "valid-ed25519", "signed": signed(NOW - 600, NOW + 3000, &registry_ed),
+         "jwks": jwks(&registry_ed), "now": NOW, "expect": "valid", "payload": payload(NOW - 600, NOW + 3000)},
+        {"name": "valid-p256", "signed": signed(NOW - 600, NOW + 3000, &registry_p256),
+         "jwks": jwks(&registry_p256), "now": NOW, "expect": "valid", "payload": payload(NOW - 600, NOW + 3000)},
+        {"name": "expired", "signed": signed(NOW - 3600, NOW, &registry_ed),
+         "jwks": jwks(&registry_ed), "now": NOW, "expect": "expired"},
+        {"name": "no-issued-at-or-expires-at", "signed": bare,
+         "jwks": jwks(&registry_ed), "now": NOW, "expect": "no_expiry"},
+        {"name": "signature-invalid", "signed": corrupt_signature(&signed(NOW - 600, NOW + 3000, &registry_ed)),
+         "jwks": jwks(&registry_ed), "now": NOW, "expect": "signature_invalid"},
+    ])
+}
+
+fn files() -> [(&'static str, Value); 4] {
     [
         ("jcs.json", jcs_vectors()),
         ("aat.json", aat_vectors()),
         ("proof.json", proof_vectors()),
+        ("revocations.json", revocation_vectors()),
     ]
 }
 
@@ -700,9 +743,9 @@ fn committed_vectors_match_the_generator() {
 
 #[test]
 fn generation_is_deterministic() {
-    let [a, b, c] = files();
-    let [x, y, z] = files();
-    assert_eq!((a.1, b.1, c.1), (x.1, y.1, z.1));
+    let [a, b, c, d] = files();
+    let [w, x, y, z] = files();
+    assert_eq!((a.1, b.1, c.1, d.1), (w.1, x.1, y.1, z.1));
 }
 
 #[test]
@@ -813,6 +856,28 @@ fn proof_vectors_hold() {
             Err(e) => e.aat_error(),
         };
         assert_eq!(got, v["expect"].as_str().unwrap(), "{}: {result:?}", v["name"]);
+    }
+}
+
+#[test]
+fn revocation_vectors_hold() {
+    let vectors = load("revocations.json");
+    assert!(vectors.len() >= 5);
+    for v in vectors {
+        let name = v["name"].as_str().unwrap();
+        let now = v["now"].as_i64().unwrap();
+        let result = SignedRevocationList::verify(v["signed"].as_str().unwrap(), &jwk_set(&v));
+        match v["expect"].as_str().unwrap() {
+            "valid" => {
+                let signed = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert!(!signed.is_expired(now), "{name}");
+                assert_eq!(serde_json::to_value(&signed).unwrap(), v["payload"], "{name}");
+            }
+            "expired" => assert!(result.unwrap().is_expired(now), "{name}"),
+            "no_expiry" => assert!(matches!(result, Err(SignedListError::NoExpiry)), "{name}"),
+            "signature_invalid" => assert!(matches!(result, Err(SignedListError::SignatureInvalid)), "{name}"),
+            other => panic!("{name}: unknown expectation {other}"),
+        }
     }
 }
 

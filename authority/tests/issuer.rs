@@ -16,7 +16,7 @@ use aip_aat::clock::Clock as _;
 use aip_aat::ids::AgentId;
 use aip_aat::keyfile::Protection;
 use aip_aat::keys::{Algorithm, JwkSet, Jwks, KeyPair};
-use aip_aat::revocation::{RevocationIndex, RevocationList};
+use aip_aat::revocation::{RevocationIndex, RevocationList, SignedRevocationList};
 use aip_aat::token::{AatClaims, UnverifiedAat, Validation};
 use aip_aat::validate::RevocationView as _;
 use aip_api::issuer::TokenResponse;
@@ -728,7 +728,7 @@ async fn revocation(t: TestRegistry) {
         .text()
         .await
         .unwrap();
-    let signed = RevocationList::verify_signed(&jws, &env.jwks().await).unwrap();
+    let signed = SignedRevocationList::verify(&jws, &env.jwks().await).unwrap().list;
     assert_eq!(signed.version, list.version);
     assert!(signed.revoked_users.iter().any(|u| u.user_id == "alice"));
     assert!(

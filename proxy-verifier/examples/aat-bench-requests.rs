@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use aip_aat::ids::{AgentId, Jti};
 use aip_aat::keys::{Algorithm, Jwks, KeyPair};
 use aip_aat::proof::{Call, create_proof};
-use aip_aat::revocation::RevocationList;
+use aip_aat::revocation::{RevocationList, SignedRevocationList};
 use aip_aat::token::{
     AAT_VERSION, AatClaims, AgentClaims, Audience, AuthMethod, Capabilities, Confirmation, ContextClaims,
     DelegationScope, UserBinding, encode_aat,
@@ -88,7 +88,9 @@ fn write_all(dir: &std::path::Path, lines: u64) -> Result<(), Box<dyn std::error
     let jwks = Jwks::from_keys([issuer.public_key()]);
     std::fs::write(dir.join("jwks.json"), serde_json::to_vec_pretty(&jwks)?)?;
     let at = time::OffsetDateTime::from_unix_timestamp(now)?;
-    std::fs::write(dir.join("revocations.jws"), RevocationList::empty(1, at).sign(&issuer)?)?;
+    // Valid for a week: longer than any benchmark run.
+    let signed = SignedRevocationList::new(RevocationList::empty(1, at), at, at + time::Duration::days(7));
+    std::fs::write(dir.join("revocations.jws"), signed.sign(&issuer)?)?;
     std::fs::write(
         dir.join("policy-aat.yaml"),
         format!(

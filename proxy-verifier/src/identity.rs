@@ -355,7 +355,7 @@ impl Identity {
             Ok(()) => {
                 *self.failing_open.lock().unwrap_or_else(PoisonError::into_inner) = None;
                 let snapshot = (source.snapshot)();
-                aat.check_revocation(&*snapshot)
+                aat.check_revocation(&*snapshot, self.clock.now())
                     .map_err(|e| Refusal::Call(CallError::Aat(e)))?;
                 Ok(None)
             }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aip_aat::ids::{AgentId, Jti};
 use aip_aat::keys::{Algorithm, Jwks, KeyPair};
 use aip_aat::proof::{Call, create_proof};
-use aip_aat::revocation::{RevocationList, RevokedAgent};
+use aip_aat::revocation::{RevocationList, RevokedAgent, SignedRevocationList};
 use aip_aat::token::{
     AAT_VERSION, AatClaims, AgentClaims, Audience, AuthMethod, Capabilities, Confirmation, ContextClaims,
     DelegationScope, UserBinding, encode_aat,
@@ -52,8 +52,13 @@ impl Authority {
         authority
     }
 
-    /// Writes a newer signed revocation list, with the agent revoked or not.
+    /// Writes a newer signed revocation list, with the agent revoked or not, valid for an hour.
     fn publish(&mut self, fixture: &Fixture, agent_revoked: bool) {
+        self.publish_expiring(fixture, agent_revoked, now() + 3_600);
+    }
+
+    /// Writes a newer signed revocation list that expires at `expires_at`.
+    fn publish_expiring(&mut self, fixture: &Fixture, agent_revoked: bool, expires_at: i64) {
         self.version += 1;
         let at = time::OffsetDateTime::from_unix_timestamp(now()).unwrap();
         let mut list = RevocationList::empty(self.version, at);
@@ -64,8 +69,10 @@ impl Authority {
                 reason: Some("test".into()),
             });
         }
+        let expires_at = time::OffsetDateTime::from_unix_timestamp(expires_at).unwrap();
+        let signed = SignedRevocationList::new(list, at.min(expires_at - time::Duration::seconds(1)), expires_at);
         let tmp = fixture.path("revocations.jws.tmp");
-        std::fs::write(&tmp, list.sign(&self.issuer).unwrap()).unwrap();
+        std::fs::write(&tmp, signed.sign(&self.issuer).unwrap()).unwrap();
         std::fs::rename(&tmp, fixture.path("revocations.jws")).unwrap();
     }
 
@@ -541,6 +548,81 @@ fn stale_revocation_data_fails_closed_unless_failover_says_otherwise() {
         }
         proxy.finish();
     }
+}
+
+#[test]
+fn an_expired_signed_list_fails_closed_unless_failover_says_otherwise() {
+    for (failover, passes) in [("fail_closed", false), ("fail_open", true), ("local_policy", true)] {
+        let (fixture, mut authority) = fixture("", "", &format!("  server:\n    failover_mode: {failover}\n"));
+        // A list that verifies but expires in a moment, and a file nobody replaces: the proxy
+        // re-reads it every second, and it keeps verifying.
+        let expires_at = now() + 3;
+        authority.publish_expiring(&fixture, false, expires_at);
+        let mut proxy = fixture.start(&[]);
+        let aat = authority.aat(&["read_file"]);
+        let args = json!({});
+        let proof = authority.proof(&aat, "read_file", &args);
+        assert_forwarded(&proxy.call(&call_line(1, "read_file", &args, Some(&aat), Some(&proof))));
+        while now() <= expires_at {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let proof = authority.proof(&aat, "read_file", &args);
+        let answer = proxy.call(&call_line(2, "read_file", &args, Some(&aat), Some(&proof)));
+        if passes {
+            assert_forwarded(&answer);
+        } else {
+            assert_refused(&answer, -32016, "revocation_unavailable");
+            let reason = answer["error"]["data"]["reason"].as_str().unwrap();
+            assert!(reason.contains("expired"), "{answer}");
+        }
+        // A fresh copy of the same list puts it back in force.
+        authority.version -= 1;
+        authority.publish(&fixture, false);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut id = 2;
+        loop {
+            id += 1;
+            let proof = authority.proof(&aat, "read_file", &args);
+            let answer = proxy.call(&call_line(id, "read_file", &args, Some(&aat), Some(&proof)));
+            if answer.get("result").is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the fresh copy was not taken: {answer}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        proxy.finish();
+    }
+}
+
+#[test]
+fn a_signed_list_that_expired_before_the_start_fails_closed() {
+    let (fixture, mut authority) = fixture("", "", "");
+    authority.version -= 1;
+    authority.publish_expiring(&fixture, false, now() - 60);
+    let mut proxy = fixture.start(&[]);
+    let aat = authority.aat(&["read_file"]);
+    let args = json!({});
+    let proof = authority.proof(&aat, "read_file", &args);
+    let answer = proxy.call(&call_line(1, "read_file", &args, Some(&aat), Some(&proof)));
+    assert_refused(&answer, -32016, "revocation_unavailable");
+    proxy.finish();
+}
+
+#[test]
+fn a_signed_list_without_an_expiry_is_refused() {
+    let fixture = Fixture::new("  allowed_tools: []\n");
+    let authority = Authority::new(&fixture);
+    fixture.write_policy(&support::policy_yaml(&spec(&fixture, "", "", "")));
+    // What an earlier registry signed: the bare list.
+    let at = time::OffsetDateTime::from_unix_timestamp(now()).unwrap();
+    let bare = aip_aat::jcs::to_vec(&RevocationList::empty(1, at)).unwrap();
+    let jws = aip_aat::jws::sign("aip-revocations+jwt", &bare, &authority.issuer, false).unwrap();
+    std::fs::write(fixture.path("revocations.jws"), jws).unwrap();
+    let policy = fixture.policy().display().to_string();
+    let out = support::run(["--policy", policy.as_str(), "--target", &fixture.target()], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("issued_at/expires_at"), "{stderr}");
 }
 
 #[test]

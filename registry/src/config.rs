@@ -16,6 +16,14 @@ pub struct CertificateSettings {
     /// CRL validity (`nextUpdate - thisUpdate`); a new CRL is made after half of it.
     #[serde(default = "default_crl_validity")]
     pub crl_validity: String,
+    /// Validity of a signed revocation list (`expires_at - issued_at`); the list is signed
+    /// anew after half of it.
+    #[serde(default = "default_revocation_list_validity")]
+    pub revocation_list_validity: String,
+}
+
+fn default_revocation_list_validity() -> String {
+    "1h".into()
 }
 
 fn default_agent_validity() -> String {
@@ -30,6 +38,7 @@ impl Default for CertificateSettings {
         Self {
             agent_validity: default_agent_validity(),
             crl_validity: default_crl_validity(),
+            revocation_list_validity: default_revocation_list_validity(),
         }
     }
 }
@@ -100,6 +109,8 @@ pub struct RegistrySettings {
     pub agent_cert_validity: i64,
     /// CRL validity in seconds.
     pub crl_validity: i64,
+    /// Signed revocation list validity in seconds.
+    pub revocation_list_validity: i64,
     /// Key grace period in seconds.
     pub key_grace_period: i64,
     /// AID attestation validity in seconds.
@@ -139,6 +150,12 @@ impl RegistrySettings {
                 397 * 86_400,
             )?,
             crl_validity: duration("certificates.crl_validity", &certificates.crl_validity, 60, 7 * 86_400)?,
+            revocation_list_validity: duration(
+                "certificates.revocation_list_validity",
+                &certificates.revocation_list_validity,
+                60,
+                7 * 86_400,
+            )?,
             key_grace_period: duration("agents.key_grace_period", &agents.key_grace_period, 0, 30 * 86_400)?,
             attestation_ttl: duration("agents.attestation_ttl", &agents.attestation_ttl, 60, 30 * 86_400)?,
             request_proof_max_age: 300,
@@ -187,6 +204,29 @@ mod tests {
         assert_eq!(settings.crl_url(), "https://aip.example:8443/v1/crl");
         assert_eq!(settings.agent_cert_validity, 86_400);
         assert_eq!(settings.key_grace_period, 3_600);
+        assert_eq!(settings.revocation_list_validity, 3_600);
+    }
+
+    #[test]
+    fn the_signed_list_validity_is_bounded() {
+        let (mut certificates, agents) = (CertificateSettings::default(), AgentSettings::default());
+        for (text, ok) in [
+            ("1m", true),
+            ("7d", true),
+            ("59s", false),
+            ("8d", false),
+            ("soon", false),
+        ] {
+            certificates.revocation_list_validity = text.into();
+            let result = RegistrySettings::from_config(config(&certificates, &agents));
+            match result {
+                Ok(s) => assert!(ok, "{text} accepted as {}", s.revocation_list_validity),
+                Err(e) => {
+                    assert!(!ok, "{text}: {e}");
+                    assert_eq!(e.member, "certificates.revocation_list_validity");
+                }
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use aip_aat::aid::AgentIdentityDocument;
 use aip_aat::keys::{Algorithm, JwkSet, Jwks, KeyPair};
-use aip_aat::revocation::RevocationList;
+use aip_aat::revocation::{RevocationList, SignedRevocationList};
 use axum::http::{Method, StatusCode};
 use common::{NOW, TestRegistry};
 use serde_json::{Value, json};
@@ -70,8 +70,8 @@ async fn registration_lookup_and_revocation(r: TestRegistry) {
     assert_eq!(parsed.revoked_agents[0].reason.as_deref(), Some("retired"));
 
     let signed = r.call(Method::GET, "/v1/revocations.jws", Some(&r.admin), None).await;
-    let verified = RevocationList::verify_signed(std::str::from_utf8(&signed.body).unwrap(), &keys).unwrap();
-    assert_eq!(verified, parsed);
+    let verified = SignedRevocationList::verify(std::str::from_utf8(&signed.body).unwrap(), &keys).unwrap();
+    assert_eq!(verified.list, parsed);
 
     let crl = r.call(Method::GET, "/v1/crl", None, None).await;
     assert_eq!(crl.status, StatusCode::OK);

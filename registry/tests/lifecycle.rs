@@ -392,6 +392,17 @@ async fn key_rotation(r: TestRegistry) {
     );
     assert_eq!(certificates[1]["state"], "valid");
 
+    // The revocation list names the rotated-out key and the end of its grace, so that
+    // verifiers without agent lookups refuse AATs bound to it afterwards.
+    let list = r
+        .call(Method::GET, "/v1/revocations", Some(&r.admin), None)
+        .await
+        .json();
+    assert_eq!(
+        list["superseded_keys"],
+        json!([{"agent_id": id.as_str(), "key_thumbprint": old.public_key().thumbprint().as_str(), "valid_until": rfc3339(now + HOUR)}])
+    );
+
     // The request cannot be replayed.
     let before = state(&r, &id).await;
     // (The old key that signed it is no longer current, so its proof no longer verifies.)

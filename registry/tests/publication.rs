@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use aip_aat::clock::Clock as _;
 use aip_aat::keys::{JwkSet, Jwks, KeyPair};
-use aip_aat::revocation::RevocationList;
+use aip_aat::revocation::{RevocationList, SignedRevocationList};
 use axum::body::{Body, BodyDataStream};
 use axum::http::{Method, Request, StatusCode};
 use base64::Engine as _;
@@ -219,10 +219,10 @@ async fn signed_list_verifies(r: TestRegistry) {
         assert_eq!(reply.headers["content-type"], "application/jose");
         assert_ne!(reply.body, before.body);
         let jws = std::str::from_utf8(&reply.body).unwrap();
-        let verified = RevocationList::verify_signed(jws, &keys).unwrap();
+        let verified = SignedRevocationList::verify(jws, &keys).unwrap();
         let json: RevocationList =
             serde_json::from_slice(&r.call(Method::GET, "/v1/revocations", Some(&r.admin), None).await.body).unwrap();
-        assert_eq!(verified, json);
+        assert_eq!(verified.list, json);
 
         // The header names the registry key.
         let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -244,12 +244,12 @@ async fn signed_list_verifies(r: TestRegistry) {
         let text = String::from_utf8(payload.clone()).unwrap();
         payload = text.replace(a.as_str(), &a.replace('a', "b")).into_bytes();
         parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload);
-        assert!(RevocationList::verify_signed(&parts.join("."), &keys).is_err());
+        assert!(SignedRevocationList::verify(&parts.join("."), &keys).is_err());
         // And another registry's keys do not verify it.
         let stranger = JwkSet::from_keys([key().public_key()]);
-        assert!(RevocationList::verify_signed(jws, &stranger).is_err());
+        assert!(SignedRevocationList::verify(jws, &stranger).is_err());
     }
-    let verified = RevocationList::verify_signed(
+    let verified = SignedRevocationList::verify(
         std::str::from_utf8(
             &r.call(Method::GET, "/v1/revocations.jws", Some(&r.admin), None)
                 .await
@@ -258,13 +258,61 @@ async fn signed_list_verifies(r: TestRegistry) {
         .unwrap(),
         &keys,
     )
-    .unwrap();
+    .unwrap()
+    .list;
     assert_eq!(verified.version, 2);
     assert_eq!(verified.suspended_agents[0].agent_id.as_str(), a);
     assert_eq!(verified.revoked_agents[0].agent_id.as_str(), b);
     assert_eq!(verified.updated_at.unix_timestamp(), NOW);
 }
 with_registry!(signed_list, signed_list_verifies);
+
+async fn signed_jws(r: &TestRegistry, keys: &JwkSet) -> SignedRevocationList {
+    let reply = r.call(Method::GET, "/v1/revocations.jws", Some(&r.admin), None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    SignedRevocationList::verify(std::str::from_utf8(&reply.body).unwrap(), keys).unwrap()
+}
+
+/// The signed list carries its issue time and expiry (default validity 1 h), and is signed
+/// anew once half of the validity has passed: a copy fetched before the old one runs out
+/// always has at least half of the validity left.
+async fn signed_list_is_re_signed_before_it_expires(r: TestRegistry) {
+    let keys = jwk_set(&r).await;
+    let validity = 3_600;
+    let first = signed_jws(&r, &keys).await;
+    let (issued, expires) = (first.issued_at.unix_timestamp(), first.expires_at.unix_timestamp());
+    assert_eq!(expires - issued, validity);
+    assert!(issued <= NOW && expires - NOW >= validity / 2, "{issued} {expires}");
+    assert!(!first.is_expired(NOW));
+
+    // Within the same half: the same copy.
+    r.clock.set(issued + validity / 2 - 1);
+    assert_eq!(signed_jws(&r, &keys).await, first);
+
+    // Half-way: a new copy, signed well before the first runs out.
+    let mut previous = first;
+    for _ in 0..3 {
+        r.clock.set(previous.issued_at.unix_timestamp() + validity / 2);
+        let now = r.clock.now();
+        assert!(!previous.is_expired(now));
+        let next = signed_jws(&r, &keys).await;
+        assert_eq!(next.list, previous.list);
+        assert_eq!(next.issued_at.unix_timestamp(), now);
+        assert_eq!(next.expires_at.unix_timestamp(), now + validity);
+        assert!(next.expires_at > previous.expires_at);
+        previous = next;
+    }
+
+    // A change signs at once, issued at the change.
+    let (a, _) = register(&r, "alpha").await;
+    r.clock.advance(5);
+    change(&r, &a, "suspend", None).await;
+    let changed = signed_jws(&r, &keys).await;
+    assert_eq!(changed.list.suspended_agents.len(), 1);
+    assert_eq!(changed.issued_at.unix_timestamp(), r.clock.now());
+    assert_eq!(changed.expires_at.unix_timestamp(), r.clock.now() + validity);
+}
+with_registry!(signed_list_expiry, signed_list_is_re_signed_before_it_expires);
 
 // ---------------------------------------------------------------------------------------------
 // The event stream

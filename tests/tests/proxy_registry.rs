@@ -4,7 +4,8 @@
 //! restart of the authority on the same port), 304 answers keeping the data fresh and a
 //! vanished registry making it stale, `online` mode asking on every check and failing fast,
 //! and `crl` mode reading signed lists fetched from `/v1/revocations.jws`, refusing tampered
-//! and older files, with keys from a JWKS file and no network at all.
+//! and older files, with keys from a JWKS file and no network at all. And the real `aip-proxy`
+//! refusing, once the rotation's grace period has ended, an AAT bound to a rotated-out key.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 use std::fs::File;
@@ -603,4 +604,150 @@ fn crl_mode_loads_signed_lists_from_files_without_network() {
     for reason in failures(&events) {
         assert!(reason.starts_with(&crl.display().to_string()), "{reason}");
     }
+}
+
+/// A `tools/call` line for `read_file` carrying `aat` and a fresh proof by `key`.
+fn read_file_call(id: u64, aat: &str, key: &aip_aat::keys::KeyPair) -> String {
+    let args = serde_json::json!({"path": "notes.txt"});
+    let call = aip_aat::proof::Call::tools_call("read_file", Some(&args));
+    let now = aip_aat::clock::Clock::now(&SystemClock);
+    let proof = aip_aat::proof::create_proof(key, aat, &call, AUDIENCE, now).unwrap();
+    serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "method": "tools/call",
+        "params": {"name": "read_file", "arguments": args, "_aip_aat": aat, "_aip_proof": proof},
+    })
+    .to_string()
+}
+
+/// A real `aip-proxy` over the fake MCP server, answering one line at a time.
+struct StdioProxy {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl StdioProxy {
+    fn start(policy: &Path, server_log: &Path) -> Self {
+        use std::io::BufRead as _;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fakes/mcp_echo.py");
+        let mut child = aip_tests::isolated(aip_tests::aip_proxy())
+            .args(["--policy", policy.to_str().unwrap(), "--target"])
+            .arg(format!("python3 {} {}", script.display(), server_log.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, stdin, lines }
+    }
+
+    fn call(&mut self, line: &str) -> Value {
+        use std::io::Write as _;
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+        let answer = self
+            .lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("no answer from aip-proxy");
+        serde_json::from_str(&answer).unwrap()
+    }
+}
+
+impl Drop for StdioProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_aat_bound_to_a_rotated_out_key_is_refused_once_the_grace_period_ends() {
+    const GRACE_SECS: i64 = 6;
+    let mut authority = Authority::create();
+    // A short grace period: `[agents] key_grace_period` in aip.toml, read at start.
+    authority.stop();
+    let config = authority.dir.join("aip.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let short = text.replace(
+        "key_grace_period = \"1h\"",
+        &format!("key_grace_period = \"{GRACE_SECS}s\""),
+    );
+    assert_ne!(short, text, "no key_grace_period in {text}");
+    std::fs::write(&config, short).unwrap();
+    authority.start();
+
+    let (_, bot_dir) = authority.register("rotor", true);
+    let old_aat = authority.token(&bot_dir);
+    let old_key = aip_aat::keyfile::read(&bot_dir.join("agent.key"), None).unwrap();
+
+    let policy = authority.tmp.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: aip.io/v1alpha3\nkind: AgentPolicy\nmetadata:\n  name: {AUDIENCE}\nspec:\n  allowed_tools: \
+             [read_file]\n  registry:\n    enabled: true\n    endpoint: \"{}\"\n{}    revocation:\n      mode: \
+             cached\n      check_interval: 1s\n  aat:\n    enabled: true\n    require: true\n",
+            authority.url,
+            reader_auth(&authority.reader),
+        ),
+    )
+    .unwrap();
+    let mut proxy = StdioProxy::start(&policy, &authority.tmp.path().join("server.log"));
+    let forwarded = |answer: &Value| answer.get("result").is_some();
+    let answer = proxy.call(&read_file_call(1, &old_aat, &old_key));
+    assert!(forwarded(&answer), "{answer}");
+
+    // The rotation: the old key stays valid for the grace period.
+    let rotated = json(run(&[
+        "agents",
+        "rotate-key",
+        "--agent-dir",
+        bot_dir.to_str().unwrap(),
+        "--registry",
+        &authority.url,
+        "--insecure-no-passphrase",
+        "--json",
+    ]));
+    assert!(rotated["previous_key_valid_until"].is_string(), "{rotated}");
+    // The revocation list names the old key and the end of its grace period.
+    let (status, body) = authority.get("/v1/revocations", Some(&authority.reader));
+    assert_eq!(status, 200, "{body}");
+    let list: aip_aat::revocation::RevocationList = serde_json::from_str(&body).unwrap();
+    let superseded = &list.superseded_keys[..];
+    assert_eq!(superseded.len(), 1, "{body}");
+    assert_eq!(&superseded[0].key_thumbprint, old_key.key_id());
+    let grace_end = superseded[0].valid_until.unix_timestamp();
+    let now = || aip_aat::clock::Clock::now(&SystemClock);
+
+    // During the grace period the proxy, which has the new list (the stream announced the
+    // rotation), still accepts the old key's AAT.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(now() < grace_end, "the grace period ran out before the check");
+    let answer = proxy.call(&read_file_call(2, &old_aat, &old_key));
+    assert!(forwarded(&answer), "{answer}");
+
+    // Once it has ended: refused, though the AAT has not expired.
+    while now() <= grace_end {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let answer = proxy.call(&read_file_call(3, &old_aat, &old_key));
+    assert_eq!(answer["error"]["code"], -32016, "{answer}");
+    assert_eq!(answer["error"]["data"]["aat_error"], "agent_key_mismatch", "{answer}");
+
+    // An AAT for the new key passes.
+    let new_aat = authority.token(&bot_dir);
+    let new_key = aip_aat::keyfile::read(&bot_dir.join("agent.key"), None).unwrap();
+    assert_ne!(new_key.key_id(), old_key.key_id());
+    let answer = proxy.call(&read_file_call(4, &new_aat, &new_key));
+    assert!(forwarded(&answer), "{answer}");
 }

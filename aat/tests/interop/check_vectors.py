@@ -9,10 +9,16 @@ Usage: check_vectors.py VECTOR_DIR
 * proof.json: every `valid` proof verifies under the JWK embedded in its header, that JWK's
   thumbprint is the AAT's `cnf.jkt`, and `ath` / `args_hash` are recomputed independently.
   Bad-signature proofs are refused.
+* revocations.json: every signed revocation list that must verify does (its JWKS `kid` being
+  the key's thumbprint, `typ` aip-revocations+jwt), and its payload carries `issued_at` and
+  `expires_at` (RFC 3339): for `valid`, issued_at <= now < expires_at and the payload is the
+  vector's `payload`; for `expired`, now >= expires_at; for `no_expiry`, the members are
+  absent. A bad signature is refused.
 
 Exit status 0 when everything agrees; otherwise each disagreement is printed.
 """
 import base64
+import datetime
 import hashlib
 import json
 import pathlib
@@ -119,6 +125,54 @@ def check_proofs(vectors, failures):
     return checked
 
 
+def rfc3339(text: str) -> int:
+    return int(datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+
+
+def check_revocation_lists(vectors, failures):
+    checked = 0
+    for v in vectors:
+        name, expect, now = v["name"], v["expect"], v["now"]
+        keys = KeySet.import_key_set(v["jwks"])
+        for jwk in v["jwks"]["keys"]:
+            if import_jwk(jwk).thumbprint() != jwk["kid"]:
+                failures.append(f"revocations/{name}: kid {jwk['kid']} is not the RFC 7638 thumbprint")
+        header = json.loads(base64.urlsafe_b64decode(v["signed"].split(".")[0] + "=="))
+        key = keys.get_by_kid(header["kid"])
+        try:
+            verified = jws.deserialize_compact(v["signed"], key, algorithms=ALGORITHMS)
+        except (JoseError, ValueError) as e:
+            if expect == "signature_invalid":
+                checked += 1
+            else:
+                failures.append(f"revocations/{name}: joserfc refused a list that verifies: {e!r}")
+            continue
+        if expect == "signature_invalid":
+            failures.append(f"revocations/{name}: joserfc accepted a list whose signature must fail")
+            continue
+        payload = json.loads(verified.payload)
+        wrong = []
+        if header.get("typ") != "aip-revocations+jwt":
+            wrong.append("typ")
+        if expect == "no_expiry":
+            if "issued_at" in payload or "expires_at" in payload:
+                wrong.append("members present")
+        else:
+            issued, expires = rfc3339(payload["issued_at"]), rfc3339(payload["expires_at"])
+            if expect == "valid":
+                if not issued <= now < expires:
+                    wrong.append("validity window")
+                if payload != v["payload"]:
+                    wrong.append("payload")
+            elif expect == "expired" and not now >= expires:
+                wrong.append("not expired")
+        if wrong:
+            failures.append(f"revocations/{name}: independent check disagrees on {', '.join(wrong)}")
+        else:
+            checked += 1
+    return checked
+
+
 def main() -> int:
     if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
@@ -127,9 +181,13 @@ def main() -> int:
     failures = []
     aats = check_aats(json.loads((directory / "aat.json").read_text()), failures)
     proofs = check_proofs(json.loads((directory / "proof.json").read_text()), failures)
+    lists = check_revocation_lists(json.loads((directory / "revocations.json").read_text()), failures)
     for failure in failures:
         print(failure)
-    print(f"joserfc agrees on {aats} AAT vectors and {proofs} proof vectors; {len(failures)} disagreements")
+    print(
+        f"joserfc agrees on {aats} AAT vectors and {proofs} proof vectors and {lists} revocation list vectors; "
+        f"{len(failures)} disagreements"
+    )
     return 1 if failures else 0
 
 

@@ -105,6 +105,15 @@ pub enum LinkError {
         /// The bound, in milliseconds.
         max_ms: u128,
     },
+    /// The signed revocation list in force is past its `expires_at`: the registry has signed a
+    /// newer copy since, which the file should have been replaced with.
+    #[error(
+        "revocation data is stale: the signed list in force expired at {expires_at} (replace the file with a fresh copy of /v1/revocations.jws)"
+    )]
+    Expired {
+        /// Its `expires_at`, RFC 3339.
+        expires_at: String,
+    },
     /// The registry did not answer within [`CALL_TIMEOUT`].
     #[error("registry {what} did not complete within {} ms", CALL_TIMEOUT.as_millis())]
     Timeout {
@@ -117,4 +126,15 @@ pub enum LinkError {
     /// The link was shut down, or could not start its thread.
     #[error("registry link is stopped")]
     Stopped,
+}
+
+impl LinkError {
+    /// [`LinkError::Expired`] for a list that expired at `expires_at` (Unix time).
+    pub(super) fn expired(expires_at: i64) -> Self {
+        let expires_at = time::OffsetDateTime::from_unix_timestamp(expires_at)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| expires_at.to_string());
+        Self::Expired { expires_at }
+    }
 }

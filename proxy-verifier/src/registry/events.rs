@@ -49,6 +49,8 @@ pub struct ListCounts {
     pub users_revoked: usize,
     /// Suspended agents.
     pub agents_suspended: usize,
+    /// Agent keys replaced by a rotation.
+    pub keys_superseded: usize,
 }
 
 impl From<&RevocationList> for ListCounts {
@@ -59,6 +61,7 @@ impl From<&RevocationList> for ListCounts {
             sessions_revoked: list.revoked_sessions.len(),
             users_revoked: list.revoked_users.len(),
             agents_suspended: list.suspended_agents.len(),
+            keys_superseded: list.superseded_keys.len(),
         }
     }
 }

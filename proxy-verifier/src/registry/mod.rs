@@ -28,9 +28,11 @@
 //! is held whole and limited to [`MAX_KEYS`], and each mode loads the revocation list whole
 //! (limited to [`MAX_LIST_BYTES`]).
 //!
-//! In `crl` mode the freshness clock is the last file read that verified: a file the updater
-//! stops replacing stays fresh as long as it verifies, while a broken or forged one makes the
-//! data stale after `max_staleness`.
+//! In `crl` mode the freshness clock is the last file read that verified, and the signed list
+//! carries its own expiry (`expires_at`): the data is stale after `max_staleness` without a
+//! good read, or once the list in force has expired, whichever comes first. A file the
+//! updater stops replacing is thus trusted until its list expires, never longer; a broken or
+//! forged one makes the data stale after `max_staleness`.
 //!
 //! # Files
 //!
@@ -61,6 +63,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aip_aat::clock::{Clock, SystemClock};
 use aip_aat::ids::{AgentId, Jti, KeyId};
 use aip_aat::keys::{JwkSet, KeyResolver, PublicKey};
 use aip_aat::revocation::RevocationIndex;
@@ -122,17 +125,28 @@ impl RegistryLink {
         settings: &RegistrySettings,
         on_event: Box<dyn Fn(RegistryEvent) + Send + Sync>,
     ) -> Result<Arc<Self>, LinkError> {
+        Self::start_with_clock(settings, on_event, Arc::new(SystemClock))
+    }
+
+    /// As [`RegistryLink::start`], reading wall-clock time (the expiry of signed lists) from
+    /// `clock`.
+    pub fn start_with_clock(
+        settings: &RegistrySettings,
+        on_event: Box<dyn Fn(RegistryEvent) + Send + Sync>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, LinkError> {
         let config = Config::from_settings(settings);
         let http = Http::new(settings)?;
-        let shared = Arc::new(Shared::new(config, http, on_event));
+        let shared = Arc::new(Shared::new(config, http, clock, on_event));
         let worker = Worker::start(&shared)?;
         Ok(Arc::new(Self { shared, worker }))
     }
 
     /// Whether the revocation data may be used for a validation now. `online`: a conditional
     /// request of `/v1/revocations` on every call, answered within [`CALL_TIMEOUT`]; `cached`
-    /// and `crl`: `Ok` when the last successful load is at most `max_staleness` old. On `Err`
-    /// the caller fails closed (or applies its failover mode).
+    /// and `crl`: `Ok` when the last successful load is at most `max_staleness` old and, for a
+    /// signed list, its `expires_at` has not passed. On `Err` the caller fails closed (or
+    /// applies its failover mode).
     pub fn ensure_fresh(&self) -> Result<(), LinkError> {
         match self.shared.config.mode {
             Mode::Online => self.worker.check_online(),
@@ -144,6 +158,11 @@ impl RegistryLink {
                         age_ms: age.as_millis(),
                         max_ms: max.as_millis(),
                     });
+                }
+                if let Some(expires_at) = self.shared.state.expires_at()
+                    && self.shared.clock.now() >= expires_at
+                {
+                    return Err(LinkError::expired(expires_at));
                 }
                 Ok(())
             }
@@ -217,6 +236,9 @@ impl RevocationView for RegistryLink {
     fn is_agent_suspended(&self, agent_id: &AgentId) -> bool {
         self.revocations().is_agent_suspended(agent_id)
     }
+    fn key_valid_until(&self, agent_id: &AgentId, thumbprint: &KeyId) -> Option<i64> {
+        self.revocations().key_valid_until(agent_id, thumbprint)
+    }
 }
 
 #[cfg(test)]
@@ -230,8 +252,7 @@ mod tests {
     use super::*;
     use crate::policy::RevocationMode;
     use aip_aat::keys::{Algorithm, Jwks, KeyPair};
-    use aip_aat::revocation::RevocationList;
-    use aip_aat::revocation::RevokedAgent;
+    use aip_aat::revocation::{RevocationList, RevokedAgent, SignedRevocationList};
     use time::OffsetDateTime;
 
     type Recorded = Arc<Mutex<Vec<RegistryEvent>>>;
@@ -269,6 +290,14 @@ mod tests {
             });
         }
         list
+    }
+
+    /// `list` signed by `signer`, valid for an hour from now.
+    fn sign(list: RevocationList, signer: &KeyPair) -> String {
+        let now = OffsetDateTime::from_unix_timestamp(SystemClock.now()).unwrap();
+        SignedRevocationList::new(list, now, now + time::Duration::hours(1))
+            .sign(signer)
+            .unwrap()
     }
 
     /// Writes `text` to `path` the way an updater should: a new file renamed into place.
@@ -314,7 +343,7 @@ mod tests {
     impl Offline {
         /// Writes `version` of the list, signed by `signer`, and starts a `crl` link on it.
         fn start(&self, version: u64, signer: &KeyPair) -> (Result<RegistryLink, LinkError>, Recorded) {
-            std::fs::write(&self.crl, list(version, &[]).sign(signer).unwrap()).unwrap();
+            std::fs::write(&self.crl, sign(list(version, &[]), signer)).unwrap();
             let (seen, sink) = events();
             let mode = RevocationMode::Crl { path: self.crl.clone() };
             let link = RegistryLink::start(&settings(mode, Some(self.jwks.clone())), sink);
@@ -334,15 +363,15 @@ mod tests {
         assert!(!link.is_agent_revoked(&agent));
 
         // A newer list is picked up on the next re-read.
-        replace(&o.crl, &list(4, &[&agent]).sign(&o.registry_key).unwrap());
+        replace(&o.crl, &sign(list(4, &[&agent]), &o.registry_key));
         wait_for("version 4", || link.status().version == 4);
         assert!(link.is_agent_revoked(&agent));
         assert_eq!(link.status().counts.agents_revoked, 1);
 
         // A tampered file is refused and the list in force stays.
-        let signed = list(5, &[]).sign(&o.registry_key).unwrap();
+        let signed = sign(list(5, &[]), &o.registry_key);
         let parts: Vec<&str> = signed.split('.').collect();
-        let forged_payload = list(9, &[]).sign(&o.registry_key).unwrap();
+        let forged_payload = sign(list(9, &[]), &o.registry_key);
         let forged = format!(
             "{}.{}.{}",
             parts[0],
@@ -359,7 +388,7 @@ mod tests {
         assert!(link.is_agent_revoked(&agent));
 
         // So is an older list, however well signed.
-        replace(&o.crl, &list(2, &[]).sign(&o.registry_key).unwrap());
+        replace(&o.crl, &sign(list(2, &[]), &o.registry_key));
         wait_for("the rollback refusal", || {
             seen.lock()
                 .unwrap()
@@ -374,7 +403,7 @@ mod tests {
         assert!(stale.contains("stale"), "{stale}");
 
         // A good file again: fresh again.
-        replace(&o.crl, &list(4, &[&agent]).sign(&o.registry_key).unwrap());
+        replace(&o.crl, &sign(list(4, &[&agent]), &o.registry_key));
         wait_for("freshness", || link.ensure_fresh().is_ok());
         let updates: Vec<u64> = seen
             .lock()
@@ -394,6 +423,38 @@ mod tests {
         }
         link.shutdown();
         drop(o.dir);
+    }
+
+    #[test]
+    fn crl_mode_goes_stale_when_the_list_in_force_expires() {
+        let o = offline();
+        let clock = Arc::new(aip_aat::clock::FixedClock::new(1_770_000_000));
+        let at = |t: i64| OffsetDateTime::from_unix_timestamp(t).unwrap();
+        let write = |version: u64, expires_at: i64| {
+            let signed = SignedRevocationList::new(list(version, &[]), at(1_770_000_000 - 10), at(expires_at));
+            replace(&o.crl, &signed.sign(&o.registry_key).unwrap());
+        };
+        write(3, 1_770_000_100);
+        let (_, sink) = events();
+        let mut settings = settings(RevocationMode::Crl { path: o.crl.clone() }, Some(o.jwks.clone()));
+        settings.max_staleness = Duration::from_secs(3600);
+        let link = RegistryLink::start_with_clock(&settings, sink, clock.clone()).unwrap();
+        link.ensure_fresh().unwrap();
+        // The file keeps verifying, but the list in force has expired.
+        clock.set(1_770_000_100);
+        let error = link.ensure_fresh().unwrap_err();
+        assert!(matches!(error, LinkError::Expired { .. }), "{error}");
+        assert!(error.to_string().contains("2026-02-02T02:41:40Z"), "{error}");
+        // An older copy of the same version does not shorten the expiry in force; a newer
+        // copy extends it.
+        write(3, 1_770_000_050);
+        write(3, 1_770_000_200);
+        wait_for("the new copy", || link.ensure_fresh().is_ok());
+        clock.set(1_770_000_150);
+        write(3, 1_770_000_120);
+        std::thread::sleep(Duration::from_millis(200));
+        link.ensure_fresh().unwrap();
+        link.shutdown();
     }
 
     #[test]

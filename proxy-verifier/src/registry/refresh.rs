@@ -2,9 +2,12 @@
 //! from `/v1/revocations` (conditionally, once one is loaded) or the signed list file, put in
 //! force through [`State`] and reported as [`RegistryEvent`]s.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use aip_aat::revocation::{RevocationList, SignedListError};
+use aip_aat::clock::Clock;
+
+use aip_aat::revocation::{RevocationList, SignedListError, SignedRevocationList};
 
 use super::config::{Config, Mode};
 use super::error::LinkError;
@@ -21,6 +24,8 @@ pub(super) struct Shared {
     pub(super) config: Config,
     pub(super) http: Http,
     pub(super) state: State,
+    /// Wall-clock time, for the expiry of signed lists.
+    pub(super) clock: Arc<dyn Clock>,
     /// One list request at a time, so each sends the newest ETag and answers arrive in order.
     list_fetch: tokio::sync::Mutex<()>,
     on_event: Box<dyn Fn(RegistryEvent) + Send + Sync>,
@@ -28,11 +33,17 @@ pub(super) struct Shared {
 
 impl Shared {
     /// Nothing loaded yet; `on_event` hears of every load.
-    pub(super) fn new(config: Config, http: Http, on_event: Box<dyn Fn(RegistryEvent) + Send + Sync>) -> Self {
+    pub(super) fn new(
+        config: Config,
+        http: Http,
+        clock: Arc<dyn Clock>,
+        on_event: Box<dyn Fn(RegistryEvent) + Send + Sync>,
+    ) -> Self {
         Self {
             config,
             http,
             state: State::new(),
+            clock,
             list_fetch: tokio::sync::Mutex::new(()),
             on_event,
         }
@@ -101,7 +112,7 @@ impl Shared {
                     source_name: url.clone(),
                     reason: format!("not a revocation list: {e}"),
                 })
-                .and_then(|list| self.install(&list, etag, source, &url)),
+                .and_then(|list| self.install(&list, etag, None, source, &url)),
             Err(e) => Err(e),
         };
         if let Err(e) = &result {
@@ -129,8 +140,21 @@ impl Shared {
             reason: error.to_string(),
         };
         let text = std::str::from_utf8(&bytes).map_err(|_| refused(SignedListError::Malformed("not UTF-8 text")))?;
-        let list = RevocationList::verify_signed(text, &self.state.keys()).map_err(refused)?;
-        self.install(&list, None, UpdateSource::File, &path.display().to_string())
+        let signed = SignedRevocationList::verify(text, &self.state.keys()).map_err(refused)?;
+        let expires_at = signed.expires_at.unix_timestamp();
+        self.install(
+            &signed.list,
+            None,
+            Some(expires_at),
+            UpdateSource::File,
+            &path.display().to_string(),
+        )?;
+        // Put in force all the same (it is the newest data there is), but the link reports
+        // itself stale until a fresh copy arrives.
+        if signed.is_expired(self.clock.now()) {
+            self.check_failed(&LinkError::expired(expires_at));
+        }
+        Ok(())
     }
 
     /// Puts `list` in force (see [`State::install`]) and reports a new version.
@@ -138,10 +162,11 @@ impl Shared {
         &self,
         list: &RevocationList,
         etag: Option<String>,
+        expires_at: Option<i64>,
         source: UpdateSource,
         source_name: &str,
     ) -> Result<(), LinkError> {
-        if let Some(counts) = self.state.install(list, etag, source_name)? {
+        if let Some(counts) = self.state.install(list, etag, expires_at, source_name)? {
             self.emit(RegistryEvent::ListUpdated {
                 mode: self.config.mode.as_str(),
                 version: list.version,

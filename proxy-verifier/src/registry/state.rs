@@ -1,7 +1,7 @@
 //! The keys and the revocation list in force. A list older than the one in force is refused
 //! (rollback); a list at least as new, or a 304, restarts the freshness clock, whose age
 //! [`RegistryLink::ensure_fresh`](super::RegistryLink::ensure_fresh) holds against
-//! `max_staleness`.
+//! `max_staleness`, as it holds the expiry of a signed list against the time.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -29,6 +29,8 @@ struct ListState {
     counts: ListCounts,
     etag: Option<String>,
     loaded_at: Option<Instant>,
+    /// The signed list's `expires_at` (Unix time); `None` for lists fetched unsigned.
+    expires_at: Option<i64>,
 }
 
 impl State {
@@ -79,18 +81,25 @@ impl State {
         lock(&self.list).loaded_at = Some(Instant::now());
     }
 
+    /// The `expires_at` of the signed list in force (Unix time), if it came signed.
+    pub(super) fn expires_at(&self) -> Option<i64> {
+        lock(&self.list).expires_at
+    }
+
     /// Time since the last successful load; `Duration::MAX` before the first.
     pub(super) fn age(&self) -> Duration {
         lock(&self.list).loaded_at.map_or(Duration::MAX, |at| at.elapsed())
     }
 
     /// Puts `list` in force unless it is older than the list in force; either way a list at
-    /// least as new restarts the freshness clock. `Some` with its entries when the version
-    /// changed.
+    /// least as new restarts the freshness clock. `expires_at` is the expiry of a signed
+    /// list: another copy of the version in force can only move it later. `Some` with its
+    /// entries when the version changed.
     pub(super) fn install(
         &self,
         list: &RevocationList,
         etag: Option<String>,
+        expires_at: Option<i64>,
         source_name: &str,
     ) -> Result<Option<ListCounts>, LinkError> {
         let mut state = lock(&self.list);
@@ -107,6 +116,10 @@ impl State {
             *self.index.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(RevocationIndex::from(list));
             state.counts = counts;
         }
+        state.expires_at = match (changed, state.expires_at, expires_at) {
+            (false, Some(held), Some(offered)) => Some(held.max(offered)),
+            _ => expires_at,
+        };
         state.loaded = true;
         state.version = list.version;
         state.etag = etag;

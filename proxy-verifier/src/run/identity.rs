@@ -43,12 +43,13 @@ pub(super) fn start_identity(
                 record.revocation_list_version = Some(version);
                 record.reason = Some(format!(
                     "list version {version} from {source}: {} agents revoked, {} suspended, {} AATs, {} \
-                     sessions, {} users",
+                     sessions, {} users, {} superseded keys",
                     counts.agents_revoked,
                     counts.agents_suspended,
                     counts.aats_revoked,
                     counts.sessions_revoked,
-                    counts.users_revoked
+                    counts.users_revoked,
+                    counts.keys_superseded
                 ));
             }
             RegistryEvent::CheckFailed { mode, reason } => {
@@ -68,7 +69,7 @@ pub(super) fn start_identity(
         }
         events.record(record);
     });
-    let link = RegistryLink::start(registry, on_event)?;
+    let link = RegistryLink::start_with_clock(registry, on_event, Arc::clone(clock))?;
     let (snapshot_link, fresh_link) = (Arc::clone(&link), Arc::clone(&link));
     let revocation = RevocationSource {
         snapshot: Arc::new(move || snapshot_link.revocations()),

@@ -80,13 +80,13 @@ pub(super) async fn revocations(
 
 pub(super) async fn revocations_jws(State(registry): State<Arc<Registry>>, caller: Caller) -> ApiResult<Response> {
     caller.reader()?;
-    let list = registry.published_list().await?;
+    let signed = registry.signed_list().await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/jose"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        list.jws.clone(),
+        signed.jws.clone(),
     )
         .into_response())
 }

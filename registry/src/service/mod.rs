@@ -24,4 +24,4 @@ pub use credentials::{ACCESS_TOKEN_PREFIX, REGISTRATION_TOKEN_PREFIX};
 pub use error::RegistryError;
 pub use principal::Principal;
 pub use publication::MAX_REVOCATION_ENTRIES;
-pub use state::{PublishedList, Registry, TokenKeys};
+pub use state::{PublishedList, Registry, SignedList, TokenKeys};

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aip_aat::aid::AID_VERSION;
 use aip_aat::keys::{Algorithm, Jwks};
+use aip_aat::revocation::SignedRevocationList;
 use aip_api::registry::{Discovery, PublishRevocationsRequest};
 use aip_db::audit::AuditEntry;
 use serde_json::json;
@@ -16,15 +17,30 @@ use tokio::sync::broadcast;
 use super::checks::{check_field, check_reason};
 use super::error::RegistryError;
 use super::principal::Principal;
-use super::state::{PublishedList, Registry};
+use super::state::{PublishedList, Registry, SignedList};
 use crate::metrics as m;
 use crate::store::{StoredCrl, StoredEvent};
 
 /// The most entries one `POST /v1/revocations` may list.
 pub const MAX_REVOCATION_ENTRIES: usize = 100_000;
 
+/// The `issued_at` of a signed copy of a list last changed at `updated_at`, signed at `now`
+/// with `validity` seconds of validity: the start of the current half-validity window (windows
+/// counted from the Unix epoch), or the list's change if that came later. A copy signed in a
+/// window thus expires at least half a validity after the window ends, and replicas that sign
+/// the same list within the same window agree on its times.
+fn signing_window(now: i64, updated_at: i64, validity: i64) -> i64 {
+    let half = (validity / 2).max(1);
+    let window_start = now - now.rem_euclid(half);
+    window_start.max(updated_at.min(now))
+}
+
+fn unix_to_datetime(at: i64) -> Result<time::OffsetDateTime, RegistryError> {
+    time::OffsetDateTime::from_unix_timestamp(at).map_err(RegistryError::internal)
+}
+
 impl Registry {
-    /// The revocation list, its JSON and its signed form, for the current version.
+    /// The revocation list and its JSON, for the current version.
     pub async fn published_list(&self) -> Result<Arc<PublishedList>, RegistryError> {
         let version = self.store.revocation_version().await?;
         if let Some(cached) = self.published.lock().unwrap_or_else(PoisonError::into_inner).as_ref()
@@ -34,19 +50,54 @@ impl Registry {
         }
         let list = self.store.revocation_list(self.clock.now()).await?;
         let json = serde_json::to_vec(&list).map_err(RegistryError::internal)?;
-        let jws = list.sign(&*self.registry_key).map_err(RegistryError::internal)?;
         let published = Arc::new(PublishedList {
             version: list.version,
             etag: format!("\"{}\"", list.version),
             json,
-            jws,
+            list,
         });
-        metrics::gauge!(m::REVOCATION_VERSION).set(list.version as f64);
+        metrics::gauge!(m::REVOCATION_VERSION).set(published.version as f64);
         let mut cache = self.published.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.as_ref().is_none_or(|c| c.version < published.version) {
             *cache = Some(published.clone());
         }
         Ok(published)
+    }
+
+    /// The signed copy of the current list (`GET /v1/revocations.jws`): signed anew when the
+    /// list changed or half of `revocation_list_validity` has passed, so a copy fetched at any
+    /// time has at least half of it left. Its `issued_at` depends only on the list and the
+    /// time (its signing window), so every replica signs the same list at the same time
+    /// with the same `issued_at` and `expires_at`.
+    pub async fn signed_list(&self) -> Result<Arc<SignedList>, RegistryError> {
+        let published = self.published_list().await?;
+        let now = self.clock.now();
+        let validity = self.settings.revocation_list_validity;
+        let issued_at = signing_window(now, published.list.updated_at.unix_timestamp(), validity);
+        let current = |s: &SignedList| s.version >= published.version && s.issued_at >= issued_at;
+        if let Some(cached) = self.signed.lock().unwrap_or_else(PoisonError::into_inner).as_ref()
+            && current(cached)
+        {
+            return Ok(cached.clone());
+        }
+        let expires_at = issued_at.saturating_add(validity);
+        let copy = SignedRevocationList::new(
+            published.list.clone(),
+            unix_to_datetime(issued_at)?,
+            unix_to_datetime(expires_at)?,
+        );
+        let jws = copy.sign(&*self.registry_key).map_err(RegistryError::internal)?;
+        let signed = Arc::new(SignedList {
+            version: published.version,
+            issued_at,
+            expires_at,
+            jws,
+        });
+        let mut cache = self.signed.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.as_ref().is_none_or(|c| !current(c)) {
+            *cache = Some(signed.clone());
+        }
+        Ok(signed)
     }
 
     /// The current CRL (DER), made anew when revocations changed or it is half-way to
@@ -243,6 +294,29 @@ impl Registry {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signing_window;
+
+    #[test]
+    fn signing_windows_are_shared_and_leave_half_the_validity() {
+        let validity = 3_600;
+        // Within one half-hour window every signer picks the window's start.
+        assert_eq!(signing_window(1_800, 0, validity), 1_800);
+        assert_eq!(signing_window(3_599, 0, validity), 1_800);
+        assert_eq!(signing_window(3_600, 0, validity), 3_600);
+        // A change inside the window moves the issue time to the change.
+        assert_eq!(signing_window(3_000, 2_000, validity), 2_000);
+        // Never after the signer's own time, whatever the list says.
+        assert_eq!(signing_window(3_000, 9_000, validity), 3_000);
+        // Whenever signed, at least half the validity is left until expiry.
+        for now in (0..20_000).step_by(97) {
+            let issued = signing_window(now, 0, validity);
+            assert!(issued <= now && issued + validity - now >= validity / 2, "{now}");
         }
     }
 }

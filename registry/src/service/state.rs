@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use aip_aat::clock::Clock;
 use aip_aat::keys::{PublicKey, Signer};
+use aip_aat::revocation::RevocationList;
 use aip_api::registry::IssuerEndpoints;
 use tokio::sync::{Notify, broadcast};
 
@@ -28,7 +29,20 @@ pub struct PublishedList {
     pub etag: String,
     /// The JSON document.
     pub json: Vec<u8>,
-    /// The same list signed by the registry key (compact JWS).
+    /// The list itself, for its signed copies.
+    pub list: RevocationList,
+}
+
+/// A signed copy of the revocation list (`GET /v1/revocations.jws`).
+#[derive(Debug)]
+pub struct SignedList {
+    /// The list version.
+    pub version: u64,
+    /// When the copy was signed (Unix time).
+    pub issued_at: i64,
+    /// Until when it may be trusted (Unix time).
+    pub expires_at: i64,
+    /// The compact JWS.
     pub jws: String,
 }
 
@@ -50,6 +64,7 @@ pub struct Registry {
     /// Wakes the background work when this process changed revocation data.
     pub(super) pump: Notify,
     pub(super) published: Mutex<Option<Arc<PublishedList>>>,
+    pub(super) signed: Mutex<Option<Arc<SignedList>>>,
     pub(super) crl: Mutex<Option<Arc<StoredCrl>>>,
     pub(super) crl_generation: tokio::sync::Mutex<()>,
     /// Recently seen access tokens, by digest.
@@ -87,6 +102,7 @@ impl Registry {
             events: broadcast::channel(EVENT_BUFFER).0,
             pump: Notify::new(),
             published: Mutex::new(None),
+            signed: Mutex::new(None),
             crl: Mutex::new(None),
             crl_generation: tokio::sync::Mutex::new(()),
             access_tokens: Mutex::new(HashMap::new()),

@@ -1,7 +1,10 @@
 //! What the registry publishes about revocation: the list, its events, the CRL.
 
 use aip_aat::ids::AgentId;
-use aip_aat::revocation::{RevocationList, RevokedAat, RevokedAgent, RevokedSession, RevokedUser, SuspendedAgent};
+use aip_aat::revocation::{
+    RevocationList, RevokedAat, RevokedAgent, RevokedSession, RevokedUser, SupersededKey, SuspendedAgent,
+};
+use aip_aat::token::MAX_LIFETIME_SECS;
 use aip_api::registry::{PublishRevocationsRequest, RevokedEntryBody};
 use aip_db::Lock;
 use aip_db::audit::AuditEntry;
@@ -152,6 +155,27 @@ impl RevocationStore for SqlStore {
                 user_id,
                 revoked_at,
                 reason,
+            });
+        }
+        // Keys replaced by a rotation, until no AAT bound to one can still be unexpired: such
+        // an AAT was issued before its grace period ended and lives at most
+        // MAX_LIFETIME_SECS.
+        let lifetime = i64::try_from(MAX_LIFETIME_SECS).unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "SELECT agent_id, thumbprint, valid_until FROM agent_keys \
+             WHERE valid_until IS NOT NULL AND valid_until > $1 ORDER BY agent_id, thumbprint",
+        )
+        .bind(now.saturating_sub(lifetime))
+        .fetch_all(self.db.reader())
+        .await
+        .map_err(stored)?;
+        for row in &rows {
+            let agent_id: String = row.try_get("agent_id").map_err(stored)?;
+            let thumbprint: String = row.try_get("thumbprint").map_err(stored)?;
+            list.superseded_keys.push(SupersededKey {
+                agent_id: agent_id.parse().map_err(|_| StoreError::Corrupt("agent_id"))?,
+                key_thumbprint: thumbprint.parse().map_err(|_| StoreError::Corrupt("thumbprint"))?,
+                valid_until: rfc3339(row.try_get("valid_until").map_err(stored)?)?,
             });
         }
         Ok(list)
