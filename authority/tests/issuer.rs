@@ -351,6 +351,44 @@ async fn refresh(t: TestRegistry) {
 }
 with_registry!(refresh_rotates_and_reuse_revokes_the_session, refresh);
 
+async fn refresh_reports_denials(t: TestRegistry) {
+    let env = Env::new(t).await;
+    let agent_key = key();
+    let agent = env.agent(&agent_key, false).await;
+    let alice = env.user("alice", &["*"]).await;
+    let (status, first) = env
+        .token(&agent_key, &agent, tools(api_key(&alice), &["read_file"]))
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["capabilities_granted"]["tools"], json!(["read_file"]));
+
+    // The refresh asks for more than the session holds: the session's tools are granted and
+    // the rest is reported as denied, never as granted.
+    let refresh = json!({"grant_type": "aat_refresh", "refresh_token": first["refresh_token"]});
+    let (status, second) = env
+        .token(&agent_key, &agent, tools(refresh, &["read_file", "list_directory", "exec"]))
+        .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["capabilities_granted"]["tools"], json!(["read_file"]));
+    assert_eq!(second["capabilities_denied"]["tools"], json!(["list_directory", "exec"]));
+    assert_ne!(
+        second["capabilities_denied"]["reason"],
+        "all requested capabilities granted",
+        "{second}"
+    );
+    let claims = env.verify(second["aat"].as_str().unwrap()).await;
+    assert_eq!(claims.claims().capabilities.tools, ["read_file"]);
+
+    // A refresh that asks for nothing in particular keeps the session's tools, denying none.
+    let refresh = json!({"grant_type": "aat_refresh", "refresh_token": second["refresh_token"]});
+    let (status, third) = env.token(&agent_key, &agent, refresh).await;
+    assert_eq!(status, 200, "{third}");
+    assert_eq!(third["capabilities_granted"]["tools"], json!(["read_file"]));
+    assert_eq!(third["capabilities_denied"]["tools"], json!([]));
+    assert_eq!(third["capabilities_denied"]["reason"], "all requested capabilities granted");
+}
+with_registry!(refresh_reports_what_it_denied, refresh_reports_denials);
+
 async fn attestation(t: TestRegistry) {
     let env = Env::new(t).await;
     let autonomous_key = key();
