@@ -307,8 +307,11 @@ pub struct UserView {
 /// `GET /v1/users` response.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserList {
-    /// Users in id order.
+    /// A page of users, in id order.
     pub users: Vec<UserView>,
+    /// Pass as `after` for the next page (an opaque cursor); absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[cfg(test)]

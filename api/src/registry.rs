@@ -243,7 +243,7 @@ pub struct AgentSummary {
 pub struct AgentList {
     /// A page of agents, in id order.
     pub agents: Vec<AgentSummary>,
-    /// Pass as `after` for the next page; absent on the last page.
+    /// Pass as `after` for the next page (an opaque cursor); absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<AgentId>,
 }

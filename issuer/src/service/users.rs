@@ -192,7 +192,11 @@ impl Issuer {
         if !caller.admin {
             return Err(IssuerError::Forbidden("this operation needs an admin token".into()));
         }
-        let users = self.store.users(after.unwrap_or(""), limit).await?;
+        let limit = limit.clamp(1, aip_api::MAX_PAGE);
+        let mut users = self.store.users(after.unwrap_or(""), limit + 1).await?;
+        let more = users.len() > limit as usize;
+        users.truncate(limit as usize);
+        let next = if more { users.last().map(|u| u.user_id.clone()) } else { None };
         let users = users
             .into_iter()
             .map(|u| {
@@ -205,6 +209,6 @@ impl Issuer {
                 })
             })
             .collect::<Result<_, IssuerError>>()?;
-        Ok(UserList { users })
+        Ok(UserList { users, next })
     }
 }

@@ -86,7 +86,7 @@ impl IssuerStore {
              WHERE u.user_id > $1 ORDER BY u.user_id LIMIT $2",
         )
         .bind(after)
-        .bind(i64::from(limit.clamp(1, 1000)))
+        .bind(i64::from(limit.clamp(1, aip_api::MAX_PAGE + 1)))
         .fetch_all(self.db.reader())
         .await
         .map_err(backend)?;

@@ -182,7 +182,7 @@ impl Registry {
 
     /// `GET /v1/agents`.
     pub async fn agents(&self, query: &AgentQuery) -> Result<AgentList, RegistryError> {
-        let limit = query.limit.clamp(1, 1000);
+        let limit = query.limit.clamp(1, aip_api::MAX_PAGE);
         let mut page = self
             .store
             .agents(&AgentQuery {

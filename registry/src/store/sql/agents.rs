@@ -85,7 +85,9 @@ impl AgentStore for SqlStore {
 
     async fn agents(&self, query: &AgentQuery) -> Result<Vec<StoredAgent>, StoreError> {
         let after = query.after.as_ref().map_or("", AgentId::as_str);
-        let limit = i64::from(query.limit.clamp(1, 1000));
+        // One more than a page at most: the service asks for one more to know whether
+        // another page follows.
+        let limit = i64::from(query.limit.clamp(1, aip_api::MAX_PAGE + 1));
         let rows = match query.status {
             Some(status) => {
                 sqlx::query(agents_by_status_sql())
