@@ -353,6 +353,8 @@ mod tests {
     fn unknown_members_are_refused() {
         let text = r#"{"agent_id":"ag_550e8400-e29b-41d4-a716-446655440000","extra":1}"#;
         assert!(serde_json::from_str::<ChallengeRequest>(text).is_err());
+        let nested = r#"{"type":"api_key","token":"k","scope":"all"}"#;
+        assert!(serde_json::from_str::<UserAuthorization>(nested).is_err());
         let local = r#"{"type":"local_user","username":"dev","uid":501}"#;
         assert!(matches!(
             serde_json::from_str(local),

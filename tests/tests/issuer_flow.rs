@@ -647,20 +647,29 @@ fn listings(database: Option<&str>) {
         "--json",
     ]));
     let agent_id = registered["agent_id"].as_str().unwrap().to_owned();
-    ok(remote(&["users", "create", "--id", "zoe", "--delegatable", "read_file"]));
+    ok(remote(&[
+        "users",
+        "create",
+        "--id",
+        "zoe",
+        "--delegatable",
+        "read_file",
+    ]));
     copy_principals(url, &agent_id, "zoe", 1, 1000);
 
     for (path, member) in [("/v1/agents", "agents"), ("/v1/users", "users")] {
         let listed = pages(&server.url, path, member, &admin);
-        assert_eq!(
-            listed.iter().map(Vec::len).collect::<Vec<_>>(),
-            [1000, 1],
-            "{member}"
-        );
+        assert_eq!(listed.iter().map(Vec::len).collect::<Vec<_>>(), [1000, 1], "{member}");
     }
     let agents = json_of(remote(&["agents", "list", "--json"]));
     assert_eq!(agents.as_array().unwrap().len(), 1001);
-    assert!(agents.as_array().unwrap().iter().any(|a| a["agent_id"] == agent_id.as_str()));
+    assert!(
+        agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["agent_id"] == agent_id.as_str())
+    );
     let users = json_of(remote(&["users", "list", "--json"]));
     assert_eq!(users["users"].as_array().unwrap().len(), 1001);
     assert!(users["users"].as_array().unwrap().iter().any(|u| u["user_id"] == "zoe"));
@@ -680,19 +689,28 @@ fn listings(database: Option<&str>) {
     copy_principals(url, &agent_id, "zoe", 0, 1);
     for ((path, member), first) in lists.iter().zip(&firsts) {
         let next = first["next"].as_str().unwrap();
-        let (status, body) = http_get(
-            &format!("{}{path}?limit=1000&after={next}", server.url),
-            Some(&admin),
-        );
+        let (status, body) = http_get(&format!("{}{path}?limit=1000&after={next}", server.url), Some(&admin));
         assert_eq!(status, 200, "{body}");
         let second: Value = serde_json::from_str(&body).unwrap();
         let first = first[*member].as_array().unwrap();
         let second = second[*member].as_array().unwrap();
         assert_eq!(second.len(), 1, "{member}: {second:?}");
-        assert!(!first.contains(&second[0]), "{member}: {second:?} repeats the first page");
+        assert!(
+            !first.contains(&second[0]),
+            "{member}: {second:?} repeats the first page"
+        );
     }
-    assert_eq!(json_of(remote(&["agents", "list", "--json"])).as_array().unwrap().len(), 1002);
-    assert_eq!(json_of(remote(&["users", "list", "--json"]))["users"].as_array().unwrap().len(), 1002);
+    assert_eq!(
+        json_of(remote(&["agents", "list", "--json"])).as_array().unwrap().len(),
+        1002
+    );
+    assert_eq!(
+        json_of(remote(&["users", "list", "--json"]))["users"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1002
+    );
 }
 
 #[test]

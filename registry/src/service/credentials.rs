@@ -11,7 +11,7 @@ use aip_api::registry::{
 use aip_db::audit::AuditEntry;
 use serde_json::json;
 
-use super::checks::check_field;
+use super::checks::check_name_field;
 use super::error::{RegistryError, unix_time};
 use super::principal::Principal;
 use super::state::Registry;
@@ -124,7 +124,7 @@ impl Registry {
         let role = Role::from_name(&request.role)
             .ok_or_else(|| RegistryError::InvalidRequest(format!("role {:?} is not admin or reader", request.role)))?;
         if let Some(label) = &request.label {
-            check_field("label", label, 64)?;
+            check_name_field("label", label, 64)?;
         }
         let (token, token_id) = self
             .issue_access_token(role, request.label.clone(), principal.actor())
