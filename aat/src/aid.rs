@@ -99,8 +99,10 @@ pub struct AgentIdentityDocument {
     pub registry_attestation: Option<RegistryAttestation>,
 }
 
-/// `metadata` of an AID (spec 8.2).
+/// `metadata` of an AID (spec 8.2). Read strictly, like the registration request it comes
+/// from: a member it does not know is refused, not dropped.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AidMetadata {
     /// Agent platform (`cursor`, `claude-code`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -463,9 +463,14 @@ impl Client {
         self.post("/v1/users", request).await
     }
 
-    /// `GET /v1/users` (admin): up to `limit` users, by id.
-    pub async fn users(&self, limit: u32) -> Result<UserList, ClientError> {
-        self.get("/v1/users", &[("limit", limit.to_string())]).await
+    /// `GET /v1/users` (admin): a page of at most `limit` users, by id, after the cursor
+    /// `after` (a previous page's `next`).
+    pub async fn users(&self, after: Option<&str>, limit: u32) -> Result<UserList, ClientError> {
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(after) = after {
+            query.push(("after", after.to_owned()));
+        }
+        self.get("/v1/users", &query).await
     }
 
     /// `POST /v1/revoke` (admin): an AAT, a session, a user or an agent.

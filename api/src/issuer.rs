@@ -307,8 +307,11 @@ pub struct UserView {
 /// `GET /v1/users` response.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserList {
-    /// Users in id order.
+    /// A page of users, in id order.
     pub users: Vec<UserView>,
+    /// Pass as `after` for the next page (an opaque cursor); absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[cfg(test)]
@@ -350,6 +353,8 @@ mod tests {
     fn unknown_members_are_refused() {
         let text = r#"{"agent_id":"ag_550e8400-e29b-41d4-a716-446655440000","extra":1}"#;
         assert!(serde_json::from_str::<ChallengeRequest>(text).is_err());
+        let nested = r#"{"type":"api_key","token":"k","scope":"all"}"#;
+        assert!(serde_json::from_str::<UserAuthorization>(nested).is_err());
         let local = r#"{"type":"local_user","username":"dev","uid":501}"#;
         assert!(matches!(
             serde_json::from_str(local),

@@ -22,6 +22,10 @@ pub mod registry;
 
 use serde::{Deserialize, Serialize};
 
+/// The most items one page of a listing (`GET /v1/agents`, `GET /v1/users`) holds; a page
+/// with more after it carries `next`, which the next request passes as `after`.
+pub const MAX_PAGE: u32 = 1000;
+
 /// The body of every error answer of the authority's API (spec 9.4.2 style), and of the
 /// proxy's: `{"error": code, "error_description": text}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! Request and response bodies of the registry's HTTP API, shared by the server and clients,
 //! and the signed request bodies an agent key makes (registration, rotation, renewal).
-//! Requests are strict: unknown members and non-object JSON are refused.
+//! Requests are strict: unknown members and non-object JSON are refused, in nested objects
+//! (`metadata`, public keys) as at the top level.
 
 use aip_aat::aid::{AgentIdentityDocument, AgentStatus, AidMetadata};
 use aip_aat::ids::{AgentId, KeyId};
@@ -122,7 +123,7 @@ pub struct RegisterAgentRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// The agent's public key (OKP/Ed25519 or EC/P-256 JWK).
-    #[serde(deserialize_with = "aip_aat::json::object")]
+    #[serde(deserialize_with = "aip_aat::keys::strict_jwk")]
     pub public_key: Jwk,
     /// Platform, version, owner, tags.
     #[serde(
@@ -243,7 +244,7 @@ pub struct AgentSummary {
 pub struct AgentList {
     /// A page of agents, in id order.
     pub agents: Vec<AgentSummary>,
-    /// Pass as `after` for the next page; absent on the last page.
+    /// Pass as `after` for the next page (an opaque cursor); absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<AgentId>,
 }
@@ -253,7 +254,7 @@ pub struct AgentList {
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyRequest {
     /// The new public key.
-    #[serde(deserialize_with = "aip_aat::json::object")]
+    #[serde(deserialize_with = "aip_aat::keys::strict_jwk")]
     pub new_public_key: Jwk,
     /// Request proof by the new key (over the body without both proofs).
     pub new_key_proof: String,

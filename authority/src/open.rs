@@ -111,15 +111,12 @@ pub async fn open(
     let database = Database::connect(&url).await?;
     let ca = CertificateAuthority::new(&settings.trust_domain, issuing, certificates);
     let public_url = settings.public_url.clone();
-    let registry = Arc::new(Registry::new(
-        Arc::new(SqlStore::new(database.clone())),
-        ca,
-        registry_key,
-        settings,
-        clock.clone(),
-    ));
+    let registry_store = Arc::new(SqlStore::new(database.clone()));
+    registry_store.backfill_name_skeletons().await?;
+    let registry = Arc::new(Registry::new(registry_store, ca, registry_key, settings, clock.clone()));
 
     let store = IssuerStore::new(&database);
+    store.backfill_user_skeletons().await?;
     let now = clock.now();
     ensure_key(&store, Algorithm::EdDSA, protection, now).await?;
     let keys = Arc::new(SigningKeys::load(&store, passphrase, now).await?);

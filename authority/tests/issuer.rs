@@ -351,6 +351,246 @@ async fn refresh(t: TestRegistry) {
 }
 with_registry!(refresh_rotates_and_reuse_revokes_the_session, refresh);
 
+async fn refresh_reports_denials(t: TestRegistry) {
+    let env = Env::new(t).await;
+    let agent_key = key();
+    let agent = env.agent(&agent_key, false).await;
+    let alice = env.user("alice", &["*"]).await;
+    let (status, first) = env
+        .token(&agent_key, &agent, tools(api_key(&alice), &["read_file"]))
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["capabilities_granted"]["tools"], json!(["read_file"]));
+
+    // The refresh asks for more than the session holds: the session's tools are granted and
+    // the rest is reported as denied, never as granted.
+    let refresh = json!({"grant_type": "aat_refresh", "refresh_token": first["refresh_token"]});
+    let (status, second) = env
+        .token(
+            &agent_key,
+            &agent,
+            tools(refresh, &["read_file", "list_directory", "exec"]),
+        )
+        .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["capabilities_granted"]["tools"], json!(["read_file"]));
+    assert_eq!(
+        second["capabilities_denied"]["tools"],
+        json!(["list_directory", "exec"])
+    );
+    assert_ne!(
+        second["capabilities_denied"]["reason"], "all requested capabilities granted",
+        "{second}"
+    );
+    let claims = env.verify(second["aat"].as_str().unwrap()).await;
+    assert_eq!(claims.claims().capabilities.tools, ["read_file"]);
+
+    // A refresh that asks for nothing in particular keeps the session's tools, denying none.
+    let refresh = json!({"grant_type": "aat_refresh", "refresh_token": second["refresh_token"]});
+    let (status, third) = env.token(&agent_key, &agent, refresh).await;
+    assert_eq!(status, 200, "{third}");
+    assert_eq!(third["capabilities_granted"]["tools"], json!(["read_file"]));
+    assert_eq!(third["capabilities_denied"]["tools"], json!([]));
+    assert_eq!(
+        third["capabilities_denied"]["reason"],
+        "all requested capabilities granted"
+    );
+}
+with_registry!(refresh_reports_what_it_denied, refresh_reports_denials);
+
+/// A signed registration body for `name`, with `edit` applied before signing.
+fn registration_with(env: &Env, key: &KeyPair, name: &str, edit: impl FnOnce(&mut Value)) -> Value {
+    let mut body = env.t.registration(key, name);
+    body.as_object_mut().unwrap().remove("proof");
+    edit(&mut body);
+    sign_body(key, &mut body, "/v1/agents", env.t.clock.now());
+    body
+}
+
+/// Asserts a refusal with this status and code whose description contains every `needle`.
+fn refused(reply: &(u16, Value), status: u16, code: &str, needles: &[&str]) {
+    assert_eq!(
+        (reply.0, reply.1["error"].as_str()),
+        (status, Some(code)),
+        "{}",
+        reply.1
+    );
+    let description = reply.1["error_description"].as_str().unwrap();
+    for needle in needles {
+        assert!(description.contains(needle), "{needle:?} not in {description:?}");
+    }
+}
+
+async fn agent_count(env: &Env) -> usize {
+    let (status, list) = env.get("/v1/agents?limit=1000", Some(&env.t.admin)).await;
+    assert_eq!(status, 200, "{list}");
+    list["agents"].as_array().unwrap().len()
+}
+
+async fn nested_members(t: TestRegistry) {
+    let env = Env::new(t).await;
+    let agent_key = key();
+    let before = agent_count(&env).await;
+    // Unknown members of nested request objects are refused, naming the member and its place.
+    let body = registration_with(&env, &agent_key, "strict agent", |b| {
+        b["metadata"] = json!({"owner": "ops", "colour": "red"});
+    });
+    let reply = env.post("/v1/agents", Some(&env.t.admin), &body).await;
+    refused(&reply, 400, "invalid_request", &["metadata", "colour"]);
+    let body = registration_with(&env, &agent_key, "strict agent", |b| {
+        b["public_key"]["x5c"] = json!(["MIIB"]);
+    });
+    let reply = env.post("/v1/agents", Some(&env.t.admin), &body).await;
+    refused(&reply, 400, "invalid_request", &["public_key", "x5c"]);
+    assert_eq!(
+        agent_count(&env).await,
+        before,
+        "a refused registration changes nothing"
+    );
+    let agent = env.agent(&agent_key, false).await;
+    let new_key = key();
+    let path = format!("/v1/agents/{agent}/rotate-key");
+    let mut rotation = common::rotation(&agent_key, &new_key, &new_key, &path, env.t.clock.now());
+    rotation["new_public_key"]["key_ops"] = json!(["verify"]);
+    let reply = env.post(&path, None, &rotation).await;
+    refused(&reply, 400, "invalid_request", &["new_public_key", "key_ops"]);
+
+    // The token request's nested objects.
+    let alice = env.user("alice", &["*"]).await;
+    let mut authorization = api_key(&alice);
+    authorization["user_authorization"]["scope"] = json!("all");
+    let reply = env.token(&agent_key, &agent, authorization).await;
+    refused(&reply, 400, "invalid_request", &["user_authorization", "scope"]);
+    let mut requested = tools(api_key(&alice), &["read_file"]);
+    requested["requested_capabilities"]["max_calls"] = json!(3);
+    let reply = env.token(&agent_key, &agent, requested).await;
+    refused(&reply, 400, "invalid_request", &["requested_capabilities", "max_calls"]);
+    let mut body = env.request(&agent_key, &agent, api_key(&alice)).await;
+    body["proof"]["nonce"] = json!("n");
+    let reply = env.post("/v1/token", None, &body).await;
+    refused(&reply, 400, "invalid_request", &["proof", "nonce"]);
+
+    // A remote issuer's publication.
+    let publication = json!({"subject": "session:s1", "sessions": [{"id": "s1", "expires_at": NOW, "why": "x"}]});
+    let reply = env.post("/v1/revocations", Some(&env.t.admin), &publication).await;
+    refused(&reply, 400, "invalid_request", &["sessions[0]", "why"]);
+}
+with_registry!(nested_unknown_members_are_refused, nested_members);
+
+async fn invisible_characters(t: TestRegistry) {
+    let env = Env::new(t).await;
+    let before = agent_count(&env).await;
+    for (name, code_point) in [
+        ("pay\u{202E}lapl-agent", "U+202E"),
+        ("\u{2066}paypal\u{2069}", "U+2066"),
+        ("pay\u{200B}pal", "U+200B"),
+        ("paypal\u{200D}", "U+200D"),
+        ("\u{FEFF}paypal", "U+FEFF"),
+        ("pay\u{061C}pal", "U+061C"),
+        ("pay\u{200F}pal", "U+200F"),
+        ("pay\u{2060}pal", "U+2060"),
+    ] {
+        let body = registration_with(&env, &key(), name, |_| {});
+        let reply = env.post("/v1/agents", Some(&env.t.admin), &body).await;
+        refused(&reply, 400, "invalid_request", &["name", code_point]);
+    }
+    let body = registration_with(&env, &key(), "tagged", |b| {
+        b["metadata"] = json!({"owner": "ops\u{202D}", "tags": ["ok"]});
+    });
+    let reply = env.post("/v1/agents", Some(&env.t.admin), &body).await;
+    refused(&reply, 400, "invalid_request", &["metadata.owner", "U+202D"]);
+    assert_eq!(agent_count(&env).await, before);
+
+    let reply = env
+        .post(
+            "/v1/users",
+            Some(&env.t.admin),
+            &json!({"user_id": "alice\u{200B}@example.com", "delegatable_tools": ["*"]}),
+        )
+        .await;
+    refused(&reply, 400, "invalid_request", &["user_id", "U+200B"]);
+    let (status, users) = env.get("/v1/users", Some(&env.t.admin)).await;
+    assert_eq!((status, users["users"].as_array().unwrap().len()), (200, 0), "{users}");
+    let reply = env
+        .post(
+            "/v1/access-tokens",
+            Some(&env.t.admin),
+            &json!({"role": "reader", "label": "dash\u{202E}board"}),
+        )
+        .await;
+    refused(&reply, 400, "invalid_request", &["label", "U+202E"]);
+}
+with_registry!(names_refuse_invisible_characters, invisible_characters);
+
+/// Sets the skeleton columns back to NULL, as rows from before migration 0005 have them.
+async fn forget_skeletons(env: &Env) {
+    let db = env.t.store.database();
+    for sql in [
+        "UPDATE agents SET name_skeleton = NULL",
+        "UPDATE users SET user_id_skeleton = NULL",
+    ] {
+        sqlx::query(sql).execute(db.writer()).await.unwrap();
+    }
+}
+
+async fn look_alikes(t: TestRegistry) {
+    let env = Env::new(t).await;
+    let paypal = {
+        let body = registration_with(&env, &key(), "paypal-agent", |_| {});
+        let (status, reply) = env.post("/v1/agents", Some(&env.t.admin), &body).await;
+        assert_eq!(status, 201, "{reply}");
+        reply["agent_id"].as_str().unwrap().to_owned()
+    };
+    let before = agent_count(&env).await;
+    // A Cyrillic а, a fullwidth ｐ, a digit one for an l: each looks like paypal-agent.
+    for look_alike in ["p\u{430}ypal-agent", "\u{FF50}aypal-agent", "paypa1-agent"] {
+        let body = registration_with(&env, &key(), look_alike, |_| {});
+        let reply = env.post("/v1/agents", Some(&env.t.admin), &body).await;
+        refused(&reply, 409, "conflict", &["looks like", "\"paypal-agent\"", &paypal]);
+    }
+    assert_eq!(
+        agent_count(&env).await,
+        before,
+        "a refused registration changes nothing"
+    );
+    // Names that do not look alike, and the same name again, are accepted as before.
+    for name in ["paypal-agent", "payroll-agent", "PayPal-agent"] {
+        let body = registration_with(&env, &key(), name, |_| {});
+        let (status, reply) = env.post("/v1/agents", Some(&env.t.admin), &body).await;
+        assert_eq!(status, 201, "{name}: {reply}");
+    }
+
+    env.user("alice@example.com", &["*"]).await;
+    let create = |user_id: &str| json!({"user_id": user_id, "delegatable_tools": ["*"]});
+    let reply = env
+        .post("/v1/users", Some(&env.t.admin), &create("alic\u{435}@example.com"))
+        .await;
+    refused(
+        &reply,
+        409,
+        "conflict",
+        &["user_id", "\\u{0435}", "\"alice@example.com\""],
+    );
+    let (_, users) = env.get("/v1/users", Some(&env.t.admin)).await;
+    assert_eq!(users["users"].as_array().unwrap().len(), 1, "{users}");
+
+    // Rows from before the skeleton columns are filled in when the authority opens the
+    // database, and are found again.
+    forget_skeletons(&env).await;
+    assert_eq!(env.t.store.backfill_name_skeletons().await.unwrap(), 4);
+    let issuer_store = IssuerStore::new(env.t.store.database());
+    assert_eq!(issuer_store.backfill_user_skeletons().await.unwrap(), 1);
+    assert_eq!(env.t.store.backfill_name_skeletons().await.unwrap(), 0);
+    let body = registration_with(&env, &key(), "p\u{430}ypal-agent", |_| {});
+    let reply = env.post("/v1/agents", Some(&env.t.admin), &body).await;
+    refused(&reply, 409, "conflict", &["\"paypal-agent\""]);
+    let reply = env
+        .post("/v1/users", Some(&env.t.admin), &create("alic\u{435}@example.com"))
+        .await;
+    refused(&reply, 409, "conflict", &["\"alice@example.com\""]);
+}
+with_registry!(look_alike_names_are_refused, look_alikes);
+
 async fn attestation(t: TestRegistry) {
     let env = Env::new(t).await;
     let autonomous_key = key();

@@ -3,9 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Row as _};
 
 use crate::error::{DbError, backend};
 use crate::{nodelay, sqlite};
@@ -115,6 +115,40 @@ impl Database {
     /// that need no lock (upkeep, idempotent inserts).
     pub fn writer(&self) -> &AnyPool {
         &self.writer
+    }
+
+    /// Fills in a column derived in Rust from another (upkeep after a migration that added
+    /// it), up to 500 rows per transaction, until `select` finds none; the number of rows
+    /// filled. `select` yields the rows still to fill as (key, source) text columns, and
+    /// `update` sets the column to `$1` where the key is `$2` and the column is still empty,
+    /// so replicas may run it at the same time. `derive` must give every row a value, or this
+    /// never ends.
+    pub async fn fill_derived(
+        &self,
+        select: &'static str,
+        update: &'static str,
+        derive: impl Fn(&str) -> String,
+    ) -> Result<u64, DbError> {
+        let mut filled = 0;
+        loop {
+            let rows = sqlx::query(select).fetch_all(&self.writer).await.map_err(backend)?;
+            if rows.is_empty() {
+                return Ok(filled);
+            }
+            let mut tx = self.writer.begin().await.map_err(backend)?;
+            for row in &rows {
+                let key: String = row.try_get(0).map_err(backend)?;
+                let source: String = row.try_get(1).map_err(backend)?;
+                sqlx::query(update)
+                    .bind(derive(&source))
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            }
+            tx.commit().await.map_err(backend)?;
+            filled += u64::try_from(rows.len()).unwrap_or(u64::MAX);
+        }
     }
 
     /// Whether the database answers.

@@ -244,7 +244,18 @@ fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, Value), ApiError>
     if !value.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
-    let parsed = aip_aat::json::object(&value).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
+    // The top level is an object (checked above), and nested objects are read with
+    // `aip_aat::json::object`; the path names a nested member at fault (`metadata: unknown
+    // field ...`).
+    let parsed = serde_path_to_error::deserialize(&value).map_err(|e| {
+        let path = e.path().to_string();
+        let e = e.into_inner();
+        if path == "." {
+            ApiError::bad_request(format!("invalid body: {e}"))
+        } else {
+            ApiError::bad_request(format!("invalid body: {path}: {e}"))
+        }
+    })?;
     Ok((parsed, value))
 }
 

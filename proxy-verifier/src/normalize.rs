@@ -7,8 +7,8 @@
 
 use std::borrow::Cow;
 
+use aip_api::checks::{is_invisible, skeleton as uts39_skeleton};
 use unicode_normalization::UnicodeNormalization;
-use unicode_security::confusable_detection::skeleton as uts39_skeleton;
 
 /// Normalizes a tool or method name for comparison (spec 4.1).
 ///
@@ -29,38 +29,12 @@ pub fn normalize(input: &str) -> Cow<'_, str> {
 /// The UTS #39 skeleton of an already normalized name: two names with the same skeleton look
 /// alike to a human reader.
 pub fn skeleton(normalized: &str) -> String {
+    let skeleton = uts39_skeleton(normalized);
     if normalized.is_ascii() {
         // The confusables table maps some ASCII sequences too ("rn" → "m"); keep those.
-        return uts39_skeleton(normalized).collect();
+        return skeleton;
     }
-    uts39_skeleton(normalized).flat_map(char::to_lowercase).collect()
-}
-
-/// Control characters (Cc) and the format characters (Cf) that render as nothing.
-fn is_invisible(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{00AD}'
-                | '\u{034F}'
-                | '\u{061C}'
-                | '\u{115F}'
-                | '\u{1160}'
-                | '\u{17B4}'
-                | '\u{17B5}'
-                | '\u{180B}'..='\u{180F}'
-                | '\u{200B}'..='\u{200F}'
-                | '\u{202A}'..='\u{202E}'
-                | '\u{2060}'..='\u{206F}'
-                | '\u{3164}'
-                | '\u{FE00}'..='\u{FE0F}'
-                | '\u{FEFF}'
-                | '\u{FFA0}'
-                | '\u{FFF0}'..='\u{FFFB}'
-                | '\u{1BCA0}'..='\u{1BCA3}'
-                | '\u{1D173}'..='\u{1D17A}'
-                | '\u{E0000}'..='\u{E0FFF}'
-        )
+    skeleton.chars().flat_map(char::to_lowercase).collect()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aip_tests::{PostgresDb, Server, ok, query_text, run};
+use aip_tests::{PostgresDb, Server, execute_sql, ok, query_text, run};
 use serde_json::{Value, json};
 
 const AUDIENCE: &str = "files-proxy";
@@ -556,6 +556,172 @@ fn flow(database: Option<&str>) {
     for token in [&aat, &bot_aat, &old_aat, &new_aat] {
         let signature = token.rsplit('.').next().unwrap();
         assert!(!log.contains(signature), "the audit log holds an AAT:\n{log}");
+    }
+}
+
+/// `count` copies of the agent `agent_id` (new ids, names and key thumbprints) and of the user
+/// `user_id` (new ids and key digests), made in two statements: listing, not registration, is
+/// under test. Ids are `ag_00000000-0000-4000-8000-<n>` and `user-<n>`, `n` from `first`.
+fn copy_principals(url: &str, agent_id: &str, user_id: &str, first: u32, count: u32) {
+    let padded = if url.starts_with("postgres") {
+        "right('000000000000' || i, 12)"
+    } else {
+        "substr('000000000000' || i, -12)"
+    };
+    let numbers = format!(
+        "WITH RECURSIVE n(i) AS (SELECT {first} UNION ALL SELECT i + 1 FROM n WHERE i < {})",
+        first + count - 1
+    );
+    execute_sql(
+        url,
+        &format!(
+            "{numbers} INSERT INTO agents (agent_id, name, capabilities, autonomous, status, created_at, \
+             key_thumbprint, public_key) \
+             SELECT 'ag_00000000-0000-4000-8000-' || {padded}, 'copy ' || i, a.capabilities, a.autonomous, \
+             'active', a.created_at, a.key_thumbprint || '-' || i, a.public_key \
+             FROM n, agents a WHERE a.agent_id = '{agent_id}'"
+        ),
+    );
+    execute_sql(
+        url,
+        &format!(
+            "{numbers} INSERT INTO users (user_id, key_digest, delegatable_tools, delegation_scope, created_at) \
+             SELECT 'user-' || {padded}, u.key_digest || '-' || i, u.delegatable_tools, u.delegation_scope, \
+             u.created_at FROM n, users u WHERE u.user_id = '{user_id}'"
+        ),
+    );
+}
+
+/// Pages of `GET path` (each at most 1 000 items under `member`) until one without `next`.
+fn pages(url: &str, path: &str, member: &str, token: &str) -> Vec<Vec<String>> {
+    let id = if member == "agents" { "agent_id" } else { "user_id" };
+    let mut pages = Vec::new();
+    let mut after = String::new();
+    loop {
+        let (status, body) = http_get(&format!("{url}{path}?limit=1000{after}"), Some(token));
+        assert_eq!(status, 200, "{body}");
+        let page: Value = serde_json::from_str(&body).unwrap();
+        pages.push(
+            page[member]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item[id].as_str().unwrap().to_owned())
+                .collect(),
+        );
+        match page["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => return pages,
+        }
+    }
+}
+
+/// 1 001 agents and users: the API answers a page of 1 000 with a `next` cursor that
+/// continues where it stopped even after an insert before it (keyset, not offset), and
+/// `aip-ca agents list` and `aip-ca users list` show every one.
+fn listings(database: Option<&str>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let authority = tmp.path().join("aip");
+    let dir = authority.to_str().unwrap().to_owned();
+    let sqlite = format!("sqlite://{}", authority.join("aip.db").display());
+    let url = database.unwrap_or(&sqlite);
+    let mut serve_args = vec!["--dir", &dir, "--insecure-no-passphrase"];
+    if let Some(url) = database {
+        serve_args.extend(["--database-url", url]);
+    }
+    let server = Server::start(&serve_args);
+    let admin = server.admin_token();
+    let remote = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--registry", &server.url, "--token", &admin]);
+        run(&all)
+    };
+    let agent_dir = tmp.path().join("agent");
+    let registered = json_of(remote(&[
+        "register-agent",
+        "--name",
+        "lister",
+        "--out-dir",
+        agent_dir.to_str().unwrap(),
+        "--insecure-no-passphrase",
+        "--json",
+    ]));
+    let agent_id = registered["agent_id"].as_str().unwrap().to_owned();
+    ok(remote(&[
+        "users",
+        "create",
+        "--id",
+        "zoe",
+        "--delegatable",
+        "read_file",
+    ]));
+    copy_principals(url, &agent_id, "zoe", 1, 1000);
+
+    for (path, member) in [("/v1/agents", "agents"), ("/v1/users", "users")] {
+        let listed = pages(&server.url, path, member, &admin);
+        assert_eq!(listed.iter().map(Vec::len).collect::<Vec<_>>(), [1000, 1], "{member}");
+    }
+    let agents = json_of(remote(&["agents", "list", "--json"]));
+    assert_eq!(agents.as_array().unwrap().len(), 1001);
+    assert!(
+        agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["agent_id"] == agent_id.as_str())
+    );
+    let users = json_of(remote(&["users", "list", "--json"]));
+    assert_eq!(users["users"].as_array().unwrap().len(), 1001);
+    assert!(users["users"].as_array().unwrap().iter().any(|u| u["user_id"] == "zoe"));
+    assert!(users.get("next").is_none(), "{}", users["next"]);
+
+    // Inserts before the cursor between two pages: the second page still starts after the
+    // last item of the first, repeating nothing.
+    let lists = [("/v1/agents", "agents"), ("/v1/users", "users")];
+    let firsts: Vec<Value> = lists
+        .iter()
+        .map(|(path, _)| {
+            let (status, body) = http_get(&format!("{}{path}?limit=1000", server.url), Some(&admin));
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_str(&body).unwrap()
+        })
+        .collect();
+    copy_principals(url, &agent_id, "zoe", 0, 1);
+    for ((path, member), first) in lists.iter().zip(&firsts) {
+        let next = first["next"].as_str().unwrap();
+        let (status, body) = http_get(&format!("{}{path}?limit=1000&after={next}", server.url), Some(&admin));
+        assert_eq!(status, 200, "{body}");
+        let second: Value = serde_json::from_str(&body).unwrap();
+        let first = first[*member].as_array().unwrap();
+        let second = second[*member].as_array().unwrap();
+        assert_eq!(second.len(), 1, "{member}: {second:?}");
+        assert!(
+            !first.contains(&second[0]),
+            "{member}: {second:?} repeats the first page"
+        );
+    }
+    assert_eq!(
+        json_of(remote(&["agents", "list", "--json"])).as_array().unwrap().len(),
+        1002
+    );
+    assert_eq!(
+        json_of(remote(&["users", "list", "--json"]))["users"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1002
+    );
+}
+
+#[test]
+fn listings_page_through_everything_on_sqlite() {
+    listings(None);
+}
+
+#[test]
+fn listings_page_through_everything_on_postgres() {
+    if let Some(db) = PostgresDb::create() {
+        listings(Some(&db.url));
     }
 }
 

@@ -35,6 +35,21 @@ pub struct Jwk {
     has_private_part: bool,
 }
 
+/// The members [`Jwk`] reads (`d` only to refuse it).
+const MEMBERS: &[&str] = &["kty", "crv", "x", "y", "kid", "use", "alg", "d"];
+
+/// `deserialize_with` for a JWK in a request: a JSON object with the members [`Jwk`] reads and
+/// no other. A key a client registers is stored as it is read, so a member the registry would
+/// drop (`key_ops`, `x5c`, …) is refused rather than silently lost.
+pub fn strict_jwk<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Jwk, D::Error> {
+    use serde::de::Error as _;
+    let members: serde_json::Map<String, serde_json::Value> = crate::json::object(deserializer)?;
+    if let Some(unknown) = members.keys().find(|k| !MEMBERS.contains(&k.as_str())) {
+        return Err(D::Error::unknown_field(unknown, MEMBERS));
+    }
+    serde_json::from_value(serde_json::Value::Object(members)).map_err(D::Error::custom)
+}
+
 fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
     serde::de::IgnoredAny::deserialize(deserializer).map(|_| true)
 }

@@ -210,7 +210,7 @@ pub(crate) fn agents(command: AgentsCommand) -> Result<ExitCode, CliError> {
             let mut after = None;
             loop {
                 let page = rt
-                    .block_on(client.agents(status.as_deref(), after.as_ref(), 1000))
+                    .block_on(client.agents(status.as_deref(), after.as_ref(), aip_api::MAX_PAGE))
                     .map_err(api_error)?;
                 agents.extend(page.agents);
                 match page.next {

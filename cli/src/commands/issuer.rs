@@ -90,7 +90,18 @@ pub(crate) fn users(command: UsersCommand) -> Result<ExitCode, CliError> {
         }
         UsersCommand::List { remote, json } => {
             remote.require_token()?;
-            let list: UserList = runtime()?.block_on(remote.client()?.users(1000)).map_err(api_error)?;
+            let (rt, client) = (runtime()?, remote.client()?);
+            let mut list = UserList::default();
+            loop {
+                let page = rt
+                    .block_on(client.users(list.next.as_deref(), aip_api::MAX_PAGE))
+                    .map_err(api_error)?;
+                list.users.extend(page.users);
+                list.next = page.next;
+                if list.next.is_none() {
+                    break;
+                }
+            }
             if json {
                 print_json(&serde_json::to_value(&list).map_err(CliError::new)?, true)?;
             } else {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use aip_aat::aid::AgentStatus;
 use aip_aat::ids::Jti;
 use aip_aat::token::{Capabilities, UserBinding};
-use aip_api::checks::{check_text, check_tool_names as check_tools};
+use aip_api::checks::{check_name, check_tool_names as check_tools};
 use aip_api::issuer::{GrantType, TokenErrorCode, TokenRequest, TokenResponse};
 use serde_json::json;
 
@@ -41,13 +41,13 @@ impl Issuer {
 
     async fn token_inner(&self, request: TokenRequest, peer: Option<IpAddr>) -> Result<TokenResponse, IssuerError> {
         let now = self.clock.now();
-        check_text("audience", &request.audience, 256)
+        check_name("audience", &request.audience, 256)
             .map_err(|m| IssuerError::token(TokenErrorCode::InvalidRequest, m))?;
         if let Some(requested) = &request.requested_capabilities {
             check_tools("requested_capabilities.tools", &requested.tools)
                 .map_err(|m| IssuerError::token(TokenErrorCode::InvalidRequest, m))?;
             for scope in requested.resource_scopes.iter().chain(&requested.allowed_servers) {
-                check_text("requested_capabilities", scope, 256)
+                check_name("requested_capabilities", scope, 256)
                     .map_err(|m| IssuerError::token(TokenErrorCode::InvalidRequest, m))?;
             }
         }

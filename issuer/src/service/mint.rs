@@ -138,6 +138,8 @@ impl Issuer {
         }
         let denied_reason = if m.denied.is_empty() {
             "all requested capabilities granted".to_owned()
+        } else if m.grant == GrantType::AatRefresh {
+            "not held by the session, or no longer among the agent's registered capabilities".to_owned()
         } else {
             "not among the agent's registered capabilities or the user's delegatable tools".to_owned()
         };

@@ -63,12 +63,13 @@ impl Issuer {
             })
             .cloned()
             .collect();
-        let denied: Vec<String> = capabilities
-            .tools
-            .iter()
-            .filter(|t| !narrowed.contains(t))
-            .cloned()
-            .collect();
+        // What was asked for and not granted: the requested tools the session does not hold
+        // (or the agent lost), or without a request, the session's tools the agent lost.
+        let asked = match &request.requested_capabilities {
+            Some(requested) => &requested.tools,
+            None => &capabilities.tools,
+        };
+        let denied: Vec<String> = asked.iter().filter(|t| !narrowed.contains(t)).cloned().collect();
         if narrowed.is_empty() {
             return Err(IssuerError::token(
                 TokenErrorCode::CapabilitiesDenied,

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use aip_api::checks::check_text;
+use aip_api::checks::{check_name, check_text};
 use aip_api::issuer::{RevokeRequest, RevokeResponse};
 use aip_api::registry::{PublishRevocationsRequest, RevokedEntryBody as RevokedEntry};
 use aip_db::DbError;
@@ -112,7 +112,7 @@ impl Issuer {
         }
         let actor = caller.actor();
         let (revoked, id, covered, version) = if let Some(jti) = request.jti {
-            check_text("jti", &jti, 256).map_err(IssuerError::InvalidRequest)?;
+            check_name("jti", &jti, 256).map_err(IssuerError::InvalidRequest)?;
             let expires_at = self
                 .store
                 .token_expiry(&jti)
@@ -134,7 +134,7 @@ impl Issuer {
             let version = self.directory.publish(&actor, &revocations).await?;
             ("aat", jti, covered, version)
         } else if let Some(session_id) = request.session_id {
-            check_text("session_id", &session_id, 256).map_err(IssuerError::InvalidRequest)?;
+            check_name("session_id", &session_id, 256).map_err(IssuerError::InvalidRequest)?;
             if self.store.session(&session_id).await?.is_none() {
                 return Err(IssuerError::NotFound("no session has this id".into()));
             }
@@ -153,7 +153,7 @@ impl Issuer {
                 .await?;
             ("session", session_id, covered, version)
         } else if let Some(user_id) = request.user_id {
-            check_text("user_id", &user_id, 256).map_err(IssuerError::InvalidRequest)?;
+            check_name("user_id", &user_id, 256).map_err(IssuerError::InvalidRequest)?;
             let subject = format!("user:{user_id}");
             let id = user_id.clone();
             self.api_keys

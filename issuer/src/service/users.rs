@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use aip_aat::secret::digest;
 use aip_aat::token::{AuthMethod, DelegationScope};
-use aip_api::checks::{check_text, check_tool_names as check_tools};
+use aip_api::checks::{check_name, check_tool_names as check_tools, imitation};
 use aip_api::issuer::{CreateUserRequest, CreateUserResponse, TokenErrorCode, UserAuthorization, UserList, UserView};
 use aip_db::audit::AuditEntry;
 use serde_json::json;
@@ -143,7 +143,7 @@ impl Issuer {
         if !caller.admin {
             return Err(IssuerError::Forbidden("this operation needs an admin token".into()));
         }
-        check_text("user_id", &request.user_id, 256).map_err(IssuerError::InvalidRequest)?;
+        check_name("user_id", &request.user_id, 256).map_err(IssuerError::InvalidRequest)?;
         if request.user_id.starts_with("local:") {
             return Err(IssuerError::InvalidRequest(
                 "user ids starting with local: are reserved for local_user authorization".into(),
@@ -176,9 +176,18 @@ impl Issuer {
             subject: request.user_id.clone(),
             details: json!({"delegatable_tools": request.delegatable_tools, "delegation_scope": scope}),
         };
-        self.store
+        let imitated = self
+            .store
             .create_user(&record, &digest(api_key.expose()), &audit)
             .await?;
+        if let Some(existing) = imitated {
+            return Err(IssuerError::Conflict(imitation(
+                "user_id",
+                &request.user_id,
+                &existing,
+                "an existing user's id",
+            )));
+        }
         Ok(CreateUserResponse {
             user_id: request.user_id,
             api_key,
@@ -192,7 +201,15 @@ impl Issuer {
         if !caller.admin {
             return Err(IssuerError::Forbidden("this operation needs an admin token".into()));
         }
-        let users = self.store.users(after.unwrap_or(""), limit).await?;
+        let limit = limit.clamp(1, aip_api::MAX_PAGE);
+        let mut users = self.store.users(after.unwrap_or(""), limit + 1).await?;
+        let more = users.len() > limit as usize;
+        users.truncate(limit as usize);
+        let next = if more {
+            users.last().map(|u| u.user_id.clone())
+        } else {
+            None
+        };
         let users = users
             .into_iter()
             .map(|u| {
@@ -205,6 +222,6 @@ impl Issuer {
                 })
             })
             .collect::<Result<_, IssuerError>>()?;
-        Ok(UserList { users })
+        Ok(UserList { users, next })
     }
 }

@@ -26,8 +26,27 @@ pub struct UserRecord {
 
 impl IssuerStore {
     /// Creates a user with an API key (stored as its digest).
-    pub async fn create_user(&self, user: &UserRecord, key_digest: &str, audit: &AuditEntry) -> Result<(), DbError> {
+    ///
+    /// Refused, with nothing written, when the id looks like an existing user's (the same
+    /// Unicode TR39 skeleton): `Ok(Some(existing id))`.
+    pub async fn create_user(
+        &self,
+        user: &UserRecord,
+        key_digest: &str,
+        audit: &AuditEntry,
+    ) -> Result<Option<String>, DbError> {
         let mut w = self.db.write(Lock::audited()).await?;
+        // Under the lock, so two look-alike ids created at once cannot both get in.
+        let skeleton = aip_api::checks::skeleton(&user.user_id);
+        let imitated = sqlx::query("SELECT user_id FROM users WHERE user_id_skeleton = $1 AND user_id <> $2 LIMIT 1")
+            .bind(&skeleton)
+            .bind(&user.user_id)
+            .fetch_optional(w.conn())
+            .await
+            .map_err(backend)?;
+        if let Some(row) = imitated {
+            return Ok(Some(row.try_get("user_id").map_err(backend)?));
+        }
         let revoked = sqlx::query("SELECT 1 AS revoked FROM user_revocations WHERE user_id = $1")
             .bind(&user.user_id)
             .fetch_optional(w.conn())
@@ -37,19 +56,33 @@ impl IssuerStore {
             return Err(DbError::Conflict("this user id was revoked and cannot be reused"));
         }
         sqlx::query(
-            "INSERT INTO users (user_id, key_digest, delegatable_tools, delegation_scope, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO users (user_id, key_digest, delegatable_tools, delegation_scope, created_at, \
+             user_id_skeleton) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&user.user_id)
         .bind(key_digest)
         .bind(serde_json::to_string(&user.delegatable_tools).map_err(backend)?)
         .bind(&user.delegation_scope)
         .bind(user.created_at)
+        .bind(&skeleton)
         .execute(w.conn())
         .await
         .map_err(|e| aip_db::unique_or(e, DbError::Conflict("a user with this id exists already")))?;
         w.audit(audit, user.created_at).await?;
-        w.commit().await
+        w.commit().await?;
+        Ok(None)
+    }
+
+    /// Fills in the id skeleton of users created before skeletons were stored (migration
+    /// 0005); the number filled in. Safe to run on every replica at once.
+    pub async fn backfill_user_skeletons(&self) -> Result<u64, DbError> {
+        self.db
+            .fill_derived(
+                "SELECT user_id, user_id FROM users WHERE user_id_skeleton IS NULL LIMIT 500",
+                "UPDATE users SET user_id_skeleton = $1 WHERE user_id = $2 AND user_id_skeleton IS NULL",
+                aip_api::checks::skeleton,
+            )
+            .await
     }
 
     fn user_from_row(row: &AnyRow) -> Result<UserRecord, DbError> {
@@ -86,7 +119,7 @@ impl IssuerStore {
              WHERE u.user_id > $1 ORDER BY u.user_id LIMIT $2",
         )
         .bind(after)
-        .bind(i64::from(limit.clamp(1, 1000)))
+        .bind(i64::from(limit.clamp(1, aip_api::MAX_PAGE + 1)))
         .fetch_all(self.db.reader())
         .await
         .map_err(backend)?;

@@ -24,6 +24,7 @@ impl From<RegistryError> for ApiError {
                 "this public key is already registered",
             ),
             RegistryError::Conflict(d) => Self::new(StatusCode::CONFLICT, "conflict", d),
+            RegistryError::LooksLike(d) => Self::new(StatusCode::CONFLICT, "conflict", d),
             e @ RegistryError::Internal(_) => {
                 tracing::error!(error = ?e, "request failed");
                 Self::internal()

@@ -5,6 +5,7 @@ use aip_aat::aid::{AID_VERSION, AgentIdentityDocument, AgentStatus};
 use aip_aat::ids::AgentId;
 use aip_aat::keys::PublicKey;
 use aip_aat::request_proof::{RequestProofClaims, SignedRequest, verify_request_proof};
+use aip_api::checks::imitation;
 use aip_api::registry::{
     AgentList, AgentResponse, AgentSummary, PreviousKeyView, RegisterAgentRequest, RegisterAgentResponse, StatusKind,
     StatusRequest, StatusResponse,
@@ -13,13 +14,13 @@ use aip_db::audit::AuditEntry;
 use serde_json::{Value, json};
 
 use super::certificates::{certificate_record, certificate_view};
-use super::checks::{check_capabilities, check_field, check_metadata, check_reason};
+use super::checks::{check_capabilities, check_field, check_metadata, check_name_field, check_reason};
 use super::error::{RegistryError, unix_time};
 use super::principal::Principal;
 use super::state::Registry;
 use crate::ca::CrlReason;
 use crate::metrics as m;
-use crate::store::{AgentQuery, NewAgent, Nonce, RegistrationCredential, StatusAction, StoredAgent};
+use crate::store::{AgentQuery, NewAgent, Nonce, RegistrationCredential, StatusAction, StoreError, StoredAgent};
 
 impl Registry {
     pub(super) fn verify_proof(
@@ -81,7 +82,7 @@ impl Registry {
             Principal::Reader { .. } => return Err(RegistryError::Forbidden("a reader token cannot register agents")),
         };
         let now = self.clock.now();
-        check_field("name", &request.name, 128)?;
+        check_name_field("name", &request.name, 128)?;
         if let Some(description) = &request.description {
             check_field("description", description, 1024)?;
         }
@@ -124,7 +125,16 @@ impl Registry {
         let token_expiry = self
             .store
             .register_agent(&agent, &certificate, &credential, &nonce, &audit)
-            .await?;
+            .await
+            .map_err(|e| match e {
+                StoreError::LooksLike { agent_id, name } => RegistryError::LooksLike(imitation(
+                    "name",
+                    &agent.name,
+                    &name,
+                    &format!("the name of agent {agent_id}"),
+                )),
+                e => e.into(),
+            })?;
         metrics::counter!(m::AGENTS_REGISTERED).increment(1);
         let stored = StoredAgent {
             agent,
@@ -182,7 +192,7 @@ impl Registry {
 
     /// `GET /v1/agents`.
     pub async fn agents(&self, query: &AgentQuery) -> Result<AgentList, RegistryError> {
-        let limit = query.limit.clamp(1, 1000);
+        let limit = query.limit.clamp(1, aip_api::MAX_PAGE);
         let mut page = self
             .store
             .agents(&AgentQuery {

@@ -1,12 +1,17 @@
 //! Checks of request values, answered as `invalid_request`.
 
 use aip_aat::aid::AidMetadata;
-use aip_api::checks::{check_text, check_tool_names};
+use aip_api::checks::{check_name, check_text, check_tool_names};
 
 use super::error::RegistryError;
 
 pub(super) fn check_field(member: &str, value: &str, max: usize) -> Result<(), RegistryError> {
     check_text(member, value, max).map_err(RegistryError::InvalidRequest)
+}
+
+/// A name or id people read: no invisible characters or bidirectional controls either.
+pub(super) fn check_name_field(member: &str, value: &str, max: usize) -> Result<(), RegistryError> {
+    check_name(member, value, max).map_err(RegistryError::InvalidRequest)
 }
 
 pub(super) fn check_capabilities(capabilities: &[String]) -> Result<(), RegistryError> {
@@ -20,7 +25,7 @@ pub(super) fn check_metadata(metadata: &AidMetadata) -> Result<(), RegistryError
         ("metadata.owner", &metadata.owner),
     ] {
         if let Some(value) = value {
-            check_field(member, value, 256)?;
+            check_name_field(member, value, 256)?;
         }
     }
     if metadata.tags.len() > 32 {
@@ -29,7 +34,7 @@ pub(super) fn check_metadata(metadata: &AidMetadata) -> Result<(), RegistryError
         ));
     }
     for tag in &metadata.tags {
-        check_field("metadata.tags", tag, 64)?;
+        check_name_field("metadata.tags", tag, 64)?;
     }
     Ok(())
 }

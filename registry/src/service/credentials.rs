@@ -13,7 +13,7 @@ use aip_api::registry::{
 use aip_db::audit::AuditEntry;
 use serde_json::json;
 
-use super::checks::check_field;
+use super::checks::check_name_field;
 use super::error::{RegistryError, unix_time};
 use super::principal::{CachedAccessToken, Principal};
 use super::state::Registry;
@@ -178,7 +178,7 @@ impl Registry {
         let role = Role::from_name(&request.role)
             .ok_or_else(|| RegistryError::InvalidRequest(format!("role {:?} is not admin or reader", request.role)))?;
         if let Some(label) = &request.label {
-            check_field("label", label, 64)?;
+            check_name_field("label", label, 64)?;
         }
         let expires_at = match request.expires_in {
             None => None,

@@ -33,6 +33,9 @@ pub enum RegistryError {
     /// The request conflicts with the agent's state.
     #[error("{0}")]
     Conflict(&'static str),
+    /// The name looks like an existing agent's; the text names that agent.
+    #[error("{0}")]
+    LooksLike(String),
     /// Something failed on our side.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -53,6 +56,7 @@ impl From<StoreError> for RegistryError {
             StoreError::InvalidCredential => Self::Unauthorized("the credential is no longer valid"),
             StoreError::ProofReplayed => Self::InvalidProof("the request proof was already used".into()),
             StoreError::Conflict(m) => Self::Conflict(m),
+            e @ StoreError::LooksLike { .. } => Self::LooksLike(e.to_string()),
             e @ (StoreError::Corrupt(_) | StoreError::Backend(_)) => Self::internal(e),
         }
     }

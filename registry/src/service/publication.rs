@@ -14,7 +14,7 @@ use aip_db::audit::AuditEntry;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use super::checks::{check_field, check_reason};
+use super::checks::{check_name_field, check_reason};
 use super::error::RegistryError;
 use super::principal::Principal;
 use super::state::{PublishedList, Registry, SignedList};
@@ -162,7 +162,7 @@ impl Registry {
         actor: String,
         revocations: &PublishRevocationsRequest,
     ) -> Result<u64, RegistryError> {
-        check_field("subject", &revocations.subject, 300)?;
+        check_name_field("subject", &revocations.subject, 300)?;
         check_reason(revocations.reason.as_deref())?;
         if revocations.is_empty() {
             return Err(RegistryError::InvalidRequest("nothing to revoke".into()));
@@ -180,7 +180,7 @@ impl Registry {
             .chain(revocations.sessions.iter().map(|e| ("sessions[].id", &e.id)))
             .chain(revocations.users.iter().map(|u| ("users[]", u)))
         {
-            check_field(member, id, 256)?;
+            check_name_field(member, id, 256)?;
         }
         let audit = AuditEntry {
             actor,

@@ -32,6 +32,14 @@ pub enum StoreError {
     /// The change does not apply to the agent's current state.
     #[error("{0}")]
     Conflict(&'static str),
+    /// The new agent's name looks like an existing agent's (the same Unicode TR39 skeleton).
+    #[error("the name looks like the name of agent {agent_id}")]
+    LooksLike {
+        /// The existing agent.
+        agent_id: String,
+        /// Its name.
+        name: String,
+    },
     /// Stored data could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(&'static str),

@@ -3,8 +3,8 @@
 use aip_aat::aid::{AgentStatus, AidMetadata};
 use aip_aat::ids::AgentId;
 use aip_aat::keys::Jwk;
-use aip_db::Lock;
 use aip_db::audit::AuditEntry;
+use aip_db::{DbError, Lock};
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -47,12 +47,26 @@ impl AgentStore for SqlStore {
             }
         };
         record_nonce(&mut w, nonce).await?;
+        // Under the lock, so two look-alike names registered at once cannot both get in.
+        let skeleton = aip_api::checks::skeleton(&agent.name);
+        let imitated = sqlx::query("SELECT agent_id, name FROM agents WHERE name_skeleton = $1 AND name <> $2 LIMIT 1")
+            .bind(&skeleton)
+            .bind(&agent.name)
+            .fetch_optional(w.conn())
+            .await
+            .map_err(stored)?;
+        if let Some(row) = imitated {
+            return Err(StoreError::LooksLike {
+                agent_id: row.try_get("agent_id").map_err(stored)?,
+                name: row.try_get("name").map_err(stored)?,
+            });
+        }
         let public_key = to_json(&agent.public_key)?;
         let metadata = agent.metadata.as_ref().map(to_json).transpose()?;
         sqlx::query(
             "INSERT INTO agents (agent_id, name, description, owner, capabilities, autonomous, metadata, status, \
-             status_reason, status_changed_at, created_at, key_thumbprint, public_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', NULL, NULL, $8, $9, $10)",
+             status_reason, status_changed_at, created_at, key_thumbprint, public_key, name_skeleton) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', NULL, NULL, $8, $9, $10, $11)",
         )
         .bind(agent.agent_id.as_str())
         .bind(&agent.name)
@@ -64,6 +78,7 @@ impl AgentStore for SqlStore {
         .bind(now)
         .bind(agent.thumbprint.as_str())
         .bind(&public_key)
+        .bind(&skeleton)
         .execute(w.conn())
         .await
         // A trigger records the key in agent_keys, where every key is unique.
@@ -86,7 +101,9 @@ impl AgentStore for SqlStore {
 
     async fn agents(&self, query: &AgentQuery) -> Result<Vec<StoredAgent>, StoreError> {
         let after = query.after.as_ref().map_or("", AgentId::as_str);
-        let limit = i64::from(query.limit.clamp(1, 1000));
+        // One more than a page at most: the service asks for one more to know whether
+        // another page follows.
+        let limit = i64::from(query.limit.clamp(1, aip_api::MAX_PAGE + 1));
         let rows = match query.status {
             Some(status) => {
                 sqlx::query(agents_by_status_sql())
@@ -388,4 +405,18 @@ fn agents_by_status_sql() -> &'static str {
     "SELECT agent_id, name, description, owner, capabilities, autonomous, metadata, status, \
      status_reason, status_changed_at, created_at, key_thumbprint, public_key FROM agents \
      WHERE status = $1 AND agent_id > $2 ORDER BY agent_id LIMIT $3"
+}
+
+impl SqlStore {
+    /// Fills in the name skeleton of agents registered before skeletons were stored (migration
+    /// 0005); the number filled in. Safe to run on every replica at once.
+    pub async fn backfill_name_skeletons(&self) -> Result<u64, DbError> {
+        self.db
+            .fill_derived(
+                "SELECT agent_id, name FROM agents WHERE name_skeleton IS NULL LIMIT 500",
+                "UPDATE agents SET name_skeleton = $1 WHERE agent_id = $2 AND name_skeleton IS NULL",
+                aip_api::checks::skeleton,
+            )
+            .await
+    }
 }
