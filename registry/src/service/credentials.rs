@@ -140,7 +140,7 @@ impl Registry {
             ));
         }
         if let Some(label) = &request.label {
-            check_field("label", label, 64)?;
+            check_name_field("label", label, 64)?;
         }
         let now = self.clock.now();
         let expires_at = now + i64::try_from(request.expires_in).unwrap_or(0);
