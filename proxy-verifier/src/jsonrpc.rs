@@ -68,6 +68,12 @@ impl<'a> Envelope<'a> {
     }
 }
 
+/// Whether `text` is one JSON object: what a line that is not a JSON-RPC envelope must at least
+/// be to be relayed. Read without building anything.
+pub fn is_json_object(text: &str) -> bool {
+    text.trim_start().starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+}
+
 /// `params._aip_aat` and `params._aip_proof` (spec 7.6.1; docs/architecture.md, "The AAT on the wire").
 const AAT_MEMBER: &str = "_aip_aat";
 const PROOF_MEMBER: &str = "_aip_proof";

@@ -320,6 +320,32 @@ fn responses_that_are_not_utf8_are_relayed_unchanged_unless_redacted() {
 }
 
 #[test]
+fn server_output_that_is_not_json_is_dropped_and_audited() {
+    let fx = Fixture::new(&format!("{BASIC}  dlp:\n{AWS_PATTERN}"));
+    let mut proxy = fx.start(&[]);
+    for line in [
+        format!("debug: key={AWS_KEY}"),
+        format!("{{debug {AWS_KEY}}}"),
+        format!("[\"{AWS_KEY}\""),
+    ] {
+        proxy.send(&tool_call("1", "raw", &json!({ "line": line })));
+    }
+    // The next message the client sees is the answer to the next call: nothing of the three.
+    let response = proxy.call(&tool_call("2", "echo", &json!({})));
+    assert_eq!(response["id"], 2, "{response}");
+    assert!(proxy.finish().success());
+    assert!(!proxy.stderr().contains(AWS_KEY), "the log holds the secret");
+    let log = std::fs::read_to_string(fx.audit()).unwrap();
+    assert!(!log.contains(AWS_KEY), "the audit log holds the secret");
+    let dropped = fx
+        .records()
+        .into_iter()
+        .filter(|r| r["event"] == "PROTOCOL_ERROR" && r["direction"] == "downstream")
+        .count();
+    assert_eq!(dropped, 3, "{log}");
+}
+
+#[test]
 fn dlp_pattern_scopes_are_respected() {
     // A response-only pattern leaves requests alone even when requests are scanned.
     let fx = Fixture::new(&format!(

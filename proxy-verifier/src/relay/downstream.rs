@@ -51,21 +51,30 @@ impl Relay {
     fn downstream_line(&self, line: &[u8], client: &Sink, idle: bool) -> io::Result<()> {
         let engine = self.policy.current();
         let body = strip_newline(line);
-        // Decode the text, and read the envelope, only when something needs them: a pending
-        // `tools/list`, DLP, or the id of a DLP record. Otherwise the line goes out as it came.
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
         // `from_utf8` validates a word at a time, `from_utf8_lossy` a byte at a time, so the
-        // lossy decode is kept for the lines that need it.
-        let text = std::cell::OnceCell::new();
-        let text = || {
-            text.get_or_init(|| match std::str::from_utf8(body) {
-                Ok(text) => Cow::Borrowed(text),
-                Err(_) => String::from_utf8_lossy(body),
-            })
+        // lossy decode is kept for the lines that need it. Both borrow when the line is UTF-8.
+        let text = match std::str::from_utf8(body) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(body),
         };
+        // Every line is read as a JSON-RPC envelope (borrowed from the line: nothing is
+        // allocated): DLP only knows how to scan JSON, so what is not JSON never goes out.
+        let envelope = Envelope::parse(&text);
+        if envelope.is_none() && !jsonrpc::is_json_object(&text) {
+            self.audit_protocol(
+                "downstream",
+                &format!(
+                    "server output that is not a JSON-RPC message dropped ({} bytes)",
+                    body.len()
+                ),
+            );
+            return Ok(());
+        }
         let mut replaced: Option<String> = None;
-        let envelope = std::cell::OnceCell::new();
-        let envelope = || envelope.get_or_init(|| Envelope::parse(text())).as_ref();
-        let id = || envelope().and_then(|e| e.id);
+        let id = || envelope.as_ref().and_then(|e| e.id);
         let listed = {
             let mut lists = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
             if lists.is_empty() {
@@ -74,7 +83,7 @@ impl Relay {
                 method: None,
                 id: Some(id),
                 ..
-            }) = envelope()
+            }) = &envelope
             {
                 lists.remove(id.get())
             } else {
@@ -82,16 +91,16 @@ impl Relay {
             }
         };
         if let Some(aat) = listed
-            && envelope().is_some_and(|e| e.result.is_some())
+            && envelope.as_ref().is_some_and(|e| e.result.is_some())
         {
             let grant = aat
                 .as_ref()
                 .zip(self.identity.as_ref())
                 .map(|(aat, identity)| grant_of(aat, identity));
-            replaced = self.filter_tools_list(&engine, text(), grant.as_ref());
+            replaced = self.filter_tools_list(&engine, &text, grant.as_ref());
         }
         if let Some(dlp) = engine.policy().dlp() {
-            let current = replaced.as_deref().unwrap_or(text());
+            let current = replaced.as_deref().unwrap_or(&text);
             match dlp.scan_message(current, Direction::Response) {
                 Scan::Clean => {}
                 Scan::Redacted { text, events } => {
