@@ -401,6 +401,41 @@ fn capabilities_intersect_with_the_policy_in_calls_and_lists() {
 }
 
 #[test]
+fn a_rejected_aat_is_audited_with_the_agent_and_jti_it_claims() {
+    let (fixture, authority) = fixture("", "", "");
+    let mut proxy = fixture.start(&[]);
+    let args = json!({"path": "/tmp/a.txt"});
+    // Signed by a key nobody trusts: its claims are read for the record, marked unverified.
+    let forged_claims = authority.claims(&["read_file"]);
+    let forged = encode_aat(&forged_claims, &KeyPair::generate(Algorithm::EdDSA).unwrap()).unwrap();
+    let proof = authority.proof(&forged, "read_file", &args);
+    let answer = proxy.call(&call_line(1, "read_file", &args, Some(&forged), Some(&proof)));
+    assert_refused(&answer, -32016, "unknown_signing_key");
+    // Verified, but the user authenticated too long ago: the claims are verified ones.
+    let mut old = authority.claims(&["read_file"]);
+    old.user_binding.as_mut().unwrap().auth_time = now() - 2 * 86_400;
+    let aat = encode_aat(&old, &authority.issuer).unwrap();
+    let proof = authority.proof(&aat, "read_file", &args);
+    let answer = proxy.call(&call_line(2, "read_file", &args, Some(&aat), Some(&proof)));
+    assert_refused(&answer, -32019, "user_auth_stale");
+    // Not a token at all: nothing to name.
+    let answer = proxy.call(&call_line(3, "read_file", &args, Some("not-a-token"), None));
+    assert_eq!(error_code(&answer), -32016, "{answer}");
+    proxy.finish();
+    let records = fixture.records();
+    let rejected: Vec<&Value> = records.iter().filter(|r| r["event"] == "AAT_REJECTED").collect();
+    assert_eq!(rejected.len(), 3, "{records:?}");
+    assert_eq!(rejected[0]["agent_id"], authority.agent_id.as_str());
+    assert_eq!(rejected[0]["aat_jti"], forged_claims.jti.to_string());
+    assert_eq!(rejected[0]["claims_unverified"], true);
+    assert_eq!(rejected[0]["request_id"], 1);
+    assert_eq!(rejected[1]["agent_id"], authority.agent_id.as_str());
+    assert_eq!(rejected[1]["aat_jti"], old.jti.to_string());
+    assert!(rejected[1].get("claims_unverified").is_none(), "{}", rejected[1]);
+    assert!(rejected[2].get("agent_id").is_none(), "{}", rejected[2]);
+}
+
+#[test]
 fn token_errors_follow_spec_11_2() {
     let (fixture, authority) = fixture("", "", "");
     let mut proxy = fixture.start(&[]);

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::{Fixture, Proxy, error_code, free_port, http, policy_yaml, run, tool_call};
 
-const BASIC: &str = "  allowed_tools: [echo, raw, emit, secret, exit, stall, size]\n";
+const BASIC: &str = "  allowed_tools: [echo, raw, emit, secret, exit, stall, size, slow, big]\n";
 
 fn echo_of(response: &Value) -> &str {
     response["result"]["echo"]
@@ -644,7 +644,7 @@ fn validate_accepts_a_good_policy() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("relay-test") && stdout.contains("is valid"), "{stdout}");
-    assert!(stdout.contains("allowed_tools: 7"), "{stdout}");
+    assert!(stdout.contains("allowed_tools: 9"), "{stdout}");
 }
 
 #[test]
@@ -907,6 +907,98 @@ fn oversized_line_gets_32600_and_the_proxy_stays_up() {
     let response = proxy.call(&tool_call("4", "echo", &json!({})));
     assert_eq!(response["id"], 4);
     assert!(!fx.seen().contains("xxxx"));
+}
+
+#[test]
+fn oversized_messages_are_answered_with_their_id() {
+    let fx = Fixture::new(BASIC);
+    let mut proxy = fx.start(&["--max-message-size", "4096"]);
+    // A request: refused with its id, read from the start of the line.
+    let big = tool_call("\"big-1\"", "echo", &json!({"data": "x".repeat(10_000)}));
+    let response = proxy.call(&big);
+    assert_eq!(error_code(&response), -32600, "{response}");
+    assert_eq!(response["id"], "big-1", "{response}");
+    // An answer too large to relay: the call it answers gets an error with its id.
+    let response = proxy.call(&tool_call("2", "big", &json!({"n": 10_000})));
+    assert_eq!(error_code(&response), -32603, "{response}");
+    assert_eq!(response["id"], 2, "{response}");
+    // An id after a member too long for the kept prefix cannot be read: `null`, as before.
+    let late_id = format!(
+        r#"{{"jsonrpc":"2.0","method":"tools/call","params":{{"name":"echo","arguments":{{"data":"{}"}}}},"id":3}}"#,
+        "y".repeat(10_000)
+    );
+    let response = proxy.call(&late_id);
+    assert_eq!(error_code(&response), -32600, "{response}");
+    assert_eq!(response["id"], Value::Null, "{response}");
+    assert!(proxy.finish().success());
+    let ids: Vec<Value> = fx
+        .records()
+        .into_iter()
+        .filter(|r| r["event"] == "PROTOCOL_ERROR")
+        .map(|r| r["request_id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("big-1"), json!(2), Value::Null]);
+}
+
+#[test]
+fn a_call_past_call_timeout_is_answered_and_its_late_answer_dropped() {
+    let fx = Fixture::new(&format!("{BASIC}  call_timeout: 1s\n"));
+    let mut proxy = fx.start(&[]);
+    proxy.send(&tool_call("1", "slow", &json!({"ms": 3000})));
+    let response = proxy.recv_json();
+    assert_eq!(response["id"], 1, "{response}");
+    assert_eq!(error_code(&response), -32603, "{response}");
+    // The server's late answer to call 1 (3 s after it was sent) never reaches the client.
+    proxy.assert_quiet(Duration::from_millis(2500));
+    let response = proxy.call(&tool_call("2", "echo", &json!({})));
+    assert_eq!(response["id"], 2, "{response}");
+    assert!(response.get("result").is_some(), "{response}");
+    // A call answered in time is not touched.
+    let response = proxy.call(&tool_call("3", "slow", &json!({"ms": 10})));
+    assert_eq!(response["id"], 3, "{response}");
+    assert!(response.get("result").is_some(), "{response}");
+    proxy.assert_quiet(Duration::from_millis(500));
+    assert!(proxy.finish().success());
+    let records = fx.records();
+    let timed_out: Vec<&Value> = records.iter().filter(|r| r["event"] == "SERVER_TIMEOUT").collect();
+    assert_eq!(timed_out.len(), 1, "{records:?}");
+    assert_eq!(timed_out[0]["request_id"], 1);
+}
+
+#[test]
+fn every_waiting_call_is_answered_when_the_server_exits() {
+    let fx = Fixture::new(BASIC);
+    let mut proxy = fx.start(&[]);
+    // Two calls the server never answers, then one that makes it exit.
+    proxy.send(&tool_call(
+        "1",
+        "raw",
+        &json!({"line": "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/x\"}"}),
+    ));
+    proxy.send(&tool_call(
+        "\"two\"",
+        "raw",
+        &json!({"line": "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/x\"}"}),
+    ));
+    proxy.send(&tool_call("3", "exit", &json!({"code": 3})));
+    let mut ids = Vec::new();
+    while ids.len() < 3 {
+        let message = proxy.recv_json();
+        if message.get("method").is_some() {
+            continue;
+        }
+        assert_eq!(error_code(&message), -32603, "{message}");
+        ids.push(message["id"].to_string());
+    }
+    ids.sort();
+    assert_eq!(ids, ["\"two\"", "1", "3"]);
+    assert_eq!(proxy.wait().code(), Some(3));
+    let exited = fx
+        .records()
+        .into_iter()
+        .filter(|r| r["event"] == "SERVER_EXITED")
+        .count();
+    assert_eq!(exited, 3);
 }
 
 #[test]

@@ -30,6 +30,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use aip_aat::keys::{Algorithm, PublicKey};
 use base64::Engine as _;
@@ -132,6 +133,7 @@ pub struct Policy {
     strict_args_default: bool,
     dlp: Option<Dlp>,
     hitl: HitlSettings,
+    call_timeout: Option<Duration>,
     server: ServerSettings,
     registry: Option<RegistrySettings>,
     aat: Option<AatSettings>,
@@ -229,6 +231,11 @@ impl Policy {
     /// Normalized `allowed_tools`.
     pub fn allowed_tools(&self) -> &HashSet<String> {
         &self.allowed_tools
+    }
+    /// `spec.call_timeout`: how long the server may take to answer a request the proxy
+    /// forwarded; `None` (the default) waits as long as the server takes.
+    pub fn call_timeout(&self) -> Option<Duration> {
+        self.call_timeout
     }
     /// The rule for a normalized tool name.
     pub fn rule(&self, normalized_tool: &str) -> Option<&ToolRule> {
@@ -475,6 +482,21 @@ fn compile(doc: raw::Document, hash: String, signed: bool) -> Result<Policy, Pol
         }
     }
     let hitl = hitl::compile_hitl(spec.hitl)?;
+    let call_timeout = match &spec.call_timeout {
+        None => None,
+        Some(text) => {
+            let timeout =
+                parse_duration(&text.value).map_err(|m| PolicyError::invalid("spec.call_timeout", text, m))?;
+            if timeout.is_zero() {
+                return Err(PolicyError::invalid(
+                    "spec.call_timeout",
+                    text,
+                    "must be longer than zero (leave it out for no timeout)",
+                ));
+            }
+            Some(timeout)
+        }
+    };
     let server = server::compile_server(spec.server)?;
     let registry = match spec.registry {
         Some(registry) => registry::compile_registry(registry)?,
@@ -501,6 +523,7 @@ fn compile(doc: raw::Document, hash: String, signed: bool) -> Result<Policy, Pol
         strict_args_default: spec.strict_args_default.unwrap_or(false),
         dlp,
         hitl,
+        call_timeout,
         server,
         registry,
         aat,

@@ -45,6 +45,7 @@ pub(crate) struct Spec {
     pub(crate) registry: Option<S<Registry>>,
     pub(crate) aat: Option<S<Aat>>,
     pub(crate) hitl: Option<Hitl>,
+    pub(crate) call_timeout: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,11 +19,24 @@ use crate::normalize::normalize;
 use crate::policy::HashAlgorithm;
 
 use super::lines::{Line, Sink, lock, read_line, send, strip_newline};
+use super::pending::Answer;
 use super::shared::{Relay, reason};
 
 impl Relay {
-    /// Server → client until the server closes its output.
-    pub fn downstream<R: Read>(&self, mut input: BufReader<R>, client: &Sink) -> io::Result<()> {
+    /// Server → client until the server closes its output. Meanwhile calls that pass
+    /// `spec.call_timeout` are answered with an error; when the output ends, so is every call
+    /// still waiting.
+    pub fn downstream<R: Read>(&self, input: BufReader<R>, client: &Sink) -> io::Result<()> {
+        std::thread::scope(|scope| {
+            scope.spawn(|| self.expire_calls(client));
+            let relayed = self.relay_downstream(input, client);
+            // Also stops the timer thread, which the scope then joins.
+            let answered = self.answer_waiting(client);
+            relayed.and(answered)
+        })
+    }
+
+    fn relay_downstream<R: Read>(&self, mut input: BufReader<R>, client: &Sink) -> io::Result<()> {
         let mut buf = Vec::with_capacity(4096);
         loop {
             let read = read_line(&mut input, &mut buf, self.options.max_message)?;
@@ -32,9 +45,17 @@ impl Relay {
             match read {
                 Line::Eof => return lock(client).flush(),
                 Line::TooLong => {
-                    self.audit_protocol("downstream", "server message too large");
-                    let text = jsonrpc::error_response(
-                        None,
+                    // The answer is dropped, but the call it answers is answered with an error
+                    // carrying its id when the line's first bytes name it.
+                    let id = jsonrpc::id_in_prefix(&buf);
+                    self.audit_protocol("downstream", "server message too large", id);
+                    if let Some(id) = id
+                        && self.pending.answered(id) == Answer::Late
+                    {
+                        continue;
+                    }
+                    let text = aip_aat::jsonrpc::error_response(
+                        id,
                         ErrorCode::InternalError,
                         Some(reason(&format!(
                             "server message exceeds {} bytes",
@@ -46,6 +67,51 @@ impl Relay {
                 Line::Complete => self.downstream_line(&buf, client, idle)?,
             }
         }
+    }
+
+    /// Answers each call whose `spec.call_timeout` passes, until the server's output ends.
+    fn expire_calls(&self, client: &Sink) {
+        while let Some(id) = self.pending.next_expired() {
+            tracing::warn!(id = %id, "the server did not answer in time: call answered with an error");
+            if let Err(e) = self.answer_unanswered(
+                client,
+                &id,
+                "SERVER_TIMEOUT",
+                "the server did not answer within spec.call_timeout",
+            ) {
+                tracing::warn!("could not answer a call that timed out: {e}");
+            }
+        }
+    }
+
+    /// The server's output ended: every call still waiting is answered with an error.
+    fn answer_waiting(&self, client: &Sink) -> io::Result<()> {
+        let waiting = self.pending.close();
+        if !waiting.is_empty() {
+            tracing::warn!(
+                calls = waiting.len(),
+                "the server exited with calls unanswered: answered with errors"
+            );
+        }
+        for id in &waiting {
+            self.answer_unanswered(client, id, "SERVER_EXITED", "the server exited before answering")?;
+        }
+        Ok(())
+    }
+
+    /// Answers the call `id` (JSON text) with -32603 on the server's behalf, and records it.
+    fn answer_unanswered(&self, client: &Sink, id: &str, event: &str, why: &str) -> io::Result<()> {
+        let engine = self.policy.current();
+        let mut record = Record::new("downstream", "BLOCK", engine.policy().mode().as_str(), false);
+        record.event = Some(event.into());
+        record.reason = Some(why.into());
+        record.request_id = serde_json::from_str(id).ok();
+        record.error_code = Some(ErrorCode::InternalError.code());
+        record.policy_hash = Some(engine.policy().hash().to_owned());
+        self.audit.record(record);
+        self.lists.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+        let text = aip_aat::jsonrpc::error_response(Some(id), ErrorCode::InternalError, Some(reason(why)));
+        send(client, text.as_bytes(), true)
     }
 
     fn downstream_line(&self, line: &[u8], client: &Sink, idle: bool) -> io::Result<()> {
@@ -70,11 +136,25 @@ impl Relay {
                     "server output that is not a JSON-RPC message dropped ({} bytes)",
                     body.len()
                 ),
+                None,
             );
             return Ok(());
         }
         let mut replaced: Option<String> = None;
         let id = || envelope.as_ref().and_then(|e| e.id);
+        if let Some(Envelope {
+            method: None,
+            id: Some(answered),
+            ..
+        }) = &envelope
+            && self.pending.answered(answered.get()) == Answer::Late
+        {
+            tracing::info!(
+                id = answered.get(),
+                "late answer dropped: the call was answered at its deadline"
+            );
+            return Ok(());
+        }
         let listed = {
             let mut lists = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
             if lists.is_empty() {
