@@ -236,7 +236,7 @@ impl Engine {
     }
 
     /// Whether `tools/list` shows a (normalized) tool: allowed by `allowed_tools` or by a rule
-    /// that does not block it, and not a look-alike of a configured name.
+    /// that does not block it, not in `denied_tools`, and not a look-alike of a configured name.
     pub fn lists_tool(&self, normalized: &str) -> bool {
         self.lists_tool_for(normalized, None)
     }
@@ -245,7 +245,7 @@ impl Engine {
     /// AAT's capabilities (unless `policy_only`), and with `aat_only` they replace
     /// `allowed_tools`.
     pub fn lists_tool_for(&self, normalized: &str, grant: Option<&Grant<'_>>) -> bool {
-        if self.policy.confusable_with(normalized).is_some() {
+        if self.policy.denied_tools().contains(normalized) || self.policy.confusable_with(normalized).is_some() {
             return false;
         }
         if let Some(grant) = grant
@@ -286,6 +286,11 @@ impl Engine {
         let empty = Map::new();
         let args = arguments.unwrap_or(&empty);
 
+        if self.policy.denied_tools().contains(name) {
+            let mut denial = Denial::new(DenialKind::Forbidden, "Tool is in denied_tools");
+            denial.failed_rule = Some(format!("denied_tools:{name}"));
+            return Verdict::Deny(denial);
+        }
         if let Some(grant) = grant
             && !grant.covers(name)
         {

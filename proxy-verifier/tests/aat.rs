@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aip_aat::ids::{AgentId, Jti};
 use aip_aat::keys::{Algorithm, Jwks, KeyPair};
 use aip_aat::proof::{Call, create_proof};
-use aip_aat::revocation::{RevocationList, RevokedAgent};
+use aip_aat::revocation::{RevocationList, RevokedAat, RevokedAgent, RevokedSession, RevokedUser};
 use aip_aat::token::{
     AAT_VERSION, AatClaims, AgentClaims, Audience, AuthMethod, Capabilities, Confirmation, ContextClaims,
     DelegationScope, UserBinding, encode_aat,
@@ -54,16 +54,24 @@ impl Authority {
 
     /// Writes a newer signed revocation list, with the agent revoked or not.
     fn publish(&mut self, fixture: &Fixture, agent_revoked: bool) {
+        let agent_id = self.agent_id.clone();
+        self.publish_list(fixture, |list, at| {
+            if agent_revoked {
+                list.revoked_agents.push(RevokedAgent {
+                    agent_id,
+                    revoked_at: at,
+                    reason: Some("test".into()),
+                });
+            }
+        });
+    }
+
+    /// Writes a newer signed revocation list, filled in by `edit`.
+    fn publish_list(&mut self, fixture: &Fixture, edit: impl FnOnce(&mut RevocationList, time::OffsetDateTime)) {
         self.version += 1;
         let at = time::OffsetDateTime::from_unix_timestamp(now()).unwrap();
         let mut list = RevocationList::empty(self.version, at);
-        if agent_revoked {
-            list.revoked_agents.push(RevokedAgent {
-                agent_id: self.agent_id.clone(),
-                revoked_at: at,
-                reason: Some("test".into()),
-            });
-        }
+        edit(&mut list, at);
         let tmp = fixture.path("revocations.jws.tmp");
         std::fs::write(&tmp, list.sign(&self.issuer).unwrap()).unwrap();
         std::fs::rename(&tmp, fixture.path("revocations.jws")).unwrap();
@@ -548,6 +556,50 @@ fn a_revocation_in_the_signed_list_refuses_the_next_calls() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_refused(&refusal, -32016, "aat_revoked");
+    proxy.finish();
+}
+
+#[test]
+fn a_revoked_users_aat_is_refused_with_32019() {
+    let (fixture, mut authority) = fixture("", "", "");
+    let mut proxy = fixture.start(&[]);
+    let claims = authority.claims(&["read_file"]);
+    let aat = encode_aat(&claims, &authority.issuer).unwrap();
+    let args = json!({});
+    let proof = authority.proof(&aat, "read_file", &args);
+    assert_forwarded(&proxy.call(&call_line(1, "read_file", &args, Some(&aat), Some(&proof))));
+    // What the issuer publishes when a user is revoked: the user, and their tokens and sessions.
+    authority.publish_list(&fixture, |list, at| {
+        list.revoked_users.push(RevokedUser {
+            user_id: "alice@example.com".into(),
+            revoked_at: at,
+            reason: None,
+        });
+        list.revoked_aats.push(RevokedAat {
+            jti: claims.jti.clone(),
+            revoked_at: at,
+            reason: None,
+        });
+        list.revoked_sessions.push(RevokedSession {
+            session_id: claims.context.session_id.clone(),
+            revoked_at: at,
+            reason: None,
+        });
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut id = 1;
+    let refusal = loop {
+        id += 1;
+        let proof = authority.proof(&aat, "read_file", &args);
+        let answer = proxy.call(&call_line(id, "read_file", &args, Some(&aat), Some(&proof)));
+        if answer.get("error").is_some() {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "the revocation was not applied");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_refused(&refusal, -32019, "aat_revoked");
+    assert_eq!(refusal["error"]["data"]["reason"], "User delegation has been revoked");
     proxy.finish();
 }
 

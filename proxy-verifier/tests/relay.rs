@@ -206,6 +206,26 @@ fn tools_list_is_filtered_to_allowed_tools() {
 }
 
 #[test]
+fn denied_tools_are_refused_and_hidden_even_when_allowed_elsewhere() {
+    let fx = Fixture::new(
+        "  allowed_tools: [echo, rm_rf]\n  denied_tools: [RM_RF]\n  tool_rules:\n    - tool: rm_rf\n      action: allow\n",
+    );
+    fx.write_tools(&listed_tools());
+    let mut proxy = fx.start(&[]);
+    assert_eq!(list_names(&mut proxy), ["echo"]);
+    let response = proxy.call(&tool_call("1", "rm_rf", &json!({})));
+    assert_eq!(error_code(&response), -32001, "{response}");
+    assert_eq!(response["id"], 1);
+    let response = proxy.call(&tool_call("2", "echo", &json!({})));
+    assert_eq!(response["id"], 2);
+    assert!(proxy.finish().success());
+    assert!(!fx.seen().contains("rm_rf\",\"arguments"));
+    let records = fx.records();
+    let refused = records.iter().find(|r| r["tool"] == "rm_rf").unwrap();
+    assert_eq!(refused["failed_rule"], "denied_tools:rm_rf", "{refused}");
+}
+
+#[test]
 fn schema_hash_mismatch_hides_the_tool_and_blocks_it_with_32013() {
     let wrong = format!("sha256:{}", "0".repeat(64));
     let fx = Fixture::new(&format!(
@@ -346,6 +366,21 @@ fn server_output_that_is_not_json_is_dropped_and_audited() {
 }
 
 #[test]
+fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let fx = Fixture::new(BASIC);
+    let mut proxy = fx.start(&[]);
+    proxy.send(&tool_call("1", "raw", &json!({ "line": "not json" })));
+    proxy.wait_stderr("dropped");
+    assert!(proxy.finish().success());
+    let stderr = proxy.stderr();
+    assert!(stderr.contains("WARN"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a log that is not a terminal: {stderr:?}"
+    );
+}
+
+#[test]
 fn dlp_pattern_scopes_are_respected() {
     // A response-only pattern leaves requests alone even when requests are scanned.
     let fx = Fixture::new(&format!(
@@ -437,6 +472,19 @@ fn hold_id(held: &Held) -> String {
     assert_eq!(holds.as_array().map(Vec::len), Some(1), "{holds}");
     assert_eq!(holds[0]["tool"], "dangerous");
     holds[0]["hold_id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn metrics_show_the_policy_hash_from_the_start() {
+    let held = start_held(60);
+    let reply = http(held.addr, "GET", "/metrics", TOKEN);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let line = reply
+        .body
+        .lines()
+        .find(|l| l.starts_with("aip_policy_hash{"))
+        .unwrap_or_else(|| panic!("no aip_policy_hash: {}", reply.body));
+    assert!(line.contains("policy=\"relay-test\"") && line.ends_with(" 1"), "{line}");
 }
 
 #[test]

@@ -123,6 +123,7 @@ pub struct Policy {
     owner: Option<String>,
     mode: Mode,
     allowed_tools: HashSet<String>,
+    denied_tools: HashSet<String>,
     all_methods: bool,
     allowed_methods: HashSet<String>,
     denied_methods: HashSet<String>,
@@ -236,6 +237,10 @@ impl Policy {
     /// forwarded; `None` (the default) waits as long as the server takes.
     pub fn call_timeout(&self) -> Option<Duration> {
         self.call_timeout
+    }
+    /// Normalized `denied_tools`: refused whatever else allows them.
+    pub fn denied_tools(&self) -> &HashSet<String> {
+        &self.denied_tools
     }
     /// The rule for a normalized tool name.
     pub fn rule(&self, normalized_tool: &str) -> Option<&ToolRule> {
@@ -416,6 +421,7 @@ fn compile(doc: raw::Document, hash: String, signed: bool) -> Result<Policy, Pol
     };
 
     let allowed_tools = names("spec.allowed_tools", spec.allowed_tools.as_deref().unwrap_or(&[]))?;
+    let denied_tools = names("spec.denied_tools", spec.denied_tools.as_deref().unwrap_or(&[]))?;
     let (all_methods, allowed_methods) = match &spec.allowed_methods {
         None => (false, DEFAULT_ALLOWED_METHODS.iter().map(|m| (*m).to_owned()).collect()),
         Some(list) => {
@@ -447,7 +453,7 @@ fn compile(doc: raw::Document, hash: String, signed: bool) -> Result<Policy, Pol
     }
 
     let mut skeletons = HashMap::new();
-    for name in allowed_tools.iter().chain(rules.keys()) {
+    for name in allowed_tools.iter().chain(denied_tools.iter()).chain(rules.keys()) {
         skeletons.entry(skeleton(name)).or_insert_with(|| name.clone());
     }
 
@@ -514,6 +520,7 @@ fn compile(doc: raw::Document, hash: String, signed: bool) -> Result<Policy, Pol
         owner: doc.metadata.owner,
         mode,
         allowed_tools,
+        denied_tools,
         all_methods,
         allowed_methods,
         denied_methods,
