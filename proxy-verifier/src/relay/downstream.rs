@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use crate::audit::Record;
 use crate::dlp::{Direction, Scan};
-use crate::engine::{Engine, Grant};
+use crate::engine::{Engine, Grant, Listing};
 use crate::identity::grant_of;
 use crate::jsonrpc::{self, Envelope};
 use crate::normalize::normalize;
@@ -237,7 +237,7 @@ impl Relay {
                 return false;
             }
             let Some(expected) = engine.policy().rule(&normalized).and_then(|r| r.schema_hash.as_ref()) else {
-                return true;
+                return self.unpinned_listed(engine, tool, name, &normalized);
             };
             let matches = schema_digest(tool, expected.algorithm).is_some_and(|d| d == expected.digest);
             self.schemas.record(&normalized, matches);
@@ -259,6 +259,34 @@ impl Relay {
             return None;
         }
         serde_json::to_string(&message).ok()
+    }
+}
+
+impl Relay {
+    /// An unpinned tool in a `tools/list` result: kept unless it changed since the session
+    /// first listed it (and no operator accepted the change); a new change is audited.
+    fn unpinned_listed(&self, engine: &Engine, tool: &Value, name: &str, normalized: &str) -> bool {
+        let Some(digest) = schema_digest(tool, HashAlgorithm::Sha256) else {
+            return false;
+        };
+        match self.schemas.observe(normalized, digest) {
+            Listing::Unchanged => true,
+            Listing::StillChanged => false,
+            Listing::Changed => {
+                tracing::warn!(
+                    tool = name,
+                    "tool description or input schema changed since first listed: hidden and refused until accepted"
+                );
+                let mut record = Record::new("downstream", "BLOCK", engine.policy().mode().as_str(), true);
+                record.event = Some("TOOL_CHANGED".into());
+                record.tool = Some(name.to_owned());
+                record.error_code = Some(ErrorCode::SchemaMismatch.code());
+                record.reason = Some("description or input schema changed since first listed in this session".into());
+                record.policy_hash = Some(engine.policy().hash().to_owned());
+                self.audit.record(record);
+                false
+            }
+        }
     }
 }
 
