@@ -82,26 +82,27 @@ pub trait AgentRecords: Send + Sync {
 }
 
 impl VerifiedAat {
-    /// Step 7: refuses the token if it, its session, its agent, or (for tokens issued at or
-    /// before the revocation) its user's delegation is revoked. An agent the view reports
-    /// suspended is refused as `agent_inactive`, and a token bound to a key that a rotation
-    /// replaced, once the key's grace period has ended at `now`, as `agent_key_mismatch` —
-    /// as step 8 would.
+    /// Step 7: refuses the token if its user's delegation (for tokens issued at or before the
+    /// revocation), it, its session or its agent is revoked. The user comes first: revoking a
+    /// user also lists their tokens and sessions, and the refusal must say the delegation was
+    /// revoked (-32019, spec 10.5 and 11). An agent the view reports suspended is refused as
+    /// `agent_inactive`, and a token bound to a key that a rotation replaced, once the key's
+    /// grace period has ended at `now`, as `agent_key_mismatch` — as step 8 would.
     pub fn check_revocation(&self, view: &dyn RevocationView, now: i64) -> Result<(), AatError> {
         let c = self.claims();
-        let revoked_by = if view.is_token_revoked(&c.jti) {
-            RevokedBy::Token
-        } else if view.is_session_revoked(&c.context.session_id) {
-            RevokedBy::Session
-        } else if view.is_agent_revoked(&c.agent.id) {
-            RevokedBy::Agent
-        } else if c
+        let revoked_by = if c
             .user_binding
             .as_ref()
             .and_then(|u| view.user_revoked_at(&u.user_id))
             .is_some_and(|at| c.iat <= at)
         {
             RevokedBy::User
+        } else if view.is_token_revoked(&c.jti) {
+            RevokedBy::Token
+        } else if view.is_session_revoked(&c.context.session_id) {
+            RevokedBy::Session
+        } else if view.is_agent_revoked(&c.agent.id) {
+            RevokedBy::Agent
         } else if view.is_agent_suspended(&c.agent.id) {
             return Err(AatError::AgentInactive(AgentStatus::Suspended));
         } else if view

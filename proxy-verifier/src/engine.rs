@@ -186,10 +186,34 @@ impl Grant<'_> {
     }
 }
 
-/// What the proxy has learned about tool schemas from `tools/list` (spec 3.5.4).
+/// What the proxy has learned about tool schemas from `tools/list`: whether pinned tools match
+/// their `schema_hash` (spec 3.5.4), and for the others the digest first listed in this session,
+/// so that a tool whose description or input schema changes afterwards (a "rug pull") is
+/// refused until an operator accepts the change.
 #[derive(Debug, Default)]
 pub struct SchemaBook {
     seen: Mutex<HashMap<String, bool>>,
+    listed: Mutex<HashMap<String, Listed>>,
+}
+
+/// An unpinned tool's digests.
+#[derive(Debug)]
+struct Listed {
+    /// First listed, or last accepted.
+    reference: String,
+    /// The digest listed since, when it differs from `reference`.
+    changed_to: Option<String>,
+}
+
+/// How a listed unpinned tool compares with what the session saw before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// Listed for the first time, or as before.
+    Unchanged,
+    /// Different from the reference, and newly so (or differently again).
+    Changed,
+    /// Different from the reference, as it already was.
+    StillChanged,
 }
 
 impl SchemaBook {
@@ -208,6 +232,55 @@ impl SchemaBook {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(normalized_tool)
             .copied()
+    }
+
+    /// Compares the digest of an unpinned tool as listed now with its reference (the first
+    /// listing of the session, or the last accepted change).
+    pub fn observe(&self, normalized_tool: &str, digest: String) -> Listing {
+        let mut listed = self.listed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(entry) = listed.get_mut(normalized_tool) else {
+            listed.insert(
+                normalized_tool.to_owned(),
+                Listed {
+                    reference: digest,
+                    changed_to: None,
+                },
+            );
+            return Listing::Unchanged;
+        };
+        if entry.reference == digest {
+            entry.changed_to = None;
+            return Listing::Unchanged;
+        }
+        if entry.changed_to.as_deref() == Some(digest.as_str()) {
+            return Listing::StillChanged;
+        }
+        entry.changed_to = Some(digest);
+        Listing::Changed
+    }
+
+    /// Whether the tool changed since its reference listing and was not accepted.
+    pub fn changed(&self, normalized_tool: &str) -> bool {
+        self.listed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(normalized_tool)
+            .is_some_and(|l| l.changed_to.is_some())
+    }
+
+    /// An operator accepts the tool as it is now listed; false when it has no change to accept.
+    pub fn accept(&self, normalized_tool: &str) -> bool {
+        let mut listed = self.listed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match listed.get_mut(normalized_tool) {
+            Some(entry) => match entry.changed_to.take() {
+                Some(digest) => {
+                    entry.reference = digest;
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        }
     }
 }
 
@@ -236,7 +309,7 @@ impl Engine {
     }
 
     /// Whether `tools/list` shows a (normalized) tool: allowed by `allowed_tools` or by a rule
-    /// that does not block it, and not a look-alike of a configured name.
+    /// that does not block it, not in `denied_tools`, and not a look-alike of a configured name.
     pub fn lists_tool(&self, normalized: &str) -> bool {
         self.lists_tool_for(normalized, None)
     }
@@ -245,7 +318,7 @@ impl Engine {
     /// AAT's capabilities (unless `policy_only`), and with `aat_only` they replace
     /// `allowed_tools`.
     pub fn lists_tool_for(&self, normalized: &str, grant: Option<&Grant<'_>>) -> bool {
-        if self.policy.confusable_with(normalized).is_some() {
+        if self.policy.denied_tools().contains(normalized) || self.policy.confusable_with(normalized).is_some() {
             return false;
         }
         if let Some(grant) = grant
@@ -286,6 +359,11 @@ impl Engine {
         let empty = Map::new();
         let args = arguments.unwrap_or(&empty);
 
+        if self.policy.denied_tools().contains(name) {
+            let mut denial = Denial::new(DenialKind::Forbidden, "Tool is in denied_tools");
+            denial.failed_rule = Some(format!("denied_tools:{name}"));
+            return Verdict::Deny(denial);
+        }
         if let Some(grant) = grant
             && !grant.covers(name)
         {
@@ -307,6 +385,16 @@ impl Engine {
         }
 
         let rule = self.policy.rule(name);
+        // A tool that changed since this session first listed it, unless pinned (the pin
+        // decides then) or accepted by an operator.
+        if rule.is_none_or(|r| r.schema_hash.is_none()) && schemas.changed(name) {
+            let mut denial = Denial::new(
+                DenialKind::SchemaMismatch,
+                "Tool description or input schema changed since it was first listed; refused until an operator accepts the change",
+            );
+            denial.failed_rule = Some("tool_changed".into());
+            return Verdict::Deny(denial);
+        }
         // Step 1: rate limits.
         if let Some(limit) = rule.and_then(|r| r.rate_limit.as_ref())
             && !limit.try_acquire(now)

@@ -503,6 +503,40 @@ pub(crate) fn grant_of<'a>(aat: &'a VerifiedAat, identity: &Identity) -> Grant<'
     }
 }
 
+/// For the record of a token that failed validation: the agent and `jti` it *claims*, read
+/// from its payload without checking anything, and marked `claims_unverified`. Never used for a
+/// decision; values longer than 128 characters are left out.
+pub fn unverified_audit_fields(token: &str, record: &mut crate::audit::Record) {
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        jti: Option<String>,
+        agent: Option<Agent>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Agent {
+        id: Option<String>,
+    }
+    use base64::Engine as _;
+    const MAX_PAYLOAD: usize = 16 << 10;
+    let short = |v: Option<String>| v.filter(|v| v.chars().count() <= 128);
+    let Some(payload) = token.split('.').nth(1).filter(|p| p.len() <= MAX_PAYLOAD) else {
+        return;
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else {
+        return;
+    };
+    let Ok(claims) = serde_json::from_slice::<Claims>(&bytes) else {
+        return;
+    };
+    let agent_id = short(claims.agent.and_then(|a| a.id));
+    let jti = short(claims.jti);
+    if agent_id.is_some() || jti.is_some() {
+        record.agent_id = agent_id;
+        record.aat_jti = jti;
+        record.claims_unverified = Some(true);
+    }
+}
+
 /// The audit fields of spec 10.4 / 12.2 for a verified AAT: never the token or the proof.
 pub fn audit_fields(aat: &VerifiedAat, record: &mut crate::audit::Record) {
     let claims = aat.claims();

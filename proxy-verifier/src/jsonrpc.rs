@@ -68,6 +68,103 @@ impl<'a> Envelope<'a> {
     }
 }
 
+/// Whether `text` is one JSON object: what a line that is not a JSON-RPC envelope must at least
+/// be to be relayed. Read without building anything.
+pub fn is_json_object(text: &str) -> bool {
+    text.trim_start().starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+}
+
+/// The `id` of a message read from the first bytes of its line (the rest of an oversized line is
+/// never buffered): the top-level members are skipped one by one until `id`, which is returned
+/// as written when it is a string, a number or `null` that ends inside `prefix`. `None` when the
+/// prefix ends first or is not the start of a JSON object.
+pub fn id_in_prefix(prefix: &[u8]) -> Option<&str> {
+    let mut at = skip_space(prefix, 0);
+    if prefix.get(at) != Some(&b'{') {
+        return None;
+    }
+    at += 1;
+    loop {
+        at = skip_space(prefix, at);
+        if prefix.get(at) != Some(&b'"') {
+            return None;
+        }
+        let key_end = value_end(prefix, at)?;
+        let key = &prefix[at..key_end];
+        at = skip_space(prefix, key_end);
+        if prefix.get(at) != Some(&b':') {
+            return None;
+        }
+        at = skip_space(prefix, at + 1);
+        let end = value_end(prefix, at)?;
+        if key == b"\"id\"" {
+            let id = std::str::from_utf8(&prefix[at..end]).ok()?;
+            let value: Value = serde_json::from_str(id).ok()?;
+            return (value.is_string() || value.is_number() || value.is_null()).then_some(id);
+        }
+        at = skip_space(prefix, end);
+        if prefix.get(at) != Some(&b',') {
+            return None;
+        }
+        at += 1;
+    }
+}
+
+fn skip_space(bytes: &[u8], mut at: usize) -> usize {
+    while bytes.get(at).is_some_and(u8::is_ascii_whitespace) {
+        at += 1;
+    }
+    at
+}
+
+/// Where the JSON value starting at `at` ends (exclusive), if it ends inside `bytes` and
+/// something follows it (so that a number cut by the end of the prefix is not taken whole).
+fn value_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let end = match *bytes.get(at)? {
+        b'"' => string_end(bytes, at)?,
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            loop {
+                match *bytes.get(i)? {
+                    b'"' => {
+                        i = string_end(bytes, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break i + 1;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            let scalar = bytes[at..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']' | b':') || b.is_ascii_whitespace())?;
+            at + scalar
+        }
+    };
+    (end > at && end < bytes.len()).then_some(end)
+}
+
+/// Where the string literal starting at `at` ends (just after its closing quote).
+fn string_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let mut i = at + 1;
+    loop {
+        match *bytes.get(i)? {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+}
+
 /// `params._aip_aat` and `params._aip_proof` (spec 7.6.1; docs/architecture.md, "The AAT on the wire").
 const AAT_MEMBER: &str = "_aip_aat";
 const PROOF_MEMBER: &str = "_aip_proof";
@@ -368,6 +465,31 @@ mod tests {
             r#"["x"]"#,
         ] {
             assert!(ToolCallParams::parse(&raw(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_id_is_read_from_the_start_of_a_line() {
+        let cases: [(&[u8], Option<&str>); 10] = [
+            (
+                br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"na"#,
+                Some("7"),
+            ),
+            (
+                br#"{ "method" : "x", "params":{"id":1,"a":[{"}"}]} , "id" : "a\"b" ,"#,
+                Some(r#""a\"b""#),
+            ),
+            (br#"{"result":{"id":3},"id":null}"#, Some("null")),
+            (br#"{"jsonrpc":"2.0","id":12"#, None),
+            (br#"{"jsonrpc":"2.0","id":"ab"#, None),
+            (br#"{"jsonrpc":"2.0","params":{"x":"#, None),
+            (br#"{"id":{"a":1},"x":1}"#, None),
+            (br#"{"id":tru,"x":1}"#, None),
+            (br#"[{"id":1}]"#, None),
+            (b"{\"id\":1\xff,", None),
+        ];
+        for (prefix, id) in cases {
+            assert_eq!(id_in_prefix(prefix), id, "{}", String::from_utf8_lossy(prefix));
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aip_aat::ids::{AgentId, Jti};
 use aip_aat::keys::{Algorithm, Jwks, KeyPair};
 use aip_aat::proof::{Call, create_proof};
-use aip_aat::revocation::{RevocationList, RevokedAgent, SignedRevocationList};
+use aip_aat::revocation::{RevocationList, RevokedAat, RevokedAgent, RevokedSession, RevokedUser, SignedRevocationList};
 use aip_aat::token::{
     AAT_VERSION, AatClaims, AgentClaims, Audience, AuthMethod, Capabilities, Confirmation, ContextClaims,
     DelegationScope, UserBinding, encode_aat,
@@ -59,16 +59,34 @@ impl Authority {
 
     /// Writes a newer signed revocation list that expires at `expires_at`.
     fn publish_expiring(&mut self, fixture: &Fixture, agent_revoked: bool, expires_at: i64) {
+        let agent_id = self.agent_id.clone();
+        self.publish_list_expiring(fixture, expires_at, |list, at| {
+            if agent_revoked {
+                list.revoked_agents.push(RevokedAgent {
+                    agent_id,
+                    revoked_at: at,
+                    reason: Some("test".into()),
+                });
+            }
+        });
+    }
+
+    /// Writes a newer signed revocation list, filled in by `edit`, valid for an hour.
+    fn publish_list(&mut self, fixture: &Fixture, edit: impl FnOnce(&mut RevocationList, time::OffsetDateTime)) {
+        self.publish_list_expiring(fixture, now() + 3_600, edit);
+    }
+
+    /// Writes a newer signed revocation list, filled in by `edit`, that expires at `expires_at`.
+    fn publish_list_expiring(
+        &mut self,
+        fixture: &Fixture,
+        expires_at: i64,
+        edit: impl FnOnce(&mut RevocationList, time::OffsetDateTime),
+    ) {
         self.version += 1;
         let at = time::OffsetDateTime::from_unix_timestamp(now()).unwrap();
         let mut list = RevocationList::empty(self.version, at);
-        if agent_revoked {
-            list.revoked_agents.push(RevokedAgent {
-                agent_id: self.agent_id.clone(),
-                revoked_at: at,
-                reason: Some("test".into()),
-            });
-        }
+        edit(&mut list, at);
         let expires_at = time::OffsetDateTime::from_unix_timestamp(expires_at).unwrap();
         let signed = SignedRevocationList::new(list, at.min(expires_at - time::Duration::seconds(1)), expires_at);
         let tmp = fixture.path("revocations.jws.tmp");
@@ -408,6 +426,41 @@ fn capabilities_intersect_with_the_policy_in_calls_and_lists() {
 }
 
 #[test]
+fn a_rejected_aat_is_audited_with_the_agent_and_jti_it_claims() {
+    let (fixture, authority) = fixture("", "", "");
+    let mut proxy = fixture.start(&[]);
+    let args = json!({"path": "/tmp/a.txt"});
+    // Signed by a key nobody trusts: its claims are read for the record, marked unverified.
+    let forged_claims = authority.claims(&["read_file"]);
+    let forged = encode_aat(&forged_claims, &KeyPair::generate(Algorithm::EdDSA).unwrap()).unwrap();
+    let proof = authority.proof(&forged, "read_file", &args);
+    let answer = proxy.call(&call_line(1, "read_file", &args, Some(&forged), Some(&proof)));
+    assert_refused(&answer, -32016, "unknown_signing_key");
+    // Verified, but the user authenticated too long ago: the claims are verified ones.
+    let mut old = authority.claims(&["read_file"]);
+    old.user_binding.as_mut().unwrap().auth_time = now() - 2 * 86_400;
+    let aat = encode_aat(&old, &authority.issuer).unwrap();
+    let proof = authority.proof(&aat, "read_file", &args);
+    let answer = proxy.call(&call_line(2, "read_file", &args, Some(&aat), Some(&proof)));
+    assert_refused(&answer, -32019, "user_auth_stale");
+    // Not a token at all: nothing to name.
+    let answer = proxy.call(&call_line(3, "read_file", &args, Some("not-a-token"), None));
+    assert_eq!(error_code(&answer), -32016, "{answer}");
+    proxy.finish();
+    let records = fixture.records();
+    let rejected: Vec<&Value> = records.iter().filter(|r| r["event"] == "AAT_REJECTED").collect();
+    assert_eq!(rejected.len(), 3, "{records:?}");
+    assert_eq!(rejected[0]["agent_id"], authority.agent_id.as_str());
+    assert_eq!(rejected[0]["aat_jti"], forged_claims.jti.to_string());
+    assert_eq!(rejected[0]["claims_unverified"], true);
+    assert_eq!(rejected[0]["request_id"], 1);
+    assert_eq!(rejected[1]["agent_id"], authority.agent_id.as_str());
+    assert_eq!(rejected[1]["aat_jti"], old.jti.to_string());
+    assert!(rejected[1].get("claims_unverified").is_none(), "{}", rejected[1]);
+    assert!(rejected[2].get("agent_id").is_none(), "{}", rejected[2]);
+}
+
+#[test]
 fn token_errors_follow_spec_11_2() {
     let (fixture, authority) = fixture("", "", "");
     let mut proxy = fixture.start(&[]);
@@ -520,6 +573,50 @@ fn a_revocation_in_the_signed_list_refuses_the_next_calls() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_refused(&refusal, -32016, "aat_revoked");
+    proxy.finish();
+}
+
+#[test]
+fn a_revoked_users_aat_is_refused_with_32019() {
+    let (fixture, mut authority) = fixture("", "", "");
+    let mut proxy = fixture.start(&[]);
+    let claims = authority.claims(&["read_file"]);
+    let aat = encode_aat(&claims, &authority.issuer).unwrap();
+    let args = json!({});
+    let proof = authority.proof(&aat, "read_file", &args);
+    assert_forwarded(&proxy.call(&call_line(1, "read_file", &args, Some(&aat), Some(&proof))));
+    // What the issuer publishes when a user is revoked: the user, and their tokens and sessions.
+    authority.publish_list(&fixture, |list, at| {
+        list.revoked_users.push(RevokedUser {
+            user_id: "alice@example.com".into(),
+            revoked_at: at,
+            reason: None,
+        });
+        list.revoked_aats.push(RevokedAat {
+            jti: claims.jti.clone(),
+            revoked_at: at,
+            reason: None,
+        });
+        list.revoked_sessions.push(RevokedSession {
+            session_id: claims.context.session_id.clone(),
+            revoked_at: at,
+            reason: None,
+        });
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut id = 1;
+    let refusal = loop {
+        id += 1;
+        let proof = authority.proof(&aat, "read_file", &args);
+        let answer = proxy.call(&call_line(id, "read_file", &args, Some(&aat), Some(&proof)));
+        if answer.get("error").is_some() {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "the revocation was not applied");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_refused(&refusal, -32019, "aat_revoked");
+    assert_eq!(refusal["error"]["data"]["reason"], "User delegation has been revoked");
     proxy.finish();
 }
 

@@ -41,6 +41,10 @@ pub struct Record {
     /// Tools an AAT grants (`AAT_VALIDATED` records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities_granted: Option<Vec<String>>,
+    /// `true` when `agent_id` and `aat_jti` were read from a token that failed validation:
+    /// what it claims, not who sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims_unverified: Option<bool>,
     /// `ALLOW`, `BLOCK`, `ALLOW_MONITOR`, `RATE_LIMITED`, `ASK`, …
     pub decision: String,
     /// Delegation scope (from the AAT).

@@ -30,6 +30,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use aip_aat::keys::{Algorithm, PublicKey};
 use base64::Engine as _;
@@ -122,6 +123,7 @@ pub struct Policy {
     owner: Option<String>,
     mode: Mode,
     allowed_tools: HashSet<String>,
+    denied_tools: HashSet<String>,
     all_methods: bool,
     allowed_methods: HashSet<String>,
     denied_methods: HashSet<String>,
@@ -132,6 +134,7 @@ pub struct Policy {
     strict_args_default: bool,
     dlp: Option<Dlp>,
     hitl: HitlSettings,
+    call_timeout: Option<Duration>,
     server: ServerSettings,
     registry: Option<RegistrySettings>,
     aat: Option<AatSettings>,
@@ -229,6 +232,15 @@ impl Policy {
     /// Normalized `allowed_tools`.
     pub fn allowed_tools(&self) -> &HashSet<String> {
         &self.allowed_tools
+    }
+    /// `spec.call_timeout`: how long the server may take to answer a request the proxy
+    /// forwarded; `None` (the default) waits as long as the server takes.
+    pub fn call_timeout(&self) -> Option<Duration> {
+        self.call_timeout
+    }
+    /// Normalized `denied_tools`: refused whatever else allows them.
+    pub fn denied_tools(&self) -> &HashSet<String> {
+        &self.denied_tools
     }
     /// The rule for a normalized tool name.
     pub fn rule(&self, normalized_tool: &str) -> Option<&ToolRule> {
@@ -409,6 +421,7 @@ fn compile(doc: raw::Document, hash: String, signed: bool) -> Result<Policy, Pol
     };
 
     let allowed_tools = names("spec.allowed_tools", spec.allowed_tools.as_deref().unwrap_or(&[]))?;
+    let denied_tools = names("spec.denied_tools", spec.denied_tools.as_deref().unwrap_or(&[]))?;
     let (all_methods, allowed_methods) = match &spec.allowed_methods {
         None => (false, DEFAULT_ALLOWED_METHODS.iter().map(|m| (*m).to_owned()).collect()),
         Some(list) => {
@@ -440,7 +453,7 @@ fn compile(doc: raw::Document, hash: String, signed: bool) -> Result<Policy, Pol
     }
 
     let mut skeletons = HashMap::new();
-    for name in allowed_tools.iter().chain(rules.keys()) {
+    for name in allowed_tools.iter().chain(denied_tools.iter()).chain(rules.keys()) {
         skeletons.entry(skeleton(name)).or_insert_with(|| name.clone());
     }
 
@@ -475,6 +488,21 @@ fn compile(doc: raw::Document, hash: String, signed: bool) -> Result<Policy, Pol
         }
     }
     let hitl = hitl::compile_hitl(spec.hitl)?;
+    let call_timeout = match &spec.call_timeout {
+        None => None,
+        Some(text) => {
+            let timeout =
+                parse_duration(&text.value).map_err(|m| PolicyError::invalid("spec.call_timeout", text, m))?;
+            if timeout.is_zero() {
+                return Err(PolicyError::invalid(
+                    "spec.call_timeout",
+                    text,
+                    "must be longer than zero (leave it out for no timeout)",
+                ));
+            }
+            Some(timeout)
+        }
+    };
     let server = server::compile_server(spec.server)?;
     let registry = match spec.registry {
         Some(registry) => registry::compile_registry(registry)?,
@@ -492,6 +520,7 @@ fn compile(doc: raw::Document, hash: String, signed: bool) -> Result<Policy, Pol
         owner: doc.metadata.owner,
         mode,
         allowed_tools,
+        denied_tools,
         all_methods,
         allowed_methods,
         denied_methods,
@@ -501,6 +530,7 @@ fn compile(doc: raw::Document, hash: String, signed: bool) -> Result<Policy, Pol
         strict_args_default: spec.strict_args_default.unwrap_or(false),
         dlp,
         hitl,
+        call_timeout,
         server,
         registry,
         aat,

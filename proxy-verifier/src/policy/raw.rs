@@ -34,6 +34,7 @@ pub(crate) struct Metadata {
 pub(crate) struct Spec {
     pub(crate) mode: Option<S<String>>,
     pub(crate) allowed_tools: Option<Vec<S<String>>>,
+    pub(crate) denied_tools: Option<Vec<S<String>>>,
     pub(crate) allowed_methods: Option<Vec<S<String>>>,
     pub(crate) denied_methods: Option<Vec<S<String>>>,
     pub(crate) tool_rules: Option<Vec<ToolRule>>,
@@ -45,6 +46,7 @@ pub(crate) struct Spec {
     pub(crate) registry: Option<S<Registry>>,
     pub(crate) aat: Option<S<Aat>>,
     pub(crate) hitl: Option<Hitl>,
+    pub(crate) call_timeout: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

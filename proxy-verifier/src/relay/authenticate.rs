@@ -34,7 +34,7 @@ impl Relay {
             Check::Anonymous => Ok(None),
             Check::Verified(v) => Ok(Some(self.validated(msg.engine, v, tool))),
             Check::Rejected(r) => {
-                self.rejected(msg, tool, call.method, &r);
+                self.rejected(msg, tool, call.method, &r, presented.aat);
                 if r.enforced {
                     return Err(self.refuse_identity(msg, tool, &r));
                 }
@@ -61,7 +61,14 @@ impl Relay {
     }
 
     /// Records an `AAT_REJECTED` event (refused, or only logged when the AAT was optional).
-    fn rejected(&self, msg: &Message<'_>, tool: Option<&str>, method: &str, rejection: &Rejection) {
+    fn rejected(
+        &self,
+        msg: &Message<'_>,
+        tool: Option<&str>,
+        method: &str,
+        rejection: &Rejection,
+        token: Option<&str>,
+    ) {
         let (engine, started) = (msg.engine, msg.started);
         let decision = if rejection.enforced { "BLOCK" } else { "ALLOW" };
         metrics::record_decision(decision, Some("aat_invalid"), started.elapsed());
@@ -80,8 +87,10 @@ impl Relay {
         if rejection.enforced {
             record.error_code = Some(rejection.refusal.error_code().code());
         }
-        if let Some(aat) = &rejection.aat {
-            identity::audit_fields(aat, &mut record);
+        match (&rejection.aat, token) {
+            (Some(aat), _) => identity::audit_fields(aat, &mut record),
+            (None, Some(token)) => identity::unverified_audit_fields(token, &mut record),
+            (None, None) => {}
         }
         record.duration_us = Some(elapsed_us(started));
         if rejection.enforced {

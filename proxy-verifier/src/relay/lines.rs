@@ -19,8 +19,13 @@ pub(super) enum Line {
     TooLong,
 }
 
+/// How much of an oversized line is kept: enough for the members before its `id` in the
+/// messages MCP clients and servers write.
+const KEPT_PREFIX: usize = 4096;
+
 /// Reads one `\n`-terminated line into `buf` (terminator included), refusing to buffer more than
-/// `max` bytes: the rest of an oversized line is consumed and dropped.
+/// `max` bytes: of an oversized line only the first [`KEPT_PREFIX`] bytes stay in `buf` (where
+/// its `id` may be read), the rest is consumed and dropped.
 pub(super) fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Line> {
     buf.clear();
     let mut too_long = false;
@@ -45,7 +50,9 @@ pub(super) fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize
         if !too_long {
             if buf.len() + used > max + 1 {
                 too_long = true;
-                buf.clear();
+                let room = KEPT_PREFIX.saturating_sub(buf.len()).min(used);
+                buf.extend_from_slice(&chunk[..room]);
+                buf.truncate(KEPT_PREFIX);
             } else {
                 buf.extend_from_slice(chunk);
             }

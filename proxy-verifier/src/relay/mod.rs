@@ -10,16 +10,19 @@
 //! - `lines` — reading one line under the size cap; the buffered outputs ([`Sink`]);
 //! - `shared` — the [`Relay`] both directions share, and its [`RelayOptions`];
 //! - `context` — the per-message context every step of a client message borrows;
+//! - `pending` — the requests forwarded and not answered yet, their deadlines;
 //! - `upstream` — client → server: size, parse and method checks, `tools/list`, `tools/call`,
 //!   DLP on arguments, holds for approval;
 //! - `authenticate` — the AAT step of a client message, its audit records and refusals;
 //! - `records` — the decision record of a client message, and how its arguments are kept;
-//! - `downstream` — server → client: `tools/list` filtering, `schema_hash`, DLP on output.
+//! - `downstream` — server → client: `tools/list` filtering, `schema_hash`, DLP on output,
+//!   answers for calls the server leaves unanswered.
 
 mod authenticate;
 mod context;
 mod downstream;
 mod lines;
+mod pending;
 mod records;
 mod shared;
 mod upstream;

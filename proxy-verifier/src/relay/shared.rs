@@ -16,6 +16,8 @@ use crate::hitl::Hitl;
 use crate::identity::Identity;
 use crate::state::PolicyHandle;
 
+use super::pending::Pending;
+
 /// Default cap on one message, each direction.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
 
@@ -57,6 +59,8 @@ pub struct Relay {
     /// Ids (raw JSON text) of `tools/list` requests awaiting their response, with the AAT the
     /// request carried.
     pub(super) lists: Mutex<HashMap<Box<str>, Option<Arc<VerifiedAat>>>>,
+    /// Requests forwarded to the server and not answered yet.
+    pub(super) pending: Pending,
 }
 
 impl std::fmt::Debug for Relay {
@@ -85,15 +89,18 @@ impl Relay {
             identity,
             options,
             lists: Mutex::new(HashMap::new()),
+            pending: Pending::default(),
         })
     }
 
-    /// Records a message the relay could not take (`PROTOCOL_ERROR`), in either direction.
-    pub(super) fn audit_protocol(&self, direction: &str, why: &str) {
+    /// Records a message the relay could not take (`PROTOCOL_ERROR`), in either direction,
+    /// with its `id` (JSON text) when it could be read.
+    pub(super) fn audit_protocol(&self, direction: &str, why: &str, id: Option<&str>) {
         let engine = self.policy.current();
         let mut record = Record::new(direction, "BLOCK", engine.policy().mode().as_str(), true);
         record.event = Some("PROTOCOL_ERROR".into());
         record.reason = Some(why.to_owned());
+        record.request_id = id.and_then(|id| serde_json::from_str(id).ok());
         record.policy_hash = Some(engine.policy().hash().to_owned());
         self.audit.record(record);
         tracing::warn!("{direction}: {why}");

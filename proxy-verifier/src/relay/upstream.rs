@@ -50,14 +50,15 @@ impl Relay {
             match read {
                 Line::Eof => return flush_both(client, server),
                 Line::TooLong => {
-                    let text = jsonrpc::error_response(
-                        None,
+                    // Answered with the request's id when its first bytes name it, so that the
+                    // client does not wait for an answer that never comes.
+                    let id = jsonrpc::id_in_prefix(&buf);
+                    let text = aip_aat::jsonrpc::error_response(
+                        id,
                         ErrorCode::InvalidRequest,
-                        Some(serde_json::json!({
-                            "reason": format!("message exceeds {} bytes", self.options.max_message)
-                        })),
+                        Some(reason(&format!("message exceeds {} bytes", self.options.max_message))),
                     );
-                    self.audit_protocol("upstream", "message too large");
+                    self.audit_protocol("upstream", "message too large", id);
                     send(client, text.as_bytes(), true)?;
                 }
                 Line::Complete => self.upstream_line(&buf, client, server, idle)?,
@@ -71,7 +72,7 @@ impl Relay {
             return Ok(());
         }
         let Ok(text) = std::str::from_utf8(body) else {
-            self.audit_protocol("upstream", "message is not UTF-8");
+            self.audit_protocol("upstream", "message is not UTF-8", None);
             let text = jsonrpc::error_response(None, ErrorCode::ParseError, Some(reason("message is not valid UTF-8")));
             return send(client, text.as_bytes(), true);
         };
@@ -81,7 +82,7 @@ impl Relay {
             } else {
                 "message is not a JSON-RPC object"
             };
-            self.audit_protocol("upstream", why);
+            self.audit_protocol("upstream", why, None);
             let code = if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
                 ErrorCode::InvalidRequest
             } else {
@@ -118,7 +119,7 @@ impl Relay {
             return self.tools_list(&msg);
         }
         if normalized != "tools/call" {
-            return send(server, line, idle);
+            return self.forward(&msg, line);
         }
         self.tool_call(&msg)
     }
@@ -161,16 +162,24 @@ impl Relay {
                 .insert(id.get().into(), verified);
         }
         match stripped {
-            Some(text) => send(msg.server, text.as_bytes(), msg.idle),
-            None => send(msg.server, msg.line, msg.idle),
+            Some(text) => self.forward(msg, text.as_bytes()),
+            None => self.forward(msg, msg.line),
         }
+    }
+
+    /// Forwards a client message to the server; a request is remembered until it is answered.
+    fn forward(&self, msg: &Message<'_>, line: &[u8]) -> io::Result<()> {
+        if let Some(id) = msg.envelope.id {
+            self.pending.forwarded(id.get(), msg.engine.policy().call_timeout());
+        }
+        send(msg.server, line, msg.idle)
     }
 
     fn finish_method(&self, msg: &Message<'_>, method: &str, resolution: Resolution) -> io::Result<()> {
         let record = self.record(msg, &resolution, Some(method), None);
         self.audit.record(record);
         match resolution.refusal() {
-            None => send(msg.server, msg.line, msg.idle),
+            None => self.forward(msg, msg.line),
             Some(denial) => {
                 tracing::info!(method, code = denial.kind.code(), "refused: {}", denial.reason);
                 if msg.envelope.id.is_none() {
@@ -251,13 +260,17 @@ impl Relay {
         record.duration_us = Some(elapsed_us(started));
         self.audit.record(record);
         tracing::debug!(tool = %params.name, decision = resolution.decision.as_str(), "forwarded");
-        send(msg.server, &forward, msg.idle)
+        self.forward(msg, &forward)
     }
 
     /// Answers -32602 with `why` for params the proxy cannot read, logged as a protocol event.
     fn invalid_params(&self, msg: &Message<'_>, why: &str) -> io::Result<()> {
         let method = msg.envelope.method.as_deref().unwrap_or_default();
-        self.audit_protocol("upstream", &format!("{method} without valid params"));
+        self.audit_protocol(
+            "upstream",
+            &format!("{method} without valid params"),
+            msg.envelope.id.map(RawValue::get),
+        );
         let text = jsonrpc::error_response(msg.envelope.id, ErrorCode::InvalidParams, Some(reason(why)));
         send(msg.client, text.as_bytes(), msg.idle)
     }
@@ -322,6 +335,7 @@ impl Relay {
         let id: Option<Box<RawValue>> = msg.envelope.id.map(ToOwned::to_owned);
         let held_tool = tool.to_owned();
         let allow_on_timeout = engine.policy().hitl().allow_on_timeout;
+        let call_timeout = engine.policy().call_timeout();
         let (relay, client, server) = (Arc::clone(self), Arc::clone(msg.client), Arc::clone(msg.server));
         let hold_id = self.hitl.submit(
             request,
@@ -337,6 +351,9 @@ impl Relay {
                     record.decision = Decision::Allow.as_str().into();
                     record.reason = Some(format!("approval: {}", outcome_name(outcome)));
                     relay.audit.record(record);
+                    if let Some(id) = &id {
+                        relay.pending.forwarded(id.get(), call_timeout);
+                    }
                     send(&server, &forward, true)
                 } else {
                     let kind = if outcome == HoldOutcome::TimedOut {

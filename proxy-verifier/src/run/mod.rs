@@ -65,7 +65,6 @@ pub fn run(options: ProxyOptions) -> Result<i32, RunError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let hitl =
         Arc::new(Hitl::with_clock(policy.hitl().clone(), options.prompt, Arc::clone(&clock)).map_err(RunError::Hitl)?);
-    metrics::record_policy_hash(policy.name(), policy.hash());
     let audit = match &options.audit {
         Some(path) => AuditLog::open_with_clock(path, Arc::clone(&clock)).map_err(|source| RunError::Audit {
             path: path.clone(),
@@ -106,6 +105,13 @@ pub fn run(options: ProxyOptions) -> Result<i32, RunError> {
             Some(running)
         }
     };
+
+    // Recorded once the recorder is installed (`--listen`), so `/metrics` shows the policy from
+    // the start, not only after a reload.
+    {
+        let engine = handle.current();
+        metrics::record_policy_hash(engine.policy().name(), engine.policy().hash());
+    }
 
     let mut child = spawn_target(&options.target, filter_stderr)?;
     let child_pid = rustix::process::Pid::from_child(&child);

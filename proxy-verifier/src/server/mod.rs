@@ -7,6 +7,7 @@
 //! | `POST /v1/validate` | admin bearer | evaluate a tool call with the policy in force (spec 6.2) |
 //! | `GET /v1/hitl` | admin bearer | the pending holds |
 //! | `POST /v1/hitl/{hold_id}/approve`, `/deny` | admin bearer | answer a hold (200, 404, 409) |
+//! | `POST /v1/tools/{tool}/accept` | admin bearer | accept a tool that changed since first listed (200, 404) |
 //!
 //! The admin token comes from `AIP_PROXY_TOKEN`, or from a token file that is created with a
 //! 32-byte random secret when missing ([`AdminToken::load`]); it is never printed.
@@ -42,6 +43,7 @@
 //! - `status` — `/health` and `/metrics`;
 //! - `validate` — `/v1/validate` and its request and answer types;
 //! - `hitl` — the approval routes;
+//! - `tools` — accepting a changed tool;
 //! - this file — the router, [`spawn`] and the [`ServerHandle`].
 
 mod admin;
@@ -49,6 +51,7 @@ mod api;
 mod hitl;
 mod state;
 mod status;
+mod tools;
 mod validate;
 
 use std::io;
@@ -78,6 +81,7 @@ pub fn router(state: ServerState) -> Router {
         .route("/v1/hitl", get(hitl::list_holds))
         .route("/v1/hitl/{hold_id}/approve", post(hitl::approve))
         .route("/v1/hitl/{hold_id}/deny", post(hitl::deny))
+        .route("/v1/tools/{tool}/accept", post(tools::accept))
         .fallback(aip_http::not_found)
         .method_not_allowed_fallback(aip_http::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

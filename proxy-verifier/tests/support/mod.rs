@@ -243,6 +243,8 @@ impl Drop for Proxy {
 /// - `tools/call` `secret`: a text result holding an AWS access key id;
 /// - `tools/call` `stderr` `{text}`: write `text` on stderr, then answer with the echo;
 /// - `tools/call` `stall`: answer after 0.5 s, then stop reading stdin for 20 s.
+/// - `tools/call` `slow` `{ms}`: answer with the echo after `ms` milliseconds;
+/// - `tools/call` `big` `{n}`: answer with a result padded to at least `n` bytes;
 ///
 /// Notifications are answered with a `notifications/message` notification echoing them. An
 /// unparseable line gets a -32700 error with `id: null`. On EOF it writes `<dir>/eof` and exits 0;
@@ -325,6 +327,13 @@ while True:
             continue
         if name == "secret":
             out({"jsonrpc": "2.0", "id": mid, "result": {"content": [{"type": "text", "text": "aws_access_key_id = AKIAIOSFODNN7EXAMPLE"}]}})
+            continue
+        if name == "slow":
+            time.sleep(args["ms"] / 1000)
+            out({"jsonrpc": "2.0", "id": mid, "result": {"echo": line}})
+            continue
+        if name == "big":
+            out({"jsonrpc": "2.0", "id": mid, "result": {"pad": "x" * args["n"]}})
             continue
         if name == "stall":
             time.sleep(0.5)
