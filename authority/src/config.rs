@@ -95,10 +95,44 @@ pub struct FileConfig {
     /// The token issuer served beside the registry.
     #[serde(default)]
     pub issuer: IssuerSection,
+    /// The audit log's signed checkpoints.
+    #[serde(default, skip_serializing_if = "AuditSection::is_default")]
+    pub audit: AuditSection,
 }
 
 fn default_listen() -> String {
     DEFAULT_LISTEN.to_owned()
+}
+
+/// Records between two signed checkpoints of the audit chain, by default.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
+
+/// `[audit]`: how often the registry key signs the audit chain's head (besides when the
+/// authority stops).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Records between two signed checkpoints (1 or more).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    DEFAULT_CHECKPOINT_EVERY
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+        }
+    }
+}
+
+impl AuditSection {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Where the authority's keys and CA certificates are.
@@ -155,6 +189,13 @@ impl FileConfig {
             });
         }
         config.registry_settings(path)?;
+        if config.audit.checkpoint_every == 0 {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                member: "audit.checkpoint_every",
+                message: "must be at least 1".into(),
+            });
+        }
         Ok(config)
     }
 

@@ -1,12 +1,14 @@
 //! [`Database`]: the pools, the dialect, connecting (with the migrations) and closing.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 
+use crate::checkpoint::Checkpointer;
 use crate::error::{DbError, backend};
 use crate::{nodelay, sqlite};
 
@@ -45,6 +47,8 @@ pub struct Database {
     pub(crate) readers: AnyPool,
     pub(crate) writer: AnyPool,
     pub(crate) dialect: Dialect,
+    /// Signs checkpoints of the audit chain, when the registry key is at hand.
+    pub(crate) checkpoints: Option<Arc<Checkpointer>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -91,6 +95,7 @@ impl Database {
             readers,
             writer,
             dialect,
+            checkpoints: None,
         })
     }
 

@@ -1,13 +1,16 @@
 //! [`Write`]: the write transaction of every change the audit log records. It takes the
 //! authority lock (the `registry_state` row) before anything else, appends the change's audit
 //! records to the hash chain, and commits them together with the change, so a failed request
-//! changes nothing and leaves no gap in the chain.
+//! changes nothing and leaves no gap in the chain. A write whose records reach the checkpoint
+//! interval commits the signed checkpoint of its last record too ([`crate::Checkpointer`]).
+
+use std::sync::Arc;
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use crate::audit::{self, AuditEntry};
-use crate::{Database, DbError, Dialect, Script, backend};
+use crate::{Checkpointer, Database, DbError, Dialect, Script, backend};
 
 /// What a [`Write`] reserves when it takes the lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +79,10 @@ pub struct Write {
     recorded: i64,
     /// The revocation list version this transaction publishes, when it reserved one.
     version: Option<u64>,
+    /// Sequence number of the last record before this transaction.
+    start: i64,
+    /// Signs a checkpoint when this transaction's records reach the interval.
+    checkpoints: Option<Arc<Checkpointer>>,
 }
 
 impl std::fmt::Debug for Write {
@@ -92,7 +99,7 @@ impl Database {
     pub async fn write(&self, lock: Lock) -> Result<Write, DbError> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
         let row = take(&mut tx, lock).await?;
-        Write::new(tx, self.dialect, lock, &row)
+        Write::new(tx, self, lock, &row)
     }
 
     /// Begins a write transaction with `lock` and runs `claim` (a [`Script`] whose rows are
@@ -114,7 +121,7 @@ impl Database {
                 (row, claim.fetch_all(&mut tx).await?)
             }
         };
-        Ok((Write::new(tx, self.dialect, lock, &row)?, rows))
+        Ok((Write::new(tx, self, lock, &row)?, rows))
     }
 }
 
@@ -127,14 +134,17 @@ async fn take(tx: &mut Transaction<'static, Any>, lock: Lock) -> Result<AnyRow, 
 }
 
 impl Write {
-    fn new(tx: Transaction<'static, Any>, dialect: Dialect, lock: Lock, row: &AnyRow) -> Result<Self, DbError> {
+    fn new(tx: Transaction<'static, Any>, database: &Database, lock: Lock, row: &AnyRow) -> Result<Self, DbError> {
         let recorded: i64 = row.try_get("audit_seq").map_err(backend)?;
         let version: i64 = row.try_get("revocation_version").map_err(backend)?;
         let version = u64::try_from(version).map_err(|_| DbError::Corrupt("negative revocation version"))?;
+        let start = recorded - i64::from(lock.records);
         Ok(Self {
             tx,
-            dialect,
-            seq: recorded - i64::from(lock.records),
+            dialect: database.dialect,
+            seq: start,
+            start,
+            checkpoints: database.checkpoints.clone(),
             head: row.try_get("audit_head").map_err(backend)?,
             recorded,
             version: lock.new_version.then_some(version),
@@ -144,6 +154,11 @@ impl Write {
     /// The connection, for the change's own statements.
     pub fn conn(&mut self) -> &mut AnyConnection {
         &mut self.tx
+    }
+
+    /// The chain's last sequence number and hash, this transaction's records included.
+    pub(crate) fn head(&self) -> (i64, String) {
+        (self.seq, self.head.clone())
     }
 
     /// The revocation list version this change publishes ([`Lock::publishing`]).
@@ -186,6 +201,11 @@ impl Write {
             let seq = script.param();
             script.push(format!("UPDATE registry_state SET audit_seq = {seq} WHERE id = 1"));
             script.bind(self.seq);
+        }
+        if let Some(checkpoints) = &self.checkpoints
+            && checkpoints.due(self.start, self.seq)
+        {
+            checkpoints.insert(&mut script, self.seq, &self.head)?;
         }
         script.execute(&mut self.tx).await?;
         self.tx.commit().await.map_err(backend)
