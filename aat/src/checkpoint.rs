@@ -130,6 +130,13 @@ impl TrustedKeys {
     }
 }
 
+/// Whether a chain that grew from `from` to `to` records, signing a checkpoint every `every`
+/// records, reached a new one.
+pub fn due(every: u64, from: u64, to: u64) -> bool {
+    let every = every.max(1);
+    to > from && to / every != from / every
+}
+
 /// Records a log may have without a checkpoint over them, as `audit verify` is told.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Unsigned {
@@ -307,6 +314,12 @@ mod tests {
             Checkpoint::verify("a.b", &trusted),
             Err(CheckpointError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn checkpoints_are_due_when_the_chain_crosses_a_multiple_of_the_interval() {
+        assert!(due(3, 2, 3) && due(3, 0, 7) && due(1, 4, 5));
+        assert!(!due(3, 3, 5) && !due(3, 4, 4) && !due(0, 5, 5));
     }
 
     #[test]

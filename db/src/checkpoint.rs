@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use aip_aat::checkpoint::Checkpoint;
+use aip_aat::checkpoint::{self, Checkpoint};
 use aip_aat::clock::Clock;
 use aip_aat::keys::Signer;
 use sqlx::Row;
@@ -41,10 +41,10 @@ impl Checkpointer {
         }
     }
 
-    /// Whether a chain grown from `from` to `to` records crossed a checkpoint.
+    /// Whether a chain grown from `from` to `to` records reached a checkpoint.
     pub(crate) fn due(&self, from: i64, to: i64) -> bool {
-        let block = |seq: i64| u64::try_from(seq).unwrap_or(0) / self.every;
-        to > from && block(to) != block(from)
+        let number = |seq: i64| u64::try_from(seq).unwrap_or(0);
+        checkpoint::due(self.every, number(from), number(to))
     }
 
     /// Adds to `script` the insert of the checkpoint of record `seq` with hash `head`.

@@ -67,7 +67,7 @@ pub fn run(options: ProxyOptions) -> Result<i32, RunError> {
         Arc::new(Hitl::with_clock(policy.hitl().clone(), options.prompt, Arc::clone(&clock)).map_err(RunError::Hitl)?);
     metrics::record_policy_hash(policy.name(), policy.hash());
     let audit = match &options.audit {
-        Some(path) => AuditLog::open_with_clock(path, Arc::clone(&clock)).map_err(|source| RunError::Audit {
+        Some(path) => AuditLog::open_signed(path, Arc::clone(&clock), options.audit_key.clone()).map_err(|source| RunError::Audit {
             path: path.clone(),
             source,
         })?,
