@@ -28,6 +28,9 @@ use crate::keys::{Algorithm, Jwk, PublicKey, SignError, Signer};
 
 /// The JWS `typ` of a checkpoint.
 pub const CHECKPOINT_TYP: &str = "aip-audit-checkpoint+jwt";
+/// Records between two checkpoints unless configured otherwise (the authority's
+/// `audit.checkpoint_every`, the proxy's `--audit-checkpoint-every`).
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
 /// Longest checkpoint accepted.
 const MAX_CHECKPOINT_LEN: usize = 4096;
 
@@ -344,7 +347,11 @@ mod tests {
         }
     }
 
-    fn walk(checkpoints: Vec<Checkpoint>, records: u8, unsigned: Unsigned) -> Result<CheckpointReport, CheckpointError> {
+    fn walk(
+        checkpoints: Vec<Checkpoint>,
+        records: u8,
+        unsigned: Unsigned,
+    ) -> Result<CheckpointReport, CheckpointError> {
         let mut check = CheckpointCheck::new(checkpoints)?;
         for n in 1..=records {
             check.record(u64::from(n), &head(n))?;

@@ -65,8 +65,8 @@
 pub mod aid;
 mod b64;
 pub mod chain;
-pub mod checkpoint;
 pub mod challenge;
+pub mod checkpoint;
 pub mod clock;
 pub mod ids;
 pub mod jcs;

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use aip_aat::checkpoint::DEFAULT_CHECKPOINT_EVERY;
 use aip_issuer::config::{IssuerSection, IssuerSettings};
 use aip_registry::config::{AgentSettings, CertificateSettings, RegistryConfig, RegistrySettings};
 use serde::{Deserialize, Serialize};
@@ -103,9 +104,6 @@ pub struct FileConfig {
 fn default_listen() -> String {
     DEFAULT_LISTEN.to_owned()
 }
-
-/// Records between two signed checkpoints of the audit chain, by default.
-pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
 
 /// `[audit]`: how often the registry key signs the audit chain's head (besides when the
 /// authority stops).

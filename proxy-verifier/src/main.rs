@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use aip_aat::checkpoint::{CheckpointError, TrustedKeys, Unsigned};
 use aip_proxy_verifier::hitl::PromptMode;
 use aip_proxy_verifier::policy::{self, Policy, SignaturePolicy};
 use aip_proxy_verifier::relay::{AuditArgs, DEFAULT_MAX_MESSAGE, RelayOptions};
 use aip_proxy_verifier::run::{ProxyOptions, load_policy, run};
-use aip_aat::checkpoint::{CheckpointError, TrustedKeys, Unsigned};
 use aip_proxy_verifier::{audit, keys};
 
 use clap::{Parser, Subcommand, ValueEnum};

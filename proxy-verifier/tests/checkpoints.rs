@@ -36,7 +36,11 @@ fn session(fx: &Fixture, extra: &[&str], calls: usize) {
 }
 
 fn verify(fx: &Fixture, extra: &[&str]) -> Output {
-    let mut args = vec!["audit".to_owned(), "verify".to_owned(), fx.audit().display().to_string()];
+    let mut args = vec![
+        "audit".to_owned(),
+        "verify".to_owned(),
+        fx.audit().display().to_string(),
+    ];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     run(args, None)
 }
@@ -91,7 +95,11 @@ fn rechain(log: &Path, seq: u64, edit: impl Fn(&mut serde_json::Map<String, Valu
 fn an_untouched_log_verifies_and_reports_its_last_checkpoint() {
     let fx = Fixture::new("  allowed_tools: [echo]\n");
     let (key, _) = key_file(&fx, "audit.key");
-    session(&fx, &["--audit-key", path_str(&key), "--audit-checkpoint-every", "2"], 5);
+    session(
+        &fx,
+        &["--audit-key", path_str(&key), "--audit-checkpoint-every", "2"],
+        5,
+    );
 
     // A checkpoint whenever the records written reach a multiple of two (records written
     // together share one), and at exit for the rest.
@@ -107,7 +115,10 @@ fn an_untouched_log_verifies_and_reports_its_last_checkpoint() {
 
     let text = verify(&fx, &["--key", path_str(&key)]);
     let stdout = String::from_utf8_lossy(&text.stdout);
-    assert!(stdout.contains(&format!("last signed checkpoint: seq {records} at 20")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("last signed checkpoint: seq {records} at 20")),
+        "{stdout}"
+    );
 
     // Without the key, the checkpoints cannot be checked and the log is not vouched for.
     refused(&fx, &[], "the audit key is needed");
@@ -117,7 +128,11 @@ fn an_untouched_log_verifies_and_reports_its_last_checkpoint() {
 fn a_rechained_log_without_its_head_file_fails() {
     let fx = Fixture::new("  allowed_tools: [echo]\n");
     let (key, _) = key_file(&fx, "audit.key");
-    session(&fx, &["--audit-key", path_str(&key), "--audit-checkpoint-every", "2"], 4);
+    session(
+        &fx,
+        &["--audit-key", path_str(&key), "--audit-checkpoint-every", "2"],
+        4,
+    );
     assert_eq!(verified(&fx, &["--key", path_str(&key)])["checkpoint"]["seq"], 4);
 
     // The refused call becomes an allowed one; every later hash is recomputed, the head file
@@ -155,7 +170,8 @@ fn checkpoints_signed_by_another_key_fail() {
         record.insert("tool".into(), json!("rm_rf"));
     });
     std::fs::remove_file(fx.path("audit.jsonl.head")).unwrap();
-    let last: Value = serde_json::from_str(std::fs::read_to_string(fx.audit()).unwrap().lines().last().unwrap()).unwrap();
+    let last: Value =
+        serde_json::from_str(std::fs::read_to_string(fx.audit()).unwrap().lines().last().unwrap()).unwrap();
     let (_, forged) = Checkpoint::sign(3, last["hash"].as_str().unwrap(), 1_800_000_000, &other).unwrap();
     std::fs::write(checkpoints_file(&fx), format!("{forged}\n")).unwrap();
 
@@ -180,7 +196,11 @@ fn unsigned_records_fail_unless_accepted() {
 
     // Written without a key: no checkpoint at all.
     session(&fx, &[], 2);
-    refused(&fx, &["--key", path_str(&key)], "the log has 2 record(s) and no signed checkpoint");
+    refused(
+        &fx,
+        &["--key", path_str(&key)],
+        "the log has 2 record(s) and no signed checkpoint",
+    );
     refused(&fx, &[], "--allow-unsigned");
     assert_eq!(verified(&fx, &["--allow-unsigned"])["unsigned_tail"], 2);
 
@@ -188,11 +208,21 @@ fn unsigned_records_fail_unless_accepted() {
     // exit covers the new record and the earlier ones.
     session(&fx, &["--audit-key", path_str(&key)], 1);
     assert_eq!(verified(&fx, &["--key", path_str(&key)])["checkpoint"]["seq"], 3);
-    assert_eq!(std::fs::read_to_string(checkpoints_file(&fx)).unwrap().lines().count(), 1);
+    assert_eq!(
+        std::fs::read_to_string(checkpoints_file(&fx)).unwrap().lines().count(),
+        1
+    );
 
     // Continued without it again: the new records are an unsigned tail.
     session(&fx, &[], 2);
-    refused(&fx, &["--key", path_str(&key)], "2 record(s) after the last signed checkpoint (record 3)");
+    refused(
+        &fx,
+        &["--key", path_str(&key)],
+        "2 record(s) after the last signed checkpoint (record 3)",
+    );
     let report = verified(&fx, &["--key", path_str(&key), "--allow-unsigned-tail"]);
-    assert_eq!((report["checkpoint"]["seq"].clone(), report["unsigned_tail"].clone()), (json!(3), json!(2)));
+    assert_eq!(
+        (report["checkpoint"]["seq"].clone(), report["unsigned_tail"].clone()),
+        (json!(3), json!(2))
+    );
 }

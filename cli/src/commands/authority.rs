@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use aip_aat::checkpoint::{CheckpointError, CheckpointReport, TrustedKeys, Unsigned};
 use aip_aat::clock::SystemClock;
 use aip_aat::keys::Algorithm;
-use aip_aat::checkpoint::{CheckpointError, CheckpointReport, TrustedKeys, Unsigned};
 use aip_authority::config::{FileConfig, TlsFiles, env};
 use aip_authority::server::ServeError;
 use aip_authority::{AuthorityError, InitOptions, Initialized, Overrides};

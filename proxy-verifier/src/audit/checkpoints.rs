@@ -13,9 +13,6 @@ use aip_aat::checkpoint::{self, Checkpoint, TrustedKeys};
 use aip_aat::clock::Clock;
 use aip_aat::keys::Signer;
 
-/// Records between two checkpoints, by default.
-pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
-
 /// The key that signs checkpoints and how often.
 #[derive(Clone)]
 pub struct CheckpointKey {

@@ -42,7 +42,8 @@ mod verify;
 mod writer;
 
 pub use aip_aat::chain::GENESIS_HASH;
+pub use aip_aat::checkpoint::DEFAULT_CHECKPOINT_EVERY;
+pub use checkpoints::CheckpointKey;
 pub use record::{DlpCount, Record, timestamp_of};
-pub use checkpoints::{CheckpointKey, DEFAULT_CHECKPOINT_EVERY};
 pub use verify::{VerifyError, VerifyReport, verify, verify_signed};
 pub use writer::AuditLog;
