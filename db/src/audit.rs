@@ -274,6 +274,17 @@ impl Database {
             .collect()
     }
 
+    /// The signed checkpoints, in order of the records they sign.
+    pub async fn audit_checkpoints(&self) -> Result<Vec<String>, DbError> {
+        let rows = sqlx::query("SELECT jws FROM audit_checkpoints ORDER BY seq")
+            .fetch_all(&self.readers)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>("jws").map_err(backend))
+            .collect()
+    }
+
     /// The audit chain head: the last sequence number and its hash.
     pub async fn audit_head(&self) -> Result<(i64, String), DbError> {
         let row = sqlx::query("SELECT audit_seq, audit_head FROM registry_state WHERE id = 1")

@@ -104,6 +104,13 @@ impl Database {
         format!("sqlite://{}?mode=rwc", path.display())
     }
 
+    /// The same database, signing checkpoints of the audit chain with `checkpointer`.
+    #[must_use]
+    pub fn with_checkpoints(mut self, checkpointer: Checkpointer) -> Self {
+        self.checkpoints = Some(Arc::new(checkpointer));
+        self
+    }
+
     /// The engine in use.
     pub fn dialect(&self) -> Dialect {
         self.dialect

@@ -10,7 +10,8 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use crate::audit::{self, AuditEntry};
-use crate::{Checkpointer, Database, DbError, Dialect, Script, backend};
+use crate::checkpoint::Checkpointer;
+use crate::{Database, DbError, Dialect, Script, backend};
 
 /// What a [`Write`] reserves when it takes the lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +84,8 @@ pub struct Write {
     start: i64,
     /// Signs a checkpoint when this transaction's records reach the interval.
     checkpoints: Option<Arc<Checkpointer>>,
+    /// Sign the chain's head when committing, due or not.
+    sign_head: bool,
 }
 
 impl std::fmt::Debug for Write {
@@ -123,6 +126,24 @@ impl Database {
         };
         Ok((Write::new(tx, self, lock, &row)?, rows))
     }
+
+    /// Signs the audit chain's head unless a checkpoint already covers it (or no key signs
+    /// checkpoints); returns the sequence number signed.
+    pub async fn checkpoint(&self) -> Result<Option<i64>, DbError> {
+        if self.checkpoints.is_none() {
+            return Ok(None);
+        }
+        let mut write = self.write(Lock::batch()).await?;
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM audit_checkpoints")
+            .fetch_one(write.conn())
+            .await
+            .map_err(backend)?;
+        let signed: i64 = row.try_get("seq").map_err(backend)?;
+        let seq = write.seq;
+        write.sign_head = seq > signed;
+        write.commit().await?;
+        Ok((seq > signed).then_some(seq))
+    }
 }
 
 /// Takes the authority lock in `tx` with `lock`'s reservations; the row is the state it read.
@@ -145,6 +166,7 @@ impl Write {
             seq: start,
             start,
             checkpoints: database.checkpoints.clone(),
+            sign_head: false,
             head: row.try_get("audit_head").map_err(backend)?,
             recorded,
             version: lock.new_version.then_some(version),
@@ -154,11 +176,6 @@ impl Write {
     /// The connection, for the change's own statements.
     pub fn conn(&mut self) -> &mut AnyConnection {
         &mut self.tx
-    }
-
-    /// The chain's last sequence number and hash, this transaction's records included.
-    pub(crate) fn head(&self) -> (i64, String) {
-        (self.seq, self.head.clone())
     }
 
     /// The revocation list version this change publishes ([`Lock::publishing`]).
@@ -203,9 +220,15 @@ impl Write {
             script.bind(self.seq);
         }
         if let Some(checkpoints) = &self.checkpoints
-            && checkpoints.due(self.start, self.seq)
+            && (self.sign_head || checkpoints.due(self.start, self.seq))
         {
-            checkpoints.insert(&mut script, self.seq, &self.head)?;
+            let (checkpoint, jws) = checkpoints.sign(self.seq, &self.head)?;
+            script.insert_values("audit_checkpoints (seq, at, kid, jws)", 1, 4);
+            script
+                .bind(self.seq)
+                .bind(checkpoint.at)
+                .bind(checkpoint.kid.as_str().to_owned())
+                .bind(jws);
         }
         script.execute(&mut self.tx).await?;
         self.tx.commit().await.map_err(backend)
