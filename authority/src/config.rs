@@ -285,4 +285,18 @@ registry_key = "keys/registry.key"
             .to_string();
         assert!(e.contains("certificates.agent_validity"), "{e}");
     }
+
+    #[test]
+    fn the_checkpoint_interval_defaults_and_must_be_positive() {
+        let config = FileConfig::parse(&sample(), Path::new("aip.toml")).unwrap();
+        assert_eq!(config.audit.checkpoint_every, DEFAULT_CHECKPOINT_EVERY);
+        assert!(!config.to_toml().unwrap().contains("[audit]"));
+        let every = sample() + "\n[audit]\ncheckpoint_every = 10\n";
+        let config = FileConfig::parse(&every, Path::new("aip.toml")).unwrap();
+        assert_eq!(config.audit.checkpoint_every, 10);
+        assert!(config.to_toml().unwrap().contains("checkpoint_every = 10"));
+        let zero = sample() + "\n[audit]\ncheckpoint_every = 0\n";
+        let e = FileConfig::parse(&zero, Path::new("aip.toml")).unwrap_err().to_string();
+        assert!(e.contains("audit.checkpoint_every") && e.contains("at least 1"), "{e}");
+    }
 }
