@@ -3,7 +3,7 @@
 //!
 //! Everything here is pure computation — no network, no database — so the registry, the token
 //! issuer, the proxy and agents share one implementation of every format, including the audit
-//! hash chain ([`chain`]) and the table of JSON-RPC errors ([`jsonrpc`]). The HTTP API's bodies
+//! hash chain ([`chain`]) and its signed checkpoints ([`checkpoint`]), and the table of JSON-RPC errors ([`jsonrpc`]). The HTTP API's bodies
 //! and its client, the agent's included, are in the `aip-api` crate.
 //!
 //! ```
@@ -66,6 +66,7 @@ pub mod aid;
 mod b64;
 pub mod chain;
 pub mod challenge;
+pub mod checkpoint;
 pub mod clock;
 pub mod ids;
 pub mod jcs;

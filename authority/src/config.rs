@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use aip_aat::checkpoint::DEFAULT_CHECKPOINT_EVERY;
 use aip_issuer::config::{IssuerSection, IssuerSettings};
 use aip_registry::config::{AgentSettings, CertificateSettings, RegistryConfig, RegistrySettings};
 use serde::{Deserialize, Serialize};
@@ -104,10 +105,42 @@ pub struct FileConfig {
     /// Rate limits on registration, challenges, tokens and failed authentication (spec 8.4.2).
     #[serde(default)]
     pub rate_limits: RateLimitSection,
+
+    /// The audit log's signed checkpoints.
+    #[serde(default, skip_serializing_if = "AuditSection::is_default")]
+    pub audit: AuditSection,
 }
 
 fn default_listen() -> String {
     DEFAULT_LISTEN.to_owned()
+}
+
+/// `[audit]`: how often the registry key signs the audit chain's head (besides when the
+/// authority stops).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Records between two signed checkpoints (1 or more).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    DEFAULT_CHECKPOINT_EVERY
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+        }
+    }
+}
+
+impl AuditSection {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Where the authority's keys and CA certificates are.
@@ -173,6 +206,14 @@ impl FileConfig {
                 member,
                 message,
             })?;
+
+        if config.audit.checkpoint_every == 0 {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                member: "audit.checkpoint_every",
+                message: "must be at least 1".into(),
+            });
+        }
         Ok(config)
     }
 
@@ -292,5 +333,19 @@ registry_key = "keys/registry.key"
                 .rate_limits
                 .enabled
         );
+    }
+
+    #[test]
+    fn the_checkpoint_interval_defaults_and_must_be_positive() {
+        let config = FileConfig::parse(&sample(), Path::new("aip.toml")).unwrap();
+        assert_eq!(config.audit.checkpoint_every, DEFAULT_CHECKPOINT_EVERY);
+        assert!(!config.to_toml().unwrap().contains("[audit]"));
+        let every = sample() + "\n[audit]\ncheckpoint_every = 10\n";
+        let config = FileConfig::parse(&every, Path::new("aip.toml")).unwrap();
+        assert_eq!(config.audit.checkpoint_every, 10);
+        assert!(config.to_toml().unwrap().contains("checkpoint_every = 10"));
+        let zero = sample() + "\n[audit]\ncheckpoint_every = 0\n";
+        let e = FileConfig::parse(&zero, Path::new("aip.toml")).unwrap_err().to_string();
+        assert!(e.contains("audit.checkpoint_every") && e.contains("at least 1"), "{e}");
     }
 }

@@ -22,7 +22,7 @@ use aip_aat::keyfile::{self, Protection};
 use aip_aat::keys::{Algorithm, KeyError, KeyPair};
 use aip_aat::secret::SecretString;
 use aip_api::registry::Role;
-use aip_db::Database;
+use aip_db::{Checkpointer, Database};
 use aip_issuer::keys::ensure_key;
 use aip_issuer::store::IssuerStore;
 use aip_registry::ca::{CertificateAuthority, create_ca_certificates};
@@ -224,6 +224,8 @@ async fn build(
         issuer: Default::default(),
         connections: Default::default(),
         rate_limits: Default::default(),
+
+        audit: Default::default(),
     };
     let config_path = dir.join(CONFIG_FILE);
     let settings = config.registry_settings(&config_path)?;
@@ -236,7 +238,11 @@ async fn build(
         format!("# AIP identity authority configuration\n{text}").as_bytes(),
     )?;
 
-    let db = Database::connect(&database_url(dir, config.database_url.as_deref())).await?;
+    // The records `init` makes end with a checkpoint signed by the registry key.
+    let checkpointer = Checkpointer::new(registry_key.clone(), config.audit.checkpoint_every, clock.clone());
+    let db = Database::connect(&database_url(dir, config.database_url.as_deref()))
+        .await?
+        .with_checkpoints(checkpointer);
     let (seq, _) = db.audit_head().await?;
     if seq > 0 {
         db.close().await;
@@ -255,9 +261,14 @@ async fn build(
         Ok(_) => ensure_key(&IssuerStore::new(&db), options.algorithm, protection, now).await,
         Err(_) => Ok(()),
     };
+    let checkpoint = match (&minted, &issuer_key) {
+        (Ok(_), Ok(())) => db.checkpoint().await.map(|_| ()),
+        _ => Ok(()),
+    };
     db.close().await;
     let (admin_token, admin_token_id) = minted?;
     issuer_key?;
+    checkpoint?;
     Ok(Initialized {
         dir: dir.to_owned(),
         config,

@@ -8,7 +8,7 @@ use aip_aat::clock::Clock;
 use aip_aat::keyfile::{self, Passphrase, Protection};
 use aip_aat::keys::{Algorithm, Signer};
 use aip_api::registry::IssuerEndpoints;
-use aip_db::Database;
+use aip_db::{Checkpointer, Database};
 use aip_issuer::keys::{SigningKeys, ensure_key};
 use aip_issuer::service::Issuer;
 use aip_issuer::store::IssuerStore;
@@ -108,7 +108,8 @@ pub async fn open(
         .database_url
         .clone()
         .unwrap_or_else(|| database_url(dir, config.database_url.as_deref()));
-    let database = Database::connect(&url).await?;
+    let checkpointer = Checkpointer::new(registry_key.clone(), config.audit.checkpoint_every, clock.clone());
+    let database = Database::connect(&url).await?.with_checkpoints(checkpointer);
     let ca = CertificateAuthority::new(&settings.trust_domain, issuing, certificates);
     let public_url = settings.public_url.clone();
     let registry_store = Arc::new(SqlStore::new(database.clone()));

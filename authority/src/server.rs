@@ -131,6 +131,12 @@ impl Authority {
         stopped(stop_rx).await;
         let _ = registry.await;
         let _ = issuer.await;
+        // The log at rest ends with a signed head.
+        match self.database.checkpoint().await {
+            Ok(Some(seq)) => tracing::info!(seq, "signed the audit log's head"),
+            Ok(None) => {}
+            Err(e) => tracing::error!("cannot sign the audit log's head: {e}"),
+        }
         tracing::info!("stopped");
         Ok(())
     }

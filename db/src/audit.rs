@@ -5,9 +5,11 @@
 //! A record's hash is the SHA-256 of the RFC 8785 form of
 //! `{seq, at, actor, action, subject, details, prev_hash}`. The chain head (the last sequence
 //! number and its hash) is kept in `registry_state`, written in the same transaction as the
-//! records ([`crate::Write`]), so removing the last records is detected too.
+//! records ([`crate::Write`]), so removing the last records is detected too; the head signed
+//! at checkpoints (`audit_checkpoints`, [`crate::Checkpointer`]) detects a full re-chain.
 
 use aip_aat::chain::{self, Break, ChainVerifier, Link};
+use aip_aat::checkpoint::{Checkpoint, CheckpointCheck, CheckpointError, CheckpointReport, TrustedKeys, Unsigned};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
@@ -227,6 +229,20 @@ pub enum AuditError {
     /// The chain is broken.
     #[error(transparent)]
     Broken(#[from] ChainBreak),
+    /// The chain does not match its signed checkpoints, or they do not verify.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// An audit log that verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Number of records.
+    pub records: i64,
+    /// Hash of the last record.
+    pub head: String,
+    /// The last signed checkpoint and the unsigned records after it.
+    pub checkpoints: CheckpointReport,
 }
 
 impl Database {
@@ -258,6 +274,17 @@ impl Database {
             .collect()
     }
 
+    /// The signed checkpoints, in order of the records they sign.
+    pub async fn audit_checkpoints(&self) -> Result<Vec<String>, DbError> {
+        let rows = sqlx::query("SELECT jws FROM audit_checkpoints ORDER BY seq")
+            .fetch_all(&self.readers)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>("jws").map_err(backend))
+            .collect()
+    }
+
     /// The audit chain head: the last sequence number and its hash.
     pub async fn audit_head(&self) -> Result<(i64, String), DbError> {
         let row = sqlx::query("SELECT audit_seq, audit_head FROM registry_state WHERE id = 1")
@@ -270,10 +297,17 @@ impl Database {
         ))
     }
 
-    /// Checks the whole audit chain against its head; returns the record count and the head
-    /// hash.
-    pub async fn verify_audit(&self) -> Result<(i64, String), AuditError> {
+    /// Checks the whole audit chain against its head and its checkpoints, signed by a key of
+    /// `trusted`; `unsigned` says which records may come after the last checkpoint.
+    pub async fn verify_audit(&self, trusted: &TrustedKeys, unsigned: Unsigned) -> Result<AuditReport, AuditError> {
         let (head_seq, head_hash) = self.audit_head().await?;
+        let signed = self
+            .audit_checkpoints()
+            .await?
+            .iter()
+            .map(|jws| Checkpoint::verify(jws, trusted))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut checkpoints = CheckpointCheck::new(signed)?;
         let mut chain = AuditChain::default();
         let mut after = 0;
         loop {
@@ -283,11 +317,17 @@ impl Database {
             };
             for record in &records {
                 chain.push(record)?;
+                checkpoints.record(u64::try_from(record.seq).unwrap_or(0), &record.hash)?;
             }
             after = last;
         }
-        let count = chain.finish(head_seq, &head_hash)?;
-        Ok((count, head_hash))
+        let records = chain.finish(head_seq, &head_hash)?;
+        let checkpoints = checkpoints.finish(u64::try_from(records).unwrap_or(0), unsigned)?;
+        Ok(AuditReport {
+            records,
+            head: head_hash,
+            checkpoints,
+        })
     }
 }
 

@@ -1,12 +1,14 @@
 //! [`Database`]: the pools, the dialect, connecting (with the migrations) and closing.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row as _};
 
+use crate::checkpoint::Checkpointer;
 use crate::error::{DbError, backend};
 use crate::{nodelay, sqlite};
 
@@ -45,6 +47,8 @@ pub struct Database {
     pub(crate) readers: AnyPool,
     pub(crate) writer: AnyPool,
     pub(crate) dialect: Dialect,
+    /// Signs checkpoints of the audit chain, when the registry key is at hand.
+    pub(crate) checkpoints: Option<Arc<Checkpointer>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -92,12 +96,20 @@ impl Database {
             readers,
             writer,
             dialect,
+            checkpoints: None,
         })
     }
 
     /// The URL of an SQLite database file, created if missing (mode 0600).
     pub fn sqlite_url(path: &Path) -> String {
         format!("sqlite://{}?mode=rwc", path.display())
+    }
+
+    /// The same database, signing checkpoints of the audit chain with `checkpointer`.
+    #[must_use]
+    pub fn with_checkpoints(mut self, checkpointer: Checkpointer) -> Self {
+        self.checkpoints = Some(Arc::new(checkpointer));
+        self
     }
 
     /// The engine in use.

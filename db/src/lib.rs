@@ -1,7 +1,8 @@
 //! The authority's database, shared by the registry and the token issuer: connection pools and
 //! the SQL dialect ([`Database`]), the embedded migrations, several statements in one round
 //! trip ([`Script`]), the write transaction that takes the authority lock and appends to the
-//! audit chain ([`Write`]), and the audit table itself ([`audit`]).
+//! audit chain ([`Write`]), the audit table itself ([`audit`]) and its signed checkpoints
+//! ([`Checkpointer`]).
 //!
 //! One body of SQL serves SQLite (the embedded default) and PostgreSQL through sqlx's `Any`
 //! driver, each engine with its own migrations. Placeholders are `$N` (both engines accept
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+mod checkpoint;
 mod database;
 mod error;
 mod nodelay;
@@ -25,6 +27,7 @@ mod script;
 mod sqlite;
 mod write;
 
+pub use checkpoint::Checkpointer;
 pub use database::{Database, Dialect};
 pub use error::{DbError, backend, unique_or};
 pub use script::Script;

@@ -161,6 +161,7 @@ mod tests {
             readers,
             writer,
             dialect: crate::Dialect::Sqlite,
+            checkpoints: None,
         };
         sqlx::query("CREATE TABLE scratch (n INTEGER PRIMARY KEY, v BLOB)")
             .execute(&store.writer)

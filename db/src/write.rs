@@ -1,12 +1,16 @@
 //! [`Write`]: the write transaction of every change the audit log records. It takes the
 //! authority lock (the `registry_state` row) before anything else, appends the change's audit
 //! records to the hash chain, and commits them together with the change, so a failed request
-//! changes nothing and leaves no gap in the chain.
+//! changes nothing and leaves no gap in the chain. A write whose records reach the checkpoint
+//! interval commits the signed checkpoint of its last record too ([`crate::Checkpointer`]).
+
+use std::sync::Arc;
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use crate::audit::{self, AuditEntry};
+use crate::checkpoint::Checkpointer;
 use crate::{Database, DbError, Dialect, Script, backend};
 
 /// What a [`Write`] reserves when it takes the lock.
@@ -76,6 +80,12 @@ pub struct Write {
     recorded: i64,
     /// The revocation list version this transaction publishes, when it reserved one.
     version: Option<u64>,
+    /// Sequence number of the last record before this transaction.
+    start: i64,
+    /// Signs a checkpoint when this transaction's records reach the interval.
+    checkpoints: Option<Arc<Checkpointer>>,
+    /// Sign the chain's head when committing, due or not.
+    sign_head: bool,
 }
 
 impl std::fmt::Debug for Write {
@@ -92,7 +102,7 @@ impl Database {
     pub async fn write(&self, lock: Lock) -> Result<Write, DbError> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
         let row = take(&mut tx, lock).await?;
-        Write::new(tx, self.dialect, lock, &row)
+        Write::new(tx, self, lock, &row)
     }
 
     /// Begins a write transaction with `lock` and runs `claim` (a [`Script`] whose rows are
@@ -114,7 +124,25 @@ impl Database {
                 (row, claim.fetch_all(&mut tx).await?)
             }
         };
-        Ok((Write::new(tx, self.dialect, lock, &row)?, rows))
+        Ok((Write::new(tx, self, lock, &row)?, rows))
+    }
+
+    /// Signs the audit chain's head unless a checkpoint already covers it (or no key signs
+    /// checkpoints); returns the sequence number signed.
+    pub async fn checkpoint(&self) -> Result<Option<i64>, DbError> {
+        if self.checkpoints.is_none() {
+            return Ok(None);
+        }
+        let mut write = self.write(Lock::batch()).await?;
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM audit_checkpoints")
+            .fetch_one(write.conn())
+            .await
+            .map_err(backend)?;
+        let signed: i64 = row.try_get("seq").map_err(backend)?;
+        let seq = write.seq;
+        write.sign_head = seq > signed;
+        write.commit().await?;
+        Ok((seq > signed).then_some(seq))
     }
 }
 
@@ -127,14 +155,18 @@ async fn take(tx: &mut Transaction<'static, Any>, lock: Lock) -> Result<AnyRow, 
 }
 
 impl Write {
-    fn new(tx: Transaction<'static, Any>, dialect: Dialect, lock: Lock, row: &AnyRow) -> Result<Self, DbError> {
+    fn new(tx: Transaction<'static, Any>, database: &Database, lock: Lock, row: &AnyRow) -> Result<Self, DbError> {
         let recorded: i64 = row.try_get("audit_seq").map_err(backend)?;
         let version: i64 = row.try_get("revocation_version").map_err(backend)?;
         let version = u64::try_from(version).map_err(|_| DbError::Corrupt("negative revocation version"))?;
+        let start = recorded - i64::from(lock.records);
         Ok(Self {
             tx,
-            dialect,
-            seq: recorded - i64::from(lock.records),
+            dialect: database.dialect,
+            seq: start,
+            start,
+            checkpoints: database.checkpoints.clone(),
+            sign_head: false,
             head: row.try_get("audit_head").map_err(backend)?,
             recorded,
             version: lock.new_version.then_some(version),
@@ -186,6 +218,17 @@ impl Write {
             let seq = script.param();
             script.push(format!("UPDATE registry_state SET audit_seq = {seq} WHERE id = 1"));
             script.bind(self.seq);
+        }
+        if let Some(checkpoints) = &self.checkpoints
+            && (self.sign_head || checkpoints.due(self.start, self.seq))
+        {
+            let (checkpoint, jws) = checkpoints.sign(self.seq, &self.head)?;
+            script.insert_values("audit_checkpoints (seq, at, kid, jws)", 1, 4);
+            script
+                .bind(self.seq)
+                .bind(checkpoint.at)
+                .bind(checkpoint.kid.as_str().to_owned())
+                .bind(jws);
         }
         script.execute(&mut self.tx).await?;
         self.tx.commit().await.map_err(backend)

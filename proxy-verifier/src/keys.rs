@@ -1,10 +1,12 @@
-//! Policy signing keys on disk. Keys are the toolkit's
-//! ([`aip_aat::keys`]); this module only reads and writes the forms operators handle.
+//! Policy signing keys and the audit key on disk. Keys are the toolkit's
+//! ([`aip_aat::keys`], [`aip_aat::keyfile`]); this module only reads and writes the forms
+//! operators handle.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use aip_aat::keyfile::{self, Passphrase};
 use aip_aat::keys::{Algorithm, Jwk, KeyPair, PublicKey, Signer};
 use base64::Engine as _;
 
@@ -72,4 +74,27 @@ pub fn sign_policy(key_file: &Path, policy_file: &Path) -> Result<String, String
         "ed25519:{}",
         base64::engine::general_purpose::STANDARD.encode(signature)
     ))
+}
+
+/// Environment variable holding the passphrase of the audit key file (the one `aip-ca` reads).
+pub const PASSPHRASE_ENV: &str = "AIP_PASSPHRASE";
+
+/// Reads the audit key: a key file as `aip-ca keygen` writes it, unlocked with the first line
+/// of `passphrase_file`, else with [`PASSPHRASE_ENV`] (a file stored without a passphrase needs
+/// neither). The proxy never prompts: its stdin is the MCP client's.
+pub fn read_audit_key(path: &Path, passphrase_file: Option<&Path>) -> Result<KeyPair, String> {
+    let passphrase = match passphrase_file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            Some(Passphrase::new(text.lines().next().unwrap_or_default()))
+        }
+        None => std::env::var(PASSPHRASE_ENV).ok().map(Passphrase::new),
+    };
+    keyfile::read(path, passphrase.as_ref()).map_err(|e| match e {
+        keyfile::KeyFileError::PassphraseRequired => format!(
+            "{}: the key is encrypted; give its passphrase with --audit-key-passphrase-file or {PASSPHRASE_ENV}",
+            path.display()
+        ),
+        e => format!("{}: {e}", path.display()),
+    })
 }

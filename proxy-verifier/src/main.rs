@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use aip_aat::checkpoint::{CheckpointError, TrustedKeys, Unsigned};
 use aip_proxy_verifier::hitl::PromptMode;
 use aip_proxy_verifier::policy::{self, Policy, SignaturePolicy};
 use aip_proxy_verifier::relay::{AuditArgs, DEFAULT_MAX_MESSAGE, RelayOptions};
@@ -26,6 +27,16 @@ struct Cli {
     /// Append-only, hash-chained audit log (JSON Lines).
     #[arg(long)]
     audit: Option<PathBuf>,
+    /// Key file (as `aip-ca keygen` writes it) that signs the audit log's checkpoints.
+    #[arg(long, value_name = "FILE", env = "AIP_AUDIT_KEY", requires = "audit")]
+    audit_key: Option<PathBuf>,
+    /// First line: the passphrase of the audit key file [default: AIP_PASSPHRASE].
+    #[arg(long, value_name = "FILE", requires = "audit_key")]
+    audit_key_passphrase_file: Option<PathBuf>,
+    /// Records between two signed checkpoints of the audit log (besides the one at exit).
+    #[arg(long, value_name = "N", default_value_t = audit::DEFAULT_CHECKPOINT_EVERY,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    audit_checkpoint_every: u64,
     /// Log every decision on stderr.
     #[arg(long, short)]
     verbose: bool,
@@ -82,10 +93,23 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain; report the first broken link.
+    /// Check the hash chain and its signed checkpoints; report the first broken link.
     Verify {
         /// The audit log.
         file: PathBuf,
+        /// The audit key that signs checkpoints: its public key (PEM or JWK) or its key file
+        /// (only its key id is read; no passphrase is needed).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Accept records after the last signed checkpoint (a log still being written).
+        #[arg(long)]
+        allow_unsigned_tail: bool,
+        /// Accept a log without any signed checkpoint (written without an audit key).
+        #[arg(long)]
+        allow_unsigned: bool,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -140,8 +164,24 @@ fn init_logging(verbose: bool) {
 fn dispatch(cli: Cli) -> Result<i32, String> {
     match cli.command {
         Some(Command::Audit {
-            command: AuditCommand::Verify { file },
-        }) => return verify_audit(&file),
+            command:
+                AuditCommand::Verify {
+                    file,
+                    key,
+                    allow_unsigned_tail,
+                    allow_unsigned,
+                    json,
+                },
+        }) => {
+            let unsigned = if allow_unsigned {
+                Unsigned::Any
+            } else if allow_unsigned_tail {
+                Unsigned::Tail
+            } else {
+                Unsigned::Refused
+            };
+            return verify_audit(&file, key.as_deref(), unsigned, json);
+        }
         Some(Command::Policy { command }) => return policy_command(command),
         None => {}
     }
@@ -160,11 +200,19 @@ fn dispatch(cli: Cli) -> Result<i32, String> {
     if cli.generate_cursor_config {
         return cursor_config(&policy_path, &target);
     }
+    let audit_key = match &cli.audit_key {
+        Some(path) => Some(audit::CheckpointKey {
+            signer: std::sync::Arc::new(keys::read_audit_key(path, cli.audit_key_passphrase_file.as_deref())?),
+            every: cli.audit_checkpoint_every,
+        }),
+        None => None,
+    };
     let options = ProxyOptions {
         policy: policy_path,
         policy_key: key,
         target,
         audit: cli.audit,
+        audit_key,
         listen: cli.listen,
         token_file: cli.token_file,
         prompt: if cli.no_prompt {
@@ -259,23 +307,70 @@ fn cursor_config(policy: &Path, target: &str) -> Result<i32, String> {
     Ok(0)
 }
 
-fn verify_audit(file: &Path) -> Result<i32, String> {
-    match audit::verify(file) {
+fn verify_audit(file: &Path, key: Option<&Path>, unsigned: Unsigned, json: bool) -> Result<i32, String> {
+    let trusted = match key {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(TrustedKeys::from_text(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let mut out = std::io::stdout().lock();
+    match audit::verify_signed(file, trusted.as_ref(), unsigned) {
         Ok(report) => {
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "{}: {} records, chain intact{}",
-                file.display(),
-                report.records,
-                if report.head_checked { ", head matches" } else { "" }
-            )
-            .map_err(|e| e.to_string())?;
+            let checkpoints = &report.checkpoints;
+            let line = if json {
+                serde_json::json!({
+                    "ok": true,
+                    "records": report.records,
+                    "head": report.last_hash,
+                    "head_file_checked": report.head_checked,
+                    "checkpoint": checkpoints.last.as_ref().map(|c| serde_json::json!({
+                        "seq": c.seq, "at": c.at, "kid": c.kid, "head": c.head
+                    })),
+                    "unsigned_tail": checkpoints.unsigned,
+                })
+                .to_string()
+            } else {
+                let signed = match &checkpoints.last {
+                    Some(c) => format!(
+                        "last signed checkpoint: seq {} at {} by key {}",
+                        c.seq,
+                        audit::timestamp_of(c.at),
+                        c.kid
+                    ),
+                    None => "no signed checkpoint".to_owned(),
+                };
+                let tail = match checkpoints.unsigned {
+                    0 => String::new(),
+                    n => format!(", {n} unsigned record(s) after it"),
+                };
+                format!(
+                    "{}: {} records, chain intact{}; {signed}{tail}",
+                    file.display(),
+                    report.records,
+                    if report.head_checked { ", head matches" } else { "" }
+                )
+            };
+            writeln!(out, "{line}").map_err(|e| e.to_string())?;
             Ok(0)
         }
         Err(e) => {
+            if json {
+                let _ = writeln!(out, "{}", serde_json::json!({"ok": false, "error": e.to_string()}));
+            }
+            let hint = match &e {
+                audit::VerifyError::Checkpoint(CheckpointError::UnsignedTail { .. }) => {
+                    " (pass --allow-unsigned-tail to accept records written since)"
+                }
+                audit::VerifyError::Checkpoint(CheckpointError::NoCheckpoint { .. }) => {
+                    " (pass --allow-unsigned for a log written without --audit-key)"
+                }
+                audit::VerifyError::KeyRequired { .. } => " (pass --key FILE)",
+                _ => "",
+            };
             let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "{}: {e}", file.display());
+            let _ = writeln!(err, "{}: {e}{hint}", file.display());
             Ok(1)
         }
     }

@@ -612,7 +612,11 @@ fn every_decision_is_audited_and_the_chain_verifies() {
         assert!(r.get("args").is_none(), "{r}");
     }
 
-    let ok = run(["audit", "verify", fx.audit().to_str().unwrap()], None);
+    // Written without an audit key: no checkpoint vouches for it.
+    let ok = run(
+        ["audit", "verify", "--allow-unsigned", fx.audit().to_str().unwrap()],
+        None,
+    );
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
 
     // Edit one record: verification fails and names its line.
@@ -629,7 +633,10 @@ fn every_decision_is_audited_and_the_chain_verifies() {
         .collect();
     assert_ne!(edited.join("\n") + "\n", log, "nothing was edited");
     std::fs::write(fx.audit(), edited.join("\n") + "\n").unwrap();
-    let bad = run(["audit", "verify", fx.audit().to_str().unwrap()], None);
+    let bad = run(
+        ["audit", "verify", "--allow-unsigned", fx.audit().to_str().unwrap()],
+        None,
+    );
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("line 2"), "{stderr}");

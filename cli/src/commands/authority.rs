@@ -6,16 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use aip_aat::checkpoint::{CheckpointError, CheckpointReport, TrustedKeys, Unsigned};
 use aip_aat::clock::SystemClock;
 use aip_aat::keys::Algorithm;
-use aip_authority::config::{TlsFiles, env};
+use aip_authority::config::{FileConfig, TlsFiles, env};
 use aip_authority::server::ServeError;
 use aip_authority::{AuthorityError, InitOptions, Initialized, Overrides};
 use aip_db::Database;
 use aip_db::audit::AuditError;
 use serde_json::json;
 
-use crate::output::{CliError, EXIT_REJECTED, print_json, print_line, warn};
+use crate::output::{CliError, EXIT_REJECTED, print_json, print_line, rfc3339, warn};
 use crate::passphrase::{Choice, PassphraseArgs};
 
 /// Where the authority lives.
@@ -297,6 +298,17 @@ pub(crate) struct AuditVerifyArgs {
     /// Database URL (default: the one the authority directory uses).
     #[arg(long, value_name = "URL", env = env::DATABASE_URL)]
     database_url: Option<String>,
+    /// The registry key that signs checkpoints: its public key (PEM or JWK, as in /v1/jwks)
+    /// or its key file (default: the authority directory's registry key file; no passphrase
+    /// is needed).
+    #[arg(long, value_name = "FILE")]
+    public_key: Option<PathBuf>,
+    /// Accept records after the last signed checkpoint (a log still being written).
+    #[arg(long)]
+    allow_unsigned_tail: bool,
+    /// Accept a log without any signed checkpoint (written before checkpoints existed).
+    #[arg(long)]
+    allow_unsigned: bool,
     /// Print machine-readable JSON.
     #[arg(long)]
     json: bool,
@@ -310,17 +322,96 @@ pub(crate) async fn open_database(dir: &Path, url: Option<&str>) -> Result<Datab
     })
 }
 
+/// The key checkpoints must be signed by: `--public-key`, else the registry key file of the
+/// authority directory.
+fn checkpoint_key(args: &AuditVerifyArgs) -> Result<TrustedKeys, CliError> {
+    let path = match &args.public_key {
+        Some(path) => path.clone(),
+        None => {
+            let config = FileConfig::load(&args.dir.dir).map_err(|e| {
+                CliError::new(format!("cannot find the registry key: {e}"))
+                    .hint("give the registry's public key with --public-key FILE")
+            })?;
+            args.dir.dir.join(config.keys.registry_key)
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
+    TrustedKeys::from_text(&text).map_err(|e| {
+        CliError::new(format!("{}: {e}", path.display()))
+            .hint("give the registry's public key (PEM or JWK) or its key file")
+    })
+}
+
+/// The checkpoint part of `audit verify`'s report.
+fn checkpoint_json(report: &CheckpointReport) -> serde_json::Value {
+    json!({
+        "checkpoint": report.last.as_ref().map(|c| json!({"seq": c.seq, "at": c.at, "kid": c.kid, "head": c.head})),
+        "unsigned_tail": report.unsigned,
+    })
+}
+
+fn checkpoint_line(report: &CheckpointReport) -> String {
+    let tail = match report.unsigned {
+        0 => String::new(),
+        n => format!("; {n} unsigned record(s) after it"),
+    };
+    match &report.last {
+        Some(c) => format!(
+            "last signed checkpoint: record {} at {} by key {}{tail}",
+            c.seq,
+            time::OffsetDateTime::from_unix_timestamp(c.at).map_or_else(|_| c.at.to_string(), rfc3339),
+            c.kid
+        ),
+        None => format!("no signed checkpoint{tail}"),
+    }
+}
+
+fn checkpoint_error(e: &CheckpointError) -> CliError {
+    let error = CliError::new(format!("audit log not verified: {e}")).exit_code(EXIT_REJECTED);
+    match e {
+        CheckpointError::UnsignedTail { .. } => error.hint(
+            "the authority signs its head every `audit.checkpoint_every` records and when it stops; \
+             pass --allow-unsigned-tail to accept records written since",
+        ),
+        CheckpointError::NoCheckpoint { .. } => {
+            error.hint("pass --allow-unsigned for a log written before the authority signed checkpoints")
+        }
+        CheckpointError::UntrustedKey { .. } => {
+            error.hint("checkpoints must be signed by the registry key; check --public-key")
+        }
+        _ => error,
+    }
+}
+
 pub(crate) fn audit_verify(args: AuditVerifyArgs) -> Result<ExitCode, CliError> {
+    let trusted = checkpoint_key(&args)?;
+    let unsigned = if args.allow_unsigned {
+        Unsigned::Any
+    } else if args.allow_unsigned_tail {
+        Unsigned::Tail
+    } else {
+        Unsigned::Refused
+    };
     runtime()?.block_on(async move {
         let database = open_database(&args.dir.dir, args.database_url.as_deref()).await?;
-        let outcome = database.verify_audit().await;
+        let outcome = database.verify_audit(&trusted, unsigned).await;
         database.close().await;
         match outcome {
-            Ok((count, head_hash)) => {
+            Ok(report) => {
                 if args.json {
-                    print_json(&json!({"ok": true, "records": count}), false)?;
+                    let mut out = json!({"ok": true, "records": report.records, "head": report.head});
+                    if let (Some(out), serde_json::Value::Object(more)) =
+                        (out.as_object_mut(), checkpoint_json(&report.checkpoints))
+                    {
+                        out.extend(more);
+                    }
+                    print_json(&out, false)?;
                 } else {
-                    print_line(format_args!("audit log intact: {count} records, head {head_hash}"))?;
+                    print_line(format_args!(
+                        "audit log intact: {} records, head {}",
+                        report.records, report.head
+                    ))?;
+                    print_line(checkpoint_line(&report.checkpoints))?;
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -329,6 +420,12 @@ pub(crate) fn audit_verify(args: AuditVerifyArgs) -> Result<ExitCode, CliError> 
                     print_json(&json!({"ok": false, "error": broken.to_string()}), false)?;
                 }
                 Err(CliError::new(format!("audit log broken: {broken}")).exit_code(EXIT_REJECTED))
+            }
+            Err(AuditError::Checkpoint(e)) => {
+                if args.json {
+                    print_json(&json!({"ok": false, "error": e.to_string()}), false)?;
+                }
+                Err(checkpoint_error(&e))
             }
             Err(e) => Err(CliError::new(e)),
         }

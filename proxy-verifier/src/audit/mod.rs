@@ -11,6 +11,12 @@
 //! does not, so the log keeps a sidecar head file `<log>.head` holding `{"seq":N,"hash":"…"}` of
 //! the last record written, replaced atomically after each flush. [`verify()`] checks both.
 //!
+//! Whoever can write the log can also rewrite a record and recompute every hash after it (and
+//! the head file). With an audit key ([`CheckpointKey`]), the writer signs the chain's head every
+//! `every` records and when the log is synced or closed, appending the signed checkpoint
+//! (`aip_aat::checkpoint`) to `<log>.checkpoints`; [`verify_signed`] checks them with the key's
+//! public half, so such a re-chain fails.
+//!
 //! [`AuditLog::record`] never touches the disk: it hands the record to a writer thread over an
 //! unbounded channel. That thread chains, serializes and appends records, flushing whenever the
 //! channel is momentarily empty, so a burst becomes one write and a quiet log is written at once.
@@ -26,14 +32,18 @@
 //! - `line` — a record as a line, and the check of one line against its hash;
 //! - `record` — [`Record`], its canonical form and timestamp format;
 //! - `writer` — [`AuditLog`], its writer thread and the head file;
-//! - `verify` — [`verify()`], [`VerifyError`], [`VerifyReport`].
+//! - `checkpoints` — the signed checkpoint file ([`CheckpointKey`]);
+//! - `verify` — [`verify()`], [`verify_signed`], [`VerifyError`], [`VerifyReport`].
 
+mod checkpoints;
 mod line;
 mod record;
 mod verify;
 mod writer;
 
 pub use aip_aat::chain::GENESIS_HASH;
-pub use record::{DlpCount, Record};
-pub use verify::{VerifyError, VerifyReport, verify};
+pub use aip_aat::checkpoint::DEFAULT_CHECKPOINT_EVERY;
+pub use checkpoints::CheckpointKey;
+pub use record::{DlpCount, Record, timestamp_of};
+pub use verify::{VerifyError, VerifyReport, verify, verify_signed};
 pub use writer::AuditLog;

@@ -205,6 +205,11 @@ impl Record {
     }
 }
 
+/// A Unix time in the form of the records' `timestamp` (for reports about the log).
+pub fn timestamp_of(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix).map_or_else(|_| unix.to_string(), format_timestamp)
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, written digit by digit: this runs on the call path for every
 /// record, where the formatting machinery cost more than the rest of the record.
 fn format_timestamp(at: time::OffsetDateTime) -> String {

@@ -1,13 +1,16 @@
-//! Checking a log: [`verify`] walks the chain of a log and its head file and reports the first
-//! break ([`VerifyError`]) or what verified ([`VerifyReport`]).
+//! Checking a log: [`verify_signed`] walks the chain of a log, its head file and its signed
+//! checkpoints and reports the first break ([`VerifyError`]) or what verified
+//! ([`VerifyReport`]); [`verify`] leaves the checkpoints out.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use aip_aat::chain::{Break, ChainVerifier};
+use aip_aat::checkpoint::{Checkpoint, CheckpointCheck, CheckpointError, CheckpointReport, TrustedKeys, Unsigned};
 use serde_json::Value;
 
+use super::checkpoints::{checkpoints_path, read_checkpoints};
 use super::line::{LineFault, check_line};
 use super::writer::{head_path, read_head};
 
@@ -20,6 +23,9 @@ pub struct VerifyReport {
     pub last_hash: String,
     /// Whether a head file was found and agreed with the log.
     pub head_checked: bool,
+    /// The last signed checkpoint and the unsigned records after it (all records when
+    /// checkpoints were not checked).
+    pub checkpoints: CheckpointReport,
 }
 
 /// The first break found in a log. Line numbers count from 1.
@@ -116,13 +122,22 @@ pub enum VerifyError {
         /// Its sequence number.
         seq: u64,
     },
+    /// The log has signed checkpoints but no key to check them was given.
+    #[error("{} holds signed checkpoints; the audit key is needed to check them", path.display())]
+    KeyRequired {
+        /// The checkpoint file.
+        path: PathBuf,
+    },
+    /// The checkpoints do not verify, or the chain does not match them.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 impl VerifyError {
     /// The line the break was found at, when there is one.
     pub fn line(&self) -> Option<u64> {
         match self {
-            Self::Io { .. } | Self::HeadUnreadable { .. } => None,
+            Self::Io { .. } | Self::HeadUnreadable { .. } | Self::KeyRequired { .. } | Self::Checkpoint(_) => None,
             Self::Unparsable { line, .. }
             | Self::Edited { line, .. }
             | Self::Deleted { line, .. }
@@ -136,8 +151,30 @@ impl VerifyError {
 }
 
 /// Checks the chain of the log at `path` (and its head file `<path>.head`, when present) and
-/// reports the first break.
+/// reports the first break. Checkpoints are not checked: see [`verify_signed`].
 pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
+    verify_signed(path, None, Unsigned::Any)
+}
+
+/// Checks the chain of the log at `path`, its head file, and its signed checkpoints
+/// (`<path>.checkpoints`) against the audit key `key`; `unsigned` says which records may come
+/// after the last checkpoint. Without `key`, only a log without checkpoints can pass, and only
+/// with [`Unsigned::Any`].
+pub fn verify_signed(path: &Path, key: Option<&TrustedKeys>, unsigned: Unsigned) -> Result<VerifyReport, VerifyError> {
+    let signed = match (read_checkpoints(&checkpoints_path(path))?, key) {
+        (None, _) => Vec::new(),
+        (Some(lines), Some(key)) => lines
+            .iter()
+            .map(|jws| Checkpoint::verify(jws, key))
+            .collect::<Result<Vec<_>, _>>()?,
+        (Some(_), None) if unsigned == Unsigned::Any => Vec::new(),
+        (Some(_), None) => {
+            return Err(VerifyError::KeyRequired {
+                path: checkpoints_path(path),
+            });
+        }
+    };
+    let mut checkpoints = CheckpointCheck::new(signed)?;
     let head_file = head_path(path);
     let head = read_head(&head_file).map_err(|reason| VerifyError::HeadUnreadable {
         path: head_file.clone(),
@@ -177,6 +214,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
         {
             return Err(VerifyError::HeadMismatch { line, seq: link.seq });
         }
+        checkpoints.record(link.seq, &link.hash)?;
     }
     let (records, last_hash) = chain.last();
     if let Some(head) = &head
@@ -188,10 +226,13 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
             head_seq: head.seq,
         });
     }
+    let last_hash = last_hash.to_owned();
+    let checkpoints = checkpoints.finish(records, unsigned)?;
     Ok(VerifyReport {
         records,
-        last_hash: last_hash.to_owned(),
+        last_hash,
         head_checked: head.is_some(),
+        checkpoints,
     })
 }
 

@@ -1,5 +1,6 @@
 //! Writing the audit log: [`AuditLog`] hands records to a writer thread that chains, serializes
-//! and appends them, and keeps the head file `<log>.head` naming the last record written.
+//! and appends them, and keeps the head file `<log>.head` naming the last record written and,
+//! with an audit key, the signed checkpoints `<log>.checkpoints`.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -15,6 +16,7 @@ use serde::Deserialize;
 
 use aip_aat::chain::{GENESIS_HASH, is_hash, record_hash};
 
+use super::checkpoints::{CheckpointKey, CheckpointWriter};
 use super::line::{LineFault, check_line, push_line};
 use super::record::{Record, canonical_record};
 
@@ -80,6 +82,12 @@ impl AuditLog {
 
     /// As [`AuditLog::open`], stamping records with the time `clock` reads.
     pub fn open_with_clock(path: impl AsRef<Path>, clock: Arc<dyn Clock>) -> io::Result<Self> {
+        Self::open_signed(path, clock, None)
+    }
+
+    /// As [`AuditLog::open_with_clock`], signing a checkpoint of the chain with `key` every
+    /// `key.every` records and when the log is synced or closed (`<log>.checkpoints`).
+    pub fn open_signed(path: impl AsRef<Path>, clock: Arc<dyn Clock>, key: Option<CheckpointKey>) -> io::Result<Self> {
         let path = path.as_ref().to_path_buf();
         let head_path = head_path(&path);
         let mut file = OpenOptions::new()
@@ -146,8 +154,13 @@ impl AuditLog {
             Ok(Some(_)) => {}
             Err(reason) => return Err(refuse(format!("{} is unreadable ({reason})", head_path.display()))),
         }
+        let checkpoints = match key {
+            None => None,
+            Some(key) => Some(CheckpointWriter::open(&path, seq, key, Arc::clone(&clock)).map_err(refuse)?),
+        };
         let writer = Writer {
             file,
+            checkpoints,
             head_path,
             seq,
             prev_hash: hash.clone(),
@@ -343,6 +356,8 @@ fn read_last_line(file: &mut File) -> io::Result<Tail> {
 /// The background writer: owns the file and the chain state.
 struct Writer {
     file: File,
+    /// Signs checkpoints, when the log has an audit key.
+    checkpoints: Option<CheckpointWriter>,
     head_path: PathBuf,
     /// Last sequence number given out (including records lost to write errors).
     seq: u64,
@@ -467,9 +482,20 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes what is pending and updates the head file, without fsync; reports failures.
+    /// Signs the last record written when a checkpoint is due (or with `force`, whenever it is
+    /// not signed yet).
+    fn checkpoint(&mut self, force: bool, durable: bool) -> io::Result<()> {
+        match &mut self.checkpoints {
+            Some(checkpoints) => checkpoints.checkpoint(self.written.0, &self.written.1, force, durable),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes what is pending, signs a checkpoint when one is due and updates the head file,
+    /// without fsync; reports failures.
     fn flush(&mut self) {
         let result = self.write_pending().and_then(|()| {
+            self.checkpoint(false, false)?;
             if self.head != self.written && self.head_at.elapsed() >= HEAD_INTERVAL {
                 write_head(&self.head_path, self.written.0, &self.written.1, false)?;
                 self.head.clone_from(&self.written);
@@ -492,6 +518,7 @@ impl Writer {
         let result = self
             .write_pending()
             .and_then(|()| self.file.sync_data())
+            .and_then(|()| self.checkpoint(true, true))
             .and_then(|()| {
                 write_head(&self.head_path, self.written.0, &self.written.1, true)?;
                 self.head.clone_from(&self.written);

@@ -66,9 +66,11 @@ pub fn run(options: ProxyOptions) -> Result<i32, RunError> {
     let hitl =
         Arc::new(Hitl::with_clock(policy.hitl().clone(), options.prompt, Arc::clone(&clock)).map_err(RunError::Hitl)?);
     let audit = match &options.audit {
-        Some(path) => AuditLog::open_with_clock(path, Arc::clone(&clock)).map_err(|source| RunError::Audit {
-            path: path.clone(),
-            source,
+        Some(path) => AuditLog::open_signed(path, Arc::clone(&clock), options.audit_key.clone()).map_err(|source| {
+            RunError::Audit {
+                path: path.clone(),
+                source,
+            }
         })?,
         None => AuditLog::disabled(),
     };

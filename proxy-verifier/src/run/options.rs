@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use aip_aat::keys::PublicKey;
 
+use crate::audit::CheckpointKey;
 use crate::hitl::PromptMode;
 use crate::policy::{Policy, PolicyError, SignaturePolicy};
 use crate::registry::LinkError;
@@ -23,6 +24,8 @@ pub struct ProxyOptions {
     pub target: String,
     /// The audit log file.
     pub audit: Option<PathBuf>,
+    /// The key that signs the audit log's checkpoints.
+    pub audit_key: Option<CheckpointKey>,
     /// Address of the HTTP server (approvals, validation, health, metrics).
     pub listen: Option<SocketAddr>,
     /// File holding the HTTP API's bearer token (created when missing).
