@@ -68,6 +68,7 @@ pub(super) fn start_identity(
         }
         events.record(record);
     });
+    let replay = crate::replay::open(&aat.replay_store).map_err(RunError::ReplayStore)?;
     let link = RegistryLink::start(registry, on_event)?;
     let (snapshot_link, fresh_link) = (Arc::clone(&link), Arc::clone(&link));
     let revocation = RevocationSource {
@@ -80,6 +81,7 @@ pub(super) fn start_identity(
         Arc::clone(&link) as _,
         Some(revocation),
         Arc::clone(clock),
+        replay,
     );
     tracing::info!(
         audience = aat.audience,
