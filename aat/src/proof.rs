@@ -151,6 +151,10 @@ pub enum ProofError {
     /// The replay cache is full, so the proof's freshness cannot be established.
     #[error("replay cache at capacity; proof freshness cannot be checked")]
     ReplayCacheFull,
+    /// The replay store could not be written or reached, so the proof's freshness cannot be
+    /// established.
+    #[error("replay store unavailable; proof freshness cannot be checked")]
+    ReplayStoreUnavailable,
 }
 
 impl ProofError {
@@ -161,7 +165,7 @@ impl ProofError {
             Self::Invalid(_) => "proof_invalid",
             Self::Mismatch(_) => "proof_mismatch",
             // Both tell an honest client the same thing: make a new proof and retry.
-            Self::Replayed | Self::ReplayCacheFull => "proof_replayed",
+            Self::Replayed | Self::ReplayCacheFull | Self::ReplayStoreUnavailable => "proof_replayed",
         }
     }
 }
@@ -288,6 +292,7 @@ pub fn verify_proof(
         .map_err(|e| match e {
             ReplayError::Replayed => ProofError::Replayed,
             ReplayError::Full => ProofError::ReplayCacheFull,
+            ReplayError::Unavailable => ProofError::ReplayStoreUnavailable,
         })?;
     Ok(claims)
 }

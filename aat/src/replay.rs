@@ -18,6 +18,10 @@ pub enum ReplayError {
     /// Callers must refuse the request (fail closed).
     #[error("replay cache is full")]
     Full,
+    /// The store could not be written or reached, so freshness cannot be proven.
+    /// Callers must refuse the request (fail closed).
+    #[error("replay store unavailable")]
+    Unavailable,
 }
 
 /// What kind of identifier is recorded. Kinds never collide: a proof `jti` chosen equal to
@@ -38,6 +42,16 @@ impl ReplayScope {
             Self::Aat => "aat",
             Self::Proof => "proof",
         }
+    }
+
+    /// SHA-256(scope ‖ id): the fixed-size key every store records `id` under, so that stores
+    /// never hold identifiers themselves and scopes never collide.
+    pub fn digest(self, id: &str) -> [u8; 32] {
+        Sha256::new()
+            .chain_update([self as u8])
+            .chain_update(id.as_bytes())
+            .finalize()
+            .into()
     }
 }
 
@@ -125,10 +139,7 @@ impl InMemoryReplayCache {
 
 impl ReplayCache for InMemoryReplayCache {
     fn check_and_record(&self, scope: ReplayScope, id: &str, expires_at: i64, now: i64) -> Result<(), ReplayError> {
-        let digest = Sha256::new()
-            .chain_update([scope as u8])
-            .chain_update(id.as_bytes())
-            .finalize();
+        let digest = scope.digest(id);
         let mut key_bytes = [0u8; 16];
         key_bytes.copy_from_slice(&digest[..16]);
         let key = u128::from_le_bytes(key_bytes);

@@ -141,8 +141,8 @@ impl VerifiedAat {
         replay
             .check_and_record(ReplayScope::Aat, self.jti().as_str(), until, now)
             .map_err(|e| match e {
-                // A full cache cannot prove the jti is fresh: refuse, as for a replay.
-                ReplayError::Replayed | ReplayError::Full => AatError::ReplayDetected,
+                // A full or unreachable store cannot prove the jti is fresh: refuse, as for a replay.
+                ReplayError::Replayed | ReplayError::Full | ReplayError::Unavailable => AatError::ReplayDetected,
             })
     }
 }

@@ -1453,6 +1453,7 @@ fn jsonrpc_mapping_spot_checks() {
         ),
         (ProofError::Replayed.into(), -32016, "proof_replayed"),
         (ProofError::ReplayCacheFull.into(), -32016, "proof_replayed"),
+        (ProofError::ReplayStoreUnavailable.into(), -32016, "proof_replayed"),
         (
             AatError::UntrustedIssuer {
                 issuer: "https://evil".into(),

@@ -26,7 +26,7 @@ use aip_aat::clock::{Clock, SystemClock};
 use aip_aat::jsonrpc::{CallError, ErrorCode, JsonRpcError, jsonrpc_error};
 use aip_aat::keys::KeyResolver;
 use aip_aat::proof::Call;
-use aip_aat::replay::InMemoryReplayCache;
+use aip_aat::replay::{InMemoryReplayCache, ReplayCache};
 use aip_aat::revocation::RevocationIndex;
 use aip_aat::token::{AatError, DelegationScope, Validation, VerifiedAat};
 use aip_aat::verifier::CallVerifier;
@@ -35,11 +35,8 @@ use serde_json::{Map, Value};
 use crate::engine::Grant;
 use crate::normalize::normalize;
 use crate::policy::{AatSettings, CapabilitiesMode, FailOpenConstraints, FailoverMode, ServerSettings};
+use crate::replay::REPLAY_CAPACITY;
 
-/// Proof `jti`s remembered at once. Each is kept for the proof's validity window (at least
-/// 600 s), so this bounds the sustained rate at about 1 600 calls per second per proxy; beyond
-/// it, calls are refused (`replay_detected`: freshness cannot be proven) rather than unchecked.
-pub const REPLAY_CAPACITY: usize = 1_000_000;
 /// Sessions whose call counts are kept at once.
 const MAX_SESSIONS: usize = 10_000;
 /// AATs remembered as already announced with an `AAT_VALIDATED` record.
@@ -238,29 +235,32 @@ struct FailOpenWindow {
 
 impl Identity {
     /// AAT checks per `aat`, failover per `server`, issuer keys from `keys`, revocation from
-    /// `revocation` (none: step 7 is skipped).
+    /// `revocation` (none: step 7 is skipped), used identifiers remembered by this process only.
     pub fn new(
         aat: &AatSettings,
         server: &ServerSettings,
         keys: Arc<dyn KeyResolver>,
         revocation: Option<RevocationSource>,
     ) -> Self {
-        Self::with_clock(aat, server, keys, revocation, Arc::new(SystemClock))
+        let replay = Arc::new(InMemoryReplayCache::new(REPLAY_CAPACITY));
+        Self::with_clock(aat, server, keys, revocation, Arc::new(SystemClock), replay)
     }
 
-    /// As [`Identity::new`], reading time from `clock`.
+    /// As [`Identity::new`], reading time from `clock` and recording used identifiers in
+    /// `replay` (the store `aat.replay_store` names: [`crate::replay::open`]).
     pub fn with_clock(
         aat: &AatSettings,
         server: &ServerSettings,
         keys: Arc<dyn KeyResolver>,
         revocation: Option<RevocationSource>,
         clock: Arc<dyn Clock>,
+        replay: Arc<dyn ReplayCache>,
     ) -> Self {
         let mut validation = Validation::new(aat.audience.clone()).with_leeway(aat.clock_skew.as_secs());
         if !aat.trusted_issuers.is_empty() {
             validation = validation.with_trusted_issuers(aat.trusted_issuers.iter().cloned());
         }
-        let verifier = CallVerifier::new(validation, keys, Arc::new(InMemoryReplayCache::new(REPLAY_CAPACITY)))
+        let verifier = CallVerifier::new(validation, keys, replay)
             .with_clock(clock.clone())
             .require_proof(aat.require_proof)
             .single_use(aat.single_use);

@@ -16,6 +16,7 @@
 //! - [`audit`] writes and verifies the hash-chained audit log (spec 12);
 //! - [`hitl`] holds `ask` calls until a human answers (IETF draft 6.5);
 //! - [`registry`] links the proxy to the AIP registry: issuer keys and revocation data;
+//! - [`replay`] remembers used proof identifiers, shared by the host's proxies (or via Redis);
 //! - [`identity`] checks AATs, proofs, revocation and delegations (spec 4.3 steps 0b–0c);
 //! - [`relay`] carries JSON-RPC between the client and the wrapped server, applying the policy;
 //! - [`server`] serves the optional HTTP API (health, metrics, validation, approvals);
@@ -37,6 +38,7 @@ pub mod normalize;
 pub mod policy;
 pub mod registry;
 pub mod relay;
+pub mod replay;
 pub mod run;
 pub mod server;
 pub mod state;

@@ -802,3 +802,177 @@ fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
+
+// --- one use per proof, whichever proxy process sees it -----------------------------------------
+
+/// Starts a proxy of `fixture` writing its own audit log `audit`, with `envs`.
+fn start_process(fixture: &Fixture, audit: &str, envs: &[(&str, &str)]) -> Proxy {
+    let args = [
+        "--policy".to_owned(),
+        fixture.policy().display().to_string(),
+        "--target".into(),
+        fixture.target(),
+        "--audit".into(),
+        fixture.path(audit).display().to_string(),
+    ];
+    Proxy::spawn(args, envs)
+}
+
+/// A runtime directory of the user's own (0700), as a login session has.
+fn runtime_dir(fixture: &Fixture, name: &str) -> String {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = fixture.path(name);
+    std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+    dir.display().to_string()
+}
+
+/// The same captured line to `first`, which forwards it, then to `second`, which refuses it.
+fn replayed_across(authority: &Authority, first: &mut Proxy, second: &mut Proxy) {
+    let aat = authority.aat(&["read_file"]);
+    let args = json!({"path": "/tmp/a.txt"});
+    let proof = authority.proof(&aat, "read_file", &args);
+    let line = call_line(1, "read_file", &args, Some(&aat), Some(&proof));
+    assert_forwarded(&first.call(&line));
+    let answer = second.call(&line);
+    assert_refused(&answer, -32016, "proof_replayed");
+    // A fresh proof for the same call still passes on the second process.
+    let fresh = authority.proof(&aat, "read_file", &args);
+    assert_forwarded(&second.call(&call_line(2, "read_file", &args, Some(&aat), Some(&fresh))));
+}
+
+#[test]
+fn a_captured_call_is_refused_by_another_proxy_process_of_the_host() {
+    // No replay_store in the policy: the host's default store, under the user's runtime directory.
+    let (fixture, authority) = fixture("", "", "");
+    let run = runtime_dir(&fixture, "run");
+    let env = [("XDG_RUNTIME_DIR", run.as_str())];
+    let mut first = start_process(&fixture, "first.jsonl", &env);
+    let mut second = start_process(&fixture, "second.jsonl", &env);
+    replayed_across(&authority, &mut first, &mut second);
+    first.finish();
+    second.finish();
+    assert_eq!(fixture.seen().matches("read_file").count(), 2, "{}", fixture.seen());
+    let store = fixture.path("run/aip-proxy/replay");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&store).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700);
+    let records = std::fs::read_to_string(fixture.path("second.jsonl")).unwrap();
+    assert!(records.contains("proof_replayed"), "{records}");
+}
+
+#[test]
+fn a_proof_stays_used_across_a_proxy_restart() {
+    let (fixture, authority) = fixture("", "", "");
+    let run = runtime_dir(&fixture, "run");
+    let env = [("XDG_RUNTIME_DIR", run.as_str())];
+    let aat = authority.aat(&["read_file"]);
+    let args = json!({"path": "/tmp/a.txt"});
+    let proof = authority.proof(&aat, "read_file", &args);
+    let line = call_line(1, "read_file", &args, Some(&aat), Some(&proof));
+    let mut before = start_process(&fixture, "before.jsonl", &env);
+    assert_forwarded(&before.call(&line));
+    assert!(before.finish().success());
+    let mut after = start_process(&fixture, "after.jsonl", &env);
+    assert_refused(&after.call(&line), -32016, "proof_replayed");
+    after.finish();
+    assert_eq!(fixture.seen().matches("read_file").count(), 1, "{}", fixture.seen());
+}
+
+#[test]
+fn a_replay_store_that_cannot_be_written_refuses_calls() {
+    let (fixture, authority) = fixture("", "", "");
+    let run = runtime_dir(&fixture, "run");
+    let env = [("XDG_RUNTIME_DIR", run.as_str())];
+    let mut proxy = start_process(&fixture, "audit.jsonl", &env);
+    let aat = authority.aat(&["read_file"]);
+    let args = json!({"path": "/tmp/a.txt"});
+    let proof = authority.proof(&aat, "read_file", &args);
+    assert_forwarded(&proxy.call(&call_line(1, "read_file", &args, Some(&aat), Some(&proof))));
+    // The store's directory is replaced by a file: nothing can be recorded any more.
+    let store = fixture.path("run/aip-proxy/replay");
+    std::fs::remove_dir_all(&store).unwrap();
+    std::fs::write(&store, "not a directory").unwrap();
+    let proof = authority.proof(&aat, "read_file", &args);
+    let answer = proxy.call(&call_line(2, "read_file", &args, Some(&aat), Some(&proof)));
+    assert_refused(&answer, -32016, "proof_replayed");
+    let reason = answer["error"]["data"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("replay store unavailable"), "{answer}");
+    proxy.finish();
+    assert!(proxy.stderr().contains("cannot be written"), "{}", proxy.stderr());
+    assert_eq!(fixture.seen().matches("read_file").count(), 1, "{}", fixture.seen());
+}
+
+#[test]
+fn a_replay_store_others_can_open_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = tempfile::TempDir::new().unwrap();
+    std::fs::set_permissions(store.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (fixture, _authority) = fixture("", &format!("    replay_store: \"{}\"\n", store.path().display()), "");
+    let mut proxy = start_process(&fixture, "audit.jsonl", &[]);
+    assert!(!proxy.wait().success());
+    let stderr = proxy.stderr();
+    assert!(stderr.contains("replay store") && stderr.contains("700"), "{stderr}");
+}
+
+/// `AIP_TEST_REDIS_URL` (a server, e.g. `redis://127.0.0.1:6379`) with database `db`, or `None`
+/// after saying the test is skipped — except under `CI`, which must set it.
+#[allow(clippy::print_stderr)]
+fn redis_url(test: &str, db: u8) -> Option<String> {
+    match std::env::var("AIP_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(format!("{}/{db}", url.trim_end_matches('/'))),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "AIP_TEST_REDIS_URL must be set under CI"
+            );
+            eprintln!("SKIPPED {test}: set AIP_TEST_REDIS_URL (e.g. redis://127.0.0.1:6379) to run it");
+            None
+        }
+    }
+}
+
+#[test]
+fn proxies_on_separate_hosts_share_replay_state_through_redis() {
+    let Some(url) = redis_url("proxies_on_separate_hosts_share_replay_state_through_redis", 7) else {
+        return;
+    };
+    let (fixture, authority) = fixture("", &format!("    replay_store: \"{url}\"\n"), "");
+    // Each process has a runtime directory of its own, as on two hosts: only Redis is shared.
+    let (one, two) = (runtime_dir(&fixture, "one"), runtime_dir(&fixture, "two"));
+    let mut first = start_process(&fixture, "first.jsonl", &[("XDG_RUNTIME_DIR", one.as_str())]);
+    let mut second = start_process(&fixture, "second.jsonl", &[("XDG_RUNTIME_DIR", two.as_str())]);
+    replayed_across(&authority, &mut first, &mut second);
+    first.finish();
+    second.finish();
+    assert!(!fixture.path("one/aip-proxy").exists(), "the local store is not used");
+    // And across a restart.
+    let aat = authority.aat(&["read_file"]);
+    let args = json!({"path": "/tmp/b.txt"});
+    let proof = authority.proof(&aat, "read_file", &args);
+    let line = call_line(3, "read_file", &args, Some(&aat), Some(&proof));
+    let mut before = start_process(&fixture, "before.jsonl", &[("XDG_RUNTIME_DIR", one.as_str())]);
+    assert_forwarded(&before.call(&line));
+    before.finish();
+    let mut after = start_process(&fixture, "after.jsonl", &[("XDG_RUNTIME_DIR", one.as_str())]);
+    assert_refused(&after.call(&line), -32016, "proof_replayed");
+    after.finish();
+}
+
+#[test]
+fn an_unreachable_redis_refuses_calls_instead_of_accepting_them() {
+    // Nothing listens on this port: every call fails closed, and the proxy says why.
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    let (fixture, authority) = fixture("", &format!("    replay_store: \"{url}\"\n"), "");
+    let mut proxy = start_process(&fixture, "audit.jsonl", &[]);
+    let aat = authority.aat(&["read_file"]);
+    let args = json!({"path": "/tmp/a.txt"});
+    for id in 1..=2 {
+        let proof = authority.proof(&aat, "read_file", &args);
+        let answer = proxy.call(&call_line(id, "read_file", &args, Some(&aat), Some(&proof)));
+        assert_refused(&answer, -32016, "proof_replayed");
+        let reason = answer["error"]["data"]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("replay store unavailable"), "{answer}");
+    }
+    proxy.finish();
+    assert!(!fixture.seen().contains("read_file"), "{}", fixture.seen());
+    assert!(proxy.stderr().contains("unavailable"), "{}", proxy.stderr());
+}

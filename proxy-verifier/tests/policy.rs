@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use aip_aat::keys::{KeyPair, Signer};
 use aip_proxy_verifier::engine::{Decision, DenialKind, Engine, SchemaBook, Verdict};
 use aip_proxy_verifier::policy::{
-    AatSettings, ApiVersion, CapabilitiesMode, HashAlgorithm, Policy, PolicyError, RegistrySettings, RevocationMode,
-    SchemaHash, SignaturePolicy, canonical_bytes,
+    AatSettings, ApiVersion, CapabilitiesMode, HashAlgorithm, Policy, PolicyError, RegistrySettings, ReplayStore,
+    RevocationMode, SchemaHash, SignaturePolicy, canonical_bytes,
 };
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -412,6 +412,7 @@ fn aat_is_validated() {
             max_calls_per_session: None,
             allowed_servers: Vec::new(),
             header_name: "X-AIP-AAT".into(),
+            replay_store: ReplayStore::Local(None),
         })
     );
 
@@ -439,8 +440,55 @@ fn aat_is_validated() {
             max_calls_per_session: Some(500),
             allowed_servers: Vec::new(),
             header_name: "X-Agent-Token".into(),
+            replay_store: ReplayStore::Local(None),
         })
     );
+}
+
+#[test]
+fn aat_replay_store_is_a_directory_or_a_redis_url() {
+    let store = |value: &str| {
+        parse(&doc(&format!(
+            "{REGISTRY}  aat:
+    enabled: true
+    replay_store: \"{value}\"\n"
+        )))
+        .map(|p| p.aat().unwrap().replay_store.clone())
+    };
+    assert_eq!(
+        store("/var/lib/aip/replay").unwrap(),
+        ReplayStore::Local(Some("/var/lib/aip/replay".into()))
+    );
+    assert_eq!(
+        store("redis://10.0.0.5:6380/3").unwrap(),
+        ReplayStore::Redis {
+            url: "redis://10.0.0.5:6380/3".into(),
+            name: "10.0.0.5:6380/3".into()
+        }
+    );
+    assert_eq!(
+        store("redis://:s3cret@cache.internal").unwrap(),
+        ReplayStore::Redis {
+            url: "redis://:s3cret@cache.internal".into(),
+            name: "cache.internal:6379/0".into()
+        }
+    );
+    for (value, expected) in [
+        ("replay", "absolute directory path"),
+        ("rediss://cache:6379", "TLS"),
+        ("http://cache:6379", "unknown scheme"),
+        ("redis://:s3cret@cache:6379/zero", "database"),
+        ("redis://:s3cret@cache:6379/0?timeout=1", "query"),
+        ("redis:///0", "host"),
+    ] {
+        let text = doc(&format!(
+            "{REGISTRY}  aat:
+    enabled: true
+    replay_store: \"{value}\"\n"
+        ));
+        assert_refused(&text, "spec.aat.replay_store", 11, &[expected]);
+        assert!(!invalid(&text).2.contains("s3cret"), "{value}");
+    }
 }
 
 // --- protected paths ---------------------------------------------------------------------------

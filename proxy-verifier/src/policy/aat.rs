@@ -1,6 +1,7 @@
 //! `spec.aat` (spec 3.10; docs/architecture.md, "The AAT on the wire"): which Agent
 //! Authentication Tokens are accepted and how their capabilities combine with the policy.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_saphyr::Spanned;
@@ -18,6 +19,20 @@ pub enum CapabilitiesMode {
     AatOnly,
     /// The AAT is for identity and audit only.
     PolicyOnly,
+}
+
+/// `spec.aat.replay_store`: where used proof identifiers are remembered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplayStore {
+    /// A directory shared by the proxies of this host; `None`: the default one (unset setting).
+    Local(Option<PathBuf>),
+    /// A Redis server shared across hosts.
+    Redis {
+        /// `redis://[user:password@]host[:port][/db]`, as written.
+        url: String,
+        /// `host:port/db`, for logs: never the credentials.
+        name: String,
+    },
 }
 
 /// `spec.aat` (spec 3.10; docs/architecture.md, "The AAT on the wire"), validated; enforced by the AAT verifier.
@@ -53,6 +68,8 @@ pub struct AatSettings {
     pub allowed_servers: Vec<String>,
     /// The HTTP header carrying the AAT.
     pub header_name: String,
+    /// Where used proof identifiers are remembered.
+    pub replay_store: ReplayStore,
 }
 
 pub(super) fn compile_aat(
@@ -134,5 +151,49 @@ pub(super) fn compile_aat(
         max_calls_per_session: aat.max_calls_per_session,
         allowed_servers: aat.allowed_servers.unwrap_or_default(),
         header_name: aat.header_name.unwrap_or_else(|| "X-AIP-AAT".into()),
+        replay_store: match &aat.replay_store {
+            None => ReplayStore::Local(None),
+            Some(text) => {
+                replay_store(&text.value).map_err(|m| PolicyError::invalid("spec.aat.replay_store", text, m))?
+            }
+        },
     }))
+}
+
+/// `replay_store`: an absolute directory, or `redis://[user:password@]host[:port][/db]`. The
+/// message never repeats the value (it may hold a password).
+fn replay_store(text: &str) -> Result<ReplayStore, String> {
+    const FORMS: &str = "use an absolute directory path or redis://host:port[/db]";
+    let text = text.trim();
+    if text.starts_with('/') {
+        return Ok(ReplayStore::Local(Some(PathBuf::from(text))));
+    }
+    let Some((scheme, _)) = text.split_once("://") else {
+        return Err(format!("not a directory path or a URL: {FORMS}"));
+    };
+    if scheme.eq_ignore_ascii_case("rediss") {
+        return Err("TLS to Redis (rediss://) is not supported: use redis:// on a private network".into());
+    }
+    if !scheme.eq_ignore_ascii_case("redis") {
+        return Err(format!("unknown scheme {scheme:?}: {FORMS}"));
+    }
+    let url = reqwest::Url::parse(text).map_err(|e| format!("not a valid redis:// URL ({e}): {FORMS}"))?;
+    let host = match url.host_str() {
+        Some(host) if !host.is_empty() => host.to_owned(),
+        _ => return Err(format!("the URL names no host: {FORMS}")),
+    };
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("the URL may not have a query or a fragment: {FORMS}"));
+    }
+    let db = match url.path().trim_start_matches('/') {
+        "" => 0,
+        db => db
+            .parse::<u16>()
+            .map_err(|_| format!("the database after the port must be a number: {FORMS}"))?,
+    };
+    let port = url.port().unwrap_or(6379);
+    Ok(ReplayStore::Redis {
+        url: text.to_owned(),
+        name: format!("{host}:{port}/{db}"),
+    })
 }

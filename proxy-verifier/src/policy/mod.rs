@@ -41,7 +41,7 @@ use crate::dlp::Dlp;
 use crate::normalize::{normalize, skeleton};
 
 pub use crate::user_regex::{REGEX_DFA_SIZE_LIMIT, REGEX_SIZE_LIMIT, user_regex};
-pub use aat::{AatSettings, CapabilitiesMode};
+pub use aat::{AatSettings, CapabilitiesMode, ReplayStore};
 pub use error::PolicyError;
 pub use hitl::HitlSettings;
 pub use registry::{RegistrySettings, RevocationMode};

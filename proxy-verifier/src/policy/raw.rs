@@ -246,6 +246,9 @@ pub(crate) struct Aat {
     pub(crate) max_calls_per_session: Option<u64>,
     /// Spec 10.3: servers (audiences) a delegation may reach.
     pub(crate) allowed_servers: Option<Vec<String>>,
+    /// Where used proof identifiers are kept: a directory, or `redis://…` (docs/architecture.md,
+    /// "The AAT on the wire").
+    pub(crate) replay_store: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -69,6 +69,7 @@ pub(super) fn start_identity(
         }
         events.record(record);
     });
+    let replay = crate::replay::open(&aat.replay_store).map_err(RunError::ReplayStore)?;
     let link = RegistryLink::start_with_clock(registry, on_event, Arc::clone(clock))?;
     let (snapshot_link, fresh_link) = (Arc::clone(&link), Arc::clone(&link));
     let revocation = RevocationSource {
@@ -81,6 +82,7 @@ pub(super) fn start_identity(
         Arc::clone(&link) as _,
         Some(revocation),
         Arc::clone(clock),
+        replay,
     );
     tracing::info!(
         audience = aat.audience,

@@ -84,6 +84,9 @@ pub enum RunError {
     /// The registry the AAT checks need could not be reached.
     #[error("AAT verification cannot start: {0}")]
     Registry(#[from] LinkError),
+    /// The replay store `aat.replay_store` names cannot be used.
+    #[error("AAT verification cannot start: {0} (spec.aat.replay_store chooses where it is kept)")]
+    ReplayStore(String),
 }
 
 /// Loads the policy at `path` under `key`.

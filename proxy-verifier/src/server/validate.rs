@@ -191,9 +191,15 @@ pub(super) async fn validate(
     let started = Instant::now();
     let request: ValidateRequest = json_body(&headers, body, r#"{"tool": string, "arguments": object}"#)?;
     let engine = state.policy.current();
-    let (response, decision) = match &state.identity {
+    let (response, decision) = match state.identity.clone() {
         None => evaluate(&engine, &state.schemas, &request),
-        Some(identity) => validate_with_aat(identity, &engine, &state.schemas, &request, &headers)?,
+        // The AAT check may wait on the replay store (a Redis round trip): off the runtime.
+        Some(identity) => {
+            let schemas = state.schemas.clone();
+            tokio::task::spawn_blocking(move || validate_with_aat(&identity, &engine, &schemas, &request, &headers))
+                .await
+                .map_err(|_| ApiError::internal())??
+        }
     };
     record_decision(
         decision_label(decision),
