@@ -45,6 +45,8 @@ pub struct Database {
     pub(crate) readers: AnyPool,
     pub(crate) writer: AnyPool,
     pub(crate) dialect: Dialect,
+    /// On PostgreSQL, the URL the version watcher connects to (`crate::notices`).
+    pub(crate) listen_url: Option<String>,
 }
 
 impl std::fmt::Debug for Database {
@@ -87,10 +89,12 @@ impl Database {
                 (pool.clone(), pool)
             }
         };
+        let listen_url = (dialect == Dialect::Postgres).then(|| url.to_owned());
         Ok(Self {
             readers,
             writer,
             dialect,
+            listen_url,
         })
     }
 

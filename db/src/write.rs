@@ -187,6 +187,11 @@ impl Write {
             script.push(format!("UPDATE registry_state SET audit_seq = {seq} WHERE id = 1"));
             script.bind(self.seq);
         }
+        if let Some(version) = self.version {
+            // Last, so that on PostgreSQL it is the script's main statement (a SELECT in a
+            // common table expression would not run).
+            crate::notices::announce(&mut script, version);
+        }
         script.execute(&mut self.tx).await?;
         self.tx.commit().await.map_err(backend)
     }
