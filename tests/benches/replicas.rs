@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use aip_aat::clock::{Clock as _, SystemClock};
 use aip_aat::ids::AgentId;
 use aip_aat::keys::{Algorithm, KeyPair};
-use aip_api::client::{Client, Fetched};
+use aip_api::client::{Client, ClientOptions, Fetched};
 use aip_api::registry::{StatusKind, StatusRequest};
 use aip_tests::{PostgresDb, Replicas};
 use futures_util::StreamExt as _;
@@ -111,7 +111,11 @@ async fn run(url: &str, revocations: usize) {
 
     // B's stream, read on its own task: each agent_revoked event's agent and arrival.
     let start = list_version(&b).await;
-    let mut events = b.revocation_events(start, GIVE_UP).await.unwrap();
+    // No time limit for the whole exchange: the stream stays open for the whole run.
+    let mut options = ClientOptions::default();
+    options.timeout = None;
+    let follower = Client::with_options(&replicas.b.url, Some(replicas.admin_token.clone()), &options).unwrap();
+    let mut events = follower.revocation_events(start, GIVE_UP).await.unwrap();
     let (tx, mut arrivals) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(Ok(event)) = events.next().await {
