@@ -135,6 +135,7 @@ mod tests {
             readers,
             writer,
             dialect: crate::Dialect::Sqlite,
+            listen_url: None,
         };
         sqlx::query("CREATE TABLE scratch (n INTEGER PRIMARY KEY, v BLOB)")
             .execute(&store.writer)
