@@ -7,9 +7,11 @@ use std::sync::Arc;
 use aip_aat::ids::AgentId;
 use aip_aat::keys::PublicKey;
 use aip_api::registry::{PublishRevocationsRequest, StatusKind, StatusRequest};
-use aip_issuer::directory::{AgentCache, AgentDirectory, Caller, DirectoryAgent, DirectoryError};
+use aip_db::Script;
+use aip_issuer::directory::{AgentCache, AgentDirectory, Caller, DirectoryAgent, DirectoryError, StandingCheck};
 use aip_issuer::keys::SigningKeys;
 use aip_registry::service::{Principal, Registry, RegistryError, TokenKeys};
+use aip_registry::store::SqlStore;
 use async_trait::async_trait;
 
 /// The registry in the same process, as the issuer sees it.
@@ -46,8 +48,23 @@ fn directory_error(e: RegistryError) -> DirectoryError {
     }
 }
 
+/// The registry's statement of agents' standing, run in the issuer's transactions (both
+/// services share one database here).
+#[derive(Debug)]
+struct RegistryStanding;
+
+impl StandingCheck for RegistryStanding {
+    fn push(&self, claim: &mut Script, agents: &[&str]) {
+        SqlStore::push_inactive_agents(claim, agents);
+    }
+}
+
 #[async_trait]
 impl AgentDirectory for LocalDirectory {
+    fn standing_check(&self) -> Option<Arc<dyn StandingCheck>> {
+        Some(Arc::new(RegistryStanding))
+    }
+
     async fn agent(&self, agent_id: &AgentId) -> Result<Option<Arc<DirectoryAgent>>, DirectoryError> {
         // Read before the record: a change committed meanwhile makes the entry stale at once.
         let version = self.registry.latest_version();

@@ -1277,7 +1277,7 @@ fn batch_issuance(n: usize, jti: &str, user: Option<&str>, challenge: &str) -> I
 /// already written; this shows the transaction around them is never committed.
 async fn failed_issuance(t: TestRegistry) {
     let store = IssuerStore::new(t.store.database());
-    let ledger = Ledger::start(store.clone());
+    let ledger = Ledger::start(store.clone(), None);
     let issuance = |n: usize, jti: &str| batch_issuance(n, jti, None, &format!("challenge-{n}"));
     let (_, audited_before) = t.store.database().audit_head().await.unwrap();
     let before = t.store.database().audit_records(0, 10_000).await.unwrap().len();
@@ -1340,7 +1340,7 @@ async fn batch_refusals(t: TestRegistry) {
         details: json!({}),
     };
     store.revoke_user("mallory", None, NOW, &revocation).await.unwrap();
-    let ledger = Ledger::start(store.clone());
+    let ledger = Ledger::start(store.clone(), None);
     let batch = [
         batch_issuance(0, "jti-0", Some("mallory"), "c-shared-with-alice"),
         batch_issuance(1, "jti-1", Some("alice"), "c-twice"),

@@ -49,6 +49,9 @@ pub struct Database {
     pub(crate) dialect: Dialect,
     /// Signs checkpoints of the audit chain, when the registry key is at hand.
     pub(crate) checkpoints: Option<Arc<Checkpointer>>,
+
+    /// On PostgreSQL, the URL the version watcher connects to (`crate::notices`).
+    pub(crate) listen_url: Option<String>,
 }
 
 impl std::fmt::Debug for Database {
@@ -92,11 +95,14 @@ impl Database {
                 (pool.clone(), pool)
             }
         };
+        let listen_url = (dialect == Dialect::Postgres).then(|| url.to_owned());
         Ok(Self {
             readers,
             writer,
             dialect,
             checkpoints: None,
+
+            listen_url,
         })
     }
 

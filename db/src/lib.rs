@@ -14,6 +14,8 @@
 //! SQLite's write lock. SQLite writes all go through one dedicated connection: writers queue
 //! for it in order instead of spinning in SQLite's busy handler, and its page cache stays warm
 //! (in WAL mode a connection's cache is invalidated whenever another connection writes).
+//! Every write that publishes a revocation list version also announces it to the other
+//! replicas (on PostgreSQL a `NOTIFY` in its transaction; [`Database::watch_versions`]).
 //! docs/architecture.md says which service owns which table.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -23,6 +25,7 @@ mod checkpoint;
 mod database;
 mod error;
 mod nodelay;
+mod notices;
 mod script;
 mod sqlite;
 mod write;

@@ -50,6 +50,11 @@ impl Script {
         }
     }
 
+    /// The engine the script is written for.
+    pub(crate) fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     /// The next placeholder (`?` on SQLite, `$N` on PostgreSQL), to use once.
     pub fn param(&mut self) -> String {
         let mut sql = String::new();

@@ -162,6 +162,8 @@ mod tests {
             writer,
             dialect: crate::Dialect::Sqlite,
             checkpoints: None,
+
+            listen_url: None,
         };
         sqlx::query("CREATE TABLE scratch (n INTEGER PRIMARY KEY, v BLOB)")
             .execute(&store.writer)

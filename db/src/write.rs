@@ -230,6 +230,11 @@ impl Write {
                 .bind(checkpoint.kid.as_str().to_owned())
                 .bind(jws);
         }
+        if let Some(version) = self.version {
+            // Last, so that on PostgreSQL it is the script's main statement (a SELECT in a
+            // common table expression would not run).
+            crate::notices::announce(&mut script, version);
+        }
         script.execute(&mut self.tx).await?;
         self.tx.commit().await.map_err(backend)
     }

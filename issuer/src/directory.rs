@@ -1,7 +1,8 @@
 //! How the issuer reaches the registry: [`AgentDirectory`], in the words of the registry's
 //! API and never of its storage. Two implementations: one over the registry in the same
 //! process (in `aip-authority`, where the two services are wired together) and
-//! [`RemoteDirectory`] over a registry's HTTP API.
+//! [`RemoteDirectory`] over a registry's HTTP API. The in-process one also offers a
+//! [`StandingCheck`], which the issuance transaction runs under the authority lock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,6 +14,7 @@ use aip_aat::keys::PublicKey;
 use aip_aat::secret::{SecretString, digest as token_digest};
 use aip_api::client::{Client, ClientError};
 use aip_api::registry::{PublishRevocationsRequest, Role, StatusKind, StatusRequest};
+use aip_db::Script;
 use async_trait::async_trait;
 
 /// What the issuer needs to know about an agent.
@@ -108,9 +110,26 @@ impl From<ClientError> for DirectoryError {
     }
 }
 
+/// Agents' standing read inside the issuer's own write transaction, under the authority lock
+/// every suspension and revocation takes: an issuance committed after such a change,
+/// acknowledged by any replica, sees it. Only a registry in the issuer's database can offer
+/// one; the statement is the registry's, so the issuer never names the registry's tables.
+pub trait StandingCheck: Send + Sync {
+    /// Adds to `claim` one statement whose rows name those of `agents` that may not obtain
+    /// tokens now: `kind` `agent_suspended` or `agent_revoked`, `value` the agent's id.
+    fn push(&self, claim: &mut Script, agents: &[&str]);
+}
+
 /// The registry as the issuer uses it.
 #[async_trait]
 pub trait AgentDirectory: Send + Sync {
+    /// The check of agents' standing that issuances run under the authority lock, when the
+    /// registry shares the issuer's database; otherwise the status [`AgentDirectory::agent`]
+    /// answered is all there is.
+    fn standing_check(&self) -> Option<Arc<dyn StandingCheck>> {
+        None
+    }
+
     /// The agent, if registered. May answer from a cache that the registry's events keep
     /// current.
     async fn agent(&self, agent_id: &AgentId) -> Result<Option<Arc<DirectoryAgent>>, DirectoryError>;

@@ -328,3 +328,43 @@ impl Drop for PostgresDb {
         );
     }
 }
+
+/// Two `aip-ca serve` processes of one authority over one PostgreSQL database: `a` created it,
+/// `b` runs from a copy of its directory (the same keys and configuration).
+pub struct Replicas {
+    /// The first replica.
+    pub a: Server,
+    /// The second replica.
+    pub b: Server,
+    /// The admin token `a` printed when it created the authority.
+    pub admin_token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Replicas {
+    /// Starts both replicas over the database at `url`.
+    pub fn start(url: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (dir.path().join("a"), dir.path().join("b"));
+        let serve = |path: &Path| {
+            Server::start(&[
+                "--dir",
+                path.to_str().unwrap(),
+                "--insecure-no-passphrase",
+                "--database-url",
+                url,
+            ])
+        };
+        let a = serve(&first);
+        let admin_token = a.admin_token();
+        let copied = Command::new("cp").arg("-R").arg(&first).arg(&second).status().unwrap();
+        assert!(copied.success(), "copying the authority directory failed");
+        let b = serve(&second);
+        Self {
+            a,
+            b,
+            admin_token,
+            _dir: dir,
+        }
+    }
+}

@@ -106,33 +106,34 @@ impl Issuer {
         match self.ledger.issue(issuance).await {
             Ok(()) => {}
             Err(LedgerError::Refused(refusal)) => {
-                return Err(match refusal {
-                    Refusal::ChallengeReplayed => IssuerError::token(
-                        TokenErrorCode::InvalidProof,
-                        "the challenge was already used; request a new one",
-                    ),
-                    Refusal::UserRevoked => {
-                        self.deny(
-                            m.agent,
-                            m.grant,
-                            m.audience,
-                            TokenErrorCode::UserAuthFailed,
-                            "the user's authorization was revoked".into(),
-                            m.now,
-                        )
-                        .await
+                // Refusals of the agent's or the user's standing are audited as denials.
+                let (code, description) = match refusal {
+                    Refusal::ChallengeReplayed => {
+                        return Err(IssuerError::token(
+                            TokenErrorCode::InvalidProof,
+                            "the challenge was already used; request a new one",
+                        ));
                     }
                     Refusal::RefreshReused => {
                         self.end_session(&m.session.session_id, "refresh token reuse").await;
-                        IssuerError::token(
+                        return Err(IssuerError::token(
                             TokenErrorCode::InvalidGrant,
                             "the refresh token was already used; the session is revoked",
-                        )
+                        ));
                     }
                     Refusal::SessionEnded => {
-                        IssuerError::token(TokenErrorCode::InvalidGrant, "the session was revoked or has ended")
+                        return Err(IssuerError::token(
+                            TokenErrorCode::InvalidGrant,
+                            "the session was revoked or has ended",
+                        ));
                     }
-                });
+                    Refusal::UserRevoked => (TokenErrorCode::UserAuthFailed, "the user's authorization was revoked"),
+                    Refusal::AgentSuspended => (TokenErrorCode::AgentSuspended, "the agent is suspended"),
+                    Refusal::AgentRevoked => (TokenErrorCode::AgentRevoked, "the agent is revoked"),
+                };
+                return Err(self
+                    .deny(m.agent, m.grant, m.audience, code, description.into(), m.now)
+                    .await);
             }
             Err(LedgerError::Store(e)) => return Err(IssuerError::internal(e)),
         }

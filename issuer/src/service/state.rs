@@ -69,7 +69,7 @@ impl Issuer {
         let oidc = OidcVerifier::new(settings.oidc.clone(), http).map_err(IssuerError::internal)?;
         Ok(Self {
             challenges: Challenges::new(&key, CHALLENGE_TTL),
-            ledger: Ledger::start(store.clone()),
+            ledger: Ledger::start(store.clone(), directory.standing_check()),
             settings,
             directory,
             store,

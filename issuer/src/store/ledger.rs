@@ -3,7 +3,7 @@
 //! all-or-nothing, and acknowledged only once committed.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use aip_aat::ids::AgentId;
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::base::IssuerStore;
 use super::sessions::SessionRecord;
 use crate::challenge::OpenedChallenge;
+use crate::directory::StandingCheck;
 
 /// An AAT to record in the issuance log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +80,12 @@ pub enum Refusal {
     /// The user was revoked.
     #[error("the user's authorization was revoked")]
     UserRevoked,
+    /// The agent was suspended.
+    #[error("the agent is suspended")]
+    AgentSuspended,
+    /// The agent was revoked.
+    #[error("the agent is revoked")]
+    AgentRevoked,
     /// The refresh token was exchanged before: the session must be revoked.
     #[error("the refresh token was already used")]
     RefreshReused,
@@ -105,10 +112,15 @@ enum Op {
 
 impl IssuerStore {
     /// Commits a batch in a fixed number of round trips (plus two per refresh): each issuance
-    /// is applied or refused on its own (a refused one writes nothing but, for refresh
-    /// refusals, the use of its challenge), every applied one and every denial is audited, and
-    /// all of it commits together.
-    async fn commit_batch(&self, ops: &[&Op]) -> Result<Vec<Result<(), Refusal>>, DbError> {
+    /// is applied or refused on its own (a refused one writes nothing but, for refusals of the
+    /// agent's standing or of a refresh, the use of its challenge), every applied one and every
+    /// denial is audited, and all of it commits together. `standing`, when the registry shares
+    /// the database, re-checks the agents under the lock.
+    async fn commit_batch(
+        &self,
+        ops: &[&Op],
+        standing: Option<&dyn StandingCheck>,
+    ) -> Result<Vec<Result<(), Refusal>>, DbError> {
         let issuances: Vec<(usize, &Issuance)> = ops
             .iter()
             .enumerate()
@@ -119,23 +131,31 @@ impl IssuerStore {
             .collect();
         let mut outcomes: Vec<Result<(), Refusal>> = vec![Ok(()); ops.len()];
 
-        // 1. With the lock: the revoked users, and the challenges used here for the first time
-        // ever (a revoked user's challenge is not used up).
-        let (mut w, rows) = self.db.write_with(Lock::batch(), self.claim(&issuances)).await?;
+        // 1. With the lock: the suspended and revoked agents, the revoked users, and the
+        // challenges used here for the first time ever (a revoked user's challenge is not used
+        // up). Every suspension and revocation takes the same lock, so whatever any replica
+        // acknowledged before is seen here.
+        let claim = self.claim(&issuances, standing);
+        let (mut w, rows) = self.db.write_with(Lock::batch(), claim).await?;
         let mut revoked = HashSet::new();
         let mut claimed = HashSet::new();
+        let mut inactive = HashMap::new();
         for row in rows {
             let kind: String = row.try_get("kind").map_err(backend)?;
             let value: String = row.try_get("value").map_err(backend)?;
             match kind.as_str() {
                 "revoked" => revoked.insert(value),
                 "claimed" => claimed.insert(value),
+                "agent_suspended" => inactive.insert(value, Refusal::AgentSuspended).is_none(),
+                "agent_revoked" => inactive.insert(value, Refusal::AgentRevoked).is_none(),
                 _ => return Err(DbError::Corrupt("claim row")),
             };
         }
         // 2. Each challenge goes to the first issuance in the batch that presented it.
         for (i, issuance) in &issuances {
-            if issuance.token.user_id.as_ref().is_some_and(|u| revoked.contains(u)) {
+            if let Some(refusal) = inactive.get(issuance.token.agent_id.as_str()) {
+                outcomes[*i] = Err(refusal.clone());
+            } else if issuance.token.user_id.as_ref().is_some_and(|u| revoked.contains(u)) {
                 outcomes[*i] = Err(Refusal::UserRevoked);
             } else if !claimed.remove(&issuance.challenge.id) {
                 outcomes[*i] = Err(Refusal::ChallengeReplayed);
@@ -199,10 +219,16 @@ impl IssuerStore {
         Ok(outcomes)
     }
 
-    /// The statements that find the batch's revoked users and use up its challenges, each row
-    /// a `kind` (`revoked` or `claimed`) and a `value` (the user or the challenge).
-    fn claim(&self, issuances: &[(usize, &Issuance)]) -> Script {
+    /// The statements that find the batch's inactive agents (with `standing`) and revoked
+    /// users and use up its challenges, each row a `kind` (`agent_suspended`, `agent_revoked`,
+    /// `revoked` or `claimed`) and a `value` (the agent, the user or the challenge).
+    fn claim(&self, issuances: &[(usize, &Issuance)], standing: Option<&dyn StandingCheck>) -> Script {
         let mut claim = Script::new(self.db.dialect());
+        if let Some(standing) = standing {
+            let agents: HashSet<&str> = issuances.iter().map(|(_, x)| x.token.agent_id.as_str()).collect();
+            let agents: Vec<&str> = agents.into_iter().collect();
+            standing.push(&mut claim, &agents);
+        }
         let users: HashSet<&str> = issuances
             .iter()
             .filter_map(|(_, x)| x.token.user_id.as_deref())
@@ -346,14 +372,14 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Starts the writer task over `store`.
-    pub fn start(store: IssuerStore) -> Self {
+    /// Starts the writer task over `store`; `standing` re-checks agents under the lock.
+    pub fn start(store: IssuerStore, standing: Option<Arc<dyn StandingCheck>>) -> Self {
         let (queue, mut incoming) = mpsc::channel::<Op>(4 * MAX_BATCH);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 let ops: Vec<&Op> = batch.iter().collect();
-                let result = store.commit_batch(&ops).await;
+                let result = store.commit_batch(&ops, standing.as_deref()).await;
                 match result {
                     Ok(outcomes) => {
                         for (op, outcome) in batch.drain(..).zip(outcomes) {
@@ -364,7 +390,7 @@ impl Ledger {
                         tracing::error!(error = ?e, operations = batch.len(), "issuance batch failed; retrying one by one");
                         // One bad operation must not fail its neighbours: retry each alone.
                         for op in batch.drain(..) {
-                            let outcome = store.commit_batch(&[&op]).await;
+                            let outcome = store.commit_batch(&[&op], standing.as_deref()).await;
                             let outcome = match outcome {
                                 Ok(mut outcomes) => outcomes.pop().unwrap_or(Ok(())).map_err(LedgerError::from),
                                 Err(e) => Err(LedgerError::Store(e)),

@@ -247,7 +247,9 @@ impl Registry {
     }
 
     /// Background work until `shutdown` completes: publishes events (from this process or any
-    /// replica sharing the database) to stream subscribers, and purges expired nonces.
+    /// replica sharing the database) to stream subscribers, and purges expired nonces. Events
+    /// are read when this process changed revocation data, when the database announces a
+    /// version another replica committed (PostgreSQL), and every 500 ms regardless.
     pub async fn run_background(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut last = loop {
@@ -265,10 +267,20 @@ impl Registry {
                 }
             }
         };
+        // Other replicas' versions as they commit them (PostgreSQL); the poll below stays as
+        // the fallback, and is all there is on SQLite.
+        let registry = self.clone();
+        let watcher = tokio::spawn(async move {
+            let wake = || registry.pump.notify_one();
+            registry.store.watch_versions(&wake).await;
+        });
         let mut purge = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
-                () = &mut shutdown => return,
+                () = &mut shutdown => {
+                    watcher.abort();
+                    return;
+                }
                 () = self.pump.notified() => {}
                 () = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = purge.tick() => {

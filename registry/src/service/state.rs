@@ -61,7 +61,8 @@ pub struct Registry {
     pub(super) settings: RegistrySettings,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) events: broadcast::Sender<Arc<StoredEvent>>,
-    /// Wakes the background work when this process changed revocation data.
+    /// Wakes the background work when this process or, as the database announces it, another
+    /// replica changed revocation data.
     pub(super) pump: Notify,
     pub(super) published: Mutex<Option<Arc<PublishedList>>>,
     pub(super) signed: Mutex<Option<Arc<SignedList>>>,
@@ -72,7 +73,7 @@ pub struct Registry {
     /// The token issuer served beside the registry.
     pub(super) token_issuer: OnceLock<(Arc<dyn TokenKeys>, IssuerEndpoints)>,
     /// The newest revocation list version this process knows of (its own writes at once,
-    /// other replicas' within the event poll interval).
+    /// other replicas' when the database announces them, or at the next event poll).
     latest_version: AtomicU64,
 }
 

@@ -82,6 +82,11 @@ pub trait RevocationStore: Send + Sync {
     /// The current revocation list version.
     async fn revocation_version(&self) -> Result<u64, StoreError>;
 
+    /// Calls `wake` whenever a new list version may have been committed by another replica,
+    /// for as long as the future runs; returns at once where the database cannot announce
+    /// versions (SQLite), and replicas then poll.
+    async fn watch_versions(&self, wake: &(dyn Fn() + Send + Sync));
+
     /// The revocation list (agents, tokens, sessions, users, suspended agents) at `now`.
     async fn revocation_list(&self, now: i64) -> Result<RevocationList, StoreError>;
 

@@ -4,7 +4,7 @@ use aip_aat::aid::{AgentStatus, AidMetadata};
 use aip_aat::ids::AgentId;
 use aip_aat::keys::Jwk;
 use aip_db::audit::AuditEntry;
-use aip_db::{DbError, Lock};
+use aip_db::{DbError, Lock, Script};
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -352,6 +352,27 @@ impl AgentStore for SqlStore {
             .await
             .map_err(stored)?;
         Ok(done.rows_affected())
+    }
+}
+
+impl SqlStore {
+    /// Adds to `claim` (statements a token issuer runs in its own write transaction, right
+    /// after taking the authority lock) the statement that names those of `agents` that may
+    /// not obtain tokens now: rows of `kind` `agent_suspended` or `agent_revoked`, `value` the
+    /// agent's id. Read under the lock every status change takes, it sees every change
+    /// committed before, by any replica.
+    pub fn push_inactive_agents(claim: &mut Script, agents: &[&str]) {
+        if agents.is_empty() {
+            return;
+        }
+        let list = claim.values(1, agents.len());
+        claim.push(format!(
+            "SELECT CAST('agent_' || status AS TEXT) AS kind, agent_id AS value FROM agents \
+             WHERE agent_id IN {list} AND status <> 'active'"
+        ));
+        for agent in agents {
+            claim.bind(*agent);
+        }
     }
 }
 

@@ -86,6 +86,10 @@ impl RevocationStore for SqlStore {
         u64_of(version)
     }
 
+    async fn watch_versions(&self, wake: &(dyn Fn() + Send + Sync)) {
+        self.db.watch_versions(wake).await;
+    }
+
     async fn revocation_list(&self, now: i64) -> Result<RevocationList, StoreError> {
         // The version is read before the entries: the list then holds at least what that
         // version announced, never less.
