@@ -14,7 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aip_aat::ids::{AgentId, Jti};
 use aip_aat::keys::{Algorithm, Jwks, KeyPair};
 use aip_aat::proof::{Call, create_proof};
-use aip_aat::revocation::{RevocationList, RevokedAat, RevokedAgent, RevokedSession, RevokedUser, SignedRevocationList};
+use aip_aat::revocation::{
+    RevocationList, RevokedAat, RevokedAgent, RevokedSession, RevokedUser, SignedRevocationList,
+};
 use aip_aat::token::{
     AAT_VERSION, AatClaims, AgentClaims, Audience, AuthMethod, Capabilities, Confirmation, ContextClaims,
     DelegationScope, UserBinding, encode_aat,

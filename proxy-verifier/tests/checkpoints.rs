@@ -145,10 +145,12 @@ fn a_rechained_log_without_its_head_file_fails() {
     let chain_only = aip_proxy_verifier::audit::verify(&fx.audit()).unwrap();
     assert_eq!(chain_only.records, 4);
 
+    // The first checkpoint at or after record 2 gives it away (which one depends on how the
+    // writer batched the records).
     refused(
         &fx,
         &["--key", path_str(&key)],
-        "record 2 is not the record signed at its checkpoint: the log was rewritten",
+        "is not the record signed at its checkpoint: the log was rewritten",
     );
     // Accepting unsigned records does not excuse a signed one that changed.
     refused(

@@ -329,8 +329,21 @@ impl Drop for PostgresDb {
     }
 }
 
-/// Two `aip-ca serve` processes of one authority over one PostgreSQL database: `a` created it,
-/// `b` runs from a copy of its directory (the same keys and configuration).
+/// Replaces the body of `[section]` in `dir`'s `aip.toml` with `body`.
+pub fn set_config_section(dir: &Path, section: &str, body: &str) {
+    let path = dir.join("aip.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    let header = format!("[{section}]");
+    let at = config
+        .find(&header)
+        .unwrap_or_else(|| panic!("no {header} in {config}"));
+    let end = config[at + 1..].find("\n[").map_or(config.len(), |e| at + 1 + e);
+    let config = format!("{}{header}\n{body}\n{}", &config[..at], &config[end..]);
+    std::fs::write(&path, config).unwrap();
+}
+
+/// Two `aip-ca serve` processes of one authority over one PostgreSQL database, made with
+/// `init`: `b` runs from a copy of `a`'s directory (the same keys and configuration).
 pub struct Replicas {
     /// The first replica.
     pub a: Server,
@@ -342,10 +355,23 @@ pub struct Replicas {
 }
 
 impl Replicas {
-    /// Starts both replicas over the database at `url`.
+    /// Starts both replicas over the database at `url`, without rate limits: the tests that
+    /// use them request tokens in tight loops.
     pub fn start(url: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (first, second) = (dir.path().join("a"), dir.path().join("b"));
+        let init: serde_json::Value = serde_json::from_str(&ok(run(&[
+            "init",
+            "--dir",
+            first.to_str().unwrap(),
+            "--insecure-no-passphrase",
+            "--database-url",
+            url,
+            "--json",
+        ])))
+        .unwrap();
+        let admin_token = init["admin_token"].as_str().unwrap().to_owned();
+        set_config_section(&first, "rate_limits", "enabled = false");
         let serve = |path: &Path| {
             Server::start(&[
                 "--dir",
@@ -356,7 +382,6 @@ impl Replicas {
             ])
         };
         let a = serve(&first);
-        let admin_token = a.admin_token();
         let copied = Command::new("cp").arg("-R").arg(&first).arg(&second).status().unwrap();
         assert!(copied.success(), "copying the authority directory failed");
         let b = serve(&second);

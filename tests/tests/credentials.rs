@@ -147,14 +147,15 @@ fn across_replicas(database: Option<&str>) {
     ]);
     refused(&register, "revoked");
 
-    // Both revocations are in the audit chain, which holds.
+    // Both revocations are in the audit chain, which holds, signed up to its head once both
+    // replicas have stopped.
+    b.terminate();
+    a.terminate();
     let audit = ok(run(&["audit", "verify", "--dir", dir, "--json"]
         .into_iter()
         .chain(database.map(|url| ["--database-url", url]).into_iter().flatten())
         .collect::<Vec<_>>()));
     assert!(audit.contains("\"ok\":true"), "{audit}");
-    b.terminate();
-    a.terminate();
 }
 
 #[test]

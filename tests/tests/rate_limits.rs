@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use aip_tests::{Server, ok, run};
+use aip_tests::{Server, ok, run, set_config_section};
 use serde_json::Value;
 
 /// An answer: status, `Retry-After`, body.
@@ -121,11 +121,7 @@ fn serve_with(dir: &Path, limits: &str) -> (Server, String) {
     ])))
     .unwrap();
     let admin = init["admin_token"].as_str().unwrap().to_owned();
-    let config = std::fs::read_to_string(dir.join("aip.toml")).unwrap();
-    let at = config.find("[rate_limits]").expect("init writes [rate_limits]");
-    let end = config[at + 1..].find("\n[").map_or(config.len(), |e| at + 1 + e);
-    let config = format!("{}[rate_limits]\n{limits}\n{}", &config[..at], &config[end..]);
-    std::fs::write(dir.join("aip.toml"), config).unwrap();
+    set_config_section(dir, "rate_limits", limits);
     (Server::start(&["--dir", dir_arg, "--insecure-no-passphrase"]), admin)
 }
 

@@ -1,10 +1,12 @@
 //! `aip-ca registration-token create|list|revoke`, `aip-ca access-token create|list|revoke`
 //! and `aip-ca crl`.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use aip_aat::clock::parse_duration;
+use aip_api::client::{Client, ClientError};
 use aip_api::registry::{CreateAccessTokenRequest, CreateRegistrationTokenRequest};
 use serde::Serialize;
 use serde_json::json;
@@ -102,9 +104,23 @@ fn when(t: Option<OffsetDateTime>) -> String {
     t.map_or_else(|| "-".to_owned(), rfc3339)
 }
 
-/// Prints `value` as JSON.
-fn print_serialized(value: &impl Serialize) -> Result<(), CliError> {
-    print_json(&serde_json::to_value(value).map_err(CliError::new)?, true)
+/// Sends one request with the token given and prints its answer: as JSON with `--json`, else
+/// as `text` writes it.
+fn answer<T: Serialize, F: Future<Output = Result<T, ClientError>>>(
+    remote: &RemoteArgs,
+    json: bool,
+    request: impl FnOnce(Client) -> F,
+    text: impl FnOnce(&T) -> Result<(), CliError>,
+) -> Result<ExitCode, CliError> {
+    remote.require_token()?;
+    let client = remote.client()?;
+    let value = runtime()?.block_on(request(client)).map_err(api_error)?;
+    if json {
+        print_json(&serde_json::to_value(&value).map_err(CliError::new)?, true)?;
+    } else {
+        text(&value)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn registration_token(command: RegistrationTokenCommand) -> Result<ExitCode, CliError> {
@@ -116,37 +132,34 @@ pub(crate) fn registration_token(command: RegistrationTokenCommand) -> Result<Ex
             remote,
             json,
         } => {
-            remote.require_token()?;
             let request = CreateRegistrationTokenRequest {
                 uses,
                 expires_in: lifetime(&expires)?,
                 label,
             };
-            let token = runtime()?
-                .block_on(remote.client()?.create_registration_token(&request))
-                .map_err(api_error)?;
-            if json {
-                print_serialized(&token)?;
-            } else {
-                print_line(format_args!(
-                    "registration token {} for {} registration(s), valid until {}",
-                    token.token_id,
-                    token.uses,
-                    rfc3339(token.expires_at)
-                ))?;
-                print_line(format_args!("token (shown only now): {}", token.token.expose()))?;
-            }
+            answer(
+                &remote,
+                json,
+                |client| async move { client.create_registration_token(&request).await },
+                |token| {
+                    print_line(format_args!(
+                        "registration token {} for {} registration(s), valid until {}",
+                        token.token_id,
+                        token.uses,
+                        rfc3339(token.expires_at)
+                    ))?;
+                    print_line(format_args!("token (shown only now): {}", token.token.expose()))
+                },
+            )
         }
-        RegistrationTokenCommand::List { remote, json } => {
-            remote.require_token()?;
-            let list = runtime()?
-                .block_on(remote.client()?.registration_tokens())
-                .map_err(api_error)?;
-            if json {
-                print_serialized(&list)?;
-            } else if list.registration_tokens.is_empty() {
-                print_line("no registration tokens")?;
-            } else {
+        RegistrationTokenCommand::List { remote, json } => answer(
+            &remote,
+            json,
+            |client| async move { client.registration_tokens().await },
+            |list| {
+                if list.registration_tokens.is_empty() {
+                    return print_line("no registration tokens");
+                }
                 print_line(
                     "ID              USES  EXPIRES               LAST USED             REVOKED               LABEL",
                 )?;
@@ -161,25 +174,22 @@ pub(crate) fn registration_token(command: RegistrationTokenCommand) -> Result<Ex
                         t.label.as_deref().unwrap_or("-"),
                     ))?;
                 }
-            }
-        }
-        RegistrationTokenCommand::Revoke { token_id, remote, json } => {
-            remote.require_token()?;
-            let token = runtime()?
-                .block_on(remote.client()?.revoke_registration_token(&token_id))
-                .map_err(api_error)?;
-            if json {
-                print_serialized(&token)?;
-            } else {
+                Ok(())
+            },
+        ),
+        RegistrationTokenCommand::Revoke { token_id, remote, json } => answer(
+            &remote,
+            json,
+            |client| async move { client.revoke_registration_token(&token_id).await },
+            |token| {
                 print_line(format_args!(
                     "registration token {} revoked at {}",
                     token.token_id,
                     when(token.revoked_at)
-                ))?;
-            }
-        }
+                ))
+            },
+        ),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn access_token(command: AccessTokenCommand) -> Result<ExitCode, CliError> {
@@ -191,37 +201,33 @@ pub(crate) fn access_token(command: AccessTokenCommand) -> Result<ExitCode, CliE
             remote,
             json,
         } => {
-            remote.require_token()?;
             let request = CreateAccessTokenRequest {
                 role,
                 label,
                 expires_in: expires.as_deref().map(lifetime).transpose()?,
             };
-            let token = runtime()?
-                .block_on(remote.client()?.create_access_token(&request))
-                .map_err(api_error)?;
-            if json {
-                print_serialized(&token)?;
-            } else {
-                let until = token
-                    .expires_at
-                    .map_or_else(String::new, |t| format!(", valid until {}", rfc3339(t)));
-                print_line(format_args!(
-                    "{} token {}{until} (shown only now): {}",
-                    token.role,
-                    token.token_id,
-                    token.token.expose()
-                ))?;
-            }
+            answer(
+                &remote,
+                json,
+                |client| async move { client.create_access_token(&request).await },
+                |token| {
+                    let until = token
+                        .expires_at
+                        .map_or_else(String::new, |t| format!(", valid until {}", rfc3339(t)));
+                    print_line(format_args!(
+                        "{} token {}{until} (shown only now): {}",
+                        token.role,
+                        token.token_id,
+                        token.token.expose()
+                    ))
+                },
+            )
         }
-        AccessTokenCommand::List { remote, json } => {
-            remote.require_token()?;
-            let list = runtime()?
-                .block_on(remote.client()?.access_tokens())
-                .map_err(api_error)?;
-            if json {
-                print_serialized(&list)?;
-            } else {
+        AccessTokenCommand::List { remote, json } => answer(
+            &remote,
+            json,
+            |client| async move { client.access_tokens().await },
+            |list| {
                 print_line(
                     "ID              ROLE    CREATED               EXPIRES               LAST USED             REVOKED               LABEL",
                 )?;
@@ -237,26 +243,23 @@ pub(crate) fn access_token(command: AccessTokenCommand) -> Result<ExitCode, CliE
                         t.label.as_deref().unwrap_or("-"),
                     ))?;
                 }
-            }
-        }
-        AccessTokenCommand::Revoke { token_id, remote, json } => {
-            remote.require_token()?;
-            let token = runtime()?
-                .block_on(remote.client()?.revoke_access_token(&token_id))
-                .map_err(api_error)?;
-            if json {
-                print_serialized(&token)?;
-            } else {
+                Ok(())
+            },
+        ),
+        AccessTokenCommand::Revoke { token_id, remote, json } => answer(
+            &remote,
+            json,
+            |client| async move { client.revoke_access_token(&token_id).await },
+            |token| {
                 print_line(format_args!(
                     "{} token {} revoked at {}",
                     token.role,
                     token.token_id,
                     when(token.revoked_at)
-                ))?;
-            }
-        }
+                ))
+            },
+        ),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(clap::Args, Debug)]
