@@ -101,12 +101,13 @@ fn an_untouched_log_verifies_and_reports_its_last_checkpoint() {
         5,
     );
 
-    // A checkpoint whenever the records written reach a multiple of two (records written
-    // together share one), and at exit for the rest.
+    // A checkpoint whenever the records written reach a multiple of two, and at exit for the
+    // rest. Records the writer takes together share one, so how many there are depends on its
+    // batching: at least the exit's, at most one per two records and the exit's.
     let signed = std::fs::read_to_string(checkpoints_file(&fx)).unwrap();
     let records = fx.records().len() as u64;
     assert_eq!(records, 5, "{signed}");
-    assert!((2..=3).contains(&signed.lines().count()), "{signed}");
+    assert!((1..=3).contains(&signed.lines().count()), "{signed}");
     let report = verified(&fx, &["--key", path_str(&key)]);
     assert_eq!(report["records"], records, "{report}");
     assert_eq!(report["checkpoint"]["seq"], records, "{report}");
