@@ -17,13 +17,12 @@ use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use aip_http::ApiError;
-use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, FromRequest, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use aip_http::{ClientAdmission, TooManyRequests};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock as _, DefaultClock};
@@ -326,67 +325,55 @@ fn address_key(ip: IpAddr) -> u128 {
     }
 }
 
-/// `429 rate_limited` with `Retry-After` (whole seconds, at least 1).
+/// `429 rate_limited` with `Retry-After`.
 fn too_many(wait: Duration) -> Response {
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let seconds = seconds.max(1);
-    let mut response = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        format!("too many requests; retry in {seconds} s"),
-    )
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    response
+    TooManyRequests { retry_after: wait }.into_response()
 }
 
-/// The `agent_id` member of a challenge or token request body, if it has one.
-fn agent_of(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Agent {
-        agent_id: Option<String>,
-    }
-    serde_json::from_slice::<Agent>(body).ok()?.agent_id
-}
-
-/// The middleware: refuses a request over a limit before it is served, and counts the
-/// answers 401.
-pub async fn limit(State(limits): State<Arc<RateLimits>>, request: Request, next: Next) -> Response {
+/// The middleware: refuses a request over a limit before it is served, gives the handler the
+/// per-agent admission (challenge and token requests name their agent in the body, which the
+/// handler reads), and counts the answers 401 against the address and the credential or agent.
+pub async fn limit(State(limits): State<Arc<RateLimits>>, mut request: Request, next: Next) -> Response {
     let address = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| address_key(peer.ip()));
     let route = Route::of(&request);
     let bearer = aip_http::bearer(request.headers()).map(|token| limits.credential_key(token));
-    let (request, credential) = if route == Route::Token {
-        // The agent is named in the body: read it (within the body limit) and put it back.
-        // The probe carries the extensions, where the router's body limit is.
-        let (parts, body) = request.into_parts();
-        let mut probe = Request::new(body);
-        probe.extensions_mut().clone_from(&parts.extensions);
-        let bytes = match Bytes::from_request(probe, &()).await {
-            Ok(bytes) => bytes,
-            Err(rejection) => return aip_http::unreadable_body(&rejection, aip_http::MAX_BODY_BYTES).into_response(),
-        };
-        let agent = agent_of(&bytes).map(|agent| limits.credential_key(&agent));
-        (Request::from_parts(parts, Body::from(bytes)), agent)
+    // The agent a token request speaks for, once its handler has read it.
+    let agent = Arc::new(OnceLock::new());
+    let credential = if route == Route::Token {
+        request.extensions_mut().insert(ClientAdmission::new({
+            let limits = limits.clone();
+            let agent = agent.clone();
+            move |agent_id: &str| {
+                let key = *agent.get_or_init(|| limits.credential_key(agent_id));
+                if let Some(retry_after) = limits.blocked_for(None, Some(key)) {
+                    return Err(TooManyRequests { retry_after });
+                }
+                limits
+                    .token
+                    .check(None, Some(key))
+                    .map_err(|retry_after| TooManyRequests { retry_after })
+            }
+        }));
+        None
     } else {
-        (request, bearer)
+        bearer
     };
     if let Some(wait) = limits.blocked_for(address, credential) {
         return too_many(wait);
     }
     let admitted = match route {
         Route::Registration => limits.registration.check(address, credential),
-        Route::Token => limits.token.check(address, credential),
+        Route::Token => limits.token.check(address, None),
         Route::Other => Ok(()),
     };
     if let Err(wait) = admitted {
         return too_many(wait);
     }
     let response = next.run(request).await;
+    let credential = credential.or_else(|| agent.get().copied());
     if response.status() == StatusCode::UNAUTHORIZED
         && let Err(wait) = limits.failed(address, credential)
     {

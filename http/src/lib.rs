@@ -10,6 +10,8 @@
 //! - [`bearer`], [`require_bearer`]: the token of `Authorization: Bearer`, and the 401 without one.
 //! - [`no_store`], [`not_found`], [`method_not_allowed`]: what every service answers alike;
 //!   [`refuse_oversized_bodies`]: the early `413` for a declared body past the limit.
+//! - [`ClientAdmission`]: limits keyed by the client a request speaks for, which only its
+//!   handler learns (the agent named in a token request).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -117,6 +119,67 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub fn require_bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     bearer(headers)
         .ok_or_else(|| ApiError::unauthorized(r#"Bearer realm="aip""#, "an Authorization: Bearer token is required"))
+}
+
+/// A request refused for going over a rate limit: `429 rate_limited` with `Retry-After` (whole
+/// seconds, at least 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooManyRequests {
+    /// How long until the client may try again.
+    pub retry_after: std::time::Duration,
+}
+
+impl IntoResponse for TooManyRequests {
+    fn into_response(self) -> Response {
+        let wait = self.retry_after;
+        let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests; retry in {seconds} s"),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        response
+    }
+}
+
+/// The check behind a [`ClientAdmission`].
+type Admit = dyn Fn(&str) -> Result<(), TooManyRequests> + Send + Sync;
+
+/// Admits or refuses a request by the client it speaks for (an agent id), for limits that
+/// only the handler can apply because only it reads who the client is. A rate limiter puts one
+/// in the request's extensions; handlers take it as an extractor and call
+/// [`admit`](Self::admit) once they know the client. Without one, every client is admitted.
+#[derive(Clone, Default)]
+pub struct ClientAdmission(Option<std::sync::Arc<Admit>>);
+
+impl ClientAdmission {
+    /// An admission that asks `admit`.
+    pub fn new(admit: impl Fn(&str) -> Result<(), TooManyRequests> + Send + Sync + 'static) -> Self {
+        Self(Some(std::sync::Arc::new(admit)))
+    }
+
+    /// Admits `client`, or says how long it must wait.
+    pub fn admit(&self, client: &str) -> Result<(), TooManyRequests> {
+        self.0.as_ref().map_or(Ok(()), |admit| admit(client))
+    }
+}
+
+impl std::fmt::Debug for ClientAdmission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ClientAdmission").field(&self.0.is_some()).finish()
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAdmission {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<Self>().cloned().unwrap_or_default())
+    }
 }
 
 /// Headers that keep a response with a secret out of caches.

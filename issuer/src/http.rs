@@ -11,7 +11,7 @@ use std::sync::Arc;
 use aip_api::issuer::{
     ChallengeRequest, CreateUserRequest, RevokeRequest, TokenErrorCode, TokenErrorResponse, TokenRequest,
 };
-use aip_http::{ApiError, StrictJson, no_store};
+use aip_http::{ApiError, ClientAdmission, StrictJson, no_store};
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, State};
 use axum::http::StatusCode;
@@ -115,18 +115,32 @@ async fn admin(issuer: &Issuer, headers: &HeaderMap) -> Result<Caller, ApiError>
 
 async fn challenge(
     State(issuer): State<Arc<Issuer>>,
+    admission: ClientAdmission,
     StrictJson(request, _): StrictJson<ChallengeRequest>,
-) -> Result<Response, TokenError> {
-    let response = issuer.challenge(&request).await.map_err(TokenError)?;
+) -> Result<Response, Response> {
+    admission
+        .admit(request.agent_id.as_str())
+        .map_err(IntoResponse::into_response)?;
+    let response = issuer
+        .challenge(&request)
+        .await
+        .map_err(|e| TokenError(e).into_response())?;
     Ok((no_store(), Json(response)).into_response())
 }
 
 async fn token(
     State(issuer): State<Arc<Issuer>>,
     Peer(peer): Peer,
+    admission: ClientAdmission,
     StrictJson(request, _): StrictJson<TokenRequest>,
-) -> Result<Response, TokenError> {
-    let response = issuer.token(request, peer).await.map_err(TokenError)?;
+) -> Result<Response, Response> {
+    admission
+        .admit(request.agent_id.as_str())
+        .map_err(IntoResponse::into_response)?;
+    let response = issuer
+        .token(request, peer)
+        .await
+        .map_err(|e| TokenError(e).into_response())?;
     Ok((no_store(), Json(response)).into_response())
 }
 

@@ -342,6 +342,24 @@ pub fn set_config_section(dir: &Path, section: &str, body: &str) {
     std::fs::write(&path, config).unwrap();
 }
 
+/// Creates an authority in `dir` with `aip-ca init --insecure-no-passphrase --json` and the
+/// `extra` arguments (e.g. `--database-url URL`); the admin token it printed.
+pub fn init_authority(dir: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "init",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--insecure-no-passphrase",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let init: serde_json::Value = serde_json::from_str(&ok(run(&args))).unwrap();
+    init["admin_token"]
+        .as_str()
+        .expect("init printed an admin token")
+        .to_owned()
+}
+
 /// Two `aip-ca serve` processes of one authority over one PostgreSQL database, made with
 /// `init`: `b` runs from a copy of `a`'s directory (the same keys and configuration).
 pub struct Replicas {
@@ -360,17 +378,7 @@ impl Replicas {
     pub fn start(url: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (first, second) = (dir.path().join("a"), dir.path().join("b"));
-        let init: serde_json::Value = serde_json::from_str(&ok(run(&[
-            "init",
-            "--dir",
-            first.to_str().unwrap(),
-            "--insecure-no-passphrase",
-            "--database-url",
-            url,
-            "--json",
-        ])))
-        .unwrap();
-        let admin_token = init["admin_token"].as_str().unwrap().to_owned();
+        let admin_token = init_authority(&first, &["--database-url", url]);
         set_config_section(&first, "rate_limits", "enabled = false");
         let serve = |path: &Path| {
             Server::start(&[

@@ -17,7 +17,7 @@ use aip_aat::proof::Call;
 use aip_aat::replay::InMemoryReplayCache;
 use aip_aat::token::Validation;
 use aip_aat::verifier::CallVerifier;
-use aip_tests::{Server, aip_agent, isolated, ok, run};
+use aip_tests::{Server, aip_agent, init_authority, isolated, ok, run};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
@@ -44,15 +44,7 @@ impl Authority {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("aip");
         let dir_arg = dir.to_str().unwrap();
-        let init: Value = serde_json::from_str(&ok(run(&[
-            "init",
-            "--dir",
-            dir_arg,
-            "--insecure-no-passphrase",
-            "--json",
-        ])))
-        .unwrap();
-        let admin = init["admin_token"].as_str().unwrap().to_owned();
+        let admin = init_authority(&dir, &[]);
         if let Some(ttl) = token_ttl {
             let config = std::fs::read_to_string(dir.join("aip.toml")).unwrap();
             assert!(config.contains("token_ttl = \"15m\""), "{config}");

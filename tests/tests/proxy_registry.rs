@@ -22,7 +22,7 @@ use aip_aat::token::Validation;
 use aip_aat::validate::{RevocationView as _, ValidationContext, validate_aat};
 use aip_proxy_verifier::policy::{Policy, RegistrySettings, SignaturePolicy};
 use aip_proxy_verifier::registry::{KID_REFRESH_GAP, RegistryEvent, RegistryLink, UpdateSource};
-use aip_tests::{command, ok, run};
+use aip_tests::{command, init_authority, ok, run};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
@@ -73,16 +73,7 @@ impl Authority {
         let dir = tmp.path().join("aip");
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let listen = format!("127.0.0.1:{port}");
-        let init = json(run(&[
-            "init",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--listen",
-            &listen,
-            "--insecure-no-passphrase",
-            "--json",
-        ]));
-        let admin = init["admin_token"].as_str().unwrap().to_owned();
+        let admin = init_authority(&dir, &["--listen", &listen]);
         let mut authority = Self {
             tmp,
             dir,

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use aip_tests::{Server, ok, run, set_config_section};
+use aip_tests::{Server, init_authority, ok, run, set_config_section};
 use serde_json::Value;
 
 /// An answer: status, `Retry-After`, body.
@@ -111,18 +111,12 @@ fn curl_from(source: &str, method: &str, url: &str, bearer: Option<&str>, body: 
 
 /// An authority made with `init`, `[rate_limits]` set to `limits`, served; its admin token.
 fn serve_with(dir: &Path, limits: &str) -> (Server, String) {
-    let dir_arg = dir.to_str().unwrap();
-    let init: Value = serde_json::from_str(&ok(run(&[
-        "init",
-        "--dir",
-        dir_arg,
-        "--insecure-no-passphrase",
-        "--json",
-    ])))
-    .unwrap();
-    let admin = init["admin_token"].as_str().unwrap().to_owned();
+    let admin = init_authority(dir, &[]);
     set_config_section(dir, "rate_limits", limits);
-    (Server::start(&["--dir", dir_arg, "--insecure-no-passphrase"]), admin)
+    (
+        Server::start(&["--dir", dir.to_str().unwrap(), "--insecure-no-passphrase"]),
+        admin,
+    )
 }
 
 /// `aip-ca args… --registry URL --token TOKEN`.
@@ -157,6 +151,21 @@ fn register(server: &Server, token: &str, name: &str, dir: &Path) -> Result<Stri
     }
 }
 
+/// Sends `count` requests `(method, path, bearer, body)` on one connection: the first is
+/// refused with 401, every one after is 401 or 429, and more than `limited` are 429.
+fn flood_is_limited(server: &Server, request: (&str, &str, &str, Option<&str>), count: usize, limited: usize) {
+    let (method, path, bearer, body) = request;
+    let mut connection = Connection::open(&server.url);
+    let replies: Vec<Reply> = (0..count)
+        .map(|_| connection.send(method, path, Some(bearer), body))
+        .collect();
+    assert_eq!(replies[0].status, 401, "{:?}", replies[0]);
+    assert!(replies.iter().all(|r| r.status == 401 || r.status == 429));
+    let refused: Vec<&Reply> = replies.iter().filter(|r| r.status == 429).collect();
+    assert!(refused.len() > limited, "only {} of {count} limited", refused.len());
+    refused[0].assert_limited();
+}
+
 #[test]
 fn wrong_bearer_tokens_are_limited_per_address_under_the_defaults() {
     let tmp = tempfile::tempdir().unwrap();
@@ -166,15 +175,7 @@ fn wrong_bearer_tokens_are_limited_per_address_under_the_defaults() {
         "--insecure-no-passphrase",
     ]);
     let admin = server.admin_token();
-    let mut connection = Connection::open(&server.url);
-    let replies: Vec<Reply> = (0..500)
-        .map(|_| connection.send("GET", "/v1/agents", Some("aip_at_wrong"), None))
-        .collect();
-    assert_eq!(replies[0].status, 401, "{:?}", replies[0]);
-    let limited: Vec<&Reply> = replies.iter().filter(|r| r.status == 429).collect();
-    assert!(limited.len() > 400, "only {} of 500 limited", limited.len());
-    assert!(replies.iter().all(|r| r.status == 401 || r.status == 429));
-    limited[0].assert_limited();
+    flood_is_limited(&server, ("GET", "/v1/agents", "aip_at_wrong", None), 500, 400);
     // Another client address is not affected.
     let url = format!("{}/v1/agents", server.url);
     let (status, body) = curl_from("127.0.0.2", "GET", &url, Some(&admin), None);
@@ -190,14 +191,7 @@ fn bad_registrations_are_limited_under_the_defaults() {
         "--insecure-no-passphrase",
     ]);
     let admin = server.admin_token();
-    let mut connection = Connection::open(&server.url);
-    let replies: Vec<Reply> = (0..300)
-        .map(|_| connection.send("POST", "/v1/agents", Some("aip_rt_nope"), Some("{}")))
-        .collect();
-    assert_eq!(replies[0].status, 401, "{:?}", replies[0]);
-    let limited: Vec<&Reply> = replies.iter().filter(|r| r.status == 429).collect();
-    assert!(limited.len() > 200, "only {} of 300 limited", limited.len());
-    limited[0].assert_limited();
+    flood_is_limited(&server, ("POST", "/v1/agents", "aip_rt_nope", Some("{}")), 300, 200);
     let url = format!("{}/v1/whoami", server.url);
     let (status, body) = curl_from("127.0.0.3", "GET", &url, Some(&admin), None);
     assert_eq!(status, 200, "{body}");
@@ -249,9 +243,10 @@ fn challenges_and_tokens_are_limited_per_agent() {
     connection
         .send("POST", "/v1/challenge", None, Some(&challenge(&a)))
         .assert_limited();
-    // The token endpoint (a refresh included) counts against the same agent…
+    // The token endpoint (a well-formed refresh included: the agent is counted once the
+    // body is read) counts against the same agent…
     let refresh = format!(
-        r#"{{"grant_type":"aat_refresh","agent_id":"{a}","proof":{{}},"audience":"x","refresh_token":"aip_rf_x"}}"#
+        r#"{{"grant_type":"aat_refresh","agent_id":"{a}","proof":{{"type":"signed_challenge","challenge":"ch1.x","signature":"AA","algorithm":"EdDSA","timestamp":0}},"audience":"x","refresh_token":"aip_rf_x"}}"#
     );
     connection
         .send("POST", "/v1/token", None, Some(&refresh))
@@ -305,13 +300,18 @@ fn wrong_user_credentials_and_bad_proofs_are_limited_per_agent() {
         (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
 
+    // Three refusals with `error`, then the fourth is limited.
+    let refused_then_limited = |dir: &Path, key: &str, error: &str| {
+        for _ in 0..3 {
+            let (issued, stderr) = token(dir, key);
+            assert!(!issued && stderr.contains(error), "{stderr}");
+        }
+        let (issued, stderr) = token(dir, key);
+        assert!(!issued && stderr.contains("rate_limited"), "{stderr}");
+    };
+
     // Wrong user credentials for agent a: refused, then limited.
-    for _ in 0..3 {
-        let (issued, stderr) = token(&a_dir, "aip_uk_wrong");
-        assert!(!issued && stderr.contains("user_auth_failed"), "{stderr}");
-    }
-    let (issued, stderr) = token(&a_dir, "aip_uk_wrong");
-    assert!(!issued && stderr.contains("rate_limited"), "{stderr}");
+    refused_then_limited(&a_dir, "aip_uk_wrong", "user_auth_failed");
     let (issued, stderr) = token(&a_dir, &key);
     assert!(
         !issued && stderr.contains("rate_limited"),
@@ -326,12 +326,7 @@ fn wrong_user_credentials_and_bad_proofs_are_limited_per_agent() {
         std::fs::copy(entry.path(), forged.join(entry.file_name())).unwrap();
     }
     std::fs::copy(c_dir.join("agent.key"), forged.join("agent.key")).unwrap();
-    for _ in 0..3 {
-        let (issued, stderr) = token(&forged, &key);
-        assert!(!issued && stderr.contains("invalid_proof"), "{stderr}");
-    }
-    let (issued, stderr) = token(&forged, &key);
-    assert!(!issued && stderr.contains("rate_limited"), "{stderr}");
+    refused_then_limited(&forged, &key, "invalid_proof");
 
     // Agent c, from the same address, is not affected.
     let (issued, stderr) = token(&c_dir, &key);
