@@ -3,6 +3,8 @@
 //! - [`registry`]: bodies of the registry's endpoints (agents, certificates, tokens,
 //!   revocation), roles, and the request bodies an agent key signs;
 //! - [`issuer`]: bodies of the token issuer's endpoints (challenge, token, users, revoke);
+//! - [`oauth`]: the issuer's OAuth 2.1 face (metadata, token answers and errors,
+//!   introspection);
 //! - [`checks`]: checks of request values both services apply;
 //! - [`client`]: [`Client`](client::Client), the client of every endpoint, used by `aip-ca`,
 //!   token issuers running apart from their registry, and proxies following revocation;
@@ -18,6 +20,7 @@ pub mod agent;
 pub mod checks;
 pub mod client;
 pub mod issuer;
+pub mod oauth;
 pub mod registry;
 
 use serde::{Deserialize, Serialize};

@@ -480,6 +480,9 @@ pub struct IssuerEndpoints {
     pub token_endpoint: String,
     /// `POST` a revocation (admin).
     pub revocation_endpoint: String,
+    /// The issuer's OAuth authorization server metadata (RFC 8414), for standard OAuth clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth_authorization_server: Option<String>,
 }
 
 /// One token or session in [`PublishRevocationsRequest`].

@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use aip_aat::ids::AgentId;
 use aip_aat::keys::PublicKey;
+use aip_aat::revocation::RevocationIndex;
 use aip_api::registry::{PublishRevocationsRequest, StatusKind, StatusRequest};
 use aip_db::Script;
-use aip_issuer::directory::{AgentCache, AgentDirectory, Caller, DirectoryAgent, DirectoryError, StandingCheck};
+use aip_issuer::directory::{
+    AgentCache, AgentDirectory, Caller, DirectoryAgent, DirectoryError, RevocationCache, StandingCheck,
+};
 use aip_issuer::keys::SigningKeys;
 use aip_registry::service::{Principal, Registry, RegistryError, TokenKeys};
 use aip_registry::store::SqlStore;
@@ -18,6 +21,7 @@ use async_trait::async_trait;
 pub struct LocalDirectory {
     registry: Arc<Registry>,
     cache: AgentCache,
+    revocations: RevocationCache,
 }
 
 impl std::fmt::Debug for LocalDirectory {
@@ -32,6 +36,7 @@ impl LocalDirectory {
         Arc::new(Self {
             registry,
             cache: AgentCache::default(),
+            revocations: RevocationCache::default(),
         })
     }
 }
@@ -137,6 +142,15 @@ impl AgentDirectory for LocalDirectory {
             .publish_revocations(actor.to_owned(), revocations)
             .await
             .map_err(directory_error)
+    }
+
+    async fn revocations(&self) -> Result<Arc<RevocationIndex>, DirectoryError> {
+        let published = self.registry.published_list().await.map_err(directory_error)?;
+        let tag = published.version.to_string();
+        Ok(match self.revocations.get(&tag) {
+            Some(index) => index,
+            None => self.revocations.put(tag, &published.list),
+        })
     }
 }
 

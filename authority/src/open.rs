@@ -131,6 +131,7 @@ pub async fn open(
             challenge_endpoint: format!("{public_url}/v1/challenge"),
             token_endpoint: format!("{public_url}/v1/token"),
             revocation_endpoint: format!("{public_url}/v1/revoke"),
+            oauth_authorization_server: Some(format!("{public_url}/.well-known/oauth-authorization-server")),
         },
     );
 

@@ -1,6 +1,6 @@
 //! Rate limits at the authority's HTTP edge (spec 8.4.2; `[rate_limits]` in aip.toml):
 //! registration (`POST /v1/agents`), challenges and tokens (`POST /v1/challenge`,
-//! `POST /v1/token`, refreshes included), and every failed authentication (any answer 401: a
+//! `POST /v1/token`, `POST /oauth/token`, refreshes included), and every failed authentication (any answer 401: a
 //! bearer token, a proof or a user credential refused) are counted per client address and per
 //! credential or agent, each in a keyed GCRA table (governor). Past a limit the answer is
 //! `429 rate_limited` with `Retry-After`.
@@ -202,7 +202,7 @@ impl Route {
         }
         match request.uri().path() {
             "/v1/agents" => Self::Registration,
-            "/v1/challenge" | "/v1/token" => Self::Token,
+            "/v1/challenge" | "/v1/token" | "/oauth/token" => Self::Token,
             _ => Self::Other,
         }
     }

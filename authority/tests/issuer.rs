@@ -28,7 +28,7 @@ use aip_issuer::keys::{SigningKeys, ensure_key};
 use aip_issuer::oidc::{JwksSource, OidcProvider, UserClaim};
 use aip_issuer::service::Issuer;
 use aip_issuer::store::{
-    DbError, Issuance, IssuedToken, IssuerStore, Ledger, LedgerError, Refusal, SessionChange, SessionRecord,
+    DbError, Issuance, IssuedToken, IssuerStore, Ledger, LedgerError, OnceKind, Refusal, SessionChange, SessionRecord,
 };
 use aip_registry::store::RevocationStore as _;
 use common::{NOW, TestRegistry, key, sign_body};
@@ -60,6 +60,7 @@ async fn start_issuer(t: &TestRegistry, settings: IssuerSettings) -> String {
             challenge_endpoint: "http://registry.test/v1/challenge".into(),
             token_endpoint: "http://registry.test/v1/token".into(),
             revocation_endpoint: "http://registry.test/v1/revoke".into(),
+            oauth_authorization_server: Some("http://registry.test/.well-known/oauth-authorization-server".into()),
         },
     );
     serve(aip_registry::http::router_with(
@@ -1233,10 +1234,13 @@ fn batch_issuance(n: usize, jti: &str, user: Option<&str>, challenge: &str) -> I
     let agent: AgentId = "ag_550e8400-e29b-41d4-a716-446655440000".parse().unwrap();
     let session_id = format!("ses_batch_{n}");
     Issuance {
-        challenge: aip_issuer::challenge::OpenedChallenge {
-            id: challenge.to_owned(),
-            expires_at: NOW + 60,
-        },
+        single_use: vec![
+            aip_issuer::challenge::OpenedChallenge {
+                id: challenge.to_owned(),
+                expires_at: NOW + 60,
+            }
+            .into(),
+        ],
         token: IssuedToken {
             jti: jti.to_owned(),
             agent_id: agent.clone(),
@@ -1260,7 +1264,7 @@ fn batch_issuance(n: usize, jti: &str, user: Option<&str>, challenge: &str) -> I
                 expires_at: NOW + 3_600,
                 revoked_at: None,
             },
-            refresh_digest: format!("refresh-{n}"),
+            refresh_digest: Some(format!("refresh-{n}")),
         },
         audit: aip_db::audit::AuditEntry {
             actor: format!("agent:{agent}"),
@@ -1373,7 +1377,7 @@ async fn batch_refusals(t: TestRegistry) {
     assert!(
         twice
             .iter()
-            .any(|r| matches!(r, Err(LedgerError::Refused(Refusal::ChallengeReplayed)))),
+            .any(|r| matches!(r, Err(LedgerError::Refused(Refusal::Replayed(OnceKind::Challenge))))),
         "{twice:?}"
     );
     // A refused issuance wrote nothing.
@@ -1391,7 +1395,7 @@ async fn batch_refusals(t: TestRegistry) {
         .issue(batch_issuance(4, "jti-4", Some("alice"), "c-shared-with-alice"))
         .await;
     assert!(
-        matches!(again, Err(LedgerError::Refused(Refusal::ChallengeReplayed))),
+        matches!(again, Err(LedgerError::Refused(Refusal::Replayed(OnceKind::Challenge)))),
         "{again:?}"
     );
 }

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use aip_aat::aid::AgentStatus;
 use aip_aat::ids::AgentId;
 use aip_aat::keys::PublicKey;
+use aip_aat::revocation::{RevocationIndex, RevocationList};
 use aip_aat::secret::{SecretString, digest as token_digest};
-use aip_api::client::{Client, ClientError};
+use aip_api::client::{Client, ClientError, Fetched};
 use aip_api::registry::{PublishRevocationsRequest, Role, StatusKind, StatusRequest};
 use aip_db::Script;
 use async_trait::async_trait;
@@ -148,6 +149,39 @@ pub trait AgentDirectory: Send + Sync {
     /// Lists the tokens, sessions and users of `revocations` as revoked, on behalf of `actor`
     /// (for the audit log); returns the revocation list version.
     async fn publish(&self, actor: &str, revocations: &PublishRevocationsRequest) -> Result<u64, DirectoryError>;
+
+    /// The registry's current revocation list, indexed: what token introspection checks an
+    /// AAT against (its user, itself, its session, its agent, its key).
+    async fn revocations(&self) -> Result<Arc<RevocationIndex>, DirectoryError>;
+}
+
+/// The last revocation list a directory indexed, by its version (or `ETag`), so an unchanged
+/// list is not indexed again.
+#[derive(Debug, Default)]
+pub struct RevocationCache(Mutex<Option<(String, Arc<RevocationIndex>)>>);
+
+impl RevocationCache {
+    /// The index of the list with `tag`, if it is the one cached.
+    pub fn get(&self, tag: &str) -> Option<Arc<RevocationIndex>> {
+        let cached = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        cached
+            .as_ref()
+            .filter(|(t, _)| t == tag)
+            .map(|(_, index)| index.clone())
+    }
+
+    /// The tag of the list cached.
+    pub fn tag(&self) -> Option<String> {
+        let cached = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        cached.as_ref().map(|(tag, _)| tag.clone())
+    }
+
+    /// Indexes `list` under `tag`, and returns the index.
+    pub fn put(&self, tag: String, list: &RevocationList) -> Arc<RevocationIndex> {
+        let index = Arc::new(RevocationIndex::from(list));
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((tag, index.clone()));
+        index
+    }
 }
 
 /// How long an agent record is used without asking the registry again.
@@ -205,6 +239,7 @@ pub struct RemoteDirectory {
     ca_pem: Option<Vec<u8>>,
     cache: AgentCache,
     callers: Mutex<HashMap<String, (Caller, Instant)>>,
+    revocations: RevocationCache,
 }
 
 impl std::fmt::Debug for RemoteDirectory {
@@ -226,6 +261,7 @@ impl RemoteDirectory {
             ca_pem: ca_pem.map(<[u8]>::to_vec),
             cache: AgentCache::default(),
             callers: Mutex::new(HashMap::new()),
+            revocations: RevocationCache::default(),
         })
     }
 }
@@ -311,4 +347,26 @@ impl AgentDirectory for RemoteDirectory {
     async fn publish(&self, _actor: &str, revocations: &PublishRevocationsRequest) -> Result<u64, DirectoryError> {
         Ok(self.service.publish_revocations(revocations).await?.revocation_version)
     }
+
+    async fn revocations(&self) -> Result<Arc<RevocationIndex>, DirectoryError> {
+        let tag = self.revocations.tag();
+        match self
+            .reader
+            .revocations_since(tag.as_deref(), Duration::from_secs(5), MAX_REVOCATION_LIST_BYTES)
+            .await?
+        {
+            Fetched::NotModified => tag
+                .and_then(|tag| self.revocations.get(&tag))
+                .ok_or_else(|| DirectoryError::Unavailable("the registry answered 304 to a first request".into())),
+            Fetched::Body { bytes, etag } => {
+                let list: RevocationList =
+                    serde_json::from_slice(&bytes).map_err(|e| DirectoryError::Unavailable(Box::new(e)))?;
+                let tag = etag.unwrap_or_else(|| list.version.to_string());
+                Ok(self.revocations.put(tag, &list))
+            }
+        }
+    }
 }
+
+/// Largest revocation list read from a registry.
+const MAX_REVOCATION_LIST_BYTES: usize = 256 << 20;

@@ -10,8 +10,9 @@
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use aip_aat::ids::KeyId;
 use aip_aat::keyfile::{self, Passphrase, Protection};
-use aip_aat::keys::{Algorithm, Jwk, KeyPair, PublicKey};
+use aip_aat::keys::{Algorithm, Jwk, KeyPair, KeyResolver, PublicKey};
 use aip_db::DbError;
 use aip_db::audit::AuditEntry;
 use serde_json::json;
@@ -173,5 +174,14 @@ impl SigningKeys {
     /// JWKS.
     pub fn published_keys(&self) -> Vec<PublicKey> {
         self.published.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// The published keys by `kid`, for verifying the issuer's own AATs (introspection). The
+/// caller checks that `iss` is this issuer.
+impl KeyResolver for SigningKeys {
+    fn resolve(&self, _issuer: &str, kid: &KeyId) -> Option<PublicKey> {
+        let published = self.published.read().unwrap_or_else(PoisonError::into_inner);
+        published.iter().find(|key| key.thumbprint() == kid).cloned()
     }
 }

@@ -101,23 +101,28 @@ impl KeyPair {
         Self::from_pkcs8_der(&der)
     }
 
-    /// Unencrypted PKCS#8 DER; zeroized when dropped.
+    /// Unencrypted PKCS#8 DER; zeroized when dropped. An Ed25519 key is written in the
+    /// RFC 8410 form (version 1, no public key member), which every PKCS#8 reader accepts;
+    /// some (OpenSSL 3, Python `cryptography`) refuse the version 2 form with the public key.
     pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let doc = match &self.secret {
-            Secret::Ed25519(k) => k.to_pkcs8_der(),
+            Secret::Ed25519(k) => ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: k.to_bytes(),
+                public_key: None,
+            }
+            .to_pkcs8_der(),
             Secret::P256(k) => k.to_pkcs8_der(),
         };
         doc.map(|d| Zeroizing::new(d.as_bytes().to_vec()))
             .map_err(|_| KeyError::Encoding("PKCS#8 DER"))
     }
 
-    /// Unencrypted PEM `PRIVATE KEY`; zeroized when dropped.
+    /// Unencrypted PEM `PRIVATE KEY` of [`Self::to_pkcs8_der`]; zeroized when dropped.
     pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, KeyError> {
-        match &self.secret {
-            Secret::Ed25519(k) => k.to_pkcs8_pem(LineEnding::LF),
-            Secret::P256(k) => k.to_pkcs8_pem(LineEnding::LF),
-        }
-        .map_err(|_| KeyError::Encoding("PEM"))
+        let der = self.to_pkcs8_der()?;
+        ed25519_dalek::pkcs8::spki::der::pem::encode_string("PRIVATE KEY", LineEnding::LF, &der)
+            .map(Zeroizing::new)
+            .map_err(|_| KeyError::Encoding("PEM"))
     }
 
     /// The public half.

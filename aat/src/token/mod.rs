@@ -172,6 +172,13 @@ impl UnverifiedAat {
         })
     }
 
+    /// The audience the token *claims*, before anything is verified: only for choosing the
+    /// audience to validate against where any audience is acceptable (an issuer introspecting
+    /// its own tokens). `None` when the claims do not parse.
+    pub fn claimed_audience(&self) -> Option<&Audience> {
+        self.claims.as_ref().ok().map(|claims| &claims.aud)
+    }
+
     /// Steps 2–6 of spec 7.5.3, in order: version, trusted issuer, signature (algorithm from
     /// `validation`, key from `keys` by `kid`), time validity, audience.
     pub fn verify(

@@ -1,4 +1,4 @@
-//! `aip-ca register-agent` and `aip-ca agents list|show|suspend|reactivate|revoke|rotate-key`.
+//! `aip-ca register-agent` and `aip-ca agents list|show|suspend|reactivate|revoke|rotate-key|export-key`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -169,6 +169,21 @@ pub(crate) enum AgentsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write an agent's private key as PKCS#8 PEM, for a standard OAuth client that signs its
+    /// own client assertions (`private_key_jwt`). The copy is not encrypted.
+    ExportKey {
+        /// The directory `register-agent` wrote.
+        #[arg(long, value_name = "DIR")]
+        agent_dir: PathBuf,
+        /// The file to write (created with mode 0600; an existing file is left alone).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -272,8 +287,62 @@ pub(crate) fn agents(command: AgentsCommand) -> Result<ExitCode, CliError> {
             passphrase,
             json,
         } => rotate(&rt, &agent_dir, alg, &remote, &passphrase, json)?,
+        AgentsCommand::ExportKey {
+            agent_dir,
+            out,
+            passphrase,
+            json,
+        } => export_key(&agent_dir, &out, &passphrase, json)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `agents export-key`: the key as PKCS#8 PEM in a new 0600 file, with a warning that it now
+/// exists outside its encrypted file.
+fn export_key(dir: &Path, out: &Path, passphrase: &PassphraseArgs, json: bool) -> Result<(), CliError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let identity = agent_dir::read_identity(dir)?;
+    let (key, _) = agent_dir::read_key(dir, passphrase)?;
+    let pem = key.to_pkcs8_pem().map_err(CliError::new)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| {
+            CliError::new(format!("cannot create {}: {e}", out.display()))
+                .hint("export-key never overwrites a file: name a new one")
+        })?;
+    if let Err(e) = file.write_all(pem.as_bytes()).and_then(|()| file.sync_all()) {
+        drop(file);
+        let _ = std::fs::remove_file(out);
+        return Err(CliError::new(format!("cannot write {}: {e}", out.display())));
+    }
+    warn(format_args!(
+        "{} holds the agent's private key unencrypted, outside {}: keep it as safe as the agent itself, \
+         and delete it when the client no longer needs it",
+        out.display(),
+        dir.join(KEY_FILE).display()
+    ));
+    if json {
+        print_json(
+            &json!({
+                "agent_id": identity.agent_id,
+                "algorithm": key.algorithm().as_str(),
+                "path": out,
+                "public_key": key.public_key().to_jwk(),
+            }),
+            true,
+        )
+    } else {
+        print_line(format_args!(
+            "wrote the {} key of {} to {} (PKCS#8 PEM)",
+            key.algorithm(),
+            identity.agent_id,
+            out.display()
+        ))
+    }
 }
 
 fn status(

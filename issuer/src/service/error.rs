@@ -1,6 +1,7 @@
 //! [`IssuerError`]: why a request could not be served.
 
 use aip_api::issuer::TokenErrorCode;
+use aip_api::oauth::OAuthErrorCode;
 use aip_db::DbError;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -21,6 +22,15 @@ pub enum IssuerError {
         description: String,
         /// Structured details.
         details: Option<Value>,
+    },
+    /// An error of the OAuth endpoints that has no spec 9.4.2 code (RFC 6749 §5.2 and its
+    /// extensions).
+    #[error("{code:?}: {description}")]
+    OAuth {
+        /// The code.
+        code: OAuthErrorCode,
+        /// What went wrong, for the client.
+        description: String,
     },
     /// Missing or invalid access token (admin endpoints).
     #[error("{0}")]
@@ -51,6 +61,38 @@ impl IssuerError {
         }
     }
 
+    pub(crate) fn oauth(code: OAuthErrorCode, description: impl Into<String>) -> Self {
+        Self::OAuth {
+            code,
+            description: description.into(),
+        }
+    }
+
+    /// The OAuth error (RFC 6749 §5.2) this error is reported with by the OAuth endpoints, and
+    /// its description (internal errors are logged by the caller and described as such).
+    pub fn oauth_error(&self) -> (OAuthErrorCode, String) {
+        match self {
+            Self::OAuth { code, description } => (*code, description.clone()),
+            Self::Token { code, description, .. } => {
+                let code = match code {
+                    TokenErrorCode::InvalidRequest => OAuthErrorCode::InvalidRequest,
+                    TokenErrorCode::InvalidProof
+                    | TokenErrorCode::AgentNotFound
+                    | TokenErrorCode::AgentSuspended
+                    | TokenErrorCode::AgentRevoked => OAuthErrorCode::InvalidClient,
+                    TokenErrorCode::UserAuthFailed | TokenErrorCode::InvalidGrant => OAuthErrorCode::InvalidGrant,
+                    TokenErrorCode::CapabilitiesDenied => OAuthErrorCode::InvalidScope,
+                    TokenErrorCode::IssuerError => return (OAuthErrorCode::ServerError, "internal error".into()),
+                };
+                (code, description.clone())
+            }
+            Self::InvalidRequest(d) | Self::Conflict(d) => (OAuthErrorCode::InvalidRequest, d.clone()),
+            Self::Unauthorized(d) | Self::Forbidden(d) => (OAuthErrorCode::InvalidClient, d.clone()),
+            Self::NotFound(_) => (OAuthErrorCode::InvalidClient, "no agent has this id".into()),
+            Self::Internal(_) => (OAuthErrorCode::ServerError, "internal error".into()),
+        }
+    }
+
     pub(super) fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Internal(Box::new(e))
     }
@@ -61,6 +103,7 @@ impl IssuerError {
             Self::Token { code, .. } => *code,
             Self::InvalidRequest(_) => TokenErrorCode::InvalidRequest,
             Self::NotFound(_) => TokenErrorCode::AgentNotFound,
+            Self::OAuth { .. } => TokenErrorCode::InvalidRequest,
             _ => TokenErrorCode::IssuerError,
         }
     }

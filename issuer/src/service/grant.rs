@@ -4,22 +4,37 @@
 
 use std::net::IpAddr;
 
-use aip_aat::aid::AgentStatus;
 use aip_aat::ids::Jti;
 use aip_aat::token::{Capabilities, UserBinding};
 use aip_api::checks::{check_name, check_tool_names as check_tools};
-use aip_api::issuer::{GrantType, TokenErrorCode, TokenRequest, TokenResponse};
+use aip_api::issuer::{GrantType, RequestedCapabilities, TokenErrorCode, TokenRequest, TokenResponse};
 use serde_json::json;
 
 use super::capabilities::intersect;
 use super::error::{IssuerError, with_details};
-use super::mint::{Mint, grant_name};
+use super::mint::{Grant, Mint, grant_name};
+use super::refresh::Refresh;
 use super::state::Issuer;
 use super::tokens::{new_refresh_token, refresh_key};
+use super::users::AuthorizedUser;
 use crate::challenge::OpenedChallenge;
 use crate::config::CHALLENGE_TTL;
 use crate::directory::DirectoryAgent;
-use crate::store::{SessionChange, SessionRecord};
+use crate::store::{SessionChange, SessionRecord, SingleUse};
+
+/// What [`Issuer::start_session`] needs.
+pub(super) struct NewSession<'a> {
+    pub(super) agent: &'a DirectoryAgent,
+    pub(super) audience: &'a str,
+    pub(super) user: Option<AuthorizedUser>,
+    /// `None` asks for every capability the agent is registered for.
+    pub(super) requested: Option<&'a RequestedCapabilities>,
+    pub(super) single_use: Vec<SingleUse>,
+    /// Whether the grant gives a refresh token.
+    pub(super) refresh: bool,
+    pub(super) grant: Grant,
+    pub(super) now: i64,
+}
 
 impl Issuer {
     /// `POST /v1/token`. `peer` is the client's address, for `local_user`.
@@ -78,23 +93,22 @@ impl Issuer {
 
         let agent = self.registered_agent(&request.agent_id).await?;
         let challenge = self.verify_proof(&request, &agent, now)?;
-        let actor = format!("agent:{}", agent.agent_id);
         let request = &request;
+        let grant = Grant::Aip(request.grant_type);
         let deny = |code: TokenErrorCode, description: String| {
-            self.deny(&agent, request.grant_type, &request.audience, code, description, now)
+            self.deny(&agent, grant, &request.audience, code, description, now)
         };
-        match agent.status {
-            AgentStatus::Active => {}
-            AgentStatus::Suspended => {
-                return Err(deny(TokenErrorCode::AgentSuspended, "the agent is suspended".into()).await);
-            }
-            AgentStatus::Revoked => {
-                return Err(deny(TokenErrorCode::AgentRevoked, "the agent is revoked".into()).await);
-            }
-        }
+        self.refuse_inactive(&agent, grant, &request.audience, now).await?;
 
         if request.grant_type == GrantType::AatRefresh {
-            return self.refresh(request, &agent, challenge, now).await;
+            let refresh = Refresh {
+                presented: request.refresh_token.as_ref().map(|t| t.expose()).unwrap_or_default(),
+                audience: Some(&request.audience),
+                tools: request.requested_capabilities.as_ref().map(|r| r.tools.as_slice()),
+                single_use: vec![challenge.into()],
+                grant,
+            };
+            return self.refresh(refresh, &agent, now).await;
         }
 
         let user = match request.grant_type {
@@ -125,17 +139,49 @@ impl Issuer {
             }
         };
 
+        let requested = request.requested_capabilities.as_ref();
+        self.start_session(NewSession {
+            agent: &agent,
+            audience: &request.audience,
+            user,
+            requested,
+            single_use: vec![challenge.into()],
+            refresh: true,
+            grant,
+            now,
+        })
+        .await
+    }
+
+    /// Starts a session for `s.agent` (and its user): capabilities = requested ∩ agent ∩ user
+    /// (refused, and audited, when nothing is left), the session record, and its first AAT with
+    /// a refresh token when the grant gives one.
+    pub(super) async fn start_session(&self, s: NewSession<'_>) -> Result<TokenResponse, IssuerError> {
+        let NewSession {
+            agent,
+            audience,
+            user,
+            requested,
+            single_use,
+            refresh,
+            grant,
+            now,
+        } = s;
         let user_tools = user.as_ref().map(|u| u.tools.as_slice());
-        let (granted, denied) = intersect(request.requested_capabilities.as_ref(), &agent.capabilities, user_tools);
+        let (granted, denied) = intersect(requested, &agent.capabilities, user_tools);
         if granted.is_empty() {
-            let e = deny(
-                TokenErrorCode::CapabilitiesDenied,
-                "no requested capability can be granted".into(),
-            )
-            .await;
+            let e = self
+                .deny(
+                    agent,
+                    grant,
+                    audience,
+                    TokenErrorCode::CapabilitiesDenied,
+                    "no requested capability can be granted".into(),
+                    now,
+                )
+                .await;
             return Err(with_details(e, json!({"denied_tools": denied})));
         }
-        let requested = request.requested_capabilities.as_ref();
         let capabilities = Capabilities {
             tools: granted,
             resource_scopes: requested.map(|r| r.resource_scopes.clone()).unwrap_or_default(),
@@ -152,7 +198,7 @@ impl Issuer {
             auth_method: user.as_ref().map(|u| u.method.to_string()),
             auth_time: user.as_ref().map(|u| u.auth_time),
             delegation_scope: user.as_ref().map(|u| u.scope.to_string()),
-            audience: request.audience.clone(),
+            audience: audience.to_owned(),
             capabilities: serde_json::to_string(&capabilities).map_err(IssuerError::internal)?,
             created_at: now,
             expires_at: now + self.settings.session_lifetime,
@@ -164,23 +210,23 @@ impl Issuer {
             auth_time: u.auth_time,
             delegation_scope: Some(u.scope),
         });
-        let refresh_token = new_refresh_token(&*self.clock)?;
+        let refresh_token = refresh.then(|| new_refresh_token(&*self.clock)).transpose()?;
         let change = SessionChange::New {
             session: session.clone(),
-            refresh_digest: refresh_key(refresh_token.expose()),
+            refresh_digest: refresh_token.as_ref().map(|t| refresh_key(t.expose())),
         };
         self.mint(Mint {
-            agent: &agent,
-            audience: &request.audience,
+            agent,
+            audience,
             binding,
             capabilities,
             session: &session,
             change,
-            challenge,
+            single_use,
             refresh_token,
             denied,
-            grant: request.grant_type,
-            actor,
+            grant,
+            actor: format!("agent:{}", agent.agent_id),
             now,
         })
         .await

@@ -7,6 +7,8 @@
 //! - [`refresh`]: the `aat_refresh` grant, with refresh-token rotation and reuse detection;
 //! - [`mint`]: minting an AAT, recording it through the ledger, auditing denials;
 //! - [`revocation`]: revoking tokens, sessions, users and agents;
+//! - [`oauth`]: the OAuth 2.1 face: `POST /oauth/token` (client authentication by
+//!   `private_key_jwt`, DPoP, its grants), introspection and revocation;
 //! - [`capabilities`] and [`tokens`]: capability intersection, and the secrets handed out.
 //!
 //! Order of checks for a token request: the body's shape, the agent's existence, the proof of
@@ -21,6 +23,7 @@ mod capabilities;
 mod error;
 mod grant;
 mod mint;
+mod oauth;
 mod refresh;
 mod revocation;
 mod state;
@@ -29,5 +32,6 @@ mod users;
 
 pub use capabilities::intersect;
 pub use error::IssuerError;
+pub use oauth::{AUTHORIZE_PATH, INTROSPECT_PATH, METADATA_PATH, OAuthForm, REVOKE_PATH, TOKEN_PATH};
 pub use state::Issuer;
 pub use tokens::{REFRESH_TOKEN_PREFIX, USER_KEY_PREFIX};

@@ -1,34 +1,45 @@
-//! The `aat_refresh` grant: the session's capabilities (narrowed, never widened), a new AAT and
-//! the next refresh token; a refresh token presented twice, or by another agent, ends the
-//! session.
+//! Refreshes (`aat_refresh` of `/v1/token`, `refresh_token` of `/oauth/token`): the
+//! session's capabilities (narrowed, never widened), a new AAT and the next refresh token; a
+//! refresh token presented twice, or by another agent, ends the session.
 
 use aip_aat::token::{AuthMethod, Capabilities, DelegationScope, UserBinding};
-use aip_api::issuer::{GrantType, TokenErrorCode, TokenRequest, TokenResponse};
+use aip_api::issuer::{TokenErrorCode, TokenResponse};
 use aip_db::DbError;
 
 use super::capabilities::allows;
 use super::error::IssuerError;
-use super::mint::Mint;
+use super::mint::{Grant, Mint};
 use super::state::Issuer;
 use super::tokens::{new_refresh_token, refresh_key};
-use crate::challenge::OpenedChallenge;
 use crate::directory::DirectoryAgent;
-use crate::store::SessionChange;
+use crate::store::{SessionChange, SingleUse};
+
+/// A refresh request, from either endpoint.
+pub(super) struct Refresh<'a> {
+    /// The refresh token presented.
+    pub(super) presented: &'a str,
+    /// The audience asked for: the session's, if given.
+    pub(super) audience: Option<&'a str>,
+    /// The tools asked for (a subset of the session's), if given.
+    pub(super) tools: Option<&'a [String]>,
+    /// The single-use values the request presented.
+    pub(super) single_use: Vec<SingleUse>,
+    /// Which endpoint's grant it is.
+    pub(super) grant: Grant,
+}
 
 impl Issuer {
     pub(super) async fn refresh(
         &self,
-        request: &TokenRequest,
+        request: Refresh<'_>,
         agent: &DirectoryAgent,
-        challenge: OpenedChallenge,
         now: i64,
     ) -> Result<TokenResponse, IssuerError> {
         let invalid = |m: &str| IssuerError::token(TokenErrorCode::InvalidGrant, m);
-        let presented = request
-            .refresh_token
-            .as_ref()
-            .map(|t| refresh_key(t.expose()))
-            .ok_or_else(|| invalid("aat_refresh needs refresh_token"))?;
+        if request.presented.is_empty() {
+            return Err(invalid("a refresh needs the refresh token"));
+        }
+        let presented = refresh_key(request.presented);
         let lookup = self
             .store
             .refresh_token(&presented)
@@ -43,7 +54,7 @@ impl Issuer {
         if session.revoked_at.is_some() || now >= session.expires_at {
             return Err(invalid("the session was revoked or has ended"));
         }
-        if request.audience != session.audience {
+        if request.audience.is_some_and(|audience| audience != session.audience) {
             return Err(IssuerError::token(
                 TokenErrorCode::InvalidRequest,
                 "audience must be the session's audience",
@@ -57,18 +68,14 @@ impl Issuer {
             .filter(|t| allows(&agent.capabilities, t))
             .filter(|t| {
                 request
-                    .requested_capabilities
-                    .as_ref()
-                    .is_none_or(|r| r.tools.iter().any(|wanted| wanted == *t))
+                    .tools
+                    .is_none_or(|tools| tools.iter().any(|wanted| wanted == *t))
             })
             .cloned()
             .collect();
         // What was asked for and not granted: the requested tools the session does not hold
         // (or the agent lost), or without a request, the session's tools the agent lost.
-        let asked = match &request.requested_capabilities {
-            Some(requested) => &requested.tools,
-            None => &capabilities.tools,
-        };
+        let asked = request.tools.unwrap_or(&capabilities.tools);
         let denied: Vec<String> = asked.iter().filter(|t| !narrowed.contains(t)).cloned().collect();
         if narrowed.is_empty() {
             return Err(IssuerError::token(
@@ -92,17 +99,18 @@ impl Issuer {
             presented,
             next: refresh_key(refresh_token.expose()),
         };
+        let audience = session.audience.clone();
         self.mint(Mint {
             agent,
-            audience: &request.audience,
+            audience: &audience,
             binding,
             capabilities,
             session: &session,
             change,
-            challenge,
-            refresh_token,
+            single_use: request.single_use,
+            refresh_token: Some(refresh_token),
             denied,
-            grant: GrantType::AatRefresh,
+            grant: request.grant,
             actor: format!("agent:{}", agent.agent_id),
             now,
         })

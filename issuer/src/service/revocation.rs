@@ -92,6 +92,57 @@ impl Issuer {
         Ok((covered, version))
     }
 
+    /// Revokes one AAT this issuer issued, by its `jti`, as `actor`: published through the
+    /// registry.
+    pub(super) async fn revoke_jti_as(
+        &self,
+        actor: &str,
+        jti: &str,
+        reason: Option<&str>,
+    ) -> Result<(Covered, u64), IssuerError> {
+        let expires_at = self
+            .store
+            .token_expiry(jti)
+            .await?
+            .ok_or_else(|| IssuerError::NotFound("no AAT with this jti was issued here".into()))?;
+        let covered = Covered {
+            tokens: vec![RevokedEntry {
+                id: jti.to_owned(),
+                expires_at: Some(expires_at),
+            }],
+            sessions: Vec::new(),
+        };
+        let revocations = PublishRevocationsRequest {
+            subject: format!("aat:{jti}"),
+            tokens: covered.tokens.clone(),
+            reason: reason.map(str::to_owned),
+            ..PublishRevocationsRequest::default()
+        };
+        let version = self.directory.publish(actor, &revocations).await?;
+        Ok((covered, version))
+    }
+
+    /// Revokes a session, and the AATs of it, as `actor`.
+    pub(super) async fn revoke_session_as(
+        &self,
+        actor: &str,
+        session_id: &str,
+        reason: &str,
+    ) -> Result<(), IssuerError> {
+        let subject = format!("session:{session_id}");
+        self.revoke_covered(actor, "session.revoke", &subject, Some(reason), |store, audit, at| {
+            let (session_id, reason) = (session_id.to_owned(), reason.to_owned());
+            async move {
+                Ok(store
+                    .revoke_session(&session_id, Some(&reason), at, &audit)
+                    .await?
+                    .unwrap_or_default())
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// `POST /v1/revoke` (admin).
     pub async fn revoke(&self, caller: &Caller, request: RevokeRequest) -> Result<RevokeResponse, IssuerError> {
         if !caller.admin {
@@ -113,25 +164,7 @@ impl Issuer {
         let actor = caller.actor();
         let (revoked, id, covered, version) = if let Some(jti) = request.jti {
             check_name("jti", &jti, 256).map_err(IssuerError::InvalidRequest)?;
-            let expires_at = self
-                .store
-                .token_expiry(&jti)
-                .await?
-                .ok_or_else(|| IssuerError::NotFound("no AAT with this jti was issued here".into()))?;
-            let covered = Covered {
-                tokens: vec![RevokedEntry {
-                    id: jti.clone(),
-                    expires_at: Some(expires_at),
-                }],
-                sessions: Vec::new(),
-            };
-            let revocations = PublishRevocationsRequest {
-                subject: format!("aat:{jti}"),
-                tokens: covered.tokens.clone(),
-                reason: reason.map(str::to_owned),
-                ..PublishRevocationsRequest::default()
-            };
-            let version = self.directory.publish(&actor, &revocations).await?;
+            let (covered, version) = self.revoke_jti_as(&actor, &jti, reason).await?;
             ("aat", jti, covered, version)
         } else if let Some(session_id) = request.session_id {
             check_name("session_id", &session_id, 256).map_err(IssuerError::InvalidRequest)?;

@@ -39,12 +39,12 @@ pub struct IssuedToken {
 /// What an issuance does to its session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionChange {
-    /// Starts a session with its first refresh token.
+    /// Starts a session, with its first refresh token unless the grant gives none.
     New {
         /// The session.
         session: SessionRecord,
-        /// SHA-256 of the refresh token handed out.
-        refresh_digest: String,
+        /// SHA-256 of the refresh token handed out, if one is.
+        refresh_digest: Option<String>,
     },
     /// Exchanges a refresh token for the next one.
     Refresh {
@@ -57,11 +57,82 @@ pub enum SessionChange {
     },
 }
 
+/// What a single-use value is, so that a replay is reported for what it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OnceKind {
+    /// A challenge of `POST /v1/challenge`.
+    Challenge,
+    /// A client assertion's `jti` (`private_key_jwt`).
+    ClientAssertion,
+    /// A DPoP proof's `jti`.
+    DpopProof,
+    /// An authorization code.
+    AuthorizationCode,
+    /// An identity assertion grant's (ID-JAG's) `jti`.
+    IdentityGrant,
+}
+
+impl OnceKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Challenge => "challenge",
+            Self::ClientAssertion => "assertion",
+            Self::DpopProof => "dpop",
+            Self::AuthorizationCode => "code",
+            Self::IdentityGrant => "id-jag",
+        }
+    }
+}
+
+/// A value accepted once: recorded as used (in `used_challenges`, until `expires_at`) in the
+/// transaction of the issuance that presents it, so a second use fails on any replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SingleUse {
+    /// What it is.
+    pub kind: OnceKind,
+    /// The stored id.
+    pub id: String,
+    /// Until when a use must be remembered (the value's own expiry).
+    pub expires_at: i64,
+}
+
+impl SingleUse {
+    /// A value of `kind` named by `parts` (e.g. the client and its assertion's `jti`, which
+    /// only the client's own key vouches for): stored as a digest under the kind, so values of
+    /// different kinds and clients never collide and nothing the client chose is stored.
+    pub fn of(kind: OnceKind, parts: &[&str], expires_at: i64) -> Self {
+        use sha2::{Digest as _, Sha256};
+        let mut digest = Sha256::new();
+        for part in parts {
+            digest.update(part.as_bytes());
+            digest.update([0]);
+        }
+        Self {
+            kind,
+            id: format!("{}:{}", kind.prefix(), hex::encode(digest.finalize())),
+            expires_at,
+        }
+    }
+}
+
+impl From<OpenedChallenge> for SingleUse {
+    fn from(challenge: OpenedChallenge) -> Self {
+        // Challenges are issued here and unique by construction: stored as they are.
+        Self {
+            kind: OnceKind::Challenge,
+            id: challenge.id,
+            expires_at: challenge.expires_at,
+        }
+    }
+}
+
 /// One token issuance for the [`Ledger`].
 #[derive(Clone, Debug)]
 pub struct Issuance {
-    /// The challenge answered; recorded as used.
-    pub challenge: OpenedChallenge,
+    /// The single-use values presented (a challenge; or a client assertion, a DPoP proof, an
+    /// authorization code or an identity grant); all recorded as used, or the issuance refused.
+    pub single_use: Vec<SingleUse>,
     /// The token.
     pub token: IssuedToken,
     /// Its session.
@@ -74,9 +145,9 @@ pub struct Issuance {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Refusal {
-    /// The challenge was answered before.
-    #[error("the challenge was already used")]
-    ChallengeReplayed,
+    /// A single-use value (the first of them found used) was presented before.
+    #[error("a single-use value was already used")]
+    Replayed(OnceKind),
     /// The user was revoked.
     #[error("the user's authorization was revoked")]
     UserRevoked,
@@ -113,7 +184,7 @@ enum Op {
 impl IssuerStore {
     /// Commits a batch in a fixed number of round trips (plus two per refresh): each issuance
     /// is applied or refused on its own (a refused one writes nothing but, for refusals of the
-    /// agent's standing or of a refresh, the use of its challenge), every applied one and every
+    /// agent's standing or of a refresh, the use of its single-use values), every applied one and every
     /// denial is audited, and all of it commits together. `standing`, when the registry shares
     /// the database, re-checks the agents under the lock.
     async fn commit_batch(
@@ -132,7 +203,7 @@ impl IssuerStore {
         let mut outcomes: Vec<Result<(), Refusal>> = vec![Ok(()); ops.len()];
 
         // 1. With the lock: the suspended and revoked agents, the revoked users, and the
-        // challenges used here for the first time ever (a revoked user's challenge is not used
+        // single-use values used here for the first time ever (a revoked user's are not used
         // up). Every suspension and revocation takes the same lock, so whatever any replica
         // acknowledged before is seen here.
         let claim = self.claim(&issuances, standing);
@@ -151,14 +222,18 @@ impl IssuerStore {
                 _ => return Err(DbError::Corrupt("claim row")),
             };
         }
-        // 2. Each challenge goes to the first issuance in the batch that presented it.
+        // 2. Each single-use value goes to the first issuance in the batch that presented it.
         for (i, issuance) in &issuances {
             if let Some(refusal) = inactive.get(issuance.token.agent_id.as_str()) {
                 outcomes[*i] = Err(refusal.clone());
             } else if issuance.token.user_id.as_ref().is_some_and(|u| revoked.contains(u)) {
                 outcomes[*i] = Err(Refusal::UserRevoked);
-            } else if !claimed.remove(&issuance.challenge.id) {
-                outcomes[*i] = Err(Refusal::ChallengeReplayed);
+            } else if let Some(used) = issuance.single_use.iter().find(|once| !claimed.contains(&once.id)) {
+                outcomes[*i] = Err(Refusal::Replayed(used.kind));
+            } else {
+                for once in &issuance.single_use {
+                    claimed.remove(&once.id);
+                }
             }
         }
 
@@ -220,8 +295,8 @@ impl IssuerStore {
     }
 
     /// The statements that find the batch's inactive agents (with `standing`) and revoked
-    /// users and use up its challenges, each row a `kind` (`agent_suspended`, `agent_revoked`,
-    /// `revoked` or `claimed`) and a `value` (the agent, the user or the challenge).
+    /// users and use up its single-use values, each row a `kind` (`agent_suspended`, `agent_revoked`,
+    /// `revoked` or `claimed`) and a `value` (the agent, the user or the single-use value).
     fn claim(&self, issuances: &[(usize, &Issuance)], standing: Option<&dyn StandingCheck>) -> Script {
         let mut claim = Script::new(self.db.dialect());
         if let Some(standing) = standing {
@@ -242,8 +317,12 @@ impl IssuerStore {
                 claim.bind(user);
             }
         }
-        if !issuances.is_empty() {
-            let values = claim.values(issuances.len(), 3);
+        let presented: Vec<(&SingleUse, Option<&str>)> = issuances
+            .iter()
+            .flat_map(|(_, x)| x.single_use.iter().map(|once| (once, x.token.user_id.as_deref())))
+            .collect();
+        if !presented.is_empty() {
+            let values = claim.values(presented.len(), 3);
             let verb = self.db.dialect().insert_verb();
             // Duplicates within the batch are skipped like any other conflict.
             claim.push(format!(
@@ -253,11 +332,8 @@ impl IssuerStore {
                  ON CONFLICT (challenge_id) DO NOTHING \
                  RETURNING CAST('claimed' AS TEXT) AS kind, challenge_id AS value"
             ));
-            for (_, issuance) in issuances {
-                claim
-                    .bind(&issuance.challenge.id)
-                    .bind(issuance.challenge.expires_at)
-                    .bind(issuance.token.user_id.as_deref());
+            for (once, user_id) in presented {
+                claim.bind(&once.id).bind(once.expires_at).bind(user_id);
             }
         }
         claim
@@ -296,16 +372,21 @@ impl IssuerStore {
         if applied.is_empty() {
             return;
         }
-        writes.insert_values("refresh_tokens (digest, session_id, created_at)", applied.len(), 3);
-        for issuance in applied {
-            let digest = match &issuance.session {
-                SessionChange::New { refresh_digest, .. } => refresh_digest,
-                SessionChange::Refresh { next, .. } => next,
-            };
-            writes
-                .bind(digest)
-                .bind(&issuance.token.session_id)
-                .bind(issuance.token.issued_at);
+        let refresh: Vec<(&String, &Issuance)> = applied
+            .iter()
+            .filter_map(|issuance| match &issuance.session {
+                SessionChange::New { refresh_digest, .. } => refresh_digest.as_ref().map(|d| (d, *issuance)),
+                SessionChange::Refresh { next, .. } => Some((next, *issuance)),
+            })
+            .collect();
+        if !refresh.is_empty() {
+            writes.insert_values("refresh_tokens (digest, session_id, created_at)", refresh.len(), 3);
+            for (digest, issuance) in refresh {
+                writes
+                    .bind(digest)
+                    .bind(&issuance.token.session_id)
+                    .bind(issuance.token.issued_at);
+            }
         }
         writes.insert_values(
             "issued_tokens (jti, agent_id, user_id, session_id, kid, issued_at, expires_at)",

@@ -14,6 +14,6 @@ pub mod users;
 pub use aip_db::DbError;
 pub use base::IssuerStore;
 pub use keys::KeyRecord;
-pub use ledger::{Issuance, IssuedToken, Ledger, LedgerError, Refusal, SessionChange};
+pub use ledger::{Issuance, IssuedToken, Ledger, LedgerError, OnceKind, Refusal, SessionChange, SingleUse};
 pub use sessions::{Covered, RefreshLookup, SessionRecord};
 pub use users::UserRecord;

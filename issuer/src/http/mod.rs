@@ -3,7 +3,11 @@
 //!
 //! `POST /v1/challenge`, `POST /v1/token` (errors per spec 9.4.2, with `error_details` when
 //! useful), and the admin endpoints `POST /v1/revoke`, `POST /v1/users`, `GET /v1/users`.
-//! Bodies are parsed strictly, like the registry's; token responses are never cached.
+//! Bodies are parsed strictly, like the registry's; token responses are never cached. The
+//! OAuth 2.1 face (RFC 8414 metadata, `/oauth/token`, introspection, revocation) is in
+//! [`oauth`].
+
+mod oauth;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -32,7 +36,8 @@ pub fn routes(issuer: Arc<Issuer>) -> Router {
         .route("/v1/token", post(token))
         .route("/v1/revoke", post(revoke))
         .route("/v1/users", post(create_user).get(list_users))
-        .with_state(issuer)
+        .with_state(issuer.clone())
+        .merge(oauth::routes(issuer))
 }
 
 /// A complete router for an issuer served on its own.
