@@ -1,11 +1,13 @@
-//! OpenID Connect ID tokens as user authorization: `{"type":"oidc_id_token","token":"…"}`.
+//! OpenID Connect ID tokens as user authorization (`{"type":"oidc_id_token","token":"…"}`), and
+//! Identity Assertion JWT Authorization Grants (ID-JAG) from the same identity providers.
 //!
 //! Each trusted identity provider is one `[[issuer.oidc]]` section, validated into an
 //! [`OidcProvider`]. An [`OidcVerifier`] holds them with their key sets and turns a compact ID
 //! token into an [`OidcIdentity`]:
 //!
 //! 1. At most [`MAX_ID_TOKEN_BYTES`]; the header and the *unverified* payload are read only for
-//!    `alg`, `kid` and `iss`. `alg` must be on a fixed allowlist (RSA PKCS#1 v1.5 and PSS,
+//!    `alg`, `kid`, `typ` and `iss`; a `typ` of `oauth-id-jag+jwt` is refused (an ID-JAG is not
+//!    an ID token). `alg` must be on a fixed allowlist (RSA PKCS#1 v1.5 and PSS,
 //!    ECDSA P-256/P-384, Ed25519): `none` and `HS*` can never pass, whatever the key set holds.
 //! 2. The provider is the one whose `issuer` equals `iss` byte for byte.
 //! 3. The key is the provider's JWK with that `kid`; its `kty`/`crv`/`alg`/`use` must fit the
@@ -19,6 +21,12 @@
 //!
 //! No `nonce` is checked: the token is presented by an agent, not returned to a relying party
 //! that started the login, so there is no nonce to compare with.
+//!
+//! [`OidcVerifier::verify_id_jag`] verifies an ID-JAG (draft-ietf-oauth-identity-assertion-authz-grant,
+//! MCP enterprise-managed authorization) into an [`IdJag`] with the same key handling, for
+//! providers with `id_jag = true` only: header `typ` `oauth-id-jag+jwt`, `aud` = this
+//! authority's issuer identifier, `jti` and `client_id` required, at most one `resource`, and
+//! a lifetime of at most [`MAX_ID_JAG_LIFETIME_SECS`]. Its own method lists every check.
 //!
 //! Key sets from a file are read once by [`OidcVerifier::new`]. Key sets from a URL are fetched
 //! on first use and cached per provider for [`JWKS_CACHE_SECS`]; a token with an unknown `kid`
@@ -48,7 +56,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-/// Largest ID token accepted, in bytes.
+/// Largest ID token or ID-JAG accepted, in bytes.
 pub const MAX_ID_TOKEN_BYTES: usize = 16 * 1024;
 /// Clock skew allowed on `exp`, `nbf`, `iat` and `auth_time`, in seconds.
 pub const CLOCK_LEEWAY_SECS: i64 = 60;
@@ -64,6 +72,18 @@ pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// Longest user id accepted, in characters.
 pub const MAX_USER_ID_CHARS: usize = 256;
+/// The header `typ` of an Identity Assertion JWT Authorization Grant.
+pub const ID_JAG_TYP: &str = "oauth-id-jag+jwt";
+/// Longest lifetime (`exp` − `iat`) of an ID-JAG accepted, in seconds: ID-JAGs are short-lived
+/// (MCP enterprise-managed authorization §6.4.2), and the token endpoint remembers each `jti`
+/// until its `exp`.
+pub const MAX_ID_JAG_LIFETIME_SECS: i64 = 3_600;
+/// Longest ID-JAG `jti` or `client_id` accepted, in characters.
+pub const MAX_ID_JAG_CLAIM_CHARS: usize = 1_024;
+/// Longest ID-JAG `resource` accepted, in characters.
+pub const MAX_RESOURCE_CHARS: usize = 2_048;
+/// Longest ID-JAG `scope` accepted, in bytes.
+pub const MAX_SCOPE_BYTES: usize = 4_096;
 
 /// Signature algorithms an ID token may use. Fixed here, never taken from configuration or the
 /// token: no `none`, no `HS*`.
@@ -106,6 +126,10 @@ pub struct OidcSection {
     /// Tools users of this provider may delegate (default: any, `["*"]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegatable_tools: Option<Vec<String>>,
+    /// Whether the provider may issue Identity Assertion JWT Authorization Grants (ID-JAG) to
+    /// this authority (default `false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_jag: Option<bool>,
 }
 
 /// The ID token claim that becomes the user id.
@@ -149,6 +173,8 @@ pub struct OidcProvider {
     pub user_claim: UserClaim,
     /// Tools this provider's users may delegate (`["*"]`: any).
     pub delegatable_tools: Vec<String>,
+    /// Whether the provider may issue ID-JAGs to this authority ([`OidcVerifier::verify_id_jag`]).
+    pub id_jag: bool,
 }
 
 impl OidcProvider {
@@ -159,7 +185,9 @@ impl OidcProvider {
     /// non-empty; exactly one of `jwks_file` and `jwks_url` must be set; `jwks_url` must be
     /// `https://` (`http://` only for the loopback hosts `127.0.0.1`, `[::1]`, `localhost`) and
     /// carry no credentials; `user_claim` must be `sub` or `email` (default `sub`);
-    /// `delegatable_tools` defaults to `["*"]` and may not contain empty names.
+    /// `delegatable_tools` defaults to `["*"]` and may not contain empty names; `id_jag`
+    /// defaults to `false`, and `true` needs an `issuer` that is an RFC 8414 issuer identifier
+    /// (`https://` without query or fragment; `http://` only on loopback).
     pub fn from_section(index: usize, section: &OidcSection, base_dir: &Path) -> Result<Self, String> {
         let member = |name: &str| format!("issuer.oidc[{index}].{name}");
         if section.issuer.trim().is_empty() {
@@ -204,14 +232,36 @@ impl OidcProvider {
                 tools.clone()
             }
         };
+        let id_jag = section.id_jag.unwrap_or(false);
+        if id_jag {
+            check_issuer_identifier(&section.issuer)
+                .map_err(|reason| format!("{}: needs `issuer` to be {reason}", member("id_jag")))?;
+        }
         Ok(Self {
             issuer: section.issuer.clone(),
             audience: section.audience.clone(),
             jwks,
             user_claim,
             delegatable_tools,
+            id_jag,
         })
     }
+}
+
+/// An RFC 8414 §2 issuer identifier: an `https://` URL (here also `http://` on loopback, as
+/// for key sets) with no query, fragment or credentials.
+fn check_issuer_identifier(issuer: &str) -> Result<(), &'static str> {
+    const WHAT: &str = "an https:// URL without query or fragment (RFC 8414 issuer identifier)";
+    let url = reqwest::Url::parse(issuer).map_err(|_| WHAT)?;
+    if !url_scheme_allowed(&url)
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err(WHAT);
+    }
+    Ok(())
 }
 
 /// `https://` with a host, or `http://` on a loopback host; no user info.
@@ -262,8 +312,39 @@ pub struct OidcIdentity {
     pub delegatable_tools: Vec<String>,
 }
 
-/// Why an ID token was refused, or a verifier could not be built. `Display` is safe to send to
-/// clients.
+/// A verified Identity Assertion JWT Authorization Grant ([`OidcVerifier::verify_id_jag`]).
+///
+/// What the token endpoint still has to check: `client_id` against the authenticated client,
+/// `jti` used once until `exp`, and `cnf_jkt` (when present) against the DPoP proof's key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdJag {
+    /// The identity provider's issuer (the grant's `iss`).
+    pub issuer: String,
+    /// The user id: `sub` or `email`, as configured for the provider.
+    pub user_id: String,
+    /// When the user authenticated (Unix seconds): `auth_time`, or `iat` when absent.
+    pub auth_time: i64,
+    /// The client the grant was issued for, as the authority knows it (`client_id`).
+    pub client_id: String,
+    /// The grant's unique id (`jti`).
+    pub jti: String,
+    /// When the grant expires (Unix seconds): how long its `jti` must be remembered.
+    pub exp: i64,
+    /// The one resource (RFC 8707) the grant names, if any: the AAT's audience.
+    pub resource: Option<String>,
+    /// The scopes the grant names (`scope`, split at spaces, without duplicates); empty when it
+    /// names none.
+    pub scopes: Vec<String>,
+    /// `cnf.jkt`: the grant is bound to this key (JWK SHA-256 thumbprint) and may only be
+    /// redeemed with a DPoP proof by it.
+    pub cnf_jkt: Option<String>,
+    /// Tools this provider's users may delegate.
+    pub delegatable_tools: Vec<String>,
+}
+
+/// Why an ID token or an ID-JAG was refused, or a verifier could not be built. `Display` is
+/// safe to send to clients; it says "the token", so callers name the kind of token around it
+/// (for example "the ID token was refused: the token has expired").
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OidcError {
@@ -271,50 +352,77 @@ pub enum OidcError {
     #[error("OpenID Connect ID tokens are not accepted: no identity provider is configured")]
     NoProviders,
     /// The token is longer than [`MAX_ID_TOKEN_BYTES`].
-    #[error("the ID token is larger than {MAX_ID_TOKEN_BYTES} bytes")]
+    #[error("the token is larger than {MAX_ID_TOKEN_BYTES} bytes")]
     TooLarge,
     /// Not a compact JWS with JSON header and payload, or a claim of the wrong JSON type.
-    #[error("the ID token is malformed")]
+    #[error("the token is malformed")]
     Malformed,
     /// The header's `alg` is not on the allowlist (e.g. `none`, `HS256`).
-    #[error("the ID token's signature algorithm is not accepted")]
+    #[error("the token's signature algorithm is not accepted")]
     UnsupportedAlgorithm,
     /// The header carries `crit` extensions, none of which are understood.
-    #[error("the ID token uses critical header extensions that are not supported")]
+    #[error("the token uses critical header extensions that are not supported")]
     UnsupportedCritical,
     /// No configured provider has this `iss` (shortened, control characters escaped).
-    #[error("the ID token's issuer {issuer:?} is not trusted")]
+    #[error("the token's issuer {issuer:?} is not trusted")]
     UntrustedIssuer {
         /// The token's `iss`, at most 128 characters.
         issuer: String,
     },
     /// The provider's key set has no key with the token's `kid`.
-    #[error("the ID token's signing key is not in the identity provider's key set")]
+    #[error("the token's signing key is not in the identity provider's key set")]
     UnknownKey,
     /// The key with the token's `kid` does not fit the token's `alg`.
-    #[error("the identity provider's key does not fit the ID token's signature algorithm")]
+    #[error("the identity provider's key does not fit the token's signature algorithm")]
     KeyMismatch,
     /// The signature does not verify.
-    #[error("the ID token's signature is invalid")]
+    #[error("the token's signature is invalid")]
     BadSignature,
     /// `exp` is more than the leeway in the past.
-    #[error("the ID token has expired")]
+    #[error("the token has expired")]
     Expired,
     /// `nbf`, `iat` or `auth_time` is more than the leeway in the future.
-    #[error("the ID token is not yet valid")]
+    #[error("the token is not yet valid")]
     NotYetValid,
-    /// `aud` does not contain the provider's audience.
-    #[error("the ID token is not issued for this authority (audience mismatch)")]
+    /// `aud` does not contain the provider's audience (ID token), or is not exactly this
+    /// authority's issuer identifier (ID-JAG).
+    #[error("the token is not issued for this authority (audience mismatch)")]
     WrongAudience,
     /// A required claim is absent.
-    #[error("the ID token has no `{0}` claim")]
+    #[error("the token has no `{0}` claim")]
     MissingClaim(&'static str),
     /// A claim has the wrong type, or the user id is empty, too long or has control characters.
-    #[error("the ID token's `{0}` claim is invalid")]
+    #[error("the token's `{0}` claim is invalid")]
     InvalidClaim(&'static str),
     /// `email` is the user claim and `email_verified` is present and not true.
-    #[error("the ID token's email address is not verified")]
+    #[error("the token's email address is not verified")]
     EmailNotVerified,
+    /// No configured provider has `id_jag = true`.
+    #[error("identity assertion grants (ID-JAG) are not accepted: no identity provider is enabled for them")]
+    NoIdJagProviders,
+    /// The header's `typ` is not `oauth-id-jag+jwt` where an ID-JAG is expected.
+    #[error("the token is not an identity assertion grant: its header `typ` must be \"oauth-id-jag+jwt\"")]
+    NotAnIdJag,
+    /// An ID-JAG (header `typ` `oauth-id-jag+jwt`) was presented as an ID token.
+    #[error("the token is an identity assertion grant (ID-JAG), not an ID token")]
+    NotAnIdToken,
+    /// The provider that signed the ID-JAG is trusted for ID tokens but not enabled
+    /// (`id_jag = true`) for identity assertion grants.
+    #[error("the identity provider {issuer:?} is not enabled for identity assertion grants")]
+    IdJagNotEnabled {
+        /// The grant's `iss`, at most 128 characters.
+        issuer: String,
+    },
+    /// The ID-JAG's `resource` names more than one resource; an AAT has exactly one audience.
+    #[error("the token names more than one `resource`; an AAT is issued for exactly one audience")]
+    MultipleResources,
+    /// The ID-JAG lives longer than [`MAX_ID_JAG_LIFETIME_SECS`] (`exp` − `iat`).
+    #[error("the token's lifetime (exp - iat) is longer than {MAX_ID_JAG_LIFETIME_SECS} seconds")]
+    LifetimeTooLong,
+    /// The token carries a claim whose meaning this authority cannot honour (for example
+    /// `authorization_details`, or a `cnf` confirmation other than `jkt`).
+    #[error("the token's `{0}` claim is not supported")]
+    UnsupportedClaim(&'static str),
     /// The provider's key set could not be fetched (details are logged).
     #[error("the identity provider's signing keys are unavailable")]
     JwksUnavailable,
@@ -424,6 +532,15 @@ impl KeySet {
             );
         }
         Ok(Self { keys })
+    }
+
+    /// The key for a token's `kid` and `alg`, or why there is none.
+    fn key_for(&self, unverified: &Unverified) -> Result<&DecodingKey, OidcError> {
+        match self.select(unverified.kid.as_deref(), unverified.alg) {
+            Selection::Found(key) => Ok(key),
+            Selection::Unknown => Err(OidcError::UnknownKey),
+            Selection::Mismatch => Err(OidcError::KeyMismatch),
+        }
     }
 
     fn select(&self, kid: Option<&str>, alg: Algorithm) -> Selection<'_> {
@@ -649,12 +766,14 @@ impl fmt::Debug for OidcVerifier {
 struct Unverified {
     alg: Algorithm,
     kid: Option<String>,
+    typ: Option<String>,
     iss: String,
 }
 
-/// The claims read after verification. Values are kept as JSON to report type errors precisely.
+/// The claims read after verification; ID tokens use the first group only. Values are kept as
+/// JSON to report type errors precisely.
 #[derive(Deserialize)]
-struct IdTokenClaims {
+struct Claims {
     #[serde(default)]
     exp: Option<Value>,
     #[serde(default)]
@@ -669,6 +788,21 @@ struct IdTokenClaims {
     email: Option<Value>,
     #[serde(default)]
     email_verified: Option<Value>,
+    // ID-JAG only (`aud` of ID tokens is checked by jsonwebtoken).
+    #[serde(default)]
+    aud: Option<Value>,
+    #[serde(default)]
+    jti: Option<Value>,
+    #[serde(default)]
+    client_id: Option<Value>,
+    #[serde(default)]
+    resource: Option<Value>,
+    #[serde(default)]
+    scope: Option<Value>,
+    #[serde(default)]
+    authorization_details: Option<Value>,
+    #[serde(default)]
+    cnf: Option<Value>,
 }
 
 impl OidcVerifier {
@@ -704,7 +838,15 @@ impl OidcVerifier {
         self.providers.is_empty()
     }
 
+    /// Whether any provider is enabled for ID-JAGs (`id_jag = true`).
+    pub fn accepts_id_jag(&self) -> bool {
+        self.providers.iter().any(|p| p.provider.id_jag)
+    }
+
     /// Verifies `id_token` at Unix time `now` and returns its user.
+    ///
+    /// A token whose header `typ` is `oauth-id-jag+jwt` is refused ([`OidcError::NotAnIdToken`]):
+    /// an ID-JAG is a grant for the token endpoint, never an ID token.
     pub async fn verify(&self, id_token: &str, now: i64) -> Result<OidcIdentity, OidcError> {
         if self.providers.is_empty() {
             return Err(OidcError::NoProviders);
@@ -713,70 +855,165 @@ impl OidcVerifier {
             return Err(OidcError::TooLarge);
         }
         let unverified = read_unverified(id_token)?;
-        let state = self
-            .providers
-            .iter()
-            .find(|p| p.provider.issuer == unverified.iss)
-            .ok_or_else(|| OidcError::UntrustedIssuer {
-                issuer: quote_issuer(&unverified.iss),
-            })?;
+        if typ_is(unverified.typ.as_deref(), ID_JAG_TYP) {
+            return Err(OidcError::NotAnIdToken);
+        }
+        let state = self.provider(&unverified.iss)?;
         let provider = &state.provider;
-        let kid = unverified.kid.as_deref();
-        let alg = unverified.alg;
+        let keys = self.key_set(state, &unverified, now).await?;
+        let key = keys.key_for(&unverified)?;
+        let claims = decode_claims(id_token, key, unverified.alg, provider, Some(&provider.audience))?;
 
-        let keys = match &state.keys {
-            Keys::Static(keys) => Arc::clone(keys),
-            Keys::Url { url, cache } => {
-                let mut cache = cache.lock().await;
-                if !cache.is_fresh(now) && cache.may_fetch(now) {
-                    cache.refresh(&self.http, &provider.issuer, url, now).await;
-                }
-                let mut keys = cache.usable(now).ok_or(OidcError::JwksUnavailable)?;
-                if matches!(keys.select(kid, alg), Selection::Unknown) && cache.may_fetch(now) {
-                    tracing::info!(issuer = %provider.issuer, "unknown OIDC key id; fetching the JWKS again");
-                    cache.refresh(&self.http, &provider.issuer, url, now).await;
-                    keys = cache.usable(now).ok_or(OidcError::JwksUnavailable)?;
-                }
-                keys
-            }
-        };
-        let key = match keys.select(kid, alg) {
-            Selection::Found(key) => key,
-            Selection::Unknown => return Err(OidcError::UnknownKey),
-            Selection::Mismatch => return Err(OidcError::KeyMismatch),
-        };
-
-        let mut validation = Validation::new(alg);
-        // Times are checked below against the injected `now`; jsonwebtoken would use the
-        // system clock.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = true;
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        validation.set_issuer(&[provider.issuer.as_str()]);
-        validation.set_audience(&[provider.audience.as_str()]);
-        let claims = jsonwebtoken::decode::<IdTokenClaims>(id_token, key, &validation)
-            .map_err(|e| map_jwt_error(&provider.issuer, e.kind()))?
-            .claims;
-
-        check_times(&claims, now)?;
-        let auth_time = match &claims.auth_time {
-            Some(value) => numeric_date(value).ok_or(OidcError::InvalidClaim("auth_time"))?,
-            // `iat` is required and was checked by `check_times`.
-            None => claims
-                .iat
-                .as_ref()
-                .and_then(numeric_date)
-                .ok_or(OidcError::MissingClaim("iat"))?,
-        };
+        let times = check_times(&claims, now)?;
         let user_id = user_id(&claims, provider.user_claim)?;
         Ok(OidcIdentity {
             user_id,
-            auth_time,
+            auth_time: times.auth_time,
             issuer: provider.issuer.clone(),
             delegatable_tools: provider.delegatable_tools.clone(),
         })
     }
+
+    /// Verifies an Identity Assertion JWT Authorization Grant (ID-JAG,
+    /// draft-ietf-oauth-identity-assertion-authz-grant; MCP enterprise-managed authorization)
+    /// presented to this authority, whose issuer identifier is `issuer_id`, at Unix time `now`.
+    ///
+    /// Checks, in order: size; header `alg` on the allowlist (never `none` or `HS*`), no `crit`,
+    /// `typ` = `oauth-id-jag+jwt` (an RFC 7515 media type: case-insensitive, `application/`
+    /// optional); `iss` = a configured provider (byte for byte) that has `id_jag = true`; the
+    /// signature by that provider's key (`kid`); `aud` = `issuer_id` (a string or a one-element
+    /// array; a trailing `/` is tolerated when `issuer_id` is a bare origin); `exp` (required,
+    /// not passed), `iat` (required, not in the future), `nbf` and `auth_time` (not in the
+    /// future), all with [`CLOCK_LEEWAY_SECS`]; `exp` − `iat` at most
+    /// [`MAX_ID_JAG_LIFETIME_SECS`]; `sub`, `jti` and `client_id` (required strings); the user
+    /// id by the provider's `user_claim` (`email` needs `email_verified` absent or true);
+    /// `resource` (optional absolute URI, or a one-element array of one); `scope` (optional
+    /// space-separated string); `cnf` (optional, only `{"jkt"}`); `authorization_details` is
+    /// refused.
+    ///
+    /// Left to the caller (the token endpoint): that `client_id` is the authenticated client,
+    /// that `jti` is used once until `exp`, that `cnf.jkt` (when present) is the DPoP key, and
+    /// what to grant from `resource` and `scopes`.
+    pub async fn verify_id_jag(&self, token: &str, issuer_id: &str, now: i64) -> Result<IdJag, OidcError> {
+        if !self.accepts_id_jag() {
+            return Err(OidcError::NoIdJagProviders);
+        }
+        if token.len() > MAX_ID_TOKEN_BYTES {
+            return Err(OidcError::TooLarge);
+        }
+        let unverified = read_unverified(token)?;
+        if !typ_is(unverified.typ.as_deref(), ID_JAG_TYP) {
+            return Err(OidcError::NotAnIdJag);
+        }
+        let state = self.provider(&unverified.iss)?;
+        let provider = &state.provider;
+        if !provider.id_jag {
+            return Err(OidcError::IdJagNotEnabled {
+                issuer: quote_issuer(&provider.issuer),
+            });
+        }
+        let keys = self.key_set(state, &unverified, now).await?;
+        let key = keys.key_for(&unverified)?;
+        let claims = decode_claims(token, key, unverified.alg, provider, None)?;
+
+        check_id_jag_audience(claims.aud.as_ref(), issuer_id)?;
+        let times = check_times(&claims, now)?;
+        if times.exp.saturating_sub(times.iat) > MAX_ID_JAG_LIFETIME_SECS {
+            return Err(OidcError::LifetimeTooLong);
+        }
+        // The draft requires `sub` whichever claim names the user here.
+        string_claim(claims.sub.as_ref(), "sub", MAX_USER_ID_CHARS)?;
+        let user_id = user_id(&claims, provider.user_claim)?;
+        let jti = string_claim(claims.jti.as_ref(), "jti", MAX_ID_JAG_CLAIM_CHARS)?;
+        let client_id = string_claim(claims.client_id.as_ref(), "client_id", MAX_ID_JAG_CLAIM_CHARS)?;
+        if claims.authorization_details.is_some() {
+            return Err(OidcError::UnsupportedClaim("authorization_details"));
+        }
+        let resource = id_jag_resource(claims.resource.as_ref())?;
+        let scopes = id_jag_scopes(claims.scope.as_ref())?;
+        let cnf_jkt = id_jag_cnf_jkt(claims.cnf.as_ref())?;
+        Ok(IdJag {
+            issuer: provider.issuer.clone(),
+            user_id,
+            auth_time: times.auth_time,
+            client_id,
+            jti,
+            exp: times.exp,
+            resource,
+            scopes,
+            cnf_jkt,
+            delegatable_tools: provider.delegatable_tools.clone(),
+        })
+    }
+
+    /// The provider whose `issuer` is `iss`, byte for byte.
+    fn provider(&self, iss: &str) -> Result<&ProviderState, OidcError> {
+        self.providers
+            .iter()
+            .find(|p| p.provider.issuer == iss)
+            .ok_or_else(|| OidcError::UntrustedIssuer {
+                issuer: quote_issuer(iss),
+            })
+    }
+
+    /// The provider's key set: static, or from the URL cache, refetched (within the cooldown)
+    /// when stale or when it has no key with the token's `kid`.
+    async fn key_set(
+        &self,
+        state: &ProviderState,
+        unverified: &Unverified,
+        now: i64,
+    ) -> Result<Arc<KeySet>, OidcError> {
+        match &state.keys {
+            Keys::Static(keys) => Ok(Arc::clone(keys)),
+            Keys::Url { url, cache } => {
+                let issuer = &state.provider.issuer;
+                let (kid, alg) = (unverified.kid.as_deref(), unverified.alg);
+                let mut cache = cache.lock().await;
+                if !cache.is_fresh(now) && cache.may_fetch(now) {
+                    cache.refresh(&self.http, issuer, url, now).await;
+                }
+                let mut keys = cache.usable(now).ok_or(OidcError::JwksUnavailable)?;
+                if matches!(keys.select(kid, alg), Selection::Unknown) && cache.may_fetch(now) {
+                    tracing::info!(issuer = %issuer, "unknown OIDC key id; fetching the JWKS again");
+                    cache.refresh(&self.http, issuer, url, now).await;
+                    keys = cache.usable(now).ok_or(OidcError::JwksUnavailable)?;
+                }
+                Ok(keys)
+            }
+        }
+    }
+}
+
+/// Verifies the signature and `iss` with jsonwebtoken (aws-lc-rs), and `aud` when `audience` is
+/// given (ID tokens; ID-JAG audiences are checked by [`check_id_jag_audience`]). Times, `exp`
+/// included, are checked afterwards by [`check_times`] against the injected `now`: jsonwebtoken
+/// would use the system clock (and report an `exp` of the wrong type as missing).
+fn decode_claims(
+    token: &str,
+    key: &DecodingKey,
+    alg: Algorithm,
+    provider: &OidcProvider,
+    audience: Option<&str>,
+) -> Result<Claims, OidcError> {
+    let mut validation = Validation::new(alg);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    match audience {
+        Some(audience) => {
+            validation.validate_aud = true;
+            validation.set_required_spec_claims(&["iss", "aud"]);
+            validation.set_audience(&[audience]);
+        }
+        None => {
+            validation.validate_aud = false;
+            validation.set_required_spec_claims(&["iss"]);
+        }
+    }
+    validation.set_issuer(&[provider.issuer.as_str()]);
+    jsonwebtoken::decode::<Claims>(token, key, &validation)
+        .map(|data| data.claims)
+        .map_err(|e| map_jwt_error(&provider.issuer, e.kind()))
 }
 
 fn load_jwks_file(path: &Path) -> Result<KeySet, OidcError> {
@@ -797,13 +1034,15 @@ fn load_jwks_file(path: &Path) -> Result<KeySet, OidcError> {
     Ok(keys)
 }
 
-/// Reads `alg`, `kid` and `iss` without verifying anything.
+/// Reads `alg`, `kid`, `typ` and `iss` without verifying anything.
 fn read_unverified(token: &str) -> Result<Unverified, OidcError> {
     #[derive(Deserialize)]
     struct Header {
         alg: String,
         #[serde(default)]
         kid: Option<String>,
+        #[serde(default)]
+        typ: Option<String>,
         #[serde(default)]
         crit: Option<serde::de::IgnoredAny>,
     }
@@ -837,6 +1076,7 @@ fn read_unverified(token: &str) -> Result<Unverified, OidcError> {
     Ok(Unverified {
         alg,
         kid: header.kid,
+        typ: header.typ,
         iss,
     })
 }
@@ -898,7 +1138,17 @@ fn numeric_date(value: &Value) -> Option<i64> {
     }
 }
 
-fn check_times(claims: &IdTokenClaims, now: i64) -> Result<(), OidcError> {
+/// The checked times of a token.
+struct Times {
+    exp: i64,
+    iat: i64,
+    /// `auth_time`, or `iat` when absent.
+    auth_time: i64,
+}
+
+/// `exp` (required, not passed), `iat` (required, not in the future), `nbf` and `auth_time` (if
+/// present, not in the future), each with [`CLOCK_LEEWAY_SECS`].
+fn check_times(claims: &Claims, now: i64) -> Result<Times, OidcError> {
     let date = |value: &Option<Value>, name: &'static str| -> Result<Option<i64>, OidcError> {
         value
             .as_ref()
@@ -907,6 +1157,7 @@ fn check_times(claims: &IdTokenClaims, now: i64) -> Result<(), OidcError> {
     };
     let exp = date(&claims.exp, "exp")?.ok_or(OidcError::MissingClaim("exp"))?;
     let iat = date(&claims.iat, "iat")?.ok_or(OidcError::MissingClaim("iat"))?;
+    let auth_time = date(&claims.auth_time, "auth_time")?;
     let latest = now.saturating_add(CLOCK_LEEWAY_SECS);
     if now > exp.saturating_add(CLOCK_LEEWAY_SECS) {
         return Err(OidcError::Expired);
@@ -917,14 +1168,17 @@ fn check_times(claims: &IdTokenClaims, now: i64) -> Result<(), OidcError> {
     if date(&claims.nbf, "nbf")?.is_some_and(|nbf| nbf > latest) {
         return Err(OidcError::NotYetValid);
     }
-    if date(&claims.auth_time, "auth_time")?.is_some_and(|t| t > latest) {
+    if auth_time.is_some_and(|t| t > latest) {
         return Err(OidcError::NotYetValid);
     }
-    Ok(())
+    Ok(Times {
+        exp,
+        iat,
+        auth_time: auth_time.unwrap_or(iat),
+    })
 }
 
-fn user_id(claims: &IdTokenClaims, user_claim: UserClaim) -> Result<String, OidcError> {
-    let name = user_claim.name();
+fn user_id(claims: &Claims, user_claim: UserClaim) -> Result<String, OidcError> {
     let value = match user_claim {
         UserClaim::Sub => &claims.sub,
         UserClaim::Email => {
@@ -938,19 +1192,144 @@ fn user_id(claims: &IdTokenClaims, user_claim: UserClaim) -> Result<String, Oidc
             &claims.email
         }
     };
-    let id = match value {
-        Some(Value::String(id)) => id,
+    string_claim(value.as_ref(), user_claim.name(), MAX_USER_ID_CHARS)
+}
+
+/// A required string claim: not empty, at most `max_chars` characters, no control characters.
+fn string_claim(value: Option<&Value>, name: &'static str, max_chars: usize) -> Result<String, OidcError> {
+    let text = match value {
+        Some(Value::String(text)) => text,
         Some(_) => return Err(OidcError::InvalidClaim(name)),
         None => return Err(OidcError::MissingClaim(name)),
     };
-    if id.is_empty() || id.chars().count() > MAX_USER_ID_CHARS || id.chars().any(char::is_control) {
+    if text.is_empty() || text.chars().count() > max_chars || text.chars().any(char::is_control) {
         return Err(OidcError::InvalidClaim(name));
     }
-    Ok(id.clone())
+    Ok(text.clone())
+}
+
+// ---------------------------------------------------------------------------------------------
+// ID-JAG claims
+// ---------------------------------------------------------------------------------------------
+
+/// RFC 7515 §4.1.9: `typ` is a media type, compared case-insensitively, whose `application/`
+/// prefix may be left out.
+fn typ_is(typ: Option<&str>, expected: &str) -> bool {
+    let Some(typ) = typ else { return false };
+    let typ = match typ.get(..12) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
+        _ => typ,
+    };
+    typ.eq_ignore_ascii_case(expected)
+}
+
+/// `aud` must be this authority's issuer identifier: a string, or an array of exactly one
+/// (draft-ietf-oauth-identity-assertion-authz-grant, processing rules).
+fn check_id_jag_audience(aud: Option<&Value>, issuer_id: &str) -> Result<(), OidcError> {
+    let aud = match aud {
+        None => return Err(OidcError::MissingClaim("aud")),
+        Some(Value::String(aud)) => aud,
+        Some(Value::Array(items)) => match items.as_slice() {
+            [Value::String(aud)] => aud,
+            _ => return Err(OidcError::WrongAudience),
+        },
+        Some(_) => return Err(OidcError::InvalidClaim("aud")),
+    };
+    if audience_matches(aud, issuer_id) {
+        Ok(())
+    } else {
+        Err(OidcError::WrongAudience)
+    }
+}
+
+/// Equal byte for byte, or differing only by a trailing `/` after a bare origin
+/// (`https://aip.example` and `https://aip.example/` name the same issuer).
+fn audience_matches(aud: &str, issuer_id: &str) -> bool {
+    if aud == issuer_id {
+        return true;
+    }
+    let (short, long) = if aud.len() < issuer_id.len() {
+        (aud, issuer_id)
+    } else {
+        (issuer_id, aud)
+    };
+    long.strip_suffix('/') == Some(short) && is_bare_origin(short)
+}
+
+/// `scheme://host[:port]` with nothing after it, written as the URL parser writes it.
+fn is_bare_origin(text: &str) -> bool {
+    reqwest::Url::parse(text).is_ok_and(|url| {
+        matches!(url.scheme(), "https" | "http") && url.as_str().strip_suffix('/') == Some(text) && url.path() == "/"
+    })
+}
+
+/// `resource` (RFC 8707 §2: an absolute URI without fragment), as a string or an array of one.
+fn id_jag_resource(value: Option<&Value>) -> Result<Option<String>, OidcError> {
+    let uri = match value {
+        None => return Ok(None),
+        Some(Value::String(uri)) => uri,
+        Some(Value::Array(items)) => match items.as_slice() {
+            [Value::String(uri)] => uri,
+            [_, _, ..] => return Err(OidcError::MultipleResources),
+            _ => return Err(OidcError::InvalidClaim("resource")),
+        },
+        Some(_) => return Err(OidcError::InvalidClaim("resource")),
+    };
+    let well_formed = uri.chars().count() <= MAX_RESOURCE_CHARS
+        && !uri.chars().any(|c| c.is_control() || c.is_whitespace())
+        && reqwest::Url::parse(uri).is_ok_and(|url| url.fragment().is_none());
+    if well_formed {
+        Ok(Some(uri.clone()))
+    } else {
+        Err(OidcError::InvalidClaim("resource"))
+    }
+}
+
+/// `scope` (RFC 6749 §3.3): space-separated scope tokens of printable ASCII other than `"` and
+/// `\`; duplicates are dropped, order is kept.
+fn id_jag_scopes(value: Option<&Value>) -> Result<Vec<String>, OidcError> {
+    let scope = match value {
+        None => return Ok(Vec::new()),
+        Some(Value::String(scope)) if scope.len() <= MAX_SCOPE_BYTES => scope,
+        Some(_) => return Err(OidcError::InvalidClaim("scope")),
+    };
+    let nqchar = |b: u8| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b);
+    let mut seen = HashSet::new();
+    let mut scopes = Vec::new();
+    for token in scope.split(' ').filter(|t| !t.is_empty()) {
+        if !token.bytes().all(nqchar) {
+            return Err(OidcError::InvalidClaim("scope"));
+        }
+        if seen.insert(token) {
+            scopes.push(token.to_owned());
+        }
+    }
+    Ok(scopes)
+}
+
+/// `cnf` (RFC 7800): only `{"jkt": <JWK SHA-256 thumbprint>}` (RFC 9449 §6.1); another
+/// confirmation method could not be honoured.
+fn id_jag_cnf_jkt(value: Option<&Value>) -> Result<Option<String>, OidcError> {
+    let cnf = match value {
+        None => return Ok(None),
+        Some(Value::Object(cnf)) => cnf,
+        Some(_) => return Err(OidcError::InvalidClaim("cnf")),
+    };
+    if cnf.keys().any(|k| k != "jkt") {
+        return Err(OidcError::UnsupportedClaim("cnf"));
+    }
+    match cnf.get("jkt") {
+        Some(Value::String(jkt)) if jkt.len() == 43 && URL_SAFE_NO_PAD.decode(jkt).is_ok_and(|b| b.len() == 32) => {
+            Ok(Some(jkt.clone()))
+        }
+        _ => Err(OidcError::InvalidClaim("cnf")),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn section() -> OidcSection {
@@ -961,6 +1340,7 @@ mod tests {
             jwks_url: Some("https://idp.example/jwks".into()),
             user_claim: None,
             delegatable_tools: None,
+            id_jag: None,
         }
     }
 
@@ -990,6 +1370,161 @@ mod tests {
         let p = OidcProvider::from_section(0, &section(), Path::new("/a")).unwrap();
         assert_eq!(p.user_claim, UserClaim::Sub);
         assert_eq!(p.delegatable_tools, vec!["*".to_owned()]);
+        assert!(!p.id_jag, "ID-JAGs are off unless enabled");
+    }
+
+    #[test]
+    fn id_jag_needs_an_issuer_identifier() {
+        let with = |issuer: &str| {
+            let section = OidcSection {
+                issuer: issuer.into(),
+                id_jag: Some(true),
+                ..section()
+            };
+            OidcProvider::from_section(3, &section, Path::new("/a"))
+        };
+        assert!(with("https://idp.example").unwrap().id_jag);
+        assert!(with("https://idp.example/tenant/v2.0").unwrap().id_jag);
+        assert!(with("http://127.0.0.1:9000").unwrap().id_jag);
+        for bad in [
+            "idp.example",
+            "http://idp.example",
+            "https://idp.example?x=1",
+            "https://idp.example#f",
+            "https://u:p@idp.example",
+        ] {
+            let error = with(bad).unwrap_err();
+            assert!(
+                error.starts_with("issuer.oidc[3].id_jag: needs `issuer`"),
+                "{bad}: {error}"
+            );
+        }
+        // Without id_jag, the issuer stays free-form (some providers' ID tokens carry a bare host).
+        let section = OidcSection {
+            issuer: "idp.example".into(),
+            ..section()
+        };
+        assert!(!OidcProvider::from_section(0, &section, Path::new("/a")).unwrap().id_jag);
+    }
+
+    #[test]
+    fn typ_is_a_media_type() {
+        assert!(typ_is(Some("oauth-id-jag+jwt"), ID_JAG_TYP));
+        assert!(typ_is(Some("OAuth-ID-JAG+JWT"), ID_JAG_TYP));
+        assert!(typ_is(Some("application/oauth-id-jag+jwt"), ID_JAG_TYP));
+        assert!(typ_is(Some("Application/oauth-id-jag+jwt"), ID_JAG_TYP));
+        assert!(!typ_is(None, ID_JAG_TYP));
+        assert!(!typ_is(Some("JWT"), ID_JAG_TYP));
+        assert!(!typ_is(Some("oauth-id-jag+jwt "), ID_JAG_TYP));
+        assert!(!typ_is(Some("text/oauth-id-jag+jwt"), ID_JAG_TYP));
+        assert!(!typ_is(Some("application/application/oauth-id-jag+jwt"), ID_JAG_TYP));
+        assert!(!typ_is(Some("é"), ID_JAG_TYP));
+    }
+
+    #[test]
+    fn audience_tolerates_a_slash_after_a_bare_origin_only() {
+        let id = "https://aip.example:8443";
+        assert!(audience_matches(id, id));
+        assert!(audience_matches("https://aip.example:8443/", id));
+        assert!(audience_matches(id, "https://aip.example:8443/"));
+        assert!(audience_matches("https://aip.example", "https://aip.example/"));
+        assert!(!audience_matches("https://aip.example:8443//", id));
+        assert!(!audience_matches("https://aip.example:8443/x", id));
+        assert!(!audience_matches(
+            "https://AIP.example:8443/",
+            "https://AIP.example:8443/x"
+        ));
+        // With a path, only the exact string.
+        assert!(audience_matches(
+            "https://aip.example/tenant",
+            "https://aip.example/tenant"
+        ));
+        assert!(!audience_matches(
+            "https://aip.example/tenant/",
+            "https://aip.example/tenant"
+        ));
+        // Not written as the URL parser writes it: no tolerance.
+        assert!(!audience_matches("https://AIP.example/", "https://AIP.example"));
+        assert!(!audience_matches("https://aip.example:443/", "https://aip.example:443"));
+        assert!(!audience_matches("aip/", "aip"));
+        assert!(!audience_matches("", "/"));
+    }
+
+    #[test]
+    fn scopes_are_space_separated_scope_tokens() {
+        let scopes = |v: Value| id_jag_scopes(Some(&v));
+        assert_eq!(id_jag_scopes(None).unwrap(), Vec::<String>::new());
+        assert_eq!(scopes(json!("")).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            scopes(json!("read_file  list_directory read_file")).unwrap(),
+            vec!["read_file".to_owned(), "list_directory".to_owned()]
+        );
+        for bad in [
+            json!("a\tb"),
+            json!("a \"b\""),
+            json!("a\\b"),
+            json!("é"),
+            json!(["a"]),
+            json!(1),
+        ] {
+            assert!(
+                matches!(scopes(bad.clone()), Err(OidcError::InvalidClaim("scope"))),
+                "{bad}"
+            );
+        }
+        assert!(scopes(json!("a ".repeat(MAX_SCOPE_BYTES / 2 + 1))).is_err());
+    }
+
+    #[test]
+    fn one_resource_uri() {
+        let resource = |v: Value| id_jag_resource(Some(&v));
+        assert_eq!(id_jag_resource(None).unwrap(), None);
+        let uri = "https://mcp.example/mcp";
+        assert_eq!(resource(json!(uri)).unwrap().as_deref(), Some(uri));
+        assert_eq!(resource(json!([uri])).unwrap().as_deref(), Some(uri));
+        assert_eq!(
+            resource(json!("urn:example:tools")).unwrap().as_deref(),
+            Some("urn:example:tools")
+        );
+        assert!(matches!(
+            resource(json!([uri, "https://b.example"])),
+            Err(OidcError::MultipleResources)
+        ));
+        assert!(matches!(resource(json!([uri, uri])), Err(OidcError::MultipleResources)));
+        for bad in [
+            json!([]),
+            json!([1]),
+            json!(7),
+            json!("mcp-server"),
+            json!("https://mcp.example/#frag"),
+            json!(" https://mcp.example/"),
+            json!("https://mcp.example/a b"),
+            json!(format!("https://mcp.example/{}", "x".repeat(MAX_RESOURCE_CHARS))),
+        ] {
+            assert!(
+                matches!(resource(bad.clone()), Err(OidcError::InvalidClaim("resource"))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn cnf_only_by_jwk_thumbprint() {
+        let jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+        let cnf = |v: Value| id_jag_cnf_jkt(Some(&v));
+        assert_eq!(id_jag_cnf_jkt(None).unwrap(), None);
+        assert_eq!(cnf(json!({ "jkt": jkt })).unwrap().as_deref(), Some(jkt));
+        assert!(matches!(
+            cnf(json!({"x5t#S256": jkt})),
+            Err(OidcError::UnsupportedClaim("cnf"))
+        ));
+        assert!(matches!(
+            cnf(json!({"jkt": jkt, "x5t#S256": jkt})),
+            Err(OidcError::UnsupportedClaim("cnf"))
+        ));
+        for bad in [json!({}), json!({"jkt": "short"}), json!({"jkt": 1}), json!(jkt)] {
+            assert!(matches!(cnf(bad.clone()), Err(OidcError::InvalidClaim("cnf"))), "{bad}");
+        }
     }
 
     #[test]
