@@ -20,13 +20,14 @@ use aip_aat::client_assertion::{
 use aip_aat::dpop::{DpopRequest, MAX_DPOP_AGE_SECS, verify_dpop_proof};
 use aip_aat::ids::AgentId;
 use aip_aat::keys::Algorithm;
-use aip_aat::token::{AatClaims, UnverifiedAat, Validation};
+use aip_aat::token::{AatClaims, AuthMethod, DelegationScope, UnverifiedAat, Validation};
 use aip_aat::validate::RevocationView as _;
 use aip_api::checks::{check_name, check_tool_names};
 use aip_api::issuer::{RequestedCapabilities, TokenResponse};
 use aip_api::oauth::{
     AuthorizationServerMetadata, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER,
-    GRANT_REFRESH_TOKEN, IntrospectionResponse, OAuthErrorCode, OAuthTokenResponse, TOKEN_TYPE_BEARER, TOKEN_TYPE_DPOP,
+    GRANT_REFRESH_TOKEN, ID_JAG_PROFILE, IntrospectionResponse, OAuthErrorCode, OAuthTokenResponse, TOKEN_TYPE_BEARER,
+    TOKEN_TYPE_DPOP,
 };
 use serde_json::Value;
 
@@ -36,8 +37,10 @@ use super::mint::Grant;
 use super::refresh::Refresh;
 use super::state::Issuer;
 use super::tokens::{REFRESH_TOKEN_PREFIX, refresh_key};
+use super::users::AuthorizedUser;
 use crate::config::MAX_TOKEN_TTL;
 use crate::directory::{Caller, DirectoryAgent};
+use crate::oidc::{CLOCK_LEEWAY_SECS, OidcError};
 use crate::store::{OnceKind, SingleUse};
 
 /// Path of the token endpoint.
@@ -123,8 +126,12 @@ impl Issuer {
     pub fn oauth_metadata(&self) -> AuthorizationServerMetadata {
         let strings = |values: &[&str]| values.iter().map(|v| (*v).to_owned()).collect::<Vec<_>>();
         let algorithms = strings(&[Algorithm::EdDSA.as_str(), Algorithm::ES256.as_str()]);
-        let grants = [GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN];
-        let profiles: Vec<String> = Vec::new();
+        let mut grants = vec![GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN];
+        let mut profiles = Vec::new();
+        if self.oidc.accepts_id_jag() {
+            grants.insert(1, GRANT_JWT_BEARER);
+            profiles.push(ID_JAG_PROFILE.to_owned());
+        }
         AuthorizationServerMetadata {
             issuer: self.settings.issuer_id.clone(),
             authorization_endpoint: self.endpoint(AUTHORIZE_PATH),
@@ -201,6 +208,10 @@ impl Issuer {
         let agent = &*client.agent;
         let response = match grant {
             Grant::ClientCredentials => self.client_credentials(form, agent, single_use, now).await?,
+            Grant::IdentityAssertion => {
+                self.identity_assertion(form, agent, single_use, dpop.is_some(), now)
+                    .await?
+            }
             Grant::RefreshToken => {
                 self.refuse_inactive(agent, grant, "", now).await?;
                 let requested = scope(form)?;
@@ -218,7 +229,7 @@ impl Issuer {
                 };
                 self.refresh(refresh, agent, now).await?
             }
-            Grant::IdentityAssertion | Grant::AuthorizationCode | Grant::Aip(_) => {
+            Grant::AuthorizationCode | Grant::Aip(_) => {
                 return Err(IssuerError::oauth(
                     OAuthErrorCode::UnsupportedGrantType,
                     "this grant type is not enabled on this issuer",
@@ -344,6 +355,111 @@ impl Issuer {
             agent,
             audience: &audience,
             user: None,
+            requested: requested.as_ref(),
+            single_use,
+            refresh: false,
+            grant,
+            now,
+        })
+        .await
+    }
+
+    /// `urn:ietf:params:oauth:grant-type:jwt-bearer` with an Identity Assertion Authorization
+    /// Grant (ID-JAG) of a trusted IdP (`assertion`): a user-bound AAT for the agent the grant
+    /// was issued to, its audience the grant's `resource`, its tools what the request asks
+    /// (within the grant's scopes) ∩ the agent's ∩ what the IdP's users may delegate. No
+    /// refresh token: the IdP issues a new grant instead.
+    async fn identity_assertion(
+        &self,
+        form: &OAuthForm,
+        agent: &DirectoryAgent,
+        mut single_use: Vec<SingleUse>,
+        dpop: bool,
+        now: i64,
+    ) -> Result<TokenResponse, IssuerError> {
+        let grant = Grant::IdentityAssertion;
+        let assertion = form.require("assertion")?;
+        let requested = scope(form)?;
+        let id_jag = match self.oidc.verify_id_jag(assertion, &self.settings.issuer_id, now).await {
+            Ok(id_jag) => id_jag,
+            Err(OidcError::JwksUnavailable) => {
+                tracing::warn!("identity provider keys unavailable for an identity assertion grant");
+                return Err(IssuerError::oauth(
+                    OAuthErrorCode::InvalidGrant,
+                    "the identity provider's keys are unavailable; try again",
+                ));
+            }
+            Err(e) => {
+                let description = format!("the identity assertion grant was refused: {e}");
+                return Err(self
+                    .deny_oauth(agent, grant, "", OAuthErrorCode::InvalidGrant, description, now)
+                    .await);
+            }
+        };
+        let audience = match (&id_jag.resource, form.resources.as_slice()) {
+            (_, [_, _, ..]) => return Err(one_resource()),
+            (Some(granted), []) => check_resource(granted)?,
+            (Some(granted), [asked]) if asked == granted => check_resource(granted)?,
+            (Some(_), [_]) => {
+                return Err(IssuerError::oauth(
+                    OAuthErrorCode::InvalidTarget,
+                    "resource is not the resource the grant names",
+                ));
+            }
+            (None, _) => resource(form)?,
+        };
+        let refuse = |description: &str| {
+            self.deny_oauth(
+                agent,
+                grant,
+                &audience,
+                OAuthErrorCode::InvalidGrant,
+                description.into(),
+                now,
+            )
+        };
+        if id_jag.client_id != agent.agent_id.as_str() {
+            return Err(refuse("the grant was issued to another client").await);
+        }
+        if let Some(bound) = &id_jag.cnf_jkt
+            && (!dpop || bound != agent.public_key.thumbprint().as_str())
+        {
+            return Err(refuse("the grant is bound to a key: redeem it with a DPoP proof by that key").await);
+        }
+        self.refuse_inactive(agent, grant, &audience, now).await?;
+        // What the request asks for, within what the grant names; never more than the grant.
+        let tools = match (requested, id_jag.scopes.is_empty()) {
+            (Some(asked), false) => Some(
+                asked
+                    .tools
+                    .into_iter()
+                    .filter(|tool| id_jag.scopes.contains(tool))
+                    .collect(),
+            ),
+            (Some(asked), true) => Some(asked.tools),
+            (None, false) => Some(id_jag.scopes.clone()),
+            (None, true) => None,
+        };
+        let requested = tools.map(|tools| RequestedCapabilities {
+            tools,
+            ..RequestedCapabilities::default()
+        });
+        single_use.push(SingleUse::of(
+            OnceKind::IdentityGrant,
+            &[&id_jag.issuer, &id_jag.jti],
+            id_jag.exp.saturating_add(CLOCK_LEEWAY_SECS),
+        ));
+        let user = AuthorizedUser {
+            user_id: id_jag.user_id,
+            method: AuthMethod::Oidc,
+            auth_time: id_jag.auth_time,
+            tools: id_jag.delegatable_tools,
+            scope: DelegationScope::Tools,
+        };
+        self.start_session(NewSession {
+            agent,
+            audience: &audience,
+            user: Some(user),
             requested: requested.as_ref(),
             single_use,
             refresh: false,
@@ -510,15 +626,19 @@ fn resource(form: &OAuthForm) -> Result<String, IssuerError> {
         [] => Err(invalid(
             "resource is required: the URI of the server the token is for (RFC 8707)".into(),
         )),
-        [one] => {
-            check_name("resource", one, 256).map_err(invalid)?;
-            if !is_absolute_uri(one) || one.contains('#') {
-                return Err(invalid("resource must be an absolute URI without a fragment".into()));
-            }
-            Ok(one.clone())
-        }
+        [one] => check_resource(one),
         _ => Err(one_resource()),
     }
+}
+
+/// A resource fit to be an AAT's audience: an absolute URI without a fragment.
+fn check_resource(value: &str) -> Result<String, IssuerError> {
+    let invalid = |m: String| IssuerError::oauth(OAuthErrorCode::InvalidTarget, m);
+    check_name("resource", value, 256).map_err(invalid)?;
+    if !is_absolute_uri(value) || value.contains('#') {
+        return Err(invalid("resource must be an absolute URI without a fragment".into()));
+    }
+    Ok(value.to_owned())
 }
 
 fn one_resource() -> IssuerError {
