@@ -1,6 +1,8 @@
 //! AAT issuance over real HTTP on loopback: concurrent agents each run the full flow —
 //! `POST /v1/challenge`, sign it, `POST /v1/token` (API-key user) — against the registry and
-//! issuer served in-process exactly as `aip-ca serve` composes them. Clients run in the same
+//! issuer served in-process exactly as `aip-ca serve` composes them. With
+//! `AIP_BENCH_FLOW=oauth` each agent instead signs a client assertion and sends one
+//! `POST /oauth/token` (`client_credentials`, `private_key_jwt`), as a standard OAuth client does. Clients run in the same
 //! process, on the same two cores, in a runtime of their own whose threads are named, so the
 //! CPU time of the authority (server threads and any PostgreSQL processes) and of the clients
 //! is reported apart. Each agent keeps one HTTP/1.1 connection (hyper's client connection)
@@ -12,7 +14,8 @@
 //! ```
 //! `AIP_BENCH_CLIENTS` (default 32) and `AIP_BENCH_SECONDS` (default 10) tune the run;
 //! `AIP_BENCH_RATE_LIMITS=off` serves without the rate limits (by default they are on, set far
-//! above the load, so that what they cost is measured).
+//! above the load, so that what they cost is measured); `AIP_BENCH_FLOW` is `aip` (the
+//! default) or `oauth`.
 //! Results: docs/benchmarks.md.
 #![allow(
     clippy::unwrap_used,
@@ -27,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aip_aat::challenge::ChallengeProof;
+use aip_aat::client_assertion::create_client_assertion;
 use aip_aat::clock::{Clock as _, SystemClock};
 use aip_aat::ids::AgentId;
 use aip_aat::keys::{Algorithm, KeyPair};
@@ -84,6 +88,21 @@ impl Connection {
         self.call_as(None, path, body).await
     }
 
+    /// `POST path` with a form body; the JSON answer, which must be a success.
+    async fn call_form(&mut self, path: &str, form: String) -> Value {
+        let request = hyper::Request::post(path)
+            .header(HOST, &self.host)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(form)))
+            .unwrap();
+        self.sender.ready().await.unwrap();
+        let response = self.sender.send_request(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    }
+
     /// [`call`](Self::call) with a bearer token.
     async fn call_as<T: DeserializeOwned>(&mut self, token: Option<&str>, path: &str, body: &impl Serialize) -> T {
         let mut request = hyper::Request::post(path)
@@ -104,9 +123,56 @@ impl Connection {
     }
 }
 
-/// One agent's loop until `deadline`: latencies of complete flows. Requests and answers are
-/// typed, as the toolkit's `AgentClient` sends and reads them.
+/// Which flow the agents run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// `POST /v1/challenge` + `POST /v1/token` for an API-key user.
+    Aip,
+    /// `POST /oauth/token`, `client_credentials` with `private_key_jwt`.
+    OAuth,
+}
+
+/// One agent's loop until `deadline`: latencies of complete flows.
 async fn agent_loop(
+    flow: Flow,
+    address: SocketAddr,
+    key: KeyPair,
+    agent_id: AgentId,
+    api_key: String,
+    deadline: Instant,
+) -> Vec<Duration> {
+    match flow {
+        Flow::Aip => aip_loop(address, key, agent_id, api_key, deadline).await,
+        Flow::OAuth => oauth_loop(address, key, agent_id, deadline).await,
+    }
+}
+
+/// `client_credentials` until `deadline`, as an OAuth client library sends it: a fresh client
+/// assertion per request, the form, the JSON answer.
+async fn oauth_loop(address: SocketAddr, key: KeyPair, agent_id: AgentId, deadline: Instant) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    let mut http = Connection::open(address).await;
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        let assertion = create_client_assertion(&key, agent_id.as_str(), ISSUER, SystemClock.now(), 60).unwrap();
+        let form = format!(
+            "grant_type=client_credentials&client_assertion_type={}&client_assertion={assertion}\
+             &resource=https%3A%2F%2Ffiles.example%2Fmcp&scope=read_file",
+            "urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"
+        );
+        let reply = http.call_form("/oauth/token", form).await;
+        assert!(reply["access_token"].as_str().is_some_and(|t| !t.is_empty()));
+        latencies.push(started.elapsed());
+    }
+    latencies
+}
+
+/// The issuer identifier of the benchmark's authority (its public URL).
+const ISSUER: &str = "http://127.0.0.1:8443";
+
+/// The challenge-and-token flow until `deadline`. Requests and answers are typed, as the
+/// toolkit's `AgentClient` sends and reads them.
+async fn aip_loop(
     address: SocketAddr,
     key: KeyPair,
     agent_id: AgentId,
@@ -166,6 +232,11 @@ fn rate_limits() -> Option<Arc<RateLimits>> {
 }
 
 async fn run() {
+    let flow = match std::env::var("AIP_BENCH_FLOW").as_deref() {
+        Ok("aip") | Err(_) => Flow::Aip,
+        Ok("oauth") => Flow::OAuth,
+        Ok(other) => panic!("AIP_BENCH_FLOW must be aip or oauth, not {other:?}"),
+    };
     let clients = env_or("AIP_BENCH_CLIENTS", 32);
     let seconds = env_or("AIP_BENCH_SECONDS", 10);
     let mut aip = BenchAuthority::start().await;
@@ -192,7 +263,11 @@ async fn run() {
     let mut agents = Vec::new();
     for n in 0..clients {
         let key = KeyPair::generate(Algorithm::EdDSA).unwrap();
-        let fields = json!({"name": format!("bench agent {n}"), "capabilities": ["read_file", "list_directory"]});
+        let fields = json!({
+            "name": format!("bench agent {n}"),
+            "capabilities": ["read_file", "list_directory"],
+            "autonomous": flow == Flow::OAuth,
+        });
         let body = aip_api::registry::registration_body(&key, fields, SystemClock.now()).unwrap();
         let reply: Value = setup.call_as(admin, "/v1/agents", &body).await;
         agents.push((key, reply["agent_id"].as_str().unwrap().parse::<AgentId>().unwrap()));
@@ -206,8 +281,13 @@ async fn run() {
         .build()
         .unwrap();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let flow_name = match flow {
+        Flow::Aip => "challenge + /v1/token",
+        Flow::OAuth => "/oauth/token client_credentials",
+    };
     println!(
-        "# issuance benchmark: backend {}, {clients} concurrent agents, {cores} cores, {seconds} s, rate limits {limited}\n",
+        "# issuance benchmark: backend {}, {flow_name}, {clients} concurrent agents, {cores} cores, {seconds} s, \
+         rate limits {limited}\n",
         aip.backend
     );
     // Warm up connections and caches, then measure.
@@ -219,6 +299,7 @@ async fn run() {
             .iter()
             .map(|(key, agent_id)| {
                 client_runtime.spawn(agent_loop(
+                    flow,
                     address,
                     key.clone_for_bench(),
                     agent_id.clone(),
@@ -240,7 +321,7 @@ async fn run() {
         println!("| measurement | result |");
         println!("|---|---|");
         println!(
-            "| AATs issued (challenge + token), {clients} agents | {} |",
+            "| AATs issued ({flow_name}), {clients} agents | {} |",
             throughput(&latencies, elapsed)
         );
         let per_aat = |seconds: f64| seconds * 1e6 / latencies.len() as f64;
