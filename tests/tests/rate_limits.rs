@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use aip_tests::{Server, init_authority, ok, run, set_config_section};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
 /// An answer: status, `Retry-After`, body.
@@ -52,7 +54,13 @@ impl Connection {
         }
         let body = body.unwrap_or("");
         if !body.is_empty() {
-            request.push_str("Content-Type: application/json\r\n");
+            // A JSON object, or else a form (the OAuth endpoints).
+            let kind = if body.starts_with('{') {
+                "application/json"
+            } else {
+                "application/x-www-form-urlencoded"
+            };
+            request.push_str(&format!("Content-Type: {kind}\r\n"));
         }
         request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
         self.stream.get_mut().write_all(request.as_bytes()).unwrap();
@@ -250,6 +258,17 @@ fn challenges_and_tokens_are_limited_per_agent() {
     );
     connection
         .send("POST", "/v1/token", None, Some(&refresh))
+        .assert_limited();
+    // …and so does the OAuth token endpoint, for the agent its client assertion names.
+    let claims = URL_SAFE_NO_PAD.encode(format!(
+        r#"{{"iss":"{a}","sub":"{a}","aud":"x","exp":1,"jti":"j"}}"#
+    ));
+    let oauth = format!(
+        "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer\
+         &client_assertion=eyJhbGciOiJFZERTQSJ9.{claims}.AA&resource=urn%3Ax"
+    );
+    connection
+        .send("POST", "/oauth/token", None, Some(&oauth))
         .assert_limited();
     // …from any address; another agent is not affected.
     let url = format!("{}/v1/challenge", server.url);
