@@ -662,6 +662,7 @@ impl Idp {
             jwks: JwksSource::Url(self.jwks_url.clone()),
             user_claim: UserClaim::Email,
             delegatable_tools: vec!["read_file".into()],
+            login: None,
         }
     }
 }

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod authorize;
 pub mod challenge;
 pub mod config;
 pub mod directory;
@@ -18,3 +19,5 @@ pub mod keys;
 pub mod oidc;
 pub mod service;
 pub mod store;
+#[cfg(test)]
+mod test_support;

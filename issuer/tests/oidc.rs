@@ -181,6 +181,7 @@ fn provider(jwks: JwksSource) -> OidcProvider {
         jwks,
         user_claim: UserClaim::Sub,
         delegatable_tools: vec!["*".into()],
+        login: None,
     }
 }
 
@@ -323,6 +324,7 @@ async fn es256_and_eddsa_from_jwks_file() {
         jwks_url: None,
         user_claim: Some("sub".into()),
         delegatable_tools: None,
+        login: None,
     };
     let provider = OidcProvider::from_section(0, &section, dir.path()).unwrap();
     assert_eq!(provider.jwks, JwksSource::File(dir.path().join("idp.jwks.json")));
@@ -713,6 +715,7 @@ fn section(change: impl FnOnce(&mut OidcSection)) -> Result<OidcProvider, String
         jwks_url: Some("https://idp.example.com/.well-known/jwks.json".into()),
         user_claim: None,
         delegatable_tools: None,
+        login: None,
     };
     change(&mut section);
     OidcProvider::from_section(2, &section, Path::new("/srv/aip"))

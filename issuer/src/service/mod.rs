@@ -31,3 +31,4 @@ pub use capabilities::intersect;
 pub use error::IssuerError;
 pub use state::Issuer;
 pub use tokens::{REFRESH_TOKEN_PREFIX, USER_KEY_PREFIX};
+pub(crate) use users::AuthorizedUser;

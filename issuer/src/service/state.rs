@@ -23,16 +23,18 @@ pub(super) const USER_CACHE_TTL: std::time::Duration = std::time::Duration::from
 
 /// The token issuer.
 pub struct Issuer {
-    pub(super) settings: IssuerSettings,
-    pub(super) directory: Arc<dyn AgentDirectory>,
-    pub(super) store: IssuerStore,
-    pub(super) ledger: Ledger,
-    pub(super) keys: Arc<SigningKeys>,
-    pub(super) challenges: Challenges,
-    pub(super) oidc: OidcVerifier,
-    pub(super) clock: Arc<dyn Clock>,
+    pub(crate) settings: IssuerSettings,
+    pub(crate) directory: Arc<dyn AgentDirectory>,
+    pub(crate) store: IssuerStore,
+    pub(crate) ledger: Ledger,
+    pub(crate) keys: Arc<SigningKeys>,
+    pub(crate) challenges: Challenges,
+    pub(crate) oidc: OidcVerifier,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The authorization-code flow's sealing key and sign-in clients.
+    pub(crate) authorize: crate::authorize::AuthorizeState,
     /// API-key users by key digest, with when they were read.
-    pub(super) api_keys: std::sync::Mutex<std::collections::HashMap<String, (UserRecord, std::time::Instant)>>,
+    pub(crate) api_keys: std::sync::Mutex<std::collections::HashMap<String, (UserRecord, std::time::Instant)>>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -67,6 +69,7 @@ impl Issuer {
             .build()
             .map_err(IssuerError::internal)?;
         let oidc = OidcVerifier::new(settings.oidc.clone(), http).map_err(IssuerError::internal)?;
+        let authorize = crate::authorize::AuthorizeState::new(&store).await?;
         Ok(Self {
             challenges: Challenges::new(&key, CHALLENGE_TTL),
             ledger: Ledger::start(store.clone(), directory.standing_check()),
@@ -76,6 +79,7 @@ impl Issuer {
             keys,
             oidc,
             clock,
+            authorize,
             api_keys: std::sync::Mutex::default(),
         })
     }
@@ -103,7 +107,7 @@ impl Issuer {
         })
     }
 
-    pub(super) async fn registered_agent(&self, agent_id: &AgentId) -> Result<Arc<DirectoryAgent>, IssuerError> {
+    pub(crate) async fn registered_agent(&self, agent_id: &AgentId) -> Result<Arc<DirectoryAgent>, IssuerError> {
         self.directory
             .agent(agent_id)
             .await
