@@ -211,3 +211,84 @@ fn authorize_settings(section: &AuthorizeSection, oidc: &[OidcProvider]) -> Resu
         request_lifetime,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(text: &str) -> IssuerSection {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn authorize_is_off_by_default_and_needs_a_way_to_sign_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings =
+            IssuerSettings::from_section("https://aip.example", &IssuerSection::default(), dir.path()).unwrap();
+        assert_eq!(settings.authorize, AuthorizeSettings::default());
+        assert!(!settings.authorize.enabled && !settings.authorize.api_key_login);
+
+        let nothing = section("[authorize]\nenabled = true");
+        let e = IssuerSettings::from_section("https://aip.example", &nothing, dir.path()).unwrap_err();
+        assert!(e.starts_with("issuer.authorize.enabled:"), "{e}");
+
+        let keys = section("[authorize]\nenabled = true\napi_key_login = true\nrequest_lifetime = \"5m\"");
+        let settings = IssuerSettings::from_section("https://aip.example", &keys, dir.path()).unwrap();
+        assert_eq!(settings.authorize.request_lifetime, 300);
+        let long = section("[authorize]\nrequest_lifetime = \"2h\"");
+        let e = IssuerSettings::from_section("https://aip.example", &long, dir.path()).unwrap_err();
+        assert!(e.starts_with("issuer.authorize.request_lifetime:"), "{e}");
+    }
+
+    #[test]
+    fn login_settings_are_checked_and_read_the_secret_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "s3cret\n").unwrap();
+        std::fs::write(dir.path().join("empty"), "\n").unwrap();
+        let with = |login: &str| {
+            section(&format!(
+                "[authorize]\nenabled = true\n[[oidc]]\nissuer = \"https://idp.example\"\naudience = \"aip\"\n\
+                 jwks_url = \"https://idp.example/jwks\"\n[oidc.login]\n{login}"
+            ))
+        };
+        let settings = IssuerSettings::from_section(
+            "https://aip.example",
+            &with("client_id = \"aip-login\"\nclient_secret_file = \"secret\""),
+            dir.path(),
+        )
+        .unwrap();
+        let login = settings.oidc[0].login.clone().unwrap();
+        assert_eq!(login.client_id, "aip-login");
+        assert_eq!(login.client_secret.unwrap().expose(), "s3cret");
+        assert_eq!(login.display_name, "idp.example");
+        assert_eq!(login.scope, "openid");
+        assert!(settings.authorize.enabled);
+
+        for (login, member) in [
+            ("client_id = \"\"", "issuer.oidc[0].login.client_id"),
+            (
+                "client_id = \"a\"\nclient_secret_file = \"missing\"",
+                "issuer.oidc[0].login.client_secret_file",
+            ),
+            (
+                "client_id = \"a\"\nclient_secret_file = \"empty\"",
+                "issuer.oidc[0].login.client_secret_file",
+            ),
+            (
+                "client_id = \"a\"\nscopes = [\"open id\"]",
+                "issuer.oidc[0].login.scopes",
+            ),
+        ] {
+            let e = IssuerSettings::from_section("https://aip.example", &with(login), dir.path()).unwrap_err();
+            assert!(e.starts_with(member), "{login}: {e}");
+        }
+        // The secret never shows in Debug output.
+        let settings = IssuerSettings::from_section(
+            "https://aip.example",
+            &with("client_id = \"aip-login\"\nclient_secret_file = \"secret\""),
+            dir.path(),
+        )
+        .unwrap();
+        assert!(!format!("{settings:?}").contains("s3cret"));
+    }
+}

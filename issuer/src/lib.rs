@@ -17,6 +17,8 @@ pub mod directory;
 pub mod http;
 pub mod keys;
 pub mod oidc;
+mod relying_party;
+mod seal;
 pub mod service;
 pub mod store;
 #[cfg(test)]

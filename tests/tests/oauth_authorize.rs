@@ -63,7 +63,7 @@ struct Idp {
 
 impl Idp {
     fn start(dir: &Path, callback: &str) -> Self {
-        let mut child = Command::new("node")
+        let child = Command::new("node")
             .arg(dir.join("idp.mjs"))
             .args([callback, CLIENT_SECRET])
             .current_dir(dir)
@@ -72,7 +72,12 @@ impl Idp {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        // From here on the guard reaps the process, whatever happens.
+        let mut idp = Self {
+            child,
+            issuer: String::new(),
+        };
+        let stdout = idp.child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -84,10 +89,8 @@ impl Idp {
                 .recv_timeout(Duration::from_secs(30))
                 .expect("the OpenID provider did not start");
             if let Some(issuer) = line.strip_prefix("issuer=") {
-                return Self {
-                    child,
-                    issuer: issuer.to_owned(),
-                };
+                idp.issuer = issuer.to_owned();
+                return idp;
             }
         }
     }
@@ -697,6 +700,28 @@ fn refusals_and_api_key_sign_in() {
     let page = browser.get(&authorize_url(&env.url, &params(&revoked, &challenge, &[])));
     assert_eq!((page.status, page.header("location")), (400, None), "{page:?}");
     assert!(page.body.contains("revoked"), "{}", page.body);
+    // Redirect URIs are checked when set, and a revoked agent's cannot change.
+    let set = |args: &[&str]| {
+        let mut all = vec!["agents", "set-redirect-uris"];
+        all.extend(args);
+        all.extend(["--registry", &env.url, "--token", &env.admin]);
+        run(&all)
+    };
+    for bad in ["http://app.example/cb", "https://app.example/cb#frag", "/cb"] {
+        let out = set(&[&agent, bad]);
+        assert!(!out.status.success(), "{bad} was accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("redirect_uris"),
+            "{out:?}"
+        );
+    }
+    let out = set(&[&revoked, APP]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("revoked"), "{out:?}");
+    let unchanged = env.ca_json(&["agents", "show", &agent, "--json"]);
+    assert_eq!(
+        unchanged["redirect_uris"],
+        serde_json::json!([APP, "http://127.0.0.1/cb"])
+    );
 
     // After the client is known good: back to it with the error, the state and iss.
     let missing_state = back_at(&get(&[("state", None)]), APP, &env.url);

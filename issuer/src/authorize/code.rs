@@ -1,4 +1,4 @@
-//! Authorization codes: sealed (see [`super::seal`]), so any replica can redeem what another
+//! Authorization codes: sealed (see `crate::seal`), so any replica can redeem what another
 //! issued, and short-lived ([`CODE_TTL`]). A code names its agent, redirect URI, PKCE
 //! challenge, user, granted tools and audience. Single use is the token endpoint's: it
 //! records [`RedeemedCode::single_use`] in the issuance transaction, as it records answered
@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use super::seal::Purpose;
 use crate::challenge::OpenedChallenge;
 use crate::directory::DirectoryAgent;
+use crate::seal::Purpose;
 use crate::service::{AuthorizedUser, Issuer, IssuerError};
 
 /// How long a code may be redeemed, in seconds.
@@ -112,7 +112,7 @@ impl Issuer {
     pub(crate) fn issue_code(&self, grant: &CodeGrant) -> Result<String, IssuerError> {
         Ok(format!(
             "{CODE_PREFIX}{}",
-            self.authorize.sealer.seal(Purpose::Code, grant)?
+            self.sealer.seal(Purpose::Code, grant).map_err(IssuerError::internal)?
         ))
     }
 
@@ -130,7 +130,7 @@ impl Issuer {
         let refused = |m: &str| IssuerError::token(TokenErrorCode::InvalidGrant, m);
         let grant: CodeGrant = code
             .strip_prefix(CODE_PREFIX)
-            .and_then(|sealed| self.authorize.sealer.open(Purpose::Code, sealed))
+            .and_then(|sealed| self.sealer.open(Purpose::Code, sealed))
             .ok_or_else(|| refused("the authorization code is not valid"))?;
         if grant.agent != agent.agent_id.as_str() {
             return Err(refused("the authorization code was not issued to this client"));
@@ -317,7 +317,7 @@ mod tests {
         }
         let consent = format!(
             "{CODE_PREFIX}{}",
-            issuer.authorize.sealer.seal(Purpose::Consent, &issued).unwrap()
+            issuer.sealer.seal(Purpose::Consent, &issued).unwrap()
         );
         let e = refusal(
             issuer

@@ -25,9 +25,7 @@
 //! security policy, `Cache-Control: no-store` and `Referrer-Policy: no-referrer` ([`pages`]).
 
 mod code;
-mod login;
 mod pages;
-mod seal;
 
 use std::sync::Arc;
 
@@ -53,13 +51,11 @@ use sha2::{Digest as _, Sha256};
 #[allow(unused_imports, reason = "used by the token endpoint once it redeems codes")]
 pub(crate) use code::RedeemedCode;
 use code::{CODE_TTL, CodeGrant, SignedInUser, pkce_value_ok, random_id, s256};
-use login::RelyingParty;
 use pages::{error_page, escape, hidden, list, page, security_headers};
-use seal::{Purpose, SEAL_KEY_LEN, Sealer};
 
 use crate::directory::DirectoryAgent;
+use crate::seal::Purpose;
 use crate::service::{AuthorizedUser, Issuer, IssuerError, intersect};
-use crate::store::IssuerStore;
 
 /// Longest query string or form body read, in bytes.
 const MAX_PARAMS_LEN: usize = 16 * 1024;
@@ -67,36 +63,6 @@ const MAX_PARAMS_LEN: usize = 16 * 1024;
 const MAX_STATE_LEN: usize = 1024;
 /// The browser cookie's name over plain HTTP; under TLS it gets the `__Host-` prefix.
 const COOKIE: &str = "aip_browser";
-
-/// The flow's shared key and its sign-in clients, held by the [`Issuer`].
-pub(crate) struct AuthorizeState {
-    pub(crate) sealer: Sealer,
-    rp: RelyingParty,
-}
-
-impl std::fmt::Debug for AuthorizeState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthorizeState").finish_non_exhaustive()
-    }
-}
-
-impl AuthorizeState {
-    /// The state over `store`'s shared sealing key (created by the first replica to start).
-    pub(crate) async fn new(store: &IssuerStore) -> Result<Self, IssuerError> {
-        let mut offered = [0u8; SEAL_KEY_LEN];
-        aip_aat::ids::fill_random(&mut offered).map_err(|_| IssuerError::internal(aip_aat::keys::KeyError::Random))?;
-        let secret = store.secret("authorize_key", || hex::encode(offered)).await?;
-        let key: [u8; SEAL_KEY_LEN] = hex::decode(&secret)
-            .ok()
-            .and_then(|k| k.try_into().ok())
-            .filter(|k: &[u8; SEAL_KEY_LEN]| k.iter().any(|b| *b != 0))
-            .ok_or_else(|| IssuerError::internal(aip_db::DbError::Corrupt("authorize_key")))?;
-        Ok(Self {
-            sealer: Sealer::new(&key),
-            rp: RelyingParty::new().map_err(IssuerError::internal)?,
-        })
-    }
-}
 
 /// The routes of the flow: none unless `[issuer.authorize] enabled`.
 pub fn routes(issuer: Arc<Issuer>) -> Router {
@@ -166,18 +132,18 @@ impl Params {
         ))
     }
 
-    fn form(headers: &HeaderMap, body: &Bytes) -> Result<Self, Response> {
+    fn form(headers: &HeaderMap, body: &Bytes) -> Result<Self, Refused> {
         let form = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim_start().starts_with("application/x-www-form-urlencoded"));
         if !form {
-            return Err(error_page(
+            return Err(Refused(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "The form was not sent as a form.",
             ));
         }
-        Self::parse(body).map_err(|m| error_page(StatusCode::PAYLOAD_TOO_LARGE, m))
+        Self::parse(body).map_err(|m| Refused(StatusCode::PAYLOAD_TOO_LARGE, m))
     }
 
     /// The value of `name`: `Err` when it is given more than once (RFC 6749 §3.1).
@@ -228,20 +194,29 @@ fn same_browser(issuer: &Issuer, headers: &HeaderMap, request: &AuthzRequest) ->
 
 /// Opens a sealed request-bound value from a form or the provider, and checks its expiry and
 /// browser; the failure as a page.
-fn check_bound(issuer: &Issuer, headers: &HeaderMap, request: &AuthzRequest, now: i64) -> Result<(), Response> {
+fn check_bound(issuer: &Issuer, headers: &HeaderMap, request: &AuthzRequest, now: i64) -> Result<(), Refused> {
     if now > request.exp {
-        return Err(error_page(
+        return Err(Refused(
             StatusCode::BAD_REQUEST,
             "This authorization request has expired.",
         ));
     }
     if !same_browser(issuer, headers, request) {
-        return Err(error_page(
+        return Err(Refused(
             StatusCode::FORBIDDEN,
             "This authorization was started in another browser, or its cookie was lost.",
         ));
     }
     Ok(())
+}
+
+/// A refusal shown as an error page.
+struct Refused(StatusCode, &'static str);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        error_page(self.0, self.1)
+    }
 }
 
 /// `303 See Other` to `location`.
@@ -413,7 +388,7 @@ fn random_cookie() -> Result<String, IssuerError> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
-fn internal(e: &IssuerError) -> Response {
+fn internal(e: &dyn std::fmt::Debug) -> Response {
     tracing::error!(error = ?e, "the authorization flow failed");
     error_page(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -522,7 +497,7 @@ async fn sign_in_page(
     status: StatusCode,
     now: i64,
 ) -> Response {
-    let sealed = match issuer.authorize.sealer.seal(Purpose::Request, request) {
+    let sealed = match issuer.sealer.seal(Purpose::Request, request) {
         Ok(sealed) => sealed,
         Err(e) => return internal(&e),
     };
@@ -538,7 +513,7 @@ async fn sign_in_page(
     let mut targets: Vec<String> = origin(&issuer.settings.issuer_id).into_iter().collect();
     for (index, provider) in issuer.settings.oidc.iter().enumerate() {
         let Some(login) = &provider.login else { continue };
-        match issuer.authorize.rp.endpoints(provider, now).await {
+        match issuer.relying_party.endpoints(provider, now).await {
             Ok(endpoints) => targets.extend(origin(&endpoints.authorization_endpoint)),
             Err(_) => targets.extend(origin(&provider.issuer)),
         }
@@ -567,18 +542,18 @@ async fn login(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Byte
     let now = issuer.clock.now();
     let params = match Params::form(&headers, &body) {
         Ok(params) => params,
-        Err(page) => return page,
+        Err(refused) => return refused.into_response(),
     };
     let Some(request) = params
         .get("request")
         .ok()
         .flatten()
-        .and_then(|sealed| issuer.authorize.sealer.open::<AuthzRequest>(Purpose::Request, sealed))
+        .and_then(|sealed| issuer.sealer.open::<AuthzRequest>(Purpose::Request, sealed))
     else {
         return error_page(StatusCode::BAD_REQUEST, "This sign-in form is not valid.");
     };
-    if let Err(page) = check_bound(&issuer, &headers, &request, now) {
-        return page;
+    if let Err(refused) = check_bound(&issuer, &headers, &request, now) {
+        return refused.into_response();
     }
     let agent = match active_agent(&issuer, &request.agent).await {
         Ok(agent) => agent,
@@ -618,7 +593,7 @@ async fn to_provider(issuer: &Issuer, request: AuthzRequest, index: &str, now: i
     else {
         return error_page(StatusCode::BAD_REQUEST, "No such identity provider.");
     };
-    let endpoints = match issuer.authorize.rp.endpoints(provider, now).await {
+    let endpoints = match issuer.relying_party.endpoints(provider, now).await {
         Ok(endpoints) => endpoints,
         Err(e) => {
             return error_page(
@@ -638,7 +613,7 @@ async fn to_provider(issuer: &Issuer, request: AuthzRequest, index: &str, now: i
         nonce,
         verifier,
     };
-    let sealed = match issuer.authorize.sealer.seal(Purpose::Login, &state) {
+    let sealed = match issuer.sealer.seal(Purpose::Login, &state) {
         Ok(sealed) => sealed,
         Err(e) => return internal(&e),
     };
@@ -672,13 +647,13 @@ async fn callback(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, RawQuer
         .get("state")
         .ok()
         .flatten()
-        .and_then(|sealed| issuer.authorize.sealer.open::<LoginState>(Purpose::Login, sealed))
+        .and_then(|sealed| issuer.sealer.open::<LoginState>(Purpose::Login, sealed))
     else {
         return error_page(StatusCode::BAD_REQUEST, "This sign-in response is not valid.");
     };
     let request = login_state.request;
-    if let Err(page) = check_bound(&issuer, &headers, &request, now) {
-        return page;
+    if let Err(refused) = check_bound(&issuer, &headers, &request, now) {
+        return refused.into_response();
     }
     let Some((provider, login)) = issuer
         .settings
@@ -688,7 +663,7 @@ async fn callback(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, RawQuer
     else {
         return error_page(StatusCode::BAD_REQUEST, "No such identity provider.");
     };
-    let endpoints = match issuer.authorize.rp.endpoints(provider, now).await {
+    let endpoints = match issuer.relying_party.endpoints(provider, now).await {
         Ok(endpoints) => endpoints,
         Err(e) => {
             return error_page(
@@ -727,8 +702,7 @@ async fn callback(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, RawQuer
         return error_page(StatusCode::BAD_REQUEST, "The sign-in response has no code.");
     };
     let id_token = match issuer
-        .authorize
-        .rp
+        .relying_party
         .exchange(
             provider,
             login,
@@ -816,7 +790,7 @@ fn consent_page(issuer: &Issuer, agent: &DirectoryAgent, request: AuthzRequest, 
         user: user.into(),
         tools: granted,
     };
-    let sealed = match issuer.authorize.sealer.seal(Purpose::Consent, &consent) {
+    let sealed = match issuer.sealer.seal(Purpose::Consent, &consent) {
         Ok(sealed) => sealed,
         Err(e) => return internal(&e),
     };
@@ -840,19 +814,19 @@ async fn consent(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: By
     let now = issuer.clock.now();
     let params = match Params::form(&headers, &body) {
         Ok(params) => params,
-        Err(page) => return page,
+        Err(refused) => return refused.into_response(),
     };
     let Some(consent) = params
         .get("consent")
         .ok()
         .flatten()
-        .and_then(|sealed| issuer.authorize.sealer.open::<Consent>(Purpose::Consent, sealed))
+        .and_then(|sealed| issuer.sealer.open::<Consent>(Purpose::Consent, sealed))
     else {
         return error_page(StatusCode::BAD_REQUEST, "This consent form is not valid.");
     };
     let request = &consent.request;
-    if let Err(page) = check_bound(&issuer, &headers, request, now) {
-        return page;
+    if let Err(refused) = check_bound(&issuer, &headers, request, now) {
+        return refused.into_response();
     }
     let refuse = |error: &str, description: &str| {
         back_error(&issuer, &request.redirect_uri, Some(&request.state), error, description)

@@ -1,4 +1,4 @@
-//! Sealed values: what the authorization-code flow hands to browsers and agents (the request
+//! Sealed values: what the authorization-code flow (`crate::authorize`) hands to browsers and agents (the request
 //! in progress, the sign-in's state at the identity provider, the consent, the code) is
 //! serialized, then encrypted and authenticated with XChaCha20-Poly1305 under a key every
 //! replica reads from the shared database. Any replica can open what another sealed; no one
@@ -11,8 +11,6 @@ use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-
-use crate::service::IssuerError;
 
 /// Length of the sealing key.
 pub(crate) const SEAL_KEY_LEN: usize = 32;
@@ -65,13 +63,13 @@ impl Sealer {
     }
 
     /// `value` sealed for `purpose`: base64url of a random nonce and the ciphertext.
-    pub(crate) fn seal<T: Serialize>(&self, purpose: Purpose, value: &T) -> Result<String, IssuerError> {
-        let mut buffer = serde_json::to_vec(value).map_err(IssuerError::internal)?;
+    pub(crate) fn seal<T: Serialize>(&self, purpose: Purpose, value: &T) -> Result<String, SealError> {
+        let mut buffer = serde_json::to_vec(value).map_err(|_| SealError::Serialize)?;
         let mut nonce = [0u8; NONCE_LEN];
-        aip_aat::ids::fill_random(&mut nonce).map_err(|_| IssuerError::internal(aip_aat::keys::KeyError::Random))?;
+        aip_aat::ids::fill_random(&mut nonce).map_err(|_| SealError::Random)?;
         self.cipher
             .encrypt_in_place(&XNonce::from(nonce), purpose.label(), &mut buffer)
-            .map_err(|_| IssuerError::internal(SealError))?;
+            .map_err(|_| SealError::Encrypt)?;
         let mut sealed = nonce.to_vec();
         sealed.extend_from_slice(&buffer);
         Ok(URL_SAFE_NO_PAD.encode(sealed))
@@ -97,10 +95,19 @@ impl Sealer {
     }
 }
 
-/// Encryption failed (never expected with a valid key).
+/// Sealing failed (never expected).
 #[derive(Debug, thiserror::Error)]
-#[error("sealing failed")]
-struct SealError;
+pub(crate) enum SealError {
+    /// The value does not serialize.
+    #[error("the value to seal does not serialize")]
+    Serialize,
+    /// The system's random generator failed.
+    #[error("no randomness for the nonce")]
+    Random,
+    /// Encryption failed.
+    #[error("encryption failed")]
+    Encrypt,
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,5 @@
 //! The authority as an OpenID Connect relying party, for the providers with `login`
-//! settings: their endpoints from discovery (`{issuer}/.well-known/openid-configuration`,
+//! settings (sign-in for `crate::authorize`): their endpoints from discovery (`{issuer}/.well-known/openid-configuration`,
 //! cached), and the exchange of the code they return for an ID token at their token endpoint
 //! (with PKCE, and the client secret when one is configured). The ID token is then verified by
 //! [`crate::oidc::OidcVerifier::verify_login`].
