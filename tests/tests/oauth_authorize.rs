@@ -561,6 +561,7 @@ fn sign_in_through_the_provider(database_url: Option<&str>) {
     let idp_origin = env.idp.as_ref().unwrap().issuer.clone();
     let csp = sign_in.header("content-security-policy").unwrap();
     assert!(csp.contains(&idp_origin), "the provider is a form target: {csp}");
+    assert!(csp.contains("https://app.example"), "so is the client: {csp}");
 
     // To the provider (state, nonce, PKCE), sign in as alice, and back.
     let to_idp = browser.submit(&sign_in.form_with("provider"), &[]);

@@ -510,7 +510,11 @@ async fn sign_in_page(
     if let Some(error) = error {
         body.push_str(&format!("<p class=\"error\">{}</p>", escape(error)));
     }
-    let mut targets: Vec<String> = origin(&issuer.settings.issuer_id).into_iter().collect();
+    // The forms post here; the answer may redirect to a provider, or back to the client.
+    let mut targets: Vec<String> = origin(&issuer.settings.issuer_id)
+        .into_iter()
+        .chain(origin(&request.redirect_uri))
+        .collect();
     for (index, provider) in issuer.settings.oidc.iter().enumerate() {
         let Some(login) = &provider.login else { continue };
         match issuer.relying_party.endpoints(provider, now).await {
