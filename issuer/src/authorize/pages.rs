@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest as _, Sha256};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:38rem;margin:2rem auto;padding:0 1rem;\
-color:#1b1b1b;line-height:1.45}h1{font-size:1.35rem}code{background:#f2f2f2;padding:0 .25rem;\
+color:#1b1b1b;line-height:1.45}h1{font-size:1.35rem}h2{font-size:1.05rem;margin-top:1.4rem}code{background:#f2f2f2;padding:0 .25rem;\
 word-break:break-all}form{margin:1rem 0}button{font-size:1rem;padding:.45rem 1rem;margin:.2rem .4rem .2rem 0}\
 input[type=password]{font-size:1rem;padding:.35rem;width:100%;box-sizing:border-box}.error{color:#a00000}\
 .muted{color:#555}ul{padding-left:1.3rem}";
