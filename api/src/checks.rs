@@ -111,6 +111,94 @@ pub fn check_tool_names(member: &str, tools: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The most redirect URIs an agent may have registered.
+pub const MAX_REDIRECT_URIS: usize = 10;
+/// The longest redirect URI accepted, in bytes.
+pub const MAX_REDIRECT_URI_LEN: usize = 512;
+
+/// Whether `host` (as a parsed URL names it) is a loopback IP address.
+fn loopback_ip(url: &reqwest::Url) -> bool {
+    // The parser has normalised the host: IPv6 addresses in brackets.
+    url.host_str().is_some_and(|host| {
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    })
+}
+
+/// Checks one redirect URI an agent registers (RFC 6749 §3.1.2, RFC 8252 §7.3, OAuth 2.1):
+/// absolute, `https` with a host, or `http` with a loopback host (`127.0.0.1`, `[::1]`,
+/// `localhost`); no fragment, no user information, no spaces or control characters; at most
+/// [`MAX_REDIRECT_URI_LEN`] bytes.
+pub fn check_redirect_uri(member: &str, uri: &str) -> Result<(), String> {
+    if uri.is_empty() || uri.len() > MAX_REDIRECT_URI_LEN {
+        return Err(format!("{member}: must be 1-{MAX_REDIRECT_URI_LEN} bytes"));
+    }
+    if uri.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("{member}: must not contain spaces or control characters"));
+    }
+    let url = reqwest::Url::parse(uri).map_err(|_| format!("{member}: {uri:?} is not an absolute URI"))?;
+    if uri.contains('#') || url.fragment().is_some() {
+        return Err(format!("{member}: {uri:?} must not have a fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{member}: {uri:?} must not contain user information"));
+    }
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(()),
+        "http" if loopback_ip(&url) || url.host_str() == Some("localhost") => Ok(()),
+        "http" => Err(format!(
+            "{member}: {uri:?}: http is allowed only for loopback hosts (127.0.0.1, [::1], localhost); use https"
+        )),
+        _ => Err(format!(
+            "{member}: {uri:?} must be an https URI (or http on a loopback host)"
+        )),
+    }
+}
+
+/// Checks the redirect URIs to register for an agent: at most [`MAX_REDIRECT_URIS`], each as
+/// [`check_redirect_uri`] says, none twice.
+pub fn check_redirect_uris(member: &str, uris: &[String]) -> Result<(), String> {
+    if uris.len() > MAX_REDIRECT_URIS {
+        return Err(format!("{member} lists more than {MAX_REDIRECT_URIS} URIs"));
+    }
+    let mut seen = HashSet::new();
+    for (i, uri) in uris.iter().enumerate() {
+        check_redirect_uri(&format!("{member}[{i}]"), uri)?;
+        if !seen.insert(uri) {
+            return Err(format!("{member}: {uri:?} is listed twice"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `presented` (a request's `redirect_uri`) is the registered URI `registered`: the
+/// same string, or, for an `http` URI on a loopback IP address, the same but for the port
+/// (RFC 8252 §7.3: a native app's loopback listener gets its port at run time).
+pub fn redirect_uri_matches(registered: &str, presented: &str) -> bool {
+    if registered == presented {
+        return true;
+    }
+    if presented.len() > MAX_REDIRECT_URI_LEN || presented.contains('#') {
+        return false;
+    }
+    let (Ok(mut registered), Ok(mut presented)) = (reqwest::Url::parse(registered), reqwest::Url::parse(presented))
+    else {
+        return false;
+    };
+    if registered.scheme() != "http" || presented.scheme() != "http" || !loopback_ip(&registered) {
+        return false;
+    }
+    if !presented.username().is_empty() || presented.password().is_some() {
+        return false;
+    }
+    if registered.set_port(None).is_err() || presented.set_port(None).is_err() {
+        return false;
+    }
+    registered.as_str() == presented.as_str()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +246,68 @@ mod tests {
         assert_eq!(check_text("name", "  ", 128), Err("name must not be empty".into()));
         assert!(check_text("name", "a\u{7}b", 128).is_err());
         assert!(check_text("name", &"x".repeat(129), 128).is_err());
+    }
+
+    #[test]
+    fn redirect_uris_are_checked() {
+        for ok in [
+            "https://app.example/cb",
+            "https://app.example/cb?x=1",
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:8080/cb",
+            "http://[::1]:9/cb",
+            "http://localhost:3000/cb",
+        ] {
+            assert!(check_redirect_uri("u", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/cb",
+            "app.example/cb",
+            "http://app.example/cb",
+            "https://app.example/cb#f",
+            "https://u:p@app.example/cb",
+            "https://app.example/c b",
+            "javascript:alert(1)",
+            "ftp://app.example/",
+        ] {
+            assert!(check_redirect_uri("u", bad).is_err(), "{bad}");
+        }
+        assert!(check_redirect_uri("u", &format!("https://a.example/{}", "x".repeat(600))).is_err());
+        let many: Vec<String> = (0..11).map(|i| format!("https://a.example/{i}")).collect();
+        assert!(check_redirect_uris("u", &many).is_err());
+        assert!(check_redirect_uris("u", &many[..10]).is_ok());
+        assert!(check_redirect_uris("u", &tools(&["https://a.example/", "https://a.example/"])).is_err());
+    }
+
+    #[test]
+    fn redirect_uris_match_exactly_but_for_loopback_ports() {
+        assert!(redirect_uri_matches("https://a.example/cb", "https://a.example/cb"));
+        assert!(!redirect_uri_matches("https://a.example/cb", "https://a.example/cb/"));
+        assert!(!redirect_uri_matches(
+            "https://a.example/cb",
+            "https://a.example:444/cb"
+        ));
+        assert!(!redirect_uri_matches("https://a.example/cb", "https://a.example/cb?x"));
+        assert!(redirect_uri_matches("http://127.0.0.1/cb", "http://127.0.0.1:49152/cb"));
+        assert!(redirect_uri_matches(
+            "http://127.0.0.1:8000/cb",
+            "http://127.0.0.1:49152/cb"
+        ));
+        assert!(redirect_uri_matches("http://[::1]/cb", "http://[::1]:5000/cb"));
+        assert!(!redirect_uri_matches(
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:5000/other"
+        ));
+        assert!(!redirect_uri_matches("http://127.0.0.1/cb", "http://127.0.0.2:5000/cb"));
+        assert!(!redirect_uri_matches(
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:5000/cb#x"
+        ));
+        assert!(!redirect_uri_matches("http://localhost/cb", "http://localhost:5000/cb"));
+        assert!(!redirect_uri_matches(
+            "http://127.0.0.1/cb",
+            "https://127.0.0.1:5000/cb"
+        ));
     }
 }

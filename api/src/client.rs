@@ -25,8 +25,9 @@ use crate::issuer::{
 use crate::registry::{
     AccessTokenEntry, AccessTokenList, AccessTokenResponse, AgentList, AgentResponse, CertificateResponse,
     CreateAccessTokenRequest, CreateRegistrationTokenRequest, Discovery, PublishRevocationsRequest,
-    PublishRevocationsResponse, RegisterAgentResponse, RegistrationTokenEntry, RegistrationTokenList,
-    RegistrationTokenResponse, StatusKind, StatusRequest, StatusResponse, WhoAmI,
+    PublishRevocationsResponse, RedirectUrisRequest, RedirectUrisResponse, RegisterAgentResponse,
+    RegistrationTokenEntry, RegistrationTokenList, RegistrationTokenResponse, StatusKind, StatusRequest,
+    StatusResponse, WhoAmI,
 };
 
 /// Largest response body read unless a call says otherwise.
@@ -364,6 +365,17 @@ impl Client {
         request: &StatusRequest,
     ) -> Result<StatusResponse, ClientError> {
         self.post(&format!("/v1/agents/{agent_id}/{}", kind.verb()), request)
+            .await
+    }
+
+    /// `PUT /v1/agents/{id}/redirect-uris` (admin): replaces the agent's redirect URIs.
+    pub async fn set_redirect_uris(
+        &self,
+        agent_id: &AgentId,
+        request: &RedirectUrisRequest,
+    ) -> Result<RedirectUrisResponse, ClientError> {
+        let path = format!("/v1/agents/{agent_id}/redirect-uris");
+        self.json(self.request(Method::PUT, &path, true).json(request), &path)
             .await
     }
 

@@ -220,6 +220,9 @@ pub struct AgentResponse {
     pub previous_keys: Vec<PreviousKeyView>,
     /// Certificates issued to it, newest first.
     pub certificates: Vec<CertificateView>,
+    /// Where `GET /oauth/authorize` may send people back to with a code for it.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
 }
 
 /// One agent in a listing.
@@ -307,6 +310,24 @@ pub struct StatusRequest {
     /// `cessation_of_operation`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crl_reason: Option<String>,
+}
+
+/// `PUT /v1/agents/{id}/redirect-uris` (admin): the agent's redirect URIs, replacing those
+/// registered before (an empty list removes them all).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectUrisRequest {
+    /// Absolute `https` URIs, or `http` on a loopback host; no fragment; at most 10.
+    pub redirect_uris: Vec<String>,
+}
+
+/// The redirect URIs an agent has now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedirectUrisResponse {
+    /// The agent.
+    pub agent_id: AgentId,
+    /// Its redirect URIs.
+    pub redirect_uris: Vec<String>,
 }
 
 /// Result of a status change.

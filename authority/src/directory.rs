@@ -94,6 +94,7 @@ impl AgentDirectory for LocalDirectory {
             public_key,
             capabilities: stored.agent.capabilities,
             autonomous: stored.agent.autonomous,
+            redirect_uris: stored.redirect_uris,
         });
         self.cache.put(agent.clone(), version);
         Ok(Some(agent))

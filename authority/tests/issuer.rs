@@ -664,6 +664,7 @@ impl Idp {
             user_claim: UserClaim::Email,
             delegatable_tools: vec!["read_file".into()],
             id_jag: false,
+            login: None,
         }
     }
 }

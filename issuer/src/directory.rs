@@ -33,6 +33,8 @@ pub struct DirectoryAgent {
     pub capabilities: Vec<String>,
     /// Whether it may obtain AATs without a user.
     pub autonomous: bool,
+    /// Where `GET /oauth/authorize` may send people back to with a code for it.
+    pub redirect_uris: Vec<String>,
 }
 
 /// A bearer token's holder, as the registry knows it.
@@ -286,6 +288,7 @@ impl AgentDirectory for RemoteDirectory {
             public_key,
             capabilities: response.capabilities,
             autonomous: response.autonomous,
+            redirect_uris: response.redirect_uris,
         });
         self.cache.put(agent.clone(), 0);
         Ok(Some(agent))

@@ -10,11 +10,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod authorize;
 pub mod challenge;
 pub mod config;
 pub mod directory;
 pub mod http;
 pub mod keys;
 pub mod oidc;
+mod relying_party;
+mod seal;
 pub mod service;
 pub mod store;
+#[cfg(test)]
+mod test_support;

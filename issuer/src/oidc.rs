@@ -19,8 +19,11 @@
 //!    OpenID Connect Core §2, may not lie in the future), `auth_time` (if present).
 //! 6. The user id is `sub` or `email` (an `email` needs `email_verified` absent or true).
 //!
-//! No `nonce` is checked: the token is presented by an agent, not returned to a relying party
-//! that started the login, so there is no nonce to compare with.
+//! No `nonce` is checked for `oidc_id_token`: the token is presented by an agent, not returned
+//! to a relying party that started the login, so there is no nonce to compare with. A provider
+//! with `login` settings also signs people in for `/oauth/authorize`, with the authority as the
+//! relying party: [`OidcVerifier::verify_login`] checks such an ID token the same way, with
+//! the login client id as the audience and the sign-in's `nonce`.
 //!
 //! [`OidcVerifier::verify_id_jag`] verifies an ID-JAG (draft-ietf-oauth-identity-assertion-authz-grant,
 //! MCP enterprise-managed authorization) into an [`IdJag`] with the same key handling, for
@@ -47,6 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use aip_aat::secret::SecretString;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
@@ -130,6 +134,44 @@ pub struct OidcSection {
     /// this authority (default `false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_jag: Option<bool>,
+    /// Sign-in for `/oauth/authorize` through this provider (the authority as its relying
+    /// party); absent: the provider only vouches for `oidc_id_token` authorization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<OidcLoginSection>,
+}
+
+/// `[issuer.oidc.login]`: the authority's registration as a client of the provider. The
+/// provider's endpoints come from its discovery document
+/// (`{issuer}/.well-known/openid-configuration`); the redirect URI to register with it is
+/// `{public URL}/oauth/callback`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcLoginSection {
+    /// The client id the provider gave the authority (the `aud` of its ID tokens).
+    pub client_id: String,
+    /// File holding the client secret, relative to the authority directory (absent: a public
+    /// client, authenticated by PKCE alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    /// The name on the sign-in button (default: the issuer's host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Scopes asked for (default: `openid`, and `email` when `user_claim` is `email`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+}
+
+/// Validated login settings of a provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OidcLogin {
+    /// The authority's client id at the provider.
+    pub client_id: String,
+    /// The client secret, when the authority is a confidential client there.
+    pub client_secret: Option<SecretString>,
+    /// The name people see.
+    pub display_name: String,
+    /// The `scope` parameter sent (always with `openid`).
+    pub scope: String,
 }
 
 /// The ID token claim that becomes the user id.
@@ -175,6 +217,8 @@ pub struct OidcProvider {
     pub delegatable_tools: Vec<String>,
     /// Whether the provider may issue ID-JAGs to this authority ([`OidcVerifier::verify_id_jag`]).
     pub id_jag: bool,
+    /// Sign-in for `/oauth/authorize`, when configured.
+    pub login: Option<OidcLogin>,
 }
 
 impl OidcProvider {
@@ -237,6 +281,11 @@ impl OidcProvider {
             check_issuer_identifier(&section.issuer)
                 .map_err(|reason| format!("{}: needs `issuer` to be {reason}", member("id_jag")))?;
         }
+        let login = section
+            .login
+            .as_ref()
+            .map(|login| login_settings(index, login, &section.issuer, user_claim, base_dir))
+            .transpose()?;
         Ok(Self {
             issuer: section.issuer.clone(),
             audience: section.audience.clone(),
@@ -244,6 +293,7 @@ impl OidcProvider {
             user_claim,
             delegatable_tools,
             id_jag,
+            login,
         })
     }
 }
@@ -264,6 +314,67 @@ fn check_issuer_identifier(issuer: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Validates `issuer.oidc[index].login`, reading the client secret file.
+fn login_settings(
+    index: usize,
+    section: &OidcLoginSection,
+    issuer: &str,
+    user_claim: UserClaim,
+    base_dir: &Path,
+) -> Result<OidcLogin, String> {
+    let member = |name: &str| format!("issuer.oidc[{index}].login.{name}");
+    if section.client_id.trim().is_empty() || section.client_id.len() > 256 {
+        return Err(format!("{}: must be 1-256 characters", member("client_id")));
+    }
+    let parsed = reqwest::Url::parse(issuer).map_err(|_| format!("issuer.oidc[{index}].issuer: not a URL"))?;
+    if !url_scheme_allowed(&parsed) || parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!(
+            "issuer.oidc[{index}].issuer: sign-in needs an https:// issuer (http:// only on loopback) without query or fragment"
+        ));
+    }
+    let client_secret = match &section.client_secret_file {
+        None => None,
+        Some(file) => {
+            let path = base_dir.join(file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{}: cannot read {}: {e}", member("client_secret_file"), path.display()))?;
+            let secret = text.trim_end_matches(['\n', '\r']);
+            if secret.is_empty() {
+                return Err(format!("{}: {} is empty", member("client_secret_file"), path.display()));
+            }
+            Some(SecretString::new(secret))
+        }
+    };
+    let display_name = match &section.display_name {
+        Some(name) => {
+            aip_api::checks::check_name(&member("display_name"), name, 64)?;
+            name.clone()
+        }
+        None => parsed.host_str().unwrap_or(issuer).to_owned(),
+    };
+    let scopes = match &section.scopes {
+        Some(scopes) => {
+            if scopes
+                .iter()
+                .any(|s| s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'))
+            {
+                return Err(format!("{}: scopes are printable ASCII words", member("scopes")));
+            }
+            scopes.clone()
+        }
+        None if user_claim == UserClaim::Email => vec!["openid".into(), "email".into()],
+        None => vec!["openid".into()],
+    };
+    let mut scope = vec!["openid".to_owned()];
+    scope.extend(scopes.into_iter().filter(|s| s != "openid"));
+    Ok(OidcLogin {
+        client_id: section.client_id.clone(),
+        client_secret,
+        display_name,
+        scope: scope.join(" "),
+    })
+}
+
 /// `https://` with a host, or `http://` on a loopback host; no user info.
 fn check_jwks_url(url: &str) -> Result<(), &'static str> {
     let parsed = reqwest::Url::parse(url).map_err(|_| "not a valid URL")?;
@@ -279,7 +390,8 @@ fn check_jwks_url(url: &str) -> Result<(), &'static str> {
     }
 }
 
-fn url_scheme_allowed(url: &reqwest::Url) -> bool {
+/// Whether a provider URL may be used: `https://` with a host, or `http://` on a loopback host.
+pub(crate) fn url_scheme_allowed(url: &reqwest::Url) -> bool {
     match url.scheme() {
         "https" => url.host().is_some(),
         // The URL parser has normalised the host: lower case, IPv6 in brackets.
@@ -423,6 +535,9 @@ pub enum OidcError {
     /// `authorization_details`, or a `cnf` confirmation other than `jkt`).
     #[error("the token's `{0}` claim is not supported")]
     UnsupportedClaim(&'static str),
+    /// A sign-in's ID token carries another `nonce` than the sign-in sent, or none.
+    #[error("the ID token does not belong to this sign-in (nonce mismatch)")]
+    NonceMismatch,
     /// The provider's key set could not be fetched (details are logged).
     #[error("the identity provider's signing keys are unavailable")]
     JwksUnavailable,
@@ -803,6 +918,17 @@ struct Claims {
     authorization_details: Option<Value>,
     #[serde(default)]
     cnf: Option<Value>,
+    #[serde(default)]
+    nonce: Option<Value>,
+    #[serde(default)]
+    azp: Option<Value>,
+}
+
+/// What a sign-in's ID token must carry besides what every ID token must.
+struct LoginCheck<'a> {
+    issuer: &'a str,
+    client_id: &'a str,
+    nonce: &'a str,
 }
 
 impl OidcVerifier {
@@ -848,6 +974,34 @@ impl OidcVerifier {
     /// A token whose header `typ` is `oauth-id-jag+jwt` is refused ([`OidcError::NotAnIdToken`]):
     /// an ID-JAG is a grant for the token endpoint, never an ID token.
     pub async fn verify(&self, id_token: &str, now: i64) -> Result<OidcIdentity, OidcError> {
+        self.verify_checked(id_token, now, None).await
+    }
+
+    /// Verifies the ID token of a sign-in the authority started as relying party: as
+    /// [`OidcVerifier::verify`], but issued by `issuer`, for the audience `client_id` (with
+    /// `azp`, when present, equal to it), and carrying `nonce`.
+    pub async fn verify_login(
+        &self,
+        id_token: &str,
+        issuer: &str,
+        client_id: &str,
+        nonce: &str,
+        now: i64,
+    ) -> Result<OidcIdentity, OidcError> {
+        let check = LoginCheck {
+            issuer,
+            client_id,
+            nonce,
+        };
+        self.verify_checked(id_token, now, Some(check)).await
+    }
+
+    async fn verify_checked(
+        &self,
+        id_token: &str,
+        now: i64,
+        login: Option<LoginCheck<'_>>,
+    ) -> Result<OidcIdentity, OidcError> {
         if self.providers.is_empty() {
             return Err(OidcError::NoProviders);
         }
@@ -858,13 +1012,31 @@ impl OidcVerifier {
         if typ_is(unverified.typ.as_deref(), ID_JAG_TYP) {
             return Err(OidcError::NotAnIdToken);
         }
+        if login.as_ref().is_some_and(|l| l.issuer != unverified.iss) {
+            return Err(OidcError::UntrustedIssuer {
+                issuer: quote_issuer(&unverified.iss),
+            });
+        }
         let state = self.provider(&unverified.iss)?;
         let provider = &state.provider;
         let keys = self.key_set(state, &unverified, now).await?;
         let key = keys.key_for(&unverified)?;
-        let claims = decode_claims(id_token, key, unverified.alg, provider, Some(&provider.audience))?;
-
+        // A sign-in's ID token is issued to the authority's client id; others to the audience
+        // configured for `oidc_id_token` authorization.
+        let audience = login.as_ref().map_or(provider.audience.as_str(), |l| l.client_id);
+        let claims = decode_claims(id_token, key, unverified.alg, provider, Some(audience))?;
         let times = check_times(&claims, now)?;
+        if let Some(login) = &login {
+            match &claims.nonce {
+                Some(Value::String(nonce)) if constant_time_eq(nonce.as_bytes(), login.nonce.as_bytes()) => {}
+                _ => return Err(OidcError::NonceMismatch),
+            }
+            match &claims.azp {
+                None => {}
+                Some(Value::String(azp)) if azp == login.client_id => {}
+                Some(_) => return Err(OidcError::WrongAudience),
+            }
+        }
         let user_id = user_id(&claims, provider.user_claim)?;
         Ok(OidcIdentity {
             user_id,
@@ -1014,6 +1186,11 @@ fn decode_claims(
     jsonwebtoken::decode::<Claims>(token, key, &validation)
         .map(|data| data.claims)
         .map_err(|e| map_jwt_error(&provider.issuer, e.kind()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq as _;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 fn load_jwks_file(path: &Path) -> Result<KeySet, OidcError> {
@@ -1341,6 +1518,7 @@ mod tests {
             user_claim: None,
             delegatable_tools: None,
             id_jag: None,
+            login: None,
         }
     }
 

@@ -132,6 +132,7 @@ fn provider(issuer: &str, jwks: JwksSource, id_jag: bool) -> OidcProvider {
         user_claim: UserClaim::Sub,
         delegatable_tools: vec!["read_file".into()],
         id_jag,
+        login: None,
     }
 }
 
@@ -303,6 +304,7 @@ async fn jwks_served_over_http_on_loopback() {
         user_claim: None,
         delegatable_tools: Some(vec!["read_file".into()]),
         id_jag: Some(true),
+        login: None,
     };
     let provider = OidcProvider::from_section(0, &section, Path::new("/srv/aip")).unwrap();
     assert!(provider.id_jag);
@@ -684,6 +686,7 @@ fn id_jag_is_off_unless_enabled() {
         user_claim: None,
         delegatable_tools: None,
         id_jag,
+        login: None,
     };
     let from = |s: &OidcSection| OidcProvider::from_section(1, s, Path::new("/srv/aip"));
     assert!(!from(&section(None, IDP)).unwrap().id_jag);

@@ -182,6 +182,7 @@ fn provider(jwks: JwksSource) -> OidcProvider {
         user_claim: UserClaim::Sub,
         delegatable_tools: vec!["*".into()],
         id_jag: false,
+        login: None,
     }
 }
 
@@ -325,6 +326,7 @@ async fn es256_and_eddsa_from_jwks_file() {
         user_claim: Some("sub".into()),
         delegatable_tools: None,
         id_jag: None,
+        login: None,
     };
     let provider = OidcProvider::from_section(0, &section, dir.path()).unwrap();
     assert_eq!(provider.jwks, JwksSource::File(dir.path().join("idp.jwks.json")));
@@ -716,6 +718,7 @@ fn section(change: impl FnOnce(&mut OidcSection)) -> Result<OidcProvider, String
         user_claim: None,
         delegatable_tools: None,
         id_jag: None,
+        login: None,
     };
     change(&mut section);
     OidcProvider::from_section(2, &section, Path::new("/srv/aip"))
@@ -794,4 +797,81 @@ fn from_section_errors_name_the_member() {
     assert!(error.starts_with("issuer.oidc[2].audience: "), "{error}");
     let error = section(|s| s.delegatable_tools = Some(vec![String::new()])).unwrap_err();
     assert!(error.starts_with("issuer.oidc[2].delegatable_tools: "), "{error}");
+}
+
+#[tokio::test]
+async fn sign_in_tokens_need_the_login_audience_and_the_nonce() {
+    let (_idp, verifier, key) = rsa_setup().await;
+    const CLIENT: &str = "aip-login";
+    let login = |changes: Value| {
+        sign(
+            &claims_with(json!({"aud": CLIENT, "nonce": "n-1"})).merge(changes),
+            &key,
+        )
+    };
+    let identity = verifier
+        .verify_login(&login(json!({})), ISSUER, CLIENT, "n-1", NOW)
+        .await
+        .unwrap();
+    assert_eq!(identity.user_id, "user-123");
+    // `azp`, when present, must be the client.
+    verifier
+        .verify_login(&login(json!({"azp": CLIENT})), ISSUER, CLIENT, "n-1", NOW)
+        .await
+        .unwrap();
+    let check = |token: String, issuer: &'static str| {
+        let verifier = &verifier;
+        async move {
+            verifier
+                .verify_login(&token, issuer, CLIENT, "n-1", NOW)
+                .await
+                .unwrap_err()
+        }
+    };
+    assert!(matches!(
+        check(login(json!({"nonce": "n-2"})), ISSUER).await,
+        OidcError::NonceMismatch
+    ));
+    assert!(matches!(
+        check(login(json!({"nonce": null})), ISSUER).await,
+        OidcError::NonceMismatch
+    ));
+    assert!(matches!(
+        check(login(json!({"azp": "other"})), ISSUER).await,
+        OidcError::WrongAudience
+    ));
+    // The agents' audience is not the sign-in's, and the other way round.
+    let for_agents = sign(&claims_with(json!({"nonce": "n-1"})), &key);
+    assert!(matches!(check(for_agents, ISSUER).await, OidcError::WrongAudience));
+    assert!(matches!(
+        refused(&verifier, &login(json!({})), NOW).await,
+        OidcError::WrongAudience
+    ));
+    // Another trusted issuer than the one the sign-in went to.
+    assert!(matches!(
+        check(login(json!({})), "https://other.example").await,
+        OidcError::UntrustedIssuer { .. }
+    ));
+    // Times are checked as for any ID token.
+    assert!(matches!(
+        check(login(json!({"exp": NOW - 3_600})), ISSUER).await,
+        OidcError::Expired
+    ));
+}
+
+trait Merge {
+    fn merge(self, changes: Value) -> Value;
+}
+
+impl Merge for Value {
+    fn merge(mut self, changes: Value) -> Value {
+        for (name, value) in changes.as_object().unwrap() {
+            if value.is_null() {
+                self.as_object_mut().unwrap().remove(name);
+            } else {
+                self[name] = value.clone();
+            }
+        }
+        self
+    }
 }

@@ -125,8 +125,13 @@ pub struct Server {
 impl Server {
     /// Starts `aip-ca serve --listen 127.0.0.1:0 extra…` and waits until it listens.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_at("127.0.0.1:0", extra)
+    }
+
+    /// Starts `aip-ca serve --listen listen extra…` and waits until it listens.
+    pub fn start_at(listen: &str, extra: &[&str]) -> Self {
         let child = command()
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(extra)
             .env("AIP_LOG", "info")
             .stdout(Stdio::piped())
@@ -327,6 +332,15 @@ impl Drop for PostgresDb {
             &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
         );
     }
+}
+
+/// A loopback port free when asked (for a server whose URL must be known before it starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Replaces the body of `[section]` in `dir`'s `aip.toml` with `body`.

@@ -260,9 +260,7 @@ fn challenges_and_tokens_are_limited_per_agent() {
         .send("POST", "/v1/token", None, Some(&refresh))
         .assert_limited();
     // …and so does the OAuth token endpoint, for the agent its client assertion names.
-    let claims = URL_SAFE_NO_PAD.encode(format!(
-        r#"{{"iss":"{a}","sub":"{a}","aud":"x","exp":1,"jti":"j"}}"#
-    ));
+    let claims = URL_SAFE_NO_PAD.encode(format!(r#"{{"iss":"{a}","sub":"{a}","aud":"x","exp":1,"jti":"j"}}"#));
     let oauth = format!(
         "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer\
          &client_assertion=eyJhbGciOiJFZERTQSJ9.{claims}.AA&resource=urn%3Ax"

@@ -1,4 +1,5 @@
-//! `aip-ca register-agent` and `aip-ca agents list|show|suspend|reactivate|revoke|rotate-key|export-key`.
+//! `aip-ca register-agent` and `aip-ca agents list|show|suspend|reactivate|revoke|rotate-key|
+//! export-key|set-redirect-uris`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,7 +8,7 @@ use aip_aat::clock::{Clock as _, SystemClock};
 use aip_aat::ids::AgentId;
 use aip_aat::keyfile;
 use aip_aat::keys::KeyPair;
-use aip_api::registry::{StatusKind, StatusRequest, registration_body, rotation_body};
+use aip_api::registry::{RedirectUrisRequest, StatusKind, StatusRequest, registration_body, rotation_body};
 use serde_json::json;
 
 use super::authority::KeyAlg;
@@ -153,6 +154,23 @@ pub(crate) enum AgentsCommand {
     Reactivate(StatusArgs),
     /// Revoke an agent for good.
     Revoke(RevokeArgs),
+    /// Set the redirect URIs of an agent that sends people to /oauth/authorize (admin);
+    /// replaces those set before.
+    SetRedirectUris {
+        /// Agent id.
+        id: String,
+        /// Absolute https URIs, or http on a loopback host (127.0.0.1, [::1], localhost).
+        #[arg(value_name = "URI", required_unless_present = "clear")]
+        uris: Vec<String>,
+        /// Remove every redirect URI of the agent.
+        #[arg(long, conflicts_with = "uris")]
+        clear: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rotate an agent's key (run by the agent's owner, with its agent directory).
     RotateKey {
         /// The directory `register-agent` wrote.
@@ -260,6 +278,9 @@ pub(crate) fn agents(command: AgentsCommand) -> Result<ExitCode, CliError> {
                 ))?;
                 print_line(format_args!("key:          {}", agent.public_key_thumbprint))?;
                 print_line(format_args!("capabilities: {}", agent.capabilities.join(", ")))?;
+                for uri in &agent.redirect_uris {
+                    print_line(format_args!("redirect uri: {uri}"))?;
+                }
                 for k in &agent.previous_keys {
                     print_line(format_args!(
                         "previous key: {} (valid until {})",
@@ -280,6 +301,30 @@ pub(crate) fn agents(command: AgentsCommand) -> Result<ExitCode, CliError> {
         AgentsCommand::Suspend(args) => status(&rt, args, StatusKind::Suspend, None)?,
         AgentsCommand::Reactivate(args) => status(&rt, args, StatusKind::Reactivate, None)?,
         AgentsCommand::Revoke(args) => status(&rt, args.status, StatusKind::Revoke, args.crl_reason)?,
+        AgentsCommand::SetRedirectUris {
+            id,
+            uris,
+            clear: _,
+            remote,
+            json,
+        } => {
+            remote.require_token()?;
+            let request = RedirectUrisRequest { redirect_uris: uris };
+            let set = rt
+                .block_on(remote.client()?.set_redirect_uris(&agent_id(&id)?, &request))
+                .map_err(api_error)?;
+            if json {
+                print_json(&serde_json::to_value(&set).map_err(CliError::new)?, true)?;
+            } else if set.redirect_uris.is_empty() {
+                print_line(format_args!("agent {} has no redirect URIs", set.agent_id))?;
+            } else {
+                print_line(format_args!(
+                    "agent {} redirect URIs: {}",
+                    set.agent_id,
+                    set.redirect_uris.join(" ")
+                ))?;
+            }
+        }
         AgentsCommand::RotateKey {
             agent_dir,
             alg,

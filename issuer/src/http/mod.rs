@@ -37,7 +37,8 @@ pub fn routes(issuer: Arc<Issuer>) -> Router {
         .route("/v1/revoke", post(revoke))
         .route("/v1/users", post(create_user).get(list_users))
         .with_state(issuer.clone())
-        .merge(oauth::routes(issuer))
+        .merge(oauth::routes(issuer.clone()))
+        .merge(crate::authorize::routes(issuer))
 }
 
 /// A complete router for an issuer served on its own.

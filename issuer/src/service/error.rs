@@ -53,7 +53,7 @@ pub enum IssuerError {
 }
 
 impl IssuerError {
-    pub(super) fn token(code: TokenErrorCode, description: impl Into<String>) -> Self {
+    pub(crate) fn token(code: TokenErrorCode, description: impl Into<String>) -> Self {
         Self::Token {
             code,
             description: description.into(),
@@ -93,7 +93,7 @@ impl IssuerError {
         }
     }
 
-    pub(super) fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Internal(Box::new(e))
     }
 

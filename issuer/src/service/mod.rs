@@ -35,3 +35,4 @@ pub use error::IssuerError;
 pub use oauth::{AUTHORIZE_PATH, INTROSPECT_PATH, METADATA_PATH, OAuthForm, REVOKE_PATH, TOKEN_PATH};
 pub use state::Issuer;
 pub use tokens::{REFRESH_TOKEN_PREFIX, USER_KEY_PREFIX};
+pub(crate) use users::AuthorizedUser;

@@ -127,6 +127,9 @@ impl Issuer {
         let strings = |values: &[&str]| values.iter().map(|v| (*v).to_owned()).collect::<Vec<_>>();
         let algorithms = strings(&[Algorithm::EdDSA.as_str(), Algorithm::ES256.as_str()]);
         let mut grants = vec![GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN];
+        if self.settings.authorize.enabled {
+            grants.insert(1, GRANT_AUTHORIZATION_CODE);
+        }
         let mut profiles = Vec::new();
         if self.oidc.accepts_id_jag() {
             grants.insert(1, GRANT_JWT_BEARER);
@@ -228,6 +231,9 @@ impl Issuer {
                     grant,
                 };
                 self.refresh(refresh, agent, now).await?
+            }
+            Grant::AuthorizationCode if self.settings.authorize.enabled => {
+                self.authorization_code(form, agent, single_use, now).await?
             }
             Grant::AuthorizationCode | Grant::Aip(_) => {
                 return Err(IssuerError::oauth(
@@ -463,6 +469,58 @@ impl Issuer {
             requested: requested.as_ref(),
             single_use,
             refresh: false,
+            grant,
+            now,
+        })
+        .await
+    }
+
+    /// `authorization_code` (RFC 6749 §4.1.3, RFC 7636): the code `/oauth/authorize` gave the
+    /// agent, redeemed by that agent with the PKCE verifier and the same `redirect_uri`, once →
+    /// the user-bound AAT the person consented to, and a refresh token.
+    async fn authorization_code(
+        &self,
+        form: &OAuthForm,
+        agent: &DirectoryAgent,
+        mut single_use: Vec<SingleUse>,
+        now: i64,
+    ) -> Result<TokenResponse, IssuerError> {
+        let grant = Grant::AuthorizationCode;
+        let code = form.require("code")?;
+        let redirect_uri = form.require("redirect_uri")?;
+        let verifier = form.require("code_verifier")?;
+        let redeemed = self
+            .redeem_code(agent, code, redirect_uri, verifier, now)
+            .await
+            .map_err(|e| IssuerError::oauth(OAuthErrorCode::InvalidGrant, e.oauth_error().1))?;
+        match form.resources.as_slice() {
+            [] => {}
+            [asked] if *asked == redeemed.audience => {}
+            [_] => {
+                return Err(IssuerError::oauth(
+                    OAuthErrorCode::InvalidTarget,
+                    "resource is not the resource the code was issued for",
+                ));
+            }
+            _ => return Err(one_resource()),
+        }
+        self.refuse_inactive(agent, grant, &redeemed.audience, now).await?;
+        single_use.push(SingleUse::of(
+            OnceKind::AuthorizationCode,
+            &[&redeemed.single_use.id],
+            redeemed.single_use.expires_at,
+        ));
+        let requested = RequestedCapabilities {
+            tools: redeemed.tools,
+            ..RequestedCapabilities::default()
+        };
+        self.start_session(NewSession {
+            agent,
+            audience: &redeemed.audience,
+            user: Some(redeemed.user),
+            requested: Some(&requested),
+            single_use,
+            refresh: true,
             grant,
             now,
         })

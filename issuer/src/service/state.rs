@@ -1,6 +1,6 @@
 //! The [`Issuer`]: its settings, the registry it reaches through an [`AgentDirectory`], its
-//! store and ledger, signing keys, challenges, identity providers and clock; challenges; and
-//! its background work.
+//! store and ledger, signing keys, challenges, identity providers, the authorization-code
+//! flow's sealer and relying party, and clock; challenges; and its background work.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,6 +16,8 @@ use crate::config::{CHALLENGE_TTL, IssuerSettings};
 use crate::directory::{AgentDirectory, Caller, DirectoryAgent};
 use crate::keys::SigningKeys;
 use crate::oidc::OidcVerifier;
+use crate::relying_party::RelyingParty;
+use crate::seal::{SEAL_KEY_LEN, Sealer};
 use crate::store::{IssuerStore, Ledger, UserRecord};
 
 /// How long an API-key user is remembered.
@@ -23,16 +25,20 @@ pub(super) const USER_CACHE_TTL: std::time::Duration = std::time::Duration::from
 
 /// The token issuer.
 pub struct Issuer {
-    pub(super) settings: IssuerSettings,
-    pub(super) directory: Arc<dyn AgentDirectory>,
-    pub(super) store: IssuerStore,
-    pub(super) ledger: Ledger,
-    pub(super) keys: Arc<SigningKeys>,
-    pub(super) challenges: Challenges,
-    pub(super) oidc: OidcVerifier,
-    pub(super) clock: Arc<dyn Clock>,
+    pub(crate) settings: IssuerSettings,
+    pub(crate) directory: Arc<dyn AgentDirectory>,
+    pub(crate) store: IssuerStore,
+    pub(crate) ledger: Ledger,
+    pub(crate) keys: Arc<SigningKeys>,
+    pub(crate) challenges: Challenges,
+    pub(crate) oidc: OidcVerifier,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Seals what the authorization-code flow hands to browsers and agents.
+    pub(crate) sealer: Sealer,
+    /// Signs people in at the identity providers with `login` settings.
+    pub(crate) relying_party: RelyingParty,
     /// API-key users by key digest, with when they were read.
-    pub(super) api_keys: std::sync::Mutex<std::collections::HashMap<String, (UserRecord, std::time::Instant)>>,
+    pub(crate) api_keys: std::sync::Mutex<std::collections::HashMap<String, (UserRecord, std::time::Instant)>>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -41,6 +47,19 @@ impl std::fmt::Debug for Issuer {
             .field("issuer_id", &self.settings.issuer_id)
             .finish_non_exhaustive()
     }
+}
+
+/// The sealer over the key every replica shares (created by the first replica to start).
+async fn sealer(store: &IssuerStore) -> Result<Sealer, IssuerError> {
+    let mut offered = [0u8; SEAL_KEY_LEN];
+    aip_aat::ids::fill_random(&mut offered).map_err(|_| IssuerError::internal(aip_aat::keys::KeyError::Random))?;
+    let secret = store.secret("authorize_key", || hex::encode(offered)).await?;
+    let key: [u8; SEAL_KEY_LEN] = hex::decode(&secret)
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .filter(|k: &[u8; SEAL_KEY_LEN]| k.iter().any(|b| *b != 0))
+        .ok_or_else(|| IssuerError::internal(DbError::Corrupt("authorize_key")))?;
+    Ok(Sealer::new(&key))
 }
 
 impl Issuer {
@@ -67,6 +86,8 @@ impl Issuer {
             .build()
             .map_err(IssuerError::internal)?;
         let oidc = OidcVerifier::new(settings.oidc.clone(), http).map_err(IssuerError::internal)?;
+        let sealer = sealer(&store).await?;
+        let relying_party = RelyingParty::new().map_err(IssuerError::internal)?;
         Ok(Self {
             challenges: Challenges::new(&key, CHALLENGE_TTL),
             ledger: Ledger::start(store.clone(), directory.standing_check()),
@@ -76,6 +97,8 @@ impl Issuer {
             keys,
             oidc,
             clock,
+            sealer,
+            relying_party,
             api_keys: std::sync::Mutex::default(),
         })
     }
@@ -103,7 +126,7 @@ impl Issuer {
         })
     }
 
-    pub(super) async fn registered_agent(&self, agent_id: &AgentId) -> Result<Arc<DirectoryAgent>, IssuerError> {
+    pub(crate) async fn registered_agent(&self, agent_id: &AgentId) -> Result<Arc<DirectoryAgent>, IssuerError> {
         self.directory
             .agent(agent_id)
             .await

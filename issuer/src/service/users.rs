@@ -18,16 +18,22 @@ use crate::oidc::OidcError;
 use crate::store::UserRecord;
 
 /// The user an AAT is issued for.
-pub(super) struct AuthorizedUser {
-    pub(super) user_id: String,
-    pub(super) method: AuthMethod,
-    pub(super) auth_time: i64,
-    pub(super) tools: Vec<String>,
-    pub(super) scope: DelegationScope,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AuthorizedUser {
+    /// The user id.
+    pub(crate) user_id: String,
+    /// How the user authenticated.
+    pub(crate) method: AuthMethod,
+    /// When (Unix seconds).
+    pub(crate) auth_time: i64,
+    /// The tools the user may delegate.
+    pub(crate) tools: Vec<String>,
+    /// The delegation scope.
+    pub(crate) scope: DelegationScope,
 }
 
 impl Issuer {
-    pub(super) async fn authorize_user(
+    pub(crate) async fn authorize_user(
         &self,
         authorization: &UserAuthorization,
         peer: Option<IpAddr>,

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use aip_aat::ids::AgentId;
-use aip_api::registry::{RegisterAgentRequest, RenewCertificateRequest, RotateKeyRequest, StatusKind, StatusRequest};
+use aip_api::registry::{
+    RedirectUrisRequest, RegisterAgentRequest, RenewCertificateRequest, RotateKeyRequest, StatusKind, StatusRequest,
+};
 use aip_http::{ApiError, OptionalJson, StrictJson};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -74,6 +76,16 @@ pub(super) async fn agent(
 ) -> ApiResult<Response> {
     caller.reader()?;
     Ok(Json(registry.agent(&agent_id(&id)?).await?).into_response())
+}
+
+pub(super) async fn set_redirect_uris(
+    State(registry): State<Arc<Registry>>,
+    Caller(principal): Caller,
+    Path(id): Path<String>,
+    StrictJson(request, _): StrictJson<RedirectUrisRequest>,
+) -> ApiResult<Response> {
+    let id = agent_id(&id)?;
+    Ok(Json(registry.set_redirect_uris(&principal, &id, request).await?).into_response())
 }
 
 pub(super) async fn rotate_key(

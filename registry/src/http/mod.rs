@@ -24,7 +24,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 
 use crate::metrics as m;
 use crate::service::Registry;
@@ -43,6 +43,7 @@ pub fn router_with(registry: Arc<Registry>, extra: Router) -> Router {
         .route("/v1/agents", post(agents::register).get(agents::list_agents))
         .route("/v1/agents/{id}", get(agents::agent).delete(agents::revoke_agent))
         .route("/v1/agents/{id}/rotate-key", post(agents::rotate_key))
+        .route("/v1/agents/{id}/redirect-uris", put(agents::set_redirect_uris))
         .route("/v1/agents/{id}/certificate", post(agents::renew_certificate))
         .route("/v1/agents/{id}/suspend", post(agents::suspend))
         .route("/v1/agents/{id}/reactivate", post(agents::reactivate))

@@ -5,10 +5,10 @@ use aip_aat::aid::{AID_VERSION, AgentIdentityDocument, AgentStatus};
 use aip_aat::ids::AgentId;
 use aip_aat::keys::PublicKey;
 use aip_aat::request_proof::{RequestProofClaims, SignedRequest, verify_request_proof};
-use aip_api::checks::imitation;
+use aip_api::checks::{check_redirect_uris, imitation};
 use aip_api::registry::{
-    AgentList, AgentResponse, AgentSummary, PreviousKeyView, RegisterAgentRequest, RegisterAgentResponse, StatusKind,
-    StatusRequest, StatusResponse,
+    AgentList, AgentResponse, AgentSummary, PreviousKeyView, RedirectUrisRequest, RedirectUrisResponse,
+    RegisterAgentRequest, RegisterAgentResponse, StatusKind, StatusRequest, StatusResponse,
 };
 use aip_db::audit::AuditEntry;
 use serde_json::{Value, json};
@@ -141,6 +141,7 @@ impl Registry {
             status: AgentStatus::Active,
             status_reason: None,
             status_changed_at: None,
+            redirect_uris: Vec::new(),
         };
         Ok(RegisterAgentResponse {
             aid: self.attested_aid(&stored)?,
@@ -187,6 +188,7 @@ impl Registry {
             status_changed_at: agent.status_changed_at.map(unix_time).transpose()?,
             previous_keys,
             certificates,
+            redirect_uris: agent.redirect_uris.clone(),
         })
     }
 
@@ -220,6 +222,31 @@ impl Registry {
             })
             .collect::<Result<_, RegistryError>>()?;
         Ok(AgentList { agents, next })
+    }
+
+    /// `PUT /v1/agents/{id}/redirect-uris` (admin): replaces the agent's redirect URIs. A
+    /// revoked agent's cannot change.
+    pub async fn set_redirect_uris(
+        &self,
+        principal: &Principal,
+        agent_id: &AgentId,
+        request: RedirectUrisRequest,
+    ) -> Result<RedirectUrisResponse, RegistryError> {
+        principal.require_admin()?;
+        check_redirect_uris("redirect_uris", &request.redirect_uris).map_err(RegistryError::InvalidRequest)?;
+        let audit = AuditEntry {
+            actor: principal.actor(),
+            action: "agent.set_redirect_uris",
+            subject: agent_id.to_string(),
+            details: json!({"redirect_uris": request.redirect_uris}),
+        };
+        self.store
+            .set_redirect_uris(agent_id, &request.redirect_uris, self.clock.now(), &audit)
+            .await?;
+        Ok(RedirectUrisResponse {
+            agent_id: agent_id.clone(),
+            redirect_uris: request.redirect_uris,
+        })
     }
 
     /// Suspends, reactivates or revokes an agent (admin).

@@ -95,6 +95,9 @@ pub struct StoredAgent {
     pub status_reason: Option<String>,
     /// When the status last changed.
     pub status_changed_at: Option<i64>,
+    /// Where `GET /oauth/authorize` may send people back to (none until an administrator sets
+    /// them).
+    pub redirect_uris: Vec<String>,
 }
 
 /// A key an agent holds or held.

@@ -63,6 +63,15 @@ pub trait AgentStore: Send + Sync {
         audit: &AuditEntry,
     ) -> Result<StatusChanged, StoreError>;
 
+    /// Replaces the redirect URIs of an agent that is not revoked, and appends `audit`.
+    async fn set_redirect_uris(
+        &self,
+        agent_id: &AgentId,
+        redirect_uris: &[String],
+        at: i64,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+
     /// Deletes request nonces that expired before `now`; returns how many.
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
 }

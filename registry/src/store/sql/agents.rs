@@ -345,6 +345,35 @@ impl AgentStore for SqlStore {
         })
     }
 
+    async fn set_redirect_uris(
+        &self,
+        agent_id: &AgentId,
+        redirect_uris: &[String],
+        at: i64,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut w = self.db.write(Lock::audited()).await?;
+        let (status, _) = agent_state(&mut w, agent_id).await?;
+        if status == AgentStatus::Revoked {
+            return Err(StoreError::Conflict(
+                "the agent is revoked; its redirect URIs cannot change",
+            ));
+        }
+        let value = if redirect_uris.is_empty() {
+            None
+        } else {
+            Some(to_json(&redirect_uris)?)
+        };
+        sqlx::query("UPDATE agents SET redirect_uris = $1 WHERE agent_id = $2")
+            .bind(value)
+            .bind(agent_id.as_str())
+            .execute(w.conn())
+            .await
+            .map_err(stored)?;
+        w.audit(audit, at).await?;
+        Ok(w.commit().await?)
+    }
+
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM request_nonces WHERE expires_at < $1")
             .bind(now)
@@ -390,6 +419,10 @@ fn agent_from_row(row: &AnyRow) -> Result<StoredAgent, StoreError> {
     };
     let public_key: Jwk =
         serde_json::from_str(&get_text("public_key")?).map_err(|_| StoreError::Corrupt("public_key"))?;
+    let redirect_uris: Vec<String> = match get_opt("redirect_uris")? {
+        Some(text) => serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("redirect_uris"))?,
+        None => Vec::new(),
+    };
     Ok(StoredAgent {
         agent: NewAgent {
             agent_id,
@@ -408,23 +441,24 @@ fn agent_from_row(row: &AnyRow) -> Result<StoredAgent, StoreError> {
         status: get_text("status")?.parse().map_err(|_| StoreError::Corrupt("status"))?,
         status_reason: get_opt("status_reason")?,
         status_changed_at: row.try_get::<Option<i64>, _>("status_changed_at").map_err(stored)?,
+        redirect_uris,
     })
 }
 
 fn const_format_agent_by_id() -> &'static str {
     "SELECT agent_id, name, description, owner, capabilities, autonomous, metadata, status, \
-     status_reason, status_changed_at, created_at, key_thumbprint, public_key FROM agents WHERE agent_id = $1"
+     status_reason, status_changed_at, created_at, key_thumbprint, public_key, redirect_uris FROM agents WHERE agent_id = $1"
 }
 
 fn agents_sql() -> &'static str {
     "SELECT agent_id, name, description, owner, capabilities, autonomous, metadata, status, \
-     status_reason, status_changed_at, created_at, key_thumbprint, public_key FROM agents \
+     status_reason, status_changed_at, created_at, key_thumbprint, public_key, redirect_uris FROM agents \
      WHERE agent_id > $1 ORDER BY agent_id LIMIT $2"
 }
 
 fn agents_by_status_sql() -> &'static str {
     "SELECT agent_id, name, description, owner, capabilities, autonomous, metadata, status, \
-     status_reason, status_changed_at, created_at, key_thumbprint, public_key FROM agents \
+     status_reason, status_changed_at, created_at, key_thumbprint, public_key, redirect_uris FROM agents \
      WHERE status = $1 AND agent_id > $2 ORDER BY agent_id LIMIT $3"
 }
 
