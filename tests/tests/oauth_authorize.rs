@@ -1,4 +1,4 @@
-//! The authorization-code flow up to the code, end to end: the real `aip-ca serve` and a real
+//! The authorization-code flow end to end: the real `aip-ca serve` and a real
 //! OpenID provider run locally (npm `oidc-provider`, `tests/oauth/idp.mjs`, with its
 //! development sign-in pages), and a browser played by curl with a cookie jar that follows
 //! redirects and submits the forms it is shown.
@@ -6,7 +6,9 @@
 //! Covered: redirect URIs set with `aip-ca agents set-redirect-uris` and shown by
 //! `agents show`; sign-in at the provider → consent → code at the registered redirect URI
 //! (read from the `Location` header; nothing listens there) with `state` and `iss`; consent
-//! bounded by the user's delegatable tools; the pages' security headers and browser binding;
+//! bounded by the user's delegatable tools; the code redeemed at `POST /oauth/token` by the
+//! agent (`private_key_jwt`, PKCE) for a user-bound AAT and a refresh token, and refused when
+//! reused, with a wrong PKCE verifier, another redirect URI, or by another agent; the pages' security headers and browser binding;
 //! API-key sign-in when enabled (a wrong key refused with 401) and refused when not; an
 //! unregistered redirect URI (a page, no redirect); a missing `state`; `plain` PKCE; a missing
 //! `resource`; an unknown and a revoked agent; Deny → `access_denied`; nothing grantable →
@@ -411,6 +413,58 @@ struct Env {
 }
 
 impl Env {
+    fn agent_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name.replace(' ', "-"))
+    }
+
+    /// The key of the agent registered as `name`, read as a standard client reads it: exported
+    /// with `aip-ca agents export-key`.
+    fn agent_key(&self, name: &str) -> aip_aat::keys::KeyPair {
+        let dir = self.agent_dir(name);
+        let pem = self.dir.path().join(format!("{}.pem", name.replace(' ', "-")));
+        ok(run(&[
+            "agents",
+            "export-key",
+            "--agent-dir",
+            dir.to_str().unwrap(),
+            "--out",
+            pem.to_str().unwrap(),
+            "--insecure-no-passphrase",
+        ]));
+        aip_aat::keys::KeyPair::from_pkcs8_pem(&std::fs::read_to_string(pem).unwrap()).unwrap()
+    }
+
+    /// `POST /oauth/token` with `params` and a client assertion by `agent` with `key`: the
+    /// status and the JSON answer.
+    fn token(&self, agent: &str, key: &aip_aat::keys::KeyPair, params: &[(&str, &str)]) -> (u16, Value) {
+        use aip_aat::clock::{Clock as _, SystemClock};
+        let assertion =
+            aip_aat::client_assertion::create_client_assertion(key, agent, &self.url, SystemClock.now(), 60).unwrap();
+        let mut form: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+        form.push(format!(
+            "client_assertion_type={}&client_assertion={assertion}",
+            encode(aip_aat::client_assertion::CLIENT_ASSERTION_TYPE)
+        ));
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "30",
+                "-w",
+                "\n%{http_code}",
+                "--data",
+                &form.join("&"),
+            ])
+            .args(["-H", "Content-Type: application/x-www-form-urlencoded"])
+            .arg(format!("{}/oauth/token", self.url))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (body, status) = text.rsplit_once('\n').unwrap();
+        (status.parse().unwrap(), serde_json::from_str(body).unwrap())
+    }
+
     fn start(peers: Option<&Path>, config: &str, database_url: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("authority");
@@ -452,10 +506,10 @@ impl Env {
         serde_json::from_str(&self.ca(args)).unwrap()
     }
 
-    /// Registers an agent with `capabilities` and the redirect URIs `uris`; its id.
+    /// Registers an agent with `capabilities` and the redirect URIs `uris` (its directory
+    /// under the authority's temporary directory, named `name`); its id.
     fn agent(&self, name: &str, capabilities: &str, uris: &[&str]) -> String {
-        let out = tempfile::tempdir().unwrap();
-        let dir = out.path().join("agent");
+        let dir = self.agent_dir(name);
         let registered = self.ca_json(&[
             "register-agent",
             "--name",
@@ -609,6 +663,68 @@ fn sign_in_through_the_provider(database_url: Option<&str>) {
     assert!(back["code"].starts_with("ac1."), "{back:?}");
     assert!(!back.contains_key("error"));
     assert!(!back["code"].contains("alice"), "codes are sealed");
+
+    // The agent redeems the code at the token endpoint, authenticated by its own key.
+    let key = env.agent_key("report writer");
+    let other = env.agent("other agent", "read_file", &[APP]);
+    let other_key = env.agent_key("other agent");
+    let code = back["code"].as_str();
+    let redeem = |agent: &str, key, verifier: &str, redirect_uri: &str| {
+        env.token(
+            agent,
+            key,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", redirect_uri),
+                ("code_verifier", verifier),
+            ],
+        )
+    };
+    let refused = |(status, body): (u16, Value)| {
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    };
+    refused(redeem(&other, &other_key, VERIFIER, APP));
+    refused(redeem(
+        &agent,
+        &key,
+        "wrong-verifier-wrong-verifier-wrong-verifier-0",
+        APP,
+    ));
+    refused(redeem(&agent, &key, VERIFIER, "https://app.example/other"));
+    let (status, issued) = redeem(&agent, &key, VERIFIER, APP);
+    assert_eq!(status, 200, "{issued}");
+    assert_eq!(issued["token_type"], "Bearer");
+    assert_eq!(issued["scope"], "read_file");
+    let refresh = issued["refresh_token"].as_str().expect("a refresh token").to_owned();
+    let payload = issued["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], agent.as_str());
+    assert_eq!(claims["aud"], RESOURCE);
+    assert_eq!(claims["user_binding"]["user_id"], "alice");
+    assert_eq!(claims["user_binding"]["auth_method"], "oidc");
+    assert_eq!(claims["capabilities"]["tools"], serde_json::json!(["read_file"]));
+    // A code is used once.
+    refused(redeem(&agent, &key, VERIFIER, APP));
+    // The session it started refreshes (and the refresh token rotates).
+    let (status, next) = env.token(
+        &agent,
+        &key,
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    );
+    assert_eq!(status, 200, "{next}");
+    assert_ne!(next["refresh_token"], issued["refresh_token"]);
 
     // A loopback redirect URI is matched on any port (RFC 8252 §7.3).
     let native = params(
