@@ -95,6 +95,11 @@ impl Connection {
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(Full::new(Bytes::from(form)))
             .unwrap();
+        self.send(request).await
+    }
+
+    /// Sends `request`; the typed answer, which must be a success.
+    async fn send<T: DeserializeOwned>(&mut self, request: hyper::Request<Full<Bytes>>) -> T {
         self.sender.ready().await.unwrap();
         let response = self.sender.send_request(request).await.unwrap();
         let status = response.status();
@@ -114,12 +119,7 @@ impl Connection {
         let request = request
             .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())))
             .unwrap();
-        self.sender.ready().await.unwrap();
-        let response = self.sender.send_request(request).await.unwrap();
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&body));
-        serde_json::from_slice(&body).unwrap()
+        self.send(request).await
     }
 }
 

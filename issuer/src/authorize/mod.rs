@@ -538,20 +538,34 @@ async fn sign_in_page(
     page(status, &title_of(agent), &body, &targets)
 }
 
+/// A form the authority wrote itself (sign-in, consent): its parameters and the sealed value it
+/// carries for `purpose` (in the member `request` or `consent`), or the page refusing it.
+fn sealed_form<T: serde::de::DeserializeOwned>(
+    issuer: &Issuer,
+    headers: &HeaderMap,
+    body: &Bytes,
+    purpose: Purpose,
+) -> Result<(Params, T), Box<Response>> {
+    let params = Params::form(headers, body).map_err(|refused| Box::new(refused.into_response()))?;
+    let (member, what) = match purpose {
+        Purpose::Consent => ("consent", "This consent form is not valid."),
+        _ => ("request", "This sign-in form is not valid."),
+    };
+    let sealed = params
+        .get(member)
+        .ok()
+        .flatten()
+        .and_then(|sealed| issuer.sealer.open::<T>(purpose, sealed))
+        .ok_or_else(|| Box::new(error_page(StatusCode::BAD_REQUEST, what)))?;
+    Ok((params, sealed))
+}
+
 /// `POST /oauth/login`: sign in with an API key, or go to an identity provider.
 async fn login(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Bytes) -> Response {
     let now = issuer.clock.now();
-    let params = match Params::form(&headers, &body) {
-        Ok(params) => params,
-        Err(refused) => return refused.into_response(),
-    };
-    let Some(request) = params
-        .get("request")
-        .ok()
-        .flatten()
-        .and_then(|sealed| issuer.sealer.open::<AuthzRequest>(Purpose::Request, sealed))
-    else {
-        return error_page(StatusCode::BAD_REQUEST, "This sign-in form is not valid.");
+    let (params, request) = match sealed_form::<AuthzRequest>(&issuer, &headers, &body, Purpose::Request) {
+        Ok(form) => form,
+        Err(refused) => return *refused,
     };
     if let Err(refused) = check_bound(&issuer, &headers, &request, now) {
         return refused.into_response();
@@ -813,17 +827,9 @@ fn consent_page(issuer: &Issuer, agent: &DirectoryAgent, request: AuthzRequest, 
 /// `POST /oauth/consent`: the person's decision.
 async fn consent(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Bytes) -> Response {
     let now = issuer.clock.now();
-    let params = match Params::form(&headers, &body) {
-        Ok(params) => params,
-        Err(refused) => return refused.into_response(),
-    };
-    let Some(consent) = params
-        .get("consent")
-        .ok()
-        .flatten()
-        .and_then(|sealed| issuer.sealer.open::<Consent>(Purpose::Consent, sealed))
-    else {
-        return error_page(StatusCode::BAD_REQUEST, "This consent form is not valid.");
+    let (params, consent) = match sealed_form::<Consent>(&issuer, &headers, &body, Purpose::Consent) {
+        Ok(form) => form,
+        Err(refused) => return *refused,
     };
     let request = &consent.request;
     if let Err(refused) = check_bound(&issuer, &headers, request, now) {
