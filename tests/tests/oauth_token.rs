@@ -594,6 +594,13 @@ fn success_paths(database: Option<&str>) {
             ("client_assertion", assertion),
         ])
     };
+    // A resource other than the session's audience (RFC 8707 §2: `invalid_target`); the
+    // refresh token stays good.
+    a.refused("a refresh for another resource", 400, "invalid_target", || {
+        let mut body = refresh(&refresh_token, &a.assertion(&helper));
+        body.push_str(&format!("&resource={}", encode(RESOURCE)));
+        a.token(&body, &[])
+    });
     let issued = a.issues("refresh_token", &refresh(&refresh_token, &a.assertion(&helper)), &[]);
     assert_eq!(issued["token_type"], "Bearer", "{issued}");
     assert_eq!(issued["scope"], "read_file", "{issued}");
