@@ -542,26 +542,42 @@ fn success_paths(database: Option<&str>) {
     );
     assert_eq!(active.body["cnf"]["jkt"], thumbprint);
     assert_eq!(introspect("not-a-token", Some(&a.admin)).body, json!({"active": false}));
-    let revoke = |agent: &Agent, token: &str| {
+    let revoke_with = |assertion: &str, token: &str| {
         post(
             &format!("{}/oauth/revoke", a.server.url),
             "application/x-www-form-urlencoded",
             &form(&[
                 ("token", token),
                 ("client_assertion_type", CLIENT_ASSERTION_TYPE),
-                ("client_assertion", &a.assertion(agent)),
+                ("client_assertion", assertion),
             ]),
             &[],
         )
     };
+    let revoke = |agent: &Agent, token: &str| revoke_with(&a.assertion(agent), token);
     let theirs = revoke(&other, &bearer);
     assert_eq!(theirs.status, 400, "{}", theirs.text);
     assert_eq!(theirs.body["error"], "unauthorized_client", "{}", theirs.text);
     assert_eq!(introspect(&bearer, Some(&a.admin)).body["active"], true);
-    let revoked = revoke(&bot, &bearer);
+    let assertion = a.assertion(&bot);
+    let revoked = revoke_with(&assertion, &bearer);
     assert_eq!(revoked.status, 200, "{}", revoked.text);
     assert!(revoked.text.is_empty(), "{}", revoked.text);
     assert_eq!(introspect(&bearer, Some(&a.admin)).body, json!({"active": false}));
+    // The revocation used the assertion up, for every endpoint.
+    let again = revoke_with(&assertion, &bearer);
+    assert_eq!(
+        (again.status, &again.body["error"]),
+        (401, &json!("invalid_client")),
+        "{}",
+        again.text
+    );
+    a.refused(
+        "an assertion used at the revocation endpoint",
+        401,
+        "invalid_client",
+        || a.token(&client_credentials(&assertion, &[("resource", RESOURCE)]), &[]),
+    );
     // An AAT of a suspended agent is inactive until the agent is reactivated.
     let theirs = a.issues(
         "an AAT of the other agent",
