@@ -4,6 +4,7 @@
 
 use aip_aat::token::{AuthMethod, Capabilities, DelegationScope, UserBinding};
 use aip_api::issuer::{TokenErrorCode, TokenResponse};
+use aip_api::oauth::OAuthErrorCode;
 use aip_db::DbError;
 
 use super::capabilities::allows;
@@ -55,10 +56,17 @@ impl Issuer {
             return Err(invalid("the session was revoked or has ended"));
         }
         if request.audience.is_some_and(|audience| audience != session.audience) {
-            return Err(IssuerError::token(
-                TokenErrorCode::InvalidRequest,
-                "audience must be the session's audience",
-            ));
+            // `/oauth/token` names the audience `resource`, and RFC 8707 §2 answers a resource
+            // the server will not issue for with `invalid_target`.
+            return Err(match request.grant {
+                Grant::RefreshToken => {
+                    IssuerError::oauth(OAuthErrorCode::InvalidTarget, "resource must be the session's audience")
+                }
+                _ => IssuerError::token(
+                    TokenErrorCode::InvalidRequest,
+                    "audience must be the session's audience",
+                ),
+            });
         }
         let mut capabilities: Capabilities =
             serde_json::from_str(&session.capabilities).map_err(|_| DbError::Corrupt("session capabilities"))?;
