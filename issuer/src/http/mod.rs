@@ -7,7 +7,10 @@
 //! OAuth 2.1 face (RFC 8414 metadata, `/oauth/token`, introspection, revocation) is in
 //! [`oauth`].
 
+mod errors;
 mod oauth;
+
+use errors::admin_error;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -80,21 +83,6 @@ impl IntoResponse for TokenError {
             );
         }
         response
-    }
-}
-
-fn admin_error(e: IssuerError) -> ApiError {
-    match e {
-        IssuerError::Unauthorized(d) => ApiError::invalid_token(d),
-        IssuerError::Forbidden(d) => ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", d),
-        IssuerError::InvalidRequest(d) => ApiError::bad_request(d),
-        IssuerError::NotFound(d) => ApiError::new(StatusCode::NOT_FOUND, "not_found", d),
-        IssuerError::Conflict(d) => ApiError::new(StatusCode::CONFLICT, "conflict", d),
-        IssuerError::Token { description, .. } => ApiError::bad_request(description),
-        e => {
-            tracing::error!(error = ?e, "request failed");
-            ApiError::internal()
-        }
     }
 }
 

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use super::errors::admin_error;
 use crate::service::{INTROSPECT_PATH, Issuer, IssuerError, METADATA_PATH, OAuthForm, REVOKE_PATH, TOKEN_PATH};
 
 /// The routes of the OAuth face.
@@ -120,7 +121,7 @@ async fn introspect(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body:
     let caller = issuer
         .authenticate(token)
         .await
-        .map_err(|e| super::admin_error(e).into_response())?;
+        .map_err(|e| admin_error(e).into_response())?;
     let form = form(&headers, &body).map_err(IntoResponse::into_response)?;
     let Some(token) = form.get("token") else {
         return Err(oauth_error(OAuthErrorCode::InvalidRequest, "token is required"));
@@ -139,7 +140,7 @@ async fn revoke(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Byt
             let caller = issuer
                 .authenticate(token)
                 .await
-                .map_err(|e| super::admin_error(e).into_response())?;
+                .map_err(|e| admin_error(e).into_response())?;
             if !caller.admin {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,

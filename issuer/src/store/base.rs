@@ -7,8 +7,6 @@ use std::sync::{Arc, Mutex};
 use aip_db::{Database, DbError, backend};
 use sqlx::Row;
 
-use super::ledger::SingleUse;
-
 /// The issuer's tables.
 #[derive(Clone)]
 pub struct IssuerStore {
@@ -52,21 +50,6 @@ impl IssuerStore {
             .map_err(backend)?
             .try_get("value")
             .map_err(backend)
-    }
-
-    /// Records `once` as used outside an issuance (a client assertion presented to the
-    /// introspection or revocation endpoint); `false` when it was used before, here or on any
-    /// replica.
-    pub async fn use_once(&self, once: &SingleUse) -> Result<bool, DbError> {
-        let done = sqlx::query(
-            "INSERT INTO used_challenges (challenge_id, expires_at) VALUES ($1, $2) ON CONFLICT (challenge_id) DO NOTHING",
-        )
-        .bind(&once.id)
-        .bind(once.expires_at)
-        .execute(self.db.writer())
-        .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
     }
 
     /// Deletes what can no longer matter: used challenges past their expiry, refresh tokens

@@ -182,6 +182,21 @@ enum Op {
 }
 
 impl IssuerStore {
+    /// Records `once` as used outside an issuance (a client assertion presented to the
+    /// introspection or revocation endpoint); `false` when it was used before, here or on any
+    /// replica.
+    pub async fn use_once(&self, once: &SingleUse) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "INSERT INTO used_challenges (challenge_id, expires_at) VALUES ($1, $2) ON CONFLICT (challenge_id) DO NOTHING",
+        )
+        .bind(&once.id)
+        .bind(once.expires_at)
+        .execute(self.db.writer())
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Commits a batch in a fixed number of round trips (plus two per refresh): each issuance
     /// is applied or refused on its own (a refused one writes nothing but, for refusals of the
     /// agent's standing or of a refresh, the use of its single-use values), every applied one and every
