@@ -1,6 +1,6 @@
 //! The committed vectors, checked by an independent JOSE implementation (Python joserfc).
 //!
-//! Needs `python3` with `joserfc` (`pip install joserfc==1.6.5`). Under `CI` a missing
+//! Needs `python3` with `joserfc` (`python3 -m pip install -r tests/python/requirements.txt`). Under `CI` a missing
 //! interpreter or library fails the test; elsewhere the test reports itself skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,7 +15,9 @@ fn independent_jose_library_agrees_with_the_vectors() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !available {
-        let why = format!("`{python}` with joserfc is not available (pip install joserfc==1.6.5)");
+        let why = format!(
+            "`{python}` with joserfc is not available (python3 -m pip install -r tests/python/requirements.txt)"
+        );
         assert!(std::env::var_os("CI").is_none(), "required under CI: {why}");
         eprintln!("SKIPPED independent_jose_library_agrees_with_the_vectors: {why}");
         return;

@@ -4,7 +4,7 @@
 //! revocation published), an issuer key rotated across a restart, and the audit log verified
 //! and free of secrets. Runs on SQLite and on PostgreSQL.
 //!
-//! The joserfc checks need `python3` with `joserfc` (`pip install joserfc==1.6.5`; `AIP_PYTHON`
+//! The joserfc checks need `python3` with `joserfc` (`python3 -m pip install -r tests/python/requirements.txt`; `AIP_PYTHON`
 //! names another interpreter). Under `CI` they are required; elsewhere they are reported skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
@@ -114,7 +114,8 @@ fn joserfc_python() -> Option<String> {
     if available {
         return Some(python);
     }
-    let why = format!("`{python}` with joserfc is not available (pip install joserfc==1.6.5)");
+    let why =
+        format!("`{python}` with joserfc is not available (python3 -m pip install -r tests/python/requirements.txt)");
     assert!(std::env::var_os("CI").is_none(), "required under CI: {why}");
     eprintln!("SKIPPED: the independent joserfc checks of the issuer flow did not run: {why}");
     None

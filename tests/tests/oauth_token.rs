@@ -14,7 +14,7 @@
 //!   independent JOSE library, Python joserfc — yields a user-bound AAT, and forged, misdirected,
 //!   replayed, `alg: none` and HS256 grants are refused with `invalid_grant`.
 //!
-//! The joserfc grant needs `python3` with `joserfc` (`pip install joserfc==1.6.5`; `AIP_PYTHON`
+//! The joserfc grant needs `python3` with `joserfc` (`python3 -m pip install -r tests/python/requirements.txt`; `AIP_PYTHON`
 //! names another interpreter): required under `CI`, reported skipped elsewhere. The PostgreSQL
 //! variants need `AIP_TEST_POSTGRES_URL` (required under `CI`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
@@ -1065,7 +1065,8 @@ fn joserfc_python() -> Option<String> {
     if available {
         return Some(python);
     }
-    let why = format!("`{python}` with joserfc is not available (pip install joserfc==1.6.5)");
+    let why =
+        format!("`{python}` with joserfc is not available (python3 -m pip install -r tests/python/requirements.txt)");
     assert!(std::env::var_os("CI").is_none(), "required under CI: {why}");
     eprintln!("SKIPPED: the ID-JAG signed by joserfc was not tried: {why}");
     None
