@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The environment variable naming the PostgreSQL server for tests.
 pub const POSTGRES_ENV: &str = "AIP_TEST_POSTGRES_URL";
@@ -413,5 +413,62 @@ impl Replicas {
             admin_token,
             _dir: dir,
         }
+    }
+}
+
+/// `python3` (or `$AIP_PYTHON`) with joserfc, the independent JOSE library the tests check
+/// against; `None` outside CI when it is missing, after printing that `skipped` did not run.
+/// Under `CI` a missing joserfc fails the test.
+pub fn joserfc_python(skipped: &str) -> Option<String> {
+    let python = std::env::var("AIP_PYTHON").unwrap_or_else(|_| "python3".into());
+    let available = Command::new(&python)
+        .args(["-c", "import joserfc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if available {
+        return Some(python);
+    }
+    let why =
+        format!("`{python}` with joserfc is not available (python3 -m pip install -r tests/python/requirements.txt)");
+    assert!(std::env::var_os("CI").is_none(), "required under CI: {why}");
+    eprintln!("SKIPPED: {skipped}: {why}");
+    None
+}
+
+/// `aip-ca agents export-key --agent-dir DIR --out OUT --json` (the agent's key unencrypted, as
+/// `register-agent --insecure-no-passphrase` writes it): checks that the file is a PKCS#8 PEM
+/// only its owner can read, and returns the command's JSON.
+pub fn export_key(agent_dir: &Path, out: &Path) -> serde_json::Value {
+    use std::os::unix::fs::PermissionsExt as _;
+    let exported: serde_json::Value = serde_json::from_str(&ok(run(&[
+        "agents",
+        "export-key",
+        "--agent-dir",
+        agent_dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--insecure-no-passphrase",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(exported["path"], out.to_str().unwrap(), "{exported}");
+    let mode = std::fs::metadata(out).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the exported key is readable by others");
+    let pem = std::fs::read_to_string(out).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "not a PKCS#8 PEM");
+    exported
+}
+
+/// Polls `done` every 20 ms for up to `limit`; whether it happened.
+pub fn within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -104,23 +104,6 @@ fn jwt_header(token: &str) -> Value {
     serde_json::from_slice(&b64url_decode(token.split('.').next().unwrap())).unwrap()
 }
 
-/// `python3` with joserfc, or `None` (reported as skipped) outside CI.
-fn joserfc_python() -> Option<String> {
-    let python = std::env::var("AIP_PYTHON").unwrap_or_else(|_| "python3".into());
-    let available = Command::new(&python)
-        .args(["-c", "import joserfc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if available {
-        return Some(python);
-    }
-    let why =
-        format!("`{python}` with joserfc is not available (python3 -m pip install -r tests/python/requirements.txt)");
-    assert!(std::env::var_os("CI").is_none(), "required under CI: {why}");
-    eprintln!("SKIPPED: the independent joserfc checks of the issuer flow did not run: {why}");
-    None
-}
-
 /// Runs `interop/verify_aat.py JWKS TOKEN AUDIENCE`.
 fn joserfc_verify(python: &str, jwks: &Path, token: &str, audience: &str) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/verify_aat.py");
@@ -214,7 +197,7 @@ fn verify(issuer: &str, aat: &str) -> Value {
 }
 
 fn flow(database: Option<&str>) {
-    let python = joserfc_python();
+    let python = aip_tests::joserfc_python("the independent joserfc checks of the issuer flow did not run");
     let tmp = tempfile::tempdir().unwrap();
     let authority = tmp.path().join("aip");
     let dir = authority.to_str().unwrap().to_owned();

@@ -422,15 +422,7 @@ impl Env {
     fn agent_key(&self, name: &str) -> aip_aat::keys::KeyPair {
         let dir = self.agent_dir(name);
         let pem = self.dir.path().join(format!("{}.pem", name.replace(' ', "-")));
-        ok(run(&[
-            "agents",
-            "export-key",
-            "--agent-dir",
-            dir.to_str().unwrap(),
-            "--out",
-            pem.to_str().unwrap(),
-            "--insecure-no-passphrase",
-        ]));
+        aip_tests::export_key(&dir, &pem);
         aip_aat::keys::KeyPair::from_pkcs8_pem(&std::fs::read_to_string(pem).unwrap()).unwrap()
     }
 

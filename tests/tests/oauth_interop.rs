@@ -23,7 +23,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aip_aat::challenge::ChallengeProof;
 use aip_aat::clock::{Clock as _, SystemClock};
@@ -111,20 +111,6 @@ fn run_peer(cmd: &mut Command) -> Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\nstderr: {stderr}"))
 }
 
-/// Waits up to `limit` for `done`; whether it happened.
-fn within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A registered agent: its id, directory, key thumbprint, algorithm and exported PEM key.
 struct Agent {
     id: AgentId,
@@ -176,7 +162,7 @@ impl Authority {
             reader: String::new(),
             serve,
         };
-        let up = within(Duration::from_secs(60), || {
+        let up = aip_tests::within(Duration::from_secs(60), || {
             if let Some(status) = authority.serve.try_wait().unwrap() {
                 panic!(
                     "aip-ca serve exited with {status}:\n{}",
@@ -217,27 +203,12 @@ impl Authority {
             "--json",
         ]);
         let pem = self.tmp.path().join(format!("{name}.pem"));
-        let exported: Value = serde_json::from_str(&ok(run(&[
-            "agents",
-            "export-key",
-            "--agent-dir",
-            dir.to_str().unwrap(),
-            "--out",
-            pem.to_str().unwrap(),
-            "--insecure-no-passphrase",
-            "--json",
-        ])))
-        .unwrap();
+        let exported = aip_tests::export_key(&dir, &pem);
         let alg = match alg {
             "p256" => "ES256",
             _ => "EdDSA",
         };
         assert_eq!(exported["algorithm"], alg, "{exported}");
-        assert!(
-            std::fs::read_to_string(&pem)
-                .unwrap()
-                .starts_with("-----BEGIN PRIVATE KEY-----")
-        );
         Agent {
             id: registered["agent_id"].as_str().unwrap().parse().unwrap(),
             dir,

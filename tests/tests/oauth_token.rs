@@ -283,22 +283,9 @@ impl Authority {
 
     /// The agent's current key, through `aip-ca agents export-key` into a new 0600 file.
     fn export_key(&mut self, agent_dir: &Path) -> KeyPair {
-        use std::os::unix::fs::PermissionsExt as _;
         self.exported += 1;
         let out = self.tmp.path().join(format!("exported-{}.pem", self.exported));
-        let exported: Value = serde_json::from_str(&ok(run(&[
-            "agents",
-            "export-key",
-            "--agent-dir",
-            agent_dir.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ])))
-        .unwrap();
-        assert_eq!(exported["path"], out.to_str().unwrap(), "{exported}");
-        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "the exported key is readable by others");
+        aip_tests::export_key(agent_dir, &out);
         KeyPair::from_pkcs8_pem(&std::fs::read_to_string(&out).unwrap()).unwrap()
     }
 
@@ -1055,23 +1042,6 @@ fn sign_id_jag(key: &KeyPair, claims: &Value) -> String {
     .unwrap()
 }
 
-/// `python3` with joserfc, or `None` (reported as skipped) outside CI.
-fn joserfc_python() -> Option<String> {
-    let python = std::env::var("AIP_PYTHON").unwrap_or_else(|_| "python3".into());
-    let available = Command::new(&python)
-        .args(["-c", "import joserfc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if available {
-        return Some(python);
-    }
-    let why =
-        format!("`{python}` with joserfc is not available (python3 -m pip install -r tests/python/requirements.txt)");
-    assert!(std::env::var_os("CI").is_none(), "required under CI: {why}");
-    eprintln!("SKIPPED: the ID-JAG signed by joserfc was not tried: {why}");
-    None
-}
-
 /// Signs `claims` as an ID-JAG with joserfc (`interop/sign_jwt.py`).
 fn joserfc_sign(python: &str, key_pem: &Path, claims: &Value) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/sign_jwt.py");
@@ -1087,7 +1057,7 @@ fn joserfc_sign(python: &str, key_pem: &Path, claims: &Value) -> String {
 }
 
 fn id_jag(database: Option<&str>) {
-    let python = joserfc_python();
+    let python = aip_tests::joserfc_python("the ID-JAG signed by joserfc was not tried");
     let idp = IdentityProvider::start();
     let mut authority = Authority::start(database, Some(&idp.config()), false);
     let a = &authority;

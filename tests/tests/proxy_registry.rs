@@ -33,20 +33,6 @@ fn json(output: std::process::Output) -> Value {
     serde_json::from_str(&ok(output)).unwrap()
 }
 
-/// Waits up to `limit` for `done`; whether it happened.
-fn within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Replaces `path` the way an updater should: a new file renamed into place.
 fn replace(path: &Path, text: &str) {
     let tmp = path.with_extension("new");
@@ -103,7 +89,7 @@ impl Authority {
             .spawn()
             .unwrap();
         self.serve = Some(child);
-        let up = within(Duration::from_secs(60), || {
+        let up = aip_tests::within(Duration::from_secs(60), || {
             if let Some(status) = self.serve.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
                     "aip-ca serve exited with {status}:\n{}",
@@ -119,7 +105,7 @@ impl Authority {
     fn stop(&mut self) {
         let mut child = self.serve.take().unwrap();
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let stopped = within(Duration::from_secs(15), || child.try_wait().unwrap().is_some());
+        let stopped = aip_tests::within(Duration::from_secs(15), || child.try_wait().unwrap().is_some());
         if !stopped {
             let _ = child.kill();
             let _ = child.wait();
@@ -340,7 +326,7 @@ fn issuer_keys_come_from_the_registry_and_unknown_kids_refresh_at_most_once_per_
         "--json",
     ]));
     let new_kid: KeyId = rotated["kid"].as_str().unwrap().parse().unwrap();
-    let published = within(Duration::from_secs(60), || {
+    let published = aip_tests::within(Duration::from_secs(60), || {
         authority.get("/v1/jwks", None).1.contains(new_kid.as_str())
     });
     assert!(published, "the running authority never published {new_kid:?}");
@@ -367,12 +353,12 @@ fn cached_mode_follows_the_event_stream_across_a_restart() {
     let link = RegistryLink::start(&settings(&authority.url, &extra), sink).unwrap();
     assert_eq!(link.status().mode, "cached");
     validate(&link, &aat).unwrap();
-    assert!(within(Duration::from_secs(10), || authority.subscribers() >= 1.0));
+    assert!(aip_tests::within(Duration::from_secs(10), || authority.subscribers() >= 1.0));
 
     let version = link.status().version;
     authority.revoke(&bot);
     let revoked = Instant::now();
-    assert!(within(Duration::from_secs(1), || link.is_agent_revoked(&bot)));
+    assert!(aip_tests::within(Duration::from_secs(1), || link.is_agent_revoked(&bot)));
     eprintln!("revocation seen after {:?}", revoked.elapsed());
     assert!(link.status().version > version);
     assert_eq!(updates_from(&events, UpdateSource::Stream), [link.status().version]);
@@ -384,13 +370,13 @@ fn cached_mode_follows_the_event_stream_across_a_restart() {
     authority.stop();
     authority.start();
     assert!(
-        within(Duration::from_secs(30), || authority.subscribers() >= 1.0),
+        aip_tests::within(Duration::from_secs(30), || authority.subscribers() >= 1.0),
         "the link did not reconnect to the event stream"
     );
     assert!(!link.is_agent_revoked(&other));
     authority.revoke(&other);
     let revoked = Instant::now();
-    assert!(within(Duration::from_secs(1), || link.is_agent_revoked(&other)));
+    assert!(aip_tests::within(Duration::from_secs(1), || link.is_agent_revoked(&other)));
     eprintln!("revocation after the restart seen after {:?}", revoked.elapsed());
     assert!(link.is_agent_revoked(&bot));
     assert_eq!(updates_from(&events, UpdateSource::Stream).len(), 2);
@@ -444,7 +430,7 @@ fn cached_mode_stays_fresh_on_304_and_goes_stale_without_the_registry() {
     let stopping = Instant::now();
     authority.stop();
     assert!(
-        within(Duration::from_secs(6), || link.ensure_fresh().is_err()),
+        aip_tests::within(Duration::from_secs(6), || link.ensure_fresh().is_err()),
         "still fresh {:?} after the registry stopped",
         stopping.elapsed()
     );
@@ -463,7 +449,9 @@ fn cached_mode_stays_fresh_on_304_and_goes_stale_without_the_registry() {
     }
     // The registry is back: fresh again within a poll.
     authority.start();
-    assert!(within(Duration::from_secs(5), || link.ensure_fresh().is_ok()));
+    assert!(aip_tests::within(Duration::from_secs(5), || link
+        .ensure_fresh()
+        .is_ok()));
 }
 
 /// `ensure_fresh` fails, within 2.5 s; its error.
@@ -567,7 +555,7 @@ fn crl_mode_loads_signed_lists_from_files_without_network() {
         parts[2]
     );
     replace(&crl, &forged);
-    assert!(within(Duration::from_secs(5), || {
+    assert!(aip_tests::within(Duration::from_secs(5), || {
         failures(&events).iter().any(|r| r.contains("signature is invalid"))
     }));
     assert_eq!(link.status().version, first_version);
@@ -575,7 +563,7 @@ fn crl_mode_loads_signed_lists_from_files_without_network() {
     // A newer list is picked up at the next re-read.
     authority.revoke(&bot);
     replace(&crl, &signed("after the revocation"));
-    assert!(within(Duration::from_secs(3), || link.is_agent_revoked(&bot)));
+    assert!(aip_tests::within(Duration::from_secs(3), || link.is_agent_revoked(&bot)));
     let second_version = link.status().version;
     assert!(second_version > first_version);
     let refused = validate(&link, &aat).unwrap_err();
@@ -583,7 +571,7 @@ fn crl_mode_loads_signed_lists_from_files_without_network() {
 
     // The older, genuine list is refused: no rollback.
     replace(&crl, &first);
-    assert!(within(Duration::from_secs(5), || {
+    assert!(aip_tests::within(Duration::from_secs(5), || {
         failures(&events).iter().any(|r| r.contains("rollback refused"))
     }));
     assert_eq!(link.status().version, second_version);

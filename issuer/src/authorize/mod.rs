@@ -51,6 +51,8 @@ use code::{CODE_TTL, CodeGrant, SignedInUser, pkce_value_ok, random_id, s256};
 use pages::{error_page, escape, hidden, list, page, security_headers};
 
 use crate::directory::DirectoryAgent;
+use crate::oidc::{OidcLogin, OidcProvider};
+use crate::relying_party::Endpoints;
 use crate::seal::Purpose;
 use crate::service::{AuthorizedUser, Issuer, IssuerError, intersect};
 
@@ -597,25 +599,42 @@ async fn login(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Byte
     }
 }
 
+/// The provider configured for sign-in at `index`, with its login settings and its endpoints
+/// (from its discovery document), or the page that says why there is none.
+async fn sign_in_provider(
+    issuer: &Issuer,
+    index: usize,
+    now: i64,
+) -> Result<(&OidcProvider, &OidcLogin, Arc<Endpoints>), Box<Response>> {
+    let Some((provider, login)) = issuer
+        .settings
+        .oidc
+        .get(index)
+        .and_then(|p| p.login.as_ref().map(|l| (p, l)))
+    else {
+        return Err(Box::new(error_page(
+            StatusCode::BAD_REQUEST,
+            "No such identity provider.",
+        )));
+    };
+    match issuer.relying_party.endpoints(provider, now).await {
+        Ok(endpoints) => Ok((provider, login, endpoints)),
+        Err(e) => Err(Box::new(error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("Sign-in is unavailable: {e}."),
+        ))),
+    }
+}
+
 /// Sends the browser to the provider's authorization endpoint, with `state`, `nonce` and
 /// PKCE (OpenID Connect Core §3.1.2.1).
 async fn to_provider(issuer: &Issuer, request: AuthzRequest, index: &str, now: i64) -> Response {
-    let Some((index, provider, login)) = index
-        .parse::<usize>()
-        .ok()
-        .and_then(|i| issuer.settings.oidc.get(i).map(|p| (i, p)))
-        .and_then(|(i, p)| p.login.as_ref().map(|l| (i, p, l)))
-    else {
+    let Ok(index) = index.parse::<usize>() else {
         return error_page(StatusCode::BAD_REQUEST, "No such identity provider.");
     };
-    let endpoints = match issuer.relying_party.endpoints(provider, now).await {
-        Ok(endpoints) => endpoints,
-        Err(e) => {
-            return error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("Sign-in is unavailable: {e}."),
-            );
-        }
+    let (_, login, endpoints) = match sign_in_provider(issuer, index, now).await {
+        Ok(found) => found,
+        Err(page) => return *page,
     };
     let (nonce, verifier) = match (random_id(), random_cookie()) {
         (Ok(nonce), Ok(verifier)) => (nonce, verifier),
@@ -670,22 +689,9 @@ async fn callback(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, RawQuer
     if let Err(refused) = check_bound(&issuer, &headers, &request, now) {
         return refused.into_response();
     }
-    let Some((provider, login)) = issuer
-        .settings
-        .oidc
-        .get(login_state.provider)
-        .and_then(|p| p.login.as_ref().map(|l| (p, l)))
-    else {
-        return error_page(StatusCode::BAD_REQUEST, "No such identity provider.");
-    };
-    let endpoints = match issuer.relying_party.endpoints(provider, now).await {
-        Ok(endpoints) => endpoints,
-        Err(e) => {
-            return error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("Sign-in is unavailable: {e}."),
-            );
-        }
+    let (provider, login, endpoints) = match sign_in_provider(&issuer, login_state.provider, now).await {
+        Ok(found) => found,
+        Err(page) => return *page,
     };
     // RFC 9207: the response must come from the provider the browser was sent to.
     match params.get("iss") {
