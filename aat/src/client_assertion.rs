@@ -95,8 +95,9 @@ fn open(assertion: &str) -> Result<Unverified<'_>, ClientAssertionError> {
             "`typ` must be absent, JWT or client-authentication+jwt",
         ));
     }
-    let alg =
-        Algorithm::from_name(&header.alg).ok_or(ClientAssertionError::Malformed("`alg` must be EdDSA or ES256"))?;
+    let alg = Algorithm::from_client_name(&header.alg).ok_or(ClientAssertionError::Malformed(
+        "`alg` must be EdDSA (Ed25519) or ES256",
+    ))?;
     let payload = compact.payload_bytes().map_err(malformed)?;
     let claims: ClientAssertionClaims = crate::json::from_slice(&payload)
         .map_err(|_| ClientAssertionError::Malformed("iss, sub, aud, exp and jti are required"))?;
@@ -219,6 +220,8 @@ mod tests {
         };
         // As the MCP SDKs send them: typ JWT, aud a string or an array.
         assert!(check(json!({"alg": "EdDSA", "typ": "JWT"}), claims(now)).is_ok());
+        // With the fully specified name of RFC 9864.
+        assert!(check(json!({"alg": "Ed25519", "typ": "JWT"}), claims(now)).is_ok());
         let mut array = claims(now);
         array["aud"] = json!(["https://aip.example/oauth/token"]);
         assert!(check(json!({"alg": "EdDSA"}), array).is_ok());

@@ -104,7 +104,8 @@ pub fn verify_dpop_proof(proof: &str, request: &DpopRequest<'_>, now: i64) -> Re
     if !header.typ_is(DPOP_TYP) {
         return Err(DpopError::Malformed("`typ` must be dpop+jwt"));
     }
-    let alg = Algorithm::from_name(&header.alg).ok_or(DpopError::Malformed("`alg` must be EdDSA or ES256"))?;
+    let alg = Algorithm::from_client_name(&header.alg)
+        .ok_or(DpopError::Malformed("`alg` must be EdDSA (Ed25519) or ES256"))?;
     let jwk = header
         .jwk
         .ok_or(DpopError::Malformed("the header needs the public key as `jwk`"))?;

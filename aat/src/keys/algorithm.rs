@@ -34,6 +34,20 @@ impl Algorithm {
             _ => None,
         }
     }
+
+    /// [`Self::from_name`], also taking `Ed25519`, the fully specified name RFC 9864 gives
+    /// EdDSA over Ed25519 (the only EdDSA curve here), which newer JOSE libraries write: for
+    /// what clients sign themselves (client assertions, DPoP proofs). What this toolkit signs
+    /// keeps `EdDSA`, which every verifier reads.
+    pub fn from_client_name(name: &str) -> Option<Self> {
+        match name {
+            "Ed25519" => Some(Self::EdDSA),
+            name => Self::from_name(name),
+        }
+    }
+
+    /// The names [`Self::from_client_name`] takes, for metadata documents.
+    pub const CLIENT_NAMES: [&'static str; 3] = ["EdDSA", "Ed25519", "ES256"];
 }
 
 impl fmt::Display for Algorithm {

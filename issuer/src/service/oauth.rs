@@ -125,7 +125,7 @@ impl Issuer {
     /// The authorization server metadata (RFC 8414).
     pub fn oauth_metadata(&self) -> AuthorizationServerMetadata {
         let strings = |values: &[&str]| values.iter().map(|v| (*v).to_owned()).collect::<Vec<_>>();
-        let algorithms = strings(&[Algorithm::EdDSA.as_str(), Algorithm::ES256.as_str()]);
+        let algorithms = strings(&Algorithm::CLIENT_NAMES);
         let mut grants = vec![GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN];
         if self.settings.authorize.enabled {
             grants.insert(1, GRANT_AUTHORIZATION_CODE);
