@@ -527,6 +527,11 @@ fn a_tool_that_changes_after_its_first_listing_is_refused_until_accepted() {
     let changed: Vec<&Value> = records.iter().filter(|r| r["event"] == "TOOL_CHANGED").collect();
     assert_eq!(changed.len(), 1, "{records:?}");
     assert_eq!(changed[0]["tool"], "echo");
+    // The operator's acceptance is in the audit log too, once.
+    let accepted: Vec<&Value> = records.iter().filter(|r| r["event"] == "TOOL_ACCEPTED").collect();
+    assert_eq!(accepted.len(), 1, "{records:?}");
+    assert_eq!(accepted[0]["tool"], "echo");
+    assert_eq!(accepted[0]["decision"], "ALLOW");
     let refused = records
         .iter()
         .find(|r| r["tool"] == "echo" && r["decision"] == "BLOCK" && r["event"].is_null())

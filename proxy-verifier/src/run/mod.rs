@@ -94,7 +94,8 @@ pub fn run(options: ProxyOptions) -> Result<i32, RunError> {
                 token,
                 metrics::install_metrics(),
             )
-            .with_identity(identity.clone());
+            .with_identity(identity.clone())
+            .with_audit(Some(Arc::clone(&audit)));
             let running = server::spawn(addr, state).map_err(|source| RunError::Listen { addr, source })?;
             tracing::warn!(
                 "approval and validation API on http://{} (bearer token from {})",

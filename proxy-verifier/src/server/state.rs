@@ -7,6 +7,7 @@ use std::time::Instant;
 use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::audit::AuditLog;
 use crate::engine::SchemaBook;
 use crate::hitl::Hitl;
 use crate::identity::Identity;
@@ -24,6 +25,7 @@ pub struct ServerState {
     pub(super) metrics: Option<PrometheusHandle>,
     pub(super) started: Instant,
     pub(super) identity: Option<Arc<Identity>>,
+    pub(super) audit: Option<Arc<AuditLog>>,
 }
 
 impl ServerState {
@@ -44,7 +46,16 @@ impl ServerState {
             metrics,
             started: Instant::now(),
             identity: None,
+            audit: None,
         }
+    }
+
+    /// Operator decisions taken through the API (accepting a changed tool) are written to
+    /// `audit`.
+    #[must_use]
+    pub fn with_audit(mut self, audit: Option<Arc<AuditLog>>) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// Validations also check the AAT (`X-AIP-AAT`, or `aat.header_name`) and its proof
