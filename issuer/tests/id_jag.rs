@@ -19,6 +19,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 
+#[path = "support/keys.rs"]
+mod keys;
+
+use keys::{TestKey, aat_key, b64, jwks, sign_with_header};
+
 /// The IdP that may issue ID-JAGs.
 const IDP: &str = "https://idp.example.com";
 /// An IdP trusted for ID tokens only.
@@ -33,52 +38,12 @@ const NOW: i64 = 1_900_000_000;
 // Keys and tokens
 // ---------------------------------------------------------------------------------------------
 
-/// A signing key made for the test, and its public JWK (with `kid`).
-struct TestKey {
-    alg: Algorithm,
-    kid: String,
-    encoding: EncodingKey,
-    jwk: Value,
-}
-
-fn key(alg: aip_aat::keys::Algorithm, kid: &str) -> TestKey {
-    let pair = aip_aat::keys::KeyPair::generate(alg).unwrap();
-    let der = pair.to_pkcs8_der().unwrap();
-    let (alg, encoding) = match alg {
-        aip_aat::keys::Algorithm::ES256 => (Algorithm::ES256, EncodingKey::from_ec_der(&der)),
-        aip_aat::keys::Algorithm::EdDSA => (Algorithm::EdDSA, EncodingKey::from_ed_der(&der)),
-    };
-    let mut jwk = serde_json::to_value(pair.public_key().to_jwk()).unwrap();
-    jwk["kid"] = json!(kid);
-    TestKey {
-        alg,
-        kid: kid.into(),
-        encoding,
-        jwk,
-    }
-}
-
 fn es256(kid: &str) -> TestKey {
-    key(aip_aat::keys::Algorithm::ES256, kid)
+    aat_key(aip_aat::keys::Algorithm::ES256, kid)
 }
 
 fn eddsa(kid: &str) -> TestKey {
-    key(aip_aat::keys::Algorithm::EdDSA, kid)
-}
-
-fn jwks(keys: &[&TestKey]) -> Value {
-    json!({ "keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
-}
-
-fn b64(value: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
-}
-
-/// Signs `claims` under `header` as it stands (so tests can drop or change `typ`, `kid`, …).
-fn sign_with_header(header: &Value, claims: &Value, key: &TestKey) -> String {
-    let message = format!("{}.{}", b64(header), b64(claims));
-    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key.encoding, key.alg).unwrap();
-    format!("{message}.{signature}")
+    aat_key(aip_aat::keys::Algorithm::EdDSA, kid)
 }
 
 fn header(key: &TestKey) -> Value {

@@ -15,10 +15,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
+
+#[path = "support/keys.rs"]
+mod keys;
+
+use keys::{TestKey, aat_key, b64, jwks, sign_with_header};
 
 const ISSUER: &str = "https://idp.example.com";
 const AUDIENCE: &str = "aip-authority";
@@ -28,14 +33,6 @@ const RSA_KID: &str = "rsa-1";
 // ---------------------------------------------------------------------------------------------
 // Keys
 // ---------------------------------------------------------------------------------------------
-
-/// A signing key and its public JWK (with `kid`).
-struct TestKey {
-    alg: Algorithm,
-    kid: String,
-    encoding: EncodingKey,
-    jwk: Value,
-}
 
 /// The committed RSA 2048 key (`tests/fixtures/oidc-rsa.pem`, PKCS#1).
 fn rsa_key() -> TestKey {
@@ -54,46 +51,13 @@ fn rsa_key() -> TestKey {
     }
 }
 
-/// A fresh key from the AAT toolkit (ES256 or EdDSA), exported as PKCS#8 and JWK.
-fn aat_key(alg: aip_aat::keys::Algorithm, kid: &str) -> TestKey {
-    let pair = aip_aat::keys::KeyPair::generate(alg).unwrap();
-    let der = pair.to_pkcs8_der().unwrap();
-    let (alg, encoding) = match alg {
-        aip_aat::keys::Algorithm::ES256 => (Algorithm::ES256, EncodingKey::from_ec_der(&der)),
-        aip_aat::keys::Algorithm::EdDSA => (Algorithm::EdDSA, EncodingKey::from_ed_der(&der)),
-    };
-    let mut jwk = serde_json::to_value(pair.public_key().to_jwk()).unwrap();
-    jwk["kid"] = json!(kid);
-    TestKey {
-        alg,
-        kid: kid.into(),
-        encoding,
-        jwk,
-    }
-}
-
 fn es256_key(kid: &str) -> TestKey {
     aat_key(aip_aat::keys::Algorithm::ES256, kid)
-}
-
-fn jwks(keys: &[&TestKey]) -> Value {
-    json!({ "keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
 }
 
 // ---------------------------------------------------------------------------------------------
 // Tokens
 // ---------------------------------------------------------------------------------------------
-
-fn b64(value: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
-}
-
-/// Signs `claims` under an arbitrary header (so tests can add `crit`, drop `kid`, …).
-fn sign_with_header(header: &Value, claims: &Value, key: &TestKey) -> String {
-    let message = format!("{}.{}", b64(header), b64(claims));
-    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key.encoding, key.alg).unwrap();
-    format!("{message}.{signature}")
-}
 
 fn header(key: &TestKey) -> Value {
     json!({ "alg": format!("{:?}", key.alg), "typ": "JWT", "kid": key.kid })
