@@ -80,70 +80,90 @@ fn malformed(e: jws::ShapeError) -> ClientAssertionError {
     ClientAssertionError::Malformed(e.describe())
 }
 
-/// A split assertion, its header checked, its claims read but not yet trusted.
-struct Unverified<'a> {
-    compact: Compact<'a>,
+/// A client assertion read but not yet trusted: its header checked, its claims parsed. Read it
+/// once per request: [`Self::client`] names the key to verify with (and keys per-client rate
+/// limits), [`Self::verify`] checks it with that key.
+#[derive(Clone, Debug)]
+pub struct ClientAssertion {
+    signing_input: String,
+    signature: Vec<u8>,
     alg: Algorithm,
     claims: ClientAssertionClaims,
 }
 
-fn open(assertion: &str) -> Result<Unverified<'_>, ClientAssertionError> {
-    let compact = Compact::split(assertion, MAX_CLIENT_ASSERTION_LEN).map_err(malformed)?;
-    let header = Header::parse(&compact).map_err(malformed)?;
-    if header.typ.is_some() && !header.typ_is("JWT") && !header.typ_is(CLIENT_ASSERTION_TYP) {
-        return Err(ClientAssertionError::Malformed(
-            "`typ` must be absent, JWT or client-authentication+jwt",
-        ));
+impl ClientAssertion {
+    /// Splits and reads `assertion`: its type and algorithm, `iss` = `sub`, a `jti`.
+    pub fn parse(assertion: &str) -> Result<Self, ClientAssertionError> {
+        let compact = Compact::split(assertion, MAX_CLIENT_ASSERTION_LEN).map_err(malformed)?;
+        let header = Header::parse(&compact).map_err(malformed)?;
+        if header.typ.is_some() && !header.typ_is("JWT") && !header.typ_is(CLIENT_ASSERTION_TYP) {
+            return Err(ClientAssertionError::Malformed(
+                "`typ` must be absent, JWT or client-authentication+jwt",
+            ));
+        }
+        let alg = Algorithm::from_client_name(&header.alg).ok_or(ClientAssertionError::Malformed(
+            "`alg` must be EdDSA (Ed25519) or ES256",
+        ))?;
+        let payload = compact.payload_bytes().map_err(malformed)?;
+        let claims: ClientAssertionClaims = crate::json::from_slice(&payload)
+            .map_err(|_| ClientAssertionError::Malformed("iss, sub, aud, exp and jti are required"))?;
+        if claims.iss != claims.sub {
+            return Err(ClientAssertionError::WrongClient);
+        }
+        if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_LEN {
+            return Err(ClientAssertionError::Malformed("`jti` must be 1 to 256 characters"));
+        }
+        Ok(Self {
+            signing_input: compact.signing_input.to_owned(),
+            signature: compact.signature_bytes().map_err(malformed)?,
+            alg,
+            claims,
+        })
     }
-    let alg = Algorithm::from_client_name(&header.alg).ok_or(ClientAssertionError::Malformed(
-        "`alg` must be EdDSA (Ed25519) or ES256",
-    ))?;
-    let payload = compact.payload_bytes().map_err(malformed)?;
-    let claims: ClientAssertionClaims = crate::json::from_slice(&payload)
-        .map_err(|_| ClientAssertionError::Malformed("iss, sub, aud, exp and jti are required"))?;
-    if claims.iss != claims.sub {
-        return Err(ClientAssertionError::WrongClient);
+
+    /// The client it names (`iss`, equal to `sub`), not yet verified.
+    pub fn client(&self) -> &str {
+        &self.claims.iss
     }
-    if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_LEN {
-        return Err(ClientAssertionError::Malformed("`jti` must be 1 to 256 characters"));
+
+    /// Verifies it with the client's registered `key`: the signature, `aud` one of
+    /// `audiences`, `exp` in the future but at most [`MAX_ASSERTION_LIFETIME_SECS`] ahead,
+    /// `nbf` and `iat` not in the future (each with [`ASSERTION_LEEWAY_SECS`]). Recording `jti`
+    /// against reuse is the caller's job.
+    pub fn verify(
+        &self,
+        key: &PublicKey,
+        audiences: &[&str],
+        now: i64,
+    ) -> Result<&ClientAssertionClaims, ClientAssertionError> {
+        let claims = &self.claims;
+        key.verify(self.alg, self.signing_input.as_bytes(), &self.signature)
+            .map_err(|_| ClientAssertionError::BadSignature)?;
+        if !audiences.iter().any(|aud| claims.aud.contains(aud)) {
+            return Err(ClientAssertionError::WrongAudience);
+        }
+        let future = now.saturating_add(ASSERTION_LEEWAY_SECS);
+        if claims.exp < now.saturating_sub(ASSERTION_LEEWAY_SECS)
+            || claims.nbf.is_some_and(|nbf| nbf > future)
+            || claims.iat.is_some_and(|iat| iat > future)
+        {
+            return Err(ClientAssertionError::Expired);
+        }
+        if claims.exp > now.saturating_add(MAX_ASSERTION_LIFETIME_SECS + ASSERTION_LEEWAY_SECS) {
+            return Err(ClientAssertionError::TooLong);
+        }
+        Ok(claims)
     }
-    Ok(Unverified { compact, alg, claims })
 }
 
-/// The client an assertion names (`iss`, equal to `sub`), read *without* verifying it: to find
-/// the key it must be verified with.
-pub fn assertion_client(assertion: &str) -> Result<String, ClientAssertionError> {
-    open(assertion).map(|unverified| unverified.claims.iss)
-}
-
-/// Verifies `assertion` with the client's registered `key`: its type and algorithm, the
-/// signature, `iss` = `sub`, `aud` one of `audiences`, `exp` in the future but at most
-/// [`MAX_ASSERTION_LIFETIME_SECS`] ahead, `nbf` and `iat` not in the future (each with
-/// [`ASSERTION_LEEWAY_SECS`]). Recording `jti` against reuse is the caller's job.
+/// [`ClientAssertion::parse`], then [`ClientAssertion::verify`].
 pub fn verify_client_assertion(
     assertion: &str,
     key: &PublicKey,
     audiences: &[&str],
     now: i64,
 ) -> Result<ClientAssertionClaims, ClientAssertionError> {
-    let Unverified { compact, alg, claims } = open(assertion)?;
-    let signature = compact.signature_bytes().map_err(malformed)?;
-    key.verify(alg, compact.signing_input.as_bytes(), &signature)
-        .map_err(|_| ClientAssertionError::BadSignature)?;
-    if !audiences.iter().any(|aud| claims.aud.contains(aud)) {
-        return Err(ClientAssertionError::WrongAudience);
-    }
-    let future = now.saturating_add(ASSERTION_LEEWAY_SECS);
-    if claims.exp < now.saturating_sub(ASSERTION_LEEWAY_SECS)
-        || claims.nbf.is_some_and(|nbf| nbf > future)
-        || claims.iat.is_some_and(|iat| iat > future)
-    {
-        return Err(ClientAssertionError::Expired);
-    }
-    if claims.exp > now.saturating_add(MAX_ASSERTION_LIFETIME_SECS + ASSERTION_LEEWAY_SECS) {
-        return Err(ClientAssertionError::TooLong);
-    }
-    Ok(claims)
+    ClientAssertion::parse(assertion)?.verify(key, audiences, now).cloned()
 }
 
 /// Signs an assertion for `client_id` toward `audience`, valid for `lifetime_secs` from `now`
@@ -194,7 +214,7 @@ mod tests {
         for alg in [Algorithm::EdDSA, Algorithm::ES256] {
             let key = KeyPair::generate(alg).unwrap();
             let assertion = create_client_assertion(&key, "agent-1", AS, 1_000, 60).unwrap();
-            assert_eq!(assertion_client(&assertion).unwrap(), "agent-1");
+            assert_eq!(ClientAssertion::parse(&assertion).unwrap().client(), "agent-1");
             let verified = verify_client_assertion(&assertion, key.public_key(), &[AS], 1_000).unwrap();
             assert_eq!(verified.sub, "agent-1");
             let other = KeyPair::generate(alg).unwrap();

@@ -14,9 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use aip_aat::client_assertion::{
-    ASSERTION_LEEWAY_SECS, CLIENT_ASSERTION_TYPE, assertion_client, verify_client_assertion,
-};
+use aip_aat::client_assertion::{ASSERTION_LEEWAY_SECS, CLIENT_ASSERTION_TYPE, ClientAssertion, ClientAssertionError};
 use aip_aat::dpop::{DpopRequest, MAX_DPOP_AGE_SECS, verify_dpop_proof};
 use aip_aat::ids::AgentId;
 use aip_aat::keys::Algorithm;
@@ -61,6 +59,8 @@ pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
 pub struct OAuthForm {
     params: BTreeMap<String, String>,
     resources: Vec<String>,
+    /// `client_assertion`, read once (not verified).
+    assertion: Option<Result<ClientAssertion, ClientAssertionError>>,
 }
 
 impl OAuthForm {
@@ -80,6 +80,7 @@ impl OAuthForm {
                 return Err(invalid_request(format!("{name} is given more than once")));
             }
         }
+        form.assertion = form.get("client_assertion").map(ClientAssertion::parse);
         Ok(form)
     }
 
@@ -91,7 +92,7 @@ impl OAuthForm {
     /// The client its assertion names, *unverified*: only for keying per-client rate limits
     /// before the request is served.
     pub fn claimed_client(&self) -> Option<String> {
-        assertion_client(self.get("client_assertion")?).ok()
+        Some(self.assertion.as_ref()?.as_ref().ok()?.client().to_owned())
     }
 
     fn require(&self, name: &str) -> Result<&str, IssuerError> {
@@ -271,10 +272,12 @@ impl Issuer {
                 "only private_key_jwt client authentication is accepted; send no client_secret",
             ));
         }
-        let assertion = form
-            .get("client_assertion")
-            .ok_or_else(|| invalid_client("client_assertion is required"))?;
-        let claimed = assertion_client(assertion).map_err(|e| invalid_client(e.to_string()))?;
+        let assertion = match &form.assertion {
+            None => return Err(invalid_client("client_assertion is required")),
+            Some(Err(e)) => return Err(invalid_client(e.to_string())),
+            Some(Ok(assertion)) => assertion,
+        };
+        let claimed = assertion.client();
         if form.get("client_id").is_some_and(|id| id != claimed) {
             return Err(invalid_client(
                 "client_id is not the client named by the client assertion",
@@ -297,7 +300,8 @@ impl Issuer {
         if is_bare_origin(issuer) {
             audiences.push(&slashed);
         }
-        let claims = verify_client_assertion(assertion, &agent.public_key, &audiences, now)
+        let claims = assertion
+            .verify(&agent.public_key, &audiences, now)
             .map_err(|e| invalid_client(e.to_string()))?;
         let assertion = SingleUse::of(
             OnceKind::ClientAssertion,
