@@ -202,6 +202,8 @@ impl Forward<'_> {
                 }
                 session_error(&SessionError::Unknown)
             }
+            // A notification or response taken with another success status than 202.
+            Answer::Status(status) if status.is_success() && self.id.is_none() => StatusCode::ACCEPTED.into_response(),
             Answer::Status(status) => self.unanswered(&refused_by_server(status)),
             Answer::Message(status, body) => self.relay_message(status, &body),
             Answer::Stream(events) => stream_response(self.relay, events, self.id, Some(deadline)),
