@@ -42,6 +42,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -225,12 +226,21 @@ async fn run(settings: &Settings) {
             let measured = match case {
                 Case::Direct => {
                     let target = Target::new(upstream.addr);
-                    measure(settings, case, &target, &Auth::None, None, &upstream).await
+                    measure(settings, case, &target, &Auth::None, None, &upstream, None).await
                 }
                 Case::Relay => {
                     let relay = RelayChild::start(&upstream.url);
                     let target = Target::new(relay.addr);
-                    measure(settings, case, &target, &Auth::None, None, &upstream).await
+                    measure(
+                        settings,
+                        case,
+                        &target,
+                        &Auth::None,
+                        None,
+                        &upstream,
+                        Some(relay.child.id()),
+                    )
+                    .await
                 }
                 Case::Bearer | Case::Dpop => {
                     let estimate = results
@@ -241,7 +251,8 @@ async fn run(settings: &Settings) {
                     let dir = scratch.path().join(format!("round{round}-{}", case.key()));
                     let replay = replay_base.path().join(format!("round{round}-{}", case.key()));
                     std::fs::create_dir_all(&dir).unwrap();
-                    std::fs::create_dir_all(&replay).unwrap();
+                    // The proxy wants its replay store private.
+                    std::fs::DirBuilder::new().mode(0o700).create(&replay).unwrap();
                     measure_proxy(settings, case, &offline, &dir, &replay, &upstream, estimate).await
                 }
             };
@@ -322,7 +333,7 @@ async fn measure_proxy(
         }
         _ => None,
     };
-    let mut measured = measure(settings, case, &target, &auth, proofs, upstream).await;
+    let mut measured = measure(settings, case, &target, &auth, proofs, upstream, Some(proxy.child.id())).await;
     if let Some(error) = &measured.transport_error {
         proxy.fail(error);
     }
@@ -340,6 +351,7 @@ async fn measure(
     auth: &Auth,
     proofs: Option<Vec<Vec<HeaderValue>>>,
     upstream: &upstream::Upstream,
+    server: Option<u32>,
 ) -> Measured {
     let mut clients = Vec::with_capacity(settings.clients);
     for _ in 0..settings.clients {
@@ -360,6 +372,10 @@ async fn measure(
             tokio::spawn(drive(client, proofs, warm_end, end))
         })
         .collect();
+    tokio::time::sleep_until(warm_end.into()).await;
+    let cpu_start = CpuSample::take(server);
+    tokio::time::sleep_until(end.into()).await;
+    let cpu_end = CpuSample::take(server);
     let mut measured = Measured::new(case, settings.secs);
     let mut latencies = Vec::new();
     for task in tasks {
@@ -381,7 +397,77 @@ async fn measure(
     measured.p50 = percentile(&latencies, 0.50);
     measured.p99 = percentile(&latencies, 0.99);
     measured.max = latencies.last().copied().unwrap_or_default();
+    measured.cpu = cpu_end.since(&cpu_start);
     measured
+}
+
+/// CPU time in clock ticks (`USER_HZ`, 100 per second on Linux) from `/proc`: the whole
+/// machine's, this process's (clients and upstream), and the server's (relay or proxy).
+#[derive(Clone, Copy, Default)]
+struct CpuSample {
+    machine_busy: u64,
+    machine_total: u64,
+    bench: u64,
+    server: Option<u64>,
+}
+
+impl CpuSample {
+    fn take(server: Option<u32>) -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("cpu "))
+            .map(|rest| rest.split_whitespace().filter_map(|t| t.parse().ok()).collect())
+            .unwrap_or_default();
+        // user nice system idle iowait irq softirq steal (guest time is already in user).
+        let total: u64 = ticks.iter().take(8).sum();
+        let idle = ticks.get(3).copied().unwrap_or_default() + ticks.get(4).copied().unwrap_or_default();
+        Self {
+            machine_busy: total - idle,
+            machine_total: total,
+            bench: process_ticks(std::process::id()).unwrap_or_default(),
+            server: server.and_then(process_ticks),
+        }
+    }
+
+    fn since(&self, start: &Self) -> Cpu {
+        Cpu {
+            machine_busy: self.machine_busy.saturating_sub(start.machine_busy),
+            machine_total: self.machine_total.saturating_sub(start.machine_total),
+            bench: self.bench.saturating_sub(start.bench),
+            server: self
+                .server
+                .zip(start.server)
+                .map(|(end, start)| end.saturating_sub(start)),
+        }
+    }
+}
+
+/// CPU ticks spent during the measured time.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    machine_busy: u64,
+    machine_total: u64,
+    bench: u64,
+    server: Option<u64>,
+}
+
+impl Cpu {
+    /// The share of all CPUs' time used by other processes than the benchmark's.
+    #[allow(clippy::cast_precision_loss)]
+    fn others_share(&self) -> f64 {
+        let ours = self.bench + self.server.unwrap_or_default();
+        self.machine_busy.saturating_sub(ours) as f64 / self.machine_total.max(1) as f64
+    }
+}
+
+/// User and system CPU ticks of process `pid`, all its threads.
+fn process_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After "pid (comm) ": state is field 3; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
 /// What one client did.
@@ -701,6 +787,7 @@ struct Measured {
     upstream_calls: u64,
     memory_with_sessions: Option<Memory>,
     memory_after: Option<Memory>,
+    cpu: Cpu,
 }
 
 impl Measured {
@@ -720,12 +807,20 @@ impl Measured {
             upstream_calls: 0,
             memory_with_sessions: None,
             memory_after: None,
+            cpu: Cpu::default(),
         }
     }
 
     #[allow(clippy::cast_precision_loss)]
     fn rate(&self) -> f64 {
         self.calls as f64 / self.secs as f64
+    }
+
+    /// Microseconds of CPU per measured call: the server's (relay or proxy) and this process's.
+    #[allow(clippy::cast_precision_loss)]
+    fn cpu_per_call(&self) -> (Option<f64>, f64) {
+        let per_call = |ticks: u64| ticks as f64 * 10_000.0 / self.calls.max(1) as f64;
+        (self.cpu.server.map(per_call), per_call(self.cpu.bench))
     }
 
     fn one_line(&self) -> String {
@@ -737,6 +832,16 @@ impl Measured {
             micros(self.p99),
             micros(self.max)
         );
+        let (server, bench) = self.cpu_per_call();
+        if let Some(server) = server {
+            write!(line, ", CPU per call {server:.0} µs").unwrap();
+        }
+        write!(
+            line,
+            ", clients and upstream {bench:.0} µs, others {:.0} %",
+            self.cpu.others_share() * 100.0
+        )
+        .unwrap();
         if let Some(memory) = self.memory_with_sessions {
             write!(line, ", aip-proxy VmHWM with {IDLE_SESSIONS} sessions {memory}").unwrap();
         }
@@ -752,6 +857,13 @@ impl Measured {
 struct Memory {
     hwm_kb: u64,
     rss_kb: u64,
+}
+
+impl Memory {
+    #[allow(clippy::cast_precision_loss)]
+    fn hwm_mb(self) -> String {
+        format!("{:.1}", self.hwm_kb as f64 / 1024.0)
+    }
 }
 
 impl std::fmt::Display for Memory {
@@ -783,10 +895,10 @@ fn report(settings: &Settings, results: &[Measured]) -> String {
     let mut out = String::new();
     writeln!(
         out,
-        "| case | calls/s | p50 | p99 | max | added p50 / p99 vs direct | added p50 / p99 vs relay | aip-proxy VmHWM, {IDLE_SESSIONS} sessions → after the load |"
+        "| case | calls/s | p50 | p99 | max | added p50 / p99 vs direct | added p50 / p99 vs relay | CPU per call: relay or proxy / clients + upstream | other processes' CPU | aip-proxy VmHWM: {IDLE_SESSIONS} sessions → after the load |"
     )
     .unwrap();
-    writeln!(out, "|---|---|---|---|---|---|---|---|").unwrap();
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").unwrap();
     for m in results {
         // Added latency: the relay against direct calls, the proxy against both.
         let versus = |base: Option<&Measured>| match base {
@@ -796,12 +908,17 @@ fn report(settings: &Settings, results: &[Measured]) -> String {
             _ => String::new(),
         };
         let memory = match (m.memory_with_sessions, m.memory_after) {
-            (Some(before), Some(after)) => format!("{before} → {after}"),
+            (Some(before), Some(after)) => format!("{} → {} MB", before.hwm_mb(), after.hwm_mb()),
             _ => String::new(),
+        };
+        let (server, bench) = m.cpu_per_call();
+        let cpu = match server {
+            Some(server) => format!("{server:.0} / {bench:.0} µs"),
+            None => format!("— / {bench:.0} µs"),
         };
         writeln!(
             out,
-            "| {} | {:.0} | {} | {} | {} | {} | {} | {memory} |",
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {cpu} | {:.0} % | {memory} |",
             m.case.title(),
             m.rate(),
             micros(m.p50),
@@ -809,6 +926,7 @@ fn report(settings: &Settings, results: &[Measured]) -> String {
             micros(m.max),
             versus(direct),
             versus(relay),
+            m.cpu.others_share() * 100.0,
         )
         .unwrap();
     }
@@ -862,7 +980,8 @@ fn report(settings: &Settings, results: &[Measured]) -> String {
         let added = dpop.p50 as i64 - direct.p50 as i64;
         writeln!(
             out,
-            "target: DPoP + policy + DLP added p50 ≤ 150 µs: {added:+} ns ({}, {} clients)",
+            "target: DPoP + policy + DLP added p50 vs direct ≤ 150 µs: {} µs ({}, {} clients)",
+            difference(dpop.p50, direct.p50),
             met(added <= 150_000),
             settings.clients
         )
