@@ -243,11 +243,11 @@ async fn run(settings: &Settings) {
                     .await
                 }
                 Case::Bearer | Case::Dpop => {
-                    let estimate = results
+                    // The Bearer case's rate, else the relay's (the proxy is not faster), else a guess.
+                    let estimate = [Case::Bearer, Case::Relay]
                         .iter()
-                        .find(|m| m.case == Case::Bearer)
-                        .or_else(|| results.iter().max_by(|a, b| a.rate().total_cmp(&b.rate())))
-                        .map_or(50_000.0, Measured::rate);
+                        .find_map(|c| results.iter().find(|m| m.case == *c))
+                        .map_or(20_000.0, Measured::rate);
                     let dir = scratch.path().join(format!("round{round}-{}", case.key()));
                     let replay = replay_base.path().join(format!("round{round}-{}", case.key()));
                     std::fs::create_dir_all(&dir).unwrap();
@@ -317,9 +317,9 @@ async fn measure_proxy(
 
     let proofs = match &auth {
         Auth::Dpop(dpop) => {
-            // Enough for 1.5 times the Bearer case's rate (a DPoP call costs more), warm-up included.
+            // Twice the estimate (a DPoP call costs more than a Bearer one), warm-up included.
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let per_client = (rate_estimate * 1.5 * (settings.secs as f64 + WARM_UP.as_secs_f64())
+            let per_client = (rate_estimate * 2.0 * (settings.secs as f64 + WARM_UP.as_secs_f64())
                 / settings.clients as f64) as usize
                 + 100;
             let started = Instant::now();
@@ -852,11 +852,12 @@ impl Measured {
     }
 }
 
-/// `VmHWM` and `VmRSS` of a process, in kB.
+/// `VmHWM` and `VmRSS` of a process, in kB, and its number of threads.
 #[derive(Clone, Copy)]
 struct Memory {
     hwm_kb: u64,
     rss_kb: u64,
+    threads: u64,
 }
 
 impl Memory {
@@ -871,9 +872,10 @@ impl std::fmt::Display for Memory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:.1} MB (VmRSS {:.1} MB)",
+            "{:.1} MB (VmRSS {:.1} MB, {} threads)",
             self.hwm_kb as f64 / 1024.0,
-            self.rss_kb as f64 / 1024.0
+            self.rss_kb as f64 / 1024.0,
+            self.threads
         )
     }
 }
@@ -1206,6 +1208,7 @@ impl ProxyChild {
         Memory {
             hwm_kb: field("VmHWM:"),
             rss_kb: field("VmRSS:"),
+            threads: field("Threads:"),
         }
     }
 
