@@ -1,0 +1,400 @@
+//! `aip-proxy`'s Streamable HTTP front door (`--serve … --upstream …`) between unmodified MCP
+//! SDK clients and a remote MCP server, nothing of ours on either side of it:
+//! - a real `aip-ca serve` (SQLite) that registered the agent (for `echo`, `read_secret` and
+//!   `delete_everything`) and exported its key;
+//! - the remote server, built with the official MCP Python SDK and run as its own process
+//!   (`tests/python/mcp_upstream_server.py`: Streamable HTTP, stateful sessions, SSE answers,
+//!   no authorization of its own);
+//! - `aip-proxy` with a policy allowing `echo`, `read_secret` and `admin_tool`, blocking
+//!   `delete_everything`, redacting AWS keys, requiring AATs of the authority as Bearer tokens
+//!   (`aat.require_proof: false`: the SDKs do not do DPoP) and following its revocations;
+//! - as the client, the official Python SDK (`PrivateKeyJWTOAuthProvider`) or TypeScript SDK
+//!   (`PrivateKeyJwtProvider`), driven one command at a time (`tests/python/front_door_client.py`,
+//!   `tests/mcp/front-door-client.mjs`). Given the front door's URL and nothing about the
+//!   authority's endpoints, each finds the authority from the 401, gets an AAT for the front
+//!   door's resource URI and initializes a session.
+//!
+//! In that session `tools/list` shows policy ∩ AAT, an allowed call works, a blocked tool and a
+//! tool outside the AAT are refused with JSON-RPC errors (and never reach the server), the
+//! secret in an SSE answer arrives redacted, and once `aip-ca agents revoke` has returned the
+//! next call is refused within a second, inside the session, which goes on answering. The audit
+//! log names the agent and holds neither the AAT nor the secret.
+//!
+//! Peers: `python3 -m pip install -r tests/python/requirements.txt` and
+//! `npm ci --prefix tests/mcp`. Without them a test reports itself skipped, naming what is
+//! missing; under `CI` a missing peer fails it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use aip_aat::jsonrpc::ErrorCode;
+use aip_tests::{Agent, Authority, FrontDoor, Listening, Peer, aip_proxy, peers_ready, python, tests_dir};
+use serde_json::{Value, json};
+
+/// The AWS access key id `read_secret` answers with.
+const SECRET: &str = "AKIAIOSFODNN7EXAMPLE";
+
+/// The tools the agent is registered for; `admin_tool` is not among them.
+const CAPABILITIES: &str = "echo,read_secret,delete_everything";
+
+/// An SDK client process, driven one JSON command per line.
+struct Driver {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Driver {
+    /// Runs `cmd` (stdin and stdout piped, stderr inherited).
+    fn start(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, stdin, lines }
+    }
+
+    /// Sends `command`; the client's answer.
+    fn ask(&mut self, command: &Value) -> Value {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("no answer to {command} ({e}): did the client exit?"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// The tools `tools/list` shows, sorted.
+    fn list(&mut self) -> Vec<String> {
+        let answer = self.ask(&json!({"op": "list"}));
+        assert_eq!(answer["ok"], true, "tools/list failed: {answer}");
+        let mut names: Vec<String> = answer["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A `tools/call` of `tool` with `args`: the client's answer.
+    fn call(&mut self, tool: &str, args: &Value) -> Value {
+        self.ask(&json!({"op": "call", "tool": tool, "args": args}))
+    }
+
+    /// Ends the session; the client must then exit successfully.
+    fn quit(mut self) {
+        let answer = self.ask(&json!({"op": "quit"}));
+        assert_eq!(answer["quit"], true, "{answer}");
+        let exited = aip_tests::within(Duration::from_secs(20), || self.child.try_wait().unwrap().is_some());
+        assert!(exited, "the client did not exit after quit");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "the client exited with {status}");
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The texts of a call that succeeded (a tool result that is not an error).
+fn texts(answer: &Value) -> Vec<String> {
+    assert_eq!(answer["ok"], true, "the call failed: {answer}");
+    assert_eq!(answer["is_error"], false, "the tool reported an error: {answer}");
+    answer["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The JSON-RPC error of a refused call.
+fn refusal(answer: &Value) -> ErrorCode {
+    assert_eq!(answer["ok"], false, "the call was not refused: {answer}");
+    let code = answer["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not a JSON-RPC error: {answer}"));
+    i32::try_from(code)
+        .ok()
+        .and_then(ErrorCode::from_code)
+        .unwrap_or_else(|| panic!("not one of the proxy's error codes: {answer}"))
+}
+
+/// Which SDK plays the client.
+#[derive(Clone, Copy)]
+enum Sdk {
+    Python,
+    TypeScript,
+}
+
+impl Sdk {
+    /// Its driver, connecting to `url` as `agent`, expecting `issuer`.
+    fn connect(self, url: &str, issuer: &str, agent: &Agent) -> Driver {
+        let mut cmd = match self {
+            Self::Python => {
+                let mut cmd = Command::new(python());
+                cmd.arg(tests_dir().join("python/front_door_client.py"));
+                cmd
+            }
+            Self::TypeScript => {
+                let mut cmd = Command::new("node");
+                cmd.arg(tests_dir().join("mcp/front-door-client.mjs"));
+                cmd
+            }
+        };
+        cmd.args([url, issuer, agent.id.as_str()])
+            .arg(&agent.pem)
+            .arg(agent.alg);
+        Driver::start(&mut cmd)
+    }
+}
+
+/// The Bearer front door's policy: AATs of `authority` required without proofs, revocations
+/// followed through the event stream, `echo`, `read_secret` and `admin_tool` allowed,
+/// `delete_everything` blocked, AWS keys redacted.
+fn write_policy(authority: &Authority, path: &Path) {
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: aip.io/v1alpha3
+kind: AgentPolicy
+metadata:
+  name: front-door
+spec:
+  mode: enforce
+  allowed_tools: [echo, read_secret, admin_tool]
+  tool_rules:
+    - tool: delete_everything
+      action: block
+  dlp:
+    enabled: true
+    patterns:
+      - name: AWS Key
+        regex: \"(AKIA)[A-Z0-9]{{16}}\"
+  registry:
+    enabled: true
+    endpoint: \"{url}\"
+    auth:
+      type: bearer
+      token: \"{reader}\"
+    revocation:
+      mode: cached
+      check_interval: 1s
+  aat:
+    enabled: true
+    require: true
+    require_proof: false
+    trusted_issuers: [\"{url}\"]
+",
+            url = authority.url,
+            reader = authority.reader,
+        ),
+    )
+    .unwrap();
+}
+
+/// The tools the upstream server was called for, in order.
+fn upstream_calls(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The whole scenario, with `sdk` as the client and the agent's key of `alg`.
+fn front_door_session(sdk: Sdk, alg: &str) {
+    let authority = Authority::start(None);
+    let agent = authority.register("front-door-agent", alg, CAPABILITIES);
+    let calls = authority.dir().join("upstream-calls.log");
+    let upstream = Listening::start(
+        Command::new(python())
+            .arg(tests_dir().join("python/mcp_upstream_server.py"))
+            .arg(&calls),
+    );
+    let policy = authority.dir().join("front-door.yaml");
+    write_policy(&authority, &policy);
+    let audit = authority.dir().join("audit.jsonl");
+    let proxy = FrontDoor::start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--serve",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream.url,
+        "--audit",
+        audit.to_str().unwrap(),
+    ]);
+
+    // What the client discovers from: the metadata names the authority, character for
+    // character as its issuer, and the front door's URL as the resource.
+    let metadata_url = proxy
+        .url
+        .replacen("/mcp", "/.well-known/oauth-protected-resource/mcp", 1);
+    let (status, body) = aip_tests::http_get(&metadata_url, None);
+    assert_eq!(status, 200, "{metadata_url}: {body}");
+    let metadata: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(metadata["resource"], proxy.url.as_str(), "{metadata}");
+    assert_eq!(metadata["authorization_servers"], json!([authority.url]), "{metadata}");
+
+    let mut client = sdk.connect(&proxy.url, &authority.url, &agent);
+
+    // The AAT the SDK obtained by itself: a Bearer token of the authority, for this agent and
+    // key, its audience the front door's resource URI, without `admin_tool`.
+    let token = client.ask(&json!({"op": "token"}));
+    assert_eq!(token["ok"], true, "{token}");
+    assert!(
+        token["token_type"].as_str().unwrap().eq_ignore_ascii_case("bearer"),
+        "{token}"
+    );
+    let claims = &token["claims"];
+    assert_eq!(claims["aud"], proxy.url.as_str(), "{claims}");
+    assert_eq!(claims["iss"], authority.url.as_str(), "{claims}");
+    assert_eq!(claims["sub"], agent.id.as_str(), "{claims}");
+    assert_eq!(claims["cnf"]["jkt"], agent.key_id.as_str(), "{claims}");
+    let granted: BTreeSet<&str> = claims["capabilities"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        granted.contains("echo") && granted.contains("read_secret") && !granted.contains("admin_tool"),
+        "{claims}"
+    );
+
+    // tools/list: what the policy allows ∩ what the AAT grants.
+    assert_eq!(client.list(), ["echo", "read_secret"]);
+
+    // An allowed call.
+    let said = "hello through the front door";
+    assert_eq!(texts(&client.call("echo", &json!({"text": said}))), [said]);
+
+    // A tool the policy blocks. The Python SDK asks for the scopes the challenge lists (the
+    // tools the policy allows), so its AAT lacks the tool and that is checked first; the
+    // TypeScript SDK asks for no scope and gets every tool of the agent, so the block refuses it.
+    let blocked = client.call("delete_everything", &json!({}));
+    let expected = if granted.contains("delete_everything") {
+        ErrorCode::Forbidden
+    } else {
+        ErrorCode::CapabilityDenied
+    };
+    assert_eq!(refusal(&blocked), expected, "{blocked}");
+
+    // A tool the policy allows but the AAT does not grant.
+    let outside = client.call("admin_tool", &json!({}));
+    assert_eq!(refusal(&outside), ErrorCode::CapabilityDenied, "{outside}");
+
+    // The secret in the server's SSE answer arrives redacted, in the text and the structured
+    // content alike.
+    let secret = client.call("read_secret", &json!({}));
+    let text = texts(&secret).join("\n");
+    assert!(text.contains("[REDACTED:AWS Key]"), "{secret}");
+    assert!(
+        !secret.to_string().contains(SECRET),
+        "the secret reached the client: {secret}"
+    );
+
+    // Only the allowed calls reached the server.
+    assert_eq!(upstream_calls(&calls), ["echo", "read_secret"]);
+
+    // Revoked: the next call is refused within a second of the revocation, inside the session.
+    authority.remote(&["agents", "revoke", &agent.id, "--reason", "end of the test", "--json"]);
+    let revoked = Instant::now();
+    let refused = loop {
+        let answer = client.call("echo", &json!({"text": "still there?"}));
+        if answer["ok"] == false {
+            break answer;
+        }
+        assert!(
+            revoked.elapsed() <= Duration::from_secs(1),
+            "calls still pass {:?} after the revocation: {answer}",
+            revoked.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = revoked.elapsed();
+    eprintln!("the revocation refused the next call after {took:?}");
+    assert!(took <= Duration::from_secs(1), "refused only after {took:?}: {refused}");
+    assert_eq!(refusal(&refused), ErrorCode::AatInvalid, "{refused}");
+    let why = refused["error"]["data"]["aat_error"].as_str().unwrap_or_default();
+    assert!(why.contains("revoked"), "{refused}");
+
+    // The session survived: the client still gets answers, and its calls stay refused.
+    let listed = client.ask(&json!({"op": "list"}));
+    assert!(listed["ok"].is_boolean(), "{listed}");
+    let again = client.call("echo", &json!({"text": "and now?"}));
+    assert_eq!(refusal(&again), ErrorCode::AatInvalid, "{again}");
+    client.quit();
+    assert!(
+        !upstream_calls(&calls)
+            .iter()
+            .any(|t| t == "delete_everything" || t == "admin_tool"),
+        "{:?}",
+        upstream_calls(&calls)
+    );
+
+    // The audit log: records naming the agent, a chain that verifies, no AAT and no secret.
+    assert!(proxy.stop(), "aip-proxy did not stop on SIGTERM");
+    let verified = Command::new(aip_proxy())
+        .args(["audit", "verify", "--allow-unsigned"])
+        .arg(&audit)
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let log = std::fs::read_to_string(&audit).unwrap();
+    for forbidden in ["eyJ", SECRET] {
+        assert!(!log.contains(forbidden), "the audit log contains {forbidden:?}");
+    }
+    let records: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        records.iter().any(|r| r["agent_id"] == agent.id.as_str()),
+        "no audit record names {}:\n{log}",
+        agent.id
+    );
+}
+
+#[test]
+fn the_mcp_python_sdk_calls_a_remote_server_through_the_front_door() {
+    if peers_ready(
+        "the_mcp_python_sdk_calls_a_remote_server_through_the_front_door",
+        &[Peer::Python],
+    ) {
+        front_door_session(Sdk::Python, "ed25519");
+    }
+}
+
+#[test]
+fn the_mcp_typescript_sdk_calls_a_remote_server_through_the_front_door() {
+    if peers_ready(
+        "the_mcp_typescript_sdk_calls_a_remote_server_through_the_front_door",
+        &[Peer::Python, Peer::Node],
+    ) {
+        front_door_session(Sdk::TypeScript, "p256");
+    }
+}
