@@ -9,6 +9,10 @@
 //! and `ath`. It returns the key's thumbprint (RFC 7638), which the caller compares with the
 //! key the token is or will be bound to (`cnf.jkt`), and `jti`, whose single use is the
 //! caller's job.
+//!
+//! A proof may also bind one MCP call, as the per-call proof does on stdio
+//! (docs/architecture.md, "The AAT on the wire"): `mcp_method`, `tool` and `args_hash`, all
+//! three or none ([`create_call_dpop_proof`], [`DpopClaims::binds`]).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -17,6 +21,7 @@ use crate::b64;
 use crate::ids::KeyId;
 use crate::jws::{self, Compact, Header};
 use crate::keys::{Algorithm, PublicKey, SignError, Signer};
+use crate::proof::{Call, ProofCreateError, ProofMismatch};
 
 /// The JWS `typ` of a DPoP proof.
 pub const DPOP_TYP: &str = "dpop+jwt";
@@ -46,6 +51,46 @@ pub struct DpopClaims {
     /// A nonce the server handed out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// The call binding: the JSON-RPC method of the request's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_method: Option<String>,
+    /// The call binding: the tool called (`""` for other methods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// The call binding: hex SHA-256 of the RFC 8785 form of `params.arguments` (`{}` when
+    /// absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args_hash: Option<String>,
+}
+
+impl DpopClaims {
+    /// Whether the proof binds a call (it carries `mcp_method`).
+    pub fn is_call_bound(&self) -> bool {
+        self.mcp_method.is_some()
+    }
+
+    /// Checks the call binding against `call`: `Ok` for a proof that binds no call or binds
+    /// this one; otherwise what differs. A binding must name all three of `mcp_method`, `tool`
+    /// and `args_hash`.
+    pub fn binds(&self, call: &Call<'_>) -> Result<(), ProofMismatch> {
+        let (Some(method), Some(tool), Some(args_hash)) = (&self.mcp_method, &self.tool, &self.args_hash) else {
+            return match (&self.mcp_method, &self.tool, &self.args_hash) {
+                (None, None, None) => Ok(()),
+                // A partial binding binds nothing reliably: refused rather than half-checked.
+                _ => Err(ProofMismatch::Method),
+            };
+        };
+        if *method != call.method {
+            return Err(ProofMismatch::Method);
+        }
+        if *tool != call.tool {
+            return Err(ProofMismatch::Tool);
+        }
+        match call.args_hash() {
+            Ok(hash) if hash == *args_hash => Ok(()),
+            _ => Err(ProofMismatch::Arguments),
+        }
+    }
 }
 
 /// A verified proof.
@@ -144,17 +189,41 @@ pub fn verify_dpop_proof(proof: &str, request: &DpopRequest<'_>, now: i64) -> Re
 
 /// Signs a proof for `request` at `now`.
 pub fn create_dpop_proof(signer: &dyn Signer, request: &DpopRequest<'_>, now: i64) -> Result<String, SignError> {
-    let claims = DpopClaims {
+    sign_claims(signer, &request_claims(request, now)?)
+}
+
+/// Signs a proof for `request` at `now` that also binds the MCP `call` the request carries.
+pub fn create_call_dpop_proof(
+    signer: &dyn Signer,
+    request: &DpopRequest<'_>,
+    call: &Call<'_>,
+    now: i64,
+) -> Result<String, ProofCreateError> {
+    let mut claims = request_claims(request, now)?;
+    claims.mcp_method = Some(call.method.to_owned());
+    claims.tool = Some(call.tool.to_owned());
+    claims.args_hash = Some(call.args_hash()?);
+    Ok(sign_claims(signer, &claims)?)
+}
+
+fn request_claims(request: &DpopRequest<'_>, now: i64) -> Result<DpopClaims, SignError> {
+    Ok(DpopClaims {
         jti: crate::ids::Jti::random().map_err(SignError::backend)?.to_string(),
         htm: request.method.to_owned(),
         htu: normalized_uri(request.uri),
         iat: now,
         ath: request.access_token.map(access_token_hash),
         nonce: None,
-    };
+        mcp_method: None,
+        tool: None,
+        args_hash: None,
+    })
+}
+
+fn sign_claims(signer: &dyn Signer, claims: &DpopClaims) -> Result<String, SignError> {
     jws::sign(
         DPOP_TYP,
-        &serde_json::to_vec(&claims).map_err(SignError::backend)?,
+        &serde_json::to_vec(claims).map_err(SignError::backend)?,
         signer,
         true,
     )
@@ -249,6 +318,47 @@ mod tests {
             verify_dpop_proof(&proof, &post(Some("token-a")), 969),
             Err(DpopError::Stale)
         );
+    }
+
+    #[test]
+    fn a_call_bound_proof_binds_its_call_only() {
+        let key = KeyPair::generate(Algorithm::EdDSA).unwrap();
+        let args = json!({"path": "/tmp/a"});
+        let call = Call::tools_call("read_file", Some(&args));
+        let proof = create_call_dpop_proof(&key, &post(Some("t")), &call, 1_000).unwrap();
+        let claims = verify_dpop_proof(&proof, &post(Some("t")), 1_000).unwrap().claims;
+        assert!(claims.is_call_bound());
+        assert_eq!(claims.binds(&call), Ok(()));
+        let other_args = json!({"path": "/etc/shadow"});
+        assert_eq!(
+            claims.binds(&Call::tools_call("read_file", Some(&other_args))),
+            Err(ProofMismatch::Arguments)
+        );
+        assert_eq!(
+            claims.binds(&Call::tools_call("write_file", Some(&args))),
+            Err(ProofMismatch::Tool)
+        );
+        let list = Call {
+            method: "tools/list",
+            tool: "",
+            arguments: None,
+        };
+        assert_eq!(claims.binds(&list), Err(ProofMismatch::Method));
+        // A plain proof binds the request only; a partial binding is refused.
+        let plain = verify_dpop_proof(
+            &create_dpop_proof(&key, &post(None), 1_000).unwrap(),
+            &post(None),
+            1_000,
+        )
+        .unwrap()
+        .claims;
+        assert!(!plain.is_call_bound());
+        assert_eq!(plain.binds(&call), Ok(()));
+        let partial = DpopClaims {
+            tool: Some("read_file".into()),
+            ..plain
+        };
+        assert_eq!(partial.binds(&call), Err(ProofMismatch::Method));
     }
 
     #[test]

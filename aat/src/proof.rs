@@ -130,6 +130,8 @@ pub enum ProofMismatch {
     Tool,
     /// Made for other arguments.
     Arguments,
+    /// A DPoP proof made for another HTTP method or URI.
+    Request,
 }
 
 /// Why a call's proof was refused. [`ProofError::aat_error`] gives the `aat_error` string.

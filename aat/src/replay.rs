@@ -33,6 +33,8 @@ pub enum ReplayScope {
     Aat,
     /// A per-call proof's `jti`.
     Proof,
+    /// A DPoP proof's `jti` (RFC 9449 §11.1).
+    Dpop,
 }
 
 impl ReplayScope {
@@ -41,6 +43,7 @@ impl ReplayScope {
         match self {
             Self::Aat => "aat",
             Self::Proof => "proof",
+            Self::Dpop => "dpop",
         }
     }
 

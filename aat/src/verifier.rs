@@ -11,15 +11,29 @@ use std::sync::{Arc, PoisonError, RwLock};
 use sha2::{Digest, Sha256};
 
 use crate::clock::{Clock, SystemClock};
+use crate::dpop::{DpopClaims, DpopError, DpopRequest, verify_dpop_proof};
 use crate::jsonrpc::{CallError, DelegationError};
 use crate::keys::KeyResolver;
-use crate::proof::{Call, ProofError, ProofValidation, verify_proof};
-use crate::replay::ReplayCache;
-use crate::token::{DelegationScope, UnverifiedAat, UserBinding, Validation, VerifiedAat};
+use crate::proof::{Call, ProofError, ProofMismatch, ProofValidation, verify_proof};
+use crate::replay::{ReplayCache, ReplayError, ReplayScope};
+use crate::token::{AatError, DelegationScope, UnverifiedAat, UserBinding, Validation, VerifiedAat};
 use crate::validate::{AgentRecords, RevocationView};
 
 /// Default number of verified AATs kept.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+
+/// How a call shows that its sender holds the key the AAT is bound to.
+#[derive(Clone, Copy, Debug)]
+pub enum Possession<'a> {
+    /// Nothing was presented.
+    None,
+    /// A per-call proof (`_aip_proof`, `X-AIP-Proof`), checked by [`CallVerifier::verify_call`].
+    Proof(&'a str),
+    /// The claims of the HTTP request's DPoP proof, already checked with
+    /// [`CallVerifier::verify_dpop`]; [`CallVerifier::verify_call`] checks its call binding,
+    /// when it has one.
+    Dpop(&'a DpopClaims),
+}
 
 /// Verifies the identity part of every tool call. Cheap to share behind an `Arc`.
 pub struct CallVerifier {
@@ -107,44 +121,99 @@ impl CallVerifier {
         proof: Option<&str>,
         call: &Call<'_>,
     ) -> Result<Arc<VerifiedAat>, CallError> {
+        let possession = proof.map_or(Possession::None, Possession::Proof);
+        self.verify_call(aat, possession, call)
+    }
+
+    /// Verifies the AAT presented with `call` and the sender's possession of its key.
+    pub fn verify_call(
+        &self,
+        aat: Option<&str>,
+        possession: Possession<'_>,
+        call: &Call<'_>,
+    ) -> Result<Arc<VerifiedAat>, CallError> {
         let token = aat.ok_or(CallError::AatRequired)?;
         let now = self.clock.now();
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let verified = match self.cache.get(&hash) {
-            Some(cached) if self.still_valid(&cached, now) => cached,
-            _ => {
-                let fresh = UnverifiedAat::parse_hashed(token, hash)
-                    .and_then(|t| t.verify(&*self.keys, &*self.clock, &self.validation));
-                match fresh {
-                    Ok(fresh) => {
-                        let fresh = Arc::new(fresh);
-                        self.cache.insert(hash, fresh.clone(), now, &self.validation);
-                        fresh
-                    }
-                    Err(e) => {
-                        self.cache.remove(&hash);
-                        return Err(e.into());
-                    }
-                }
-            }
-        };
+        let verified = self.verify_token_at(token, now)?;
         if let Some(view) = &self.revocation {
             verified.check_revocation(&**view, now)?;
         }
         if let Some(agents) = &self.agents {
             verified.check_agent(&**agents, now)?;
         }
-        match proof {
-            Some(proof) => {
+        match possession {
+            Possession::Proof(proof) => {
                 verify_proof(proof, &verified, call, &self.proof_validation, &*self.replay, now)?;
             }
-            None if self.require_proof => return Err(ProofError::Missing.into()),
-            None => {}
+            Possession::Dpop(claims) => claims.binds(call).map_err(ProofError::Mismatch)?,
+            Possession::None if self.require_proof => return Err(ProofError::Missing.into()),
+            Possession::None => {}
         }
         if self.single_use {
             verified.record_jti(&*self.replay, now, &self.validation)?;
         }
         Ok(verified)
+    }
+
+    /// The AAT alone (spec 7.5.3 steps 1–6), from the cache when it was verified before: what
+    /// an HTTP front door checks before it reads the request, so that a token a client must
+    /// replace is answered at the HTTP level.
+    pub fn verify_token(&self, token: &str) -> Result<Arc<VerifiedAat>, AatError> {
+        self.verify_token_at(token, self.clock.now())
+    }
+
+    fn verify_token_at(&self, token: &str, now: i64) -> Result<Arc<VerifiedAat>, AatError> {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(cached) = self.cache.get(&hash)
+            && self.still_valid(&cached, now)
+        {
+            return Ok(cached);
+        }
+        let fresh = UnverifiedAat::parse_hashed(token, hash)
+            .and_then(|t| t.verify(&*self.keys, &*self.clock, &self.validation));
+        match fresh {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                self.cache.insert(hash, fresh.clone(), now, &self.validation);
+                Ok(fresh)
+            }
+            Err(e) => {
+                self.cache.remove(&hash);
+                Err(e)
+            }
+        }
+    }
+
+    /// A DPoP proof (RFC 9449) of the HTTP `request` that carries `aat`: well formed, signed by
+    /// the key the AAT is bound to (`cnf.jkt`), for this method, URI and token, recent, and
+    /// never seen before (its `jti` is recorded last, so refused proofs take no room). Its call
+    /// binding, if any, is checked later against the call ([`Possession::Dpop`]).
+    pub fn verify_dpop(
+        &self,
+        aat: &VerifiedAat,
+        proof: &str,
+        request: &DpopRequest<'_>,
+    ) -> Result<DpopClaims, ProofError> {
+        let now = self.clock.now();
+        let verified = verify_dpop_proof(proof, request, now).map_err(|e| match e {
+            DpopError::Mismatch("access token") => ProofError::Mismatch(ProofMismatch::Token),
+            DpopError::Mismatch(_) => ProofError::Mismatch(ProofMismatch::Request),
+            DpopError::Malformed(why) => ProofError::Invalid(why),
+            DpopError::BadSignature => ProofError::Invalid("signature does not verify"),
+            DpopError::Stale => ProofError::Invalid("proof is too old or from the future"),
+        })?;
+        if verified.jkt != *aat.confirmation_thumbprint() {
+            return Err(ProofError::Mismatch(ProofMismatch::Key));
+        }
+        let expires = verified.claims.iat.saturating_add(crate::dpop::MAX_DPOP_AGE_SECS);
+        self.replay
+            .check_and_record(ReplayScope::Dpop, &verified.claims.jti, expires, now)
+            .map_err(|e| match e {
+                ReplayError::Replayed => ProofError::Replayed,
+                ReplayError::Full => ProofError::ReplayCacheFull,
+                ReplayError::Unavailable => ProofError::ReplayStoreUnavailable,
+            })?;
+        Ok(verified.claims)
     }
 
     /// A cached AAT is reused while inside its time window and while its issuer still

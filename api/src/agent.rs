@@ -44,6 +44,7 @@ use std::time::Duration;
 
 use aip_aat::challenge::ChallengeProof;
 use aip_aat::clock::{Clock, SystemClock};
+use aip_aat::dpop::{DpopRequest, create_call_dpop_proof, create_dpop_proof};
 use aip_aat::ids::{AgentId, fill_random};
 use aip_aat::keys::{SignError, Signer};
 use aip_aat::proof::{Call, ProofCreateError, create_proof};
@@ -532,6 +533,31 @@ impl AgentClient {
             &issuer.audience,
             issuer.clock.now(),
         )?;
+        Ok((current.aat.clone(), proof))
+    }
+
+    /// The current AAT and a DPoP proof (RFC 9449) of an HTTP request with `method` to `uri`
+    /// that carries it, bound to `call` when given: to send as `Authorization: DPoP` and
+    /// `DPoP` to an MCP front door (docs/architecture.md, "The AAT on the wire"). Each proof
+    /// is single-use.
+    pub fn dpop_credentials(
+        &self,
+        method: &str,
+        uri: &str,
+        call: Option<&Call<'_>>,
+    ) -> Result<(SecretString, String), AgentClientError> {
+        let current = self.current();
+        let issuer = &self.inner.issuer;
+        let request = DpopRequest {
+            method,
+            uri,
+            access_token: Some(current.aat.expose()),
+        };
+        let now = issuer.clock.now();
+        let proof = match call {
+            Some(call) => create_call_dpop_proof(&*issuer.key, &request, call, now)?,
+            None => create_dpop_proof(&*issuer.key, &request, now)?,
+        };
         Ok((current.aat.clone(), proof))
     }
 

@@ -468,6 +468,13 @@ impl Client {
         self.get("/.well-known/aip-configuration", &[]).await
     }
 
+    /// `GET /.well-known/oauth-authorization-server` (RFC 8414).
+    pub async fn authorization_server_metadata(
+        &self,
+    ) -> Result<crate::oauth::AuthorizationServerMetadata, ClientError> {
+        self.get("/.well-known/oauth-authorization-server", &[]).await
+    }
+
     // The token issuer's administration.
 
     /// `POST /v1/users` (admin): a user with an API key, shown once.

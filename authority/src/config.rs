@@ -9,11 +9,12 @@
 use std::path::{Path, PathBuf};
 
 use aip_aat::checkpoint::DEFAULT_CHECKPOINT_EVERY;
+use aip_http::connections::ConnectionSettings;
 use aip_issuer::config::{IssuerSection, IssuerSettings};
 use aip_registry::config::{AgentSettings, CertificateSettings, RegistryConfig, RegistrySettings};
 use serde::{Deserialize, Serialize};
 
-use crate::connections::{ConnectionSection, ConnectionSettings};
+use crate::connections::ConnectionSection;
 use crate::rate_limit::RateLimitSection;
 
 /// The configuration file's name inside an authority directory.

@@ -17,11 +17,11 @@ use aip_registry::service::Registry;
 use aip_registry::store::SqlStore;
 
 use crate::config::{CONFIG_FILE, FileConfig, TlsFiles};
-use crate::connections::ConnectionSettings;
 use crate::directory::{IssuerKeys, LocalDirectory};
 use crate::error::{AuthorityError, io};
 use crate::init::{database_url, exists};
 use crate::rate_limit::RateLimits;
+use aip_http::connections::ConnectionSettings;
 
 /// Runtime overrides of the configuration (environment and flags).
 #[derive(Clone, Debug, Default)]

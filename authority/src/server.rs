@@ -19,9 +19,9 @@ use axum::response::Response;
 use futures_util::StreamExt as _;
 use tokio::sync::watch;
 
-use crate::connections::Admission;
 use crate::open::Authority;
 use crate::rate_limit;
+use aip_http::connections::Admission;
 
 /// How long requests in flight may run on after a stop is asked for.
 const GRACE: Duration = Duration::from_secs(10);

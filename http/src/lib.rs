@@ -12,8 +12,11 @@
 //!   [`refuse_oversized_bodies`]: the early `413` for a declared body past the limit.
 //! - [`ClientAdmission`]: limits keyed by the client a request speaks for, which only its
 //!   handler learns (the agent named in a token request).
+//! - [`connections`]: how many connections a listener serves and how slow they may be.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod connections;
 
 use aip_api::ErrorBody;
 use axum::Json;

@@ -23,13 +23,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use aip_aat::clock::{Clock, SystemClock};
+use aip_aat::dpop::{DpopClaims, DpopRequest};
 use aip_aat::jsonrpc::{CallError, ErrorCode, JsonRpcError, jsonrpc_error};
 use aip_aat::keys::KeyResolver;
-use aip_aat::proof::Call;
+use aip_aat::proof::{Call, ProofError};
 use aip_aat::replay::{InMemoryReplayCache, ReplayCache};
 use aip_aat::revocation::RevocationIndex;
 use aip_aat::token::{AatError, DelegationScope, Validation, VerifiedAat};
-use aip_aat::verifier::CallVerifier;
+use aip_aat::verifier::{CallVerifier, Possession};
 use serde_json::{Map, Value};
 
 use crate::engine::Grant;
@@ -74,6 +75,19 @@ pub struct Presented<'a> {
     pub aat: Option<&'a str>,
     /// The per-call proof.
     pub proof: Option<&'a str>,
+    /// The claims of the HTTP request's DPoP proof, verified by the front door
+    /// ([`Identity::verify_dpop`]); it stands for the per-call proof.
+    pub dpop: Option<&'a DpopClaims>,
+}
+
+impl Presented<'_> {
+    fn possession(&self) -> Possession<'_> {
+        match (self.dpop, self.proof) {
+            (Some(claims), _) => Possession::Dpop(claims),
+            (None, Some(proof)) => Possession::Proof(proof),
+            (None, None) => Possession::None,
+        }
+    }
 }
 
 /// The outcome of [`Identity::check`].
@@ -287,6 +301,28 @@ impl Identity {
         &self.settings
     }
 
+    /// The AAT alone (signature, issuer, time, audience, `max_token_age`; not revocation): what
+    /// the HTTP front door checks before reading the request, answering a failure with 401 so
+    /// that the client fetches a new token.
+    pub fn verify_token(&self, token: &str) -> Result<Arc<VerifiedAat>, AatError> {
+        let aat = self.verifier.verify_token(token)?;
+        if self.clock.now().saturating_sub(aat.claims().iat) > self.max_token_age {
+            return Err(AatError::Expired);
+        }
+        Ok(aat)
+    }
+
+    /// The DPoP proof of an HTTP request carrying `aat` (RFC 9449), its `jti` recorded in the
+    /// shared replay store: the claims to present with the call ([`Presented::dpop`]).
+    pub fn verify_dpop(
+        &self,
+        aat: &VerifiedAat,
+        proof: &str,
+        request: &DpopRequest<'_>,
+    ) -> Result<DpopClaims, ProofError> {
+        self.verifier.verify_dpop(aat, proof, request)
+    }
+
     /// Checks the credentials presented with `call`.
     pub fn check(&self, presented: Presented<'_>, call: &Call<'_>) -> Check {
         let Some(token) = presented.aat else {
@@ -306,7 +342,7 @@ impl Identity {
                 enforced: self.settings.require,
             })
         };
-        let aat = match self.verifier.verify(Some(token), presented.proof, call) {
+        let aat = match self.verifier.verify_call(Some(token), presented.possession(), call) {
             Ok(aat) => aat,
             Err(e) => return invalid(e.into(), None),
         };

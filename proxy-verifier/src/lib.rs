@@ -18,7 +18,9 @@
 //! - [`registry`] links the proxy to the AIP registry: issuer keys and revocation data;
 //! - [`replay`] remembers used proof identifiers, shared by the host's proxies (or via Redis);
 //! - [`identity`] checks AATs, proofs, revocation and delegations (spec 4.3 steps 0b–0c);
+//! - `target` starts the wrapped stdio server's process;
 //! - [`relay`] carries JSON-RPC between the client and the wrapped server, applying the policy;
+//! - [`front`] serves MCP over Streamable HTTP through the relay: tokens, sessions, streams;
 //! - [`server`] serves the optional HTTP API (health, metrics, validation, approvals);
 //! - [`run`] puts it together for `aip-proxy`: target process, signals, reload, shutdown.
 
@@ -29,6 +31,7 @@ pub mod audit;
 mod clock;
 pub mod dlp;
 pub mod engine;
+pub mod front;
 pub mod hitl;
 pub mod identity;
 pub mod jsonrpc;
@@ -42,4 +45,5 @@ pub mod replay;
 pub mod run;
 pub mod server;
 pub mod state;
+mod target;
 mod user_regex;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use aip_aat::checkpoint::{CheckpointError, TrustedKeys, Unsigned};
+use aip_proxy_verifier::front::{FrontDoorOptions, HttpUpstream, TlsFiles, Upstream, UpstreamHeader};
 use aip_proxy_verifier::hitl::PromptMode;
 use aip_proxy_verifier::policy::{self, Policy, SignaturePolicy};
 use aip_proxy_verifier::relay::{AuditArgs, DEFAULT_MAX_MESSAGE, RelayOptions};
@@ -14,16 +15,45 @@ use aip_proxy_verifier::{audit, keys};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Wraps an MCP server: every JSON-RPC message passes the policy, DLP and the audit log.
+/// Wraps an MCP server: every JSON-RPC message passes the policy, DLP and the audit log. Over
+/// stdio (--target), or as a Streamable HTTP front door (--serve) for a remote server
+/// (--upstream) or a stdio one.
 #[derive(Debug, Parser)]
 #[command(name = "aip-proxy", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     /// The AgentPolicy YAML file.
     #[arg(long, env = "AIP_POLICY")]
     policy: Option<PathBuf>,
-    /// The MCP server command, run with /bin/sh -c.
-    #[arg(long)]
+    /// The MCP server command, run with /bin/sh -c (with --serve: one process per session).
+    #[arg(long, conflicts_with = "upstream")]
     target: Option<String>,
+    /// Serve MCP over Streamable HTTP at ADDR (path /mcp) instead of stdio.
+    #[arg(long, value_name = "ADDR")]
+    serve: Option<SocketAddr>,
+    /// The remote MCP server (Streamable HTTP) the front door fronts.
+    #[arg(long, value_name = "URL", requires = "serve")]
+    upstream: Option<String>,
+    /// The front door's canonical resource URI, as clients reach it (behind a load balancer)
+    /// [default: http(s)://ADDR/mcp].
+    #[arg(long, value_name = "URL", requires = "serve")]
+    public_url: Option<String>,
+    /// A header sent with every upstream request (its credentials): NAME=file:PATH or
+    /// NAME=env:VAR. Repeatable.
+    #[arg(long, value_name = "NAME=SOURCE", requires = "upstream", value_parser = UpstreamHeader::parse)]
+    upstream_header: Vec<UpstreamHeader>,
+    /// The CA (PEM) the upstream's certificate must chain to, instead of the system roots.
+    #[arg(long, value_name = "FILE", requires = "upstream")]
+    upstream_ca: Option<PathBuf>,
+    /// The front door's TLS certificate chain (PEM); required off loopback.
+    #[arg(long, value_name = "FILE", requires_all = ["serve", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// The front door's TLS private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A browser origin allowed to call the front door besides its own (`Origin` header).
+    /// Repeatable.
+    #[arg(long, value_name = "ORIGIN", requires = "serve")]
+    allow_origin: Vec<String>,
     /// Append-only, hash-chained audit log (JSON Lines).
     #[arg(long)]
     audit: Option<PathBuf>,
@@ -193,11 +223,33 @@ fn dispatch(cli: Cli) -> Result<i32, String> {
     if cli.validate {
         return validate(&policy_path, key.as_ref());
     }
-    let target = cli
-        .target
-        .clone()
-        .ok_or("--target \"COMMAND\" is required (see --help)")?;
+    let front_door = match cli.serve {
+        None => None,
+        Some(serve) => {
+            let upstream = match (cli.upstream, cli.target.clone()) {
+                (Some(url), None) => Upstream::Http(HttpUpstream {
+                    url,
+                    headers: cli.upstream_header,
+                    ca_cert: cli.upstream_ca,
+                }),
+                (None, Some(command)) => Upstream::Stdio(command),
+                _ => return Err("--serve needs --upstream URL or --target \"COMMAND\" (see --help)".into()),
+            };
+            Some(FrontDoorOptions {
+                serve,
+                public_url: cli.public_url,
+                upstream,
+                tls: cli.tls_cert.zip(cli.tls_key).map(|(cert, key)| TlsFiles { cert, key }),
+                allowed_origins: cli.allow_origin,
+            })
+        }
+    };
+    let target = cli.target.clone();
+    if front_door.is_none() && target.is_none() {
+        return Err("--target \"COMMAND\" (or --serve ADDR) is required (see --help)".into());
+    }
     if cli.generate_cursor_config {
+        let target = target.ok_or("--generate-cursor-config needs --target")?;
         return cursor_config(&policy_path, &target);
     }
     let audit_key = match &cli.audit_key {
@@ -211,6 +263,7 @@ fn dispatch(cli: Cli) -> Result<i32, String> {
         policy: policy_path,
         policy_key: key,
         target,
+        front_door,
         audit: cli.audit,
         audit_key,
         listen: cli.listen,

@@ -2,6 +2,7 @@
 //! (docs/architecture.md, "Tool call").
 //!
 //! `aip-agent --agent-dir DIR --issuer URL --audience AUD [--tools a,b] [user flags] -- <command…>`
+//! or `… --upstream URL` (no command: a remote MCP front door, [`bridge`])
 //! fetches the agent's AAT (exactly as `aip-ca token` does: same flags, same client), starts
 //! the command, and relays newline-delimited JSON-RPC between the MCP client (our
 //! stdin/stdout) and the command (its stdin/stdout), adding the AAT and a fresh per-call proof
@@ -12,6 +13,7 @@
 //! passes SIGINT and SIGTERM on to the command, and a one-worker tokio runtime for the issuer
 //! client. The main thread waits for the command and exits with its status.
 
+mod bridge;
 mod relay;
 
 use std::ffi::OsString;
@@ -40,6 +42,8 @@ const EXIT_STARTUP: u8 = 1;
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// Buffer size of each relay direction.
 const BUFFER: usize = 64 << 10;
+/// Largest CA file read for `--upstream-ca`.
+const MAX_CA_BYTES: u64 = 1 << 20;
 /// Secrets of `aip-agent` the command does not inherit.
 const WITHHELD_ENV: [&str; 2] = [ENV_USER_API_KEY, ENV_PASSPHRASE];
 
@@ -51,8 +55,13 @@ everything else passes unchanged, both ways. The AAT is renewed before it expire
 SIGINT and SIGTERM are passed on to the command (and its process group). The command does not \
 inherit AIP_USER_API_KEY or AIP_PASSPHRASE.
 
+With --upstream URL instead of a command, the client's messages go to a remote MCP front door \
+(aip-proxy --serve) over Streamable HTTP, each with Authorization: DPoP and a DPoP proof bound \
+to the call; --audience must then be the front door's resource URI.
+
 Exit status: the command's (128+N if signal N ended it); 1 if aip-agent cannot get an AAT or \
-start the command (the command is then not run).";
+start the command (the command is then not run). With --upstream: 0 once the client closes \
+its side.";
 
 /// Run an MCP server command for an unmodified MCP client, presenting the agent's AAT.
 #[derive(Parser, Debug)]
@@ -66,9 +75,16 @@ start the command (the command is then not run).";
 struct Args {
     #[command(flatten)]
     client: ClientArgs,
+    /// A remote MCP front door (`aip-proxy --serve`) to send the client's messages to over
+    /// Streamable HTTP, with DPoP proofs, instead of running a command.
+    #[arg(long, value_name = "URL", conflicts_with = "command")]
+    upstream: Option<String>,
+    /// Trust exactly these CA certificates (PEM) for the front door's TLS certificate.
+    #[arg(long, value_name = "FILE", requires = "upstream")]
+    upstream_ca: Option<std::path::PathBuf>,
     /// The command to run after `--` (the MCP server, or `aip-proxy` in front of it) and its
     /// arguments; started directly, without a shell.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[arg(last = true, required_unless_present = "upstream", value_name = "COMMAND")]
     command: Vec<OsString>,
 }
 
@@ -89,6 +105,9 @@ fn run(args: &Args) -> Result<ExitCode, CliError> {
         .build()
         .map_err(|e| CliError::new(format!("cannot start: {e}")))?;
     let client = args.client.start(&runtime)?;
+    if let Some(url) = &args.upstream {
+        return bridge_to(url, args.upstream_ca.as_deref(), client, runtime);
+    }
 
     // From here on SIGINT and SIGTERM no longer end aip-agent: they are passed on to the
     // command, whose exit ends aip-agent. One that comes before the command runs is passed on
@@ -147,6 +166,33 @@ fn run(args: &Args) -> Result<ExitCode, CliError> {
     status
         .map(exit_status)
         .map_err(|e| CliError::new(format!("cannot wait for the command: {e}")))
+}
+
+/// `--upstream`: the client bridged to a remote front door until it closes its side.
+fn bridge_to(
+    url: &str,
+    ca: Option<&std::path::Path>,
+    client: aip_api::agent::AgentClient,
+    runtime: tokio::runtime::Runtime,
+) -> Result<ExitCode, CliError> {
+    let ca_pem = match ca {
+        Some(path) => {
+            use std::io::Read as _;
+            let mut pem = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|file| file.take(MAX_CA_BYTES).read_to_end(&mut pem))
+                .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
+            Some(pem)
+        }
+        None => None,
+    };
+    let refresher = client.clone();
+    runtime.spawn(async move { refresher.run_refresh(std::future::pending()).await });
+    runtime.spawn(report_refresh_failures(client.subscribe_errors()));
+    let bridged = runtime.block_on(bridge::run(url.to_owned(), client, ca_pem));
+    runtime.shutdown_background();
+    bridged.map_err(CliError::new)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Starts `command` (program and arguments) with piped stdin and stdout, in a process group of

@@ -52,6 +52,9 @@ pub struct AatSettings {
     pub trusted_issuers: Vec<String>,
     /// The audience expected in AATs.
     pub audience: String,
+    /// Whether `audience` was written in the policy (`spec.aat.audience`) rather than taken
+    /// from `metadata.name`.
+    pub audience_set: bool,
     /// Whether the user binding is checked (spec 10.3).
     pub verify_user_binding: bool,
     /// Whether capabilities are checked (`false` behaves like `policy_only`).
@@ -134,6 +137,7 @@ pub(super) fn compile_aat(
         single_use: aat.single_use.unwrap_or(false),
         capabilities_mode,
         trusted_issuers,
+        audience_set: aat.audience.is_some(),
         audience: aat.audience.unwrap_or_else(|| name.to_owned()),
         verify_user_binding: validation.verify_user_binding.unwrap_or(true),
         verify_capabilities: validation.verify_capabilities.unwrap_or(true),

@@ -121,6 +121,21 @@ impl Http {
     }
 }
 
+impl Http {
+    /// The `issuer` of the authority's authorization server metadata (RFC 8414).
+    pub(super) async fn authorization_server(&self, timeout: Duration) -> Result<String, LinkError> {
+        let url = self.url("/.well-known/oauth-authorization-server");
+        match tokio::time::timeout(timeout, self.client.authorization_server_metadata()).await {
+            Ok(Ok(metadata)) => Ok(metadata.issuer),
+            Ok(Err(e)) => Err(link_error(&url, e)),
+            Err(_) => Err(LinkError::Transport {
+                url,
+                reason: format!("no answer within {} s", timeout.as_secs()),
+            }),
+        }
+    }
+}
+
 /// The URL `text`, parsed.
 fn reqwest_url(text: &str) -> Option<reqwest::Url> {
     reqwest::Url::parse(text).ok()

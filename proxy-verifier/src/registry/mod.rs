@@ -97,6 +97,16 @@ pub struct RevocationStatus {
     pub keys: usize,
 }
 
+/// The `issuer` the authority publishes in its RFC 8414 metadata
+/// (`/.well-known/oauth-authorization-server` at `spec.registry.endpoint`): what the MCP front
+/// door names as its authorization server, character for character, since clients compare
+/// the two exactly.
+pub async fn authorization_server(settings: &RegistrySettings) -> Result<String, LinkError> {
+    Http::new(settings)?
+        .authorization_server(limits::BACKGROUND_TIMEOUT)
+        .await
+}
+
 /// The proxy's link to the registry: issuer keys ([`KeyResolver`]) and revocation data
 /// ([`RevocationView`]), kept fresh by a thread of its own. Shared as `Arc<RegistryLink>`;
 /// dropping the last `Arc` stops the thread.

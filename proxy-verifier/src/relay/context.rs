@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use crate::engine::Engine;
+use crate::identity::Presented;
 use crate::jsonrpc::Envelope;
 
 use super::lines::Sink;
@@ -27,4 +28,7 @@ pub(super) struct Message<'m> {
     pub(super) idle: bool,
     /// When evaluation started.
     pub(super) started: Instant,
+    /// The credentials the transport carried (the HTTP front door's headers); `None` on stdio,
+    /// where they travel in the message's params.
+    pub(super) credentials: Option<Presented<'m>>,
 }

@@ -114,6 +114,13 @@ impl Relay {
         send(client, text.as_bytes(), true)
     }
 
+    /// One server message that came over HTTP (an answer, or an event of a stream): relayed
+    /// to `client` as one flushed message, filtered and scanned as on stdio; dropped when it is
+    /// not JSON.
+    pub fn server_message(&self, body: &[u8], client: &Sink) -> io::Result<()> {
+        self.downstream_line(body, client, true)
+    }
+
     fn downstream_line(&self, line: &[u8], client: &Sink, idle: bool) -> io::Result<()> {
         let engine = self.policy.current();
         let body = strip_newline(line);

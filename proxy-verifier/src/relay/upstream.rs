@@ -61,12 +61,32 @@ impl Relay {
                     self.audit_protocol("upstream", "message too large", id);
                     send(client, text.as_bytes(), true)?;
                 }
-                Line::Complete => self.upstream_line(&buf, client, server, idle)?,
+                Line::Complete => self.upstream_line(&buf, client, server, idle, None)?,
             }
         }
     }
 
-    fn upstream_line(self: &Arc<Self>, line: &[u8], client: &Sink, server: &Sink, idle: bool) -> io::Result<()> {
+    /// One client message that came over HTTP with `credentials` from its headers: answered on
+    /// `client`, forwarded on `server`, or held for approval (the hold keeps both sinks until
+    /// it resolves). Every output is flushed: each flush is one whole message.
+    pub fn client_message(
+        self: &Arc<Self>,
+        body: &[u8],
+        credentials: Presented<'_>,
+        client: &Sink,
+        server: &Sink,
+    ) -> io::Result<()> {
+        self.upstream_line(body, client, server, true, Some(credentials))
+    }
+
+    fn upstream_line(
+        self: &Arc<Self>,
+        line: &[u8],
+        client: &Sink,
+        server: &Sink,
+        idle: bool,
+        credentials: Option<Presented<'_>>,
+    ) -> io::Result<()> {
         let body = strip_newline(line);
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
@@ -106,6 +126,7 @@ impl Relay {
             server,
             idle,
             started,
+            credentials,
         };
         // Branch on the normalized name (spec 4.1), exactly as the method check compares it:
         // `TOOLS/CALL` is a tool call too.
@@ -145,10 +166,11 @@ impl Relay {
             tool: "",
             arguments: None,
         };
-        let presented = Presented {
+        let presented = msg.credentials.unwrap_or(Presented {
             aat: params.as_ref().and_then(|p| p.aat.as_deref()),
             proof: params.as_ref().and_then(|p| p.proof.as_deref()),
-        };
+            dpop: None,
+        });
         let verified = match self.authenticate(msg, presented, &call) {
             Ok(verified) => verified,
             Err(answered) => return answered,
@@ -204,10 +226,11 @@ impl Relay {
             Err(_) => return self.invalid_params(msg, "tools/call params cannot be read"),
         };
         let call = Call::tools_call(&params.name, params.arguments.as_ref());
-        let presented = Presented {
+        let presented = msg.credentials.unwrap_or(Presented {
             aat: params.params.aat.as_deref(),
             proof: params.params.proof.as_deref(),
-        };
+            dpop: None,
+        });
         let verified = match self.authenticate(msg, presented, &call) {
             Ok(verified) => verified,
             Err(answered) => return answered,

@@ -17,9 +17,11 @@ pub(super) type IdentityLink = (Arc<Identity>, Arc<RegistryLink>);
 
 /// The AAT checks the policy asks for, over a link to its registry that keeps issuer keys and
 /// revocation data fresh; every change of revocation data is audited
-/// (`REGISTRY_REVOCATION_CHECK`, spec 12.4).
+/// (`REGISTRY_REVOCATION_CHECK`, spec 12.4). AATs must name `audience` when given (the front
+/// door's resource URI), else the policy's.
 pub(super) fn start_identity(
     policy: &Policy,
+    audience: Option<&str>,
     audit: &Arc<AuditLog>,
     clock: &Arc<dyn Clock>,
 ) -> Result<Option<IdentityLink>, RunError> {
@@ -76,8 +78,12 @@ pub(super) fn start_identity(
         snapshot: Arc::new(move || snapshot_link.revocations()),
         fresh: Arc::new(move || fresh_link.ensure_fresh().map_err(|e| e.to_string())),
     };
+    let mut aat = aat.clone();
+    if let Some(audience) = audience {
+        audience.clone_into(&mut aat.audience);
+    }
     let identity = Identity::with_clock(
-        aat,
+        &aat,
         policy.server(),
         Arc::clone(&link) as _,
         Some(revocation),

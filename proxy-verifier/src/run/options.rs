@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use aip_aat::keys::PublicKey;
 
 use crate::audit::CheckpointKey;
+use crate::front::{FrontDoorError, FrontDoorOptions};
 use crate::hitl::PromptMode;
 use crate::policy::{Policy, PolicyError, SignaturePolicy};
 use crate::registry::LinkError;
@@ -21,7 +22,10 @@ pub struct ProxyOptions {
     /// Key that must have signed the policy.
     pub policy_key: Option<PublicKey>,
     /// The MCP server command: run directly when it is a plain word list, else with `/bin/sh -c`.
-    pub target: String,
+    /// With the front door, `front_door.upstream` names what is fronted instead.
+    pub target: Option<String>,
+    /// `--serve`: the Streamable HTTP front door instead of the stdio relay.
+    pub front_door: Option<FrontDoorOptions>,
     /// The audit log file.
     pub audit: Option<PathBuf>,
     /// The key that signs the audit log's checkpoints.
@@ -84,6 +88,9 @@ pub enum RunError {
     /// The registry the AAT checks need could not be reached.
     #[error("AAT verification cannot start: {0}")]
     Registry(#[from] LinkError),
+    /// The front door cannot start or serve.
+    #[error(transparent)]
+    FrontDoor(#[from] FrontDoorError),
     /// The replay store `aat.replay_store` names cannot be used.
     #[error("AAT verification cannot start: {0} (spec.aat.replay_store chooses where it is kept)")]
     ReplayStore(String),

@@ -229,6 +229,7 @@ fn validate_with_aat(
     let presented = Presented {
         aat: header(&identity.settings().header_name)?,
         proof: header(PROOF_HEADER)?,
+        dpop: None,
     };
     let arguments = Value::Object(request.arguments.clone());
     let call = aip_aat::proof::Call::tools_call(&request.tool, Some(&arguments));

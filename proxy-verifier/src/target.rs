@@ -1,5 +1,6 @@
 //! The wrapped MCP server as a process: starting it (directly, or under `/bin/sh -c` when the
-//! command needs a shell), its stderr through DLP, and its exit status.
+//! command needs a shell), its stderr through DLP, and its exit status. Used by the stdio
+//! relay (one process for the proxy's life) and by the front door (one per MCP session).
 
 use std::io::{self, BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -8,14 +9,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use crate::dlp::Direction;
 use crate::state::PolicyHandle;
 
-use super::options::RunError;
-
-pub(super) fn spawn_target(target: &str, pipe_stderr: bool) -> Result<Child, RunError> {
+/// Starts `target` with piped stdin and stdout (and stderr when `pipe_stderr`), in its own
+/// process group.
+pub(crate) fn spawn_target(target: &str, pipe_stderr: bool) -> io::Result<Child> {
     if target.trim().is_empty() {
-        return Err(RunError::Spawn {
-            target: target.to_owned(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "the target command is empty"),
-        });
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the target command is empty",
+        ));
     }
     // A plain command line is started directly, so that signals and the exit status are the
     // server's own; anything that needs a shell runs under /bin/sh -c in its own process group,
@@ -38,10 +39,6 @@ pub(super) fn spawn_target(target: &str, pipe_stderr: bool) -> Result<Child, Run
         .stdout(Stdio::piped())
         .stderr(if pipe_stderr { Stdio::piped() } else { Stdio::inherit() })
         .spawn()
-        .map_err(|source| RunError::Spawn {
-            target: target.to_owned(),
-            source,
-        })
 }
 
 /// The words of a command line that needs no shell: no quoting, expansion, redirection or
@@ -65,7 +62,7 @@ fn plain_words(target: &str) -> Option<Vec<&str>> {
     }
 }
 
-pub(super) fn wait(child: &mut Child) -> Option<ExitStatus> {
+pub(crate) fn wait(child: &mut Child) -> Option<ExitStatus> {
     match child.wait() {
         Ok(status) => Some(status),
         Err(e) => {
@@ -75,7 +72,7 @@ pub(super) fn wait(child: &mut Child) -> Option<ExitStatus> {
     }
 }
 
-pub(super) fn exit_code(status: Option<ExitStatus>) -> i32 {
+pub(crate) fn exit_code(status: Option<ExitStatus>) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     match status {
         Some(status) => status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1),
@@ -84,7 +81,7 @@ pub(super) fn exit_code(status: Option<ExitStatus>) -> i32 {
 }
 
 /// With `dlp.filter_stderr`, the server's stderr lines pass through DLP before reaching ours.
-pub(super) fn filter_stderr_lines(stderr: impl io::Read, handle: &PolicyHandle) {
+pub(crate) fn filter_stderr_lines(stderr: impl io::Read, handle: &PolicyHandle) {
     let mut reader = BufReader::new(stderr);
     let mut line = String::new();
     loop {
