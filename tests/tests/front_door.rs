@@ -18,7 +18,8 @@
 //! tool outside the AAT are refused with JSON-RPC errors (and never reach the server), the
 //! secret in an SSE answer arrives redacted, and once `aip-ca agents revoke` has returned the
 //! next call is refused within a second, inside the session, which goes on answering. The audit
-//! log names the agent and holds neither the AAT nor the secret.
+//! chain verifies, names the agent in the validation, the decisions and the revocation, and
+//! holds neither the AAT nor the secret.
 //!
 //! Peers: `python3 -m pip install -r tests/python/requirements.txt` and
 //! `npm ci --prefix tests/mcp`. Without them a test reports itself skipped, naming what is
@@ -338,8 +339,7 @@ fn front_door_session(sdk: Sdk, alg: &str) {
     eprintln!("the revocation refused the next call after {took:?}");
     assert!(took <= Duration::from_secs(1), "refused only after {took:?}: {refused}");
     assert_eq!(refusal(&refused), ErrorCode::AatInvalid, "{refused}");
-    let why = refused["error"]["data"]["aat_error"].as_str().unwrap_or_default();
-    assert!(why.contains("revoked"), "{refused}");
+    assert_eq!(refused["error"]["data"]["aat_error"], "aat_revoked", "{refused}");
 
     // The session survived: the client still gets answers, and its calls stay refused.
     let listed = client.ask(&json!({"op": "list"}));
@@ -372,10 +372,26 @@ fn front_door_session(sdk: Sdk, alg: &str) {
         assert!(!log.contains(forbidden), "the audit log contains {forbidden:?}");
     }
     let records: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let of_agent: Vec<&Value> = records.iter().filter(|r| r["agent_id"] == agent.id.as_str()).collect();
+    let recorded = |what: &str, found: &dyn Fn(&Value) -> bool| {
+        assert!(
+            of_agent.iter().any(|r| found(r)),
+            "no audit record of {what} names the agent:\n{log}"
+        );
+    };
+    recorded("the validated AAT", &|r| r["event"] == "AAT_VALIDATED");
+    recorded("the allowed read", &|r| {
+        r["tool"] == "read_secret" && r["decision"] == "ALLOW"
+    });
+    for tool in ["delete_everything", "admin_tool"] {
+        recorded(tool, &|r| r["tool"] == tool && r["decision"] == "BLOCK");
+    }
+    recorded("the revocation", &|r| {
+        r["event"] == "AAT_REJECTED" && r["aat_error"] == "aat_revoked"
+    });
     assert!(
-        records.iter().any(|r| r["agent_id"] == agent.id.as_str()),
-        "no audit record names {}:\n{log}",
-        agent.id
+        records.iter().any(|r| r["event"] == "DLP_TRIGGERED"),
+        "no DLP record:\n{log}"
     );
 }
 
