@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use crate::audit::Record;
 use crate::identity::{self, Presented};
 
+use super::headers::single;
 use super::metadata::{Fault, Scheme, challenges};
 use super::state::Door;
 
@@ -215,18 +216,6 @@ impl Door {
         headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
         response
     }
-}
-
-/// The one value of `name` as text: `Ok(None)` when absent, `Err` when repeated or not text.
-pub(super) fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h str>, String> {
-    let mut values = headers.get_all(name).iter();
-    let Some(first) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err("sent more than once".into());
-    }
-    first.to_str().map(Some).map_err(|_| "not visible ASCII".into())
 }
 
 /// `Bearer <token>` or `DPoP <token>` (schemes compare without case, RFC 9110 §11.1).

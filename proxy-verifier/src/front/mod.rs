@@ -8,6 +8,7 @@
 //!
 //! - `options` — [`FrontDoorOptions`]: the listener, the resource URI, the upstream;
 //! - `metadata` — the protected resource metadata and the `WWW-Authenticate` challenges;
+//! - `headers` — headers that must come once;
 //! - `state` — the state the handlers share;
 //! - `auth` — the AAT and DPoP proof of a request, and the 401s;
 //! - `session` — `Mcp-Session-Id`: the front door's sessions, bound to their agent;
@@ -20,6 +21,7 @@
 
 mod auth;
 mod exchange;
+mod headers;
 mod metadata;
 mod options;
 mod routes;

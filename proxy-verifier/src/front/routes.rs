@@ -128,6 +128,21 @@ async fn post_message(State(door): State<Arc<Door>>, headers: HeaderMap, body: B
         Ok(session) => session,
         Err(error) => return session_error(&error),
     };
+    // Serving a stdio server, the front door is the HTTP server that answers for the protocol
+    // version; a remote server answers for its own.
+    if matches!(door.server, Server::Stdio(_))
+        && let Some(version) = headers.get(PROTOCOL_VERSION)
+        && !SUPPORTED_VERSIONS.iter().any(|v| version == v)
+    {
+        return plain_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!(
+                "unsupported MCP-Protocol-Version; supported: {}",
+                SUPPORTED_VERSIONS.join(", ")
+            ),
+        );
+    }
     let (id, initialize) = peek(&body);
     let relay = door.relay();
     let presented = credentials.as_ref().map(Credentials::presented).unwrap_or_default();
@@ -156,6 +171,10 @@ async fn post_message(State(door): State<Arc<Door>>, headers: HeaderMap, body: B
         Server::Stdio(command) => forward.send_stdio(command, message).await,
     }
 }
+
+/// The protocol revisions a stdio server is served with over HTTP (`MCP-Protocol-Version`);
+/// a remote server answers for its own.
+const SUPPORTED_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
 /// A message on its way to the server.
 struct Forward<'a> {
@@ -202,6 +221,8 @@ impl Forward<'_> {
                 }
                 session_error(&SessionError::Unknown)
             }
+            // A notification or response taken with another success status than 202.
+            Answer::Status(status) if status.is_success() && self.id.is_none() => StatusCode::ACCEPTED.into_response(),
             Answer::Status(status) => self.unanswered(&refused_by_server(status)),
             Answer::Message(status, body) => self.relay_message(status, &body),
             Answer::Stream(events) => stream_response(self.relay, events, self.id, Some(deadline)),

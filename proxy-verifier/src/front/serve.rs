@@ -29,7 +29,8 @@ use super::upstream::HttpServer;
 const CONNECTIONS: ConnectionSettings = ConnectionSettings {
     max_connections: 1_024,
     header_read_timeout: Duration::from_secs(10),
-    // Longer than the 15 s between keep-alives of an idle event stream.
+    // Longer than the 15 s between keep-alives of an idle event stream; raised to the call
+    // timeout when that is longer.
     idle_timeout: Duration::from_secs(120),
     tls_handshake_timeout: Duration::from_secs(10),
 };
@@ -202,7 +203,13 @@ async fn serve_async(
             source,
         })?;
     let addr = options.serve;
-    let admission = Admission::new(CONNECTIONS);
+    // A request waits for the upstream without a byte on its connection for up to the call
+    // timeout: the idle timeout must not end it first.
+    let limits = ConnectionSettings {
+        idle_timeout: CONNECTIONS.idle_timeout.max(door.call_timeout() + GRACE),
+        ..CONNECTIONS
+    };
+    let admission = Admission::new(limits);
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     let configure = |server: axum_server::Server<SocketAddr>| {
         let mut server = server

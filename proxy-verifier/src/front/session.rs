@@ -56,7 +56,7 @@ impl Sessions {
 
     /// The session a request names, if it names one, checked against the caller's agent.
     pub(super) fn find(&self, headers: &HeaderMap, agent: Option<&str>) -> Result<Option<Arc<Session>>, SessionError> {
-        let id = match super::auth::single(headers, &SESSION_ID) {
+        let id = match super::headers::single(headers, &SESSION_ID) {
             Ok(None) => return Ok(None),
             Ok(Some(id)) if !id.is_empty() && id.len() <= 128 => id,
             _ => return Err(SessionError::Malformed),
