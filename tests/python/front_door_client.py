@@ -3,6 +3,7 @@
 aip-proxy's front door, driven one command at a time by a test.
 
 Usage: front_door_client.py URL ISSUER AGENT_ID KEY_PEM ALG
+       front_door_client.py --stdio COMMAND [ARG…]
 
 URL is the front door's MCP endpoint; ISSUER the authority the agent expects to be sent to;
 KEY_PEM the agent's key as `aip-ca agents export-key` wrote it (PKCS#8 PEM); ALG EdDSA or
@@ -16,6 +17,8 @@ reads one JSON command per line on stdin and answers each with one JSON line on 
   {"op":"token"}                       -> {"ok":true,"access_token":…,"token_type":…,"scope":…,
                                            "expires_in":…,"claims":{the AAT's payload}}
   {"op":"quit"}                        -> {"ok":true,"quit":true}, then the session ends
+With --stdio the SDK's stdio client runs COMMAND as its MCP server instead (`aip-agent
+--upstream URL …`, which brings the AAT and the DPoP proofs itself; `token` is then refused).
 A JSON-RPC error answers {"ok":false,"error":{"code":…,"message":…,"data":…}}; any other failure
 of a command {"ok":false,"error":{"code":null,"message":…,"data":null},"exception":TYPE}, and
 the client goes on with the next command. When the session cannot be set up, it exits 1 with
@@ -29,9 +32,10 @@ import sys
 
 import anyio
 import httpx2
-from mcp import ClientSession
+from mcp import ClientSession, StdioServerParameters
 from mcp.client.auth import TokenStorage
 from mcp.client.auth.extensions.client_credentials import PrivateKeyJWTOAuthProvider, SignedJWTParameters
+from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from mcp.shared.exceptions import MCPError
@@ -113,37 +117,49 @@ async def run(url: str, issuer: str, agent_id: str, key_pem: str, alg: str) -> N
     )
     async with httpx2.AsyncClient(auth=provider) as http:
         async with streamable_http_client(url, http_client=http) as (read, write):
-            async with ClientSession(read, write) as session:
-                await session.initialize()
-                while True:
-                    line = await anyio.to_thread.run_sync(sys.stdin.readline)
-                    if not line:
-                        return
-                    if not line.strip():
-                        continue
-                    request = json.loads(line)
-                    if request.get("op") == "quit":
-                        answer({"ok": True, "quit": True})
-                        return
-                    try:
-                        out = await command(session, storage, request)
-                    except MCPError as e:
-                        out = {"ok": False, "error": {"code": e.code, "message": e.message, "data": e.data}}
-                    except Exception as e:  # noqa: BLE001 - any failure is reported to the test
-                        out = {
-                            "ok": False,
-                            "error": {"code": None, "message": str(e), "data": None},
-                            "exception": type(e).__name__,
-                        }
-                    answer(out)
+            await serve(read, write, storage)
+
+
+async def run_stdio(command: list[str]) -> None:
+    params = StdioServerParameters(command=command[0], args=command[1:])
+    async with stdio_client(params) as (read, write):
+        await serve(read, write, MemoryStorage())
+
+
+async def serve(read, write, storage: MemoryStorage) -> None:
+    """Initializes a session, then answers the test's commands until `quit` or end of input."""
+    async with ClientSession(read, write) as session:
+        await session.initialize()
+        while True:
+            line = await anyio.to_thread.run_sync(sys.stdin.readline)
+            if not line:
+                return
+            if not line.strip():
+                continue
+            request = json.loads(line)
+            if request.get("op") == "quit":
+                answer({"ok": True, "quit": True})
+                return
+            try:
+                out = await command(session, storage, request)
+            except MCPError as e:
+                out = {"ok": False, "error": {"code": e.code, "message": e.message, "data": e.data}}
+            except Exception as e:  # noqa: BLE001 - any failure is reported to the test
+                out = {
+                    "ok": False,
+                    "error": {"code": None, "message": str(e), "data": None},
+                    "exception": type(e).__name__,
+                }
+            answer(out)
 
 
 def main() -> int:
-    if len(sys.argv) != 6:
+    stdio = len(sys.argv) > 2 and sys.argv[1] == "--stdio"
+    if not stdio and len(sys.argv) != 6:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        asyncio.run(run(*sys.argv[1:]))
+        asyncio.run(run_stdio(sys.argv[2:]) if stdio else run(*sys.argv[1:]))
     except Exception as e:  # noqa: BLE001 - any failure is reported to the test
         print(f"failed: {e!r}", file=sys.stderr)
         return 1

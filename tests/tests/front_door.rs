@@ -171,10 +171,10 @@ impl Sdk {
     }
 }
 
-/// The Bearer front door's policy: AATs of `authority` required without proofs, revocations
-/// followed through the event stream, `echo`, `read_secret` and `admin_tool` allowed,
-/// `delete_everything` blocked, AWS keys redacted.
-fn write_policy(authority: &Authority, path: &Path) {
+/// The front door's policy: AATs of `authority` required (with DPoP proofs when `proofs`, else
+/// as Bearer tokens), revocations followed through the event stream, `echo`, `read_secret` and
+/// `admin_tool` allowed, `delete_everything` blocked, AWS keys redacted.
+fn write_policy(authority: &Authority, path: &Path, proofs: bool) {
     std::fs::write(
         path,
         format!(
@@ -205,7 +205,7 @@ spec:
   aat:
     enabled: true
     require: true
-    require_proof: false
+    require_proof: {proofs}
     trusted_issuers: [\"{url}\"]
 ",
             url = authority.url,
@@ -235,7 +235,7 @@ fn front_door_session(sdk: Sdk, alg: &str) {
             .arg(&calls),
     );
     let policy = authority.dir().join("front-door.yaml");
-    write_policy(&authority, &policy);
+    write_policy(&authority, &policy, false);
     let audit = authority.dir().join("audit.jsonl");
     let proxy = FrontDoor::start(&[
         "--policy",
@@ -413,4 +413,91 @@ fn the_mcp_typescript_sdk_calls_a_remote_server_through_the_front_door() {
     ) {
         front_door_session(Sdk::TypeScript, "p256");
     }
+}
+
+/// Proofs required, and a client that only speaks stdio: the Python SDK's stdio client runs
+/// `aip-agent --upstream`, which gets the AAT from the authority and sends every request to the
+/// front door with `Authorization: DPoP` and a DPoP proof bound to the call. The same policy
+/// holds as for the SDKs' Bearer sessions, and every call the audit log records was bound by
+/// its proof (`proof: dpop_call`).
+#[test]
+fn a_stdio_client_calls_through_aip_agent_with_call_bound_dpop_proofs() {
+    if !peers_ready(
+        "a_stdio_client_calls_through_aip_agent_with_call_bound_dpop_proofs",
+        &[Peer::Python],
+    ) {
+        return;
+    }
+    let authority = Authority::start(None);
+    let agent = authority.register("dpop-agent", "ed25519", CAPABILITIES);
+    let calls = authority.dir().join("upstream-calls.log");
+    let upstream = Listening::start(
+        Command::new(python())
+            .arg(tests_dir().join("python/mcp_upstream_server.py"))
+            .arg(&calls),
+    );
+    let policy = authority.dir().join("front-door.yaml");
+    write_policy(&authority, &policy, true);
+    let audit = authority.dir().join("audit.jsonl");
+    let proxy = FrontDoor::start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--serve",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream.url,
+        "--audit",
+        audit.to_str().unwrap(),
+    ]);
+    let metadata_url = proxy
+        .url
+        .replacen("/mcp", "/.well-known/oauth-protected-resource/mcp", 1);
+    let metadata: Value = serde_json::from_str(&aip_tests::http_get(&metadata_url, None).1).unwrap();
+    assert_eq!(metadata["dpop_bound_access_tokens_required"], true, "{metadata}");
+
+    let mut client = Driver::start(
+        Command::new(python())
+            .arg(tests_dir().join("python/front_door_client.py"))
+            .arg("--stdio")
+            .arg(aip_tests::aip_agent())
+            .arg("--agent-dir")
+            .arg(&agent.dir)
+            .args([
+                "--issuer",
+                &authority.url,
+                "--audience",
+                &proxy.url,
+                "--upstream",
+                &proxy.url,
+            ]),
+    );
+    assert_eq!(client.list(), ["echo", "read_secret"]);
+    let said = "bound to this very call";
+    assert_eq!(texts(&client.call("echo", &json!({"text": said}))), [said]);
+    let secret = client.call("read_secret", &json!({}));
+    assert!(texts(&secret).join("\n").contains("[REDACTED:AWS Key]"), "{secret}");
+    assert!(!secret.to_string().contains(SECRET), "{secret}");
+    let blocked = client.call("delete_everything", &json!({}));
+    assert_eq!(refusal(&blocked), ErrorCode::Forbidden, "{blocked}");
+    let outside = client.call("admin_tool", &json!({}));
+    assert_eq!(refusal(&outside), ErrorCode::CapabilityDenied, "{outside}");
+    client.quit();
+    assert_eq!(upstream_calls(&calls), ["echo", "read_secret"]);
+
+    assert!(proxy.stop(), "aip-proxy did not stop on SIGTERM");
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert!(!log.contains("eyJ"), "the audit log holds a token");
+    let records: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let tool_calls: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["method"] == "tools/call" && r["agent_id"] == agent.id.as_str())
+        .collect();
+    assert_eq!(tool_calls.len(), 4, "{log}");
+    for record in tool_calls {
+        assert_eq!(record["proof"], "dpop_call", "{record}");
+    }
+    assert!(
+        !records.iter().any(|r| r["event"] == "AAT_REJECTED"),
+        "a DPoP request was refused:\n{log}"
+    );
 }
