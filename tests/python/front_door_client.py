@@ -4,6 +4,7 @@ aip-proxy's front door, driven one command at a time by a test.
 
 Usage: front_door_client.py URL ISSUER AGENT_ID KEY_PEM ALG
        front_door_client.py --stdio COMMAND [ARG…]
+       front_door_client.py --anonymous URL
 
 URL is the front door's MCP endpoint; ISSUER the authority the agent expects to be sent to;
 KEY_PEM the agent's key as `aip-ca agents export-key` wrote it (PKCS#8 PEM); ALG EdDSA or
@@ -18,7 +19,9 @@ reads one JSON command per line on stdin and answers each with one JSON line on 
                                            "expires_in":…,"claims":{the AAT's payload}}
   {"op":"quit"}                        -> {"ok":true,"quit":true}, then the session ends
 With --stdio the SDK's stdio client runs COMMAND as its MCP server instead (`aip-agent
---upstream URL …`, which brings the AAT and the DPoP proofs itself; `token` is then refused).
+--upstream URL …`, which brings the AAT and the DPoP proofs itself; `token` is then refused);
+with --anonymous it connects to URL without any authorization (a front door whose policy asks
+for no AAT).
 A JSON-RPC error answers {"ok":false,"error":{"code":…,"message":…,"data":…}}; any other failure
 of a command {"ok":false,"error":{"code":null,"message":…,"data":null},"exception":TYPE}, and
 the client goes on with the next command. When the session cannot be set up, it exits 1 with
@@ -120,6 +123,11 @@ async def run(url: str, issuer: str, agent_id: str, key_pem: str, alg: str) -> N
             await serve(read, write, storage)
 
 
+async def run_anonymous(url: str) -> None:
+    async with streamable_http_client(url) as (read, write):
+        await serve(read, write, MemoryStorage())
+
+
 async def run_stdio(command: list[str]) -> None:
     params = StdioServerParameters(command=command[0], args=command[1:])
     async with stdio_client(params) as (read, write):
@@ -154,12 +162,18 @@ async def serve(read, write, storage: MemoryStorage) -> None:
 
 
 def main() -> int:
-    stdio = len(sys.argv) > 2 and sys.argv[1] == "--stdio"
-    if not stdio and len(sys.argv) != 6:
+    mode = sys.argv[1] if len(sys.argv) > 2 else None
+    if mode == "--stdio":
+        session = run_stdio(sys.argv[2:])
+    elif mode == "--anonymous" and len(sys.argv) == 3:
+        session = run_anonymous(sys.argv[2])
+    elif len(sys.argv) == 6:
+        session = run(*sys.argv[1:])
+    else:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        asyncio.run(run_stdio(sys.argv[2:]) if stdio else run(*sys.argv[1:]))
+        asyncio.run(session)
     except Exception as e:  # noqa: BLE001 - any failure is reported to the test
         print(f"failed: {e!r}", file=sys.stderr)
         return 1

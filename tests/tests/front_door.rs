@@ -21,6 +21,10 @@
 //! chain verifies, names the agent in the validation, the decisions and the revocation, and
 //! holds neither the AAT nor the secret.
 //!
+//! Two more sessions: proofs required, with the Python SDK's stdio client in front of
+//! `aip-agent --upstream` (every call bound by its DPoP proof); and a stdio server (the official
+//! filesystem server) served over HTTP, one process per session, with a call held for approval.
+//!
 //! Peers: `python3 -m pip install -r tests/python/requirements.txt` and
 //! `npm ci --prefix tests/mcp`. Without them a test reports itself skipped, naming what is
 //! missing; under `CI` a missing peer fails it.
@@ -72,8 +76,18 @@ impl Driver {
 
     /// Sends `command`; the client's answer.
     fn ask(&mut self, command: &Value) -> Value {
+        self.send(command);
+        self.receive(command)
+    }
+
+    /// Sends `command` without waiting for its answer.
+    fn send(&mut self, command: &Value) {
         writeln!(self.stdin, "{command}").unwrap();
         self.stdin.flush().unwrap();
+    }
+
+    /// The answer to `command`, sent before.
+    fn receive(&mut self, command: &Value) -> Value {
         let line = self
             .lines
             .recv_timeout(Duration::from_secs(60))
@@ -500,4 +514,129 @@ fn a_stdio_client_calls_through_aip_agent_with_call_bound_dpop_proofs() {
         !records.iter().any(|r| r["event"] == "AAT_REJECTED"),
         "a DPoP request was refused:\n{log}"
     );
+}
+
+/// A stdio server served over HTTP (`--serve … --target`): the official filesystem server, one
+/// process per MCP session, for two Python SDK clients at once (no AATs: the policy asks for
+/// none). Each session sees the filtered tool list, reads what the policy allows, gets a secret
+/// redacted and a write refused; a call the policy holds for approval waits until it is
+/// approved over the HTTP API; a session's process stops when its client ends the session.
+#[test]
+fn a_stdio_server_is_served_over_http_one_process_per_session() {
+    if !peers_ready(
+        "a_stdio_server_is_served_over_http_one_process_per_session",
+        &[Peer::Python, Peer::Node],
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let files = tmp.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    std::fs::write(files.join("notes.txt"), "hello from a file").unwrap();
+    std::fs::write(files.join("secret.txt"), format!("key {SECRET}")).unwrap();
+    let server = tests_dir().join("mcp/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js");
+    let policy = tmp.path().join("stdio.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: aip.io/v1alpha3
+kind: AgentPolicy
+metadata:
+  name: stdio-over-http
+spec:
+  allowed_tools: [read_text_file, list_allowed_directories]
+  tool_rules:
+    - tool: list_directory
+      action: ask
+  hitl:
+    timeout_seconds: 60
+    on_timeout: deny
+  dlp:
+    enabled: true
+    patterns:
+      - name: AWS Key
+        regex: \"(AKIA)[A-Z0-9]{16}\"
+",
+    )
+    .unwrap();
+    let token = "front-door-approvals-token-0123456789abcdef";
+    let token_file = tmp.path().join("api-token");
+    std::fs::write(&token_file, token).unwrap();
+    let api = format!("127.0.0.1:{}", aip_tests::free_port());
+    let target = format!("node {} {}", server.display(), files.display());
+    let proxy = FrontDoor::start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--serve",
+        "127.0.0.1:0",
+        "--target",
+        &target,
+        "--no-prompt",
+        "--listen",
+        &api,
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    let servers = || {
+        // Anchored: the proxy's own command line holds the target too.
+        let out = Command::new("pgrep").args(["-f", &format!("^{target}")]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let connect = || {
+        Driver::start(
+            Command::new(python())
+                .arg(tests_dir().join("python/front_door_client.py"))
+                .args(["--anonymous", &proxy.url]),
+        )
+    };
+    let (mut first, mut second) = (connect(), connect());
+    for client in [&mut first, &mut second] {
+        assert_eq!(
+            client.list(),
+            ["list_allowed_directories", "list_directory", "read_text_file"]
+        );
+        let path = files.join("notes.txt");
+        let notes = client.call("read_text_file", &json!({"path": path}));
+        assert_eq!(texts(&notes), ["hello from a file"]);
+        let secret = client.call("read_text_file", &json!({"path": files.join("secret.txt")}));
+        assert!(texts(&secret).join("").contains("[REDACTED:AWS Key]"), "{secret}");
+        assert!(!secret.to_string().contains(SECRET), "{secret}");
+        let write = client.call("write_file", &json!({"path": files.join("new.txt"), "content": "x"}));
+        assert_eq!(refusal(&write), ErrorCode::Forbidden, "{write}");
+    }
+    assert!(!files.join("new.txt").exists(), "a refused write reached the server");
+    assert_eq!(servers(), 2, "one server process per session");
+
+    // A held call waits for its approval.
+    let held = json!({"op": "call", "tool": "list_directory", "args": {"path": files}});
+    second.send(&held);
+    let holds = format!("http://{api}/v1/hitl");
+    let mut hold_id = None;
+    let appeared = aip_tests::within(Duration::from_secs(20), || {
+        let (_, body) = aip_tests::http_get(&holds, Some(token));
+        hold_id = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["holds"][0]["hold_id"].as_str().map(str::to_owned));
+        hold_id.is_some()
+    });
+    assert!(appeared, "the call was not held for approval");
+    let approve = Command::new("curl")
+        .args(["-sS", "-X", "POST", "-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("http://{api}/v1/hitl/{}/approve", hold_id.unwrap()))
+        .output()
+        .unwrap();
+    assert!(approve.status.success());
+    let listed = texts(&second.receive(&held)).join("\n");
+    assert!(listed.contains("notes.txt"), "{listed}");
+
+    // Ending a session stops its server.
+    first.quit();
+    let stopped = aip_tests::within(Duration::from_secs(10), || servers() == 1);
+    assert!(
+        stopped,
+        "the ended session's server is still running ({} left)",
+        servers()
+    );
+    second.quit();
+    assert!(proxy.stop(), "aip-proxy did not stop on SIGTERM");
+    assert_eq!(servers(), 0, "a server outlived the proxy");
 }
