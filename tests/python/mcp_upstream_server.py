@@ -2,7 +2,7 @@
 """A remote MCP server built with the official MCP Python SDK, for aip-proxy's front door to
 sit in front of.
 
-Usage: mcp_upstream_server.py [CALL_LOG]
+Usage: mcp_upstream_server.py [CALL_LOG [HEADER_LOG]]
 
 Serves Streamable HTTP at http://127.0.0.1:<free port>/mcp without any authorization, with
 stateful sessions (`Mcp-Session-Id`) and answers as SSE event streams (the SDK's defaults), so
@@ -12,12 +12,15 @@ that what passes through the proxy is scanned on an event stream. Its tools:
   - delete_everything(): claims to have deleted everything;
   - admin_tool(): claims to have done something only an administrator may.
 With CALL_LOG, the name of every tool called is appended to that file, one per line, before
-the tool answers (so a test can show what never reached this server).
+the tool answers (so a test can show what never reached this server). With HEADER_LOG, each
+HTTP request appends one JSON line with the credentials it carried: the values of its
+`Authorization`, `DPoP` and `X-Upstream-Key` headers (null when absent).
 
 Once listening it prints `listening <URL>` on stdout; it runs until killed.
 """
 
 import asyncio
+import json
 import socket
 import sys
 
@@ -29,10 +32,11 @@ SECRET = "AKIAIOSFODNN7EXAMPLE"
 
 
 def main() -> int:
-    if len(sys.argv) > 2:
+    if len(sys.argv) > 3:
         print(__doc__, file=sys.stderr)
         return 2
-    call_log = sys.argv[1] if len(sys.argv) == 2 else None
+    call_log = sys.argv[1] if len(sys.argv) >= 2 else None
+    header_log = sys.argv[2] if len(sys.argv) == 3 else None
 
     def called(tool: str) -> None:
         if call_log is not None:
@@ -68,7 +72,16 @@ def main() -> int:
         called("admin_tool")
         return "the settings were changed"
 
-    app = server.streamable_http_app(host="127.0.0.1")
+    mcp_app = server.streamable_http_app(host="127.0.0.1")
+
+    async def app(scope, receive, send):
+        if header_log is not None and scope["type"] == "http":
+            headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+            seen = {name: headers.get(name) for name in ("authorization", "dpop", "x-upstream-key")}
+            with open(header_log, "a", encoding="utf-8") as f:
+                f.write(json.dumps(seen) + "\n")
+        await mcp_app(scope, receive, send)
+
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
     print(f"listening {url}", flush=True)
     asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))

@@ -16,7 +16,8 @@
 //!
 //! In that session `tools/list` shows policy ∩ AAT, an allowed call works, a blocked tool and a
 //! tool outside the AAT are refused with JSON-RPC errors (and never reach the server), the
-//! secret in an SSE answer arrives redacted, and once `aip-ca agents revoke` has returned the
+//! secret in an SSE answer arrives redacted, the server sees its own credential
+//! (`--upstream-header`) and never the client's token, and once `aip-ca agents revoke` has returned the
 //! next call is refused within a second, inside the session, which goes on answering. The audit
 //! chain verifies, names the agent in the validation, the decisions and the revocation, and
 //! holds neither the AAT nor the secret.
@@ -43,6 +44,9 @@ use serde_json::{Value, json};
 
 /// The AWS access key id `read_secret` answers with.
 const SECRET: &str = "AKIAIOSFODNN7EXAMPLE";
+
+/// The upstream's own credential, configured with `--upstream-header`.
+const UPSTREAM_KEY: &str = "upstream-credential-of-the-proxy";
 
 /// The tools the agent is registered for; `admin_tool` is not among them.
 const CAPABILITIES: &str = "echo,read_secret,delete_everything";
@@ -243,14 +247,19 @@ fn front_door_session(sdk: Sdk, alg: &str) {
     let authority = Authority::start(None);
     let agent = authority.register("front-door-agent", alg, CAPABILITIES);
     let calls = authority.dir().join("upstream-calls.log");
+    let headers = authority.dir().join("upstream-headers.log");
     let upstream = Listening::start(
         Command::new(python())
             .arg(tests_dir().join("python/mcp_upstream_server.py"))
-            .arg(&calls),
+            .arg(&calls)
+            .arg(&headers),
     );
     let policy = authority.dir().join("front-door.yaml");
     write_policy(&authority, &policy, false);
     let audit = authority.dir().join("audit.jsonl");
+    // The upstream's own credential, from a file: the one credential it may see.
+    let key_file = authority.dir().join("upstream-key");
+    std::fs::write(&key_file, format!("{UPSTREAM_KEY}\n")).unwrap();
     let proxy = FrontDoor::start(&[
         "--policy",
         policy.to_str().unwrap(),
@@ -258,6 +267,8 @@ fn front_door_session(sdk: Sdk, alg: &str) {
         "127.0.0.1:0",
         "--upstream",
         &upstream.url,
+        "--upstream-header",
+        &format!("X-Upstream-Key=file:{}", key_file.display()),
         "--audit",
         audit.to_str().unwrap(),
     ]);
@@ -331,8 +342,21 @@ fn front_door_session(sdk: Sdk, alg: &str) {
         "the secret reached the client: {secret}"
     );
 
-    // Only the allowed calls reached the server.
+    // Only the allowed calls reached the server, with its own credential and never the AAT.
     assert_eq!(upstream_calls(&calls), ["echo", "read_secret"]);
+    let seen: Vec<Value> = std::fs::read_to_string(&headers)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!seen.is_empty());
+    for request in &seen {
+        assert_eq!(
+            request,
+            &json!({"authorization": null, "dpop": null, "x-upstream-key": UPSTREAM_KEY}),
+            "what the upstream received"
+        );
+    }
 
     // Revoked: the next call is refused within a second of the revocation, inside the session.
     authority.remote(&["agents", "revoke", &agent.id, "--reason", "end of the test", "--json"]);
@@ -578,7 +602,10 @@ spec:
     ]);
     let servers = || {
         // Anchored: the proxy's own command line holds the target too.
-        let out = Command::new("pgrep").args(["-f", &format!("^{target}")]).output().unwrap();
+        let out = Command::new("pgrep")
+            .args(["-f", &format!("^{target}")])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).lines().count()
     };
     let connect = || {
