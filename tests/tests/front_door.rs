@@ -667,3 +667,122 @@ spec:
     assert!(proxy.stop(), "aip-proxy did not stop on SIGTERM");
     assert_eq!(servers(), 0, "a server outlived the proxy");
 }
+
+/// Off loopback the front door needs TLS, and fronts only https servers (or loopback ones);
+/// with a certificate it serves https (here checked with curl trusting that certificate).
+#[test]
+fn off_loopback_the_front_door_needs_tls_and_serves_it() {
+    if !peers_ready("off_loopback_the_front_door_needs_tls_and_serves_it", &[Peer::Python]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("plain.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: aip.io/v1alpha3\nkind: AgentPolicy\nmetadata:\n  name: tls\nspec:\n  allowed_tools: [echo]\n",
+    )
+    .unwrap();
+    let policy = policy.to_str().unwrap();
+    let refused = |args: &[&str], why: &str| {
+        let out = Command::new(aip_proxy())
+            .args(["--policy", policy])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    };
+    let loopback_upstream = "http://127.0.0.1:9/mcp";
+    refused(&["--serve", "0.0.0.0:0", "--upstream", loopback_upstream], "needs TLS");
+    refused(
+        &["--serve", "127.0.0.1:0", "--upstream", "http://tools.example/mcp"],
+        "use https",
+    );
+    refused(
+        &[
+            "--serve",
+            "127.0.0.1:0",
+            "--upstream",
+            loopback_upstream,
+            "--public-url",
+            "http://tools.example/mcp",
+        ],
+        "https off loopback",
+    );
+    refused(
+        &[
+            "--serve",
+            "127.0.0.1:0",
+            "--upstream",
+            loopback_upstream,
+            "--upstream-header",
+            "Authorization=Bearer x",
+        ],
+        "never the command line",
+    );
+
+    let (cert, key) = (tmp.path().join("front.pem"), tmp.path().join("front.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let upstream = Listening::start(Command::new(python()).arg(tests_dir().join("python/mcp_upstream_server.py")));
+    let proxy = FrontDoor::start(&[
+        "--policy",
+        policy,
+        "--serve",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream.url,
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(proxy.url.starts_with("https://127.0.0.1:"), "{}", proxy.url);
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "curl", "version": "1"}}
+    });
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&cert)
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Accept: application/json, text/event-stream",
+        ])
+        .args(["-D", "-", "--data-binary"])
+        .arg(initialize.to_string())
+        .arg(&proxy.url)
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(answer.to_ascii_lowercase().contains("mcp-session-id:"), "{answer}");
+    assert!(answer.contains("\"protocolVersion\""), "{answer}");
+}
