@@ -128,6 +128,11 @@ async fn post_message(State(door): State<Arc<Door>>, headers: HeaderMap, body: B
         Ok(session) => session,
         Err(error) => return session_error(&error),
     };
+    // On stdio a blank line is only framing; over HTTP the body is the message, and an empty
+    // one is no JSON at all.
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return json_message(StatusCode::OK, empty_body());
+    }
     let (id, initialize) = peek(&body);
     let relay = door.relay();
     let presented = credentials.as_ref().map(Credentials::presented).unwrap_or_default();
@@ -535,6 +540,16 @@ fn refused_by_server(status: StatusCode) -> String {
 fn internal_error(id: Option<&str>, why: &str) -> Vec<u8> {
     aip_aat::jsonrpc::error_response(id, ErrorCode::InternalError, Some(serde_json::json!({ "reason": why })))
         .into_bytes()
+}
+
+/// The JSON-RPC -32700 for a POST without a message.
+fn empty_body() -> Vec<u8> {
+    aip_aat::jsonrpc::error_response(
+        None,
+        ErrorCode::ParseError,
+        Some(serde_json::json!({ "reason": "the body is empty: POST one JSON-RPC message" })),
+    )
+    .into_bytes()
 }
 
 fn json_message(status: StatusCode, body: Vec<u8>) -> Response {
