@@ -6,7 +6,8 @@
 //! remote server ([`super::upstream`]) or the session's stdio server ([`super::stdio`]). What
 //! comes back, one JSON message or a stream of events, goes through the relay again (filtered
 //! `tools/list`, DLP) before it reaches the client. A request the server does not answer within
-//! the call timeout, or cannot be reached for, is answered with a JSON-RPC error.
+//! the call timeout, cannot be reached for, or takes without an answer (202), is answered with a
+//! JSON-RPC error.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -198,6 +199,11 @@ impl Forward<'_> {
             Err(full) => return full.into_response(),
         };
         let mut response = match posted.answer {
+            // A request is answered with a message or a stream, never with 202 (2025-06-18,
+            // "Sending Messages to the Server"): no answer would ever reach the client.
+            Answer::Accepted if self.id.is_some() => {
+                self.unanswered("the server took the request without answering it")
+            }
             Answer::Accepted => StatusCode::ACCEPTED.into_response(),
             Answer::Status(StatusCode::NOT_FOUND) if self.session.is_some() => {
                 // The upstream forgot the session: so does the front door, and the client
