@@ -362,8 +362,16 @@ async fn open_stream(State(door): State<Arc<Door>>, headers: HeaderMap) -> Respo
             };
             match posted.answer {
                 Answer::Stream(events) => stream_response(relay, events, None, None),
-                Answer::Status(StatusCode::NOT_FOUND) if session.is_some() => session_error(&SessionError::Unknown),
-                Answer::Status(status) if status == StatusCode::METHOD_NOT_ALLOWED => status.into_response(),
+                // Whether or not the server explains them in a JSON body (the MCP SDKs' servers
+                // do): the session is gone, or the server has no stream to offer.
+                Answer::Status(StatusCode::NOT_FOUND) | Answer::Message(StatusCode::NOT_FOUND, _)
+                    if session.is_some() =>
+                {
+                    session_error(&SessionError::Unknown)
+                }
+                Answer::Status(StatusCode::METHOD_NOT_ALLOWED) | Answer::Message(StatusCode::METHOD_NOT_ALLOWED, _) => {
+                    StatusCode::METHOD_NOT_ALLOWED.into_response()
+                }
                 Answer::Accepted | Answer::Message(..) | Answer::Status(_) => plain_error(
                     StatusCode::BAD_GATEWAY,
                     "bad_gateway",
