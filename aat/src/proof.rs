@@ -130,8 +130,10 @@ pub enum ProofMismatch {
     Tool,
     /// Made for other arguments.
     Arguments,
-    /// A DPoP proof made for another HTTP method or URI.
-    Request,
+    /// A DPoP proof made for another HTTP method.
+    HttpMethod,
+    /// A DPoP proof made for another URL.
+    Url,
 }
 
 /// Why a call's proof was refused. [`ProofError::aat_error`] gives the `aat_error` string.

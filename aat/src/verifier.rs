@@ -197,7 +197,8 @@ impl CallVerifier {
         let now = self.clock.now();
         let verified = verify_dpop_proof(proof, request, now).map_err(|e| match e {
             DpopError::Mismatch("access token") => ProofError::Mismatch(ProofMismatch::Token),
-            DpopError::Mismatch(_) => ProofError::Mismatch(ProofMismatch::Request),
+            DpopError::Mismatch("HTTP method") => ProofError::Mismatch(ProofMismatch::HttpMethod),
+            DpopError::Mismatch(_) => ProofError::Mismatch(ProofMismatch::Url),
             DpopError::Malformed(why) => ProofError::Invalid(why),
             DpopError::BadSignature => ProofError::Invalid("signature does not verify"),
             DpopError::Stale => ProofError::Invalid("proof is too old or from the future"),

@@ -81,6 +81,16 @@ pub struct Presented<'a> {
 }
 
 impl Presented<'_> {
+    /// How possession of the key was shown, as the audit log names it (`proof`).
+    pub fn proof_kind(&self) -> Option<&'static str> {
+        match (self.dpop, self.proof) {
+            (Some(claims), _) if claims.is_call_bound() => Some("dpop_call"),
+            (Some(_), _) => Some("dpop"),
+            (None, Some(_)) => Some("call"),
+            (None, None) => None,
+        }
+    }
+
     fn possession(&self) -> Possession<'_> {
         match (self.dpop, self.proof) {
             (Some(claims), _) => Possession::Dpop(claims),

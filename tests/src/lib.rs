@@ -472,3 +472,309 @@ pub fn within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The directory of this crate (`tests/`), where the independent peers live.
+pub fn tests_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `python3`, or `$AIP_PYTHON`: the interpreter of the Python peers.
+pub fn python() -> String {
+    std::env::var("AIP_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// An independent client or server a test needs.
+#[derive(Clone, Copy, Debug)]
+pub enum Peer {
+    /// Python with the pinned MCP SDK, authlib and joserfc (`tests/python/requirements.txt`).
+    Python,
+    /// Node with the official TypeScript SDK installed in `tests/mcp`.
+    Node,
+}
+
+impl Peer {
+    /// Why it cannot run here, if it cannot.
+    pub fn missing(self) -> Option<String> {
+        match self {
+            Self::Python => {
+                let python = python();
+                let ready = Command::new(&python)
+                    .args(["-c", "import mcp, authlib, joserfc, requests, uvicorn"])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                (!ready).then(|| {
+                    format!(
+                        "`{python}` with the MCP SDK, authlib and joserfc is not available \
+                         (python3 -m pip install -r tests/python/requirements.txt)"
+                    )
+                })
+            }
+            Self::Node => {
+                let node = Command::new("node")
+                    .arg("--version")
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                let sdk = tests_dir().join("mcp/node_modules/@modelcontextprotocol/sdk/package.json");
+                (!node || !sdk.is_file())
+                    .then(|| "node with the MCP TypeScript SDK is not available (npm ci --prefix tests/mcp)".to_owned())
+            }
+        }
+    }
+}
+
+/// Whether `test` can run: every peer present. A missing one is a failure under `CI`, a loud
+/// skip elsewhere.
+pub fn peers_ready(test: &str, peers: &[Peer]) -> bool {
+    let missing: Vec<String> = peers.iter().filter_map(|p| p.missing()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = missing.join("; ");
+    assert!(std::env::var_os("CI").is_none(), "required under CI: {why}");
+    eprintln!("SKIPPED {test}: {why}");
+    false
+}
+
+/// A registered agent: its id, directory, key thumbprint, JOSE algorithm and exported PEM key.
+pub struct Agent {
+    /// Its id (`ag_…`).
+    pub id: String,
+    /// The directory `register-agent` wrote (`agent.key` and the AID).
+    pub dir: PathBuf,
+    /// Its key's thumbprint, the `cnf.jkt` of its AATs.
+    pub key_id: String,
+    /// `EdDSA` or `ES256`.
+    pub alg: &'static str,
+    /// Its key as `aip-ca agents export-key` wrote it (PKCS#8 PEM, unencrypted).
+    pub pem: PathBuf,
+}
+
+/// An authority created with `aip-ca init --listen` on a free loopback port (so its issuer
+/// identifier is its real URL) and served from its directory by `aip-ca serve`, with a reader
+/// access token; on SQLite, or on the PostgreSQL database a URL names.
+pub struct Authority {
+    tmp: tempfile::TempDir,
+    /// Its URL, which is also its issuer identifier.
+    pub url: String,
+    /// The admin token `init` printed.
+    pub admin: String,
+    /// A reader access token (what a proxy's registry link uses).
+    pub reader: String,
+    serve: Child,
+}
+
+impl Authority {
+    /// Creates and serves an authority, on the PostgreSQL database `database_url` names or on
+    /// SQLite; returns once it answers `/health`.
+    pub fn start(database_url: Option<&str>) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("aip");
+        let listen = format!("127.0.0.1:{}", free_port());
+        let database: Vec<&str> = database_url.map(|url| vec!["--database-url", url]).unwrap_or_default();
+        let mut init = vec!["--listen", listen.as_str()];
+        init.extend(&database);
+        let admin = init_authority(&dir, &init);
+        let log = tmp.path().join("serve.log");
+        let serve = command()
+            .args(["serve", "--dir", dir.to_str().unwrap()])
+            .args(&database)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut authority = Self {
+            tmp,
+            url: format!("http://{listen}"),
+            admin,
+            reader: String::new(),
+            serve,
+        };
+        let up = within(Duration::from_secs(60), || {
+            if let Some(status) = authority.serve.try_wait().unwrap() {
+                panic!(
+                    "aip-ca serve exited with {status}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            http_get(&format!("{}/health", authority.url), None).0 == 200
+        });
+        assert!(up, "aip-ca serve did not answer on {}", authority.url);
+        let reader = authority.remote(&["access-token", "create", "--role", "reader", "--json"]);
+        authority.reader = reader["token"].as_str().unwrap().to_owned();
+        authority
+    }
+
+    /// A temporary directory that lives as long as the authority, for the test's files.
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// `aip-ca args… --registry URL --token ADMIN`, its JSON output.
+    pub fn remote(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["--registry", &self.url, "--token", &self.admin]);
+        serde_json::from_str(&ok(run(&all))).unwrap()
+    }
+
+    /// Registers an autonomous agent `name` with `alg` (`ed25519` or `p256`) for the tools of
+    /// `capabilities` (comma-separated), and exports its key with `aip-ca agents export-key`.
+    pub fn register(&self, name: &str, alg: &str, capabilities: &str) -> Agent {
+        let dir = self.dir().join(name);
+        let registered = self.remote(&[
+            "register-agent",
+            "--name",
+            name,
+            "--alg",
+            alg,
+            "--capabilities",
+            capabilities,
+            "--autonomous",
+            "--out-dir",
+            dir.to_str().unwrap(),
+            "--insecure-no-passphrase",
+            "--json",
+        ]);
+        let pem = self.dir().join(format!("{name}.pem"));
+        let exported = export_key(&dir, &pem);
+        let alg = match alg {
+            "p256" => "ES256",
+            _ => "EdDSA",
+        };
+        assert_eq!(exported["algorithm"], alg, "{exported}");
+        Agent {
+            id: registered["agent_id"].as_str().unwrap().to_owned(),
+            dir,
+            key_id: registered["key_id"].as_str().unwrap().to_owned(),
+            alg,
+            pem,
+        }
+    }
+}
+
+impl Drop for Authority {
+    fn drop(&mut self) {
+        let _ = self.serve.kill();
+        let _ = self.serve.wait();
+    }
+}
+
+/// A server run as a child process that prints `listening <URL>` on stdout once it listens
+/// (the Python peers' servers); killed when dropped.
+pub struct Listening {
+    child: Child,
+    /// The URL it printed.
+    pub url: String,
+}
+
+impl Listening {
+    /// Runs `cmd` (stdout piped, stderr inherited) and waits up to 60 s for its line.
+    pub fn start(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        // From here on the guard reaps the process, whatever happens.
+        let mut server = Self {
+            child,
+            url: String::new(),
+        };
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{cmd:?} did not start: {e}"));
+        server.url = line
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("{cmd:?} printed {line:?}"))
+            .to_owned();
+        server
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `aip-proxy --serve …`: the Streamable HTTP front door. What it logs is copied to
+/// the test's stderr.
+pub struct FrontDoor {
+    child: Child,
+    /// The canonical resource URI it announced (`MCP front door at <URL>`).
+    pub url: String,
+}
+
+impl FrontDoor {
+    /// Runs `aip-proxy args…` and waits up to 60 s for the line announcing its URL.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = isolated(aip_proxy())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[aip-proxy] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        // From here on the guard reaps the process, whatever happens.
+        let mut proxy = Self {
+            child,
+            url: String::new(),
+        };
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    if let Some((_, rest)) = line.split_once("MCP front door at ") {
+                        proxy.url = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                        return proxy;
+                    }
+                    seen.push(line);
+                }
+                Err(e) => {
+                    let status = proxy.child.try_wait().unwrap();
+                    panic!(
+                        "aip-proxy {args:?} did not announce its front door ({e}; exit status {status:?}):\n{}",
+                        seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits up to 10 s for the exit (then kills it): whether it exited by
+    /// itself.
+    pub fn stop(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let exited = within(Duration::from_secs(10), || self.child.try_wait().unwrap().is_some());
+        if !exited {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        exited
+    }
+}
+
+impl Drop for FrontDoor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -20,7 +20,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -32,71 +32,11 @@ use aip_aat::keys::KeyPair;
 use aip_aat::proof::{Call, create_proof};
 use aip_api::client::Client;
 use aip_api::issuer::{ChallengeRequest, ChallengeResponse, GrantType, TokenRequest, TokenResponse};
-use aip_tests::{PostgresDb, command, init_authority, ok, run};
+use aip_tests::{Agent, Authority, Listening, Peer, PostgresDb, peers_ready, python, tests_dir};
 use serde_json::{Value, json};
 
 /// The one tool of the protected MCP server, and the scope the clients ask for.
 const TOOL: &str = "whoami";
-
-fn manifest() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> String {
-    std::env::var("AIP_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// An independent client a test needs.
-#[derive(Clone, Copy)]
-enum Peer {
-    /// Python with the pinned MCP SDK, authlib and joserfc.
-    Python,
-    /// Node with the official TypeScript SDK installed in `tests/mcp`.
-    Node,
-}
-
-impl Peer {
-    /// Why it cannot run here, if it cannot.
-    fn missing(self) -> Option<String> {
-        match self {
-            Self::Python => {
-                let python = python();
-                let ready = Command::new(&python)
-                    .args(["-c", "import mcp, authlib, joserfc, requests, uvicorn"])
-                    .output()
-                    .is_ok_and(|o| o.status.success());
-                (!ready).then(|| {
-                    format!(
-                        "`{python}` with the MCP SDK, authlib and joserfc is not available \
-                         (python3 -m pip install -r tests/python/requirements.txt)"
-                    )
-                })
-            }
-            Self::Node => {
-                let node = Command::new("node")
-                    .arg("--version")
-                    .output()
-                    .is_ok_and(|o| o.status.success());
-                let sdk = manifest().join("mcp/node_modules/@modelcontextprotocol/sdk/package.json");
-                (!node || !sdk.is_file())
-                    .then(|| "node with the MCP TypeScript SDK is not available (npm ci --prefix tests/mcp)".to_owned())
-            }
-        }
-    }
-}
-
-/// Whether `test` can run: every peer present. A missing one is a failure under `CI`, a loud
-/// skip elsewhere.
-fn peers_ready(test: &str, peers: &[Peer]) -> bool {
-    let missing: Vec<String> = peers.iter().filter_map(|p| p.missing()).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let why = missing.join("; ");
-    assert!(std::env::var_os("CI").is_none(), "required under CI: {why}");
-    eprintln!("SKIPPED {test}: {why}");
-    false
-}
 
 /// Runs a peer to completion: its JSON answer on stdout (else a panic with both streams).
 fn run_peer(cmd: &mut Command) -> Value {
@@ -111,203 +51,63 @@ fn run_peer(cmd: &mut Command) -> Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\nstderr: {stderr}"))
 }
 
-/// A registered agent: its id, directory, key thumbprint, algorithm and exported PEM key.
-struct Agent {
-    id: AgentId,
-    dir: PathBuf,
-    key_id: String,
-    alg: &'static str,
-    pem: PathBuf,
+/// The agent's key, read from the directory `register-agent` wrote.
+fn key_of(agent: &Agent) -> KeyPair {
+    aip_aat::keyfile::read(&agent.dir.join("agent.key"), None).unwrap()
 }
 
-impl Agent {
-    /// The agent's key, read from the directory `register-agent` wrote.
-    fn key(&self) -> KeyPair {
-        aip_aat::keyfile::read(&self.dir.join("agent.key"), None).unwrap()
-    }
+/// Registers an autonomous agent with `alg` (`ed25519` or `p256`) for `whoami` and
+/// `read_file`, and exports its key.
+fn register(authority: &Authority, name: &str, alg: &str) -> Agent {
+    authority.register(name, alg, &format!("{TOOL},read_file"))
 }
 
-/// An authority created with `aip-ca init --listen` on a free loopback port (so its issuer
-/// identifier is its real URL) and served from its directory, with a reader access token; on
-/// SQLite, or on the PostgreSQL database `database_url` names.
-struct Authority {
-    tmp: tempfile::TempDir,
-    url: String,
-    admin: String,
-    reader: String,
-    serve: Child,
-}
-
-impl Authority {
-    fn start(database_url: Option<&str>) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("aip");
-        let listen = format!("127.0.0.1:{}", aip_tests::free_port());
-        let database: Vec<&str> = database_url.map(|url| vec!["--database-url", url]).unwrap_or_default();
-        let mut init = vec!["--listen", listen.as_str()];
-        init.extend(&database);
-        let admin = init_authority(&dir, &init);
-        let log = tmp.path().join("serve.log");
-        let serve = command()
-            .args(["serve", "--dir", dir.to_str().unwrap()])
-            .args(&database)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut authority = Self {
-            tmp,
-            url: format!("http://{listen}"),
-            admin,
-            reader: String::new(),
-            serve,
+/// A refresh token of a `/v1/token` session of `agent` (the `agent_attestation` grant) at
+/// `authority`, for `audience`.
+fn session_refresh_token(authority: &Authority, agent: &Agent, audience: &str) -> String {
+    let key = key_of(agent);
+    let agent_id: AgentId = agent.id.parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = Client::new(&authority.url, None).unwrap();
+        let asked = ChallengeRequest {
+            agent_id: agent_id.clone(),
         };
-        let up = aip_tests::within(Duration::from_secs(60), || {
-            if let Some(status) = authority.serve.try_wait().unwrap() {
-                panic!(
-                    "aip-ca serve exited with {status}:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            aip_tests::http_get(&format!("{}/health", authority.url), None).0 == 200
-        });
-        assert!(up, "aip-ca serve did not answer on {}", authority.url);
-        let reader = authority.remote(&["access-token", "create", "--role", "reader", "--json"]);
-        authority.reader = reader["token"].as_str().unwrap().to_owned();
-        authority
-    }
-
-    /// `aip-ca args… --registry URL --token ADMIN`, its JSON output.
-    fn remote(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["--registry", &self.url, "--token", &self.admin]);
-        serde_json::from_str(&ok(run(&all))).unwrap()
-    }
-
-    /// Registers an autonomous agent with `alg` (`ed25519` or `p256`) for `whoami` and
-    /// `read_file`, and exports its key with `aip-ca agents export-key`.
-    fn register(&self, name: &str, alg: &str) -> Agent {
-        let dir = self.tmp.path().join(name);
-        let registered = self.remote(&[
-            "register-agent",
-            "--name",
-            name,
-            "--alg",
-            alg,
-            "--capabilities",
-            &format!("{TOOL},read_file"),
-            "--autonomous",
-            "--out-dir",
-            dir.to_str().unwrap(),
-            "--insecure-no-passphrase",
-            "--json",
-        ]);
-        let pem = self.tmp.path().join(format!("{name}.pem"));
-        let exported = aip_tests::export_key(&dir, &pem);
-        let alg = match alg {
-            "p256" => "ES256",
-            _ => "EdDSA",
+        let (status, body) = client.challenge(&asked).await.unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let challenge: ChallengeResponse = serde_json::from_slice(&body).unwrap();
+        let proof = ChallengeProof::create(&key, &challenge.challenge, &agent_id, SystemClock.now()).unwrap();
+        let request = TokenRequest {
+            grant_type: GrantType::AgentAttestation,
+            agent_id,
+            proof,
+            user_authorization: None,
+            requested_capabilities: None,
+            audience: audience.into(),
+            refresh_token: None,
         };
-        assert_eq!(exported["algorithm"], alg, "{exported}");
-        Agent {
-            id: registered["agent_id"].as_str().unwrap().parse().unwrap(),
-            dir,
-            key_id: registered["key_id"].as_str().unwrap().to_owned(),
-            alg,
-            pem,
-        }
-    }
-
-    /// A refresh token of a `/v1/token` session of `agent` (the `agent_attestation` grant)
-    /// for `audience`.
-    fn session_refresh_token(&self, agent: &Agent, audience: &str) -> String {
-        let key = agent.key();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let client = Client::new(&self.url, None).unwrap();
-            let asked = ChallengeRequest {
-                agent_id: agent.id.clone(),
-            };
-            let (status, body) = client.challenge(&asked).await.unwrap();
-            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-            let challenge: ChallengeResponse = serde_json::from_slice(&body).unwrap();
-            let proof = ChallengeProof::create(&key, &challenge.challenge, &agent.id, SystemClock.now()).unwrap();
-            let request = TokenRequest {
-                grant_type: GrantType::AgentAttestation,
-                agent_id: agent.id.clone(),
-                proof,
-                user_authorization: None,
-                requested_capabilities: None,
-                audience: audience.into(),
-                refresh_token: None,
-            };
-            let (status, body) = client.token(&request).await.unwrap();
-            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-            let issued: TokenResponse = serde_json::from_slice(&body).unwrap();
-            issued
-                .refresh_token
-                .expect("a /v1/token session has a refresh token")
-                .expose()
-                .to_owned()
-        })
-    }
+        let (status, body) = client.token(&request).await.unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let issued: TokenResponse = serde_json::from_slice(&body).unwrap();
+        issued
+            .refresh_token
+            .expect("a /v1/token session has a refresh token")
+            .expose()
+            .to_owned()
+    })
 }
 
-impl Drop for Authority {
-    fn drop(&mut self) {
-        let _ = self.serve.kill();
-        let _ = self.serve.wait();
-    }
-}
-
-/// The MCP server of `tests/python/protected_mcp_server.py`, protected by `issuer`.
-struct ProtectedServer {
-    child: Child,
-    /// Its resource URL (`http://127.0.0.1:<port>/mcp`), the audience of its AATs.
-    url: String,
-}
-
-impl ProtectedServer {
-    fn start(issuer: &str) -> Self {
-        let mut child = Command::new(python())
-            .arg(manifest().join("python/protected_mcp_server.py"))
-            .arg(issuer)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let mut server = Self {
-            child,
-            url: String::new(),
-        };
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the protected MCP server did not start");
-        server.url = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("the protected MCP server printed {line:?}"))
-            .to_owned();
-        server
-    }
-}
-
-impl Drop for ProtectedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The MCP server of `tests/python/protected_mcp_server.py`, protected by `issuer`; its URL
+/// (`http://127.0.0.1:<port>/mcp`) is the audience of its AATs.
+fn protected_server(issuer: &str) -> Listening {
+    Listening::start(
+        Command::new(python())
+            .arg(tests_dir().join("python/protected_mcp_server.py"))
+            .arg(issuer),
+    )
 }
 
 /// A real `aip-proxy` on stdio in front of `tests/fakes/mcp_echo.py`, requiring AATs of
@@ -322,7 +122,7 @@ struct StdioProxy {
 
 impl StdioProxy {
     fn start(authority: &Authority, audience: &str) -> Self {
-        let policy = authority.tmp.path().join("policy.yaml");
+        let policy = authority.dir().join("policy.yaml");
         std::fs::write(
             &policy,
             format!(
@@ -336,8 +136,8 @@ impl StdioProxy {
             ),
         )
         .unwrap();
-        let script = manifest().join("tests/fakes/mcp_echo.py");
-        let log = authority.tmp.path().join("echo.log");
+        let script = tests_dir().join("tests/fakes/mcp_echo.py");
+        let log = authority.dir().join("echo.log");
         let mut child = aip_tests::isolated(aip_tests::aip_proxy())
             .args(["--policy", policy.to_str().unwrap(), "--target"])
             .arg(format!("{} {} {}", python(), script.display(), log.display()))
@@ -430,7 +230,7 @@ fn payload(jwt: &str) -> Value {
 }
 
 /// What the protected server's `whoami` answered: the token it verified with joserfc.
-fn assert_verified_by_server(result: &Value, agent: &Agent, issuer: &str, server: &ProtectedServer) {
+fn assert_verified_by_server(result: &Value, agent: &Agent, issuer: &str, server: &Listening) {
     assert_eq!(result["agent"], agent.id.as_str(), "{result}");
     assert_eq!(result["iss"], issuer, "{result}");
     assert_eq!(result["aud"], server.url.as_str(), "{result}");
@@ -446,8 +246,8 @@ fn the_mcp_python_sdk_gets_an_aat_with_private_key_jwt_and_calls_a_protected_ser
         return;
     }
     let authority = Authority::start(None);
-    let agent = authority.register("py-agent", "ed25519");
-    let server = ProtectedServer::start(&authority.url);
+    let agent = register(&authority, "py-agent", "ed25519");
+    let server = protected_server(&authority.url);
 
     // The unauthenticated request the SDK starts from: 401 pointing at the metadata, which
     // names the authority; the authority's metadata names the endpoints.
@@ -461,7 +261,7 @@ fn the_mcp_python_sdk_gets_an_aat_with_private_key_jwt_and_calls_a_protected_ser
 
     let out = run_peer(
         Command::new(python())
-            .arg(manifest().join("python/mcp_sdk_client.py"))
+            .arg(tests_dir().join("python/mcp_sdk_client.py"))
             .args([&server.url, &authority.url, agent.id.as_str()])
             .arg(&agent.pem)
             .args([agent.alg, TOOL]),
@@ -476,7 +276,7 @@ fn the_mcp_python_sdk_gets_an_aat_with_private_key_jwt_and_calls_a_protected_ser
     assert_eq!(out["result"]["jti"], out["claims"]["jti"], "{out}");
 
     let mut proxy = StdioProxy::start(&authority, &server.url);
-    proxy.passes(aat, &agent.key());
+    proxy.passes(aat, &key_of(&agent));
 }
 
 #[test]
@@ -488,14 +288,14 @@ fn the_mcp_typescript_sdk_gets_aats_with_a_p256_pem_key_and_an_ed25519_jwk() {
         return;
     }
     let authority = Authority::start(None);
-    let p256 = authority.register("ts-p256", "p256");
-    let ed25519 = authority.register("ts-ed25519", "ed25519");
-    let server = ProtectedServer::start(&authority.url);
+    let p256 = register(&authority, "ts-p256", "p256");
+    let ed25519 = register(&authority, "ts-ed25519", "ed25519");
+    let server = protected_server(&authority.url);
     let mut aats = Vec::new();
     for agent in [&p256, &ed25519] {
         let out = run_peer(
             Command::new("node")
-                .arg(manifest().join("mcp/oauth-client.mjs"))
+                .arg(tests_dir().join("mcp/oauth-client.mjs"))
                 .args([&server.url, &authority.url, agent.id.as_str()])
                 .arg(&agent.pem)
                 .args([agent.alg, TOOL]),
@@ -510,8 +310,8 @@ fn the_mcp_typescript_sdk_gets_aats_with_a_p256_pem_key_and_an_ed25519_jwk() {
     }
 
     let mut proxy = StdioProxy::start(&authority, &server.url);
-    proxy.passes(&aats[0], &p256.key());
-    proxy.passes(&aats[1], &ed25519.key());
+    proxy.passes(&aats[0], &key_of(&p256));
+    proxy.passes(&aats[1], &key_of(&ed25519));
 }
 
 #[test]
@@ -539,12 +339,12 @@ fn authlib_authenticates_with_private_key_jwt_introspects_revokes_and_refreshes_
 fn authlib_flow(database_url: Option<&str>) {
     const RESOURCE: &str = "https://files.example/mcp";
     let authority = Authority::start(database_url);
-    let agent = authority.register("authlib-agent", "p256");
-    let refresh_token = authority.session_refresh_token(&agent, RESOURCE);
+    let agent = register(&authority, "authlib-agent", "p256");
+    let refresh_token = session_refresh_token(&authority, &agent, RESOURCE);
 
     let out = run_peer(
         Command::new(python())
-            .arg(manifest().join("python/authlib_client.py"))
+            .arg(tests_dir().join("python/authlib_client.py"))
             .args([&authority.url, agent.id.as_str()])
             .arg(&agent.pem)
             .args([agent.alg, RESOURCE, TOOL, &authority.reader, &refresh_token]),
@@ -596,7 +396,7 @@ fn authlib_flow(database_url: Option<&str>) {
     assert_eq!(refreshed["introspection"]["active"], true, "{refreshed}");
 
     // The refreshed AAT passes the proxy; the revoked one does not.
-    let key = agent.key();
+    let key = key_of(&agent);
     let mut proxy = StdioProxy::start(&authority, RESOURCE);
     proxy.passes(new_aat, &key);
     let answer = proxy.call(revoked_aat, &key);
@@ -635,7 +435,7 @@ fn snippets(file: &Path) -> Vec<(String, String)> {
 
 #[test]
 fn the_docs_show_the_clients_these_tests_run() {
-    let docs = std::fs::read_to_string(manifest().join("../docs/issuer.md")).unwrap();
+    let docs = std::fs::read_to_string(tests_dir().join("../docs/issuer.md")).unwrap();
     let section = docs
         .split("## Standard OAuth clients")
         .nth(1)
@@ -646,7 +446,7 @@ fn the_docs_show_the_clients_these_tests_run() {
         ("mcp/oauth-client.mjs", 2),
         ("python/authlib_client.py", 6),
     ] {
-        let path = manifest().join(file);
+        let path = tests_dir().join(file);
         let found = snippets(&path);
         assert_eq!(found.len(), expected, "{file}: {found:?}");
         for (name, snippet) in found {

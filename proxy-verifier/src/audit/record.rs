@@ -88,6 +88,11 @@ pub struct Record {
     /// `hash` of the previous record, [`GENESIS_HASH`](super::GENESIS_HASH) for the first (set by the log).
     #[serde(default)]
     pub prev_hash: String,
+    /// How the caller showed it holds the AAT's key: `call` (a per-call proof), `dpop` (a
+    /// DPoP proof of the HTTP request) or `dpop_call` (a DPoP proof bound to the call);
+    /// absent when no proof came with the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
     /// Why, in one sentence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -196,8 +196,10 @@ impl Door {
         }
         tracing::info!("refused with 401: {}", refusal.why);
         let proofs_required = self.identity.as_ref().is_some_and(|i| i.settings().require_proof);
+        // No credentials at all: no error code (RFC 6750 §3.1), in the challenge or the body.
         let code = match refusal.fault {
-            Fault::Missing | Fault::Token => "invalid_token",
+            Fault::Missing => "unauthorized",
+            Fault::Token => "invalid_token",
             Fault::Proof => "invalid_dpop_proof",
         };
         let body = serde_json::json!({"error": code, "error_description": refusal.why});

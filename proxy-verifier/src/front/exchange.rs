@@ -58,7 +58,7 @@ pub(super) enum Outcome {
     Forward(Vec<u8>),
     /// Answer the client with this (a refusal or an error), forwarding nothing.
     Answer(Vec<u8>),
-    /// Nothing to forward or answer (a notification refused, or a blank body).
+    /// Nothing to forward or answer (a notification refused).
     Nothing,
 }
 

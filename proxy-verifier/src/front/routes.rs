@@ -6,7 +6,8 @@
 //! remote server ([`super::upstream`]) or the session's stdio server ([`super::stdio`]). What
 //! comes back, one JSON message or a stream of events, goes through the relay again (filtered
 //! `tools/list`, DLP) before it reaches the client. A request the server does not answer within
-//! the call timeout, or cannot be reached for, is answered with a JSON-RPC error.
+//! the call timeout, cannot be reached for, or takes without an answer (202), is answered with a
+//! JSON-RPC error.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -143,6 +144,11 @@ async fn post_message(State(door): State<Arc<Door>>, headers: HeaderMap, body: B
             ),
         );
     }
+    // On stdio a blank line is only framing; over HTTP the body is the message, and an empty
+    // one is no JSON at all.
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return json_message(StatusCode::OK, empty_body());
+    }
     let (id, initialize) = peek(&body);
     let relay = door.relay();
     let presented = credentials.as_ref().map(Credentials::presented).unwrap_or_default();
@@ -212,8 +218,15 @@ impl Forward<'_> {
             Err(full) => return full.into_response(),
         };
         let mut response = match posted.answer {
+            // A request is answered with a message or a stream, never with 202 (2025-06-18,
+            // "Sending Messages to the Server"): no answer would ever reach the client.
+            Answer::Accepted if self.id.is_some() => {
+                self.unanswered("the server took the request without answering it")
+            }
             Answer::Accepted => StatusCode::ACCEPTED.into_response(),
-            Answer::Status(StatusCode::NOT_FOUND) if self.session.is_some() => {
+            Answer::Status(StatusCode::NOT_FOUND) | Answer::Message(StatusCode::NOT_FOUND, _)
+                if self.session.is_some() =>
+            {
                 // The upstream forgot the session: so does the front door, and the client
                 // starts a new one.
                 if let Some(session) = &self.session {
@@ -372,8 +385,16 @@ async fn open_stream(State(door): State<Arc<Door>>, headers: HeaderMap) -> Respo
             };
             match posted.answer {
                 Answer::Stream(events) => stream_response(relay, events, None, None),
-                Answer::Status(StatusCode::NOT_FOUND) if session.is_some() => session_error(&SessionError::Unknown),
-                Answer::Status(status) if status == StatusCode::METHOD_NOT_ALLOWED => status.into_response(),
+                // Whether or not the server explains them in a JSON body (the MCP SDKs' servers
+                // do): the session is gone, or the server has no stream to offer.
+                Answer::Status(StatusCode::NOT_FOUND) | Answer::Message(StatusCode::NOT_FOUND, _)
+                    if session.is_some() =>
+                {
+                    session_error(&SessionError::Unknown)
+                }
+                Answer::Status(StatusCode::METHOD_NOT_ALLOWED) | Answer::Message(StatusCode::METHOD_NOT_ALLOWED, _) => {
+                    StatusCode::METHOD_NOT_ALLOWED.into_response()
+                }
                 Answer::Accepted | Answer::Message(..) | Answer::Status(_) => plain_error(
                     StatusCode::BAD_GATEWAY,
                     "bad_gateway",
@@ -556,6 +577,16 @@ fn refused_by_server(status: StatusCode) -> String {
 fn internal_error(id: Option<&str>, why: &str) -> Vec<u8> {
     aip_aat::jsonrpc::error_response(id, ErrorCode::InternalError, Some(serde_json::json!({ "reason": why })))
         .into_bytes()
+}
+
+/// The JSON-RPC -32700 for a POST without a message.
+fn empty_body() -> Vec<u8> {
+    aip_aat::jsonrpc::error_response(
+        None,
+        ErrorCode::ParseError,
+        Some(serde_json::json!({ "reason": "the body is empty: POST one JSON-RPC message" })),
+    )
+    .into_bytes()
 }
 
 fn json_message(status: StatusCode, body: Vec<u8>) -> Response {

@@ -260,6 +260,7 @@ impl Relay {
         let mut record = self.record(msg, &resolution, Some("tools/call"), Some(&params.name));
         if let Some(aat) = &verified {
             identity::audit_fields(aat, &mut record);
+            record.proof = presented.proof_kind().map(str::to_owned);
         }
         let preview =
             (resolution.decision == Decision::Ask).then(|| preview_arguments(engine, params.arguments.as_ref()));

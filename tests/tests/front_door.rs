@@ -1,0 +1,788 @@
+//! `aip-proxy`'s Streamable HTTP front door (`--serve … --upstream …`) between unmodified MCP
+//! SDK clients and a remote MCP server, nothing of ours on either side of it:
+//! - a real `aip-ca serve` (SQLite) that registered the agent (for `echo`, `read_secret` and
+//!   `delete_everything`) and exported its key;
+//! - the remote server, built with the official MCP Python SDK and run as its own process
+//!   (`tests/python/mcp_upstream_server.py`: Streamable HTTP, stateful sessions, SSE answers,
+//!   no authorization of its own);
+//! - `aip-proxy` with a policy allowing `echo`, `read_secret` and `admin_tool`, blocking
+//!   `delete_everything`, redacting AWS keys, requiring AATs of the authority as Bearer tokens
+//!   (`aat.require_proof: false`: the SDKs do not do DPoP) and following its revocations;
+//! - as the client, the official Python SDK (`PrivateKeyJWTOAuthProvider`) or TypeScript SDK
+//!   (`PrivateKeyJwtProvider`), driven one command at a time (`tests/python/front_door_client.py`,
+//!   `tests/mcp/front-door-client.mjs`). Given the front door's URL and nothing about the
+//!   authority's endpoints, each finds the authority from the 401, gets an AAT for the front
+//!   door's resource URI and initializes a session.
+//!
+//! In that session `tools/list` shows policy ∩ AAT, an allowed call works, a blocked tool and a
+//! tool outside the AAT are refused with JSON-RPC errors (and never reach the server), the
+//! secret in an SSE answer arrives redacted, the server sees its own credential
+//! (`--upstream-header`) and never the client's token, and once `aip-ca agents revoke` has returned the
+//! next call is refused within a second, inside the session, which goes on answering. The audit
+//! chain verifies, names the agent in the validation, the decisions and the revocation, and
+//! holds neither the AAT nor the secret.
+//!
+//! Two more sessions: proofs required, with the Python SDK's stdio client in front of
+//! `aip-agent --upstream` (every call bound by its DPoP proof); and a stdio server (the official
+//! filesystem server) served over HTTP, one process per session, with a call held for approval.
+//!
+//! Peers: `python3 -m pip install -r tests/python/requirements.txt` and
+//! `npm ci --prefix tests/mcp`. Without them a test reports itself skipped, naming what is
+//! missing; under `CI` a missing peer fails it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use aip_aat::jsonrpc::ErrorCode;
+use aip_tests::{Agent, Authority, FrontDoor, Listening, Peer, aip_proxy, peers_ready, python, tests_dir};
+use serde_json::{Value, json};
+
+/// The AWS access key id `read_secret` answers with.
+const SECRET: &str = "AKIAIOSFODNN7EXAMPLE";
+
+/// The upstream's own credential, configured with `--upstream-header`.
+const UPSTREAM_KEY: &str = "upstream-credential-of-the-proxy";
+
+/// The tools the agent is registered for; `admin_tool` is not among them.
+const CAPABILITIES: &str = "echo,read_secret,delete_everything";
+
+/// An SDK client process, driven one JSON command per line.
+struct Driver {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Driver {
+    /// Runs `cmd` (stdin and stdout piped, stderr inherited).
+    fn start(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, stdin, lines }
+    }
+
+    /// Sends `command`; the client's answer.
+    fn ask(&mut self, command: &Value) -> Value {
+        self.send(command);
+        self.receive(command)
+    }
+
+    /// Sends `command` without waiting for its answer.
+    fn send(&mut self, command: &Value) {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The answer to `command`, sent before.
+    fn receive(&mut self, command: &Value) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("no answer to {command} ({e}): did the client exit?"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// The tools `tools/list` shows, sorted.
+    fn list(&mut self) -> Vec<String> {
+        let answer = self.ask(&json!({"op": "list"}));
+        assert_eq!(answer["ok"], true, "tools/list failed: {answer}");
+        let mut names: Vec<String> = answer["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A `tools/call` of `tool` with `args`: the client's answer.
+    fn call(&mut self, tool: &str, args: &Value) -> Value {
+        self.ask(&json!({"op": "call", "tool": tool, "args": args}))
+    }
+
+    /// Ends the session; the client must then exit successfully.
+    fn quit(mut self) {
+        let answer = self.ask(&json!({"op": "quit"}));
+        assert_eq!(answer["quit"], true, "{answer}");
+        let exited = aip_tests::within(Duration::from_secs(20), || self.child.try_wait().unwrap().is_some());
+        assert!(exited, "the client did not exit after quit");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "the client exited with {status}");
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The texts of a call that succeeded (a tool result that is not an error).
+fn texts(answer: &Value) -> Vec<String> {
+    assert_eq!(answer["ok"], true, "the call failed: {answer}");
+    assert_eq!(answer["is_error"], false, "the tool reported an error: {answer}");
+    answer["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The JSON-RPC error of a refused call.
+fn refusal(answer: &Value) -> ErrorCode {
+    assert_eq!(answer["ok"], false, "the call was not refused: {answer}");
+    let code = answer["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not a JSON-RPC error: {answer}"));
+    i32::try_from(code)
+        .ok()
+        .and_then(ErrorCode::from_code)
+        .unwrap_or_else(|| panic!("not one of the proxy's error codes: {answer}"))
+}
+
+/// Which SDK plays the client.
+#[derive(Clone, Copy)]
+enum Sdk {
+    Python,
+    TypeScript,
+}
+
+impl Sdk {
+    /// Its driver, connecting to `url` as `agent`, expecting `issuer`.
+    fn connect(self, url: &str, issuer: &str, agent: &Agent) -> Driver {
+        let mut cmd = match self {
+            Self::Python => {
+                let mut cmd = Command::new(python());
+                cmd.arg(tests_dir().join("python/front_door_client.py"));
+                cmd
+            }
+            Self::TypeScript => {
+                let mut cmd = Command::new("node");
+                cmd.arg(tests_dir().join("mcp/front-door-client.mjs"));
+                cmd
+            }
+        };
+        cmd.args([url, issuer, agent.id.as_str()])
+            .arg(&agent.pem)
+            .arg(agent.alg);
+        Driver::start(&mut cmd)
+    }
+}
+
+/// The front door's policy: AATs of `authority` required (with DPoP proofs when `proofs`, else
+/// as Bearer tokens), revocations followed through the event stream, `echo`, `read_secret` and
+/// `admin_tool` allowed, `delete_everything` blocked, AWS keys redacted.
+fn write_policy(authority: &Authority, path: &Path, proofs: bool) {
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: aip.io/v1alpha3
+kind: AgentPolicy
+metadata:
+  name: front-door
+spec:
+  mode: enforce
+  allowed_tools: [echo, read_secret, admin_tool]
+  tool_rules:
+    - tool: delete_everything
+      action: block
+  dlp:
+    enabled: true
+    patterns:
+      - name: AWS Key
+        regex: \"(AKIA)[A-Z0-9]{{16}}\"
+  registry:
+    enabled: true
+    endpoint: \"{url}\"
+    auth:
+      type: bearer
+      token: \"{reader}\"
+    revocation:
+      mode: cached
+      check_interval: 1s
+  aat:
+    enabled: true
+    require: true
+    require_proof: {proofs}
+    trusted_issuers: [\"{url}\"]
+",
+            url = authority.url,
+            reader = authority.reader,
+        ),
+    )
+    .unwrap();
+}
+
+/// The tools the upstream server was called for, in order.
+fn upstream_calls(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The whole scenario, with `sdk` as the client and the agent's key of `alg`.
+fn front_door_session(sdk: Sdk, alg: &str) {
+    let authority = Authority::start(None);
+    let agent = authority.register("front-door-agent", alg, CAPABILITIES);
+    let calls = authority.dir().join("upstream-calls.log");
+    let headers = authority.dir().join("upstream-headers.log");
+    let upstream = Listening::start(
+        Command::new(python())
+            .arg(tests_dir().join("python/mcp_upstream_server.py"))
+            .arg(&calls)
+            .arg(&headers),
+    );
+    let policy = authority.dir().join("front-door.yaml");
+    write_policy(&authority, &policy, false);
+    let audit = authority.dir().join("audit.jsonl");
+    // The upstream's own credential, from a file: the one credential it may see.
+    let key_file = authority.dir().join("upstream-key");
+    std::fs::write(&key_file, format!("{UPSTREAM_KEY}\n")).unwrap();
+    let proxy = FrontDoor::start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--serve",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream.url,
+        "--upstream-header",
+        &format!("X-Upstream-Key=file:{}", key_file.display()),
+        "--audit",
+        audit.to_str().unwrap(),
+    ]);
+
+    // What the client discovers from: the metadata names the authority, character for
+    // character as its issuer, and the front door's URL as the resource.
+    let metadata_url = proxy
+        .url
+        .replacen("/mcp", "/.well-known/oauth-protected-resource/mcp", 1);
+    let (status, body) = aip_tests::http_get(&metadata_url, None);
+    assert_eq!(status, 200, "{metadata_url}: {body}");
+    let metadata: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(metadata["resource"], proxy.url.as_str(), "{metadata}");
+    assert_eq!(metadata["authorization_servers"], json!([authority.url]), "{metadata}");
+
+    let mut client = sdk.connect(&proxy.url, &authority.url, &agent);
+
+    // The AAT the SDK obtained by itself: a Bearer token of the authority, for this agent and
+    // key, its audience the front door's resource URI, without `admin_tool`.
+    let token = client.ask(&json!({"op": "token"}));
+    assert_eq!(token["ok"], true, "{token}");
+    assert!(
+        token["token_type"].as_str().unwrap().eq_ignore_ascii_case("bearer"),
+        "{token}"
+    );
+    let claims = &token["claims"];
+    assert_eq!(claims["aud"], proxy.url.as_str(), "{claims}");
+    assert_eq!(claims["iss"], authority.url.as_str(), "{claims}");
+    assert_eq!(claims["sub"], agent.id.as_str(), "{claims}");
+    assert_eq!(claims["cnf"]["jkt"], agent.key_id.as_str(), "{claims}");
+    let granted: BTreeSet<&str> = claims["capabilities"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        granted.contains("echo") && granted.contains("read_secret") && !granted.contains("admin_tool"),
+        "{claims}"
+    );
+
+    // tools/list: what the policy allows ∩ what the AAT grants.
+    assert_eq!(client.list(), ["echo", "read_secret"]);
+
+    // An allowed call.
+    let said = "hello through the front door";
+    assert_eq!(texts(&client.call("echo", &json!({"text": said}))), [said]);
+
+    // A tool the policy blocks. The Python SDK asks for the scopes the challenge lists (the
+    // tools the policy allows), so its AAT lacks the tool and that is checked first; the
+    // TypeScript SDK asks for no scope and gets every tool of the agent, so the block refuses it.
+    let blocked = client.call("delete_everything", &json!({}));
+    let expected = if granted.contains("delete_everything") {
+        ErrorCode::Forbidden
+    } else {
+        ErrorCode::CapabilityDenied
+    };
+    assert_eq!(refusal(&blocked), expected, "{blocked}");
+
+    // A tool the policy allows but the AAT does not grant.
+    let outside = client.call("admin_tool", &json!({}));
+    assert_eq!(refusal(&outside), ErrorCode::CapabilityDenied, "{outside}");
+
+    // The secret in the server's SSE answer arrives redacted, in the text and the structured
+    // content alike.
+    let secret = client.call("read_secret", &json!({}));
+    let text = texts(&secret).join("\n");
+    assert!(text.contains("[REDACTED:AWS Key]"), "{secret}");
+    assert!(
+        !secret.to_string().contains(SECRET),
+        "the secret reached the client: {secret}"
+    );
+
+    // Only the allowed calls reached the server, with its own credential and never the AAT.
+    assert_eq!(upstream_calls(&calls), ["echo", "read_secret"]);
+    let seen: Vec<Value> = std::fs::read_to_string(&headers)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!seen.is_empty());
+    for request in &seen {
+        assert_eq!(
+            request,
+            &json!({"authorization": null, "dpop": null, "x-upstream-key": UPSTREAM_KEY}),
+            "what the upstream received"
+        );
+    }
+
+    // Revoked: the next call is refused within a second of the revocation, inside the session.
+    authority.remote(&["agents", "revoke", &agent.id, "--reason", "end of the test", "--json"]);
+    let revoked = Instant::now();
+    let refused = loop {
+        let answer = client.call("echo", &json!({"text": "still there?"}));
+        if answer["ok"] == false {
+            break answer;
+        }
+        assert!(
+            revoked.elapsed() <= Duration::from_secs(1),
+            "calls still pass {:?} after the revocation: {answer}",
+            revoked.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = revoked.elapsed();
+    eprintln!("the revocation refused the next call after {took:?}");
+    assert!(took <= Duration::from_secs(1), "refused only after {took:?}: {refused}");
+    assert_eq!(refusal(&refused), ErrorCode::AatInvalid, "{refused}");
+    assert_eq!(refused["error"]["data"]["aat_error"], "aat_revoked", "{refused}");
+
+    // The session survived: the client still gets answers, and its calls stay refused.
+    let listed = client.ask(&json!({"op": "list"}));
+    assert!(listed["ok"].is_boolean(), "{listed}");
+    let again = client.call("echo", &json!({"text": "and now?"}));
+    assert_eq!(refusal(&again), ErrorCode::AatInvalid, "{again}");
+    client.quit();
+    assert!(
+        !upstream_calls(&calls)
+            .iter()
+            .any(|t| t == "delete_everything" || t == "admin_tool"),
+        "{:?}",
+        upstream_calls(&calls)
+    );
+
+    // The audit log: records naming the agent, a chain that verifies, no AAT and no secret.
+    assert!(proxy.stop(), "aip-proxy did not stop on SIGTERM");
+    let verified = Command::new(aip_proxy())
+        .args(["audit", "verify", "--allow-unsigned"])
+        .arg(&audit)
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let log = std::fs::read_to_string(&audit).unwrap();
+    for forbidden in ["eyJ", SECRET] {
+        assert!(!log.contains(forbidden), "the audit log contains {forbidden:?}");
+    }
+    let records: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let of_agent: Vec<&Value> = records.iter().filter(|r| r["agent_id"] == agent.id.as_str()).collect();
+    let recorded = |what: &str, found: &dyn Fn(&Value) -> bool| {
+        assert!(
+            of_agent.iter().any(|r| found(r)),
+            "no audit record of {what} names the agent:\n{log}"
+        );
+    };
+    recorded("the validated AAT", &|r| r["event"] == "AAT_VALIDATED");
+    recorded("the allowed read", &|r| {
+        r["tool"] == "read_secret" && r["decision"] == "ALLOW"
+    });
+    for tool in ["delete_everything", "admin_tool"] {
+        recorded(tool, &|r| r["tool"] == tool && r["decision"] == "BLOCK");
+    }
+    recorded("the revocation", &|r| {
+        r["event"] == "AAT_REJECTED" && r["aat_error"] == "aat_revoked"
+    });
+    assert!(
+        records.iter().any(|r| r["event"] == "DLP_TRIGGERED"),
+        "no DLP record:\n{log}"
+    );
+}
+
+#[test]
+fn the_mcp_python_sdk_calls_a_remote_server_through_the_front_door() {
+    if peers_ready(
+        "the_mcp_python_sdk_calls_a_remote_server_through_the_front_door",
+        &[Peer::Python],
+    ) {
+        front_door_session(Sdk::Python, "ed25519");
+    }
+}
+
+#[test]
+fn the_mcp_typescript_sdk_calls_a_remote_server_through_the_front_door() {
+    if peers_ready(
+        "the_mcp_typescript_sdk_calls_a_remote_server_through_the_front_door",
+        &[Peer::Python, Peer::Node],
+    ) {
+        front_door_session(Sdk::TypeScript, "p256");
+    }
+}
+
+/// Proofs required, and a client that only speaks stdio: the Python SDK's stdio client runs
+/// `aip-agent --upstream`, which gets the AAT from the authority and sends every request to the
+/// front door with `Authorization: DPoP` and a DPoP proof bound to the call. The same policy
+/// holds as for the SDKs' Bearer sessions, and every call the audit log records was bound by
+/// its proof (`proof: dpop_call`).
+#[test]
+fn a_stdio_client_calls_through_aip_agent_with_call_bound_dpop_proofs() {
+    if !peers_ready(
+        "a_stdio_client_calls_through_aip_agent_with_call_bound_dpop_proofs",
+        &[Peer::Python],
+    ) {
+        return;
+    }
+    let authority = Authority::start(None);
+    let agent = authority.register("dpop-agent", "ed25519", CAPABILITIES);
+    let calls = authority.dir().join("upstream-calls.log");
+    let upstream = Listening::start(
+        Command::new(python())
+            .arg(tests_dir().join("python/mcp_upstream_server.py"))
+            .arg(&calls),
+    );
+    let policy = authority.dir().join("front-door.yaml");
+    write_policy(&authority, &policy, true);
+    let audit = authority.dir().join("audit.jsonl");
+    let proxy = FrontDoor::start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--serve",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream.url,
+        "--audit",
+        audit.to_str().unwrap(),
+    ]);
+    let metadata_url = proxy
+        .url
+        .replacen("/mcp", "/.well-known/oauth-protected-resource/mcp", 1);
+    let metadata: Value = serde_json::from_str(&aip_tests::http_get(&metadata_url, None).1).unwrap();
+    assert_eq!(metadata["dpop_bound_access_tokens_required"], true, "{metadata}");
+
+    let mut client = Driver::start(
+        Command::new(python())
+            .arg(tests_dir().join("python/front_door_client.py"))
+            .arg("--stdio")
+            .arg(aip_tests::aip_agent())
+            .arg("--agent-dir")
+            .arg(&agent.dir)
+            .args([
+                "--issuer",
+                &authority.url,
+                "--audience",
+                &proxy.url,
+                "--upstream",
+                &proxy.url,
+            ]),
+    );
+    assert_eq!(client.list(), ["echo", "read_secret"]);
+    let said = "bound to this very call";
+    assert_eq!(texts(&client.call("echo", &json!({"text": said}))), [said]);
+    let secret = client.call("read_secret", &json!({}));
+    assert!(texts(&secret).join("\n").contains("[REDACTED:AWS Key]"), "{secret}");
+    assert!(!secret.to_string().contains(SECRET), "{secret}");
+    let blocked = client.call("delete_everything", &json!({}));
+    assert_eq!(refusal(&blocked), ErrorCode::Forbidden, "{blocked}");
+    let outside = client.call("admin_tool", &json!({}));
+    assert_eq!(refusal(&outside), ErrorCode::CapabilityDenied, "{outside}");
+    client.quit();
+    assert_eq!(upstream_calls(&calls), ["echo", "read_secret"]);
+
+    assert!(proxy.stop(), "aip-proxy did not stop on SIGTERM");
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert!(!log.contains("eyJ"), "the audit log holds a token");
+    let records: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let tool_calls: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["method"] == "tools/call" && r["agent_id"] == agent.id.as_str())
+        .collect();
+    assert_eq!(tool_calls.len(), 4, "{log}");
+    for record in tool_calls {
+        assert_eq!(record["proof"], "dpop_call", "{record}");
+    }
+    assert!(
+        !records.iter().any(|r| r["event"] == "AAT_REJECTED"),
+        "a DPoP request was refused:\n{log}"
+    );
+}
+
+/// A stdio server served over HTTP (`--serve … --target`): the official filesystem server, one
+/// process per MCP session, for two Python SDK clients at once (no AATs: the policy asks for
+/// none). Each session sees the filtered tool list, reads what the policy allows, gets a secret
+/// redacted and a write refused; a call the policy holds for approval waits until it is
+/// approved over the HTTP API; a session's process stops when its client ends the session.
+#[test]
+fn a_stdio_server_is_served_over_http_one_process_per_session() {
+    if !peers_ready(
+        "a_stdio_server_is_served_over_http_one_process_per_session",
+        &[Peer::Python, Peer::Node],
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let files = tmp.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    std::fs::write(files.join("notes.txt"), "hello from a file").unwrap();
+    std::fs::write(files.join("secret.txt"), format!("key {SECRET}")).unwrap();
+    let server = tests_dir().join("mcp/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js");
+    let policy = tmp.path().join("stdio.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: aip.io/v1alpha3
+kind: AgentPolicy
+metadata:
+  name: stdio-over-http
+spec:
+  allowed_tools: [read_text_file, list_allowed_directories]
+  tool_rules:
+    - tool: list_directory
+      action: ask
+  hitl:
+    timeout_seconds: 60
+    on_timeout: deny
+  dlp:
+    enabled: true
+    patterns:
+      - name: AWS Key
+        regex: \"(AKIA)[A-Z0-9]{16}\"
+",
+    )
+    .unwrap();
+    let token = "front-door-approvals-token-0123456789abcdef";
+    let token_file = tmp.path().join("api-token");
+    std::fs::write(&token_file, token).unwrap();
+    let api = format!("127.0.0.1:{}", aip_tests::free_port());
+    let target = format!("node {} {}", server.display(), files.display());
+    let proxy = FrontDoor::start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--serve",
+        "127.0.0.1:0",
+        "--target",
+        &target,
+        "--no-prompt",
+        "--listen",
+        &api,
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    let servers = || {
+        // Anchored: the proxy's own command line holds the target too.
+        let out = Command::new("pgrep")
+            .args(["-f", &format!("^{target}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let connect = || {
+        Driver::start(
+            Command::new(python())
+                .arg(tests_dir().join("python/front_door_client.py"))
+                .args(["--anonymous", &proxy.url]),
+        )
+    };
+    let (mut first, mut second) = (connect(), connect());
+    for client in [&mut first, &mut second] {
+        assert_eq!(
+            client.list(),
+            ["list_allowed_directories", "list_directory", "read_text_file"]
+        );
+        let path = files.join("notes.txt");
+        let notes = client.call("read_text_file", &json!({"path": path}));
+        assert_eq!(texts(&notes), ["hello from a file"]);
+        let secret = client.call("read_text_file", &json!({"path": files.join("secret.txt")}));
+        assert!(texts(&secret).join("").contains("[REDACTED:AWS Key]"), "{secret}");
+        assert!(!secret.to_string().contains(SECRET), "{secret}");
+        let write = client.call("write_file", &json!({"path": files.join("new.txt"), "content": "x"}));
+        assert_eq!(refusal(&write), ErrorCode::Forbidden, "{write}");
+    }
+    assert!(!files.join("new.txt").exists(), "a refused write reached the server");
+    assert_eq!(servers(), 2, "one server process per session");
+
+    // A held call waits for its approval.
+    let held = json!({"op": "call", "tool": "list_directory", "args": {"path": files}});
+    second.send(&held);
+    let holds = format!("http://{api}/v1/hitl");
+    let mut hold_id = None;
+    let appeared = aip_tests::within(Duration::from_secs(20), || {
+        let (_, body) = aip_tests::http_get(&holds, Some(token));
+        hold_id = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["holds"][0]["hold_id"].as_str().map(str::to_owned));
+        hold_id.is_some()
+    });
+    assert!(appeared, "the call was not held for approval");
+    let approve = Command::new("curl")
+        .args(["-sS", "-X", "POST", "-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("http://{api}/v1/hitl/{}/approve", hold_id.unwrap()))
+        .output()
+        .unwrap();
+    assert!(approve.status.success());
+    let listed = texts(&second.receive(&held)).join("\n");
+    assert!(listed.contains("notes.txt"), "{listed}");
+
+    // Ending a session stops its server.
+    first.quit();
+    let stopped = aip_tests::within(Duration::from_secs(10), || servers() == 1);
+    assert!(
+        stopped,
+        "the ended session's server is still running ({} left)",
+        servers()
+    );
+    second.quit();
+    assert!(proxy.stop(), "aip-proxy did not stop on SIGTERM");
+    assert_eq!(servers(), 0, "a server outlived the proxy");
+}
+
+/// Off loopback the front door needs TLS, and fronts only https servers (or loopback ones);
+/// with a certificate it serves https (here checked with curl trusting that certificate).
+#[test]
+fn off_loopback_the_front_door_needs_tls_and_serves_it() {
+    if !peers_ready("off_loopback_the_front_door_needs_tls_and_serves_it", &[Peer::Python]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("plain.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: aip.io/v1alpha3\nkind: AgentPolicy\nmetadata:\n  name: tls\nspec:\n  allowed_tools: [echo]\n",
+    )
+    .unwrap();
+    let policy = policy.to_str().unwrap();
+    let refused = |args: &[&str], why: &str| {
+        let out = Command::new(aip_proxy())
+            .args(["--policy", policy])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    };
+    let loopback_upstream = "http://127.0.0.1:9/mcp";
+    refused(&["--serve", "0.0.0.0:0", "--upstream", loopback_upstream], "needs TLS");
+    refused(
+        &["--serve", "127.0.0.1:0", "--upstream", "http://tools.example/mcp"],
+        "use https",
+    );
+    refused(
+        &[
+            "--serve",
+            "127.0.0.1:0",
+            "--upstream",
+            loopback_upstream,
+            "--public-url",
+            "http://tools.example/mcp",
+        ],
+        "https off loopback",
+    );
+    refused(
+        &[
+            "--serve",
+            "127.0.0.1:0",
+            "--upstream",
+            loopback_upstream,
+            "--upstream-header",
+            "Authorization=Bearer x",
+        ],
+        "never the command line",
+    );
+
+    let (cert, key) = (tmp.path().join("front.pem"), tmp.path().join("front.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let upstream = Listening::start(Command::new(python()).arg(tests_dir().join("python/mcp_upstream_server.py")));
+    let proxy = FrontDoor::start(&[
+        "--policy",
+        policy,
+        "--serve",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream.url,
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(proxy.url.starts_with("https://127.0.0.1:"), "{}", proxy.url);
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "curl", "version": "1"}}
+    });
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&cert)
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Accept: application/json, text/event-stream",
+        ])
+        .args(["-D", "-", "--data-binary"])
+        .arg(initialize.to_string())
+        .arg(&proxy.url)
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(answer.to_ascii_lowercase().contains("mcp-session-id:"), "{answer}");
+    assert!(answer.contains("\"protocolVersion\""), "{answer}");
+}
