@@ -29,7 +29,9 @@
 //! Settings (environment): `AIP_BENCH_SECS` (10) measured seconds per case, after one second
 //! of warm-up; `AIP_BENCH_CLIENTS` (16); `AIP_BENCH_ROUNDS` (1), each running every case in
 //! turn; `AIP_BENCH_CASES` (`direct,relay,bearer,dpop`), the cases to run; `AIP_PROXY`, another
-//! `aip-proxy` binary to measure (default: the one Cargo built with this benchmark).
+//! `aip-proxy` binary to measure (default: the one Cargo built with this benchmark);
+//! `AIP_BENCH_PM_QOS=1` holds a PM QoS CPU latency request of 0 for the run (root), as the
+//! stdio harness does.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -101,6 +103,7 @@ fn main() {
         return;
     }
     let settings = Settings::from_env();
+    let _pm_qos = settings.pm_qos.then(hold_pm_qos);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -144,6 +147,7 @@ struct Settings {
     rounds: usize,
     cases: Vec<Case>,
     proxy: PathBuf,
+    pm_qos: bool,
 }
 
 impl Settings {
@@ -173,6 +177,7 @@ impl Settings {
             clients: usize::try_from(number("AIP_BENCH_CLIENTS", 16)).unwrap(),
             rounds: usize::try_from(number("AIP_BENCH_ROUNDS", 1)).unwrap(),
             cases,
+            pm_qos: std::env::var("AIP_BENCH_PM_QOS").is_ok_and(|v| v == "1"),
             proxy: std::env::var_os("AIP_PROXY")
                 .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_aip-proxy")), PathBuf::from),
         };
@@ -209,6 +214,14 @@ async fn run(settings: &Settings) {
         load_average()
     );
     println!("aip-proxy: {}", settings.proxy.display());
+    println!(
+        "PM QoS CPU latency request of 0 (idle cores poll): {}",
+        if settings.pm_qos {
+            "held"
+        } else {
+            "not held (AIP_BENCH_PM_QOS=1 holds it)"
+        }
+    );
     println!(
         "replay store: under {} ({}); audit log: under {} ({})",
         replay_base.path().display(),
@@ -1009,6 +1022,17 @@ fn report(settings: &Settings, results: &[Measured]) -> String {
         }
     }
     out
+}
+
+/// Holds a PM QoS CPU latency request of 0 while the file stays open, so that idle cores poll
+/// instead of halting (bench/proxy/stdio-harness.sh, `AIP_BENCH_PM_QOS`). Root only.
+fn hold_pm_qos() -> std::fs::File {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/cpu_dma_latency")
+        .unwrap_or_else(|e| panic!("AIP_BENCH_PM_QOS=1 needs write access to /dev/cpu_dma_latency: {e}"));
+    std::io::Write::write_all(&mut file, b"0").unwrap();
+    file
 }
 
 /// A port free now, for the proxy to bind next (so that the AAT can name its URL first).
