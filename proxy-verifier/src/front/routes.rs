@@ -16,7 +16,7 @@ use std::time::Duration;
 use aip_aat::jsonrpc::ErrorCode;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -36,11 +36,13 @@ use super::state::{Door, Server};
 use super::stdio::StdioServer;
 use super::upstream::{Answer, Carried, Events, HttpServer, LAST_EVENT_ID, PROTOCOL_VERSION};
 
+/// How long a client has to send a request's body, once its head has come.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often an idle event stream gets a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The routes, for a resource whose path is `public_path`.
-pub(super) fn router(door: Arc<Door>, public_path: &str, max_body: usize) -> Router {
+pub(super) fn router(door: Arc<Door>, public_path: &str) -> Router {
     let mut router = Router::new()
         .route("/mcp", get(open_stream).post(post_message).delete(end_session))
         .route(WELL_KNOWN, get(resource_metadata))
@@ -52,7 +54,6 @@ pub(super) fn router(door: Arc<Door>, public_path: &str, max_body: usize) -> Rou
     router
         .fallback(|| async { plain_error(StatusCode::NOT_FOUND, "not_found", "no such resource") })
         .layer(middleware::from_fn_with_state(Arc::clone(&door), check_origin))
-        .layer(DefaultBodyLimit::max(max_body))
         .with_state(door)
 }
 
@@ -112,7 +113,7 @@ async fn resource_metadata(State(door): State<Arc<Door>>) -> Response {
 }
 
 /// POST /mcp: one JSON-RPC message.
-async fn post_message(State(door): State<Arc<Door>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn post_message(State(door): State<Arc<Door>>, headers: HeaderMap, body: Body) -> Response {
     if !declares_json(&headers) {
         return plain_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -128,6 +129,26 @@ async fn post_message(State(door): State<Arc<Door>>, headers: HeaderMap, body: B
     let session = match door.sessions.find(&headers, agent) {
         Ok(session) => session,
         Err(error) => return session_error(&error),
+    };
+    // Read once the caller is known, whole within a deadline: a body dripped byte by byte
+    // would otherwise hold the connection for as long as each byte beats the idle timeout.
+    let max = door.relay_options.max_message;
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return plain_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                &format!("the message exceeds {max} bytes, or its body broke off"),
+            );
+        }
+        Err(_) => {
+            return plain_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                &format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+            );
+        }
     };
     // Serving a stdio server, the front door is the HTTP server that answers for the protocol
     // version; a remote server answers for its own.

@@ -167,7 +167,7 @@ async fn serve_async(
     if door.identity.is_some() {
         let _ = door.issuer().await;
     }
-    let app = router(Arc::clone(&door), &public_path, max_message);
+    let app = router(Arc::clone(&door), &public_path);
     let handle = axum_server::Handle::new();
     tokio::spawn({
         let handle = handle.clone();
