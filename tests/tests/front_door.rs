@@ -394,7 +394,7 @@ fn front_door_session(sdk: Sdk, alg: &str) {
     );
 
     // The audit log: records naming the agent, a chain that verifies, no AAT and no secret.
-    assert!(proxy.stop(), "aip-proxy did not stop on SIGTERM");
+    assert!(proxy.stop().is_some(), "aip-proxy did not stop on SIGTERM");
     let verified = Command::new(aip_proxy())
         .args(["audit", "verify", "--allow-unsigned"])
         .arg(&audit)
@@ -522,7 +522,7 @@ fn a_stdio_client_calls_through_aip_agent_with_call_bound_dpop_proofs() {
     client.quit();
     assert_eq!(upstream_calls(&calls), ["echo", "read_secret"]);
 
-    assert!(proxy.stop(), "aip-proxy did not stop on SIGTERM");
+    assert!(proxy.stop().is_some(), "aip-proxy did not stop on SIGTERM");
     let log = std::fs::read_to_string(&audit).unwrap();
     assert!(!log.contains("eyJ"), "the audit log holds a token");
     let records: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -664,7 +664,7 @@ spec:
         servers()
     );
     second.quit();
-    assert!(proxy.stop(), "aip-proxy did not stop on SIGTERM");
+    assert!(proxy.stop().is_some(), "aip-proxy did not stop on SIGTERM");
     assert_eq!(servers(), 0, "a server outlived the proxy");
 }
 

@@ -57,6 +57,20 @@ pub(super) fn router(door: Arc<Door>, public_path: &str) -> Router {
         .with_state(door)
 }
 
+/// A request's credentials (`None`: anonymous) and the session it names (`None`: none).
+type Caller = (Option<Credentials>, Option<Arc<Session>>);
+
+/// Who makes a request with `method`, and the session it names: authenticated
+/// ([`Door::authenticate`]) and the session its own; `Err` with the answer otherwise.
+fn caller(door: &Door, headers: &HeaderMap, method: &Method) -> Result<Caller, Box<Response>> {
+    let credentials = door.authenticate(headers, method)?;
+    let agent = credentials.as_ref().and_then(Credentials::agent);
+    match door.sessions.find(headers, agent) {
+        Ok(session) => Ok((credentials, session)),
+        Err(error) => Err(Box::new(session_error(&error))),
+    }
+}
+
 /// DNS rebinding protection: a request from a browser page (`Origin`) must come from an
 /// allowed origin.
 async fn check_origin(State(door): State<Arc<Door>>, request: Request, next: Next) -> Response {
@@ -121,15 +135,11 @@ async fn post_message(State(door): State<Arc<Door>>, headers: HeaderMap, body: B
             "POST a JSON-RPC message as application/json",
         );
     }
-    let credentials = match door.authenticate(&headers, &Method::POST) {
-        Ok(credentials) => credentials,
+    let (credentials, session) = match caller(&door, &headers, &Method::POST) {
+        Ok(caller) => caller,
         Err(response) => return *response,
     };
     let agent = credentials.as_ref().and_then(Credentials::agent);
-    let session = match door.sessions.find(&headers, agent) {
-        Ok(session) => session,
-        Err(error) => return session_error(&error),
-    };
     // Read once the caller is known, whole within a deadline: a body dripped byte by byte
     // would otherwise hold the connection for as long as each byte beats the idle timeout.
     let max = door.relay_options.max_message;
@@ -376,14 +386,9 @@ impl IntoResponse for TooManySessions {
 
 /// GET /mcp: the server's own messages, as a stream.
 async fn open_stream(State(door): State<Arc<Door>>, headers: HeaderMap) -> Response {
-    let credentials = match door.authenticate(&headers, &Method::GET) {
-        Ok(credentials) => credentials,
+    let session = match caller(&door, &headers, &Method::GET) {
+        Ok((_, session)) => session,
         Err(response) => return *response,
-    };
-    let agent = credentials.as_ref().and_then(Credentials::agent);
-    let session = match door.sessions.find(&headers, agent) {
-        Ok(session) => session,
-        Err(error) => return session_error(&error),
     };
     let relay = door.relay();
     match &door.server {
@@ -446,15 +451,10 @@ async fn open_stream(State(door): State<Arc<Door>>, headers: HeaderMap) -> Respo
 
 /// DELETE /mcp: the client ends its session.
 async fn end_session(State(door): State<Arc<Door>>, headers: HeaderMap) -> Response {
-    let credentials = match door.authenticate(&headers, &Method::DELETE) {
-        Ok(credentials) => credentials,
+    let session = match caller(&door, &headers, &Method::DELETE) {
+        Ok((_, Some(session))) => session,
+        Ok((_, None)) => return plain_error(StatusCode::BAD_REQUEST, "invalid_request", "Mcp-Session-Id is required"),
         Err(response) => return *response,
-    };
-    let agent = credentials.as_ref().and_then(Credentials::agent);
-    let session = match door.sessions.find(&headers, agent) {
-        Ok(Some(session)) => session,
-        Ok(None) => return plain_error(StatusCode::BAD_REQUEST, "invalid_request", "Mcp-Session-Id is required"),
-        Err(error) => return session_error(&error),
     };
     door.sessions.close(&session.id);
     match &door.server {
