@@ -94,6 +94,36 @@ pub fn ok(output: Output) -> String {
     String::from_utf8(output.stdout).unwrap_or_else(|e| panic!("stdout is not UTF-8: {e}"))
 }
 
+/// A child with piped stdin and stdout (stderr inherited), its stdout read line by line on a
+/// thread of its own.
+pub struct Piped {
+    /// The process.
+    pub child: Child,
+    /// Its stdin.
+    pub stdin: std::process::ChildStdin,
+    /// Its stdout, one line at a time.
+    pub lines: mpsc::Receiver<String>,
+}
+
+/// Starts `cmd` as a [`Piped`] child.
+pub fn piped(cmd: &mut Command) -> Piped {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    Piped { child, stdin, lines }
+}
+
 /// Runs `aip-ca args…` to completion.
 pub fn run(args: &[&str]) -> Output {
     command().args(args).output().unwrap()
