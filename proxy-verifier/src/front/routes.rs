@@ -183,7 +183,7 @@ async fn post_message(State(door): State<Arc<Door>>, headers: HeaderMap, body: B
     let (id, initialize) = peek(&body);
     let relay = door.relay();
     let presented = credentials.as_ref().map(Credentials::presented).unwrap_or_default();
-    let outcome = match exchange::client_message(&relay, &body, presented).await {
+    let outcome = match exchange::client_message(&relay, &body, presented, door.checks_may_block).await {
         Ok(outcome) => outcome,
         Err(e) => {
             tracing::error!("the relay failed: {e}");
