@@ -21,7 +21,7 @@ use crate::b64;
 use crate::ids::KeyId;
 use crate::jws::{self, Compact, Header};
 use crate::keys::{Algorithm, PublicKey, SignError, Signer};
-use crate::proof::{Call, ProofCreateError, ProofMismatch};
+use crate::proof::{Call, ProofCreateError, ProofMismatch, jwk_describes};
 
 /// The JWS `typ` of a DPoP proof.
 pub const DPOP_TYP: &str = "dpop+jwt";
@@ -98,6 +98,8 @@ impl DpopClaims {
 pub struct VerifiedDpop {
     /// Thumbprint (RFC 7638) of the key that signed it.
     pub jkt: KeyId,
+    /// That key.
+    pub key: PublicKey,
     /// Its claims.
     pub claims: DpopClaims,
 }
@@ -144,6 +146,27 @@ pub fn access_token_hash(access_token: &str) -> String {
 
 /// Verifies `proof` for `request` at `now`.
 pub fn verify_dpop_proof(proof: &str, request: &DpopRequest<'_>, now: i64) -> Result<VerifiedDpop, DpopError> {
+    verify(proof, request, now, None)
+}
+
+/// As [`verify_dpop_proof`], where the proof is expected to be by `key` (the key a token is
+/// bound to): a header `jwk` describing exactly `key` is not parsed again. A proof by another
+/// key still verifies, with that key in the result, for the caller to refuse.
+pub fn verify_dpop_proof_by(
+    proof: &str,
+    request: &DpopRequest<'_>,
+    now: i64,
+    key: &PublicKey,
+) -> Result<VerifiedDpop, DpopError> {
+    verify(proof, request, now, Some(key))
+}
+
+fn verify(
+    proof: &str,
+    request: &DpopRequest<'_>,
+    now: i64,
+    expected: Option<&PublicKey>,
+) -> Result<VerifiedDpop, DpopError> {
     let compact = Compact::split(proof, MAX_DPOP_PROOF_LEN).map_err(malformed)?;
     let header = Header::parse(&compact).map_err(malformed)?;
     if !header.typ_is(DPOP_TYP) {
@@ -157,7 +180,10 @@ pub fn verify_dpop_proof(proof: &str, request: &DpopRequest<'_>, now: i64) -> Re
     if jwk.has_private_part() {
         return Err(DpopError::Malformed("the `jwk` must not contain private key members"));
     }
-    let key = PublicKey::from_jwk(&jwk).map_err(|_| DpopError::Malformed("the `jwk` is not a supported public key"))?;
+    let key = match expected {
+        Some(key) if jwk_describes(&jwk, key) => key.clone(),
+        _ => PublicKey::from_jwk(&jwk).map_err(|_| DpopError::Malformed("the `jwk` is not a supported public key"))?,
+    };
     let signature = compact.signature_bytes().map_err(malformed)?;
     key.verify(alg, compact.signing_input.as_bytes(), &signature)
         .map_err(|_| DpopError::BadSignature)?;
@@ -183,6 +209,7 @@ pub fn verify_dpop_proof(proof: &str, request: &DpopRequest<'_>, now: i64) -> Re
     }
     Ok(VerifiedDpop {
         jkt: key.thumbprint().clone(),
+        key,
         claims,
     })
 }
@@ -317,6 +344,26 @@ mod tests {
         assert_eq!(
             verify_dpop_proof(&proof, &post(Some("token-a")), 969),
             Err(DpopError::Stale)
+        );
+    }
+
+    #[test]
+    fn a_proof_checked_against_an_expected_key_still_names_the_key_that_signed_it() {
+        let bound = KeyPair::generate(Algorithm::EdDSA).unwrap();
+        let other = KeyPair::generate(Algorithm::EdDSA).unwrap();
+        let by_bound = create_dpop_proof(&bound, &post(None), 1_000).unwrap();
+        let verified = verify_dpop_proof_by(&by_bound, &post(None), 1_000, bound.public_key()).unwrap();
+        assert_eq!(&verified.jkt, bound.public_key().thumbprint());
+        let by_other = create_dpop_proof(&other, &post(None), 1_000).unwrap();
+        let verified = verify_dpop_proof_by(&by_other, &post(None), 1_000, bound.public_key()).unwrap();
+        assert_eq!(&verified.jkt, other.public_key().thumbprint());
+        // The expected key does not stand in for the signature.
+        let mut forged: Vec<&str> = by_bound.split('.').collect();
+        let foreign = by_other.split('.').nth(2).unwrap();
+        forged[2] = foreign;
+        assert_eq!(
+            verify_dpop_proof_by(&forged.join("."), &post(None), 1_000, bound.public_key()),
+            Err(DpopError::BadSignature)
         );
     }
 

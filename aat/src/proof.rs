@@ -320,7 +320,7 @@ fn bound_key(aat: &VerifiedAat, jwk: &Jwk) -> Result<PublicKey, ProofError> {
 
 /// Whether `jwk` is exactly `key` and acceptable as `PublicKey::from_jwk` would require:
 /// same type, curve and coordinates, `use` absent or `sig`, `alg` absent or the key's.
-fn jwk_describes(jwk: &Jwk, key: &PublicKey) -> bool {
+pub(crate) fn jwk_describes(jwk: &Jwk, key: &PublicKey) -> bool {
     let (kty, crv) = match key.algorithm() {
         Algorithm::EdDSA => ("OKP", "Ed25519"),
         Algorithm::ES256 => ("EC", "P-256"),

@@ -11,7 +11,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use sha2::{Digest, Sha256};
 
 use crate::clock::{Clock, SystemClock};
-use crate::dpop::{DpopClaims, DpopError, DpopRequest, verify_dpop_proof};
+use crate::dpop::{DpopClaims, DpopError, DpopRequest, verify_dpop_proof, verify_dpop_proof_by};
 use crate::jsonrpc::{CallError, DelegationError};
 use crate::keys::KeyResolver;
 use crate::proof::{Call, ProofError, ProofMismatch, ProofValidation, verify_proof};
@@ -195,7 +195,13 @@ impl CallVerifier {
         request: &DpopRequest<'_>,
     ) -> Result<DpopClaims, ProofError> {
         let now = self.clock.now();
-        let verified = verify_dpop_proof(proof, request, now).map_err(|e| match e {
+        // After the first proof, the key the AAT is bound to is kept on it: later proofs are
+        // checked against it without parsing their `jwk` again.
+        let verified = match aat.bound_key().get() {
+            Some(key) => verify_dpop_proof_by(proof, request, now, key),
+            None => verify_dpop_proof(proof, request, now),
+        };
+        let verified = verified.map_err(|e| match e {
             DpopError::Mismatch("access token") => ProofError::Mismatch(ProofMismatch::Token),
             DpopError::Mismatch("HTTP method") => ProofError::Mismatch(ProofMismatch::HttpMethod),
             DpopError::Mismatch(_) => ProofError::Mismatch(ProofMismatch::Url),
@@ -206,6 +212,7 @@ impl CallVerifier {
         if verified.jkt != *aat.confirmation_thumbprint() {
             return Err(ProofError::Mismatch(ProofMismatch::Key));
         }
+        let _ = aat.bound_key().set(verified.key);
         let expires = verified.claims.iat.saturating_add(crate::dpop::MAX_DPOP_AGE_SECS);
         self.replay
             .check_and_record(ReplayScope::Dpop, &verified.claims.jti, expires, now)

@@ -94,6 +94,36 @@ pub fn ok(output: Output) -> String {
     String::from_utf8(output.stdout).unwrap_or_else(|e| panic!("stdout is not UTF-8: {e}"))
 }
 
+/// A child with piped stdin and stdout (stderr inherited), its stdout read line by line on a
+/// thread of its own.
+pub struct Piped {
+    /// The process.
+    pub child: Child,
+    /// Its stdin.
+    pub stdin: std::process::ChildStdin,
+    /// Its stdout, one line at a time.
+    pub lines: mpsc::Receiver<String>,
+}
+
+/// Starts `cmd` as a [`Piped`] child.
+pub fn piped(cmd: &mut Command) -> Piped {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    Piped { child, stdin, lines }
+}
+
 /// Runs `aip-ca args…` to completion.
 pub fn run(args: &[&str]) -> Output {
     command().args(args).output().unwrap()
@@ -717,8 +747,13 @@ pub struct FrontDoor {
 impl FrontDoor {
     /// Runs `aip-proxy args…` and waits up to 60 s for the line announcing its URL.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = isolated(aip_proxy())
-            .args(args)
+        Self::spawn(isolated(aip_proxy()).args(args))
+    }
+
+    /// Runs `cmd` (an `aip-proxy --serve …` command) and waits up to 60 s for the line
+    /// announcing its URL.
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -750,7 +785,7 @@ impl FrontDoor {
                 Err(e) => {
                     let status = proxy.child.try_wait().unwrap();
                     panic!(
-                        "aip-proxy {args:?} did not announce its front door ({e}; exit status {status:?}):\n{}",
+                        "{cmd:?} did not announce its front door ({e}; exit status {status:?}):\n{}",
                         seen.join("\n")
                     );
                 }
@@ -758,17 +793,30 @@ impl FrontDoor {
         }
     }
 
-    /// Sends SIGTERM and waits up to 10 s for the exit (then kills it): whether it exited by
-    /// itself.
-    pub fn stop(mut self) -> bool {
+    /// The address it listens on (from its plain-http URL).
+    pub fn addr(&self) -> std::net::SocketAddr {
+        let authority = self.url.split("://").nth(1).and_then(|rest| rest.split('/').next());
+        authority
+            .and_then(|a| a.parse().ok())
+            .expect("a front door URL with an IP address")
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends SIGTERM and waits up to 10 s for the exit: its status, or `None` when it had to
+    /// be killed.
+    pub fn stop(mut self) -> Option<std::process::ExitStatus> {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let exited = within(Duration::from_secs(10), || self.child.try_wait().unwrap().is_some());
         if !exited {
             let _ = self.child.kill();
         }
-        let _ = self.child.wait();
-        exited
+        let status = self.child.wait().unwrap();
+        exited.then_some(status)
     }
 }
 

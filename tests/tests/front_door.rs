@@ -32,9 +32,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -61,20 +61,7 @@ struct Driver {
 impl Driver {
     /// Runs `cmd` (stdin and stdout piped, stderr inherited).
     fn start(cmd: &mut Command) -> Self {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let aip_tests::Piped { child, stdin, lines } = aip_tests::piped(cmd);
         Self { child, stdin, lines }
     }
 
@@ -242,36 +229,74 @@ fn upstream_calls(log: &Path) -> Vec<String> {
         .collect()
 }
 
+/// An authority with a registered agent (`CAPABILITIES`, its key exported), the upstream server
+/// (its tool calls and the credentials of its requests logged) and the front door before it,
+/// with the policy of [`write_policy`] and the upstream's own credential from a file.
+struct Scene {
+    authority: Authority,
+    agent: Agent,
+    /// The upstream's log of tool calls.
+    calls: PathBuf,
+    /// The upstream's log of the credentials of each request.
+    headers: PathBuf,
+    audit: PathBuf,
+    upstream: Listening,
+    proxy: FrontDoor,
+}
+
+impl Scene {
+    fn start(agent_name: &str, alg: &str, proofs: bool) -> Self {
+        let authority = Authority::start(None);
+        let agent = authority.register(agent_name, alg, CAPABILITIES);
+        let calls = authority.dir().join("upstream-calls.log");
+        let headers = authority.dir().join("upstream-headers.log");
+        let upstream = Listening::start(
+            Command::new(python())
+                .arg(tests_dir().join("python/mcp_upstream_server.py"))
+                .arg(&calls)
+                .arg(&headers),
+        );
+        let policy = authority.dir().join("front-door.yaml");
+        write_policy(&authority, &policy, proofs);
+        let audit = authority.dir().join("audit.jsonl");
+        // The upstream's own credential, from a file: the one credential it may see.
+        let key_file = authority.dir().join("upstream-key");
+        std::fs::write(&key_file, format!("{UPSTREAM_KEY}\n")).unwrap();
+        let proxy = FrontDoor::start(&[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--serve",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream.url,
+            "--upstream-header",
+            &format!("X-Upstream-Key=file:{}", key_file.display()),
+            "--audit",
+            audit.to_str().unwrap(),
+        ]);
+        Self {
+            authority,
+            agent,
+            calls,
+            headers,
+            audit,
+            upstream,
+            proxy,
+        }
+    }
+}
+
 /// The whole scenario, with `sdk` as the client and the agent's key of `alg`.
 fn front_door_session(sdk: Sdk, alg: &str) {
-    let authority = Authority::start(None);
-    let agent = authority.register("front-door-agent", alg, CAPABILITIES);
-    let calls = authority.dir().join("upstream-calls.log");
-    let headers = authority.dir().join("upstream-headers.log");
-    let upstream = Listening::start(
-        Command::new(python())
-            .arg(tests_dir().join("python/mcp_upstream_server.py"))
-            .arg(&calls)
-            .arg(&headers),
-    );
-    let policy = authority.dir().join("front-door.yaml");
-    write_policy(&authority, &policy, false);
-    let audit = authority.dir().join("audit.jsonl");
-    // The upstream's own credential, from a file: the one credential it may see.
-    let key_file = authority.dir().join("upstream-key");
-    std::fs::write(&key_file, format!("{UPSTREAM_KEY}\n")).unwrap();
-    let proxy = FrontDoor::start(&[
-        "--policy",
-        policy.to_str().unwrap(),
-        "--serve",
-        "127.0.0.1:0",
-        "--upstream",
-        &upstream.url,
-        "--upstream-header",
-        &format!("X-Upstream-Key=file:{}", key_file.display()),
-        "--audit",
-        audit.to_str().unwrap(),
-    ]);
+    let Scene {
+        authority,
+        agent,
+        calls,
+        headers,
+        audit,
+        upstream: _upstream,
+        proxy,
+    } = Scene::start("front-door-agent", alg, false);
 
     // What the client discovers from: the metadata names the authority, character for
     // character as its issuer, and the front door's URL as the resource.
@@ -394,7 +419,7 @@ fn front_door_session(sdk: Sdk, alg: &str) {
     );
 
     // The audit log: records naming the agent, a chain that verifies, no AAT and no secret.
-    assert!(proxy.stop(), "aip-proxy did not stop on SIGTERM");
+    assert!(proxy.stop().is_some(), "aip-proxy did not stop on SIGTERM");
     let verified = Command::new(aip_proxy())
         .args(["audit", "verify", "--allow-unsigned"])
         .arg(&audit)
@@ -466,27 +491,15 @@ fn a_stdio_client_calls_through_aip_agent_with_call_bound_dpop_proofs() {
     ) {
         return;
     }
-    let authority = Authority::start(None);
-    let agent = authority.register("dpop-agent", "ed25519", CAPABILITIES);
-    let calls = authority.dir().join("upstream-calls.log");
-    let upstream = Listening::start(
-        Command::new(python())
-            .arg(tests_dir().join("python/mcp_upstream_server.py"))
-            .arg(&calls),
-    );
-    let policy = authority.dir().join("front-door.yaml");
-    write_policy(&authority, &policy, true);
-    let audit = authority.dir().join("audit.jsonl");
-    let proxy = FrontDoor::start(&[
-        "--policy",
-        policy.to_str().unwrap(),
-        "--serve",
-        "127.0.0.1:0",
-        "--upstream",
-        &upstream.url,
-        "--audit",
-        audit.to_str().unwrap(),
-    ]);
+    let Scene {
+        authority,
+        agent,
+        calls,
+        audit,
+        upstream: _upstream,
+        proxy,
+        ..
+    } = Scene::start("dpop-agent", "ed25519", true);
     let metadata_url = proxy
         .url
         .replacen("/mcp", "/.well-known/oauth-protected-resource/mcp", 1);
@@ -522,7 +535,7 @@ fn a_stdio_client_calls_through_aip_agent_with_call_bound_dpop_proofs() {
     client.quit();
     assert_eq!(upstream_calls(&calls), ["echo", "read_secret"]);
 
-    assert!(proxy.stop(), "aip-proxy did not stop on SIGTERM");
+    assert!(proxy.stop().is_some(), "aip-proxy did not stop on SIGTERM");
     let log = std::fs::read_to_string(&audit).unwrap();
     assert!(!log.contains("eyJ"), "the audit log holds a token");
     let records: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -664,7 +677,7 @@ spec:
         servers()
     );
     second.quit();
-    assert!(proxy.stop(), "aip-proxy did not stop on SIGTERM");
+    assert!(proxy.stop().is_some(), "aip-proxy did not stop on SIGTERM");
     assert_eq!(servers(), 0, "a server outlived the proxy");
 }
 

@@ -22,11 +22,10 @@
 //!   serving.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
-use std::io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _};
+use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use aip_aat::clock::{Clock as _, SystemClock};
@@ -39,7 +38,7 @@ use aip_aat::token::{
     AAT_VERSION, AatClaims, AgentClaims, Audience, AuthMethod, Capabilities, Confirmation, ContextClaims,
     DelegationScope, UserBinding, encode_aat,
 };
-use aip_tests::{Server, aip_proxy, free_port, http_get, isolated};
+use aip_tests::{FrontDoor, Server, aip_proxy, free_port, http_get, isolated};
 use serde_json::{Value, json};
 
 /// A secret the DLP pattern of the policy finds (AWS's documented example key).
@@ -472,87 +471,6 @@ spec:
 }
 
 // ---------------------------------------------------------------------------------------------
-// The proxy.
-
-/// A running `aip-proxy --serve`.
-struct Proxy {
-    child: Child,
-    /// The resource URI it printed.
-    url: String,
-    addr: SocketAddr,
-}
-
-impl Proxy {
-    /// `aip-proxy --policy POLICY --serve 127.0.0.1:PORT --upstream URL extra…`, once it
-    /// printed its URL.
-    fn start(policy: &Path, port: u16, upstream: &str, extra: &[&str]) -> Self {
-        let mut child = isolated(aip_proxy())
-            .arg("--policy")
-            .arg(policy)
-            .args(["--serve", &format!("127.0.0.1:{port}"), "--upstream", upstream])
-            .args(["--max-message-size", &MAX_MESSAGE.to_string()])
-            .args(extra)
-            .env("AIP_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[aip-proxy] {line}");
-                let _ = tx.send(line);
-            }
-        });
-        let mut proxy = Self {
-            child,
-            url: String::new(),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        let marker = "MCP front door at ";
-        loop {
-            match rx.recv_timeout(Duration::from_secs(120)) {
-                Ok(line) => {
-                    if let Some(at) = line.find(marker) {
-                        proxy.url = line[at + marker.len()..].split_whitespace().next().unwrap().to_owned();
-                        return proxy;
-                    }
-                }
-                Err(e) => panic!("aip-proxy did not open its front door: {e}"),
-            }
-        }
-    }
-
-    /// Whether the process is still running.
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// SIGTERM, and its exit status.
-    fn stop(mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
-        let until = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < until, "aip-proxy did not stop within 20 s of SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // A raw HTTP/1.1 client.
 
 /// An answer as it came off the wire, and parsed.
@@ -886,7 +804,7 @@ struct Setup {
     dir: tempfile::TempDir,
     issuer: Issuer,
     upstream: Upstream,
-    proxy: Proxy,
+    proxy: FrontDoor,
     agent: Agent,
 }
 
@@ -901,13 +819,21 @@ impl Setup {
         let url = format!("http://127.0.0.1:{port}/mcp");
         let key = KeyPair::generate(Algorithm::EdDSA).unwrap();
         let aat = issuer.aat(&key, &url, now());
-        let proxy = Proxy::start(&policy, port, &upstream.url, extra);
+        let proxy = FrontDoor::spawn(
+            isolated(aip_proxy())
+                .arg("--policy")
+                .arg(&policy)
+                .args(["--serve", &format!("127.0.0.1:{port}"), "--upstream", &upstream.url])
+                .args(["--max-message-size", &MAX_MESSAGE.to_string()])
+                .args(extra)
+                .env("AIP_LOG", "info"),
+        );
         assert_eq!(proxy.url, url);
         let agent = Agent {
             key,
             aat,
             url,
-            addr: proxy.addr,
+            addr: proxy.addr(),
             session: None,
         };
         Self {
@@ -920,7 +846,7 @@ impl Setup {
     }
 
     fn metadata_url(&self) -> String {
-        format!("http://{}/.well-known/oauth-protected-resource/mcp", self.proxy.addr)
+        format!("http://{}/.well-known/oauth-protected-resource/mcp", self.proxy.addr())
     }
 
     /// Asserts that the upstream never saw the client's credentials.
@@ -968,7 +894,7 @@ fn dpop_bound_aats_are_required_and_refusals_never_reach_the_server() {
         &["--audit", audit_log.to_str().unwrap()],
     );
     let metadata = setup.metadata_url();
-    let addr = setup.proxy.addr;
+    let addr = setup.proxy.addr();
 
     // The protected resource metadata, in both forms.
     for path in [
@@ -1146,7 +1072,7 @@ fn dpop_bound_aats_are_required_and_refusals_never_reach_the_server() {
     setup.assert_no_credentials_upstream();
     let tokens = [agent.aat.clone(), expired, foreign];
     let Setup { proxy, .. } = setup;
-    let status = proxy.stop();
+    let status = proxy.stop().expect("aip-proxy stops on SIGTERM");
     assert!(status.success(), "aip-proxy exit: {status:?}");
 
     // Every 401 but the anonymous one is audited as AAT_REJECTED, with its reason; no token
@@ -1198,7 +1124,7 @@ fn hostile_clients_and_servers_get_clear_answers_and_the_proxy_stays_up() {
     );
     setup.agent.initialize();
     let agent = &setup.agent;
-    let addr = setup.proxy.addr;
+    let addr = setup.proxy.addr();
 
     // Malformed JSON-RPC: the errors of the stdio path, with HTTP 200.
     let malformed: [(&[u8], i64); 8] = [
@@ -1421,7 +1347,7 @@ fn hostile_clients_and_servers_get_clear_answers_and_the_proxy_stays_up() {
     setup.assert_no_credentials_upstream();
     assert!(setup.proxy.running(), "aip-proxy exited");
     let Setup { proxy, dir, .. } = setup;
-    let status = proxy.stop();
+    let status = proxy.stop().expect("aip-proxy stops on SIGTERM");
     assert!(status.success(), "aip-proxy exit: {status:?}");
     drop(dir);
 }

@@ -19,7 +19,7 @@
 //! missing; under `CI` a missing peer fails it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -138,22 +138,11 @@ impl StdioProxy {
         .unwrap();
         let script = tests_dir().join("tests/fakes/mcp_echo.py");
         let log = authority.dir().join("echo.log");
-        let mut child = aip_tests::isolated(aip_tests::aip_proxy())
-            .args(["--policy", policy.to_str().unwrap(), "--target"])
-            .arg(format!("{} {} {}", python(), script.display(), log.display()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let aip_tests::Piped { child, stdin, lines } = aip_tests::piped(
+            aip_tests::isolated(aip_tests::aip_proxy())
+                .args(["--policy", policy.to_str().unwrap(), "--target"])
+                .arg(format!("{} {} {}", python(), script.display(), log.display())),
+        );
         Self {
             child,
             stdin,

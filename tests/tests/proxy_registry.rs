@@ -609,24 +609,12 @@ struct StdioProxy {
 
 impl StdioProxy {
     fn start(policy: &Path, server_log: &Path) -> Self {
-        use std::io::BufRead as _;
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fakes/mcp_echo.py");
-        let mut child = aip_tests::isolated(aip_tests::aip_proxy())
-            .args(["--policy", policy.to_str().unwrap(), "--target"])
-            .arg(format!("python3 {} {}", script.display(), server_log.display()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let aip_tests::Piped { child, stdin, lines } = aip_tests::piped(
+            aip_tests::isolated(aip_tests::aip_proxy())
+                .args(["--policy", policy.to_str().unwrap(), "--target"])
+                .arg(format!("python3 {} {}", script.display(), server_log.display())),
+        );
         Self { child, stdin, lines }
     }
 

@@ -63,15 +63,22 @@ pub(super) enum Outcome {
 }
 
 /// Runs one client message through `relay` and waits for its outcome (for a held call, until
-/// the approval resolves).
+/// the approval resolves). With `may_block` (the checks may wait for the network), the relay
+/// runs where blocking does not stall the runtime's other tasks.
 pub(super) async fn client_message(
     relay: &Arc<Relay>,
     body: &[u8],
     credentials: crate::identity::Presented<'_>,
+    may_block: bool,
 ) -> io::Result<Outcome> {
     let (client, mut answers) = outbox();
     let (server, mut forwarded) = outbox();
-    tokio::task::block_in_place(|| relay.client_message(body, credentials, &client, &server))?;
+    let run = || relay.client_message(body, credentials, &client, &server);
+    if may_block {
+        tokio::task::block_in_place(run)?;
+    } else {
+        run()?;
+    }
     drop((client, server));
     // The relay answers or forwards (never both); a held call does either later.
     tokio::select! {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use aip_aat::jsonrpc::ErrorCode;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -36,11 +36,13 @@ use super::state::{Door, Server};
 use super::stdio::StdioServer;
 use super::upstream::{Answer, Carried, Events, HttpServer, LAST_EVENT_ID, PROTOCOL_VERSION};
 
+/// How long a client has to send a request's body, once its head has come.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often an idle event stream gets a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The routes, for a resource whose path is `public_path`.
-pub(super) fn router(door: Arc<Door>, public_path: &str, max_body: usize) -> Router {
+pub(super) fn router(door: Arc<Door>, public_path: &str) -> Router {
     let mut router = Router::new()
         .route("/mcp", get(open_stream).post(post_message).delete(end_session))
         .route(WELL_KNOWN, get(resource_metadata))
@@ -52,8 +54,21 @@ pub(super) fn router(door: Arc<Door>, public_path: &str, max_body: usize) -> Rou
     router
         .fallback(|| async { plain_error(StatusCode::NOT_FOUND, "not_found", "no such resource") })
         .layer(middleware::from_fn_with_state(Arc::clone(&door), check_origin))
-        .layer(DefaultBodyLimit::max(max_body))
         .with_state(door)
+}
+
+/// A request's credentials (`None`: anonymous) and the session it names (`None`: none).
+type Caller = (Option<Credentials>, Option<Arc<Session>>);
+
+/// Who makes a request with `method`, and the session it names: authenticated
+/// ([`Door::authenticate`]) and the session its own; `Err` with the answer otherwise.
+fn caller(door: &Door, headers: &HeaderMap, method: &Method) -> Result<Caller, Box<Response>> {
+    let credentials = door.authenticate(headers, method)?;
+    let agent = credentials.as_ref().and_then(Credentials::agent);
+    match door.sessions.find(headers, agent) {
+        Ok(session) => Ok((credentials, session)),
+        Err(error) => Err(Box::new(session_error(&error))),
+    }
 }
 
 /// DNS rebinding protection: a request from a browser page (`Origin`) must come from an
@@ -112,7 +127,7 @@ async fn resource_metadata(State(door): State<Arc<Door>>) -> Response {
 }
 
 /// POST /mcp: one JSON-RPC message.
-async fn post_message(State(door): State<Arc<Door>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn post_message(State(door): State<Arc<Door>>, headers: HeaderMap, body: Body) -> Response {
     if !declares_json(&headers) {
         return plain_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -120,14 +135,30 @@ async fn post_message(State(door): State<Arc<Door>>, headers: HeaderMap, body: B
             "POST a JSON-RPC message as application/json",
         );
     }
-    let credentials = match door.authenticate(&headers, &Method::POST) {
-        Ok(credentials) => credentials,
+    let (credentials, session) = match caller(&door, &headers, &Method::POST) {
+        Ok(caller) => caller,
         Err(response) => return *response,
     };
     let agent = credentials.as_ref().and_then(Credentials::agent);
-    let session = match door.sessions.find(&headers, agent) {
-        Ok(session) => session,
-        Err(error) => return session_error(&error),
+    // Read once the caller is known, whole within a deadline: a body dripped byte by byte
+    // would otherwise hold the connection for as long as each byte beats the idle timeout.
+    let max = door.relay_options.max_message;
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return plain_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                &format!("the message exceeds {max} bytes, or its body broke off"),
+            );
+        }
+        Err(_) => {
+            return plain_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                &format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+            );
+        }
     };
     // Serving a stdio server, the front door is the HTTP server that answers for the protocol
     // version; a remote server answers for its own.
@@ -152,7 +183,7 @@ async fn post_message(State(door): State<Arc<Door>>, headers: HeaderMap, body: B
     let (id, initialize) = peek(&body);
     let relay = door.relay();
     let presented = credentials.as_ref().map(Credentials::presented).unwrap_or_default();
-    let outcome = match exchange::client_message(&relay, &body, presented).await {
+    let outcome = match exchange::client_message(&relay, &body, presented, door.checks_may_block).await {
         Ok(outcome) => outcome,
         Err(e) => {
             tracing::error!("the relay failed: {e}");
@@ -355,14 +386,9 @@ impl IntoResponse for TooManySessions {
 
 /// GET /mcp: the server's own messages, as a stream.
 async fn open_stream(State(door): State<Arc<Door>>, headers: HeaderMap) -> Response {
-    let credentials = match door.authenticate(&headers, &Method::GET) {
-        Ok(credentials) => credentials,
+    let session = match caller(&door, &headers, &Method::GET) {
+        Ok((_, session)) => session,
         Err(response) => return *response,
-    };
-    let agent = credentials.as_ref().and_then(Credentials::agent);
-    let session = match door.sessions.find(&headers, agent) {
-        Ok(session) => session,
-        Err(error) => return session_error(&error),
     };
     let relay = door.relay();
     match &door.server {
@@ -425,15 +451,10 @@ async fn open_stream(State(door): State<Arc<Door>>, headers: HeaderMap) -> Respo
 
 /// DELETE /mcp: the client ends its session.
 async fn end_session(State(door): State<Arc<Door>>, headers: HeaderMap) -> Response {
-    let credentials = match door.authenticate(&headers, &Method::DELETE) {
-        Ok(credentials) => credentials,
+    let session = match caller(&door, &headers, &Method::DELETE) {
+        Ok((_, Some(session))) => session,
+        Ok((_, None)) => return plain_error(StatusCode::BAD_REQUEST, "invalid_request", "Mcp-Session-Id is required"),
         Err(response) => return *response,
-    };
-    let agent = credentials.as_ref().and_then(Credentials::agent);
-    let session = match door.sessions.find(&headers, agent) {
-        Ok(Some(session)) => session,
-        Ok(None) => return plain_error(StatusCode::BAD_REQUEST, "invalid_request", "Mcp-Session-Id is required"),
-        Err(error) => return session_error(&error),
     };
     door.sessions.close(&session.id);
     match &door.server {

@@ -14,7 +14,7 @@ use crate::audit::AuditLog;
 use crate::engine::SchemaBook;
 use crate::hitl::Hitl;
 use crate::identity::Identity;
-use crate::policy::RegistrySettings;
+use crate::policy::{RegistrySettings, ReplayStore, RevocationMode};
 use crate::relay::RelayOptions;
 use crate::state::PolicyHandle;
 
@@ -148,6 +148,13 @@ async fn serve_async(
     let public_path = reqwest::Url::parse(&resource)
         .map(|u| u.path().to_owned())
         .unwrap_or_default();
+    let checks_may_block = parts.identity.as_ref().is_some_and(|identity| {
+        matches!(identity.settings().replay_store, ReplayStore::Redis { .. })
+            || parts
+                .registry
+                .as_ref()
+                .is_some_and(|r| r.revocation == RevocationMode::Online)
+    });
     let door = Arc::new(Door {
         policy: parts.policy,
         schemas: parts.schemas,
@@ -162,12 +169,13 @@ async fn serve_async(
         sessions: Sessions::default(),
         registry: parts.registry,
         issuer: Mutex::new(None),
+        checks_may_block,
     });
     // Known before the first client asks, when the authority is up.
     if door.identity.is_some() {
         let _ = door.issuer().await;
     }
-    let app = router(Arc::clone(&door), &public_path, max_message);
+    let app = router(Arc::clone(&door), &public_path);
     let handle = axum_server::Handle::new();
     tokio::spawn({
         let handle = handle.clone();

@@ -48,6 +48,10 @@ pub(super) struct Door {
     pub(super) registry: Option<RegistrySettings>,
     /// The authority's RFC 8414 `issuer`, once fetched.
     pub(super) issuer: Mutex<Option<String>>,
+    /// Whether checking a call may wait for the network: revocation in `online` mode, or the
+    /// Redis replay store. Otherwise the checks only read memory and local files (and, for a
+    /// token naming an unknown key, wait at most a bounded key refresh).
+    pub(super) checks_may_block: bool,
 }
 
 impl std::fmt::Debug for Door {
