@@ -682,7 +682,8 @@ spec:
 }
 
 /// Off loopback the front door needs TLS, and fronts only https servers (or loopback ones);
-/// with a certificate it serves https (here checked with curl trusting that certificate).
+/// with a certificate it serves https (here checked with curl trusting that certificate), and
+/// as an upstream it is reached only by a front door told to trust its CA (`--upstream-ca`).
 #[test]
 fn off_loopback_the_front_door_needs_tls_and_serves_it() {
     if !peers_ready("off_loopback_the_front_door_needs_tls_and_serves_it", &[Peer::Python]) {
@@ -753,6 +754,9 @@ fn off_loopback_the_front_door_needs_tls_and_serves_it() {
             "/CN=127.0.0.1",
             "-addext",
             "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            // A server certificate (rustls refuses a CA certificate as one).
+            "basicConstraints=critical,CA:FALSE",
             "-keyout",
         ])
         .arg(&key)
@@ -780,9 +784,40 @@ fn off_loopback_the_front_door_needs_tls_and_serves_it() {
         "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                    "clientInfo": {"name": "curl", "version": "1"}}
     });
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "--cacert"])
-        .arg(&cert)
+    // A client trusting the certificate initializes a session.
+    let answer = curl_initialize(&proxy.url, Some(&cert), &initialize);
+    assert!(answer.to_ascii_lowercase().contains("mcp-session-id:"), "{answer}");
+    assert!(answer.contains("\"protocolVersion\""), "{answer}");
+
+    // As an upstream over https, that front door is verified: against the configured CA it
+    // is reached; against the system roots, which do not hold its certificate, it is not, and
+    // the client gets a JSON-RPC error instead of an answer.
+    let trusting = FrontDoor::start(&[
+        "--policy",
+        policy,
+        "--serve",
+        "127.0.0.1:0",
+        "--upstream",
+        &proxy.url,
+        "--upstream-ca",
+        cert.to_str().unwrap(),
+    ]);
+    let answer = curl_initialize(&trusting.url, None, &initialize);
+    assert!(answer.contains("\"protocolVersion\""), "{answer}");
+    let wary = FrontDoor::start(&["--policy", policy, "--serve", "127.0.0.1:0", "--upstream", &proxy.url]);
+    let answer = curl_initialize(&wary.url, None, &initialize);
+    assert!(!answer.contains("\"protocolVersion\""), "{answer}");
+    assert!(answer.contains("-32603"), "{answer}");
+}
+
+/// POSTs `initialize` to `url` with curl (trusting `ca` when given): the answer's head and body.
+fn curl_initialize(url: &str, ca: Option<&Path>, initialize: &Value) -> String {
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--max-time", "20"]);
+    if let Some(ca) = ca {
+        curl.arg("--cacert").arg(ca);
+    }
+    let out = curl
         .args([
             "-H",
             "Content-Type: application/json",
@@ -791,11 +826,9 @@ fn off_loopback_the_front_door_needs_tls_and_serves_it() {
         ])
         .args(["-D", "-", "--data-binary"])
         .arg(initialize.to_string())
-        .arg(&proxy.url)
+        .arg(url)
         .output()
         .unwrap();
-    let answer = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(answer.to_ascii_lowercase().contains("mcp-session-id:"), "{answer}");
-    assert!(answer.contains("\"protocolVersion\""), "{answer}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
