@@ -644,6 +644,12 @@ spec:
         assert_eq!(refusal(&write), ErrorCode::Forbidden, "{write}");
     }
     assert!(!files.join("new.txt").exists(), "a refused write reached the server");
+    // The decisions are counted in the metrics of the HTTP API, as on stdio.
+    let (status, metrics) = aip_tests::http_get(&format!("http://{api}/metrics"), Some(token));
+    assert_eq!(status, 200, "{metrics}");
+    for counted in ["aip_decisions_total", "aip_violations_total"] {
+        assert!(metrics.contains(counted), "{counted} missing:\n{metrics}");
+    }
     assert_eq!(servers(), 2, "one server process per session");
 
     // A held call waits for its approval.
