@@ -226,6 +226,24 @@ async fn upstream_answer(request: &Seen, stream: &mut tokio::net::TcpStream) -> 
             answer(stream, "200 OK", "application/json", "", "").await;
             return After::KeepAlive;
         }
+        // A client resuming the server's stream from "stream": the server's own messages, one
+        // with the secret and one that is not JSON, then the end of the stream.
+        "GET"
+            if request
+                .headers
+                .iter()
+                .any(|(n, v)| n == "last-event-id" && v == "stream") =>
+        {
+            open_event_stream(stream).await;
+            let log = json!({
+                "jsonrpc": "2.0",
+                "method": "notifications/message",
+                "params": {"level": "info", "data": format!("the server found {SECRET}")},
+            });
+            write_all(stream, format!("id: 7\ndata: {log}\n\n").as_bytes()).await;
+            write_all(stream, format!("id: 8\ndata: not JSON {SECRET}\n\n").as_bytes()).await;
+            return After::Close;
+        }
         _ => {
             // As the MCP SDKs' servers refuse a method: with a JSON-RPC error in the body.
             let body =
@@ -1063,6 +1081,21 @@ fn dpop_bound_aats_are_required_and_refusals_never_reach_the_server() {
     assert_eq!(stream.status, 405, "{stream}");
     let gets = setup.upstream.seen().iter().filter(|s| s.method == "GET").count();
     assert_eq!(gets, 1, "the refused GET reached the upstream");
+    // Resuming the server's stream: its events pass DLP as answers do, and what is not JSON
+    // does not pass at all.
+    let mut resume = headers("GET");
+    resume.push(("Last-Event-ID", "stream".to_owned()));
+    let events = request(addr, "GET", "/mcp", &resume, b"");
+    assert_eq!(events.status, 200, "{events}");
+    assert_eq!(events.header("content-type"), Some("text/event-stream"), "{events}");
+    let raw = String::from_utf8_lossy(&events.raw);
+    assert!(raw.contains("id: 7"), "{events}");
+    assert!(raw.contains("[REDACTED:"), "{events}");
+    assert!(!raw.contains(SECRET), "the secret reached the client: {events}");
+    assert!(
+        !raw.contains("not JSON"),
+        "a message that is not JSON was relayed: {events}"
+    );
     let ended = request(addr, "DELETE", "/mcp", &headers("DELETE"), b"");
     assert_eq!(ended.status, 204, "{ended}");
     let gone = agent.call(41, "echo", &json!({"text": "marker-after-the-end"}));
