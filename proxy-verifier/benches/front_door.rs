@@ -31,7 +31,9 @@
 //! turn; `AIP_BENCH_CASES` (`direct,relay,bearer,dpop`), the cases to run; `AIP_PROXY`, another
 //! `aip-proxy` binary to measure (default: the one Cargo built with this benchmark);
 //! `AIP_BENCH_PM_QOS=1` holds a PM QoS CPU latency request of 0 for the run (root), as the
-//! stdio harness does.
+//! stdio harness does; `AIP_BENCH_RATE` (0) paces the clients to that many calls a second in
+//! all, spread evenly over them, so that latencies are measured below saturation (0: each
+//! client sends its next call as soon as the last is answered).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -148,6 +150,8 @@ struct Settings {
     cases: Vec<Case>,
     proxy: PathBuf,
     pm_qos: bool,
+    /// Calls a second in all, paced (`None`: back to back).
+    rate: Option<u64>,
 }
 
 impl Settings {
@@ -178,6 +182,7 @@ impl Settings {
             rounds: usize::try_from(number("AIP_BENCH_ROUNDS", 1)).unwrap(),
             cases,
             pm_qos: std::env::var("AIP_BENCH_PM_QOS").is_ok_and(|v| v == "1"),
+            rate: Some(number("AIP_BENCH_RATE", 0)).filter(|r| *r > 0),
             proxy: std::env::var_os("AIP_PROXY")
                 .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_aip-proxy")), PathBuf::from),
         };
@@ -208,6 +213,12 @@ async fn run(settings: &Settings) {
         settings.secs,
         WARM_UP.as_secs()
     );
+    if let Some(rate) = settings.rate {
+        println!(
+            "paced: {rate} calls/s in all (each client every {} µs)",
+            settings.clients as u64 * 1_000_000 / rate
+        );
+    }
     println!(
         "machine: {} CPUs, load average {}",
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
@@ -378,11 +389,21 @@ async fn measure(
     let upstream_before = upstream.calls();
     let warm_end = Instant::now() + WARM_UP;
     let end = warm_end + Duration::from_secs(settings.secs);
+    // Paced: each client calls every `clients / rate` seconds, the clients' phases spread
+    // evenly over that interval.
+    let interval = settings
+        .rate
+        .map(|rate| Duration::from_secs_f64(settings.clients as f64 / rate as f64));
     let tasks: Vec<_> = clients
         .into_iter()
-        .map(|client| {
+        .enumerate()
+        .map(|(i, client)| {
             let proofs = proofs.as_mut().map(|p| p.next().unwrap().into_iter());
-            tokio::spawn(drive(client, proofs, warm_end, end))
+            let pace = interval.map(|every| Pace {
+                every,
+                first: Instant::now() + every.mul_f64(i as f64 / settings.clients as f64),
+            });
+            tokio::spawn(drive(client, proofs, pace, warm_end, end))
         })
         .collect();
     tokio::time::sleep_until(warm_end.into()).await;
@@ -497,12 +518,21 @@ struct ClientRun {
     out_of_proofs: bool,
 }
 
+/// When a paced client sends its calls: at `first`, then every `every`.
+#[derive(Clone, Copy)]
+struct Pace {
+    every: Duration,
+    first: Instant,
+}
+
 async fn drive(
     mut client: Client,
     mut proofs: Option<std::vec::IntoIter<HeaderValue>>,
+    pace: Option<Pace>,
     warm_end: Instant,
     end: Instant,
 ) -> ClientRun {
+    let mut next = pace.map(|p| p.first);
     let mut run = ClientRun {
         latencies: Vec::with_capacity(1 << 16),
         answered: 0,
@@ -512,6 +542,10 @@ async fn drive(
         out_of_proofs: false,
     };
     loop {
+        if let (Some(at), Some(pace)) = (next.as_mut(), pace) {
+            tokio::time::sleep_until((*at).into()).await;
+            *at += pace.every;
+        }
         let start = Instant::now();
         if start >= end {
             break;
