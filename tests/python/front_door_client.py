@@ -29,44 +29,19 @@ the error on stderr.
 """
 
 import asyncio
-import base64
 import json
 import sys
 
 import anyio
 import httpx2
 from mcp import ClientSession, StdioServerParameters
-from mcp.client.auth import TokenStorage
 from mcp.client.auth.extensions.client_credentials import PrivateKeyJWTOAuthProvider, SignedJWTParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from mcp.shared.exceptions import MCPError
 
-
-class MemoryStorage(TokenStorage):
-    """Tokens and client information kept for the life of the process."""
-
-    def __init__(self):
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
-
-
-def payload(token: str) -> dict:
-    segment = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+# The token storage and payload decoding of the one-shot SDK client next to this script.
+from mcp_sdk_client import MemoryStorage, payload
 
 
 def answer(value: dict) -> None:
