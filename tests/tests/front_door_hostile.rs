@@ -17,7 +17,7 @@
 //!   JSON-RPC error inside the session; the metadata says proofs are required; the server's own
 //!   stream (GET) passes DLP and drops what is not JSON.
 //! - Hostile input: malformed JSON-RPC, a wrong content type, oversized bodies and headers, a
-//!   half-sent request, a foreign `Origin`, a server that hangs, resets, answers a secret in an
+//!   half-sent request head, a body that stalls, a foreign `Origin`, a server that hangs, resets, answers a secret in an
 //!   event stream, answers something else than JSON or takes a request without answering it:
 //!   each gets a clear answer, nothing unscanned reaches the client, and the proxy keeps
 //!   serving; a tool whose description changes after it was listed is hidden and refused.
@@ -1271,6 +1271,25 @@ fn hostile_clients_and_servers_get_clear_answers_and_the_proxy_stays_up() {
     }
     agent.assert_serves(5, "marker-after-a-slow-client");
 
+    // A client that sends its request head, then a part of the body and stalls: its answer
+    // (408, once the body deadline has passed) is read at the end of the test, the proxy
+    // serving everything else meanwhile.
+    let mut dripping = TcpStream::connect(addr).unwrap();
+    {
+        let mut head = format!("POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 200\r\n");
+        for (name, value) in agent.mcp_headers() {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!(
+            "Authorization: DPoP {}\r\nDPoP: {}\r\n\r\n",
+            agent.aat,
+            agent.proof()
+        ));
+        dripping.write_all(head.as_bytes()).unwrap();
+        dripping.write_all(br#"{"jsonrpc":"2.0","id":"#).unwrap();
+    }
+    let dripping_since = Instant::now();
+
     // A foreign Origin is refused before anything else; an allowed one, and the front door's
     // own, are served.
     let with_origin = |origin: &str, id: u64, marker: &str| {
@@ -1392,6 +1411,12 @@ fn hostile_clients_and_servers_get_clear_answers_and_the_proxy_stays_up() {
         let error = reply.answer_to(&json!(id));
         assert_eq!(error_code(&error), -32603, "{tool}: {error}");
     }
+
+    // The stalled body: 408 after the body deadline (30 s), not before.
+    let raw = read_until_closed(&mut dripping).expect("the stalled body's connection was not closed");
+    let reply = parse_reply(raw);
+    assert_eq!(reply.status, 408, "{reply}");
+    assert!(dripping_since.elapsed() >= Duration::from_secs(29), "{reply}");
 
     // After all of it, the proxy still answers a good call, in the same session.
     agent.assert_serves(20, "marker-still-serving");
