@@ -174,6 +174,16 @@ impl ProofError {
     }
 }
 
+impl From<ReplayError> for ProofError {
+    fn from(e: ReplayError) -> Self {
+        match e {
+            ReplayError::Replayed => Self::Replayed,
+            ReplayError::Full => Self::ReplayCacheFull,
+            ReplayError::Unavailable => Self::ReplayStoreUnavailable,
+        }
+    }
+}
+
 /// A proof could not be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -293,11 +303,7 @@ pub fn verify_proof(
             claims.iat.saturating_add(max_age),
             now,
         )
-        .map_err(|e| match e {
-            ReplayError::Replayed => ProofError::Replayed,
-            ReplayError::Full => ProofError::ReplayCacheFull,
-            ReplayError::Unavailable => ProofError::ReplayStoreUnavailable,
-        })?;
+        .map_err(ProofError::from)?;
     Ok(claims)
 }
 
