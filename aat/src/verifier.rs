@@ -15,7 +15,7 @@ use crate::dpop::{DpopClaims, DpopError, DpopRequest, verify_dpop_proof, verify_
 use crate::jsonrpc::{CallError, DelegationError};
 use crate::keys::KeyResolver;
 use crate::proof::{Call, ProofError, ProofMismatch, ProofValidation, verify_proof};
-use crate::replay::{ReplayCache, ReplayError, ReplayScope};
+use crate::replay::{ReplayCache, ReplayScope};
 use crate::token::{AatError, DelegationScope, UnverifiedAat, UserBinding, Validation, VerifiedAat};
 use crate::validate::{AgentRecords, RevocationView};
 
@@ -133,8 +133,20 @@ impl CallVerifier {
         call: &Call<'_>,
     ) -> Result<Arc<VerifiedAat>, CallError> {
         let token = aat.ok_or(CallError::AatRequired)?;
+        let verified = self.verify_token_at(token, self.clock.now())?;
+        self.check_call(verified, possession, call)
+    }
+
+    /// What [`CallVerifier::verify_call`] checks after the token itself, for a token that
+    /// [`CallVerifier::verify_token`] just verified: revocation and the agent's record (when
+    /// configured), possession of the key, and single use.
+    pub fn check_call(
+        &self,
+        verified: Arc<VerifiedAat>,
+        possession: Possession<'_>,
+        call: &Call<'_>,
+    ) -> Result<Arc<VerifiedAat>, CallError> {
         let now = self.clock.now();
-        let verified = self.verify_token_at(token, now)?;
         if let Some(view) = &self.revocation {
             verified.check_revocation(&**view, now)?;
         }
@@ -216,11 +228,7 @@ impl CallVerifier {
         let expires = verified.claims.iat.saturating_add(crate::dpop::MAX_DPOP_AGE_SECS);
         self.replay
             .check_and_record(ReplayScope::Dpop, &verified.claims.jti, expires, now)
-            .map_err(|e| match e {
-                ReplayError::Replayed => ProofError::Replayed,
-                ReplayError::Full => ProofError::ReplayCacheFull,
-                ReplayError::Unavailable => ProofError::ReplayStoreUnavailable,
-            })?;
+            .map_err(ProofError::from)?;
         Ok(verified.claims)
     }
 

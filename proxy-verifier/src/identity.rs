@@ -78,6 +78,9 @@ pub struct Presented<'a> {
     /// The claims of the HTTP request's DPoP proof, verified by the front door
     /// ([`Identity::verify_dpop`]); it stands for the per-call proof.
     pub dpop: Option<&'a DpopClaims>,
+    /// `aat`, already verified by the front door ([`Identity::verify_token`]) for this
+    /// request: the token is not verified again.
+    pub verified: Option<&'a Arc<VerifiedAat>>,
 }
 
 impl Presented<'_> {
@@ -352,7 +355,13 @@ impl Identity {
                 enforced: self.settings.require,
             })
         };
-        let aat = match self.verifier.verify_call(Some(token), presented.possession(), call) {
+        let checked = match presented.verified {
+            Some(verified) => self
+                .verifier
+                .check_call(Arc::clone(verified), presented.possession(), call),
+            None => self.verifier.verify_call(Some(token), presented.possession(), call),
+        };
+        let aat = match checked {
             Ok(aat) => aat,
             Err(e) => return invalid(e.into(), None),
         };

@@ -44,6 +44,7 @@ impl Credentials {
             aat: Some(&self.token),
             proof: None,
             dpop: self.dpop.as_ref(),
+            verified: self.aat.as_ref(),
         }
     }
 

@@ -170,6 +170,7 @@ impl Relay {
             aat: params.as_ref().and_then(|p| p.aat.as_deref()),
             proof: params.as_ref().and_then(|p| p.proof.as_deref()),
             dpop: None,
+            verified: None,
         });
         let verified = match self.authenticate(msg, presented, &call) {
             Ok(verified) => verified,
@@ -230,6 +231,7 @@ impl Relay {
             aat: params.params.aat.as_deref(),
             proof: params.params.proof.as_deref(),
             dpop: None,
+            verified: None,
         });
         let verified = match self.authenticate(msg, presented, &call) {
             Ok(verified) => verified,

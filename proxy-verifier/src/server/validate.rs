@@ -230,6 +230,7 @@ fn validate_with_aat(
         aat: header(&identity.settings().header_name)?,
         proof: header(PROOF_HEADER)?,
         dpop: None,
+        verified: None,
     };
     let arguments = Value::Object(request.arguments.clone());
     let call = aip_aat::proof::Call::tools_call(&request.tool, Some(&arguments));
