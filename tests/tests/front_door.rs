@@ -25,6 +25,8 @@
 //! Two more sessions: proofs required, with the Python SDK's stdio client in front of
 //! `aip-agent --upstream` (every call bound by its DPoP proof); and a stdio server (the official
 //! filesystem server) served over HTTP, one process per session, with a call held for approval.
+//! And the resource URI: `--public-url` in the metadata and the challenge, TLS off loopback, a
+//! conflicting `spec.aat.audience` refused.
 //!
 //! Peers: `python3 -m pip install -r tests/python/requirements.txt` and
 //! `npm ci --prefix tests/mcp`. Without them a test reports itself skipped, naming what is
@@ -837,4 +839,73 @@ fn curl_initialize(url: &str, ca: Option<&Path>, initialize: &Value) -> String {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Behind a load balancer: `--public-url` names the resource URI — announced, named in the
+/// metadata (published under its own path too) and in the 401's challenge — and a policy whose
+/// `spec.aat.audience` names something else is refused at start.
+#[test]
+fn the_public_url_is_the_resource_and_a_conflicting_audience_is_refused() {
+    let authority = Authority::start(None);
+    let policy = authority.dir().join("front-door.yaml");
+    write_policy(&authority, &policy, false);
+    let policy = policy.to_str().unwrap();
+    let port = aip_tests::free_port();
+    let public = format!("http://localhost:{port}/tools/mcp");
+    let serve = format!("127.0.0.1:{port}");
+    let upstream = "http://127.0.0.1:9/mcp";
+    let proxy = FrontDoor::start(&[
+        "--policy",
+        policy,
+        "--serve",
+        &serve,
+        "--upstream",
+        upstream,
+        "--public-url",
+        &public,
+    ]);
+    assert_eq!(proxy.url, public);
+    let expected_metadata = format!("http://localhost:{port}/.well-known/oauth-protected-resource/tools/mcp");
+    let (status, body) = aip_tests::http_get(
+        &format!("http://{serve}/.well-known/oauth-protected-resource/tools/mcp"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let metadata: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(metadata["resource"], public.as_str(), "{metadata}");
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args(["--data-binary", "{}"])
+        .arg(format!("http://{serve}/mcp"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(
+        head.contains(&format!("Bearer resource_metadata=\"{expected_metadata}\"")),
+        "{head}"
+    );
+    drop(proxy);
+
+    let conflicting = authority.dir().join("conflicting.yaml");
+    let text = std::fs::read_to_string(policy)
+        .unwrap()
+        .replace("    require: true\n", "    require: true\n    audience: files-proxy\n");
+    std::fs::write(&conflicting, text).unwrap();
+    let refused = Command::new(aip_proxy())
+        .args(["--policy", conflicting.to_str().unwrap(), "--serve", "127.0.0.1:0"])
+        .args(["--upstream", upstream])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("spec.aat.audience"), "{stderr}");
 }
