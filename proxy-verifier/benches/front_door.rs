@@ -16,7 +16,9 @@
 //! text). The AATs are made offline: an issuer key whose JWKS the policy names as a file, a
 //! signed revocation list in `crl` mode, so no authority runs. Each AAT's audience is the front
 //! door's resource URI, known before the proxy starts (its port is picked first). The proxy's
-//! replay store is a directory on tmpfs, its audit log a file in the temporary directory.
+//! replay store (`aat.replay_store`) is a directory on tmpfs — the front door keeps DPoP proofs
+//! in its own memory, so nothing of a call is written there —, its audit log a file in the
+//! temporary directory.
 //!
 //! Before each proxy case, 100 sessions are opened (connections held) and the proxy's peak
 //! resident size (`VmHWM`) read; it is read again after the load.

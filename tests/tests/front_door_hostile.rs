@@ -11,7 +11,8 @@
 //! off the wire, before any decoding.
 //!
 //! - DPoP: a good proof (plain, and one binding the call) works; a replayed proof, a proof for
-//!   another URL or method, a proof signed by another key than the AAT's, no proof, a Bearer
+//!   another URL or method, a proof signed by another key than the AAT's, a proof made before
+//!   the front door started (it keeps proofs in memory), no proof, a Bearer
 //!   AAT, an expired or wrongly-audienced AAT are each answered 401 with the right challenge,
 //!   audited without the token, and never reach the server; a proof binding another call is a
 //!   JSON-RPC error inside the session; the metadata says proofs are required; the server's own
@@ -705,12 +706,17 @@ struct Agent {
 impl Agent {
     /// A plain DPoP proof by `key` of `method url` with `token`.
     fn proof_by(key: &KeyPair, method: &str, url: &str, token: &str) -> String {
+        Self::proof_made_at(key, method, url, token, now())
+    }
+
+    /// A plain DPoP proof by `key` of `method url` with `token`, made at `iat`.
+    fn proof_made_at(key: &KeyPair, method: &str, url: &str, token: &str, iat: i64) -> String {
         let request = DpopRequest {
             method,
             uri: url,
             access_token: Some(token),
         };
-        create_dpop_proof(key, &request, now()).unwrap()
+        create_dpop_proof(key, &request, iat).unwrap()
     }
 
     /// A fresh plain proof for a POST to the front door.
@@ -1003,7 +1009,7 @@ fn dpop_bound_aats_are_required_and_refusals_never_reach_the_server() {
     // Proofs that do not fit the request or the token: each refused, none forwarded.
     let other_key = KeyPair::generate(Algorithm::EdDSA).unwrap();
     let elsewhere = format!("http://{addr}/other");
-    let refusals: [(&str, Option<String>, Option<String>, &str); 6] = [
+    let refusals: [(&str, Option<String>, Option<String>, &str); 7] = [
         (
             "marker-other-url",
             Some(format!("DPoP {}", agent.aat)),
@@ -1020,6 +1026,20 @@ fn dpop_bound_aats_are_required_and_refusals_never_reach_the_server() {
             "marker-other-key",
             Some(format!("DPoP {}", agent.aat)),
             Some(Agent::proof_by(&other_key, "POST", &agent.url, &agent.aat)),
+            "invalid_dpop_proof",
+        ),
+        (
+            // Well within the 300 s window, but from before the front door started: one it
+            // might have accepted before a restart.
+            "marker-before-start",
+            Some(format!("DPoP {}", agent.aat)),
+            Some(Agent::proof_made_at(
+                &agent.key,
+                "POST",
+                &agent.url,
+                &agent.aat,
+                now() - 120,
+            )),
             "invalid_dpop_proof",
         ),
         (
@@ -1135,9 +1155,9 @@ fn dpop_bound_aats_are_required_and_refusals_never_reach_the_server() {
         .filter(|r| r["event"] == "AAT_REJECTED" && r["reason"].as_str().is_some_and(|w| w.starts_with("HTTP 401")))
         .collect();
     let errors: Vec<&str> = rejected.iter().filter_map(|r| r["aat_error"].as_str()).collect();
-    assert_eq!(rejected.len(), 10, "{errors:?}\n{log}");
-    // Replayed; another URL, method (twice), key; no proof, two proofs, and a Bearer token
-    // where a proof is needed.
+    assert_eq!(rejected.len(), 11, "{errors:?}\n{log}");
+    // Replayed, made before the start; another URL, method (twice), key; no proof, two proofs,
+    // and a Bearer token where a proof is needed.
     let mut proofs: Vec<&str> = errors.iter().copied().filter(|e| e.starts_with("proof_")).collect();
     proofs.sort_unstable();
     assert_eq!(
@@ -1150,6 +1170,7 @@ fn dpop_bound_aats_are_required_and_refusals_never_reach_the_server() {
             "proof_mismatch",
             "proof_missing",
             "proof_missing",
+            "proof_replayed",
             "proof_replayed"
         ],
         "{errors:?}"

@@ -18,7 +18,8 @@ pub(super) type IdentityLink = (Arc<Identity>, Arc<RegistryLink>);
 /// The AAT checks the policy asks for, over a link to its registry that keeps issuer keys and
 /// revocation data fresh; every change of revocation data is audited
 /// (`REGISTRY_REVOCATION_CHECK`, spec 12.4). AATs must name `audience` when given (the front
-/// door's resource URI), else the policy's.
+/// door's resource URI, whose DPoP proofs are then remembered as a front door's:
+/// [`crate::replay::open`]), else the policy's.
 pub(super) fn start_identity(
     policy: &Policy,
     audience: Option<&str>,
@@ -71,7 +72,8 @@ pub(super) fn start_identity(
         }
         events.record(record);
     });
-    let replay = crate::replay::open(&aat.replay_store).map_err(RunError::ReplayStore)?;
+    let front_door_since = audience.map(|_| clock.now());
+    let replay = crate::replay::open(&aat.replay_store, front_door_since).map_err(RunError::ReplayStore)?;
     let link = RegistryLink::start_with_clock(registry, on_event, Arc::clone(clock))?;
     let (snapshot_link, fresh_link) = (Arc::clone(&link), Arc::clone(&link));
     let revocation = RevocationSource {
