@@ -69,6 +69,7 @@ pub mod challenge;
 pub mod checkpoint;
 pub mod client_assertion;
 pub mod clock;
+pub mod delegation;
 pub mod dpop;
 pub mod ids;
 pub mod jcs;

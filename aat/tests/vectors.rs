@@ -12,6 +12,7 @@ use common::Seeds;
 use std::path::{Path, PathBuf};
 
 use aip_aat::clock::FixedClock;
+use aip_aat::delegation::{self, DelegationError, Grant, append_reproducibly, mint_reproducibly, root_key_id};
 use aip_aat::ids::{AgentId, Jti};
 use aip_aat::jcs;
 use aip_aat::jws;
@@ -685,12 +686,158 @@ fn revocation_vectors() -> Value {
     ])
 }
 
-fn files() -> [(&'static str, Value); 4] {
+/// Delegable AATs (`aat+biscuit`): a token as minted, delegated once and twice, and chains a
+/// verifier must refuse. Every block's next key is derived from the seeds, so the tokens are
+/// reproducible (a token in use draws them fresh).
+fn delegation_vectors() -> Value {
+    let keys = Keys::new();
+    let issuer = &keys.issuer_ed;
+    let a = &keys.agent_ed;
+    let b = p256("delegatee-b");
+    let c = ed25519("delegatee-c");
+    let next = |label: &str| ed25519(&format!("biscuit-next-key/{label}"));
+    let root_claims = claims(a, "delegation", NOW - 60, NOW + 900);
+    let root = |id: u32| (id == root_key_id(issuer.key_id())).then(|| issuer.public_key().clone());
+    let grant = |to: &str, key: &KeyPair, tools: &[&str], expires_at: i64| Grant {
+        delegatee: SEEDS.agent_id(to),
+        delegatee_key: key.key_id().clone(),
+        tools: tools.iter().map(|t| (*t).to_owned()).collect(),
+        audience: vec![AUDIENCE.to_owned()],
+        expires_at,
+    };
+    let to_b = grant("delegatee-b", &b, &["read_file"], NOW + 600);
+    let to_c = grant("delegatee-c", &c, &["read_file"], NOW + 300);
+    let append = |token: &str, by: &KeyPair, by_agent: &AgentId, step: usize, grant: &Grant, label: &str| {
+        append_reproducibly(token, &root, by, by_agent, step, grant, &next(label)).unwrap()
+    };
+    let minted = mint_reproducibly(&root_claims, issuer, &next("minted")).unwrap();
+    let a_to_b = append(&minted, a, &root_claims.sub, 1, &to_b, "a-to-b");
+    let b_to_c = append(&a_to_b, &b, &to_b.delegatee, 2, &to_c, "b-to-c");
+    let widened = append(
+        &minted,
+        a,
+        &root_claims.sub,
+        1,
+        &grant("delegatee-b", &b, &["read_file", "delete_file"], NOW + 600),
+        "widened",
+    );
+    let forged = append(&a_to_b, &keys.attacker, &to_b.delegatee, 2, &to_c, "forged");
+    let registry_rooted = mint_reproducibly(&root_claims, &ed25519("registry-ed25519"), &next("registry")).unwrap();
+    let tampered = {
+        let mut bytes = a_to_b.clone().into_bytes();
+        let at = bytes.len() / 2;
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(bytes).unwrap()
+    };
+    let raw = |key: &KeyPair| hex::encode(key.public_key().to_raw_bytes());
+    let jwks = serde_json::to_value(Jwks::from_keys([issuer.public_key()])).unwrap();
+    let holder = |agent: &AgentId, key: &KeyPair, tools: &[&str], exp: i64| json!({"agent": agent, "key": key.key_id(), "tools": tools, "audience": [AUDIENCE], "exp": exp});
+    let agents_ab = json!([root_claims.sub, to_b.delegatee]);
+    let agents_abc = json!([root_claims.sub, to_b.delegatee, to_c.delegatee]);
+    let vector = |name: &str, token: &str, now: i64, max_depth: u8, expect: &str, signatures: &str, signers: Value| {
+        json!({"name": name, "token": token, "jwks": jwks, "issuer_root_key_id": root_key_id(issuer.key_id()),
+               "now": now, "max_depth": max_depth, "expect": expect, "signatures": signatures,
+               "block_signers": signers})
+    };
+    // A valid token's vector also names its blocks' revocation ids, as this toolkit reads them.
+    let with = |mut v: Value, extra: Value| {
+        let token = v["token"].as_str().unwrap().to_owned();
+        let max_depth = u8::try_from(v["max_depth"].as_u64().unwrap()).unwrap();
+        let chain = delegation::verify(&token, &root, NOW, max_depth).unwrap();
+        let fields = v.as_object_mut().unwrap();
+        fields.extend(extra.as_object().unwrap().clone());
+        fields.insert(
+            "revocation_ids".into(),
+            json!(chain.revocation_ids().collect::<Vec<_>>()),
+        );
+        v
+    };
+    json!([
+        with(
+            vector("minted", &minted, NOW, 3, "valid", "valid", json!([])),
+            json!({"holder": holder(&root_claims.sub, a, &["read_file", "list_directory"], NOW + 900),
+                    "agents": [root_claims.sub], "depth": 2})
+        ),
+        with(
+            vector("a-to-b", &a_to_b, NOW, 3, "valid", "valid", json!([raw(a)])),
+            json!({"holder": holder(&to_b.delegatee, &b, &["read_file"], NOW + 600), "agents": agents_ab, "depth": 3})
+        ),
+        with(
+            vector(
+                "a-to-b-to-c",
+                &b_to_c,
+                NOW,
+                4,
+                "valid",
+                "valid",
+                json!([raw(a), raw(&b)])
+            ),
+            json!({"holder": holder(&to_c.delegatee, &c, &["read_file"], NOW + 300), "agents": agents_abc, "depth": 4})
+        ),
+        vector(
+            "a-to-b-to-c-default-depth",
+            &b_to_c,
+            NOW,
+            3,
+            "delegation_too_deep",
+            "valid",
+            json!([raw(a), raw(&b)])
+        ),
+        vector(
+            "a-to-b-expired",
+            &a_to_b,
+            NOW + 600,
+            3,
+            "aat_expired",
+            "valid",
+            json!([raw(a)])
+        ),
+        vector(
+            "widened-tools",
+            &widened,
+            NOW,
+            3,
+            "delegation_widened",
+            "valid",
+            json!([raw(a)])
+        ),
+        vector(
+            "step-signed-by-another-key",
+            &forged,
+            NOW,
+            4,
+            "delegation_invalid",
+            "valid",
+            json!([raw(a), raw(&keys.attacker)])
+        ),
+        vector(
+            "rooted-in-a-key-not-in-the-jwks",
+            &registry_rooted,
+            NOW,
+            3,
+            "delegation_invalid",
+            "unknown_root",
+            json!([])
+        ),
+        vector(
+            "tampered",
+            &tampered,
+            NOW,
+            3,
+            "delegation_invalid",
+            "invalid",
+            json!([raw(a)])
+        ),
+    ])
+}
+
+fn files() -> [(&'static str, Value); 5] {
     [
         ("jcs.json", jcs_vectors()),
         ("aat.json", aat_vectors()),
         ("proof.json", proof_vectors()),
         ("revocations.json", revocation_vectors()),
+        ("delegation.json", delegation_vectors()),
     ]
 }
 
@@ -743,9 +890,9 @@ fn committed_vectors_match_the_generator() {
 
 #[test]
 fn generation_is_deterministic() {
-    let [a, b, c, d] = files();
-    let [w, x, y, z] = files();
-    assert_eq!((a.1, b.1, c.1, d.1), (w.1, x.1, y.1, z.1));
+    let [a, b, c, d, e] = files();
+    let [v, w, x, y, z] = files();
+    assert_eq!((a.1, b.1, c.1, d.1, e.1), (v.1, w.1, x.1, y.1, z.1));
 }
 
 #[test]
@@ -888,4 +1035,53 @@ fn vector_keys_round_trip_as_jwk() {
         let jwk = key.public_key().to_jwk();
         assert_eq!(&PublicKey::from_jwk(&jwk).unwrap(), key.public_key());
     }
+}
+
+#[test]
+fn delegation_vectors_hold() {
+    let vectors = load("delegation.json");
+    assert!(vectors.len() >= 9);
+    for v in vectors {
+        let name = v["name"].as_str().unwrap();
+        let keys = jwk_set(&v);
+        let issuer_id = u32::try_from(v["issuer_root_key_id"].as_u64().unwrap()).unwrap();
+        let root = |id: u32| {
+            (id == issuer_id)
+                .then(|| keys.iter().find(|key| root_key_id(key.thumbprint()) == id).cloned())
+                .flatten()
+        };
+        let max_depth = u8::try_from(v["max_depth"].as_u64().unwrap()).unwrap();
+        let verified = delegation::verify(
+            v["token"].as_str().unwrap(),
+            &root,
+            v["now"].as_i64().unwrap(),
+            max_depth,
+        );
+        match (v["expect"].as_str().unwrap(), verified) {
+            ("valid", Ok(chain)) => {
+                let held = chain.effective_claims();
+                let holder = &v["holder"];
+                assert_eq!(held.sub.as_str(), holder["agent"], "{name}");
+                assert_eq!(held.confirmation_thumbprint().as_str(), holder["key"], "{name}");
+                assert_eq!(json!(held.capabilities.tools), holder["tools"], "{name}");
+                assert_eq!(json!(held.aud.as_slice()), holder["audience"], "{name}");
+                assert_eq!(json!(held.exp), holder["exp"], "{name}");
+                assert_eq!(json!(chain.agents().collect::<Vec<_>>()), v["agents"], "{name}");
+                assert_eq!(json!(chain.depth()), v["depth"], "{name}");
+                assert_eq!(
+                    json!(chain.revocation_ids().collect::<Vec<_>>()),
+                    v["revocation_ids"],
+                    "{name}"
+                );
+            }
+            (expected, Err(e)) => assert_eq!(e.aat_error(), expected, "{name}: {e}"),
+            (expected, Ok(_)) => panic!("{name}: verified, expected {expected}"),
+        }
+    }
+    // No issuer key at all: even the good token's root is unknown.
+    let minted = load("delegation.json")[0]["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        delegation::verify(&minted, &|_| None, NOW, 3).unwrap_err(),
+        DelegationError::UnknownRoot
+    );
 }

@@ -139,6 +139,15 @@ impl KeyPair {
     pub fn algorithm(&self) -> Algorithm {
         self.public.algorithm()
     }
+
+    /// The secret as bytes: the Ed25519 seed or the P-256 big-endian scalar (how keys cross
+    /// into the delegation module's other cryptography generation).
+    pub(crate) fn secret_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(match &self.secret {
+            Secret::Ed25519(k) => k.to_bytes(),
+            Secret::P256(k) => k.to_bytes().into(),
+        })
+    }
 }
 
 impl Signer for KeyPair {

@@ -129,6 +129,26 @@ impl PublicKey {
         }
     }
 
+    /// A key from its raw form: 32 bytes for Ed25519, a SEC1 point (compressed or not) for
+    /// P-256.
+    pub(crate) fn from_raw(alg: Algorithm, bytes: &[u8]) -> Result<Self, KeyError> {
+        match alg {
+            Algorithm::EdDSA => {
+                let bytes: &[u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| KeyError::InvalidKey("an Ed25519 key is 32 bytes"))?;
+                let key = ed25519_dalek::VerifyingKey::from_bytes(bytes)
+                    .map_err(|_| KeyError::InvalidKey("not an Ed25519 point"))?;
+                Self::from_ed25519(key)
+            }
+            Algorithm::ES256 => {
+                let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(bytes)
+                    .map_err(|_| KeyError::InvalidKey("not a P-256 point"))?;
+                Self::from_p256(&key)
+            }
+        }
+    }
+
     /// Parses a DER SubjectPublicKeyInfo.
     pub fn from_public_key_der(der: &[u8]) -> Result<Self, KeyError> {
         let spki = SubjectPublicKeyInfoRef::try_from(der).map_err(|_| KeyError::Encoding("SPKI DER"))?;
