@@ -57,7 +57,7 @@ use tokio::time::Instant;
 use crate::client::{Client, ClientError, ClientOptions, RootsError};
 use crate::issuer::{
     ChallengeRequest, ChallengeResponse, DeniedCapabilities, GrantType, GrantedCapabilities, RequestedCapabilities,
-    TokenErrorCode, TokenErrorResponse, TokenRequest, TokenResponse, UserAuthorization,
+    TokenErrorCode, TokenErrorResponse, TokenFormat, TokenRequest, TokenResponse, UserAuthorization,
 };
 
 /// Default fraction of an AAT's lifetime after which [`AgentClient::run_refresh`] renews it.
@@ -102,6 +102,9 @@ pub struct AgentClientConfig {
     /// Fraction of each AAT's lifetime after which [`AgentClient::run_refresh`] renews it, in
     /// `(0, 1]`; [`DEFAULT_REFRESH_AT`] unless changed.
     pub refresh_at: f64,
+    /// The form of AAT to ask for: a JWT unless changed ([`TokenFormat::Biscuit`]: one the agent
+    /// can delegate from).
+    pub token_format: TokenFormat,
 }
 
 impl AgentClientConfig {
@@ -117,6 +120,7 @@ impl AgentClientConfig {
             user: None,
             ca_pem: None,
             refresh_at: DEFAULT_REFRESH_AT,
+            token_format: TokenFormat::Jwt,
         }
     }
 }
@@ -135,6 +139,7 @@ impl fmt::Debug for AgentClientConfig {
                 &self.ca_pem.as_ref().map(|pem| format!("{} bytes", pem.len())),
             )
             .field("refresh_at", &self.refresh_at)
+            .field("token_format", &self.token_format)
             .finish()
     }
 }
@@ -342,6 +347,7 @@ struct Issuer {
     audience: String,
     tools: Option<Vec<String>>,
     user: Option<UserAuthorization>,
+    token_format: TokenFormat,
     clock: Arc<dyn Clock>,
 }
 
@@ -379,6 +385,7 @@ impl Issuer {
             audience: config.audience,
             tools: config.tools,
             user: config.user,
+            token_format: config.token_format,
             clock,
         })
     }
@@ -435,6 +442,7 @@ impl Issuer {
             }),
             audience: self.audience.clone(),
             refresh_token: refresh_token.cloned(),
+            token_format: self.token_format,
         };
         let mut secrets: Vec<&str> = Vec::new();
         secrets.extend(request.user_authorization.as_ref().and_then(user_secret));

@@ -44,6 +44,34 @@ pub enum GrantType {
     AgentAttestation,
 }
 
+/// The form of an AAT (`token_format`): a JWT, or the delegable biscuit (docs/decisions.md,
+/// "Delegation with biscuits").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenFormat {
+    /// A compact JWS (`aat+jwt`): the default.
+    #[default]
+    #[serde(rename = "aat+jwt")]
+    Jwt,
+    /// A biscuit its holder can delegate from (`aat+biscuit`).
+    #[serde(rename = "aat+biscuit")]
+    Biscuit,
+}
+
+impl TokenFormat {
+    /// Its name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jwt => "aat+jwt",
+            Self::Biscuit => "aat+biscuit",
+        }
+    }
+
+    /// Whether it is the default form, `aat+jwt` (left out of bodies).
+    pub fn is_jwt(&self) -> bool {
+        *self == Self::Jwt
+    }
+}
+
 /// `user_authorization` (spec 9.3.4). Token-carrying methods put the credential in `token`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -121,6 +149,9 @@ pub struct TokenRequest {
     /// The refresh token, for `aat_refresh`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<SecretString>,
+    /// The form of the AAT wanted (`aat+jwt` when absent).
+    #[serde(default, skip_serializing_if = "TokenFormat::is_jwt")]
+    pub token_format: TokenFormat,
 }
 
 /// `capabilities_granted`.
@@ -147,8 +178,11 @@ pub struct DeniedCapabilities {
 pub struct TokenResponse {
     /// The AAT.
     pub aat: SecretString,
-    /// Always `aat+jwt`.
+    /// The form of the AAT: `aat+jwt`, or `aat+biscuit` when asked for.
     pub token_type: String,
+    /// The same, under the name requests use (absent from older authorities: `aat+jwt`).
+    #[serde(default)]
+    pub token_format: TokenFormat,
     /// Lifetime in seconds.
     pub expires_in: u64,
     /// Single-use refresh token for the next `aat_refresh`.
@@ -320,6 +354,19 @@ mod tests {
     use aip_aat::keys::{Algorithm, KeyPair};
 
     #[test]
+    fn the_token_format_is_named_only_when_it_is_not_the_default() {
+        assert_eq!(serde_json::to_value(TokenFormat::Biscuit).unwrap(), "aat+biscuit");
+        assert_eq!(serde_json::to_value(TokenFormat::Jwt).unwrap(), "aat+jwt");
+        assert!(serde_json::from_value::<TokenFormat>(serde_json::json!("aat+cbor")).is_err());
+        let answer: TokenResponse = serde_json::from_value(serde_json::json!({
+            "aat": "x", "token_type": "aat+jwt", "expires_in": 60,
+            "capabilities_granted": {"tools": []}, "capabilities_denied": {"tools": [], "reason": ""}
+        }))
+        .unwrap();
+        assert_eq!(answer.token_format, TokenFormat::Jwt, "absent from older authorities");
+    }
+
+    #[test]
     fn token_request_wire_form() {
         let agent: AgentId = "ag_550e8400-e29b-41d4-a716-446655440000".parse().unwrap();
         let key = KeyPair::generate(Algorithm::EdDSA).unwrap();
@@ -336,6 +383,7 @@ mod tests {
             }),
             audience: "proxy".into(),
             refresh_token: None,
+            token_format: TokenFormat::Jwt,
         };
         let json = serde_json::to_value(&request).unwrap();
         assert_eq!(json["grant_type"], "agent_authentication");

@@ -8,6 +8,8 @@ use aip_aat::secret::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::issuer::TokenFormat;
+
 /// `grant_type` of the client credentials grant (RFC 6749 §4.4).
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 /// `grant_type` of the JWT bearer grant (RFC 7523 §2.1), which carries an ID-JAG.
@@ -78,6 +80,9 @@ pub struct OAuthTokenResponse {
     /// For the sessions of the authorization-code grant only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<SecretString>,
+    /// The form of the AAT, when the request asked for the delegable one (`aat+biscuit`).
+    #[serde(default, skip_serializing_if = "TokenFormat::is_jwt")]
+    pub token_format: TokenFormat,
 }
 
 /// The `error` of an OAuth error answer (RFC 6749 §5.2, RFC 8707 §2, RFC 9449 §5, RFC 7009).

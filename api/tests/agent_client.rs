@@ -22,7 +22,7 @@ use aip_aat::verifier::CallVerifier;
 use aip_api::agent::{AgentClient, AgentClientConfig, AgentClientError};
 use aip_api::issuer::{
     ChallengeRequest, ChallengeResponse, DeniedCapabilities, GrantType, GrantedCapabilities, TokenErrorCode,
-    TokenErrorResponse, TokenRequest, TokenResponse, UserAuthorization,
+    TokenErrorResponse, TokenFormat, TokenRequest, TokenResponse, UserAuthorization,
 };
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -286,6 +286,7 @@ impl Issuer {
         Ok(TokenResponse {
             aat: SecretString::new(aat),
             token_type: "aat+jwt".into(),
+            token_format: TokenFormat::Jwt,
             expires_in: u64::try_from(self.ttl).unwrap(),
             refresh_token: Some(SecretString::new(refresh_token)),
             capabilities_granted: GrantedCapabilities {

@@ -36,7 +36,7 @@ use aip_aat::ids::AgentId;
 use aip_aat::keys::{Algorithm, KeyPair};
 use aip_aat::secret::SecretString;
 use aip_api::issuer::{
-    ChallengeRequest, ChallengeResponse, GrantType, RequestedCapabilities, TokenRequest, TokenResponse,
+    ChallengeRequest, ChallengeResponse, GrantType, RequestedCapabilities, TokenFormat, TokenRequest, TokenResponse,
     UserAuthorization,
 };
 use aip_authority::rate_limit::{RateLimitSection, RateLimits};
@@ -202,6 +202,7 @@ async fn aip_loop(
             }),
             audience: "files-proxy".into(),
             refresh_token: None,
+            token_format: TokenFormat::Jwt,
         };
         let reply: TokenResponse = http.call("/v1/token", &request).await;
         assert!(!reply.aat.expose().is_empty());

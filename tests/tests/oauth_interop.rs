@@ -31,7 +31,7 @@ use aip_aat::ids::AgentId;
 use aip_aat::keys::KeyPair;
 use aip_aat::proof::{Call, create_proof};
 use aip_api::client::Client;
-use aip_api::issuer::{ChallengeRequest, ChallengeResponse, GrantType, TokenRequest, TokenResponse};
+use aip_api::issuer::{ChallengeRequest, ChallengeResponse, GrantType, TokenFormat, TokenRequest, TokenResponse};
 use aip_tests::{Agent, Authority, Listening, Peer, PostgresDb, peers_ready, python, tests_dir};
 use serde_json::{Value, json};
 
@@ -88,6 +88,7 @@ fn session_refresh_token(authority: &Authority, agent: &Agent, audience: &str) -
             requested_capabilities: None,
             audience: audience.into(),
             refresh_token: None,
+            token_format: TokenFormat::Jwt,
         };
         let (status, body) = client.token(&request).await.unwrap();
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));

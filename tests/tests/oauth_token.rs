@@ -33,7 +33,7 @@ use aip_aat::ids::AgentId;
 use aip_aat::jws::sign_raw;
 use aip_aat::keys::{Algorithm, KeyPair};
 use aip_aat::secret::SecretString;
-use aip_api::issuer::{GrantType, TokenRequest, UserAuthorization};
+use aip_api::issuer::{GrantType, TokenFormat, TokenRequest, UserAuthorization};
 use aip_tests::{PostgresDb, Server, http_get, init_authority, ok, query_text, run, set_config_section};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -676,6 +676,7 @@ fn v1_session(a: &Authority, agent: &Agent, api_key: &str) -> String {
         requested_capabilities: None,
         audience: "files-proxy".into(),
         refresh_token: None,
+        token_format: TokenFormat::Jwt,
     };
     let issued = post(
         &format!("{}/v1/token", a.server.url),

@@ -18,8 +18,8 @@ use aip_aat::keys::{Algorithm, KeyPair};
 use aip_aat::secret::SecretString;
 use aip_api::client::Client;
 use aip_api::issuer::{
-    ChallengeResponse, CreateUserRequest, GrantType, RevokeRequest, TokenErrorCode, TokenErrorResponse, TokenRequest,
-    TokenResponse, UserAuthorization,
+    ChallengeResponse, CreateUserRequest, GrantType, RevokeRequest, TokenErrorCode, TokenErrorResponse, TokenFormat,
+    TokenRequest, TokenResponse, UserAuthorization,
 };
 use aip_api::registry::{StatusKind, StatusRequest};
 use aip_tests::{PostgresDb, Replicas};
@@ -91,6 +91,7 @@ async fn request_token(client: &Client, agent: &Agent, grant: &Grant) -> Result<
         requested_capabilities: None,
         audience: AUDIENCE.into(),
         refresh_token,
+        token_format: TokenFormat::Jwt,
     };
     let (status, body) = client.token(&request).await.unwrap();
     if status == 200 {

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 pub use model::{DelegationError, Grant, Step};
 
 use crate::ids::{AgentId, KeyId};
-use crate::keys::{KeyPair, PublicKey};
+use crate::keys::{ISSUER_ROLE, Jwks, KeyPair, PublicKey};
 use crate::token::{AatClaims, AgentClaims, Audience, Confirmation};
 
 /// The `token_format` naming a delegable AAT.
@@ -50,6 +50,26 @@ pub fn is_delegable(token: &str) -> bool {
 pub fn root_key_id(kid: &KeyId) -> u32 {
     let digest = Sha256::digest(kid.as_str().as_bytes());
     u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
+/// The roots a verifier accepts from an authority's JWKS: the keys it marks as issuer signing
+/// keys (`"aip_role": "issuer"`), by [`root_key_id`] of their `kid` (their thumbprint when
+/// they have none). Keys it cannot parse are left out.
+pub fn issuer_roots(jwks: &Jwks) -> impl Fn(u32) -> Option<PublicKey> + use<> {
+    let roots: Vec<(u32, PublicKey)> = jwks
+        .keys
+        .iter()
+        .filter(|jwk| jwk.role.as_deref() == Some(ISSUER_ROLE))
+        .filter_map(|jwk| {
+            let key = PublicKey::from_jwk(jwk).ok()?;
+            let kid = match &jwk.kid {
+                Some(kid) => kid.parse().ok()?,
+                None => key.thumbprint().clone(),
+            };
+            Some((root_key_id(&kid), key))
+        })
+        .collect();
+    move |id| roots.iter().find(|(root, _)| *root == id).map(|(_, key)| key.clone())
 }
 
 /// A delegable AAT whose chain verified.

@@ -30,12 +30,22 @@ pub struct Jwk {
     /// Algorithm the key is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alg: Option<String>,
+    /// What the key is for in an AIP authority's JWKS ([`ISSUER_ROLE`], [`REGISTRY_ROLE`]):
+    /// only issuer keys may root delegable AATs. Absent elsewhere.
+    #[serde(default, rename = "aip_role", skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     /// Set when the JWK carried a private part (`d`); never serialized.
     #[serde(default, rename = "d", skip_serializing, deserialize_with = "present")]
     has_private_part: bool,
 }
 
-/// The members [`Jwk`] reads (`d` only to refuse it).
+/// `aip_role` of the keys that sign AATs (and root delegable AATs).
+pub const ISSUER_ROLE: &str = "issuer";
+/// `aip_role` of the registry's key (certificates, revocation lists).
+pub const REGISTRY_ROLE: &str = "registry";
+
+/// The members [`Jwk`] reads (`d` only to refuse it; `aip_role` is the authority's to set, not
+/// a client's: not among them).
 const MEMBERS: &[&str] = &["kty", "crv", "x", "y", "kid", "use", "alg", "d"];
 
 /// `deserialize_with` for a JWK in a request: a JSON object with the members [`Jwk`] reads and
@@ -64,8 +74,16 @@ impl Jwk {
             kid: Some(kid.as_str().to_owned()),
             use_: Some("sig".to_owned()),
             alg: Some(alg.as_str().to_owned()),
+            role: None,
             has_private_part: false,
         }
+    }
+
+    /// This JWK with `aip_role` set to `role`.
+    #[must_use]
+    pub fn with_role(mut self, role: &str) -> Self {
+        self.role = Some(role.to_owned());
+        self
     }
 
     /// `true` when the JWK carried private key material.

@@ -19,7 +19,7 @@ mod set;
 mod signer;
 
 pub use algorithm::{Algorithm, KeyError, SignError, SignatureError, x509_signature};
-pub use jwk::{Jwk, strict_jwk};
+pub use jwk::{ISSUER_ROLE, Jwk, REGISTRY_ROLE, strict_jwk};
 pub use pair::KeyPair;
 pub use public::PublicKey;
 pub use set::{IssuerKeys, JwkSet, JwkSetError, Jwks};

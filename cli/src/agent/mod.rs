@@ -25,6 +25,7 @@ use std::thread;
 use std::time::Duration;
 
 use aip_api::agent::AgentClientError;
+use aip_api::issuer::TokenFormat;
 use clap::Parser;
 use rustix::process::{Pid, Signal};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -104,7 +105,7 @@ fn run(args: &Args) -> Result<ExitCode, CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::new(format!("cannot start: {e}")))?;
-    let client = args.client.start(&runtime)?;
+    let client = args.client.start(&runtime, TokenFormat::Jwt)?;
     if let Some(url) = &args.upstream {
         return bridge_to(url, args.upstream_ca.as_deref(), client, runtime);
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use aip_aat::secret::SecretString;
 use aip_api::agent::{AgentClient, AgentClientConfig, AgentClientError};
-use aip_api::issuer::UserAuthorization;
+use aip_api::issuer::{TokenFormat, UserAuthorization};
 use serde_json::json;
 
 use crate::agent_dir;
@@ -98,12 +98,17 @@ pub(crate) struct ClientArgs {
 }
 
 impl ClientArgs {
-    /// Reads the agent's identity and key (unlocking it), then fetches the first AAT on
-    /// `runtime`: the client that keeps it.
-    pub(crate) fn start(&self, runtime: &tokio::runtime::Runtime) -> Result<AgentClient, CliError> {
+    /// Reads the agent's identity and key (unlocking it), then fetches the first AAT, of
+    /// `format`, on `runtime`: the client that keeps it.
+    pub(crate) fn start(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        format: TokenFormat,
+    ) -> Result<AgentClient, CliError> {
         let identity = agent_dir::read_identity(&self.agent_dir)?;
         let (key, _) = agent_dir::read_key(&self.agent_dir, &self.passphrase)?;
         let mut config = AgentClientConfig::new(&self.issuer, identity.agent_id, &self.audience);
+        config.token_format = format;
         config.tools.clone_from(&self.tools);
         config.user = self.user.authorization()?;
         if let Some(path) = &self.ca_cert {
@@ -123,17 +128,28 @@ pub(crate) struct Args {
     /// Print the whole response as JSON instead of the AAT alone.
     #[arg(long)]
     json: bool,
+    /// The form of AAT: a JWT, or a biscuit the agent can delegate from.
+    #[arg(long, value_name = "FORMAT", default_value = "aat+jwt", value_parser = parse_format)]
+    token_format: TokenFormat,
+}
+
+fn parse_format(value: &str) -> Result<TokenFormat, String> {
+    match value {
+        "aat+jwt" => Ok(TokenFormat::Jwt),
+        "aat+biscuit" => Ok(TokenFormat::Biscuit),
+        _ => Err("aat+jwt or aat+biscuit".into()),
+    }
 }
 
 pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
     let runtime = crate::output::runtime()?;
-    let client = args.client.start(&runtime)?;
+    let client = args.client.start(&runtime, args.token_format)?;
     let issued = client.current();
     if args.json {
         print_json(
             &json!({
                 "aat": issued.aat.expose(),
-                "token_type": "aat+jwt",
+                "token_type": args.token_format.as_str(),
                 "expires_in": issued.expires_at - issued.issued_at,
                 "capabilities_granted": issued.capabilities_granted,
                 "capabilities_denied": issued.capabilities_denied,

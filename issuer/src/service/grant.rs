@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use aip_aat::ids::Jti;
 use aip_aat::token::{Capabilities, UserBinding};
 use aip_api::checks::{check_name, check_tool_names as check_tools};
-use aip_api::issuer::{GrantType, RequestedCapabilities, TokenErrorCode, TokenRequest, TokenResponse};
+use aip_api::issuer::{GrantType, RequestedCapabilities, TokenErrorCode, TokenFormat, TokenRequest, TokenResponse};
 use serde_json::json;
 
 use super::capabilities::intersect;
@@ -33,6 +33,8 @@ pub(super) struct NewSession<'a> {
     /// Whether the grant gives a refresh token.
     pub(super) refresh: bool,
     pub(super) grant: Grant,
+    /// The form of the AAT.
+    pub(super) format: TokenFormat,
     pub(super) now: i64,
 }
 
@@ -107,6 +109,7 @@ impl Issuer {
                 tools: request.requested_capabilities.as_ref().map(|r| r.tools.as_slice()),
                 single_use: vec![challenge.into()],
                 grant,
+                format: request.token_format,
             };
             return self.refresh(refresh, &agent, now).await;
         }
@@ -148,6 +151,7 @@ impl Issuer {
             single_use: vec![challenge.into()],
             refresh: true,
             grant,
+            format: request.token_format,
             now,
         })
         .await
@@ -165,6 +169,7 @@ impl Issuer {
             single_use,
             refresh,
             grant,
+            format,
             now,
         } = s;
         let user_tools = user.as_ref().map(|u| u.tools.as_slice());
@@ -226,6 +231,7 @@ impl Issuer {
             refresh_token,
             denied,
             grant,
+            format,
             actor: format!("agent:{}", agent.agent_id),
             now,
         })

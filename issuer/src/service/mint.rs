@@ -3,12 +3,13 @@
 //! denials.
 
 use aip_aat::aid::AgentStatus;
+use aip_aat::delegation;
 use aip_aat::ids::Jti;
 use aip_aat::secret::SecretString;
 use aip_aat::token::{
     AAT_VERSION, AatClaims, AgentClaims, Audience, Capabilities, Confirmation, ContextClaims, UserBinding, encode_aat,
 };
-use aip_api::issuer::{DeniedCapabilities, GrantType, GrantedCapabilities, TokenErrorCode, TokenResponse};
+use aip_api::issuer::{DeniedCapabilities, GrantType, GrantedCapabilities, TokenErrorCode, TokenFormat, TokenResponse};
 use aip_api::oauth::OAuthErrorCode;
 use aip_db::audit::AuditEntry;
 use serde_json::json;
@@ -30,6 +31,7 @@ pub(super) struct Mint<'a> {
     pub(super) refresh_token: Option<SecretString>,
     pub(super) denied: Vec<String>,
     pub(super) grant: Grant,
+    pub(super) format: TokenFormat,
     pub(super) actor: String,
     pub(super) now: i64,
 }
@@ -106,7 +108,10 @@ impl Issuer {
                 jkt: m.agent.public_key.thumbprint().clone(),
             }),
         };
-        let aat = encode_aat(&claims, &**signer).map_err(IssuerError::internal)?;
+        let aat = match m.format {
+            TokenFormat::Jwt => encode_aat(&claims, &**signer).map_err(IssuerError::internal)?,
+            TokenFormat::Biscuit => delegation::mint(&claims, signer).map_err(IssuerError::internal)?,
+        };
         let user_id = claims.user_binding.as_ref().map(|b| b.user_id.clone());
         let refresh = matches!(m.change, SessionChange::Refresh { .. });
         let issuance = Issuance {
@@ -134,6 +139,7 @@ impl Issuer {
                     "exp": expires_at,
                     "kid": signer.key_id(),
                     "grant": m.grant.name(),
+                    "token_format": m.format.as_str(),
                 }),
             },
         };
@@ -175,7 +181,8 @@ impl Issuer {
         };
         Ok(TokenResponse {
             aat: SecretString::new(aat),
-            token_type: "aat+jwt".into(),
+            token_type: m.format.as_str().into(),
+            token_format: m.format,
             expires_in: u64::try_from(expires_at - m.now).unwrap_or(0),
             refresh_token: m.refresh_token,
             capabilities_granted: GrantedCapabilities {

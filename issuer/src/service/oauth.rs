@@ -21,7 +21,7 @@ use aip_aat::keys::Algorithm;
 use aip_aat::token::{AatClaims, AuthMethod, DelegationScope, UnverifiedAat, Validation};
 use aip_aat::validate::RevocationView as _;
 use aip_api::checks::{check_name, check_tool_names};
-use aip_api::issuer::{RequestedCapabilities, TokenResponse};
+use aip_api::issuer::{RequestedCapabilities, TokenFormat, TokenResponse};
 use aip_api::oauth::{
     AuthorizationServerMetadata, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER,
     GRANT_REFRESH_TOKEN, ID_JAG_PROFILE, IntrospectionResponse, OAuthErrorCode, OAuthTokenResponse, TOKEN_TYPE_BEARER,
@@ -93,6 +93,15 @@ impl OAuthForm {
     /// before the request is served.
     pub fn claimed_client(&self) -> Option<String> {
         Some(self.assertion.as_ref()?.as_ref().ok()?.client().to_owned())
+    }
+
+    /// The form of AAT asked for (`token_format`, an extension: `aat+jwt` when absent).
+    fn token_format(&self) -> Result<TokenFormat, IssuerError> {
+        match self.get("token_format") {
+            None | Some("aat+jwt") => Ok(TokenFormat::Jwt),
+            Some("aat+biscuit") => Ok(TokenFormat::Biscuit),
+            Some(_) => Err(invalid_request("token_format must be aat+jwt or aat+biscuit")),
+        }
     }
 
     fn require(&self, name: &str) -> Result<&str, IssuerError> {
@@ -182,6 +191,7 @@ impl Issuer {
             .to_owned(),
             expires_in: response.expires_in,
             refresh_token: response.refresh_token,
+            token_format: response.token_format,
         })
     }
 
@@ -230,6 +240,7 @@ impl Issuer {
                     tools: requested.as_ref().map(|r| r.tools.as_slice()),
                     single_use,
                     grant,
+                    format: form.token_format()?,
                 };
                 self.refresh(refresh, agent, now).await?
             }
@@ -362,6 +373,7 @@ impl Issuer {
                 .await);
         }
         self.start_session(NewSession {
+            format: form.token_format()?,
             agent,
             audience: &audience,
             user: None,
@@ -467,6 +479,7 @@ impl Issuer {
             scope: DelegationScope::Tools,
         };
         self.start_session(NewSession {
+            format: form.token_format()?,
             agent,
             audience: &audience,
             user: Some(user),
@@ -519,6 +532,7 @@ impl Issuer {
             ..RequestedCapabilities::default()
         };
         self.start_session(NewSession {
+            format: form.token_format()?,
             agent,
             audience: &redeemed.audience,
             user: Some(redeemed.user),

@@ -3,7 +3,7 @@
 //! refresh token presented twice, or by another agent, ends the session.
 
 use aip_aat::token::{AuthMethod, Capabilities, DelegationScope, UserBinding};
-use aip_api::issuer::{TokenErrorCode, TokenResponse};
+use aip_api::issuer::{TokenErrorCode, TokenFormat, TokenResponse};
 use aip_api::oauth::OAuthErrorCode;
 use aip_db::DbError;
 
@@ -27,6 +27,8 @@ pub(super) struct Refresh<'a> {
     pub(super) single_use: Vec<SingleUse>,
     /// Which endpoint's grant it is.
     pub(super) grant: Grant,
+    /// The form of the AAT.
+    pub(super) format: TokenFormat,
 }
 
 impl Issuer {
@@ -119,6 +121,7 @@ impl Issuer {
             refresh_token: Some(refresh_token),
             denied,
             grant: request.grant,
+            format: request.format,
             actor: format!("agent:{}", agent.agent_id),
             now,
         })

@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use aip_aat::aid::AID_VERSION;
-use aip_aat::keys::{Algorithm, Jwks};
+use aip_aat::keys::{Algorithm, ISSUER_ROLE, Jwks, REGISTRY_ROLE};
 use aip_aat::revocation::SignedRevocationList;
 use aip_api::registry::{Discovery, PublishRevocationsRequest};
 use aip_db::audit::AuditEntry;
@@ -144,14 +144,20 @@ impl Registry {
         Ok(crl)
     }
 
-    /// The registry's public key and the token issuer's (`GET /v1/jwks`).
+    /// The registry's public key and the token issuer's (`GET /v1/jwks`), each marked with
+    /// what it signs (`aip_role`): only issuer keys root delegable AATs.
     pub fn jwks(&self) -> Jwks {
         let issuer_keys = self
             .token_issuer
             .get()
             .map(|(keys, _)| keys.published_keys())
             .unwrap_or_default();
-        Jwks::from_keys(std::iter::once(self.registry_key.public_key()).chain(issuer_keys.iter()))
+        let registry = self.registry_key.public_key().to_jwk().with_role(REGISTRY_ROLE);
+        Jwks {
+            keys: std::iter::once(registry)
+                .chain(issuer_keys.iter().map(|key| key.to_jwk().with_role(ISSUER_ROLE)))
+                .collect(),
+        }
     }
 
     /// Lists tokens, sessions and users as revoked in one new list version, announced by one
