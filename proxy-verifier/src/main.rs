@@ -1,4 +1,5 @@
-//! `aip-proxy`: wraps an MCP server and enforces an `AgentPolicy` on every message.
+//! `aip-proxy`: wraps an MCP server and enforces an `AgentPolicy` on every message. Its command
+//! line is defined in the library (`aip_proxy_verifier::cli`), where `aip-ca man` reads it too.
 
 use std::io::Write;
 use std::path::Path;

@@ -284,7 +284,6 @@ fn report_relay_error(direction: &str, error: &io::Error) {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
 
     #[test]
