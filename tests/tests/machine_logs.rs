@@ -9,6 +9,8 @@
 //! - `aip-proxy --serve` with `AIP_LOG_FORMAT=json`: every line, its start notice and its
 //!   last words at SIGTERM included, is a JSON object without ESC, and neither the wrong token
 //!   sent to it nor the registry credential of its policy appears.
+//! - `aip-agent --log-format json` that cannot start: its one error line is a JSON `ERROR`
+//!   event, where text logs have `error:` and `hint:` lines.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 use std::io::{BufRead as _, BufReader};
@@ -17,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aip_tests::{Authority, aip_proxy, command, free_port, init_authority, isolated, within};
+use aip_tests::{Authority, aip_agent, aip_proxy, command, free_port, init_authority, isolated, within};
 use serde_json::Value;
 
 /// A bearer token that is not the authority's (shaped like one).
@@ -364,4 +366,39 @@ spec:
         .unwrap();
     assert_eq!(notice["target"], "aip::notice", "{notice}");
     assert!(notice["message"].as_str().unwrap().contains(&mcp), "{notice}");
+}
+
+#[test]
+fn aip_agents_error_is_a_json_line_in_json_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-agent");
+    let run = |format: &str| {
+        isolated(aip_agent())
+            .arg("--agent-dir")
+            .arg(&missing)
+            .args(["--audience", "files-proxy", "--log-format", format, "--", "cat"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let json = run("json");
+    assert_eq!(json.status.code(), Some(1));
+    let lines: Vec<String> = String::from_utf8(json.stderr)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let logged = json_lines(&lines, &[]);
+    assert_eq!(logged.len(), 1, "{lines:?}");
+    assert_eq!(logged[0]["level"], "ERROR", "{lines:?}");
+    assert_eq!(logged[0]["target"], "aip::notice", "{lines:?}");
+    assert!(
+        logged[0]["message"].as_str().unwrap().contains("no-such-agent"),
+        "{lines:?}"
+    );
+
+    let text = run("text");
+    assert_eq!(text.status.code(), Some(1));
+    let text = String::from_utf8(text.stderr).unwrap();
+    assert!(text.starts_with("error: ") && text.contains("no-such-agent"), "{text}");
 }
