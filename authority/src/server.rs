@@ -63,8 +63,9 @@ impl Authority {
     }
 
     /// The routes of both services on one router, with the registry's limits, fallbacks and
-    /// metrics, the rate limits (unless turned off), and the early `413` for a declared body
-    /// past the limit.
+    /// metrics, the rate limits (unless turned off), the early `413` for a declared body past
+    /// the limit, and around all of them the request id and log span of every request
+    /// ([`aip_http::request_id`]).
     pub fn router(&self) -> axum::Router {
         let router =
             aip_registry::http::router_with(self.registry.clone(), aip_issuer::http::routes(self.issuer.clone()));
@@ -75,6 +76,7 @@ impl Authority {
         router
             .layer(middleware::from_fn(aip_http::refuse_oversized_bodies))
             .layer(DefaultBodyLimit::max(aip_http::MAX_BODY_BYTES))
+            .layer(middleware::from_fn(aip_http::request_id::trace_requests))
     }
 
     /// Serves until `shutdown` completes, then lets requests in flight finish (for at most

@@ -2,9 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::commands::{agents, authority, issuer, keygen, token, tokens, verify};
+use crate::manuals;
+use crate::output::{CliError, print_line};
 
 /// Operate the AIP identity authority for AI agents.
 #[derive(Parser)]
@@ -55,6 +57,18 @@ enum Command {
     Keygen(keygen::Args),
     /// Verify an AAT against a JWKS and print its claims.
     Verify(verify::Args),
+    /// Print the completion script of aip-ca for a shell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages of aip-ca, aip-agent and aip-proxy (one per subcommand too).
+    #[command(hide = true)]
+    Man {
+        /// The directory to write them to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -82,9 +96,47 @@ pub fn main() -> ExitCode {
         Command::Audit(AuditCommand::Verify(args)) => authority::audit_verify(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Completions { shell } => {
+            manuals::print_completions(shell, command(), "aip-ca").map(|()| ExitCode::SUCCESS)
+        }
+        Command::Man { out } => write_manuals(&out),
     };
     match result {
         Ok(code) => code,
         Err(error) => error.report(),
+    }
+}
+
+/// The definition of `aip-ca`'s command line, for manual pages and completion scripts.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// `aip-ca man --out DIR`: the pages of the three programs; prints the files written, one
+/// path a line.
+fn write_manuals(dir: &std::path::Path) -> Result<ExitCode, CliError> {
+    let programs = [command(), crate::agent::command(), aip_proxy_verifier::cli::command()];
+    for path in manuals::write_pages(dir, programs)? {
+        print_line(path.display())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn completions_take_a_known_shell() {
+        for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+            assert!(Cli::try_parse_from(["aip-ca", "completions", shell]).is_ok(), "{shell}");
+        }
+        assert!(Cli::try_parse_from(["aip-ca", "completions", "tcsh"]).is_err());
+        assert!(Cli::try_parse_from(["aip-ca", "completions"]).is_err());
     }
 }

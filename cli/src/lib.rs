@@ -13,6 +13,7 @@
 mod agent_dir;
 mod commands;
 mod logging;
+mod manuals;
 mod output;
 mod passphrase;
 mod remote;

@@ -1,5 +1,6 @@
 //! How the CLI reports: results on stdout, one `error:` line (plus an optional `hint:`) on
-//! stderr, and an exit status.
+//! stderr, and an exit status. Once a command has chosen JSON logs, its warnings and its error
+//! are log events instead (docs/decisions.md, "Logs for machines").
 
 use std::fmt::Display;
 use std::io::Write as _;
@@ -38,6 +39,13 @@ impl CliError {
     }
 
     pub(crate) fn report(self) -> ExitCode {
+        if aip_http::logs::json() {
+            match &self.hint {
+                Some(hint) => tracing::error!(target: aip_http::logs::NOTICE_TARGET, hint = %hint, "{}", self.message),
+                None => tracing::error!(target: aip_http::logs::NOTICE_TARGET, "{}", self.message),
+            }
+            return ExitCode::from(self.code);
+        }
         let mut stderr = std::io::stderr().lock();
         // One line each: flatten any newline a message might carry.
         let _ = writeln!(stderr, "error: {}", self.message.replace('\n', " "));
@@ -65,9 +73,13 @@ pub(crate) fn print_line(line: impl Display) -> Result<(), CliError> {
     writeln!(std::io::stdout().lock(), "{line}").map_err(|e| CliError::new(format!("cannot write output: {e}")))
 }
 
-/// Prints a `warning:` line to stderr.
+/// Prints a `warning:` line to stderr (a `warn` event when logs are JSON).
 pub(crate) fn warn(message: impl Display) {
-    let _ = writeln!(std::io::stderr().lock(), "warning: {message}");
+    if aip_http::logs::json() {
+        tracing::warn!(target: aip_http::logs::NOTICE_TARGET, "{message}");
+    } else {
+        let _ = writeln!(std::io::stderr().lock(), "warning: {message}");
+    }
 }
 
 /// A time as RFC 3339 text.

@@ -13,10 +13,14 @@
 //! - [`ClientAdmission`]: limits keyed by the client a request speaks for, which only its
 //!   handler learns (the agent named in a token request).
 //! - [`connections`]: how many connections a listener serves and how slow they may be.
+//! - [`request_id`]: the id of every request, on its log span and in `X-Request-Id`;
+//!   [`logs`]: how the long-running programs log (filter, text or JSON lines).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod connections;
+pub mod logs;
+pub mod request_id;
 
 use aip_api::ErrorBody;
 use axum::Json;

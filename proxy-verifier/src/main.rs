@@ -1,197 +1,48 @@
-//! `aip-proxy`: wraps an MCP server and enforces an `AgentPolicy` on every message.
+//! `aip-proxy`: wraps an MCP server and enforces an `AgentPolicy` on every message. Its command
+//! line is defined in the library (`aip_proxy_verifier::cli`), where `aip-ca man` reads it too.
 
 use std::io::Write;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use aip_aat::checkpoint::{CheckpointError, TrustedKeys, Unsigned};
-use aip_proxy_verifier::front::{FrontDoorOptions, HttpUpstream, TlsFiles, Upstream, UpstreamHeader};
+use aip_proxy_verifier::cli::{ArgsMode, AuditCommand, Cli, Command, PolicyCommand};
+use aip_proxy_verifier::front::{FrontDoorOptions, HttpUpstream, TlsFiles, Upstream};
 use aip_proxy_verifier::hitl::PromptMode;
 use aip_proxy_verifier::policy::{self, Policy, SignaturePolicy};
-use aip_proxy_verifier::relay::{AuditArgs, DEFAULT_MAX_MESSAGE, RelayOptions};
+use aip_proxy_verifier::relay::{AuditArgs, RelayOptions};
 use aip_proxy_verifier::run::{ProxyOptions, load_policy, run};
 use aip_proxy_verifier::{audit, keys};
 
-use clap::{Parser, Subcommand, ValueEnum};
-
-/// Wraps an MCP server: every JSON-RPC message passes the policy, DLP and the audit log. Over
-/// stdio (--target), or as a Streamable HTTP front door (--serve) for a remote server
-/// (--upstream) or a stdio one.
-#[derive(Debug, Parser)]
-#[command(name = "aip-proxy", version, args_conflicts_with_subcommands = true)]
-struct Cli {
-    /// The AgentPolicy YAML file.
-    #[arg(long, env = "AIP_POLICY")]
-    policy: Option<PathBuf>,
-    /// The MCP server command, run with /bin/sh -c (with --serve: one process per session).
-    #[arg(long, conflicts_with = "upstream")]
-    target: Option<String>,
-    /// Serve MCP over Streamable HTTP at ADDR (path /mcp) instead of stdio.
-    #[arg(long, value_name = "ADDR")]
-    serve: Option<SocketAddr>,
-    /// The remote MCP server (Streamable HTTP) the front door fronts.
-    #[arg(long, value_name = "URL", requires = "serve")]
-    upstream: Option<String>,
-    /// The front door's canonical resource URI, as clients reach it (behind a load balancer)
-    /// [default: http(s)://ADDR/mcp].
-    #[arg(long, value_name = "URL", requires = "serve")]
-    public_url: Option<String>,
-    /// A header sent with every upstream request (its credentials): NAME=file:PATH or
-    /// NAME=env:VAR. Repeatable.
-    #[arg(long, value_name = "NAME=SOURCE", requires = "upstream", value_parser = UpstreamHeader::parse)]
-    upstream_header: Vec<UpstreamHeader>,
-    /// The CA (PEM) the upstream's certificate must chain to, instead of the system roots.
-    #[arg(long, value_name = "FILE", requires = "upstream")]
-    upstream_ca: Option<PathBuf>,
-    /// The front door's TLS certificate chain (PEM); required off loopback.
-    #[arg(long, value_name = "FILE", requires_all = ["serve", "tls_key"])]
-    tls_cert: Option<PathBuf>,
-    /// The front door's TLS private key (PEM).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// A browser origin allowed to call the front door besides its own (`Origin` header).
-    /// Repeatable.
-    #[arg(long, value_name = "ORIGIN", requires = "serve")]
-    allow_origin: Vec<String>,
-    /// Append-only, hash-chained audit log (JSON Lines).
-    #[arg(long)]
-    audit: Option<PathBuf>,
-    /// Key file (as `aip-ca keygen` writes it) that signs the audit log's checkpoints.
-    #[arg(long, value_name = "FILE", env = "AIP_AUDIT_KEY", requires = "audit")]
-    audit_key: Option<PathBuf>,
-    /// First line: the passphrase of the audit key file [default: AIP_PASSPHRASE].
-    #[arg(long, value_name = "FILE", requires = "audit_key")]
-    audit_key_passphrase_file: Option<PathBuf>,
-    /// Records between two signed checkpoints of the audit log (besides the one at exit).
-    #[arg(long, value_name = "N", default_value_t = audit::DEFAULT_CHECKPOINT_EVERY,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    audit_checkpoint_every: u64,
-    /// Log every decision on stderr.
-    #[arg(long, short)]
-    verbose: bool,
-    /// Check the policy and exit.
-    #[arg(long)]
-    validate: bool,
-    /// Print an MCP client configuration (Cursor) that runs this proxy, and exit.
-    #[arg(long)]
-    generate_cursor_config: bool,
-    /// Ed25519 public key (PEM, JWK or base64) that must have signed the policy.
-    #[arg(long, env = "AIP_POLICY_KEY")]
-    policy_key: Option<PathBuf>,
-    /// Serve approvals, /v1/validate, /health and /metrics on this loopback address.
-    #[arg(long)]
-    listen: Option<SocketAddr>,
-    /// File holding the bearer token of the HTTP API (created, mode 0600, when missing).
-    /// `AIP_PROXY_TOKEN` takes precedence.
-    #[arg(long)]
-    token_file: Option<PathBuf>,
-    /// Never open desktop approval dialogs (approve over HTTP instead).
-    #[arg(long)]
-    no_prompt: bool,
-    /// Largest accepted message in bytes, each direction.
-    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE)]
-    max_message_size: usize,
-    /// How tool arguments are recorded in the audit log.
-    #[arg(long, value_enum, default_value_t = ArgsMode::Hash)]
-    audit_args: ArgsMode,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum ArgsMode {
-    /// Only a SHA-256 of the canonical arguments.
-    Hash,
-    /// The arguments with DLP patterns redacted and long strings cut.
-    Redacted,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Audit log tools.
-    Audit {
-        #[command(subcommand)]
-        command: AuditCommand,
-    },
-    /// Policy signing tools.
-    Policy {
-        #[command(subcommand)]
-        command: PolicyCommand,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum AuditCommand {
-    /// Check the hash chain and its signed checkpoints; report the first broken link.
-    Verify {
-        /// The audit log.
-        file: PathBuf,
-        /// The audit key that signs checkpoints: its public key (PEM or JWK) or its key file
-        /// (only its key id is read; no passphrase is needed).
-        #[arg(long, value_name = "FILE")]
-        key: Option<PathBuf>,
-        /// Accept records after the last signed checkpoint (a log still being written).
-        #[arg(long)]
-        allow_unsigned_tail: bool,
-        /// Accept a log without any signed checkpoint (written without an audit key).
-        #[arg(long)]
-        allow_unsigned: bool,
-        /// Print machine-readable JSON.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum PolicyCommand {
-    /// Create an Ed25519 key pair for signing policies.
-    Keygen {
-        /// Where to write the private key (PKCS#8 PEM, mode 0600).
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Print the `metadata.signature` value for a policy.
-    Sign {
-        /// The private key made by `policy keygen`.
-        #[arg(long)]
-        key: PathBuf,
-        /// The policy file.
-        file: PathBuf,
-    },
-    /// Print the policy hash (spec 5.2).
-    Hash {
-        /// The policy file.
-        file: PathBuf,
-    },
-}
+use aip_http::logs::{self, LogFormat};
+use clap::Parser as _;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.log_format);
     match dispatch(cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(message) => {
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "aip-proxy: {message}");
+            if logs::json() {
+                tracing::error!(target: logs::NOTICE_TARGET, "{message}");
+            } else {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "aip-proxy: {message}");
+            }
             ExitCode::from(2)
         }
     }
 }
 
-fn init_logging(verbose: bool) {
-    let default = if verbose { "debug" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AIP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+fn init_logging(verbose: bool, format: LogFormat) {
+    logs::init(format, if verbose { "debug" } else { "warn" });
 }
 
 fn dispatch(cli: Cli) -> Result<i32, String> {
+    if let Some(shell) = cli.completions {
+        aip_proxy_verifier::cli::write_completions(shell, &mut std::io::stdout().lock()).map_err(|e| e.to_string())?;
+        return Ok(0);
+    }
     match cli.command {
         Some(Command::Audit {
             command:

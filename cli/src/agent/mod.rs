@@ -26,13 +26,15 @@ use std::time::Duration;
 
 use aip_api::agent::AgentClientError;
 use aip_api::issuer::TokenFormat;
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser};
+use clap_complete::Shell;
 use rustix::process::{Pid, Signal};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tokio::sync::watch;
 
 use crate::commands::token::{ClientArgs, ENV_USER_API_KEY};
+use crate::logging::LogArgs;
 use crate::output::{CliError, warn};
 use crate::passphrase::ENV_PASSPHRASE;
 use relay::ClientOut;
@@ -87,16 +89,52 @@ struct Args {
     /// arguments; started directly, without a shell.
     #[arg(last = true, required_unless_present = "upstream", value_name = "COMMAND")]
     command: Vec<OsString>,
+    #[command(flatten)]
+    log: LogArgs,
 }
+
+/// The id of `--completions`, which [`command`] adds: the flags [`Args`] requires are not
+/// required with it (and other flags are ignored), so it is read before them.
+const COMPLETIONS: &str = "completions";
 
 /// Runs `aip-agent` on the process's arguments; the exit status to return.
 pub fn main() -> ExitCode {
     crate::install_crypto_provider();
-    let args = Args::parse();
+    let matches = command().get_matches();
+    if let Some(shell) = matches.get_one::<Shell>(COMPLETIONS) {
+        return match crate::manuals::print_completions(*shell, command(), "aip-agent") {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => error.report(),
+        };
+    }
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    args.log.init("warn");
     match run(&args) {
         Ok(code) => code,
         Err(error) => error.exit_code(EXIT_STARTUP).report(),
     }
+}
+
+/// The definition of `aip-agent`'s command line: what it parses, and its manual page and
+/// completion scripts.
+pub fn command() -> clap::Command {
+    Args::command()
+        .arg(
+            clap::Arg::new(COMPLETIONS)
+                .long(COMPLETIONS)
+                .value_name("SHELL")
+                .value_parser(clap::value_parser!(Shell))
+                .help("Print the completion script of aip-agent for SHELL and exit (other flags are then ignored)"),
+        )
+        .mut_arg("agent_dir", |arg| {
+            arg.required(false).required_unless_present(COMPLETIONS)
+        })
+        .mut_arg("audience", |arg| {
+            arg.required(false).required_unless_present(COMPLETIONS)
+        })
+        .mut_arg("command", |arg| {
+            arg.required_unless_present_any(["upstream", COMPLETIONS])
+        })
 }
 
 fn run(args: &Args) -> Result<ExitCode, CliError> {
@@ -247,13 +285,11 @@ fn report_relay_error(direction: &str, error: &io::Error) {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory as _;
-
     use super::*;
 
     #[test]
     fn flags_parse_and_the_command_follows_the_double_dash() {
-        Args::command().debug_assert();
+        command().debug_assert();
         let args = Args::try_parse_from([
             "aip-agent",
             "--agent-dir",
@@ -284,6 +320,55 @@ mod tests {
             "cat",
         ]);
         assert!(two_users.is_err(), "one user authorization at most");
+    }
+
+    #[test]
+    fn completions_need_none_of_the_required_flags() {
+        let matches = command()
+            .try_get_matches_from(["aip-agent", "--completions", "zsh"])
+            .unwrap();
+        assert_eq!(matches.get_one::<Shell>(COMPLETIONS), Some(&Shell::Zsh));
+        let with_env_flags =
+            command().try_get_matches_from(["aip-agent", "--completions", "bash", "--log-format", "json"]);
+        assert!(
+            with_env_flags.is_ok(),
+            "flags that may come from the environment do not stop it"
+        );
+        let missing = command().try_get_matches_from(["aip-agent", "--audience", "b", "--", "cat"]);
+        assert!(missing.is_err(), "--agent-dir is required without --completions");
+        let matches = command()
+            .try_get_matches_from(["aip-agent", "--agent-dir", "a", "--audience", "b", "--", "cat"])
+            .unwrap();
+        assert!(matches.get_one::<Shell>(COMPLETIONS).is_none());
+        assert!(Args::from_arg_matches(&matches).is_ok());
+    }
+
+    #[test]
+    fn the_log_format_is_a_flag() {
+        let json = Args::try_parse_from([
+            "aip-agent",
+            "--agent-dir",
+            "a",
+            "--audience",
+            "b",
+            "--log-format",
+            "json",
+            "--",
+            "cat",
+        ]);
+        assert!(json.is_ok());
+        let wrong = Args::try_parse_from([
+            "aip-agent",
+            "--agent-dir",
+            "a",
+            "--audience",
+            "b",
+            "--log-format",
+            "xml",
+            "--",
+            "cat",
+        ]);
+        assert!(wrong.is_err());
     }
 
     #[test]

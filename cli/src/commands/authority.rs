@@ -16,6 +16,7 @@ use aip_db::Database;
 use aip_db::audit::AuditError;
 use serde_json::json;
 
+use crate::logging::LogArgs;
 use crate::output::{CliError, EXIT_REJECTED, print_json, print_line, rfc3339, warn};
 use crate::passphrase::{Choice, PassphraseArgs};
 
@@ -208,6 +209,8 @@ pub(crate) struct ServeArgs {
     new: NewAuthorityArgs,
     #[command(flatten)]
     passphrase: PassphraseArgs,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 fn absolute(path: PathBuf) -> Result<PathBuf, CliError> {
@@ -215,7 +218,7 @@ fn absolute(path: PathBuf) -> Result<PathBuf, CliError> {
 }
 
 pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
-    crate::logging::init();
+    args.log.init("info");
     runtime()?.block_on(serve_async(args))
 }
 

@@ -2,7 +2,6 @@
 //! must name, is known when the AAT checks start), TLS required off loopback, the connection
 //! limits and timeouts of `aip_http::connections`, and a graceful stop.
 
-use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -199,10 +198,9 @@ async fn serve_async(
             }
         }
     });
-    {
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "aip-proxy: MCP front door at {resource} (fronting {described})");
-    }
+    aip_http::logs::notice(format_args!(
+        "aip-proxy: MCP front door at {resource} (fronting {described})"
+    ));
     let listener = bound.listener;
     listener
         .set_nonblocking(true)
