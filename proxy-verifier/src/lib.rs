@@ -22,12 +22,14 @@
 //! - [`relay`] carries JSON-RPC between the client and the wrapped server, applying the policy;
 //! - [`front`] serves MCP over Streamable HTTP through the relay: tokens, sessions, streams;
 //! - [`server`] serves the optional HTTP API (health, metrics, validation, approvals);
-//! - [`run`] puts it together for `aip-proxy`: target process, signals, reload, shutdown.
+//! - [`run`] puts it together for `aip-proxy`: target process, signals, reload, shutdown;
+//! - [`client_config`] writes MCP client configurations that run the proxy (and `aip-agent`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod client_config;
 mod clock;
 pub mod dlp;
 pub mod engine;
