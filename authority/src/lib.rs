@@ -7,6 +7,7 @@
 //! - [`open`]: opening one, with the registry and the issuer wired together ([`Authority`]);
 //! - [`directory`]: where the two services meet in one process — the issuer's
 //!   `AgentDirectory` over the registry, the registry's `TokenKeys` over the issuer's keys;
+//! - [`ready`]: `GET /ready`, whether a replica should be sent traffic;
 //! - [`server`]: serving it, with the bounds of [`connections`] (how many, how slow) and the
 //!   [`rate_limit`]s of spec 8.4.2.
 //!
@@ -21,6 +22,7 @@ pub mod error;
 pub mod init;
 pub mod open;
 pub mod rate_limit;
+pub mod ready;
 pub mod server;
 
 pub use error::AuthorityError;

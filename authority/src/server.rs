@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::open::Authority;
 use crate::rate_limit;
+use crate::ready::Readiness;
 use aip_http::connections::Admission;
 
 /// How long requests in flight may run on after a stop is asked for.
@@ -62,13 +63,14 @@ impl Authority {
         Ok(addr)
     }
 
-    /// The routes of both services on one router, with the registry's limits, fallbacks and
-    /// metrics, the rate limits (unless turned off), the early `413` for a declared body past
-    /// the limit, and around all of them the request id and log span of every request
-    /// ([`aip_http::request_id`]).
+    /// The routes of both services and `/ready` on one router, with the registry's limits,
+    /// fallbacks and metrics, the rate limits (unless turned off), the early `413` for a
+    /// declared body past the limit, and around all of them the request id and log span of
+    /// every request ([`aip_http::request_id`]).
     pub fn router(&self) -> axum::Router {
-        let router =
-            aip_registry::http::router_with(self.registry.clone(), aip_issuer::http::routes(self.issuer.clone()));
+        let readiness = Readiness::new(self.database.clone(), self.registry.clone(), self.issuer.clone());
+        let extra = aip_issuer::http::routes(self.issuer.clone()).merge(readiness.routes());
+        let router = aip_registry::http::router_with(self.registry.clone(), extra);
         let router = match &self.rate_limits {
             Some(limits) => router.layer(middleware::from_fn_with_state(limits.clone(), rate_limit::limit)),
             None => router,

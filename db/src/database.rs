@@ -12,8 +12,8 @@ use crate::checkpoint::Checkpointer;
 use crate::error::{DbError, backend};
 use crate::{nodelay, sqlite};
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+pub(crate) static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+pub(crate) static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// The database engine behind a [`Database`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +52,8 @@ pub struct Database {
 
     /// On PostgreSQL, the URL the version watcher connects to (`crate::notices`).
     pub(crate) listen_url: Option<String>,
+    /// On SQLite, the file opened (readiness checks it is still in place).
+    pub(crate) opened_file: Option<sqlite::OpenedFile>,
 }
 
 impl std::fmt::Debug for Database {
@@ -73,6 +75,7 @@ impl Database {
         } else {
             return Err(DbError::Conflict("database URL must start with sqlite: or postgres:"));
         };
+        let mut opened_file = None;
         let (readers, writer) = match dialect {
             Dialect::Sqlite => {
                 sqlite::create_private_file(url)?;
@@ -80,6 +83,7 @@ impl Database {
                 // Migrations (and the WAL switch) first, on the writer, before readers open.
                 SQLITE_MIGRATIONS.run(&writer).await.map_err(backend)?;
                 let readers = sqlite::pool(8, false).connect(url).await.map_err(backend)?;
+                opened_file = sqlite::file_path(url).and_then(|path| sqlite::OpenedFile::at(&path));
                 tokio::spawn(sqlite::checkpoint_wal(readers.clone(), writer.clone()));
                 (readers, writer)
             }
@@ -103,6 +107,7 @@ impl Database {
             checkpoints: None,
 
             listen_url,
+            opened_file,
         })
     }
 

@@ -10,6 +10,10 @@ pub enum DbError {
     /// Stored data could not be read back, or a write was put together wrongly.
     #[error("stored data is corrupt: {0}")]
     Corrupt(&'static str),
+    /// The database is not the one opened, or not in the state this build needs; the text
+    /// says how.
+    #[error("database unavailable: {0}")]
+    Unavailable(&'static str),
     /// The database failed. The source is for logs, never for clients.
     #[error("database error")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -2,7 +2,7 @@
 //! the SQL dialect ([`Database`]), the embedded migrations, several statements in one round
 //! trip ([`Script`]), the write transaction that takes the authority lock and appends to the
 //! audit chain ([`Write`]), the audit table itself ([`audit`]) and its signed checkpoints
-//! ([`Checkpointer`]).
+//! ([`Checkpointer`]), and what readiness asks of it ([`Database::unapplied_migrations`]).
 //!
 //! One body of SQL serves SQLite (the embedded default) and PostgreSQL through sqlx's `Any`
 //! driver, each engine with its own migrations. Placeholders are `$N` (both engines accept
@@ -26,6 +26,7 @@ mod database;
 mod error;
 mod nodelay;
 mod notices;
+mod ready;
 mod script;
 mod sqlite;
 mod write;

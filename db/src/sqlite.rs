@@ -1,5 +1,6 @@
-//! SQLite's connection settings and write-ahead-log upkeep.
+//! SQLite's connection settings, write-ahead-log upkeep, and the identity of the file opened.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 use std::time::Duration;
 
@@ -60,6 +61,49 @@ pub(crate) fn create_private_file(url: &str) -> Result<(), DbError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(backend(e)),
     }
+}
+
+/// The path of the database file `url` names; `None` for an in-memory database.
+pub(crate) fn file_path(url: &str) -> Option<PathBuf> {
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let path = options.get_filename();
+    (!path.as_os_str().is_empty() && path.as_os_str() != ":memory:").then(|| path.to_owned())
+}
+
+/// The identity of the SQLite file a database opened: its path, and (on Unix) its device and
+/// inode, so that a file removed or replaced under the running server is noticed. The server's
+/// connections keep the old file open and answer on, but what they write is lost.
+#[derive(Clone, Debug)]
+pub(crate) struct OpenedFile {
+    path: PathBuf,
+    id: Option<(u64, u64)>,
+}
+
+impl OpenedFile {
+    /// The file at `path` as it is now; `None` when it cannot be read.
+    pub(crate) fn at(path: &Path) -> Option<Self> {
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(Self {
+            path: path.to_owned(),
+            id: file_id(&metadata),
+        })
+    }
+
+    /// Whether the file at the path is still this one.
+    pub(crate) fn in_place(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|now| file_id(&now) == self.id)
+    }
+}
+
+#[cfg(unix)]
+fn file_id(metadata: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    Some((metadata.dev(), metadata.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
 }
 
 /// Checkpoints the SQLite write-ahead log every half second, until the pool closes. PASSIVE
@@ -164,6 +208,7 @@ mod tests {
             checkpoints: None,
 
             listen_url: None,
+            opened_file: None,
         };
         sqlx::query("CREATE TABLE scratch (n INTEGER PRIMARY KEY, v BLOB)")
             .execute(&store.writer)

@@ -11,6 +11,7 @@ use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 
 use crate::audit;
+use crate::client_config::ClientKind;
 use crate::front::UpstreamHeader;
 use crate::relay::DEFAULT_MAX_MESSAGE;
 
@@ -72,9 +73,24 @@ pub struct Cli {
     /// Check the policy and exit.
     #[arg(long)]
     pub validate: bool,
-    /// Print an MCP client configuration (Cursor) that runs this proxy, and exit.
-    #[arg(long)]
+    /// Print a complete MCP client configuration that runs this proxy (behind aip-agent when the
+    /// policy requires AATs), and exit.
+    #[arg(long, value_name = "CLIENT", value_enum)]
+    pub generate_client_config: Option<Client>,
+    /// The same as --generate-client-config cursor.
+    #[arg(long, conflicts_with = "generate_client_config")]
     pub generate_cursor_config: bool,
+    /// With --generate-client-config, for a policy that requires AATs: the agent directory
+    /// (`aip-ca register-agent --out-dir`).
+    #[arg(long, value_name = "DIR")]
+    pub agent_dir: Option<PathBuf>,
+    /// With --generate-client-config, for a policy that requires AATs: the token issuer's URL.
+    #[arg(long, value_name = "URL")]
+    pub issuer: Option<String>,
+    /// With --generate-client-config, for a policy that requires AATs: the file holding the
+    /// user's API key (omit for an autonomous agent).
+    #[arg(long, value_name = "FILE")]
+    pub user_api_key_file: Option<PathBuf>,
     /// Ed25519 public key (PEM, JWK or base64) that must have signed the policy.
     #[arg(long, env = "AIP_POLICY_KEY")]
     pub policy_key: Option<PathBuf>,
@@ -104,6 +120,27 @@ pub struct Cli {
     /// A tool to run instead of the proxy.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// The MCP clients whose configuration `--generate-client-config` writes.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Client {
+    /// Claude Desktop (claude_desktop_config.json) and Claude Code (.mcp.json).
+    Claude,
+    /// Cursor (~/.cursor/mcp.json).
+    Cursor,
+    /// VS Code (.vscode/mcp.json).
+    Vscode,
+}
+
+impl From<Client> for ClientKind {
+    fn from(client: Client) -> Self {
+        match client {
+            Client::Claude => Self::Claude,
+            Client::Cursor => Self::Cursor,
+            Client::Vscode => Self::Vscode,
+        }
+    }
 }
 
 /// `--audit-args`: how tool arguments are recorded in the audit log.

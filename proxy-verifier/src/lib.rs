@@ -24,12 +24,14 @@
 //! - [`server`] serves the optional HTTP API (health, metrics, validation, approvals);
 //! - [`run`] puts it together for `aip-proxy`: target process, signals, reload, shutdown;
 //! - [`cli`] defines `aip-proxy`'s command line (for the binary, its manual page and completions).
+//! - [`client_config`] writes MCP client configurations that run the proxy (and `aip-agent`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod audit;
 pub mod cli;
+pub mod client_config;
 mod clock;
 pub mod dlp;
 pub mod engine;

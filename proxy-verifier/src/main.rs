@@ -2,11 +2,12 @@
 //! line is defined in the library (`aip_proxy_verifier::cli`), where `aip-ca man` reads it too.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use aip_aat::checkpoint::{CheckpointError, TrustedKeys, Unsigned};
-use aip_proxy_verifier::cli::{ArgsMode, AuditCommand, Cli, Command, PolicyCommand};
+use aip_proxy_verifier::cli::{ArgsMode, AuditCommand, Cli, Client, Command, PolicyCommand};
+use aip_proxy_verifier::client_config::{self, AgentSide, ClientKind, ProxySide};
 use aip_proxy_verifier::front::{FrontDoorOptions, HttpUpstream, TlsFiles, Upstream};
 use aip_proxy_verifier::hitl::PromptMode;
 use aip_proxy_verifier::policy::{self, Policy, SignaturePolicy};
@@ -99,9 +100,24 @@ fn dispatch(cli: Cli) -> Result<i32, String> {
     if front_door.is_none() && target.is_none() {
         return Err("--target \"COMMAND\" (or --serve ADDR) is required (see --help)".into());
     }
-    if cli.generate_cursor_config {
-        let target = target.ok_or("--generate-cursor-config needs --target")?;
-        return cursor_config(&policy_path, &target);
+    let client = cli
+        .generate_client_config
+        .or(cli.generate_cursor_config.then_some(Client::Cursor));
+    if let Some(client) = client {
+        let target = target.ok_or("--generate-client-config needs --target")?;
+        let proxy = ProxySide {
+            aip_proxy: std::env::current_exe().map_err(|e| format!("cannot locate aip-proxy: {e}"))?,
+            policy: policy_path,
+            policy_key: cli.policy_key,
+            target,
+        };
+        let agent = AgentSide {
+            aip_agent: beside_this("aip-agent"),
+            agent_dir: cli.agent_dir,
+            issuer: cli.issuer,
+            user_api_key_file: cli.user_api_key_file,
+        };
+        return client_config(client.into(), key.as_ref(), &proxy, &agent);
     }
     let audit_key = match &cli.audit_key {
         Some(path) => Some(audit::CheckpointKey {
@@ -190,22 +206,32 @@ fn validate(path: &Path, key: Option<&aip_aat::keys::PublicKey>) -> Result<i32, 
     Ok(0)
 }
 
-fn cursor_config(policy: &Path, target: &str) -> Result<i32, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot locate aip-proxy: {e}"))?;
-    let policy = std::path::absolute(policy).map_err(|e| e.to_string())?;
-    // The signature is checked when the proxy runs (with its --policy-key); here only the shape.
-    match Policy::load(&policy, SignaturePolicy::NoKey) {
-        Ok(_) | Err(policy::PolicyError::Signature(_)) => {}
-        Err(e) => return Err(format!("{}: {e}", policy.display())),
+/// The file `name` in the directory of this executable, when it exists.
+fn beside_this(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    path.is_file().then_some(path)
+}
+
+fn client_config(
+    kind: ClientKind,
+    key: Option<&aip_aat::keys::PublicKey>,
+    proxy: &ProxySide,
+    agent: &AgentSide,
+) -> Result<i32, String> {
+    let policy = match key {
+        Some(key) => Policy::load(&proxy.policy, SignaturePolicy::Require(key)),
+        None => Policy::load(&proxy.policy, SignaturePolicy::NoKey),
     }
-    let config = serde_json::json!({
-        "mcpServers": {
-            "aip-protected-server": {
-                "command": exe.to_string_lossy(),
-                "args": ["--target", target, "--policy", policy.to_string_lossy()]
-            }
-        }
-    });
+    .map_err(|e| match e {
+        policy::PolicyError::Signature(_) if key.is_none() => format!(
+            "{}: the policy is signed: pass --policy-key, which the configuration passes on",
+            proxy.policy.display()
+        ),
+        e => format!("{}: {e}", proxy.policy.display()),
+    })?;
+    let (command, args) = client_config::launch(&policy, proxy, agent).map_err(|e| e.to_string())?;
+    let config = client_config::render(kind, &command, &args);
     let text = serde_json::to_string_pretty(&config).map_err(|e| e.to_string())?;
     writeln!(std::io::stdout().lock(), "{text}").map_err(|e| e.to_string())?;
     Ok(0)

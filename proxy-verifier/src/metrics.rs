@@ -20,10 +20,18 @@ pub const METRIC_DURATION: &str = "aip_request_duration_seconds";
 /// `aip_policy_hash{policy,hash}`: 1 for the policy in force, 0 for those replaced.
 pub const METRIC_POLICY_HASH: &str = "aip_policy_hash";
 
-const DURATION_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    10.0, 30.0, 60.0,
+/// Buckets of [`METRIC_DURATION`], in seconds: a policy-only decision takes about 10 µs, one
+/// with an AAT, its proof and DLP some 50 µs, a call under load a few ms, and a call held for
+/// approval (`action: ask`) up to its timeout (60 s by default). A histogram, not a summary, so
+/// that the series of several proxies add up; docs/proxy.md, "HTTP API" lists the buckets.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
+
+/// How often recorded latencies are folded into their histogram between scrapes, so that a
+/// proxy nobody scrapes does not keep every sample.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Installs the process-wide Prometheus recorder (once; later calls return the same handle)
 /// and describes the spec 6.4 metrics. `None` when another recorder was installed first.
@@ -31,19 +39,20 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let builder = match PrometheusBuilder::new().set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full(METRIC_DURATION.into()),
-                DURATION_BUCKETS,
-            ) {
-                Ok(builder) => builder,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics buckets refused; latency is reported as a summary");
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(METRIC_DURATION.into()),
+                    DURATION_BUCKETS,
+                )
+                // Refused only for an empty list of buckets, and this is a non-empty constant.
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "metrics buckets refused; latency is reported as a summary");
                     PrometheusBuilder::new()
-                }
-            };
+                });
             match builder.install_recorder() {
                 Ok(handle) => {
                     describe_metrics();
+                    keep_up(handle.clone());
                     Some(handle)
                 }
                 Err(e) => {
@@ -53,6 +62,22 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
             }
         })
         .clone()
+}
+
+/// Runs the recorder's upkeep every [`UPKEEP_INTERVAL`] on a thread of its own (the stdio
+/// relay has no async runtime).
+fn keep_up(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the metrics upkeep; the histogram is folded at each scrape");
+    }
 }
 
 fn describe_metrics() {

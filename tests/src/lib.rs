@@ -1,5 +1,5 @@
 //! Helpers for end-to-end tests: the `aip-ca` and `aip-agent` binaries, authority processes,
-//! test databases.
+//! test databases, and a reader of the Prometheus text format ([`exposition`]).
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
@@ -9,6 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+pub mod exposition;
 
 /// The environment variable naming the PostgreSQL server for tests.
 pub const POSTGRES_ENV: &str = "AIP_TEST_POSTGRES_URL";
@@ -303,6 +305,17 @@ impl PostgresDb {
             None => format!("{server}/{name}"),
         };
         Some(Self { admin_url, name, url })
+    }
+}
+
+impl PostgresDb {
+    /// Drops the database now, closing every connection to it (a server using it loses its
+    /// database).
+    pub fn drop_now(&self) {
+        execute_sql(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
     }
 }
 

@@ -31,6 +31,10 @@ pub(crate) struct UserArgs {
         group = "user"
     )]
     user_api_key: Option<String>,
+    /// A file holding the user's API key: keeps the key out of the command line and out of an
+    /// MCP client's configuration.
+    #[arg(long, value_name = "FILE", group = "user")]
+    user_api_key_file: Option<PathBuf>,
     /// A file holding the user's OpenID Connect ID token.
     #[arg(long, value_name = "FILE", group = "user")]
     oidc_id_token_file: Option<PathBuf>,
@@ -48,15 +52,14 @@ impl UserArgs {
                 token: SecretString::new(key.trim()),
             }));
         }
+        if let Some(path) = &self.user_api_key_file {
+            return Ok(Some(UserAuthorization::ApiKey {
+                token: SecretString::new(read_secret(path)?.trim()),
+            }));
+        }
         if let Some(path) = &self.oidc_id_token_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
-            let token = text.trim();
-            if token.is_empty() {
-                return Err(CliError::new(format!("{} is empty", path.display())));
-            }
             return Ok(Some(UserAuthorization::OidcIdToken {
-                token: SecretString::new(token),
+                token: SecretString::new(read_secret(path)?.trim()),
             }));
         }
         if self.local_user {
@@ -71,6 +74,17 @@ impl UserArgs {
         }
         Ok(None)
     }
+}
+
+/// The text of a file holding one secret (an API key, an ID token), not empty. Errors name the
+/// file, never its content.
+fn read_secret(path: &std::path::Path) -> Result<String, CliError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
+    if text.trim().is_empty() {
+        return Err(CliError::new(format!("{} is empty", path.display())));
+    }
+    Ok(text)
 }
 
 /// Which agent asks which issuer for which AAT: the flags `aip-ca token` and `aip-agent` share.
