@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
-use crate::commands::{agents, authority, issuer, keygen, token, tokens, verify};
+use crate::commands::{agents, authority, delegate, issuer, keygen, token, tokens, verify};
 use crate::manuals;
 use crate::output::{CliError, print_line};
 
@@ -45,6 +45,8 @@ enum Command {
     Revoke(issuer::RevokeArgs),
     /// Fetch an AAT for an agent (as the agent does at startup) and print it.
     Token(token::Args),
+    /// Hand part of a delegable AAT to a sub-agent, offline, signed with the agent's own key.
+    Delegate(delegate::Args),
     /// The token issuer's AAT signing keys.
     #[command(subcommand)]
     Keys(issuer::KeysCommand),
@@ -92,6 +94,7 @@ pub fn main() -> ExitCode {
         Command::Revoke(args) => issuer::revoke(args),
         Command::Keys(command) => issuer::keys(command),
         Command::Token(args) => token::run(args),
+        Command::Delegate(args) => delegate::run(args),
         Command::Crl(args) => tokens::crl(args),
         Command::Audit(AuditCommand::Verify(args)) => authority::audit_verify(args),
         Command::Keygen(args) => keygen::run(args),

@@ -106,6 +106,86 @@ fn the_authority_mints_delegable_aats_rooted_in_its_issuer_keys() {
     assert_eq!(chain.effective_claims().capabilities.tools, ["read_file"]);
     assert_eq!(chain.steps()[0].delegator.as_str(), planner.id);
 
+    // The same step through `aip-ca delegate`: the sub-agent named by its agent.json, then by
+    // its id looked up at the registry.
+    let held_file = authority.dir().join("planner.aat");
+    std::fs::write(&held_file, token).unwrap();
+    let delegate = |to: &str, tools: &str, out: &str| {
+        let out = authority.dir().join(out);
+        let output = run(&[
+            "delegate",
+            "--agent-dir",
+            planner.dir.to_str().unwrap(),
+            "--from",
+            held_file.to_str().unwrap(),
+            "--to",
+            to,
+            "--tools",
+            tools,
+            "--ttl",
+            "300",
+            "--out",
+            out.to_str().unwrap(),
+            "--registry",
+            &authority.url,
+            "--token",
+            &authority.admin,
+        ]);
+        (output, out)
+    };
+    let agent_json = helper.dir.join("agent.json");
+    for (to, out) in [
+        (agent_json.to_str().unwrap(), "by-file.aat"),
+        (helper.id.as_str(), "by-id.aat"),
+    ] {
+        let (output, out) = delegate(to, "read_file", out);
+        let summary: Value = serde_json::from_str(&ok(output)).unwrap();
+        assert_eq!(summary["delegatee"], helper.id.as_str(), "{summary}");
+        assert_eq!(summary["depth"], 2, "{summary}");
+        let written = std::fs::read_to_string(&out).unwrap();
+        let chain = delegation::verify(written.trim(), &roots, now(), 3).unwrap();
+        assert_eq!(chain.effective_claims().sub.as_str(), helper.id);
+        assert!(chain.effective_claims().exp <= now() + 300);
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    // `aip-ca verify` reads the chain against the authority's keys.
+    let delegated = std::fs::read_to_string(authority.dir().join("by-id.aat")).unwrap();
+    let verify = |audience: &str| {
+        run(&[
+            "verify",
+            "--aat",
+            delegated.trim(),
+            "--issuer-url",
+            &authority.url,
+            "--audience",
+            audience,
+            "--json",
+        ])
+    };
+    let verified: Value = serde_json::from_str(&ok(verify(AUDIENCE))).unwrap();
+    assert_eq!(verified["token_format"], "aat+biscuit", "{verified}");
+    assert_eq!(verified["claims"]["sub"], helper.id.as_str(), "{verified}");
+    assert_eq!(verified["issued"]["sub"], planner.id.as_str(), "{verified}");
+    assert_eq!(verified["steps"][0]["delegator"], planner.id.as_str(), "{verified}");
+    assert_eq!(verified["revocation_ids"].as_array().unwrap().len(), 2, "{verified}");
+    let elsewhere = verify("https://elsewhere.example/mcp");
+    assert_eq!(elsewhere.status.code(), Some(1), "{elsewhere:?}");
+    let refusal: Value = serde_json::from_slice(&elsewhere.stdout).unwrap();
+    assert_eq!(refusal["aat_error"], "audience_mismatch", "{refusal}");
+
+    // Widening is refused, not clamped, and writes nothing.
+    let (output, out) = delegate(&helper.id, "read_file,delete_file", "widened.aat");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("delegation_widened"),
+        "{output:?}"
+    );
+    assert!(!out.exists());
+    // An existing file is not overwritten.
+    let (output, _) = delegate(&helper.id, "read_file", "by-id.aat");
+    assert!(!output.status.success(), "{output:?}");
+
     // POST /oauth/token with `token_format`.
     let endpoint = format!("{}/oauth/token", authority.url);
     let assertion = create_client_assertion(&planner_key, &planner.id, &authority.url, now(), 60).unwrap();
