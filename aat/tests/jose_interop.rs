@@ -4,24 +4,16 @@
 //! interpreter or library fails the test; elsewhere the test reports itself skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
 #[test]
 fn independent_jose_library_agrees_with_the_vectors() {
-    let python = std::env::var("AIP_PYTHON").unwrap_or_else(|_| "python3".into());
-    let available = Command::new(&python)
-        .args(["-c", "import joserfc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !available {
-        let why = format!(
-            "`{python}` with joserfc is not available (python3 -m pip install -r tests/python/requirements.txt)"
-        );
-        assert!(std::env::var_os("CI").is_none(), "required under CI: {why}");
-        eprintln!("SKIPPED independent_jose_library_agrees_with_the_vectors: {why}");
+    let Some(python) = common::python_with("joserfc", "independent_jose_library_agrees_with_the_vectors") else {
         return;
-    }
+    };
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
     let out = Command::new(&python)
         .arg(here.join("interop/check_vectors.py"))

@@ -15,11 +15,13 @@
 //! - [`connections`]: how many connections a listener serves and how slow they may be.
 //! - [`request_id`]: the id of every request, on its log span and in `X-Request-Id`;
 //!   [`logs`]: how the long-running programs log (filter, text or JSON lines).
+//! - [`metrics_upkeep`]: the recorders' histograms folded on a schedule.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod connections;
 pub mod logs;
+pub mod metrics_upkeep;
 pub mod request_id;
 
 use aip_api::ErrorBody;

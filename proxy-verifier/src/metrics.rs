@@ -29,10 +29,6 @@ pub const DURATION_BUCKETS: &[f64] = &[
     0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
-/// How often recorded latencies are folded into their histogram between scrapes, so that a
-/// proxy nobody scrapes does not keep every sample.
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
-
 /// Installs the process-wide Prometheus recorder (once; later calls return the same handle)
 /// and describes the spec 6.4 metrics. `None` when another recorder was installed first.
 pub fn install_metrics() -> Option<PrometheusHandle> {
@@ -52,7 +48,7 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
             match builder.install_recorder() {
                 Ok(handle) => {
                     describe_metrics();
-                    keep_up(handle.clone());
+                    aip_http::metrics_upkeep::keep_up(handle.clone());
                     Some(handle)
                 }
                 Err(e) => {
@@ -62,22 +58,6 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
             }
         })
         .clone()
-}
-
-/// Runs the recorder's upkeep every [`UPKEEP_INTERVAL`] on a thread of its own (the stdio
-/// relay has no async runtime).
-fn keep_up(handle: PrometheusHandle) {
-    let spawned = std::thread::Builder::new()
-        .name("metrics-upkeep".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(UPKEEP_INTERVAL);
-                handle.run_upkeep();
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot start the metrics upkeep; the histogram is folded at each scrape");
-    }
 }
 
 fn describe_metrics() {

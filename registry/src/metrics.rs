@@ -6,7 +6,6 @@
 //! the same in every replica; docs/registry.md, "Metrics" lists them.
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -40,10 +39,6 @@ pub const CRL_GENERATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// How often recorded latencies are folded into their histograms between scrapes, so that an
-/// authority nobody scrapes does not keep every sample.
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
-
 /// The process's Prometheus recorder, installed on first use. `None` if another recorder was
 /// installed first (then `/metrics` says so instead of failing).
 pub fn handle() -> Option<&'static PrometheusHandle> {
@@ -54,7 +49,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             describe();
-            keep_up(handle.clone());
+            aip_http::metrics_upkeep::keep_up(handle.clone());
             Some(handle)
         })
         .as_ref()
@@ -94,20 +89,4 @@ fn describe() {
         "Time to make, sign and store a CRL"
     );
     metrics::describe_gauge!(EVENT_SUBSCRIBERS, "Open revocation event streams");
-}
-
-/// Runs the recorder's upkeep every [`UPKEEP_INTERVAL`] on a thread of its own (the recorder
-/// may be installed outside any async runtime).
-fn keep_up(handle: PrometheusHandle) {
-    let spawned = std::thread::Builder::new()
-        .name("metrics-upkeep".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(UPKEEP_INTERVAL);
-                handle.run_upkeep();
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot start the metrics upkeep; histograms are folded at each scrape");
-    }
 }

@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: deterministic keys and identifiers from labels.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! Helpers shared by the integration tests: deterministic keys and identifiers from labels, and
+//! the Python interpreter the independent checks run.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use aip_aat::ids::AgentId;
 use aip_aat::keys::KeyPair;
@@ -35,4 +36,23 @@ impl Seeds {
     pub(crate) fn agent_id(&self, label: &str) -> AgentId {
         format!("ag_{}", self.uuid(label)).parse().unwrap()
     }
+}
+
+/// The Python interpreter (`AIP_PYTHON`, else `python3`) when it can import `module`; `None`
+/// when it cannot, after reporting `test` skipped — which fails under `CI`, where the
+/// independent peers are required.
+pub(crate) fn python_with(module: &str, test: &str) -> Option<String> {
+    let python = std::env::var("AIP_PYTHON").unwrap_or_else(|_| "python3".into());
+    let available = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if available {
+        return Some(python);
+    }
+    let why =
+        format!("`{python}` with {module} is not available (python3 -m pip install -r tests/python/requirements.txt)");
+    assert!(std::env::var_os("CI").is_none(), "required under CI: {why}");
+    eprintln!("SKIPPED {test}: {why}");
+    None
 }
