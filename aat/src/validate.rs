@@ -111,22 +111,35 @@ impl VerifiedAat {
         {
             return Err(AatError::AgentKeyMismatch);
         } else {
-            return Ok(());
+            return self.check_chain_revocation(view, now);
         };
         Err(AatError::Revoked(revoked_by))
     }
 
-    /// Step 8: the agent must be registered, hold the key the token names, and be active.
+    /// For a delegable AAT, every agent on its chain as step 7 checks the last holder: not
+    /// revoked or suspended, and still holding the key it delegated with.
+    fn check_chain_revocation(&self, view: &dyn RevocationView, now: i64) -> Result<(), AatError> {
+        for (agent, key) in self.delegation().map(|d| d.agents.as_slice()).unwrap_or_default() {
+            if view.is_agent_revoked(agent) {
+                return Err(AatError::Revoked(RevokedBy::Agent));
+            }
+            if view.is_agent_suspended(agent) {
+                return Err(AatError::AgentInactive(AgentStatus::Suspended));
+            }
+            if view.key_valid_until(agent, key).is_some_and(|until| now > until) {
+                return Err(AatError::AgentKeyMismatch);
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 8: the agent must be registered, hold the key the token names, and be active; for
+    /// a delegable AAT, every agent on its chain, with the key it delegated with.
     pub fn check_agent(&self, agents: &dyn AgentRecords, now: i64) -> Result<(), AatError> {
         let agent = &self.claims().agent;
-        let record = agents.agent(&agent.id).ok_or_else(|| AatError::UnknownAgent {
-            agent_id: agent.id.to_string(),
-        })?;
-        if !record.accepts_key(&agent.public_key_thumbprint, now) {
-            return Err(AatError::AgentKeyMismatch);
-        }
-        if record.status != AgentStatus::Active {
-            return Err(AatError::AgentInactive(record.status));
+        check_agent_record(agents, &agent.id, &agent.public_key_thumbprint, now)?;
+        for (agent, key) in self.delegation().map(|d| d.agents.as_slice()).unwrap_or_default() {
+            check_agent_record(agents, agent, key, now)?;
         }
         Ok(())
     }
@@ -145,6 +158,20 @@ impl VerifiedAat {
                 ReplayError::Replayed | ReplayError::Full | ReplayError::Unavailable => AatError::ReplayDetected,
             })
     }
+}
+
+/// `agent_id` is registered, holds `key` at `now`, and is active.
+fn check_agent_record(agents: &dyn AgentRecords, agent_id: &AgentId, key: &KeyId, now: i64) -> Result<(), AatError> {
+    let record = agents.agent(agent_id).ok_or_else(|| AatError::UnknownAgent {
+        agent_id: agent_id.to_string(),
+    })?;
+    if !record.accepts_key(key, now) {
+        return Err(AatError::AgentKeyMismatch);
+    }
+    if record.status != AgentStatus::Active {
+        return Err(AatError::AgentInactive(record.status));
+    }
+    Ok(())
 }
 
 /// Everything validation consults besides the token and the [`Validation`] settings.

@@ -16,7 +16,7 @@ use crate::jsonrpc::{CallError, DelegationError};
 use crate::keys::KeyResolver;
 use crate::proof::{Call, ProofError, ProofMismatch, ProofValidation, verify_proof};
 use crate::replay::{ReplayCache, ReplayScope};
-use crate::token::{AatError, DelegationScope, UnverifiedAat, UserBinding, Validation, VerifiedAat};
+use crate::token::{AatError, DelegationChain, DelegationScope, UnverifiedAat, UserBinding, Validation, VerifiedAat};
 use crate::validate::{AgentRecords, RevocationView};
 
 /// Default number of verified AATs kept.
@@ -181,8 +181,11 @@ impl CallVerifier {
         {
             return Ok(cached);
         }
-        let fresh = UnverifiedAat::parse_hashed(token, hash)
-            .and_then(|t| t.verify(&*self.keys, &*self.clock, &self.validation));
+        let fresh = if crate::delegation::is_delegable(token) {
+            self.verify_delegated(token, hash, now)
+        } else {
+            UnverifiedAat::parse_hashed(token, hash).and_then(|t| t.verify(&*self.keys, &*self.clock, &self.validation))
+        };
         match fresh {
             Ok(fresh) => {
                 let fresh = Arc::new(fresh);
@@ -194,6 +197,43 @@ impl CallVerifier {
                 Err(e)
             }
         }
+    }
+
+    /// A delegable AAT (`aat+biscuit`): its chain against the issuer keys the resolver publishes
+    /// as roots ([`KeyResolver::delegation_root`]), then what its last delegatee holds as a JWT
+    /// AAT's claims are checked. Proofs must then be by the last delegatee's key (`cnf.jkt`), and
+    /// the registry checks cover every agent on the chain ([`VerifiedAat::delegation`]).
+    fn verify_delegated(&self, token: &str, hash: [u8; 32], now: i64) -> Result<VerifiedAat, AatError> {
+        let roots = |id: u32| self.keys.delegation_root(id);
+        let chain =
+            crate::delegation::verify(token, &roots, now, self.validation.max_delegation_depth()).map_err(|e| {
+                AatError::Delegation {
+                    code: e.aat_error(),
+                    reason: e.to_string(),
+                }
+            })?;
+        let root = chain.root_claims();
+        let agents = std::iter::once((root.sub.clone(), root.confirmation_thumbprint().clone()))
+            .chain(
+                chain
+                    .steps()
+                    .iter()
+                    .map(|s| (s.delegatee.clone(), s.delegatee_key.clone())),
+            )
+            .collect();
+        let links = DelegationChain {
+            agents,
+            revocation_ids: chain.revocation_ids().map(str::to_owned).collect(),
+            depth: chain.depth(),
+        };
+        VerifiedAat::delegated(
+            chain.effective_claims().clone(),
+            chain.root_key().clone(),
+            hash,
+            links,
+            now,
+            &self.validation,
+        )
     }
 
     /// A DPoP proof (RFC 9449) of the HTTP `request` that carries `aat`: well formed, signed by

@@ -283,7 +283,9 @@ impl Identity {
         clock: Arc<dyn Clock>,
         replay: Arc<dyn ReplayCache>,
     ) -> Self {
-        let mut validation = Validation::new(aat.audience.clone()).with_leeway(aat.clock_skew.as_secs());
+        let mut validation = Validation::new(aat.audience.clone())
+            .with_leeway(aat.clock_skew.as_secs())
+            .with_max_delegation_depth(aat.max_delegation_depth);
         if !aat.trusted_issuers.is_empty() {
             validation = validation.with_trusted_issuers(aat.trusted_issuers.iter().cloned());
         }
@@ -608,6 +610,10 @@ pub fn audit_fields(aat: &VerifiedAat, record: &mut crate::audit::Record) {
             .as_ref()
             .map(DelegationScope::as_str)
             .map(str::to_owned);
+    }
+    if let Some(chain) = aat.delegation() {
+        record.delegation_chain = Some(chain.agents.iter().map(|(agent, _)| agent.to_string()).collect());
+        record.delegation_revocation_ids = Some(chain.revocation_ids.clone());
     }
 }
 

@@ -414,6 +414,7 @@ fn aat_is_validated() {
             allowed_servers: Vec::new(),
             header_name: "X-AIP-AAT".into(),
             replay_store: ReplayStore::Local(None),
+            max_delegation_depth: 3,
         })
     );
 
@@ -443,6 +444,7 @@ fn aat_is_validated() {
             allowed_servers: Vec::new(),
             header_name: "X-Agent-Token".into(),
             replay_store: ReplayStore::Local(None),
+            max_delegation_depth: 3,
         })
     );
 }

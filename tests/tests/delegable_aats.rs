@@ -213,3 +213,163 @@ fn the_authority_mints_delegable_aats_rooted_in_its_issuer_keys() {
     assert_eq!(chain.effective_claims().sub.as_str(), planner.id);
     assert_eq!(chain.effective_claims().aud.as_slice(), [AUDIENCE]);
 }
+
+/// A `tools/call` of `read_file` carrying `token` and a per-call proof by `key`.
+fn read_file_call(id: u64, token: &str, key: &KeyPair, audience: &str) -> String {
+    let args = serde_json::json!({"path": "notes.txt"});
+    let call = aip_aat::proof::Call::tools_call("read_file", Some(&args));
+    let proof = aip_aat::proof::create_proof(key, token, &call, audience, now()).unwrap();
+    serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "method": "tools/call",
+        "params": {"name": "read_file", "arguments": args, "_aip_aat": token, "_aip_proof": proof},
+    })
+    .to_string()
+}
+
+#[test]
+fn a_sub_sub_agent_calls_through_the_proxy_until_a_link_of_its_chain_is_revoked() {
+    const PROXY: &str = "files-proxy";
+    let authority = Authority::start(None);
+    let a = authority.register("planner", "ed25519", "read_file");
+    let b = authority.register("helper", "p256", "read_file");
+    let c = authority.register("worker", "ed25519", "read_file");
+    let key =
+        |agent: &aip_tests::Agent| KeyPair::from_pkcs8_pem(&std::fs::read_to_string(&agent.pem).unwrap()).unwrap();
+    let (a_key, b_key, c_key) = (key(&a), key(&b), key(&c));
+    let (_, body) = http_get(&format!("{}/v1/jwks", authority.url), None);
+    let roots = issuer_roots(&serde_json::from_str(&body).unwrap());
+
+    let token_of = |agent: &aip_tests::Agent, format: &str| -> String {
+        let answer: Value = serde_json::from_str(&ok(run(&[
+            "token",
+            "--json",
+            "--issuer",
+            &authority.url,
+            "--audience",
+            PROXY,
+            "--agent-dir",
+            agent.dir.to_str().unwrap(),
+            "--token-format",
+            format,
+        ])))
+        .unwrap();
+        answer["aat"].as_str().unwrap().to_owned()
+    };
+    let held_by_a = token_of(&a, "aat+biscuit");
+    let a_jwt = token_of(&a, "aat+jwt");
+    // One end for every step: a later one may not outlive its parent.
+    let until = now() + 600;
+    let step = |token: &str, by: &KeyPair, to: &aip_tests::Agent| {
+        let grant = Grant {
+            delegatee: to.id.parse().unwrap(),
+            delegatee_key: to.key_id.parse().unwrap(),
+            tools: vec!["read_file".into()],
+            audience: vec![PROXY.into()],
+            expires_at: until,
+        };
+        delegation::delegate(token, &roots, by, &grant, now(), 4).unwrap()
+    };
+    let held_by_b = step(&held_by_a, &a_key, &b);
+    let held_by_c = step(&held_by_b, &b_key, &c);
+
+    let policy = authority.dir().join("policy.yaml");
+    let policy_text = {
+        let max_depth = 3;
+        format!(
+            "apiVersion: aip.io/v1alpha3\nkind: AgentPolicy\nmetadata:\n  name: {PROXY}\nspec:\n  allowed_tools: \
+             [read_file]\n  registry:\n    enabled: true\n    endpoint: \"{}\"\n    auth:\n      type: bearer\n      \
+             token: \"{}\"\n    revocation:\n      mode: cached\n      check_interval: 1s\n  aat:\n    enabled: true\n    \
+             require: true\n    delegation:\n      max_depth: {max_depth}\n",
+            authority.url, authority.reader,
+        )
+    };
+    std::fs::write(&policy, policy_text).unwrap();
+    let audit = authority.dir().join("audit.jsonl");
+    let server_log = authority.dir().join("server.log");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fakes/mcp_echo.py");
+    let aip_tests::Piped {
+        mut child,
+        mut stdin,
+        lines,
+    } = aip_tests::piped(
+        aip_tests::isolated(aip_tests::aip_proxy())
+            .args([
+                "--policy",
+                policy.to_str().unwrap(),
+                "--audit",
+                audit.to_str().unwrap(),
+                "--target",
+            ])
+            .arg(format!("python3 {} {}", script.display(), server_log.display())),
+    );
+    let mut call = |line: String| -> Value {
+        use std::io::Write as _;
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        serde_json::from_str(&lines.recv_timeout(std::time::Duration::from_secs(30)).unwrap()).unwrap()
+    };
+    let forwarded = |answer: &Value| answer.get("result").is_some();
+
+    // C calls with the chain A → B → C, its own key making the proof.
+    let answer = call(read_file_call(1, &held_by_c, &c_key, PROXY));
+    assert!(forwarded(&answer), "{answer}");
+    // A proof by another key on the chain is refused.
+    let answer = call(read_file_call(2, &held_by_c, &b_key, PROXY));
+    assert_eq!(answer["error"]["code"], -32016, "{answer}");
+    // B and A use what they hold.
+    assert!(forwarded(&call(read_file_call(3, &held_by_b, &b_key, PROXY))));
+    assert!(forwarded(&call(read_file_call(4, &a_jwt, &a_key, PROXY))));
+    // A fourth principal is one more than this proxy's `delegation.max_depth: 3` allows.
+    let deeper = step(&held_by_c, &c_key, &a);
+    let answer = call(read_file_call(5, &deeper, &a_key, PROXY));
+    assert_eq!(answer["error"]["data"]["aat_error"], "delegation_too_deep", "{answer}");
+
+    // Revoking B: C's next call fails within a second (the stream pushes the new list); A's
+    // own calls go on.
+    authority.remote(&["agents", "revoke", &b.id, "--reason", "compromised", "--json"]);
+    let revoked_at = std::time::Instant::now();
+    let mut id = 10;
+    let refused = loop {
+        id += 1;
+        let answer = call(read_file_call(id, &held_by_c, &c_key, PROXY));
+        if !forwarded(&answer) {
+            break answer;
+        }
+        assert!(
+            revoked_at.elapsed() < std::time::Duration::from_secs(5),
+            "still accepted: {answer}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        revoked_at.elapsed() < std::time::Duration::from_millis(1500),
+        "{:?}",
+        revoked_at.elapsed()
+    );
+    assert_eq!(refused["error"]["data"]["aat_error"], "aat_revoked", "{refused}");
+    assert!(forwarded(&call(read_file_call(30, &a_jwt, &a_key, PROXY))));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // The audit names the whole chain of C's first call.
+    let log = std::fs::read_to_string(&audit).unwrap();
+    let first: Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["request_id"] == 1 && r["method"] == "tools/call")
+        .unwrap_or_else(|| panic!("no record of call 1 in\n{log}"));
+    assert_eq!(first["agent_id"], c.id.as_str(), "{first}");
+    assert_eq!(
+        first["delegation_chain"],
+        serde_json::json!([a.id, b.id, c.id]),
+        "{first}"
+    );
+    assert_eq!(
+        first["delegation_revocation_ids"].as_array().unwrap().len(),
+        3,
+        "{first}"
+    );
+    assert!(!log.contains(&held_by_c), "a token was written to the audit log");
+}

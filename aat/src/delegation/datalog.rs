@@ -45,6 +45,8 @@ pub(super) struct Chain {
     pub(super) claims: AatClaims,
     pub(super) root_revocation_id: String,
     pub(super) blocks: Vec<Block>,
+    /// The issuer key the token is rooted in.
+    pub(super) root: PublicKey,
     /// Whether every block's checks hold at the time given (the lifetimes, and any check a
     /// delegator added).
     pub(super) checks_hold: bool,
@@ -122,7 +124,7 @@ pub(super) fn append(
     next: Option<&KeyPair>,
 ) -> Result<String, DelegationError> {
     let build = |e: BiscuitError| DelegationError::Build(e.to_string());
-    let biscuit = parse(token, root_key)?;
+    let (biscuit, _) = parse(token, root_key)?;
     let index = i64::try_from(step).map_err(|_| DelegationError::Build("too many steps".into()))?;
     let mut block = BlockBuilder::new()
         .fact(fact(
@@ -173,7 +175,7 @@ pub(super) fn read(
     root_key: &dyn Fn(u32) -> Option<PublicKey>,
     now: i64,
 ) -> Result<Chain, DelegationError> {
-    let biscuit = parse(token, root_key)?;
+    let (biscuit, root) = parse(token, root_key)?;
     let malformed = |e: BiscuitError| DelegationError::Malformed(e.to_string());
     let mut authorizer = AuthorizerBuilder::new()
         .fact(fact("time", [date(now)?]))
@@ -211,6 +213,7 @@ pub(super) fn read(
         claims,
         root_revocation_id: revocation_ids.first().cloned().unwrap_or_default(),
         blocks,
+        root,
         checks_hold,
     })
 }
@@ -276,16 +279,21 @@ fn parse_id<T: std::str::FromStr>(step: usize, what: &str, value: &str) -> Resul
 }
 
 /// Parses `token`, checking every signature; the root key is chosen by its root key id.
-fn parse(token: &str, root_key: &dyn Fn(u32) -> Option<PublicKey>) -> Result<Biscuit, DelegationError> {
+fn parse(token: &str, root_key: &dyn Fn(u32) -> Option<PublicKey>) -> Result<(Biscuit, PublicKey), DelegationError> {
+    let chosen = std::cell::RefCell::new(None);
     let provider = |id: Option<u32>| -> Result<BiscuitKey, Format> {
         let key = id.and_then(root_key).ok_or(Format::UnknownPublicKey)?;
-        biscuit_public_key(&key).map_err(|_| Format::UnknownPublicKey)
+        let converted = biscuit_public_key(&key).map_err(|_| Format::UnknownPublicKey)?;
+        *chosen.borrow_mut() = Some(key);
+        Ok(converted)
     };
-    Biscuit::from_base64(token, provider).map_err(|e| match e {
+    let biscuit = Biscuit::from_base64(token, provider).map_err(|e| match e {
         BiscuitError::Format(Format::UnknownPublicKey) => DelegationError::UnknownRoot,
         BiscuitError::Format(Format::Signature(_)) => DelegationError::Invalid("a signature does not verify".into()),
         other => DelegationError::Malformed(other.to_string()),
-    })
+    })?;
+    let root = chosen.into_inner().ok_or(DelegationError::UnknownRoot)?;
+    Ok((biscuit, root))
 }
 
 /// The lifetime check every block carries.

@@ -22,11 +22,10 @@
 mod datalog;
 mod model;
 
-use sha2::{Digest, Sha256};
-
+pub use crate::keys::root_key_id;
 pub use model::{DelegationError, Grant, Step};
 
-use crate::ids::{AgentId, KeyId};
+use crate::ids::AgentId;
 use crate::keys::{ISSUER_ROLE, Jwks, KeyPair, PublicKey};
 use crate::token::{AatClaims, AgentClaims, Audience, Confirmation};
 
@@ -43,13 +42,6 @@ pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// three separated by dots.
 pub fn is_delegable(token: &str) -> bool {
     !token.is_empty() && !token.contains('.')
-}
-
-/// The biscuit root key id naming the issuer key `kid`: the first four bytes of SHA-256(`kid`),
-/// big-endian. Verifiers find the issuer key by it.
-pub fn root_key_id(kid: &KeyId) -> u32 {
-    let digest = Sha256::digest(kid.as_str().as_bytes());
-    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
 /// The roots a verifier accepts from an authority's JWKS: the keys it marks as issuer signing
@@ -75,6 +67,7 @@ pub fn issuer_roots(jwks: &Jwks) -> impl Fn(u32) -> Option<PublicKey> + use<> {
 /// A delegable AAT whose chain verified.
 #[derive(Clone, Debug)]
 pub struct DelegatedAat {
+    root_key: PublicKey,
     root: AatClaims,
     root_revocation_id: String,
     steps: Vec<Step>,
@@ -82,6 +75,11 @@ pub struct DelegatedAat {
 }
 
 impl DelegatedAat {
+    /// The issuer key the token is rooted in.
+    pub fn root_key(&self) -> &PublicKey {
+        &self.root_key
+    }
+
     /// The claims the issuer signed.
     pub fn root_claims(&self) -> &AatClaims {
         &self.root
@@ -231,6 +229,7 @@ pub fn verify(
     effective.aud = Audience::many(audience).ok_or_else(|| DelegationError::Malformed("an empty audience".into()))?;
     effective.exp = expires_at;
     Ok(DelegatedAat {
+        root_key: chain.root,
         root,
         root_revocation_id: chain.root_revocation_id,
         steps,

@@ -22,5 +22,5 @@ pub use algorithm::{Algorithm, KeyError, SignError, SignatureError, x509_signatu
 pub use jwk::{ISSUER_ROLE, Jwk, REGISTRY_ROLE, strict_jwk};
 pub use pair::KeyPair;
 pub use public::PublicKey;
-pub use set::{IssuerKeys, JwkSet, JwkSetError, Jwks};
+pub use set::{IssuerKeys, JwkSet, JwkSetError, Jwks, root_key_id};
 pub use signer::{KeyResolver, Signer};

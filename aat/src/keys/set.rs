@@ -36,6 +36,8 @@ impl Jwks {
 #[derive(Clone, Debug, Default)]
 pub struct JwkSet {
     keys: HashMap<KeyId, PublicKey>,
+    /// The keys published as issuer keys, by the root key id of their `kid`.
+    roots: Vec<(u32, PublicKey)>,
     skipped: usize,
 }
 
@@ -59,6 +61,14 @@ pub enum JwkSetError {
         /// The repeated id.
         kid: String,
     },
+}
+
+/// The biscuit root key id naming the issuer key `kid` in delegable AATs: the first four bytes
+/// of SHA-256(`kid`), big-endian. Verifiers find the issuer key by it.
+pub fn root_key_id(kid: &KeyId) -> u32 {
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::digest(kid.as_str().as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
 impl JwkSet {
@@ -85,6 +95,9 @@ impl JwkSet {
             if set.keys.contains_key(&kid) {
                 return Err(JwkSetError::DuplicateKid { index, kid: kid.into() });
             }
+            if jwk.role.as_deref() == Some(super::ISSUER_ROLE) {
+                set.roots.push((root_key_id(&kid), key.clone()));
+            }
             set.keys.insert(kid, key);
         }
         Ok(set)
@@ -93,7 +106,11 @@ impl JwkSet {
     /// A set of exactly these keys, each under its thumbprint.
     pub fn from_keys<'a>(keys: impl IntoIterator<Item = &'a PublicKey>) -> Self {
         let keys = keys.into_iter().map(|k| (k.thumbprint().clone(), k.clone())).collect();
-        Self { keys, skipped: 0 }
+        Self {
+            keys,
+            roots: Vec::new(),
+            skipped: 0,
+        }
     }
 
     /// The key published under `kid`.
@@ -128,6 +145,13 @@ impl KeyResolver for JwkSet {
     /// of one issuer could claim another's `iss`.
     fn resolve(&self, _issuer: &str, kid: &KeyId) -> Option<PublicKey> {
         self.keys.get(kid).cloned()
+    }
+
+    fn delegation_root(&self, root_key_id: u32) -> Option<PublicKey> {
+        self.roots
+            .iter()
+            .find(|(id, _)| *id == root_key_id)
+            .map(|(_, key)| key.clone())
     }
 }
 

@@ -30,6 +30,13 @@ pub trait Signer: Send + Sync {
 pub trait KeyResolver: Send + Sync {
     /// The key `issuer` signs with under `kid`, if known.
     fn resolve(&self, issuer: &str, kid: &KeyId) -> Option<PublicKey>;
+
+    /// The issuer signing key whose delegable AATs carry `root_key_id`
+    /// ([`crate::delegation::root_key_id`] of its `kid`), if this resolver knows one: only keys
+    /// published as issuer keys (`"aip_role": "issuer"`). None by default.
+    fn delegation_root(&self, _root_key_id: u32) -> Option<PublicKey> {
+        None
+    }
 }
 
 impl KeyResolver for PublicKey {

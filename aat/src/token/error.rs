@@ -73,6 +73,15 @@ pub enum AatError {
     /// Step 9: the `jti` was already used (single-use mode).
     #[error("AAT jti was already used")]
     ReplayDetected,
+    /// A delegable AAT's chain does not verify (`delegation_invalid`, `delegation_widened`,
+    /// `delegation_too_deep`, `aat_expired`).
+    #[error("{reason}")]
+    Delegation {
+        /// Its `aat_error`.
+        code: &'static str,
+        /// Why, for logs and `reason` fields.
+        reason: String,
+    },
 }
 
 impl AatError {
@@ -93,6 +102,7 @@ impl AatError {
             Self::AgentKeyMismatch => "agent_key_mismatch",
             Self::AgentInactive(_) => "agent_inactive",
             Self::ReplayDetected => "replay_detected",
+            Self::Delegation { code, .. } => code,
         }
     }
 }

@@ -50,6 +50,7 @@ pub struct Validation {
     trusted_issuers: Option<Vec<String>>,
     leeway: u64,
     max_lifetime: u64,
+    max_delegation_depth: u8,
 }
 
 impl Validation {
@@ -61,7 +62,20 @@ impl Validation {
             trusted_issuers: None,
             leeway: DEFAULT_LEEWAY_SECS,
             max_lifetime: MAX_LIFETIME_SECS,
+            max_delegation_depth: 3,
         }
+    }
+
+    /// Principals a delegable AAT's chain may have, the user included: 2 to 4 (3 by default,
+    /// spec D.7); values outside are brought into that range.
+    pub fn with_max_delegation_depth(mut self, depth: u8) -> Self {
+        self.max_delegation_depth = depth.clamp(2, 4);
+        self
+    }
+
+    /// Principals a delegable AAT's chain may have.
+    pub fn max_delegation_depth(&self) -> u8 {
+        self.max_delegation_depth
     }
 
     /// Accepts only these algorithms (an empty list accepts nothing).
@@ -220,21 +234,8 @@ impl UnverifiedAat {
         key.verify(alg, self.signing_input.as_bytes(), &self.signature)
             .map_err(|_| AatError::SignatureInvalid("signature does not verify"))?;
 
-        // Step 5.
-        let now = clock.now();
-        check_time(&claims, now, validation)?;
-        let lifetime = claims.exp.saturating_sub(claims.iat);
-        if lifetime > i64::try_from(validation.max_lifetime).unwrap_or(i64::MAX) {
-            return Err(AatError::LifetimeTooLong {
-                lifetime,
-                max: validation.max_lifetime,
-            });
-        }
-
-        // Step 6.
-        if !claims.aud.contains(validation.audience()) {
-            return Err(AatError::AudienceMismatch);
-        }
+        // Steps 5 and 6.
+        check_window_and_audience(&claims, clock.now(), validation)?;
 
         Ok(VerifiedAat {
             alg,
@@ -245,7 +246,81 @@ impl UnverifiedAat {
             ath: b64::encode(self.token_hash),
             token_hash: self.token_hash,
             bound_key: OnceLock::new(),
+            delegation: None,
         })
+    }
+}
+
+/// Steps 5 (time window, lifetime) and 6 (audience) of `claims` at `now`.
+fn check_window_and_audience(claims: &AatClaims, now: i64, validation: &Validation) -> Result<(), AatError> {
+    check_time(claims, now, validation)?;
+    let lifetime = claims.exp.saturating_sub(claims.iat);
+    if lifetime > i64::try_from(validation.max_lifetime).unwrap_or(i64::MAX) {
+        return Err(AatError::LifetimeTooLong {
+            lifetime,
+            max: validation.max_lifetime,
+        });
+    }
+    if !claims.aud.contains(validation.audience()) {
+        return Err(AatError::AudienceMismatch);
+    }
+    Ok(())
+}
+
+/// The chain of a delegable AAT, as verified: what the registry checks must cover besides the
+/// last holder, whom the claims name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DelegationChain {
+    /// Every agent on the chain with the key it held, the issuer's agent first and the last
+    /// delegatee (the token's `sub`) last.
+    pub agents: Vec<(AgentId, KeyId)>,
+    /// The blocks' revocation ids, in hex: the authority block's, then each step's.
+    pub revocation_ids: Vec<String>,
+    /// Principals on the chain, the user included.
+    pub depth: u8,
+}
+
+impl VerifiedAat {
+    /// A delegable AAT whose chain verified: `claims` are what its last delegatee holds, to be
+    /// checked here (steps 2, 3, 5 and 6); `issuer_key` the root's.
+    pub(crate) fn delegated(
+        claims: AatClaims,
+        issuer_key: PublicKey,
+        token_hash: [u8; 32],
+        chain: DelegationChain,
+        now: i64,
+        validation: &Validation,
+    ) -> Result<Self, AatError> {
+        if claims.aat_version != AAT_VERSION {
+            return Err(AatError::UnsupportedVersion);
+        }
+        claims.check_consistency().map_err(AatError::Malformed)?;
+        if let Some(trusted) = validation.trusted_issuers()
+            && !trusted.contains(&claims.iss)
+        {
+            return Err(AatError::UntrustedIssuer { issuer: claims.iss });
+        }
+        if !validation.algorithms().contains(&issuer_key.algorithm()) {
+            return Err(AatError::SignatureInvalid("algorithm is not allowed"));
+        }
+        check_window_and_audience(&claims, now, validation)?;
+        let payload = serde_json::to_vec(&claims).map_err(|_| AatError::Malformed("claims cannot be serialized"))?;
+        Ok(Self {
+            alg: issuer_key.algorithm(),
+            kid: issuer_key.thumbprint().clone(),
+            issuer_key,
+            claims,
+            payload,
+            ath: b64::encode(token_hash),
+            token_hash,
+            bound_key: OnceLock::new(),
+            delegation: Some(chain),
+        })
+    }
+
+    /// The delegation chain, for a delegable AAT.
+    pub fn delegation(&self) -> Option<&DelegationChain> {
+        self.delegation.as_ref()
     }
 }
 
@@ -275,6 +350,8 @@ pub struct VerifiedAat {
     ath: String,
     /// The agent key, once a proof has shown it matches `cnf.jkt` (saves re-parsing it).
     bound_key: OnceLock<PublicKey>,
+    /// The chain of a delegable AAT (`None` for a JWT).
+    delegation: Option<DelegationChain>,
 }
 
 impl VerifiedAat {

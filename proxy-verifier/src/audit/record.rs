@@ -41,6 +41,13 @@ pub struct Record {
     /// Tools an AAT grants (`AAT_VALIDATED` records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities_granted: Option<Vec<String>>,
+    /// For a delegated AAT: every agent on its chain, the issuer's agent first and `agent_id`
+    /// (the last delegatee) last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation_chain: Option<Vec<String>>,
+    /// For a delegated AAT: the revocation id (hex) of each of its blocks, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation_revocation_ids: Option<Vec<String>>,
     /// `true` when `agent_id` and `aat_jti` were read from a token that failed validation:
     /// what it claims, not who sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -73,6 +73,9 @@ pub struct AatSettings {
     pub header_name: String,
     /// Where used proof identifiers are remembered.
     pub replay_store: ReplayStore,
+    /// `delegation.max_depth`: principals a delegable AAT's chain may have, the user included
+    /// (2 to 4; default 3, spec D.7).
+    pub max_delegation_depth: u8,
 }
 
 pub(super) fn compile_aat(
@@ -124,6 +127,17 @@ pub(super) fn compile_aat(
             "AAT signatures are always verified; remove this setting",
         ));
     }
+    let max_delegation_depth = match aat.delegation.as_ref().and_then(|d| d.max_depth) {
+        None => aip_aat::delegation::DEFAULT_MAX_DEPTH,
+        Some(depth) if aip_aat::delegation::MAX_DEPTH_RANGE.contains(&depth) => depth,
+        Some(depth) => {
+            return Err(PolicyError::invalid_at(
+                "spec.aat.delegation.max_depth",
+                at,
+                format!("{depth} is outside 2 to 4 (principals on a chain, the user included)"),
+            ));
+        }
+    };
     let max_auth_age = match &aat.max_auth_age {
         None => None,
         Some(text) => {
@@ -161,6 +175,7 @@ pub(super) fn compile_aat(
                 replay_store(&text.value).map_err(|m| PolicyError::invalid("spec.aat.replay_store", text, m))?
             }
         },
+        max_delegation_depth,
     }))
 }
 

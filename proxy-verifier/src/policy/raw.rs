@@ -249,6 +249,15 @@ pub(crate) struct Aat {
     /// Where used proof identifiers are kept: a directory, or `redis://…` (docs/architecture.md,
     /// "The AAT on the wire").
     pub(crate) replay_store: Option<S<String>>,
+    /// Multi-hop delegation (spec D.7; docs/decisions.md, "Delegation with biscuits").
+    pub(crate) delegation: Option<AatDelegation>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AatDelegation {
+    /// Principals a delegable AAT's chain may have, the user included: 2 to 4.
+    pub(crate) max_depth: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -226,6 +226,16 @@ impl KeyResolver for RegistryLink {
         self.worker.refresh_for_unknown_kid();
         self.shared.state.keys().get(kid).cloned()
     }
+
+    /// The issuer keys the registry publishes as roots of delegable AATs. An unknown root
+    /// refreshes the keys first, as an unknown `kid` does.
+    fn delegation_root(&self, root_key_id: u32) -> Option<PublicKey> {
+        if let Some(key) = self.shared.state.keys().delegation_root(root_key_id) {
+            return Some(key);
+        }
+        self.worker.refresh_for_unknown_kid();
+        self.shared.state.keys().delegation_root(root_key_id)
+    }
 }
 
 /// Each lookup reads the list in force anew: a check made of several lookups takes one
