@@ -326,6 +326,38 @@ fn a_sub_sub_agent_calls_through_the_proxy_until_a_link_of_its_chain_is_revoked(
     let answer = call(read_file_call(5, &deeper, &a_key, PROXY));
     assert_eq!(answer["error"]["data"]["aat_error"], "delegation_too_deep", "{answer}");
 
+    // C's MCP client, unmodified, through `aip-agent --delegation-file`: the chain and C's
+    // proofs are added to its call.
+    let c_file = authority.dir().join("worker.aat");
+    std::fs::write(&c_file, &held_by_c).unwrap();
+    let agent_log = authority.dir().join("agent-server.log");
+    let aip_tests::Piped {
+        child: mut agent_child,
+        stdin: mut agent_in,
+        lines: agent_lines,
+    } = aip_tests::piped(
+        aip_tests::isolated(aip_tests::aip_agent())
+            .args(["--agent-dir", c.dir.to_str().unwrap(), "--audience", PROXY])
+            .args(["--delegation-file", c_file.to_str().unwrap(), "--"])
+            .arg(aip_tests::aip_proxy())
+            .args(["--policy", policy.to_str().unwrap(), "--target"])
+            .arg(format!("python3 {} {}", script.display(), agent_log.display())),
+    );
+    {
+        use std::io::Write as _;
+        let plain = serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "read_file", "arguments": {"path": "notes.txt"}}});
+        writeln!(agent_in, "{plain}").unwrap();
+        agent_in.flush().unwrap();
+        let answer: Value =
+            serde_json::from_str(&agent_lines.recv_timeout(std::time::Duration::from_secs(30)).unwrap()).unwrap();
+        assert!(forwarded(&answer), "{answer}");
+        let seen = std::fs::read_to_string(&agent_log).unwrap();
+        assert!(seen.contains("notes.txt") && !seen.contains("_aip_aat"), "{seen}");
+    }
+    drop(agent_in);
+    let _ = agent_child.wait();
+
     // Revoking B: C's next call fails within a second (the stream pushes the new list); A's
     // own calls go on.
     authority.remote(&["agents", "revoke", &b.id, "--reason", "compromised", "--json"]);

@@ -85,6 +85,10 @@ struct Args {
     /// Trust exactly these CA certificates (PEM) for the front door's TLS certificate.
     #[arg(long, value_name = "FILE", requires = "upstream")]
     upstream_ca: Option<std::path::PathBuf>,
+    /// Present this delegated AAT (`aip-ca delegate --out`), held by this agent, instead of
+    /// asking the issuer for one; the agent's key signs the per-call proofs. Not refreshed.
+    #[arg(long, value_name = "FILE", conflicts_with = "upstream")]
+    delegation_file: Option<std::path::PathBuf>,
     /// The command to run after `--` (the MCP server, or `aip-proxy` in front of it) and its
     /// arguments; started directly, without a shell.
     #[arg(last = true, required_unless_present = "upstream", value_name = "COMMAND")]
@@ -143,11 +147,27 @@ fn run(args: &Args) -> Result<ExitCode, CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::new(format!("cannot start: {e}")))?;
+    if let Some(path) = &args.delegation_file {
+        let (token, key, audience) = args.client.delegated(path)?;
+        return relay_command(args, runtime, relay::Delegated { token, key, audience });
+    }
     let client = args.client.start(&runtime, TokenFormat::Jwt)?;
     if let Some(url) = &args.upstream {
         return bridge_to(url, args.upstream_ca.as_deref(), client, runtime);
     }
+    let refresher = client.clone();
+    runtime.spawn(async move { refresher.run_refresh(std::future::pending()).await });
+    runtime.spawn(report_refresh_failures(client.subscribe_errors()));
+    relay_command(args, runtime, client)
+}
 
+/// Runs the command, relaying the client's messages to it with `credentials` added to every
+/// call, until it exits; its status.
+fn relay_command(
+    args: &Args,
+    runtime: tokio::runtime::Runtime,
+    credentials: impl relay::Credentials + Send + 'static,
+) -> Result<ExitCode, CliError> {
     // From here on SIGINT and SIGTERM no longer end aip-agent: they are passed on to the
     // command, whose exit ends aip-agent. One that comes before the command runs is passed on
     // as soon as it does.
@@ -170,17 +190,13 @@ fn run(args: &Args) -> Result<ExitCode, CliError> {
         }
     });
 
-    let refresher = client.clone();
-    runtime.spawn(async move { refresher.run_refresh(std::future::pending()).await });
-    runtime.spawn(report_refresh_failures(client.subscribe_errors()));
-
     let client_out: Arc<ClientOut> = Arc::new(Mutex::new(Box::new(io::BufWriter::with_capacity(BUFFER, io::stdout()))));
     {
         let client_out = Arc::clone(&client_out);
         thread::spawn(move || {
             let stdin = BufReader::with_capacity(BUFFER, io::stdin().lock());
             let mut command_in = io::BufWriter::with_capacity(BUFFER, command_in);
-            if let Err(e) = relay::client_to_command(stdin, &mut command_in, &client_out, &client) {
+            if let Err(e) = relay::client_to_command(stdin, &mut command_in, &client_out, &credentials) {
                 report_relay_error("client → command", &e);
             }
             // Dropping `command_in` closes the command's stdin: it sees the end of the session.

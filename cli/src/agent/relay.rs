@@ -44,6 +44,23 @@ impl Credentials for AgentClient {
     }
 }
 
+/// A delegated AAT held as it is (`aip-agent --delegation-file`): nothing to refresh; each
+/// call's proof is signed with the agent's key, the key the chain's last step names.
+pub(crate) struct Delegated {
+    pub(crate) token: SecretString,
+    pub(crate) key: aip_aat::keys::KeyPair,
+    pub(crate) audience: String,
+}
+
+impl Credentials for Delegated {
+    fn credentials(&self, call: &Call<'_>) -> Result<(SecretString, String), AgentClientError> {
+        use aip_aat::clock::{Clock as _, SystemClock};
+        let proof =
+            aip_aat::proof::create_proof(&self.key, self.token.expose(), call, &self.audience, SystemClock.now())?;
+        Ok((self.token.clone(), proof))
+    }
+}
+
 /// The client's side of the relay (our stdout), written by both directions: one whole line
 /// at a time under the lock.
 pub(crate) type ClientOut = Mutex<Box<dyn Write + Send>>;

@@ -135,6 +135,30 @@ impl ClientArgs {
     }
 }
 
+impl ClientArgs {
+    /// The delegated AAT in `path`, the key of the agent of `--agent-dir` (unlocked) that holds
+    /// it, and the audience: what `aip-agent --delegation-file` presents.
+    pub(crate) fn delegated(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<(SecretString, aip_aat::keys::KeyPair, String), CliError> {
+        use std::io::Read as _;
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(64 * 1024).read_to_string(&mut text))
+            .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
+        let token = text.trim();
+        if !aip_aat::delegation::is_delegable(token) {
+            return Err(
+                CliError::new(format!("{} does not hold a delegated AAT", path.display()))
+                    .hint("write one with `aip-ca delegate --out FILE`"),
+            );
+        }
+        let (key, _) = agent_dir::read_key(&self.agent_dir, &self.passphrase)?;
+        Ok((SecretString::new(token), key, self.audience.clone()))
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     #[command(flatten)]
