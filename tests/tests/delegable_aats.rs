@@ -214,6 +214,29 @@ fn the_authority_mints_delegable_aats_rooted_in_its_issuer_keys() {
     assert_eq!(chain.effective_claims().aud.as_slice(), [AUDIENCE]);
 }
 
+/// Calls (through `call`, ids from `id`) with `token` by `key` until one is refused, which must
+/// be within 1.5 s: the refusal.
+fn refused_soon(call: &mut impl FnMut(String) -> Value, id: &mut u64, token: &str, key: &KeyPair) -> Value {
+    let since = std::time::Instant::now();
+    loop {
+        *id += 1;
+        let answer = call(read_file_call(*id, token, key, "files-proxy"));
+        if answer.get("result").is_none() {
+            assert!(
+                since.elapsed() < std::time::Duration::from_millis(1500),
+                "{:?}",
+                since.elapsed()
+            );
+            return answer;
+        }
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(5),
+            "still accepted: {answer}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// A `tools/call` of `read_file` carrying `token` and a per-call proof by `key`.
 fn read_file_call(id: u64, token: &str, key: &KeyPair, audience: &str) -> String {
     let args = serde_json::json!({"path": "notes.txt"});
@@ -358,28 +381,24 @@ fn a_sub_sub_agent_calls_through_the_proxy_until_a_link_of_its_chain_is_revoked(
     drop(agent_in);
     let _ = agent_child.wait();
 
+    let mut id = 10;
+    // A chain that delegates to a suspended agent is refused while it is suspended.
+    authority.remote(&["agents", "suspend", &c.id, "--reason", "on hold", "--json"]);
+    let refused = refused_soon(&mut call, &mut id, &held_by_c, &c_key);
+    assert_eq!(refused["error"]["data"]["aat_error"], "agent_inactive", "{refused}");
+    authority.remote(&["agents", "reactivate", &c.id, "--json"]);
+    let back = std::time::Instant::now();
+    let mut again = 100;
+    while !forwarded(&call(read_file_call(again, &held_by_c, &c_key, PROXY))) {
+        assert!(back.elapsed() < std::time::Duration::from_secs(5), "not accepted again");
+        again += 1;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
     // Revoking B: C's next call fails within a second (the stream pushes the new list); A's
     // own calls go on.
     authority.remote(&["agents", "revoke", &b.id, "--reason", "compromised", "--json"]);
-    let revoked_at = std::time::Instant::now();
-    let mut id = 10;
-    let refused = loop {
-        id += 1;
-        let answer = call(read_file_call(id, &held_by_c, &c_key, PROXY));
-        if !forwarded(&answer) {
-            break answer;
-        }
-        assert!(
-            revoked_at.elapsed() < std::time::Duration::from_secs(5),
-            "still accepted: {answer}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    assert!(
-        revoked_at.elapsed() < std::time::Duration::from_millis(1500),
-        "{:?}",
-        revoked_at.elapsed()
-    );
+    let refused = refused_soon(&mut call, &mut id, &held_by_c, &c_key);
     assert_eq!(refused["error"]["data"]["aat_error"], "aat_revoked", "{refused}");
     assert!(forwarded(&call(read_file_call(30, &a_jwt, &a_key, PROXY))));
     let _ = child.kill();
