@@ -116,10 +116,10 @@ impl VerifiedAat {
         Err(AatError::Revoked(revoked_by))
     }
 
-    /// For a delegable AAT, every agent on its chain as step 7 checks the last holder: not
-    /// revoked or suspended, and still holding the key it delegated with.
+    /// For a delegable AAT, every agent before the last holder on its chain, as step 7 checks
+    /// that holder: not revoked or suspended, and still holding the key it delegated with.
     fn check_chain_revocation(&self, view: &dyn RevocationView, now: i64) -> Result<(), AatError> {
-        for (agent, key) in self.delegation().map(|d| d.agents.as_slice()).unwrap_or_default() {
+        for (agent, key) in self.delegators() {
             if view.is_agent_revoked(agent) {
                 return Err(AatError::Revoked(RevokedBy::Agent));
             }
@@ -138,7 +138,7 @@ impl VerifiedAat {
     pub fn check_agent(&self, agents: &dyn AgentRecords, now: i64) -> Result<(), AatError> {
         let agent = &self.claims().agent;
         check_agent_record(agents, &agent.id, &agent.public_key_thumbprint, now)?;
-        for (agent, key) in self.delegation().map(|d| d.agents.as_slice()).unwrap_or_default() {
+        for (agent, key) in self.delegators() {
             check_agent_record(agents, agent, key, now)?;
         }
         Ok(())
@@ -157,6 +157,16 @@ impl VerifiedAat {
                 // A full or unreachable store cannot prove the jti is fresh: refuse, as for a replay.
                 ReplayError::Replayed | ReplayError::Full | ReplayError::Unavailable => AatError::ReplayDetected,
             })
+    }
+}
+
+impl VerifiedAat {
+    /// For a delegable AAT, the agents on its chain before the last holder (whom the claims
+    /// name, and the checks above cover), with the keys they delegated with.
+    fn delegators(&self) -> &[(AgentId, KeyId)] {
+        self.delegation()
+            .and_then(|d| d.agents.split_last())
+            .map_or(&[], |(_, before)| before)
     }
 }
 

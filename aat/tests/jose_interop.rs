@@ -6,43 +6,17 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 #[test]
 fn independent_jose_library_agrees_with_the_vectors() {
     let Some(python) = common::python_with("joserfc", "independent_jose_library_agrees_with_the_vectors") else {
         return;
     };
-    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    let out = Command::new(&python)
-        .arg(here.join("interop/check_vectors.py"))
-        .arg(here.join("vectors"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "joserfc disagrees with the vectors:\n{stdout}\n{stderr}"
-    );
+    let stdout = common::run_interop(&python, "check_vectors.py", "joserfc");
     // The summary line names how much was checked; make sure it was not vacuous.
     assert!(stdout.contains("0 disagreements"), "{stdout}");
-    let aats: usize = stdout
-        .split("agrees on ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let aats = common::count_after(&stdout, "agrees on ");
     assert!(aats >= 10, "only {aats} AAT vectors were checked independently");
-    let lists: usize = stdout
-        .split(" proof vectors and ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let lists = common::count_after(&stdout, " proof vectors and ");
     assert!(
         lists >= 5,
         "only {lists} signed revocation lists were checked independently"

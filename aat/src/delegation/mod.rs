@@ -26,7 +26,7 @@ pub use crate::keys::root_key_id;
 pub use model::{DelegationError, Grant, Step};
 
 use crate::ids::AgentId;
-use crate::keys::{ISSUER_ROLE, Jwks, KeyPair, PublicKey};
+use crate::keys::{JwkSet, Jwks, KeyPair, KeyResolver as _, PublicKey};
 use crate::token::{AatClaims, AgentClaims, Audience, Confirmation};
 
 /// The `token_format` naming a delegable AAT.
@@ -45,23 +45,11 @@ pub fn is_delegable(token: &str) -> bool {
 }
 
 /// The roots a verifier accepts from an authority's JWKS: the keys it marks as issuer signing
-/// keys (`"aip_role": "issuer"`), by [`root_key_id`] of their `kid` (their thumbprint when
-/// they have none). Keys it cannot parse are left out.
+/// keys (`"aip_role": "issuer"`), as [`JwkSet::delegation_root`] finds them. A set that does
+/// not parse roots nothing.
 pub fn issuer_roots(jwks: &Jwks) -> impl Fn(u32) -> Option<PublicKey> + use<> {
-    let roots: Vec<(u32, PublicKey)> = jwks
-        .keys
-        .iter()
-        .filter(|jwk| jwk.role.as_deref() == Some(ISSUER_ROLE))
-        .filter_map(|jwk| {
-            let key = PublicKey::from_jwk(jwk).ok()?;
-            let kid = match &jwk.kid {
-                Some(kid) => kid.parse().ok()?,
-                None => key.thumbprint().clone(),
-            };
-            Some((root_key_id(&kid), key))
-        })
-        .collect();
-    move |id| roots.iter().find(|(root, _)| *root == id).map(|(_, key)| key.clone())
+    let keys = JwkSet::from_jwks(jwks).unwrap_or_default();
+    move |id| keys.delegation_root(id)
 }
 
 /// A delegable AAT whose chain verified.

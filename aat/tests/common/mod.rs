@@ -56,3 +56,31 @@ pub(crate) fn python_with(module: &str, test: &str) -> Option<String> {
     eprintln!("SKIPPED {test}: {why}");
     None
 }
+
+/// Runs `tests/interop/{script}` with `python` on the committed vectors and returns what it
+/// printed, once it has succeeded (`peer` names the independent library when it has not).
+pub(crate) fn run_interop(python: &str, script: &str, peer: &str) -> String {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let out = std::process::Command::new(python)
+        .arg(here.join("interop").join(script))
+        .arg(here.join("vectors"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{peer} disagrees with the vectors:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The number a summary line prints right after `after`.
+pub(crate) fn count_after(summary: &str, after: &str) -> usize {
+    summary
+        .split(after)
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count after {after:?} in {summary}"))
+}

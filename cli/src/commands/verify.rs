@@ -96,7 +96,8 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
         None => Box::new(SystemClock),
     };
     if aip_aat::delegation::is_delegable(token.trim()) {
-        return verify_delegated(&args, token.trim(), &jwks, clock.now());
+        let validation = validation.with_max_delegation_depth(args.max_depth);
+        return verify_delegated(&args, token.trim(), keys, validation, clock.now());
     }
     let verified = UnverifiedAat::parse(token.trim()).and_then(|t| t.verify(&keys, &*clock, &validation));
     match verified {
@@ -120,25 +121,33 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
     }
 }
 
-/// A delegable AAT: the chain against the issuer keys `jwks` marks, then the audience and
-/// issuer the verifier expects of what the last delegatee holds. Prints the chain.
-fn verify_delegated(args: &Args, token: &str, jwks: &Jwks, now: i64) -> Result<ExitCode, CliError> {
-    use aip_aat::delegation::{self, issuer_roots};
-    let roots = issuer_roots(jwks);
-    let checked = delegation::verify(token, &roots, now, args.max_depth)
+/// A delegable AAT, checked as a proxy checks it (`CallVerifier`: the chain against the issuer
+/// keys the JWKS marks, then what the last delegatee holds against `validation` at `now`).
+/// Prints the chain.
+fn verify_delegated(
+    args: &Args,
+    token: &str,
+    keys: JwkSet,
+    validation: Validation,
+    now: i64,
+) -> Result<ExitCode, CliError> {
+    use std::sync::Arc;
+
+    use aip_aat::delegation;
+    use aip_aat::keys::KeyResolver as _;
+    use aip_aat::replay::InMemoryReplayCache;
+    use aip_aat::verifier::CallVerifier;
+
+    let keys = Arc::new(keys);
+    let verifier = CallVerifier::new(validation, keys.clone(), Arc::new(InMemoryReplayCache::new(1)))
+        .with_clock(Arc::new(FixedClock::new(now)));
+    let checked = verifier
+        .verify_token(token)
         .map_err(|e| (e.aat_error(), e.to_string()))
-        .and_then(|chain| {
-            let held = chain.effective_claims();
-            if !held.aud.contains(&args.audience) {
-                return Err((
-                    "audience_mismatch",
-                    format!("the delegation is not for {}", args.audience),
-                ));
-            }
-            if !args.issuers.is_empty() && !args.issuers.contains(&held.iss) {
-                return Err(("untrusted_issuer", format!("issuer {} is not trusted", held.iss)));
-            }
-            Ok(chain)
+        .and_then(|_| {
+            // The same chain again, for its steps.
+            delegation::verify(token, &|id| keys.delegation_root(id), now, args.max_depth)
+                .map_err(|e| (e.aat_error(), e.to_string()))
         });
     match checked {
         Ok(chain) => {
