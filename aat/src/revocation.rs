@@ -44,6 +44,10 @@ pub struct RevocationList {
     /// Users whose delegations were revoked: their AATs issued at or before `revoked_at`.
     #[serde(default)]
     pub revoked_users: Vec<RevokedUser>,
+    /// Revoked delegations of delegable AATs, by the revocation id of a block: every token
+    /// that carries that block is refused.
+    #[serde(default)]
+    pub revoked_delegations: Vec<RevokedDelegation>,
     /// Agents currently suspended (reversible; their AATs are refused while suspended).
     #[serde(default)]
     pub suspended_agents: Vec<SuspendedAgent>,
@@ -133,6 +137,19 @@ pub struct RevokedSession {
     pub reason: Option<String>,
 }
 
+/// A revoked delegation: one block of delegable AATs, by its revocation id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedDelegation {
+    /// The block's revocation id, in lowercase hex.
+    pub revocation_id: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// A user whose delegations were revoked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokedUser {
@@ -175,6 +192,7 @@ impl RevocationList {
             revoked_aats: Vec::new(),
             revoked_sessions: Vec::new(),
             revoked_users: Vec::new(),
+            revoked_delegations: Vec::new(),
             suspended_agents: Vec::new(),
             superseded_keys: Vec::new(),
         }
@@ -249,6 +267,7 @@ pub struct RevocationIndex {
     tokens: HashSet<Jti>,
     sessions: HashSet<String>,
     users: HashMap<String, i64>,
+    delegations: HashSet<String>,
     /// Superseded key thumbprint → (its agent, the end of its grace period).
     superseded: HashMap<KeyId, (AgentId, i64)>,
 }
@@ -286,6 +305,11 @@ impl From<&RevocationList> for RevocationIndex {
             tokens: list.revoked_aats.iter().map(|a| a.jti.clone()).collect(),
             sessions: list.revoked_sessions.iter().map(|s| s.session_id.clone()).collect(),
             users,
+            delegations: list
+                .revoked_delegations
+                .iter()
+                .map(|d| d.revocation_id.to_ascii_lowercase())
+                .collect(),
         }
     }
 }
@@ -305,6 +329,9 @@ impl RevocationView for RevocationIndex {
     }
     fn is_agent_suspended(&self, agent_id: &AgentId) -> bool {
         self.suspended.contains(agent_id)
+    }
+    fn is_delegation_revoked(&self, revocation_id: &str) -> bool {
+        self.delegations.contains(revocation_id)
     }
     fn key_valid_until(&self, agent_id: &AgentId, thumbprint: &KeyId) -> Option<i64> {
         self.superseded

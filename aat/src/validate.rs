@@ -37,6 +37,11 @@ pub trait RevocationView: Send + Sync {
     fn is_agent_suspended(&self, _agent_id: &AgentId) -> bool {
         false
     }
+    /// The block of delegable AATs with this revocation id (lowercase hex) is revoked.
+    /// Defaults to `false`.
+    fn is_delegation_revoked(&self, _revocation_id: &str) -> bool {
+        false
+    }
     /// When the agent's key with this thumbprint stops being accepted, if a rotation replaced
     /// it (spec 8.3.4): the end of its grace period, in Unix time. Defaults to `None`.
     fn key_valid_until(&self, _agent_id: &AgentId, _thumbprint: &KeyId) -> Option<i64> {
@@ -116,9 +121,16 @@ impl VerifiedAat {
         Err(AatError::Revoked(revoked_by))
     }
 
-    /// For a delegable AAT, every agent before the last holder on its chain, as step 7 checks
-    /// that holder: not revoked or suspended, and still holding the key it delegated with.
+    /// For a delegable AAT, every block on its chain not revoked by its revocation id, and
+    /// every agent before the last holder as step 7 checks that holder: not revoked or
+    /// suspended, and still holding the key it delegated with.
     fn check_chain_revocation(&self, view: &dyn RevocationView, now: i64) -> Result<(), AatError> {
+        let Some(chain) = self.delegation() else {
+            return Ok(());
+        };
+        if chain.revocation_ids.iter().any(|id| view.is_delegation_revoked(id)) {
+            return Err(AatError::Revoked(RevokedBy::Delegation));
+        }
         for (agent, key) in self.delegators() {
             if view.is_agent_revoked(agent) {
                 return Err(AatError::Revoked(RevokedBy::Agent));

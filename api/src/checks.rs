@@ -35,6 +35,21 @@ pub fn check_name(member: &str, value: &str, max: usize) -> Result<(), String> {
     }
 }
 
+/// The revocation id of a delegable AAT's block, as biscuit tools write it (hex, in either
+/// case), in the lowercase form revocation lists carry.
+pub fn revocation_id(member: &str, value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value.len() < 32 || value.len() > 256 || value.len() % 2 != 0 {
+        return Err(format!(
+            "{member} must be a block's revocation id: an even number of hex digits, 32 to 256"
+        ));
+    }
+    if !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{member} must be a block's revocation id, in hex"));
+    }
+    Ok(value.to_ascii_lowercase())
+}
+
 /// The Unicode TR39 skeleton of a name: two names with the same skeleton look alike to people
 /// (`paypal` and `pаypal` with a Cyrillic `а`, `paypa1` and `paypal`).
 pub fn skeleton(name: &str) -> String {
@@ -225,6 +240,23 @@ mod tests {
             let name = format!("pay{bad}pal");
             let error = check_name("name", &name, 128).unwrap_err();
             assert!(error.contains(&format!("U+{:04X}", u32::from(bad))), "{error}");
+        }
+    }
+
+    #[test]
+    fn revocation_ids_are_hex_and_come_out_lowercase() {
+        let id = "AB".repeat(64);
+        assert_eq!(revocation_id("delegation", &id).unwrap(), "ab".repeat(64));
+        for bad in [
+            "",
+            "abc",
+            &"zz".repeat(64),
+            &"a".repeat(129),
+            &"ab".repeat(129),
+            "not hex at all, not hex at all!!",
+        ] {
+            let error = revocation_id("delegation", bad).unwrap_err();
+            assert!(error.starts_with("delegation must be"), "{error}");
         }
     }
 

@@ -255,7 +255,8 @@ pub struct TokenErrorResponse {
     pub error_details: Option<serde_json::Value>,
 }
 
-/// `POST /v1/revoke` body (admin): exactly one of `jti`, `session_id`, `user_id`, `agent_id`.
+/// `POST /v1/revoke` body (admin): exactly one of `jti`, `session_id`, `user_id`, `agent_id`,
+/// `delegation`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
@@ -271,6 +272,9 @@ pub struct RevokeRequest {
     /// An agent: revoked in the registry, with every session and AAT of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<AgentId>,
+    /// One block of delegable AATs, by its revocation id (hex): every token derived from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<String>,
     /// Why (published in the revocation list).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -279,7 +283,7 @@ pub struct RevokeRequest {
 /// `POST /v1/revoke` response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokeResponse {
-    /// `aat`, `session`, `user` or `agent`.
+    /// `aat`, `session`, `user`, `agent` or `delegation`.
     pub revoked: String,
     /// The id revoked.
     pub id: String,

@@ -506,11 +506,11 @@ pub struct IssuerEndpoints {
     pub oauth_authorization_server: Option<String>,
 }
 
-/// One token or session in [`PublishRevocationsRequest`].
+/// One token, session or delegation in [`PublishRevocationsRequest`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevokedEntryBody {
-    /// The `jti` or session id.
+    /// The `jti`, session id or revocation id.
     pub id: String,
     /// When the last token it covers expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -533,6 +533,10 @@ pub struct PublishRevocationsRequest {
     /// Users.
     #[serde(default)]
     pub users: Vec<String>,
+    /// Blocks of delegable AATs, by revocation id (lowercase hex): every token that carries
+    /// one is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegations: Vec<RevokedEntryBody>,
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -541,15 +545,23 @@ pub struct PublishRevocationsRequest {
 impl PublishRevocationsRequest {
     /// Whether there is nothing to publish.
     pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty() && self.sessions.is_empty() && self.users.is_empty()
+        self.tokens.is_empty() && self.sessions.is_empty() && self.users.is_empty() && self.delegations.is_empty()
     }
 
-    /// The event kind that announces them: `user_revoked`, `session_revoked` or `aat_revoked`.
+    /// How many entries it lists.
+    pub fn len(&self) -> usize {
+        self.tokens.len() + self.sessions.len() + self.users.len() + self.delegations.len()
+    }
+
+    /// The event kind that announces them: `user_revoked`, `session_revoked`,
+    /// `delegation_revoked` or `aat_revoked`.
     pub fn event_kind(&self) -> &'static str {
         if !self.users.is_empty() {
             "user_revoked"
         } else if !self.sessions.is_empty() {
             "session_revoked"
+        } else if !self.delegations.is_empty() {
+            "delegation_revoked"
         } else {
             "aat_revoked"
         }

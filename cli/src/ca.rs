@@ -41,8 +41,11 @@ enum Command {
     /// Users who authorize agents with API keys.
     #[command(subcommand)]
     Users(issuer::UsersCommand),
-    /// Revoke an AAT, a session, a user or an agent.
+    /// Revoke an AAT, a session, a user, an agent or a delegation.
     Revoke(issuer::RevokeArgs),
+    /// Delegations of delegable AATs: revoke one by its revocation id.
+    #[command(subcommand)]
+    Delegations(issuer::DelegationsCommand),
     /// Fetch an AAT for an agent (as the agent does at startup) and print it.
     Token(token::Args),
     /// Hand part of a delegable AAT to a sub-agent, offline, signed with the agent's own key.
@@ -92,6 +95,7 @@ pub fn main() -> ExitCode {
         Command::AccessToken(command) => tokens::access_token(command),
         Command::Users(command) => issuer::users(command),
         Command::Revoke(args) => issuer::revoke(args),
+        Command::Delegations(command) => issuer::delegations(command),
         Command::Keys(command) => issuer::keys(command),
         Command::Token(args) => token::run(args),
         Command::Delegate(args) => delegate::run(args),

@@ -13,6 +13,8 @@ pub enum RevokedBy {
     Session,
     /// The user revoked their delegation after the token was issued (spec 10.5).
     User,
+    /// A block of the delegable AAT's chain is revoked by its revocation id.
+    Delegation,
 }
 
 /// Why an AAT was refused. [`AatError::aat_error`] gives the spec's error string; the

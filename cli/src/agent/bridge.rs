@@ -14,14 +14,19 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use aip_aat::clock::{Clock as _, SystemClock};
+use aip_aat::dpop::{DpopRequest, create_call_dpop_proof, create_dpop_proof};
 use aip_aat::jsonrpc::{ErrorCode, error_response};
 use aip_aat::proof::Call;
+use aip_aat::secret::SecretString;
 use aip_api::agent::AgentClient;
 use futures_util::StreamExt as _;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::sync::Mutex as AsyncMutex;
+
+use super::relay::Delegated;
 
 /// The session header.
 const SESSION_ID: &str = "mcp-session-id";
@@ -32,11 +37,57 @@ const MAX_MESSAGE: usize = 16 << 20;
 /// Connection timeout to the front door.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where the bridge gets the AAT and a DPoP proof for one request.
+pub(crate) trait DpopCredentials: Send + Sync {
+    /// The current AAT and a fresh DPoP proof for a request with `method` to `uri`, bound to
+    /// `call` when the request carries one.
+    fn dpop_credentials(
+        &self,
+        method: &str,
+        uri: &str,
+        call: Option<&Call<'_>>,
+    ) -> Result<(SecretString, String), String>;
+}
+
+impl DpopCredentials for AgentClient {
+    fn dpop_credentials(
+        &self,
+        method: &str,
+        uri: &str,
+        call: Option<&Call<'_>>,
+    ) -> Result<(SecretString, String), String> {
+        AgentClient::dpop_credentials(self, method, uri, call).map_err(|e| e.to_string())
+    }
+}
+
+/// A delegated AAT as it is held: the agent's key, the one its chain's last step names,
+/// signs the proofs.
+impl DpopCredentials for Delegated {
+    fn dpop_credentials(
+        &self,
+        method: &str,
+        uri: &str,
+        call: Option<&Call<'_>>,
+    ) -> Result<(SecretString, String), String> {
+        let request = DpopRequest {
+            method,
+            uri,
+            access_token: Some(self.token.expose()),
+        };
+        let now = SystemClock.now();
+        let proof = match call {
+            Some(call) => create_call_dpop_proof(&self.key, &request, call, now).map_err(|e| e.to_string())?,
+            None => create_dpop_proof(&self.key, &request, now).map_err(|e| e.to_string())?,
+        };
+        Ok((self.token.clone(), proof))
+    }
+}
+
 /// The bridge's state, shared by the tasks of the client's messages.
 struct Bridge {
     http: reqwest::Client,
     url: String,
-    client: AgentClient,
+    credentials: Box<dyn DpopCredentials>,
     /// The session id and the negotiated protocol version, once `initialize` answered.
     session: Mutex<(Option<HeaderValue>, Option<HeaderValue>)>,
     /// Our stdout: one whole line at a time.
@@ -44,7 +95,11 @@ struct Bridge {
 }
 
 /// Bridges our stdin/stdout to the front door at `url` until the client closes its side.
-pub(crate) async fn run(url: String, client: AgentClient, ca_pem: Option<Vec<u8>>) -> Result<(), String> {
+pub(crate) async fn run(
+    url: String,
+    credentials: Box<dyn DpopCredentials>,
+    ca_pem: Option<Vec<u8>>,
+) -> Result<(), String> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
@@ -59,7 +114,7 @@ pub(crate) async fn run(url: String, client: AgentClient, ca_pem: Option<Vec<u8>
     let bridge = Arc::new(Bridge {
         http,
         url,
-        client,
+        credentials,
         session: Mutex::new((None, None)),
         out: AsyncMutex::new(tokio::io::stdout()),
     });
@@ -150,10 +205,7 @@ impl Bridge {
     /// The headers of a request with `method`: the AAT, a fresh DPoP proof (bound to `call`),
     /// the session and the protocol version.
     fn headers(&self, method: &str, call: Option<&Call<'_>>) -> Result<HeaderMap, String> {
-        let (aat, proof) = self
-            .client
-            .dpop_credentials(method, &self.url, call)
-            .map_err(|e| e.to_string())?;
+        let (aat, proof) = self.credentials.dpop_credentials(method, &self.url, call)?;
         let mut headers = HeaderMap::new();
         let mut authorization = HeaderValue::from_str(&format!("DPoP {}", aat.expose()))
             .map_err(|_| "the AAT is not a header value".to_owned())?;

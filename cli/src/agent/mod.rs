@@ -86,8 +86,9 @@ struct Args {
     #[arg(long, value_name = "FILE", requires = "upstream")]
     upstream_ca: Option<std::path::PathBuf>,
     /// Present this delegated AAT (`aip-ca delegate --out`), held by this agent, instead of
-    /// asking the issuer for one; the agent's key signs the per-call proofs. Not refreshed.
-    #[arg(long, value_name = "FILE", conflicts_with = "upstream")]
+    /// asking the issuer for one; the agent's key signs the per-call proofs (and, with
+    /// --upstream, the DPoP proofs). Not refreshed.
+    #[arg(long, value_name = "FILE")]
     delegation_file: Option<std::path::PathBuf>,
     /// The command to run after `--` (the MCP server, or `aip-proxy` in front of it) and its
     /// arguments; started directly, without a shell.
@@ -149,11 +150,18 @@ fn run(args: &Args) -> Result<ExitCode, CliError> {
         .map_err(|e| CliError::new(format!("cannot start: {e}")))?;
     if let Some(path) = &args.delegation_file {
         let (token, key, audience) = args.client.delegated(path)?;
-        return relay_command(args, runtime, relay::Delegated { token, key, audience });
+        let delegated = relay::Delegated { token, key, audience };
+        return match &args.upstream {
+            Some(url) => bridge_to(url, args.upstream_ca.as_deref(), Box::new(delegated), runtime),
+            None => relay_command(args, runtime, delegated),
+        };
     }
     let client = args.client.start(&runtime, TokenFormat::Jwt)?;
     if let Some(url) = &args.upstream {
-        return bridge_to(url, args.upstream_ca.as_deref(), client, runtime);
+        let refresher = client.clone();
+        runtime.spawn(async move { refresher.run_refresh(std::future::pending()).await });
+        runtime.spawn(report_refresh_failures(client.subscribe_errors()));
+        return bridge_to(url, args.upstream_ca.as_deref(), Box::new(client), runtime);
     }
     let refresher = client.clone();
     runtime.spawn(async move { refresher.run_refresh(std::future::pending()).await });
@@ -227,7 +235,7 @@ fn relay_command(
 fn bridge_to(
     url: &str,
     ca: Option<&std::path::Path>,
-    client: aip_api::agent::AgentClient,
+    credentials: Box<dyn bridge::DpopCredentials>,
     runtime: tokio::runtime::Runtime,
 ) -> Result<ExitCode, CliError> {
     let ca_pem = match ca {
@@ -241,10 +249,7 @@ fn bridge_to(
         }
         None => None,
     };
-    let refresher = client.clone();
-    runtime.spawn(async move { refresher.run_refresh(std::future::pending()).await });
-    runtime.spawn(report_refresh_failures(client.subscribe_errors()));
-    let bridged = runtime.block_on(bridge::run(url.to_owned(), client, ca_pem));
+    let bridged = runtime.block_on(bridge::run(url.to_owned(), credentials, ca_pem));
     runtime.shutdown_background();
     bridged.map_err(CliError::new)?;
     Ok(ExitCode::SUCCESS)

@@ -1,4 +1,4 @@
-//! `aip-ca users`, `aip-ca revoke` and `aip-ca keys`: the token issuer's administration.
+//! `aip-ca users`, `aip-ca revoke`, `aip-ca delegations` and `aip-ca keys`: the token issuer's administration.
 
 use std::process::ExitCode;
 
@@ -133,7 +133,45 @@ pub(crate) fn users(command: UsersCommand) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `aip-ca revoke`: one AAT, a session, a user or an agent.
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum DelegationsCommand {
+    /// Revoke one delegation of delegable AATs by the revocation id of its block (hex, as
+    /// `aip-ca verify` and the proxy's audit records show it): every token derived from it is
+    /// refused at every proxy.
+    Revoke {
+        /// The block's revocation id.
+        #[arg(value_name = "REVOCATION_ID")]
+        revocation_id: String,
+        /// Why (published in the revocation list).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) fn delegations(command: DelegationsCommand) -> Result<ExitCode, CliError> {
+    match command {
+        DelegationsCommand::Revoke {
+            revocation_id,
+            reason,
+            remote,
+            json,
+        } => {
+            let request = RevokeRequest {
+                delegation: Some(revocation_id),
+                reason,
+                ..RevokeRequest::default()
+            };
+            send_revoke(&remote, &request, json)
+        }
+    }
+}
+
+/// `aip-ca revoke`: one AAT, a session, a user, an agent or a delegation.
 #[derive(clap::Args, Debug)]
 #[command(group = clap::ArgGroup::new("target").required(true).multiple(false))]
 pub(crate) struct RevokeArgs {
@@ -149,6 +187,9 @@ pub(crate) struct RevokeArgs {
     /// An agent: revoked in the registry, with every session and AAT of it.
     #[arg(long, group = "target", value_name = "AGENT_ID")]
     agent: Option<String>,
+    /// A delegation, by the revocation id of its block: every delegable AAT derived from it.
+    #[arg(long, group = "target", value_name = "REVOCATION_ID")]
+    delegation: Option<String>,
     /// Why (published in the revocation list).
     #[arg(long)]
     reason: Option<String>,
@@ -169,6 +210,7 @@ pub(crate) fn revoke(args: RevokeArgs) -> Result<ExitCode, CliError> {
         session_id: args.session,
         user_id: args.user,
         agent_id,
+        delegation: args.delegation,
         reason: args.reason,
     };
     send_revoke(&args.remote, &request, args.json)

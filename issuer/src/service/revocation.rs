@@ -4,7 +4,8 @@
 
 use std::future::Future;
 
-use aip_api::checks::{check_name, check_text};
+use aip_aat::token::MAX_LIFETIME_SECS;
+use aip_api::checks::{check_name, check_text, revocation_id};
 use aip_api::issuer::{RevokeRequest, RevokeResponse};
 use aip_api::registry::{PublishRevocationsRequest, RevokedEntryBody as RevokedEntry};
 use aip_db::DbError;
@@ -15,6 +16,9 @@ use super::error::IssuerError;
 use super::state::Issuer;
 use crate::directory::{Caller, DirectoryError};
 use crate::store::{Covered, IssuerStore};
+
+/// What a `POST /v1/revoke` names when it names none or several.
+const ONE_TARGET: &str = "give exactly one of jti, session_id, user_id, agent_id, delegation";
 
 impl Issuer {
     /// Revokes a session after refresh-token reuse; failures are logged (the refresh itself is
@@ -79,6 +83,7 @@ impl Issuer {
             sessions: covered.sessions,
             users: user.into_iter().collect(),
             reason: reason.map(str::to_owned),
+            ..PublishRevocationsRequest::default()
         };
         let version = if revocations.is_empty() {
             0
@@ -122,6 +127,24 @@ impl Issuer {
         Ok((covered, version))
     }
 
+    /// Revokes one block of delegable AATs by its revocation id (lowercase hex), as `actor`:
+    /// published through the registry. The block cannot outlive the AAT it was derived from,
+    /// minted before now and living at most [`MAX_LIFETIME_SECS`], so the entry is listed until
+    /// then.
+    async fn revoke_delegation_as(&self, actor: &str, id: &str, reason: Option<&str>) -> Result<u64, IssuerError> {
+        let lifetime = i64::try_from(MAX_LIFETIME_SECS).unwrap_or(i64::MAX);
+        let revocations = PublishRevocationsRequest {
+            subject: format!("delegation:{id}"),
+            delegations: vec![RevokedEntry {
+                id: id.to_owned(),
+                expires_at: Some(self.clock.now().saturating_add(lifetime)),
+            }],
+            reason: reason.map(str::to_owned),
+            ..PublishRevocationsRequest::default()
+        };
+        Ok(self.directory.publish(actor, &revocations).await?)
+    }
+
     /// Revokes a session, and the AATs of it, as `actor`.
     pub(super) async fn revoke_session_as(
         &self,
@@ -155,11 +178,10 @@ impl Issuer {
         let targets = usize::from(request.jti.is_some())
             + usize::from(request.session_id.is_some())
             + usize::from(request.user_id.is_some())
-            + usize::from(request.agent_id.is_some());
+            + usize::from(request.agent_id.is_some())
+            + usize::from(request.delegation.is_some());
         if targets != 1 {
-            return Err(IssuerError::InvalidRequest(
-                "give exactly one of jti, session_id, user_id, agent_id".into(),
-            ));
+            return Err(IssuerError::InvalidRequest(ONE_TARGET.into()));
         }
         let actor = caller.actor();
         let (revoked, id, covered, version) = if let Some(jti) = request.jti {
@@ -216,10 +238,12 @@ impl Issuer {
                 })
                 .await?;
             ("agent", agent_id.to_string(), covered, version.max(registry_version))
+        } else if let Some(delegation) = request.delegation {
+            let id = revocation_id("delegation", &delegation).map_err(IssuerError::InvalidRequest)?;
+            let version = self.revoke_delegation_as(&actor, &id, reason).await?;
+            ("delegation", id, Covered::default(), version)
         } else {
-            return Err(IssuerError::InvalidRequest(
-                "give exactly one of jti, session_id, user_id, agent_id".into(),
-            ));
+            return Err(IssuerError::InvalidRequest(ONE_TARGET.into()));
         };
         Ok(RevokeResponse {
             revoked: revoked.into(),

@@ -47,6 +47,8 @@ pub struct ListCounts {
     pub sessions_revoked: usize,
     /// Users whose delegations were revoked.
     pub users_revoked: usize,
+    /// Blocks of delegable AATs revoked by their revocation id.
+    pub delegations_revoked: usize,
     /// Suspended agents.
     pub agents_suspended: usize,
     /// Agent keys replaced by a rotation.
@@ -60,6 +62,7 @@ impl From<&RevocationList> for ListCounts {
             aats_revoked: list.revoked_aats.len(),
             sessions_revoked: list.revoked_sessions.len(),
             users_revoked: list.revoked_users.len(),
+            delegations_revoked: list.revoked_delegations.len(),
             agents_suspended: list.suspended_agents.len(),
             keys_superseded: list.superseded_keys.len(),
         }

@@ -259,6 +259,9 @@ impl RevocationView for RegistryLink {
     fn key_valid_until(&self, agent_id: &AgentId, thumbprint: &KeyId) -> Option<i64> {
         self.revocations().key_valid_until(agent_id, thumbprint)
     }
+    fn is_delegation_revoked(&self, revocation_id: &str) -> bool {
+        self.revocations().is_delegation_revoked(revocation_id)
+    }
 }
 
 #[cfg(test)]

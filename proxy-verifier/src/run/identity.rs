@@ -46,12 +46,13 @@ pub(super) fn start_identity(
                 record.revocation_list_version = Some(version);
                 record.reason = Some(format!(
                     "list version {version} from {source}: {} agents revoked, {} suspended, {} AATs, {} \
-                     sessions, {} users, {} superseded keys",
+                     sessions, {} users, {} delegations, {} superseded keys",
                     counts.agents_revoked,
                     counts.agents_suspended,
                     counts.aats_revoked,
                     counts.sessions_revoked,
                     counts.users_revoked,
+                    counts.delegations_revoked,
                     counts.keys_superseded
                 ));
             }

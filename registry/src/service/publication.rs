@@ -160,7 +160,7 @@ impl Registry {
         }
     }
 
-    /// Lists tokens, sessions and users as revoked in one new list version, announced by one
+    /// Lists tokens, sessions, users and delegations as revoked in one new list version, announced by one
     /// event, as a token issuer decided them; `actor` and the request's subject go to the audit
     /// log. Already listed entries stay as they were. Returns the new version.
     pub async fn publish_revocations(
@@ -173,8 +173,7 @@ impl Registry {
         if revocations.is_empty() {
             return Err(RegistryError::InvalidRequest("nothing to revoke".into()));
         }
-        let count = revocations.tokens.len() + revocations.sessions.len() + revocations.users.len();
-        if count > MAX_REVOCATION_ENTRIES {
+        if revocations.len() > MAX_REVOCATION_ENTRIES {
             return Err(RegistryError::InvalidRequest(format!(
                 "at most {MAX_REVOCATION_ENTRIES} entries per request"
             )));
@@ -188,6 +187,15 @@ impl Registry {
         {
             check_name_field(member, id, 256)?;
         }
+        for delegation in &revocations.delegations {
+            let id = aip_api::checks::revocation_id("delegations[].id", &delegation.id)
+                .map_err(RegistryError::InvalidRequest)?;
+            if id != delegation.id {
+                return Err(RegistryError::InvalidRequest(
+                    "delegations[].id must be in lowercase hex".into(),
+                ));
+            }
+        }
         let audit = AuditEntry {
             actor,
             action: "revocation.publish",
@@ -196,6 +204,7 @@ impl Registry {
                 "tokens": revocations.tokens.len(),
                 "sessions": revocations.sessions.len(),
                 "users": revocations.users,
+                "delegations": revocations.delegations.len(),
                 "reason": revocations.reason,
             }),
         };

@@ -2,7 +2,8 @@
 
 use aip_aat::ids::AgentId;
 use aip_aat::revocation::{
-    RevocationList, RevokedAat, RevokedAgent, RevokedSession, RevokedUser, SupersededKey, SuspendedAgent,
+    RevocationList, RevokedAat, RevokedAgent, RevokedDelegation, RevokedSession, RevokedUser, SupersededKey,
+    SuspendedAgent,
 };
 use aip_aat::token::MAX_LIFETIME_SECS;
 use aip_api::registry::{PublishRevocationsRequest, RevokedEntryBody};
@@ -37,6 +38,11 @@ impl RevocationStore for SqlStore {
                  ON CONFLICT (session_id) DO NOTHING",
                 &revocations.sessions,
             ),
+            (
+                "INSERT INTO revoked_delegations (revocation_id, revoked_at, reason, expires_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (revocation_id) DO NOTHING",
+                &revocations.delegations,
+            ),
         ] {
             for entry in entries {
                 sqlx::query(sql)
@@ -67,6 +73,9 @@ impl RevocationStore for SqlStore {
             "session_ids": ids(&revocations.sessions),
             "user_ids": revocations.users,
         });
+        if !revocations.delegations.is_empty() {
+            data["revocation_ids"] = ids(&revocations.delegations).into();
+        }
         if let Some(reason) = reason {
             data["reason"] = reason.into();
         }
@@ -147,6 +156,20 @@ impl RevocationStore for SqlStore {
             .await?
         {
             list.revoked_sessions.push(RevokedSession { session_id, revoked_at, reason });
+        }
+        for (revocation_id, revoked_at, reason) in self
+            .revoked_entries(
+                "SELECT revocation_id, revoked_at, reason FROM revoked_delegations \
+                 WHERE expires_at IS NULL OR expires_at > $1 ORDER BY revocation_id",
+                Some(now),
+            )
+            .await?
+        {
+            list.revoked_delegations.push(RevokedDelegation {
+                revocation_id,
+                revoked_at,
+                reason,
+            });
         }
         for (user_id, revoked_at, reason) in self
             .revoked_entries(
