@@ -909,3 +909,166 @@ fn the_public_url_is_the_resource_and_a_conflicting_audience_is_refused() {
     assert_eq!(refused.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("spec.aat.audience"), "{stderr}");
 }
+
+/// `POST` a JSON-RPC `body` to the front door at `url` with `Authorization: DPoP token` and
+/// `proof`, with curl: the HTTP status and the `WWW-Authenticate` challenges, one per line.
+fn post_with_dpop(url: &str, token: &str, proof: &str, body: &Value) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-o", "/dev/null", "-D", "-"])
+        .args(["-X", "POST"])
+        .args(["-H", &format!("Authorization: DPoP {token}")])
+        .args(["-H", &format!("DPoP: {proof}")])
+        .args(["-H", "Content-Type: application/json"])
+        .args(["-H", "Accept: application/json, text/event-stream"])
+        .args(["--data-binary", &body.to_string()])
+        .arg(url)
+        .output()
+        .unwrap();
+    let head = String::from_utf8(out.stdout).unwrap();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let challenges = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(name, _)| name.eq_ignore_ascii_case("www-authenticate"))
+        .map(|(_, value)| value.trim())
+        .collect::<Vec<_>>()
+        .join("\n");
+    (status, challenges)
+}
+
+/// A delegated AAT over HTTP: agent A asks for the delegable form of its AAT for the front
+/// door, hands `echo` to sub-agent B with `aip-ca delegate`, and B's unmodified stdio client
+/// (the Python SDK's) calls through `aip-agent --delegation-file … --upstream`, every request
+/// carrying the chain as `Authorization: DPoP` and a proof by B's key bound to its call. B sees
+/// and calls `echo` only (the chain's narrowing), a DPoP proof by A's key on B's token is
+/// refused before anything reaches the server, and once `aip-ca delegations revoke` has
+/// returned with the revocation id of A's step, B's next call is refused within a second. The
+/// audit records name the chain, and every call was bound by its proof.
+#[test]
+fn a_sub_agent_calls_with_a_delegated_aat_and_dpop_proofs_by_its_own_key() {
+    if !peers_ready(
+        "a_sub_agent_calls_with_a_delegated_aat_and_dpop_proofs_by_its_own_key",
+        &[Peer::Python],
+    ) {
+        return;
+    }
+    let Scene {
+        authority,
+        agent: a,
+        calls,
+        audit,
+        upstream: _upstream,
+        proxy,
+        ..
+    } = Scene::start("delegating-agent", "ed25519", true);
+    let b = authority.register("sub-agent", "p256", "echo,read_secret");
+    let held = aip_tests::ok(aip_tests::run(&[
+        "token",
+        "--issuer",
+        &authority.url,
+        "--audience",
+        &proxy.url,
+        "--agent-dir",
+        a.dir.to_str().unwrap(),
+        "--token-format",
+        "aat+biscuit",
+    ]));
+    let held_file = authority.dir().join("a.aat");
+    std::fs::write(&held_file, held.trim()).unwrap();
+    let b_file = authority.dir().join("b.aat");
+    aip_tests::ok(aip_tests::run(&[
+        "delegate",
+        "--agent-dir",
+        a.dir.to_str().unwrap(),
+        "--from",
+        held_file.to_str().unwrap(),
+        "--to",
+        b.dir.join("agent.json").to_str().unwrap(),
+        "--tools",
+        "echo",
+        "--ttl",
+        "600",
+        "--out",
+        b_file.to_str().unwrap(),
+        "--registry",
+        &authority.url,
+        "--token",
+        &authority.admin,
+    ]));
+    let b_token = std::fs::read_to_string(&b_file).unwrap().trim().to_owned();
+
+    let mut client = Driver::start(
+        Command::new(python())
+            .arg(tests_dir().join("python/front_door_client.py"))
+            .arg("--stdio")
+            .arg(aip_tests::aip_agent())
+            .arg("--agent-dir")
+            .arg(&b.dir)
+            .args(["--audience", &proxy.url, "--upstream", &proxy.url, "--delegation-file"])
+            .arg(&b_file),
+    );
+    assert_eq!(client.list(), ["echo"]);
+    let said = "handed on by a delegator";
+    assert_eq!(texts(&client.call("echo", &json!({"text": said}))), [said]);
+    let outside = client.call("read_secret", &json!({}));
+    assert_eq!(refusal(&outside), ErrorCode::CapabilityDenied, "{outside}");
+
+    // A DPoP proof by A's key on B's token: refused at the door.
+    let a_key = aip_aat::keys::KeyPair::from_pkcs8_pem(&std::fs::read_to_string(&a.pem).unwrap()).unwrap();
+    let request = aip_aat::dpop::DpopRequest {
+        method: "POST",
+        uri: &proxy.url,
+        access_token: Some(&b_token),
+    };
+    let now = aip_aat::clock::Clock::now(&aip_aat::clock::SystemClock);
+    let wrong = aip_aat::dpop::create_dpop_proof(&a_key, &request, now).unwrap();
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "thief", "version": "1"}}});
+    let (status, challenge) = post_with_dpop(&proxy.url, &b_token, &wrong, &initialize);
+    assert_eq!(status, 401, "{challenge}");
+    assert!(
+        challenge.contains("error=\"invalid_dpop_proof\"") && challenge.contains("does not match this call: Key"),
+        "{challenge}"
+    );
+
+    // Revoking A's step to B by its revocation id.
+    let (_, jwks) = aip_tests::http_get(&format!("{}/v1/jwks", authority.url), None);
+    let roots = aip_aat::delegation::issuer_roots(&serde_json::from_str(&jwks).unwrap());
+    let chain = aip_aat::delegation::verify(&b_token, &roots, now, 3).unwrap();
+    let step = chain.revocation_ids().nth(1).unwrap().to_owned();
+    let revoked = authority.remote(&["delegations", "revoke", &step, "--json"]);
+    assert_eq!(revoked["revoked"], "delegation", "{revoked}");
+    let since = Instant::now();
+    let refused = loop {
+        let answer = client.call("echo", &json!({"text": "still?"}));
+        if answer["ok"] == false {
+            break answer;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(1),
+            "still accepted after {:?}",
+            since.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        since.elapsed() < Duration::from_secs(1),
+        "refused after {:?}",
+        since.elapsed()
+    );
+    assert!(refused.to_string().to_lowercase().contains("revoked"), "{refused}");
+    client.quit();
+    assert_eq!(upstream_calls(&calls).first().map(String::as_str), Some("echo"));
+    assert!(!upstream_calls(&calls).iter().any(|c| c == "read_secret"));
+
+    assert!(proxy.stop().is_some(), "aip-proxy did not stop on SIGTERM");
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert!(!log.contains(&b_token), "the audit log holds a token");
+    let records: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let first = records
+        .iter()
+        .find(|r| r["method"] == "tools/call" && r["agent_id"] == b.id.as_str())
+        .unwrap_or_else(|| panic!("no call of B in\n{log}"));
+    assert_eq!(first["delegation_chain"], json!([a.id, b.id]), "{first}");
+    assert_eq!(first["proof"], "dpop_call", "{first}");
+}
