@@ -460,6 +460,28 @@ mod tests {
     }
 
     #[test]
+    fn revoked_delegations_are_looked_up_by_lowercase_revocation_id() {
+        let at = OffsetDateTime::from_unix_timestamp(1_760_000_000).unwrap();
+        let mut list = RevocationList::empty(9, at);
+        list.revoked_delegations.push(RevokedDelegation {
+            revocation_id: "AB".repeat(64),
+            revoked_at: at,
+            reason: Some("hand-off ended".into()),
+        });
+        let index = RevocationIndex::from(&list);
+        assert!(index.is_delegation_revoked(&"ab".repeat(64)));
+        assert!(!index.is_delegation_revoked(&"cd".repeat(64)));
+        let json = serde_json::to_value(&list).unwrap();
+        assert_eq!(json["revoked_delegations"][0]["reason"], "hand-off ended");
+        // A list from a registry that predates them reads as none.
+        let older: RevocationList = serde_json::from_value(serde_json::json!({
+            "version": 1, "updated_at": "2025-10-09T08:53:20Z"
+        }))
+        .unwrap();
+        assert!(older.revoked_delegations.is_empty());
+    }
+
+    #[test]
     fn suspended_agents_are_refused_as_inactive() {
         let at = OffsetDateTime::from_unix_timestamp(1_760_000_000).unwrap();
         let id: AgentId = "ag_660e8400-e29b-41d4-a716-446655440000".parse().unwrap();

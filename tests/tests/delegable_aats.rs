@@ -605,6 +605,22 @@ fn a_users_chain_to_a_sub_sub_agent_works_until_any_link_is_revoked() {
     let chain = delegation::verify(&held_by_c, &roots, now(), 4).unwrap();
     let ids: Vec<String> = chain.revocation_ids().map(str::to_owned).collect();
     assert_eq!(ids.len(), 3);
+    // Something that is not a revocation id is refused, and nothing is listed.
+    let (_, before) = http_get(&format!("{}/v1/revocations", authority.url), Some(&authority.reader));
+    let bad = run(&[
+        "delegations",
+        "revoke",
+        "not-a-revocation-id",
+        "--registry",
+        &authority.url,
+        "--token",
+        &authority.admin,
+    ]);
+    assert!(!bad.status.success());
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(said.contains("revocation id"), "{said}");
+    let (_, after) = http_get(&format!("{}/v1/revocations", authority.url), Some(&authority.reader));
+    assert_eq!(before, after);
     let revoked = authority.remote(&["delegations", "revoke", &ids[1], "--reason", "hand-off ended", "--json"]);
     assert_eq!(revoked["revoked"], "delegation", "{revoked}");
     assert_eq!(revoked["id"], ids[1].as_str(), "{revoked}");
