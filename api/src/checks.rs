@@ -39,7 +39,7 @@ pub fn check_name(member: &str, value: &str, max: usize) -> Result<(), String> {
 /// case), in the lowercase form revocation lists carry.
 pub fn revocation_id(member: &str, value: &str) -> Result<String, String> {
     let value = value.trim();
-    if value.len() < 32 || value.len() > 256 || value.len() % 2 != 0 {
+    if value.len() < 32 || value.len() > 256 || !value.len().is_multiple_of(2) {
         return Err(format!(
             "{member} must be a block's revocation id: an even number of hex digits, 32 to 256"
         ));

@@ -2,7 +2,7 @@
 //! with `aip-ca token --token-format aat+biscuit` (`POST /v1/token`) and with `token_format` on
 //! `POST /oauth/token`, verified against the authority's JWKS — whose issuer keys, and only
 //! those, are marked as roots — and delegated one step offline with the agent's own key.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 use std::process::Command;
 
