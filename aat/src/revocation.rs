@@ -45,8 +45,9 @@ pub struct RevocationList {
     #[serde(default)]
     pub revoked_users: Vec<RevokedUser>,
     /// Revoked delegations of delegable AATs, by the revocation id of a block: every token
-    /// that carries that block is refused.
-    #[serde(default)]
+    /// that carries that block is refused. Left out while empty, so that a list without one is
+    /// byte for byte what verifiers of earlier releases read and sign-check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revoked_delegations: Vec<RevokedDelegation>,
     /// Agents currently suspended (reversible; their AATs are refused while suspended).
     #[serde(default)]

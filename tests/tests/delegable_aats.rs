@@ -503,10 +503,10 @@ fn text_of(answer: &Value) -> &str {
 /// The whole chain of spec D.7 with a user: alice delegates to agent A (a delegable AAT from
 /// the authority), A to sub-agent B, B to sub-sub-agent C, each step offline with the
 /// delegator's own key. C reads a file through a stdio `aip-proxy` in front of the official
-/// filesystem server, whose policy sets `delegation.max_depth: 4`; a proxy with the default
-/// depth (3) refuses C. The audit record names the three agents and the user. Then each kind of
-/// link is revoked in turn, each refusing C's next call within a second, with a new chain after
-/// each: B's delegation by its revocation id (`aip-ca delegations revoke`; A's own calls go on),
+/// filesystem server, whose policy sets `delegation.max_depth: 4` (in `cached` mode, and a
+/// second one in `online` mode); a proxy with the default depth (3) refuses C. The audit
+/// record names the three agents and the user. Then each kind of link is revoked in turn, each
+/// refusing C's next call within a second, with a new chain after each: B's delegation by its revocation id (`aip-ca delegations revoke`; A's own calls go on),
 /// agent B (A's own calls go on), and the user (A's own calls stop too).
 #[test]
 fn a_users_chain_to_a_sub_sub_agent_works_until_any_link_is_revoked() {
@@ -566,8 +566,8 @@ fn a_users_chain_to_a_sub_sub_agent_works_until_any_link_is_revoked() {
     std::fs::create_dir(&files).unwrap();
     let notes = files.join("notes.txt");
     std::fs::write(&notes, "read by a sub-sub-agent\n").unwrap();
-    let policy = |max_depth: Option<u8>| {
-        let path = authority.dir().join(format!("policy-{max_depth:?}.yaml"));
+    let policy = |max_depth: Option<u8>, mode: &str| {
+        let path = authority.dir().join(format!("policy-{max_depth:?}-{mode}.yaml"));
         let delegation = max_depth
             .map(|d| format!("    delegation:\n      max_depth: {d}\n"))
             .unwrap_or_default();
@@ -576,7 +576,7 @@ fn a_users_chain_to_a_sub_sub_agent_works_until_any_link_is_revoked() {
             format!(
                 "apiVersion: aip.io/v1alpha3\nkind: AgentPolicy\nmetadata:\n  name: {PROXY}\nspec:\n  \
                  allowed_tools: [{TOOL}]\n  registry:\n    enabled: true\n    endpoint: \"{}\"\n    auth:\n      \
-                 type: bearer\n      token: \"{}\"\n    revocation:\n      mode: cached\n      check_interval: 1s\n  \
+                 type: bearer\n      token: \"{}\"\n    revocation:\n      mode: {mode}\n      check_interval: 1s\n  \
                  aat:\n    enabled: true\n    require: true\n{delegation}",
                 authority.url, authority.reader,
             ),
@@ -585,7 +585,13 @@ fn a_users_chain_to_a_sub_sub_agent_works_until_any_link_is_revoked() {
         path
     };
     let audit = authority.dir().join("audit.jsonl");
-    let (mut proxy, mut call) = filesystem_proxy(&policy(Some(4)), &audit, &files);
+    let (mut proxy, mut call) = filesystem_proxy(&policy(Some(4), "cached"), &audit, &files);
+    // A proxy that asks the registry on every call.
+    let (mut online, mut online_call) = filesystem_proxy(
+        &policy(Some(4), "online"),
+        &authority.dir().join("online.jsonl"),
+        &files,
+    );
     let forwarded = |answer: &Value| answer.get("result").is_some() && answer["result"]["isError"] != true;
 
     // user → A → B → C: C reads the file, its own key making the proof.
@@ -593,8 +599,10 @@ fn a_users_chain_to_a_sub_sub_agent_works_until_any_link_is_revoked() {
     let held_by_c = step(&held_by_b, &b_key, &c);
     let answer = call(read_text_call(1, &notes, &held_by_c, &c_key));
     assert_eq!(text_of(&answer), "read by a sub-sub-agent\n", "{answer}");
+    assert!(forwarded(&online_call(read_text_call(1, &notes, &held_by_c, &c_key))));
     // Four principals are one more than the default depth allows.
-    let (mut strict, mut strict_call) = filesystem_proxy(&policy(None), &authority.dir().join("strict.jsonl"), &files);
+    let (mut strict, mut strict_call) =
+        filesystem_proxy(&policy(None, "cached"), &authority.dir().join("strict.jsonl"), &files);
     let answer = strict_call(read_text_call(1, &notes, &held_by_c, &c_key));
     assert_eq!(answer["error"]["data"]["aat_error"], "delegation_too_deep", "{answer}");
     assert!(forwarded(&strict_call(read_text_call(2, &notes, &held_by_b, &b_key))));
@@ -624,6 +632,12 @@ fn a_users_chain_to_a_sub_sub_agent_works_until_any_link_is_revoked() {
     let revoked = authority.remote(&["delegations", "revoke", &ids[1], "--reason", "hand-off ended", "--json"]);
     assert_eq!(revoked["revoked"], "delegation", "{revoked}");
     assert_eq!(revoked["id"], ids[1].as_str(), "{revoked}");
+    // The online proxy refuses the very next call.
+    let answer = online_call(read_text_call(2, &notes, &held_by_c, &c_key));
+    assert_eq!(answer["error"]["data"]["aat_error"], "aat_revoked", "{answer}");
+    assert!(forwarded(&online_call(read_text_call(3, &notes, &held_by_a, &a_key))));
+    let _ = online.kill();
+    let _ = online.wait();
     let mut id = 10;
     let refused = refused_within(&mut call, &mut id, |id| read_text_call(id, &notes, &held_by_c, &c_key));
     assert_eq!(refused["error"]["data"]["aat_error"], "aat_revoked", "{refused}");
