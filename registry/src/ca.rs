@@ -627,3 +627,134 @@ impl CertificateAuthority {
         Ok(params.signed_by(&ca.issuer).map_err(generation)?.der().to_vec())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aip_aat::keys::KeyPair;
+    use x509_cert::der::Decode as _;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn key() -> Arc<dyn Signer> {
+        Arc::new(KeyPair::generate(Algorithm::EdDSA).unwrap())
+    }
+
+    #[test]
+    fn a_renewed_issuing_ca_signs_new_certificates_and_the_retired_one_its_crl() {
+        let (root, first) = (key(), key());
+        let certificates = create_ca_certificates("aip.test", root.clone(), first.clone(), NOW).unwrap();
+        let root_pem = certificates.root_pem.clone();
+        let first_pem = certificates.issuing_pem.clone();
+        let second = key();
+        let second_pem = create_issuing_certificate(
+            "aip.test",
+            &root_pem,
+            root.clone(),
+            second.clone(),
+            NOW + 10,
+            86_400 * 400,
+        )
+        .unwrap();
+        let info = ca_certificate_info(&second_pem, "the new issuing CA").unwrap();
+        assert_eq!((info.not_before, info.not_after), (NOW + 10, NOW + 10 + 86_400 * 400));
+        assert!(
+            info.common_name.starts_with("aip.test AIP Issuing CA "),
+            "{}",
+            info.common_name
+        );
+
+        let ca = CertificateAuthority::new(
+            "aip.test",
+            second.clone(),
+            CaCertificates {
+                root_pem,
+                issuing_pem: second_pem.clone(),
+            },
+        )
+        .unwrap()
+        .with_retired(first.clone(), first_pem)
+        .unwrap();
+        let (old_id, new_id) = (
+            first.public_key().thumbprint().as_str(),
+            second.public_key().thumbprint().as_str(),
+        );
+        assert_eq!(ca.issuing_key_id(), new_id);
+        assert_eq!(
+            (ca.is_current(new_id), ca.is_current(old_id), ca.is_current("x")),
+            (Some(true), Some(false), None)
+        );
+        assert_eq!(ca.issuing_pem(), second_pem);
+        assert_eq!(ca.issuing_cas().len(), 2);
+
+        let agent = KeyPair::generate(Algorithm::EdDSA).unwrap();
+        let id = AgentId::random().unwrap();
+        let cert = ca
+            .issue_agent_certificate(&id, "a", agent.public_key(), NOW + 20, NOW + 100, "http://x/v1/crl")
+            .unwrap();
+        assert_eq!(cert.issuer_key_id, new_id);
+        let parsed = x509_cert::Certificate::from_der(&cert.der).unwrap();
+        assert!(
+            parsed
+                .tbs_certificate()
+                .issuer()
+                .to_string()
+                .contains(&info.common_name)
+        );
+
+        // Each CA signs its own CRL, named after it; an unknown key id signs nothing.
+        use x509_cert::der::{DecodePem as _, Encode as _};
+        let first_pem = &ca.issuing_cas()[1].pem;
+        for (key_id, signer, pem) in [(old_id, &first, first_pem), (new_id, &second, &second_pem)] {
+            let der = ca.sign_crl(key_id, 7, NOW + 30, NOW + 3_630, &[]).unwrap();
+            let crl = x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(&der).unwrap();
+            let subject = x509_cert::Certificate::from_pem(pem.as_bytes()).unwrap();
+            assert_eq!(&crl.tbs_cert_list.issuer, subject.tbs_certificate().subject());
+            let signed = crl.tbs_cert_list.to_der().unwrap();
+            let signature = crl.signature.as_bytes().unwrap();
+            signer
+                .public_key()
+                .verify(Algorithm::EdDSA, &signed, signature)
+                .unwrap();
+            let other = if key_id == old_id { &second } else { &first };
+            assert!(other.public_key().verify(Algorithm::EdDSA, &signed, signature).is_err());
+        }
+        assert!(matches!(
+            ca.sign_crl("x", 1, NOW, NOW + 60, &[]),
+            Err(CaError::UnknownIssuer)
+        ));
+    }
+
+    #[test]
+    fn renewals_past_the_root_and_keys_that_do_not_match_are_refused() {
+        let (root, issuing) = (key(), key());
+        let certificates = create_ca_certificates("aip.test", root.clone(), issuing.clone(), NOW).unwrap();
+        let root_end = ca_certificate_info(&certificates.root_pem, "root").unwrap().not_after;
+        let too_long = root_end - NOW + 1;
+        assert!(matches!(
+            create_issuing_certificate("aip.test", &certificates.root_pem, root.clone(), key(), NOW, too_long),
+            Err(CaError::OutlivesRoot { root_not_after, .. }) if root_not_after == root_end
+        ));
+        // The root certificate with another key.
+        assert!(matches!(
+            create_issuing_certificate("aip.test", &certificates.root_pem, key(), key(), NOW, 86_400),
+            Err(CaError::KeyMismatch(_))
+        ));
+        // The issuing certificate with another key.
+        assert!(matches!(
+            CertificateAuthority::new("aip.test", key(), certificates.clone()),
+            Err(CaError::KeyMismatch(_))
+        ));
+        assert!(matches!(
+            CertificateAuthority::new(
+                "aip.test",
+                issuing,
+                CaCertificates {
+                    root_pem: certificates.root_pem,
+                    issuing_pem: "not a certificate".into(),
+                },
+            ),
+            Err(CaError::Certificate(_))
+        ));
+    }
+}
