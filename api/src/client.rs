@@ -458,6 +458,13 @@ impl Client {
             .body)
     }
 
+    /// `GET /v1/crl/{key id}` (DER): the CRL of one issuing CA, current or retired, by the
+    /// RFC 7638 thumbprint of its key.
+    pub async fn issuer_crl(&self, key_id: &str) -> Result<Vec<u8>, ClientError> {
+        let path = format!("/v1/crl/{key_id}");
+        Ok(self.send(self.request(Method::GET, &path, true), &path).await?.body)
+    }
+
     /// `GET /v1/jwks`.
     pub async fn jwks(&self) -> Result<Jwks, ClientError> {
         self.get("/v1/jwks", &[]).await

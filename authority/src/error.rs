@@ -22,6 +22,15 @@ pub enum AuthorityError {
     /// No authority there.
     #[error("no authority in {0} (run `aip-ca init`)")]
     NotInitialized(PathBuf),
+    /// Another process holds the authority directory (a running server, or an offline command).
+    #[error("{0}")]
+    InUse(String),
+    /// A renewal asked for a validity out of range.
+    #[error("{0}")]
+    InvalidValidity(String),
+    /// A renewal of the issuing CA was interrupted before it was complete.
+    #[error("{0}: the issuing CA key does not match its certificate: a renewal of the issuing CA was interrupted")]
+    InterruptedRenewal(PathBuf),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

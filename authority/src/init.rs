@@ -251,7 +251,7 @@ async fn build(
         ));
     }
     let now = clock.now();
-    let ca = CertificateAuthority::new(&settings.trust_domain, issuing, certificates);
+    let ca = CertificateAuthority::new(&settings.trust_domain, issuing, certificates)?;
     let registry = Registry::new(Arc::new(SqlStore::new(db.clone())), ca, registry_key, settings, clock);
     let minted = registry
         .issue_access_token(Role::Admin, Some("initial admin".into()), None, "system:init".into())

@@ -5,6 +5,9 @@
 //! - [`init`]: creating an authority directory (CA, keys, configuration, database, first
 //!   admin token, first issuer signing key);
 //! - [`open`]: opening one, with the registry and the issuer wired together ([`Authority`]);
+//! - [`lock`]: who may use an authority directory at once (servers share it, offline changes
+//!   take it alone);
+//! - [`renew`]: renewing the issuing CA offline;
 //! - [`directory`]: where the two services meet in one process — the issuer's
 //!   `AgentDirectory` over the registry, the registry's `TokenKeys` over the issuer's keys;
 //! - [`ready`]: `GET /ready`, whether a replica should be sent traffic;
@@ -20,9 +23,11 @@ pub mod connections;
 pub mod directory;
 pub mod error;
 pub mod init;
+pub mod lock;
 pub mod open;
 pub mod rate_limit;
 pub mod ready;
+pub mod renew;
 pub mod server;
 
 pub use error::AuthorityError;

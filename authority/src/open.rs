@@ -12,7 +12,7 @@ use aip_db::{Checkpointer, Database};
 use aip_issuer::keys::{SigningKeys, ensure_key};
 use aip_issuer::service::Issuer;
 use aip_issuer::store::IssuerStore;
-use aip_registry::ca::{CaCertificates, CertificateAuthority};
+use aip_registry::ca::{CaCertificates, CaError, CertificateAuthority, ca_certificate_info};
 use aip_registry::service::Registry;
 use aip_registry::store::SqlStore;
 
@@ -20,7 +20,9 @@ use crate::config::{CONFIG_FILE, FileConfig, TlsFiles};
 use crate::directory::{IssuerKeys, LocalDirectory};
 use crate::error::{AuthorityError, io};
 use crate::init::{database_url, exists};
+use crate::lock::DirectoryLock;
 use crate::rate_limit::RateLimits;
+use crate::renew;
 use aip_http::connections::ConnectionSettings;
 
 /// Runtime overrides of the configuration (environment and flags).
@@ -57,6 +59,8 @@ pub struct Authority {
     pub connections: ConnectionSettings,
     /// The rate limits (`[rate_limits]`); `None` when they are turned off.
     pub rate_limits: Option<Arc<RateLimits>>,
+    /// The shared lock on the directory, held while the authority is open.
+    _lock: DirectoryLock,
 }
 
 /// The passphrase a protection uses, if any.
@@ -80,6 +84,7 @@ pub async fn open(
     if !exists(dir) {
         return Err(AuthorityError::NotInitialized(dir.to_owned()));
     }
+    let lock = DirectoryLock::shared(dir)?;
     let passphrase = passphrase(&protection);
     let config = FileConfig::load(dir)?;
     let mut effective = config.clone();
@@ -110,7 +115,15 @@ pub async fn open(
         .unwrap_or_else(|| database_url(dir, config.database_url.as_deref()));
     let checkpointer = Checkpointer::new(registry_key.clone(), config.audit.checkpoint_every, clock.clone());
     let database = Database::connect(&url).await?.with_checkpoints(checkpointer);
-    let ca = CertificateAuthority::new(&settings.trust_domain, issuing, certificates);
+    let ca = match CertificateAuthority::new(&settings.trust_domain, issuing, certificates) {
+        Err(CaError::KeyMismatch(_)) if renew::interrupted(dir, &config) => {
+            return Err(AuthorityError::InterruptedRenewal(
+                dir.join(&config.keys.issuing_ca_key),
+            ));
+        }
+        ca => ca?,
+    };
+    let ca = with_retired(dir, &config, ca, passphrase, clock.now())?;
     let public_url = settings.public_url.clone();
     let registry_store = Arc::new(SqlStore::new(database.clone()));
     registry_store.backfill_name_skeletons().await?;
@@ -150,7 +163,49 @@ pub async fn open(
         config,
         connections,
         rate_limits,
+        _lock: lock,
     })
+}
+
+/// Adds the retired issuing CAs kept in the directory (`retired/` beside the issuing CA's
+/// certificate and key) that have not expired yet: they sign the CRLs of the certificates
+/// they signed. An expired one is skipped (its certificates have all expired too).
+fn with_retired(
+    dir: &Path,
+    config: &FileConfig,
+    mut ca: CertificateAuthority,
+    passphrase: Option<&Passphrase>,
+    now: i64,
+) -> Result<CertificateAuthority, AuthorityError> {
+    let retired = renew::retired_dir(dir, &config.keys.issuing_ca_cert);
+    let entries = match std::fs::read_dir(&retired) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ca),
+        Err(e) => return Err(io(&retired)(e)),
+    };
+    let mut pems: Vec<PathBuf> = entries
+        .map(|entry| entry.map(|e| e.path()).map_err(io(&retired)))
+        .collect::<Result<_, _>>()?;
+    pems.retain(|p| p.extension().is_some_and(|e| e == "pem"));
+    pems.sort();
+    for pem_path in pems {
+        let pem = std::fs::read_to_string(&pem_path).map_err(io(&pem_path))?;
+        let info = ca_certificate_info(&pem, "a retired issuing CA")?;
+        if info.not_after <= now {
+            tracing::info!(certificate = %pem_path.display(), "a retired issuing CA has expired; its CRL is no longer published");
+            continue;
+        }
+        let Some(key_id) = pem_path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let (_, key_path) = renew::retired_paths(dir, config, key_id);
+        let key = keyfile::read(&key_path, passphrase).map_err(|source| AuthorityError::KeyFile {
+            path: key_path.clone(),
+            source,
+        })?;
+        ca = ca.with_retired(Arc::new(key), pem)?;
+    }
+    Ok(ca)
 }
 
 /// The database of the authority in `dir`, as its configuration names it (or `url`, when

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
-use crate::commands::{agents, authority, delegate, issuer, keygen, token, tokens, verify};
+use crate::commands::{agents, authority, delegate, issuer, issuing, keygen, token, tokens, verify};
 use crate::manuals;
 use crate::output::{CliError, print_line};
 
@@ -29,6 +29,9 @@ enum Command {
     Serve(authority::ServeArgs),
     /// Generate an agent key locally and register the agent.
     RegisterAgent(agents::RegisterArgs),
+    /// The authority's certificate authority: renew the issuing CA (offline).
+    #[command(subcommand)]
+    Ca(issuing::CaCommand),
     /// List, inspect, suspend, reactivate, revoke agents; rotate an agent's key.
     #[command(subcommand)]
     Agents(agents::AgentsCommand),
@@ -90,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::Init(args) => authority::init(args),
         Command::Serve(args) => authority::serve(args),
         Command::RegisterAgent(args) => agents::register(args),
+        Command::Ca(command) => issuing::ca(command),
         Command::Agents(command) => agents::agents(command),
         Command::RegistrationToken(command) => tokens::registration_token(command),
         Command::AccessToken(command) => tokens::access_token(command),

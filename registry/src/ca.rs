@@ -2,8 +2,12 @@
 //! certificates and the CRL (docs/architecture.md, "Certificates and identity documents").
 //!
 //! Every signature goes through [`aip_aat::keys::Signer`], so the issuing CA key can live in a
-//! KMS or HSM. The root key is only needed to create the issuing CA (`aip-ca init`) and can
-//! be kept offline afterwards.
+//! KMS or HSM. The root key is only needed to create an issuing CA (`aip-ca init`, `aip-ca ca
+//! renew-issuing`) and can be kept offline otherwise.
+//!
+//! A renewal makes a new issuing CA under the same root; the one it replaces is *retired*: it
+//! signs no more certificates, but keeps signing the CRL of those it signed until it expires
+//! (docs/architecture.md, "Certificates and identity documents").
 
 use std::sync::Arc;
 
@@ -18,8 +22,8 @@ use time::OffsetDateTime;
 
 /// Root CA validity: 20 years.
 const ROOT_VALIDITY_SECS: i64 = 20 * 365 * 86_400;
-/// Issuing CA validity: 5 years.
-const ISSUING_VALIDITY_SECS: i64 = 5 * 365 * 86_400;
+/// Issuing CA validity: 5 years (also the default of a renewal).
+pub const ISSUING_VALIDITY_SECS: i64 = 5 * 365 * 86_400;
 /// Agent certificates start a minute in the past, so slightly slow clocks accept them.
 const BACKDATE_SECS: i64 = 60;
 
@@ -36,6 +40,25 @@ pub enum CaError {
     /// Building or signing failed.
     #[error("certificate generation failed")]
     Generation(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A CA certificate cannot be read.
+    #[error("{0}: not a readable CA certificate")]
+    Certificate(&'static str),
+    /// A CA key is not the key its certificate certifies.
+    #[error("{0}: the key does not match the certificate")]
+    KeyMismatch(&'static str),
+    /// A new issuing CA would still be valid after the root expires.
+    #[error(
+        "the new issuing CA would end at {requested} (Unix time), after the root CA, which ends at {root_not_after}"
+    )]
+    OutlivesRoot {
+        /// The end of validity asked for.
+        requested: i64,
+        /// The end of the root's validity.
+        root_not_after: i64,
+    },
+    /// No issuing CA of this authority has this key id.
+    #[error("no issuing CA has this key id")]
+    UnknownIssuer,
 }
 
 fn generation(e: rcgen::Error) -> CaError {
@@ -107,13 +130,29 @@ impl SigningKey for CaSigner {
 }
 
 fn ca_name(trust_domain: &str, role: &str) -> DistinguishedName {
+    subject_name(trust_domain, &format!("{trust_domain} AIP {role}"))
+}
+
+fn subject_name(organization: &str, common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, DnValue::Utf8String(trust_domain.to_owned()));
-    dn.push(
-        DnType::CommonName,
-        DnValue::Utf8String(format!("{trust_domain} AIP {role}")),
-    );
+    dn.push(DnType::OrganizationName, DnValue::Utf8String(organization.to_owned()));
+    dn.push(DnType::CommonName, DnValue::Utf8String(common_name.to_owned()));
     dn
+}
+
+/// The CA certificate `pem` as an rcgen issuer signing with `key` (which must be the key it
+/// certifies), its subject read from the certificate.
+fn ca_issuer(
+    pem: &str,
+    key: Arc<dyn Signer>,
+    what: &'static str,
+) -> Result<(Issuer<'static, CaSigner>, CaCertificateInfo), CaError> {
+    let info = check_ca_key(pem, &*key, what)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = subject_name(&info.organization, &info.common_name);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.key_identifier_method = KeyIdMethod::Sha256;
+    Ok((Issuer::new(params, CaSigner::new(key)), info))
 }
 
 /// Parameters of the root CA (validity aside, identical whenever rebuilt).
@@ -173,6 +212,94 @@ pub fn create_ca_certificates(
     })
 }
 
+/// What a CA certificate says about itself, read back from its PEM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaCertificateInfo {
+    /// Its subject's organization (the trust domain).
+    pub organization: String,
+    /// Its subject's common name.
+    pub common_name: String,
+    /// The certified public key, as it appears in the SubjectPublicKeyInfo.
+    pub public_key: Vec<u8>,
+    /// Validity start (Unix time).
+    pub not_before: i64,
+    /// Validity end (Unix time).
+    pub not_after: i64,
+}
+
+/// Reads the key and validity of the CA certificate `pem` (`what` names it in errors).
+pub fn ca_certificate_info(pem: &str, what: &'static str) -> Result<CaCertificateInfo, CaError> {
+    use x509_cert::der::DecodePem as _;
+    let cert = x509_cert::Certificate::from_pem(pem.as_bytes()).map_err(|_| CaError::Certificate(what))?;
+    let tbs = cert.tbs_certificate();
+    let unix = |t: &x509_cert::time::Time| i64::try_from(t.to_unix_duration().as_secs()).map_err(|_| CaError::Time);
+    let public_key = tbs
+        .subject_public_key_info()
+        .subject_public_key
+        .as_bytes()
+        .ok_or(CaError::Certificate(what))?
+        .to_vec();
+    // The CAs made here name themselves with exactly an organization and a common name, in
+    // UTF8String, which is what `ca_name` writes when the issuer is rebuilt for signing.
+    let subject = tbs.subject();
+    let utf8 = |value: Option<x509_cert::ext::pkix::name::DirectoryString>| match value {
+        Some(x509_cert::ext::pkix::name::DirectoryString::Utf8String(text)) => Ok(text),
+        _ => Err(CaError::Certificate(what)),
+    };
+    if subject.len() != 2 {
+        return Err(CaError::Certificate(what));
+    }
+    Ok(CaCertificateInfo {
+        organization: utf8(subject.organization().map_err(|_| CaError::Certificate(what))?)?,
+        common_name: utf8(subject.common_name().map_err(|_| CaError::Certificate(what))?)?,
+        public_key,
+        not_before: unix(&tbs.validity().not_before)?,
+        not_after: unix(&tbs.validity().not_after)?,
+    })
+}
+
+/// Checks that `key` is the key the CA certificate `pem` certifies; returns what it says.
+fn check_ca_key(pem: &str, key: &dyn Signer, what: &'static str) -> Result<CaCertificateInfo, CaError> {
+    let info = ca_certificate_info(pem, what)?;
+    if info.public_key != key.public_key().to_raw_bytes() {
+        return Err(CaError::KeyMismatch(what));
+    }
+    Ok(info)
+}
+
+/// A new issuing CA certificate for `issuing_key`, signed by the root (`root_pem` and its
+/// key), valid from `now` for `validity` seconds. Its common name carries the start of the
+/// key id, so that every issuing CA of the authority has its own name. Refuses a validity
+/// that would end after the root's.
+pub fn create_issuing_certificate(
+    trust_domain: &str,
+    root_pem: &str,
+    root_key: Arc<dyn Signer>,
+    issuing_key: Arc<dyn Signer>,
+    now: i64,
+    validity: i64,
+) -> Result<String, CaError> {
+    let (root_issuer, root) = ca_issuer(root_pem, root_key, "the root CA")?;
+    let not_after = now.checked_add(validity).ok_or(CaError::Time)?;
+    if not_after > root.not_after {
+        return Err(CaError::OutlivesRoot {
+            requested: not_after,
+            root_not_after: root.not_after,
+        });
+    }
+    let key_id = issuing_key.public_key().thumbprint().as_str().to_owned();
+    let mut params = issuing_params(trust_domain);
+    let short: String = key_id.chars().take(8).collect();
+    params.distinguished_name = ca_name(trust_domain, &format!("Issuing CA {short}"));
+    params.serial_number = Some(random_serial()?);
+    params.not_before = datetime(now)?;
+    params.not_after = datetime(not_after)?;
+    let issuing = params
+        .signed_by(&CaSigner::new(issuing_key), &root_issuer)
+        .map_err(generation)?;
+    Ok(issuing.pem())
+}
+
 /// A random positive 128-bit certificate serial number.
 fn random_serial() -> Result<SerialNumber, CaError> {
     let mut bytes = [0u8; 16];
@@ -197,6 +324,8 @@ pub struct IssuedCertificate {
     pub not_before: i64,
     /// Validity end (Unix time).
     pub not_after: i64,
+    /// The key id of the issuing CA that signed it.
+    pub issuer_key_id: String,
 }
 
 /// Why a certificate is on the CRL (RFC 5280 §5.3.1).
@@ -297,11 +426,46 @@ pub struct CrlEntry {
     pub reason: CrlReason,
 }
 
-/// The online issuing CA.
+/// One issuing CA: its certificate and the key that signs with it.
+struct IssuingCa {
+    key_id: String,
+    issuer: Issuer<'static, CaSigner>,
+    pem: String,
+    not_after: i64,
+}
+
+impl IssuingCa {
+    fn new(key: Arc<dyn Signer>, pem: String, what: &'static str) -> Result<Self, CaError> {
+        let key_id = key.public_key().thumbprint().as_str().to_owned();
+        let (issuer, info) = ca_issuer(&pem, key, what)?;
+        Ok(Self {
+            key_id,
+            issuer,
+            pem,
+            not_after: info.not_after,
+        })
+    }
+}
+
+/// An issuing CA as [`CertificateAuthority::issuing_cas`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuingCaInfo {
+    /// RFC 7638 thumbprint of its key: how its CRL is addressed (`/v1/crl/{key id}`).
+    pub key_id: String,
+    /// Its certificate (PEM).
+    pub pem: String,
+    /// End of its validity (Unix time).
+    pub not_after: i64,
+    /// Whether it signs new certificates (else it is retired: it signs only its CRL).
+    pub current: bool,
+}
+
+/// The issuing CAs: the current one, which signs agent certificates and its CRL, and the
+/// retired ones a renewal replaced, which sign only the CRLs of the certificates they signed.
 pub struct CertificateAuthority {
     trust_domain: String,
-    issuer: Issuer<'static, CaSigner>,
-    issuing_pem: String,
+    current: IssuingCa,
+    retired: Vec<IssuingCa>,
     root_pem: String,
 }
 
@@ -309,18 +473,62 @@ impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CertificateAuthority")
             .field("trust_domain", &self.trust_domain)
+            .field("issuing_key_id", &self.current.key_id)
             .finish_non_exhaustive()
     }
 }
 
 impl CertificateAuthority {
-    /// The issuing CA of `trust_domain`, signing with `issuing_key`.
-    pub fn new(trust_domain: &str, issuing_key: Arc<dyn Signer>, certificates: CaCertificates) -> Self {
-        Self {
+    /// The issuing CA of `trust_domain`, signing with `issuing_key`; refuses a key that is not
+    /// the one the issuing certificate certifies.
+    pub fn new(
+        trust_domain: &str,
+        issuing_key: Arc<dyn Signer>,
+        certificates: CaCertificates,
+    ) -> Result<Self, CaError> {
+        Ok(Self {
             trust_domain: trust_domain.to_owned(),
-            issuer: Issuer::new(issuing_params(trust_domain), CaSigner::new(issuing_key)),
-            issuing_pem: certificates.issuing_pem,
+            current: IssuingCa::new(issuing_key, certificates.issuing_pem, "the issuing CA")?,
+            retired: Vec::new(),
             root_pem: certificates.root_pem,
+        })
+    }
+
+    /// Adds a retired issuing CA (its key and certificate): it signs the CRL of the
+    /// certificates it signed, nothing else. A CA with the current CA's key id is ignored.
+    pub fn with_retired(mut self, key: Arc<dyn Signer>, pem: String) -> Result<Self, CaError> {
+        let retired = IssuingCa::new(key, pem, "a retired issuing CA")?;
+        if retired.key_id != self.current.key_id && self.retired.iter().all(|r| r.key_id != retired.key_id) {
+            self.retired.push(retired);
+        }
+        Ok(self)
+    }
+
+    /// The key id of the current issuing CA.
+    pub fn issuing_key_id(&self) -> &str {
+        &self.current.key_id
+    }
+
+    /// Every issuing CA, the current one first.
+    pub fn issuing_cas(&self) -> Vec<IssuingCaInfo> {
+        std::iter::once((&self.current, true))
+            .chain(self.retired.iter().map(|r| (r, false)))
+            .map(|(ca, current)| IssuingCaInfo {
+                key_id: ca.key_id.clone(),
+                pem: ca.pem.clone(),
+                not_after: ca.not_after,
+                current,
+            })
+            .collect()
+    }
+
+    /// Whether `key_id` names the current issuing CA (`Some(true)`), a retired one
+    /// (`Some(false)`), or none.
+    pub fn is_current(&self, key_id: &str) -> Option<bool> {
+        if key_id == self.current.key_id {
+            Some(true)
+        } else {
+            self.retired.iter().any(|r| r.key_id == key_id).then_some(false)
         }
     }
 
@@ -334,12 +542,12 @@ impl CertificateAuthority {
         &self.root_pem
     }
 
-    /// The issuing CA certificate (PEM).
+    /// The current issuing CA certificate (PEM).
     pub fn issuing_pem(&self) -> &str {
-        &self.issuing_pem
+        &self.current.pem
     }
 
-    /// Issues an agent certificate: subject CN = agent name, SAN URI = SPIFFE ID, key usage
+    /// Issues an agent certificate with the current issuing CA: subject CN = agent name, SAN URI = SPIFFE ID, key usage
     /// digitalSignature, EKU clientAuth, random 128-bit serial, CRL distribution point.
     pub fn issue_agent_certificate(
         &self,
@@ -371,7 +579,7 @@ impl CertificateAuthority {
         params.use_authority_key_identifier_extension = true;
         params.key_identifier_method = KeyIdMethod::Sha256;
         let cert = params
-            .signed_by(&SubjectKey::of(key), &self.issuer)
+            .signed_by(&SubjectKey::of(key), &self.current.issuer)
             .map_err(generation)?;
         Ok(IssuedCertificate {
             serial: hex::encode(serial),
@@ -379,12 +587,14 @@ impl CertificateAuthority {
             pem: cert.pem(),
             not_before: not_before.saturating_sub(BACKDATE_SECS),
             not_after,
+            issuer_key_id: self.current.key_id.clone(),
         })
     }
 
-    /// Signs a full CRL.
+    /// Signs a full CRL with the issuing CA whose key id is `issuer_key_id`.
     pub fn sign_crl(
         &self,
+        issuer_key_id: &str,
         crl_number: u64,
         this_update: i64,
         next_update: i64,
@@ -410,6 +620,141 @@ impl CertificateAuthority {
             revoked_certs,
             key_identifier_method: KeyIdMethod::Sha256,
         };
-        Ok(params.signed_by(&self.issuer).map_err(generation)?.der().to_vec())
+        let ca = std::iter::once(&self.current)
+            .chain(&self.retired)
+            .find(|ca| ca.key_id == issuer_key_id)
+            .ok_or(CaError::UnknownIssuer)?;
+        Ok(params.signed_by(&ca.issuer).map_err(generation)?.der().to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aip_aat::keys::KeyPair;
+    use x509_cert::der::Decode as _;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn key() -> Arc<dyn Signer> {
+        Arc::new(KeyPair::generate(Algorithm::EdDSA).unwrap())
+    }
+
+    #[test]
+    fn a_renewed_issuing_ca_signs_new_certificates_and_the_retired_one_its_crl() {
+        let (root, first) = (key(), key());
+        let certificates = create_ca_certificates("aip.test", root.clone(), first.clone(), NOW).unwrap();
+        let root_pem = certificates.root_pem.clone();
+        let first_pem = certificates.issuing_pem.clone();
+        let second = key();
+        let second_pem = create_issuing_certificate(
+            "aip.test",
+            &root_pem,
+            root.clone(),
+            second.clone(),
+            NOW + 10,
+            86_400 * 400,
+        )
+        .unwrap();
+        let info = ca_certificate_info(&second_pem, "the new issuing CA").unwrap();
+        assert_eq!((info.not_before, info.not_after), (NOW + 10, NOW + 10 + 86_400 * 400));
+        assert!(
+            info.common_name.starts_with("aip.test AIP Issuing CA "),
+            "{}",
+            info.common_name
+        );
+
+        let ca = CertificateAuthority::new(
+            "aip.test",
+            second.clone(),
+            CaCertificates {
+                root_pem,
+                issuing_pem: second_pem.clone(),
+            },
+        )
+        .unwrap()
+        .with_retired(first.clone(), first_pem)
+        .unwrap();
+        let (old_id, new_id) = (
+            first.public_key().thumbprint().as_str(),
+            second.public_key().thumbprint().as_str(),
+        );
+        assert_eq!(ca.issuing_key_id(), new_id);
+        assert_eq!(
+            (ca.is_current(new_id), ca.is_current(old_id), ca.is_current("x")),
+            (Some(true), Some(false), None)
+        );
+        assert_eq!(ca.issuing_pem(), second_pem);
+        assert_eq!(ca.issuing_cas().len(), 2);
+
+        let agent = KeyPair::generate(Algorithm::EdDSA).unwrap();
+        let id = AgentId::random().unwrap();
+        let cert = ca
+            .issue_agent_certificate(&id, "a", agent.public_key(), NOW + 20, NOW + 100, "http://x/v1/crl")
+            .unwrap();
+        assert_eq!(cert.issuer_key_id, new_id);
+        let parsed = x509_cert::Certificate::from_der(&cert.der).unwrap();
+        assert!(
+            parsed
+                .tbs_certificate()
+                .issuer()
+                .to_string()
+                .contains(&info.common_name)
+        );
+
+        // Each CA signs its own CRL, named after it; an unknown key id signs nothing.
+        use x509_cert::der::{DecodePem as _, Encode as _};
+        let first_pem = &ca.issuing_cas()[1].pem;
+        for (key_id, signer, pem) in [(old_id, &first, first_pem), (new_id, &second, &second_pem)] {
+            let der = ca.sign_crl(key_id, 7, NOW + 30, NOW + 3_630, &[]).unwrap();
+            let crl = x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(&der).unwrap();
+            let subject = x509_cert::Certificate::from_pem(pem.as_bytes()).unwrap();
+            assert_eq!(&crl.tbs_cert_list.issuer, subject.tbs_certificate().subject());
+            let signed = crl.tbs_cert_list.to_der().unwrap();
+            let signature = crl.signature.as_bytes().unwrap();
+            signer
+                .public_key()
+                .verify(Algorithm::EdDSA, &signed, signature)
+                .unwrap();
+            let other = if key_id == old_id { &second } else { &first };
+            assert!(other.public_key().verify(Algorithm::EdDSA, &signed, signature).is_err());
+        }
+        assert!(matches!(
+            ca.sign_crl("x", 1, NOW, NOW + 60, &[]),
+            Err(CaError::UnknownIssuer)
+        ));
+    }
+
+    #[test]
+    fn renewals_past_the_root_and_keys_that_do_not_match_are_refused() {
+        let (root, issuing) = (key(), key());
+        let certificates = create_ca_certificates("aip.test", root.clone(), issuing.clone(), NOW).unwrap();
+        let root_end = ca_certificate_info(&certificates.root_pem, "root").unwrap().not_after;
+        let too_long = root_end - NOW + 1;
+        assert!(matches!(
+            create_issuing_certificate("aip.test", &certificates.root_pem, root.clone(), key(), NOW, too_long),
+            Err(CaError::OutlivesRoot { root_not_after, .. }) if root_not_after == root_end
+        ));
+        // The root certificate with another key.
+        assert!(matches!(
+            create_issuing_certificate("aip.test", &certificates.root_pem, key(), key(), NOW, 86_400),
+            Err(CaError::KeyMismatch(_))
+        ));
+        // The issuing certificate with another key.
+        assert!(matches!(
+            CertificateAuthority::new("aip.test", key(), certificates.clone()),
+            Err(CaError::KeyMismatch(_))
+        ));
+        assert!(matches!(
+            CertificateAuthority::new(
+                "aip.test",
+                issuing,
+                CaCertificates {
+                    root_pem: certificates.root_pem,
+                    issuing_pem: "not a certificate".into(),
+                },
+            ),
+            Err(CaError::Certificate(_))
+        ));
     }
 }

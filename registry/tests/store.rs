@@ -35,6 +35,7 @@ fn cert(agent: &NewAgent, serial: &str, now: i64) -> NewCertificate {
         not_before: now,
         not_after: now + 86_400,
         der: vec![0x30, 0x00],
+        issuer_key_id: None,
     }
 }
 
@@ -238,7 +239,7 @@ async fn status_changes_events_crl_and_audit(db: &common::TestDb) {
         .await
         .unwrap();
     assert_eq!((suspended.version, suspended.status), (1, AgentStatus::Suspended));
-    let (entries, _) = store.crl_entries(1_200).await.unwrap();
+    let (entries, _) = store.crl_entries(1_200, "ca-1", true).await.unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].reason, CrlReason::CertificateHold);
     let list = store.revocation_list(1_200).await.unwrap();
@@ -258,7 +259,7 @@ async fn status_changes_events_crl_and_audit(db: &common::TestDb) {
         .await
         .unwrap();
     assert_eq!(reactivated.version, 2);
-    assert!(store.crl_entries(1_400).await.unwrap().0.is_empty());
+    assert!(store.crl_entries(1_400, "ca-1", true).await.unwrap().0.is_empty());
     assert!(matches!(
         store
             .change_status(
@@ -282,7 +283,7 @@ async fn status_changes_events_crl_and_audit(db: &common::TestDb) {
         )
         .await
         .unwrap();
-    let (entries, _) = store.crl_entries(1_600).await.unwrap();
+    let (entries, _) = store.crl_entries(1_600, "ca-1", true).await.unwrap();
     assert_eq!(
         (entries[0].reason, entries[0].revoked_at),
         (CrlReason::KeyCompromise, 1_500)
@@ -324,3 +325,70 @@ async fn status_changes_events_crl_and_audit(db: &common::TestDb) {
     assert_eq!(chain.finish(seq, &head).unwrap(), 5);
 }
 both_backends!(status, status_changes_events_crl_and_audit);
+
+/// After a renewal of the issuing CA, each CA's CRL lists only the certificates it signed:
+/// the retired one those recorded before (labelled as its), the current one the new ones.
+async fn crl_entries_follow_the_issuing_ca(db: &common::TestDb) {
+    let store = db.store().await;
+    let admin = admin(&*store).await;
+    let revoke = |id: AgentId, at: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .change_status(
+                    &id,
+                    StatusAction::Revoke(CrlReason::KeyCompromise),
+                    None,
+                    at,
+                    &audit("agent.revoke", id.as_str()),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let old = new_agent(&KeyPair::generate(Algorithm::EdDSA).unwrap(), 1_000);
+    store
+        .register_agent(
+            &old,
+            &cert(&old, "0a", 1_000),
+            &admin,
+            &nonce("n1"),
+            &audit("agent.register", "old"),
+        )
+        .await
+        .unwrap();
+    revoke(old.agent_id.clone(), 1_100).await;
+    // Before any renewal the current CA answers for unlabelled certificates.
+    assert_eq!(store.crl_entries(1_200, "ca-1", true).await.unwrap().0.len(), 1);
+    assert!(store.crl_entries(1_200, "ca-1", false).await.unwrap().0.is_empty());
+
+    let renewal = audit("ca.renew_issuing", "ca-2");
+    assert_eq!(store.retire_issuing_ca("ca-1", 1_300, &renewal).await.unwrap(), 1);
+    let new = new_agent(&KeyPair::generate(Algorithm::EdDSA).unwrap(), 1_400);
+    let mut certificate = cert(&new, "0b", 1_400);
+    certificate.issuer_key_id = Some("ca-2".into());
+    store
+        .register_agent(
+            &new,
+            &certificate,
+            &admin,
+            &nonce("n2"),
+            &audit("agent.register", "new"),
+        )
+        .await
+        .unwrap();
+    revoke(new.agent_id.clone(), 1_500).await;
+    let serials = |entries: Vec<aip_registry::ca::CrlEntry>| entries.into_iter().map(|e| e.serial).collect::<Vec<_>>();
+    assert_eq!(
+        serials(store.crl_entries(1_600, "ca-1", false).await.unwrap().0),
+        ["0a"]
+    );
+    assert_eq!(serials(store.crl_entries(1_600, "ca-2", true).await.unwrap().0), ["0b"]);
+    // A second renewal labels nothing more: every certificate names its CA.
+    let renewal = audit("ca.renew_issuing", "ca-3");
+    assert_eq!(store.retire_issuing_ca("ca-2", 1_700, &renewal).await.unwrap(), 0);
+    // The renewals are in the audit chain.
+    let records = store.database().audit_records(0, 100).await.unwrap();
+    assert_eq!(records.iter().filter(|r| r.action == "ca.renew_issuing").count(), 2);
+}
+both_backends!(crl_issuers, crl_entries_follow_the_issuing_ca);

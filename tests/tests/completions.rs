@@ -204,6 +204,7 @@ fn aip_ca_man_writes_a_page_per_program_and_subcommand() {
                 "token",
                 "keys",
                 "crl",
+                "ca",
                 "audit",
                 "keygen",
                 "verify",
@@ -235,6 +236,7 @@ fn aip_ca_man_writes_a_page_per_program_and_subcommand() {
         "aip-ca-agents-list.1",
         "aip-ca-agents-revoke.1",
         "aip-ca-audit-verify.1",
+        "aip-ca-ca-renew-issuing.1",
         "aip-proxy-policy-sign.1",
         "aip-proxy-audit-verify.1",
     ] {

@@ -79,15 +79,20 @@ pub(crate) struct InitArgs {
     json: bool,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::new(format!("cannot start: {e}")))
 }
 
-fn authority_error(e: AuthorityError) -> CliError {
+pub(crate) fn authority_error(e: AuthorityError) -> CliError {
     match e {
+        e @ AuthorityError::InUse(_) => CliError::new(e)
+            .hint("stop every `aip-ca serve` using this directory, run the command, then start them again"),
+        e @ AuthorityError::InterruptedRenewal(_) => {
+            CliError::new(e).hint("run `aip-ca ca renew-issuing` again: it completes the interrupted renewal")
+        }
         e @ AuthorityError::AlreadyInitialized(_) => {
             CliError::new(e).hint("use another --dir; an existing authority is never overwritten")
         }

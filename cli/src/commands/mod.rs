@@ -4,6 +4,7 @@ pub(crate) mod agents;
 pub(crate) mod authority;
 pub(crate) mod delegate;
 pub(crate) mod issuer;
+pub(crate) mod issuing;
 pub(crate) mod keygen;
 pub(crate) mod token;
 pub(crate) mod tokens;

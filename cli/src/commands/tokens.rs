@@ -270,6 +270,10 @@ pub(crate) struct CrlArgs {
     /// Write PEM even to a file not ending in .pem.
     #[arg(long)]
     pem: bool,
+    /// The CRL of this issuing CA, current or retired, by its key id (as `aip-ca ca
+    /// renew-issuing` prints it); default: the current issuing CA's.
+    #[arg(long, value_name = "KEY_ID", value_parser = parse_key_id)]
+    issuer: Option<String>,
     #[command(flatten)]
     remote: RemoteArgs,
     /// Print machine-readable JSON (the PEM itself when there is no --out).
@@ -277,8 +281,29 @@ pub(crate) struct CrlArgs {
     json: bool,
 }
 
+/// A key id is an RFC 7638 thumbprint: 43 base64url characters.
+fn parse_key_id(text: &str) -> Result<String, String> {
+    if text.len() == 43
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("{text:?} is not a key id (43 base64url characters)"))
+    }
+}
+
 pub(crate) fn crl(args: CrlArgs) -> Result<ExitCode, CliError> {
-    let der = runtime()?.block_on(args.remote.client()?.crl()).map_err(api_error)?;
+    let client = args.remote.client()?;
+    let der = runtime()?
+        .block_on(async {
+            match &args.issuer {
+                Some(key_id) => client.issuer_crl(key_id).await,
+                None => client.crl().await,
+            }
+        })
+        .map_err(api_error)?;
     let pem = aip_aat::pem::encode("X509 CRL", &der);
     match &args.out {
         None if args.json => print_json(&json!({"format": "pem", "bytes": der.len(), "pem": pem}), true)?,

@@ -17,6 +17,7 @@ impl From<RegistryError> for ApiError {
                 .with_challenge(r#"AIP-PoP realm="aip", error="invalid_proof""#),
             RegistryError::Forbidden(d) => Self::new(StatusCode::FORBIDDEN, "insufficient_scope", d),
             RegistryError::AgentNotFound => Self::new(StatusCode::NOT_FOUND, "agent_not_found", "no agent has this id"),
+            RegistryError::NotFound(d) => Self::new(StatusCode::NOT_FOUND, "not_found", d),
             RegistryError::TokenNotFound => Self::new(StatusCode::NOT_FOUND, "token_not_found", "no token has this id"),
             RegistryError::KeyAlreadyRegistered => Self::new(
                 StatusCode::CONFLICT,

@@ -64,6 +64,7 @@ pub fn router_with(registry: Arc<Registry>, extra: Router) -> Router {
         .route("/v1/jwks", get(publication::jwks))
         .route("/v1/crl", get(publication::crl_der))
         .route("/v1/crl.pem", get(publication::crl_pem))
+        .route("/v1/crl/{issuer}", get(publication::issuer_crl))
         .route(
             "/v1/revocations",
             get(publication::revocations).post(publication::publish_revocations),

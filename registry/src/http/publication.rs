@@ -7,7 +7,7 @@ use std::sync::Arc;
 use aip_api::registry::{PublishRevocationsRequest, PublishRevocationsResponse};
 use aip_http::{ApiError, StrictJson};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -20,28 +20,39 @@ pub(super) async fn jwks(State(registry): State<Arc<Registry>>) -> Response {
     ([(header::CACHE_CONTROL, "public, max-age=300")], Json(registry.jwks())).into_response()
 }
 
-pub(super) async fn crl_der(State(registry): State<Arc<Registry>>) -> ApiResult<Response> {
-    let crl = registry.crl().await?;
-    Ok((
+fn crl_response(der: &[u8], pem: bool) -> Response {
+    let headers = |content_type| {
         [
-            (header::CONTENT_TYPE, "application/pkix-crl"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=60"),
-        ],
-        crl.der.clone(),
-    )
-        .into_response())
+        ]
+    };
+    if pem {
+        (headers("application/x-pem-file"), aip_aat::pem::encode("X509 CRL", der)).into_response()
+    } else {
+        (headers("application/pkix-crl"), der.to_vec()).into_response()
+    }
+}
+
+pub(super) async fn crl_der(State(registry): State<Arc<Registry>>) -> ApiResult<Response> {
+    Ok(crl_response(&registry.crl().await?.der, false))
 }
 
 pub(super) async fn crl_pem(State(registry): State<Arc<Registry>>) -> ApiResult<Response> {
-    let crl = registry.crl().await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/x-pem-file"),
-            (header::CACHE_CONTROL, "public, max-age=60"),
-        ],
-        aip_aat::pem::encode("X509 CRL", &crl.der),
-    )
-        .into_response())
+    Ok(crl_response(&registry.crl().await?.der, true))
+}
+
+/// `GET /v1/crl/{key id}` (DER) and `/v1/crl/{key id}.pem`: the CRL of one issuing CA,
+/// current or retired, by the RFC 7638 thumbprint of its key.
+pub(super) async fn issuer_crl(
+    State(registry): State<Arc<Registry>>,
+    Path(issuer): Path<String>,
+) -> ApiResult<Response> {
+    let (key_id, pem) = match issuer.strip_suffix(".pem") {
+        Some(key_id) => (key_id, true),
+        None => (issuer.as_str(), false),
+    };
+    Ok(crl_response(&registry.crl_of(key_id).await?.der, pem))
 }
 
 fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {

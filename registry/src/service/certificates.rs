@@ -47,6 +47,7 @@ pub(super) fn certificate_record(cert: &IssuedCertificate, agent_id: &AgentId, k
         not_before: cert.not_before,
         not_after: cert.not_after,
         der: cert.der.clone(),
+        issuer_key_id: Some(cert.issuer_key_id.clone()),
     }
 }
 

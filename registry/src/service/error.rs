@@ -24,6 +24,9 @@ pub enum RegistryError {
     /// No such agent.
     #[error("agent not found")]
     AgentNotFound,
+    /// Nothing is published at this address (e.g. no issuing CA has this key id).
+    #[error("{0}")]
+    NotFound(&'static str),
     /// No access or registration token has this id.
     #[error("token not found")]
     TokenNotFound,

@@ -100,34 +100,60 @@ impl Registry {
         Ok(signed)
     }
 
-    /// The current CRL (DER), made anew when revocations changed or it is half-way to
-    /// `nextUpdate` (or a rotated-out certificate became superseded).
+    /// The CRL (DER) of the current issuing CA (`GET /v1/crl`), made anew when revocations
+    /// changed or it is half-way to `nextUpdate` (or a rotated-out certificate became
+    /// superseded).
     pub async fn crl(self: &Arc<Self>) -> Result<Arc<StoredCrl>, RegistryError> {
+        let current = self.ca.issuing_key_id().to_owned();
+        self.crl_of(&current).await
+    }
+
+    /// The CRL (DER) of the issuing CA whose key id is `issuer_key_id`, current or retired
+    /// (`GET /v1/crl/{key id}`): it lists the certificates that CA signed. Made and cached as
+    /// [`Registry::crl`] is; an unknown key id is [`RegistryError::NotFound`].
+    pub async fn crl_of(self: &Arc<Self>, issuer_key_id: &str) -> Result<Arc<StoredCrl>, RegistryError> {
+        let current = self
+            .ca
+            .is_current(issuer_key_id)
+            .ok_or(RegistryError::NotFound("no issuing CA has this key id"))?;
         let version = self.store.revocation_version().await?;
         let now = self.clock.now();
         let fresh = |c: &StoredCrl| c.revocation_version >= version && now < c.refresh_at;
-        if let Some(cached) = self.crl.lock().unwrap_or_else(PoisonError::into_inner).as_ref()
+        if let Some(cached) = self
+            .crl
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(issuer_key_id)
             && fresh(cached)
         {
             return Ok(cached.clone());
         }
         let _one_at_a_time = self.crl_generation.lock().await;
-        let crl = match self.store.latest_crl().await? {
+        let crl = match self.store.latest_crl(issuer_key_id).await? {
             Some(latest) if fresh(&latest) => Arc::new(latest),
-            _ => Arc::new(self.generate_crl(now).await?),
+            _ => Arc::new(self.generate_crl(now, issuer_key_id, current).await?),
         };
-        *self.crl.lock().unwrap_or_else(PoisonError::into_inner) = Some(crl.clone());
+        self.crl
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(issuer_key_id.to_owned(), crl.clone());
         Ok(crl)
     }
 
-    async fn generate_crl(self: &Arc<Self>, now: i64) -> Result<StoredCrl, RegistryError> {
+    async fn generate_crl(
+        self: &Arc<Self>,
+        now: i64,
+        issuer_key_id: &str,
+        current: bool,
+    ) -> Result<StoredCrl, RegistryError> {
         let (crl_number, revocation_version) = self.store.next_crl_number().await?;
-        let (entries, next_supersession) = self.store.crl_entries(now).await?;
+        let (entries, next_supersession) = self.store.crl_entries(now, issuer_key_id, current).await?;
         let validity = self.settings.crl_validity;
         let refresh_at = next_supersession.map_or(now + validity / 2, |t| t.min(now + validity / 2));
         let ca = self.ca.clone();
+        let issuer = issuer_key_id.to_owned();
         let started = std::time::Instant::now();
-        let der = tokio::task::spawn_blocking(move || ca.sign_crl(crl_number, now, now + validity, &entries))
+        let der = tokio::task::spawn_blocking(move || ca.sign_crl(&issuer, crl_number, now, now + validity, &entries))
             .await
             .map_err(RegistryError::internal)?
             .map_err(RegistryError::internal)?;
@@ -139,6 +165,7 @@ impl Registry {
             next_update: now + validity,
             refresh_at,
             der,
+            issuer_key_id: issuer_key_id.to_owned(),
         };
         self.store.save_crl(&crl).await?;
         Ok(crl)

@@ -66,7 +66,8 @@ pub struct Registry {
     pub(super) pump: Notify,
     pub(super) published: Mutex<Option<Arc<PublishedList>>>,
     pub(super) signed: Mutex<Option<Arc<SignedList>>>,
-    pub(super) crl: Mutex<Option<Arc<StoredCrl>>>,
+    /// The latest CRL of each issuing CA, by its key id.
+    pub(super) crl: Mutex<HashMap<String, Arc<StoredCrl>>>,
     pub(super) crl_generation: tokio::sync::Mutex<()>,
     /// Recently seen access tokens, by digest.
     pub(super) access_tokens: Mutex<HashMap<String, CachedAccessToken>>,
@@ -104,7 +105,7 @@ impl Registry {
             pump: Notify::new(),
             published: Mutex::new(None),
             signed: Mutex::new(None),
-            crl: Mutex::new(None),
+            crl: Mutex::new(HashMap::new()),
             crl_generation: tokio::sync::Mutex::new(()),
             access_tokens: Mutex::new(HashMap::new()),
             token_issuer: OnceLock::new(),

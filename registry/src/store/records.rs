@@ -128,6 +128,9 @@ pub struct NewCertificate {
     pub not_after: i64,
     /// DER.
     pub der: Vec<u8>,
+    /// Key id of the issuing CA that signed it (`None`: issued before the first renewal of the
+    /// issuing CA, by the one current then).
+    pub issuer_key_id: Option<String>,
 }
 
 /// A certificate as stored.
@@ -234,6 +237,8 @@ pub struct StoredCrl {
     pub refresh_at: i64,
     /// DER.
     pub der: Vec<u8>,
+    /// Key id of the issuing CA that signed it.
+    pub issuer_key_id: String,
 }
 
 /// A new access token (only its digest is stored).

@@ -102,12 +102,24 @@ pub trait RevocationStore: Send + Sync {
     /// Events after `version`, in order.
     async fn events_after(&self, version: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// The certificates a CRL made at `now` lists, and the next time a rotated-out
-    /// certificate becomes superseded (the CRL must be renewed by then).
-    async fn crl_entries(&self, now: i64) -> Result<(Vec<CrlEntry>, Option<i64>), StoreError>;
+    /// The certificates a CRL of the issuing CA `issuer` made at `now` lists, and the next
+    /// time a rotated-out certificate it signed becomes superseded (the CRL must be renewed by
+    /// then). `current`: `issuer` is the current issuing CA, which also answers for
+    /// certificates recorded without an issuer (issued before any renewal).
+    async fn crl_entries(
+        &self,
+        now: i64,
+        issuer: &str,
+        current: bool,
+    ) -> Result<(Vec<CrlEntry>, Option<i64>), StoreError>;
 
-    /// The most recent CRL.
-    async fn latest_crl(&self) -> Result<Option<StoredCrl>, StoreError>;
+    /// The most recent CRL signed by the issuing CA `issuer`.
+    async fn latest_crl(&self, issuer: &str) -> Result<Option<StoredCrl>, StoreError>;
+
+    /// Records that the issuing CA `previous` is being retired: certificates recorded without
+    /// an issuer (signed before any renewal, so by it) are labelled as its, with `audit`, in
+    /// one transaction. Returns how many were labelled.
+    async fn retire_issuing_ca(&self, previous: &str, at: i64, audit: &AuditEntry) -> Result<u64, StoreError>;
 
     /// Allocates the next CRL number; returns it with the current revocation version.
     async fn next_crl_number(&self) -> Result<(u64, u64), StoreError>;

@@ -206,7 +206,7 @@ impl TestRegistry {
         .unwrap();
         let issuing = Arc::new(key());
         let ca_certificates = create_ca_certificates("aip.test", Arc::new(key()), issuing.clone(), NOW).unwrap();
-        let ca = CertificateAuthority::new("aip.test", issuing, ca_certificates);
+        let ca = CertificateAuthority::new("aip.test", issuing, ca_certificates).unwrap();
         let store = db.store().await;
         let registry = Arc::new(Registry::new(
             store.clone(),

@@ -150,8 +150,8 @@ impl AgentStore for SqlStore {
 
     async fn certificates(&self, agent_id: &AgentId) -> Result<Vec<StoredCertificate>, StoreError> {
         let rows = sqlx::query(
-            "SELECT serial, key_thumbprint, not_before, not_after, der, revoked_at, revocation_reason, superseded_at \
-             FROM certificates WHERE agent_id = $1 ORDER BY not_before DESC, serial",
+            "SELECT serial, key_thumbprint, not_before, not_after, der, revoked_at, revocation_reason, superseded_at, \
+             issuer_key_id FROM certificates WHERE agent_id = $1 ORDER BY not_before DESC, serial",
         )
         .bind(agent_id.as_str())
         .fetch_all(self.db.reader())
@@ -177,6 +177,7 @@ impl AgentStore for SqlStore {
                         not_before: row.try_get("not_before").map_err(stored)?,
                         not_after: row.try_get("not_after").map_err(stored)?,
                         der: row.try_get("der").map_err(stored)?,
+                        issuer_key_id: row.try_get("issuer_key_id").map_err(stored)?,
                     },
                     revoked,
                     superseded_at: row.try_get("superseded_at").map_err(stored)?,

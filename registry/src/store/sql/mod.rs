@@ -105,8 +105,8 @@ pub(super) async fn record_nonce(w: &mut Write, nonce: &Nonce) -> Result<(), Sto
 
 pub(super) async fn insert_certificate(w: &mut Write, c: &NewCertificate) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO certificates (serial, agent_id, key_thumbprint, not_before, not_after, der) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO certificates (serial, agent_id, key_thumbprint, not_before, not_after, der, issuer_key_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&c.serial)
     .bind(c.agent_id.as_str())
@@ -114,6 +114,7 @@ pub(super) async fn insert_certificate(w: &mut Write, c: &NewCertificate) -> Res
     .bind(c.not_before)
     .bind(c.not_after)
     .bind(&c.der)
+    .bind(c.issuer_key_id.as_deref())
     .execute(w.conn())
     .await
     .map_err(stored)?;

@@ -231,12 +231,20 @@ impl RevocationStore for SqlStore {
             .collect()
     }
 
-    async fn crl_entries(&self, now: i64) -> Result<(Vec<CrlEntry>, Option<i64>), StoreError> {
+    async fn crl_entries(
+        &self,
+        now: i64,
+        issuer: &str,
+        current: bool,
+    ) -> Result<(Vec<CrlEntry>, Option<i64>), StoreError> {
         let rows = sqlx::query(
             "SELECT serial, revoked_at, revocation_reason, superseded_at FROM certificates \
-             WHERE not_after > $1 AND (revoked_at IS NOT NULL OR superseded_at <= $1) ORDER BY serial",
+             WHERE not_after > $1 AND (revoked_at IS NOT NULL OR superseded_at <= $1) \
+             AND (issuer_key_id = $2 OR ($3 AND issuer_key_id IS NULL)) ORDER BY serial",
         )
         .bind(now)
+        .bind(issuer)
+        .bind(current)
         .fetch_all(self.db.reader())
         .await
         .map_err(stored)?;
@@ -260,9 +268,12 @@ impl RevocationStore for SqlStore {
             });
         }
         let next: Option<i64> = sqlx::query(
-            "SELECT MIN(superseded_at) AS next FROM certificates WHERE superseded_at > $1 AND not_after > $1 AND revoked_at IS NULL",
+            "SELECT MIN(superseded_at) AS next FROM certificates WHERE superseded_at > $1 AND not_after > $1 \
+             AND revoked_at IS NULL AND (issuer_key_id = $2 OR ($3 AND issuer_key_id IS NULL))",
         )
         .bind(now)
+        .bind(issuer)
+        .bind(current)
         .fetch_one(self.db.reader())
         .await
         .map_err(stored)?
@@ -271,11 +282,12 @@ impl RevocationStore for SqlStore {
         Ok((entries, next))
     }
 
-    async fn latest_crl(&self) -> Result<Option<StoredCrl>, StoreError> {
+    async fn latest_crl(&self, issuer: &str) -> Result<Option<StoredCrl>, StoreError> {
         let row = sqlx::query(
-            "SELECT crl_number, revocation_version, this_update, next_update, refresh_at, der FROM crls \
-             ORDER BY crl_number DESC LIMIT 1",
+            "SELECT crl_number, revocation_version, this_update, next_update, refresh_at, der, issuer_key_id FROM crls \
+             WHERE issuer_key_id = $1 ORDER BY crl_number DESC LIMIT 1",
         )
+        .bind(issuer)
         .fetch_optional(self.db.reader())
         .await
         .map_err(stored)?;
@@ -287,6 +299,7 @@ impl RevocationStore for SqlStore {
                 next_update: row.try_get("next_update").map_err(stored)?,
                 refresh_at: row.try_get("refresh_at").map_err(stored)?,
                 der: row.try_get("der").map_err(stored)?,
+                issuer_key_id: row.try_get("issuer_key_id").map_err(stored)?,
             })
         })
         .transpose()
@@ -311,8 +324,8 @@ impl RevocationStore for SqlStore {
 
     async fn save_crl(&self, crl: &StoredCrl) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO crls (crl_number, revocation_version, this_update, next_update, refresh_at, der) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO crls (crl_number, revocation_version, this_update, next_update, refresh_at, der, issuer_key_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(i64_of(crl.crl_number)?)
         .bind(i64_of(crl.revocation_version)?)
@@ -320,16 +333,31 @@ impl RevocationStore for SqlStore {
         .bind(crl.next_update)
         .bind(crl.refresh_at)
         .bind(&crl.der)
+        .bind(&crl.issuer_key_id)
         .execute(self.db.writer())
         .await
         .map_err(stored)?;
-        // Keep a short history only.
-        sqlx::query("DELETE FROM crls WHERE crl_number < $1")
+        // Keep a short history only, per issuing CA.
+        sqlx::query("DELETE FROM crls WHERE crl_number < $1 AND (issuer_key_id = $2 OR issuer_key_id IS NULL)")
             .bind(i64_of(crl.crl_number)?.saturating_sub(16))
+            .bind(&crl.issuer_key_id)
             .execute(self.db.writer())
             .await
             .map_err(stored)?;
         Ok(())
+    }
+
+    async fn retire_issuing_ca(&self, previous: &str, at: i64, audit: &AuditEntry) -> Result<u64, StoreError> {
+        let mut w = self.db.write(Lock::audited()).await?;
+        let labelled = sqlx::query("UPDATE certificates SET issuer_key_id = $1 WHERE issuer_key_id IS NULL")
+            .bind(previous)
+            .execute(w.conn())
+            .await
+            .map_err(stored)?
+            .rows_affected();
+        w.audit(audit, at).await?;
+        w.commit().await?;
+        Ok(labelled)
     }
 }
 
