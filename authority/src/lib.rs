@@ -4,6 +4,7 @@
 //! - [`config`]: `aip.toml` — the file, and the registry's and issuer's sections in it;
 //! - [`init`]: creating an authority directory (CA, keys, configuration, database, first
 //!   admin token, first issuer signing key);
+//! - [`backup`]: backing up an authority directory while it serves, and restoring one;
 //! - [`open`]: opening one, with the registry and the issuer wired together ([`Authority`]);
 //! - [`directory`]: where the two services meet in one process — the issuer's
 //!   `AgentDirectory` over the registry, the registry's `TokenKeys` over the issuer's keys;
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod config;
 pub mod connections;
 pub mod directory;
