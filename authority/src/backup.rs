@@ -354,6 +354,19 @@ async fn restore_into(
         }
     };
     let database = Database::connect(&url).await?;
+    let (records, _) = match database.audit_head().await {
+        Ok(head) => head,
+        Err(e) => {
+            database.close().await;
+            return Err(e.into());
+        }
+    };
+    if records == 0 {
+        database.close().await;
+        return Err(BackupError::Unsupported(
+            "the database holds no authority; on PostgreSQL, restore it with pg_restore first".into(),
+        ));
+    }
     let details = serde_json::json!({"backup_created_at": manifest.created_at, "backend": manifest.backend});
     let advanced = database.advance_counters("system:restore", details, now).await;
     database.close().await;

@@ -466,6 +466,20 @@ fn postgres_backup_holds_keys_and_configuration_and_restore_moves_the_counters()
     };
     let (version, crl) = counters(&db.url);
     let restored = scratch.join("restored");
+    // A database pg_restore has not filled is refused, and nothing is left behind.
+    let empty = PostgresDb::create().unwrap();
+    let error = refused(run(&[
+        "restore",
+        "--from",
+        archive.to_str().unwrap(),
+        "--data-dir",
+        restored.to_str().unwrap(),
+        "--database-url",
+        &empty.url,
+    ]));
+    assert!(error.contains("holds no authority"), "{error}");
+    assert!(!restored.exists());
+    drop(empty);
     let report = json(run(&[
         "restore",
         "--from",

@@ -205,6 +205,8 @@ fn aip_ca_man_writes_a_page_per_program_and_subcommand() {
                 "keys",
                 "crl",
                 "audit",
+                "backup",
+                "restore",
                 "keygen",
                 "verify",
                 "completions",

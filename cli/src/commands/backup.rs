@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use aip_aat::clock::{Clock as _, SystemClock};
 use aip_authority::backup::{Backend, BackupError, BackupReport, RestoreReport};
 use aip_authority::config::env;
 use serde_json::json;
@@ -44,9 +45,7 @@ pub(crate) struct RestoreArgs {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    SystemClock.now()
 }
 
 fn backup_error(e: BackupError) -> CliError {
