@@ -4,6 +4,7 @@
 //! - [`config`]: `aip.toml` — the file, and the registry's and issuer's sections in it;
 //! - [`init`]: creating an authority directory (CA, keys, configuration, database, first
 //!   admin token, first issuer signing key);
+//! - [`backup`]: backing up an authority directory while it serves, and restoring one;
 //! - [`open`]: opening one, with the registry and the issuer wired together ([`Authority`]);
 //! - [`lock`]: who may use an authority directory at once (servers share it, offline changes
 //!   take it alone);
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod config;
 pub mod connections;
 pub mod directory;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
-use crate::commands::{agents, authority, delegate, issuer, issuing, keygen, token, tokens, verify};
+use crate::commands::{agents, authority, backup, delegate, issuer, issuing, keygen, token, tokens, verify};
 use crate::manuals;
 use crate::output::{CliError, print_line};
 
@@ -61,6 +61,11 @@ enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Write one archive of the authority directory while it serves (database copy, keys,
+    /// aip.toml).
+    Backup(backup::BackupArgs),
+    /// Bring an authority back from a backup into a new directory.
+    Restore(backup::RestoreArgs),
     /// Generate a key pair and write it to an encrypted key file.
     Keygen(keygen::Args),
     /// Verify an AAT against a JWKS and print its claims.
@@ -105,6 +110,8 @@ pub fn main() -> ExitCode {
         Command::Delegate(args) => delegate::run(args),
         Command::Crl(args) => tokens::crl(args),
         Command::Audit(AuditCommand::Verify(args)) => authority::audit_verify(args),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Completions { shell } => {

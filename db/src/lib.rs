@@ -2,7 +2,8 @@
 //! the SQL dialect ([`Database`]), the embedded migrations, several statements in one round
 //! trip ([`Script`]), the write transaction that takes the authority lock and appends to the
 //! audit chain ([`Write`]), the audit table itself ([`audit`]) and its signed checkpoints
-//! ([`Checkpointer`]), and what readiness asks of it ([`Database::unapplied_migrations`]).
+//! ([`Checkpointer`]), what readiness asks of it ([`Database::unapplied_migrations`]), and what
+//! backup and restore ask of it ([`backup`]).
 //!
 //! One body of SQL serves SQLite (the embedded default) and PostgreSQL through sqlx's `Any`
 //! driver, each engine with its own migrations. Placeholders are `$N` (both engines accept
@@ -21,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod backup;
 mod checkpoint;
 mod database;
 mod error;

@@ -206,6 +206,8 @@ fn aip_ca_man_writes_a_page_per_program_and_subcommand() {
                 "crl",
                 "ca",
                 "audit",
+                "backup",
+                "restore",
                 "keygen",
                 "verify",
                 "completions",

@@ -2,6 +2,7 @@
 
 pub(crate) mod agents;
 pub(crate) mod authority;
+pub(crate) mod backup;
 pub(crate) mod delegate;
 pub(crate) mod issuer;
 pub(crate) mod issuing;
