@@ -9,8 +9,9 @@
 //!   API key, the AAT, the reader token);
 //! * instead of the `cargo run` alias and the tour's `cargo build` and `export PATH=…` lines,
 //!   the binaries this test built are on `PATH` (no cargo runs inside the test);
-//! * passphrase prompts are answered the way the programs read them off a terminal:
-//!   `AIP_PASSPHRASE`;
+//! * `serve` runs on a pseudo-terminal (`script`), where the test answers its passphrase
+//!   prompt twice and reads the admin token it prints; the other programs' passphrase prompts
+//!   are answered the way they read a passphrase off a terminal, `AIP_PASSPHRASE`;
 //! * the `aip-agent` line gets the tour's `json` lines on its standard input, as the reader
 //!   pastes them, and its answers are checked;
 //! * the clone's `node_modules` is the MCP test peers' (`npm ci --prefix tests/mcp`), so the
@@ -104,10 +105,14 @@ fn tools_present() -> bool {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    let present =
-        peers.is_file() && works("node", "--version") && works("openssl", "version") && works("git", "--version");
+    let present = peers.is_file()
+        && works("node", "--version")
+        && works("openssl", "version")
+        && works("git", "--version")
+        && works("script", "--version");
     if !present {
-        let why = "the README tour needs Node.js with `npm ci --prefix tests/mcp`, openssl and git";
+        let why =
+            "the README tour needs Node.js with `npm ci --prefix tests/mcp`, openssl, git and script (util-linux)";
         assert!(std::env::var_os("CI").is_none(), "{why}");
         eprintln!("SKIPPED: {why}");
     }
@@ -138,16 +143,29 @@ struct Shell {
 
 impl Shell {
     fn command(&self, line: &str) -> Command {
-        let mut cmd = Command::new("bash");
-        cmd.args(["-c", line]).current_dir(&self.clone).stdin(Stdio::null());
+        let mut cmd = self.environment(Command::new("bash"));
+        cmd.args(["-c", line]).env("AIP_PASSPHRASE", PASSPHRASE);
+        cmd
+    }
+
+    /// `line` on a pseudo-terminal of its own (`script`), where a prompt asks the reader: no
+    /// `AIP_PASSPHRASE` there.
+    fn on_a_terminal(&self, line: &str) -> Command {
+        let mut cmd = self.environment(Command::new("script"));
+        cmd.args(["-qec", line, "/dev/null"]);
+        cmd
+    }
+
+    /// The clone as working directory, the built binaries first on `PATH`, the variables the
+    /// tour exported, and no other `AIP_*` setting.
+    fn environment(&self, mut cmd: Command) -> Command {
+        cmd.current_dir(&self.clone).stdin(Stdio::null());
         for (key, _) in std::env::vars() {
             if key.starts_with("AIP_") {
                 cmd.env_remove(key);
             }
         }
-        cmd.env("PATH", &self.path)
-            .env("AIP_PASSPHRASE", PASSPHRASE)
-            .envs(&self.env);
+        cmd.env("PATH", &self.path).envs(&self.env);
         cmd
     }
 
@@ -320,34 +338,69 @@ fn the_readme_tour_runs_as_written() {
         status, 0,
         "something already listens on {README_URL}; the tour needs that address"
     );
+    // `script` gives serve a terminal of its own: it prompts, and prints the admin token.
     let mut serve = Serve(
         shell
-            .command(&format!("exec aip-ca{serve_args}"))
+            .on_a_terminal(&format!("exec aip-ca{serve_args}"))
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap(),
     );
+    let mut terminal = serve.0.stdin.take().unwrap();
+    let mut screen = serve.0.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut screen, &mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = String::new();
+    let wait_for = |needle: &str, printed: &mut String| {
+        eprintln!("[tour] serve: waiting for {needle:?}");
+        let until = Instant::now() + Duration::from_secs(60);
+        while !printed.contains(needle) {
+            let left = until.saturating_duration_since(Instant::now());
+            let chunk = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("serve did not print {needle:?} ({e}): {printed}"));
+            printed.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    // Typed as a person types: after the prompt has turned echo off.
+    wait_for("Passphrase: ", &mut printed);
+    std::thread::sleep(Duration::from_millis(300));
+    writeln!(terminal, "{PASSPHRASE}").unwrap();
+    wait_for("Repeat passphrase: ", &mut printed);
+    std::thread::sleep(Duration::from_millis(300));
+    writeln!(terminal, "{PASSPHRASE}").unwrap();
+    wait_for("export AIP_TOKEN", &mut printed);
+    // The first-start prompt says what the passphrase protects and that it is asked twice.
+    let explained = printed.split("Passphrase: ").next().unwrap();
+    for said in ["CA and registry keys", "asked twice", "every start"] {
+        assert!(
+            explained.contains(said),
+            "the prompt does not say {said:?}: {explained}"
+        );
+    }
+    assert!(!printed.contains(PASSPHRASE), "the passphrase is echoed: {printed}");
+    let admin = word_with(&printed, "aip_at_").unwrap_or_else(|| panic!("no admin token printed: {printed}"));
+    assert!(
+        !clone.join("aip-data/admin-token").exists(),
+        "on a terminal the token is printed, not filed"
+    );
     let until = Instant::now() + Duration::from_secs(60);
     while http_get(&format!("{README_URL}/v1/jwks"), None).0 != 200 {
         assert!(Instant::now() < until, "aip-ca serve did not answer on {README_URL}");
-        assert!(serve.0.try_wait().unwrap().is_none(), "aip-ca serve exited");
+        assert!(serve.0.try_wait().unwrap().is_none(), "aip-ca serve exited: {printed}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut printed = String::new();
-    let mut out = BufReader::new(serve.0.stdout.take().unwrap());
-    while !printed.contains("admin token") {
-        assert!(
-            out.read_line(&mut printed).unwrap() > 0,
-            "serve printed no admin token: {printed}"
-        );
-    }
-    let token_file = clone.join("aip-data/admin-token");
     let mut values = Values::default();
-    values.set(
-        "<the admin token serve printed>",
-        std::fs::read_to_string(&token_file).unwrap().trim().to_owned(),
-    );
+    values.set("<the admin token serve printed>", admin);
 
     // The second terminal, line by line.
     let mut ran = Vec::new();
@@ -356,6 +409,7 @@ fn the_readme_tour_runs_as_written() {
             continue;
         }
         let line = values.substitute(&line);
+        eprintln!("[tour] {line}");
         if let Some(assignment) = line.strip_prefix("export ") {
             let (name, value) = assignment.split_once('=').unwrap();
             shell.env.insert(name.to_owned(), value.trim_matches('"').to_owned());

@@ -448,3 +448,17 @@ pub(crate) fn audit_verify(args: AuditVerifyArgs) -> Result<ExitCode, CliError> 
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_new_authority_prompt_says_what_the_passphrase_protects_and_that_it_is_asked_twice() {
+        let text = new_authority_prompt(Path::new("aip-data"));
+        assert!(text.contains("aip-data"), "{text}");
+        assert!(text.contains("CA and registry keys"), "{text}");
+        assert!(text.contains("every start"), "{text}");
+        assert!(text.contains("asked twice"), "{text}");
+    }
+}

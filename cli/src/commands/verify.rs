@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use aip_aat::clock::{Clock, FixedClock, SystemClock};
 use aip_aat::keys::{JwkSet, Jwks};
 use aip_aat::revocation::RevocationIndex;
-use aip_aat::token::{UnverifiedAat, Validation, VerifiedAat};
+use aip_aat::token::{AatError, RevokedBy, UnverifiedAat, Validation, VerifiedAat};
 use serde_json::{Value, json};
 
-use crate::output::{CliError, EXIT_REJECTED, print_json};
+use crate::output::{CliError, EXIT_FAILURE, EXIT_REJECTED, print_json};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -159,12 +159,20 @@ fn check_revocation(args: &Args, aat: &VerifiedAat, now: i64) -> Result<Option<(
         .map(|path| std::fs::read(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display()))))
         .transpose()?;
     let client = aip_api::client::Client::with_roots(url, args.token.clone(), ca.as_deref()).map_err(CliError::new)?;
-    let list = crate::commands::revocations::fetch(&client)?;
+    // A list that cannot be read is a failure to check, not a verdict on the AAT.
+    let list = crate::commands::revocations::fetch(&client).map_err(|e| e.exit_code(EXIT_FAILURE))?;
     let index = RevocationIndex::from(&list);
     Ok(aat.check_revocation(&index, now).err().map(|e| {
+        let what = match &e {
+            AatError::Revoked(RevokedBy::User) => "the user's delegation was revoked".to_owned(),
+            AatError::Revoked(RevokedBy::Token) => "the AAT was revoked".to_owned(),
+            AatError::Revoked(RevokedBy::Session) => "its session was revoked".to_owned(),
+            AatError::Revoked(RevokedBy::Agent) => "its agent was revoked".to_owned(),
+            other => other.to_string(),
+        };
         (
             e.aat_error(),
-            format!("{e} (revocation list version {} of {url})", list.version),
+            format!("{what} (revocation list version {} of {url})", list.version),
         )
     }))
 }
