@@ -204,6 +204,7 @@ fn aip_ca_man_writes_a_page_per_program_and_subcommand() {
                 "token",
                 "keys",
                 "crl",
+                "revocations",
                 "audit",
                 "keygen",
                 "verify",
