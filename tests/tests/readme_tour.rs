@@ -20,8 +20,9 @@
 //! Lines whose comment says `refused` must fail, naming a revocation. After the tour, every
 //! file the tour wrote must be ignored by git.
 //!
-//! Needs Node.js, the MCP test peers, `openssl` and `git`; under `CI` they are required,
-//! elsewhere the test is reported skipped without them.
+//! Needs Node.js, the MCP test peers, `openssl`, `git`, `script` and the address
+//! 127.0.0.1:8443 free; under `CI` they are required, elsewhere the test is reported skipped
+//! without them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 use std::collections::HashMap;
@@ -279,6 +280,13 @@ fn the_readme_tour_runs_as_written() {
     if !tools_present() {
         return;
     }
+    if std::net::TcpStream::connect("127.0.0.1:8443").is_ok() {
+        // An authority a reader left running, for instance: the tour needs its address.
+        let why = format!("something already listens on {README_URL}, the address the tour uses");
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
     let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
 
     // The first screen holds the two commands: run the authority, run the tests.
@@ -333,11 +341,6 @@ fn the_readme_tour_runs_as_written() {
     std::os::unix::fs::symlink(workspace().join("tests/mcp/node_modules"), clone.join("node_modules")).unwrap();
 
     // The first terminal.
-    let (status, _) = http_get(&format!("{README_URL}/v1/jwks"), None);
-    assert_eq!(
-        status, 0,
-        "something already listens on {README_URL}; the tour needs that address"
-    );
     // `script` gives serve a terminal of its own: it prompts, and prints the admin token.
     let mut serve = Serve(
         shell
