@@ -46,7 +46,7 @@ pub(crate) fn read_key(dir: &Path, passphrase: &PassphraseArgs) -> Result<(aip_a
         .map_err(|e| CliError::new(format!("{}: {e}", key_path.display())))?
         .encrypted;
     let choice = if encrypted {
-        passphrase.for_existing_key()?
+        passphrase.for_existing_key_explained(&format!("The passphrase of the agent's key {}:", key_path.display()))?
     } else {
         Choice::Insecure
     };

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
-use crate::commands::{agents, authority, backup, delegate, issuer, issuing, keygen, token, tokens, verify};
+use crate::commands::{
+    agents, authority, backup, delegate, issuer, issuing, keygen, revocations, token, tokens, verify,
+};
 use crate::manuals;
 use crate::output::{CliError, print_line};
 
@@ -58,6 +60,9 @@ enum Command {
     Keys(issuer::KeysCommand),
     /// Fetch the certificate revocation list.
     Crl(tokens::CrlArgs),
+    /// Show the current revocation list: revoked agents, users, sessions and AATs, suspended
+    /// agents and replaced keys.
+    Revocations(revocations::Args),
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -68,7 +73,8 @@ enum Command {
     Restore(backup::RestoreArgs),
     /// Generate a key pair and write it to an encrypted key file.
     Keygen(keygen::Args),
-    /// Verify an AAT against a JWKS and print its claims.
+    /// Verify an AAT against a JWKS and print its claims; optionally check the authority's
+    /// revocation list too.
     Verify(verify::Args),
     /// Print the completion script of aip-ca for a shell.
     Completions {
@@ -109,6 +115,7 @@ pub fn main() -> ExitCode {
         Command::Token(args) => token::run(args),
         Command::Delegate(args) => delegate::run(args),
         Command::Crl(args) => tokens::crl(args),
+        Command::Revocations(args) => revocations::run(args),
         Command::Audit(AuditCommand::Verify(args)) => authority::audit_verify(args),
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),

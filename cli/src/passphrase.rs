@@ -50,15 +50,26 @@ impl Choice {
 impl PassphraseArgs {
     /// The passphrase for a new key file (a prompt asks twice).
     pub(crate) fn for_new_key(&self) -> Result<Choice, CliError> {
-        self.resolve(true)
+        self.resolve(true, None)
+    }
+
+    /// The passphrase for new key files, with `purpose` (what it protects, when it is asked
+    /// again) told before a prompt asks twice.
+    pub(crate) fn for_new_key_explained(&self, purpose: &str) -> Result<Choice, CliError> {
+        self.resolve(true, Some(purpose))
     }
 
     /// The passphrase that opens an existing key file (a prompt asks once).
     pub(crate) fn for_existing_key(&self) -> Result<Choice, CliError> {
-        self.resolve(false)
+        self.resolve(false, None)
     }
 
-    fn resolve(&self, confirm: bool) -> Result<Choice, CliError> {
+    /// The passphrase that opens an existing key file, with `purpose` told before a prompt.
+    pub(crate) fn for_existing_key_explained(&self, purpose: &str) -> Result<Choice, CliError> {
+        self.resolve(false, Some(purpose))
+    }
+
+    fn resolve(&self, confirm: bool, purpose: Option<&str>) -> Result<Choice, CliError> {
         if self.insecure_no_passphrase {
             return Ok(Choice::Insecure);
         }
@@ -74,7 +85,7 @@ impl PassphraseArgs {
                     .map_err(|_| CliError::new(format!("{ENV_PASSPHRASE} is not UTF-8")))?,
             )
         } else {
-            prompt(confirm)?
+            prompt(confirm, purpose)?
         };
         if passphrase.is_empty() {
             return Err(CliError::new("the passphrase is empty")
@@ -84,13 +95,17 @@ impl PassphraseArgs {
     }
 }
 
-fn prompt(confirm: bool) -> Result<Passphrase, CliError> {
+fn prompt(confirm: bool, purpose: Option<&str>) -> Result<Passphrase, CliError> {
     if !std::io::stdin().is_terminal() {
         return Err(
             CliError::new("no passphrase given and no terminal to ask for one").hint(format!(
                 "use --passphrase-file FILE, set {ENV_PASSPHRASE}, or pass --insecure-no-passphrase for tests"
             )),
         );
+    }
+    if let Some(purpose) = purpose {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "{purpose}");
     }
     let read = |label: &str| {
         rpassword::prompt_password(label)

@@ -36,8 +36,9 @@ impl RemoteArgs {
 
     pub(crate) fn require_token(&self) -> Result<(), CliError> {
         if self.token.is_none() {
-            return Err(CliError::new("no token given")
-                .hint("pass --token T or set AIP_TOKEN (aip-ca init prints an admin token)"));
+            return Err(CliError::new("no token given").hint(
+                "pass --token T or set AIP_TOKEN (aip-ca init, or the first aip-ca serve, prints an admin token)",
+            ));
         }
         Ok(())
     }

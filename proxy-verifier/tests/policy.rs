@@ -688,3 +688,30 @@ fn the_policy_hash_ignores_key_order_layout_and_the_signature() {
     let changed = parse(&UNSIGNED.replacen("read_file", "read_files", 1)).unwrap();
     assert_ne!(changed.hash(), a.hash());
 }
+
+#[test]
+fn the_registry_token_can_come_from_the_environment() {
+    // PATH is set wherever tests run; the policy names the variable, never holds the value.
+    let path = std::env::var("PATH").unwrap();
+    let policy = parse(&doc(&format!(
+        "{REGISTRY}    auth:\n      type: bearer\n      token_env: PATH\n"
+    )))
+    .unwrap();
+    assert_eq!(policy.registry().unwrap().bearer_token.as_deref(), Some(path.trim()));
+
+    let (field, line, shown) = invalid(&doc(&format!(
+        "{REGISTRY}    auth:\n      type: bearer\n      token_env: AIP_TEST_NO_SUCH_VARIABLE_FOR_POLICY\n"
+    )));
+    assert_eq!(field, "spec.registry.auth.token_env");
+    assert_eq!(line, Some(11));
+    assert!(
+        shown.contains("AIP_TEST_NO_SUCH_VARIABLE_FOR_POLICY is not set"),
+        "{shown}"
+    );
+
+    let (field, _, shown) = invalid(&doc(&format!(
+        "{REGISTRY}    auth:\n      type: bearer\n      token: s3cret\n      token_env: PATH\n"
+    )));
+    assert_eq!(field, "spec.registry.auth.token_env");
+    assert!(!shown.contains("s3cret"), "{shown}");
+}

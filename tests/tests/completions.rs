@@ -205,6 +205,7 @@ fn aip_ca_man_writes_a_page_per_program_and_subcommand() {
                 "keys",
                 "crl",
                 "ca",
+                "revocations",
                 "audit",
                 "backup",
                 "restore",

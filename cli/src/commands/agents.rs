@@ -67,7 +67,11 @@ fn default_dir(name: &str) -> PathBuf {
 pub(crate) fn register(args: RegisterArgs) -> Result<ExitCode, CliError> {
     args.remote.require_token()?;
     let dir = args.out_dir.clone().unwrap_or_else(|| default_dir(&args.name));
-    let choice = args.passphrase.for_new_key()?;
+    let choice = args.passphrase.for_new_key_explained(&format!(
+        "Choose a passphrase for the agent's key ({}): it encrypts the key, and `aip-ca token` and \
+         `aip-agent` ask for it when they use the key. It is asked twice.",
+        dir.join(KEY_FILE).display()
+    ))?;
     if choice.passphrase().is_none() {
         warn("the agent key is stored without a passphrase; use this for tests and demos only");
     }

@@ -101,7 +101,7 @@ pub(crate) fn authority_error(e: AuthorityError) -> CliError {
             path,
             source: aip_aat::keyfile::KeyFileError::WrongPassphrase,
         } => CliError::new(format!("{}: wrong passphrase", path.display()))
-            .hint("the keys were encrypted with the passphrase given to `aip-ca init`"),
+            .hint("the keys were encrypted with the passphrase chosen when the authority was created (by `aip-ca init` or the first `aip-ca serve`)"),
         AuthorityError::KeyFile {
             path,
             source: aip_aat::keyfile::KeyFileError::PassphraseRequired,
@@ -109,6 +109,15 @@ pub(crate) fn authority_error(e: AuthorityError) -> CliError {
             .hint("give the passphrase with --passphrase-file, AIP_PASSPHRASE or at the prompt"),
         e => CliError::new(e),
     }
+}
+
+/// What the passphrase of a new authority protects, told before the prompt asks for it twice.
+fn new_authority_prompt(dir: &Path) -> String {
+    format!(
+        "Creating a new authority in {}. Choose a passphrase: it encrypts the authority's CA and \
+         registry keys, and `aip-ca serve` asks for it at every start. It is asked twice.",
+        dir.display()
+    )
 }
 
 async fn create(
@@ -178,7 +187,9 @@ pub(crate) fn init(args: InitArgs) -> Result<ExitCode, CliError> {
             args.dir.dir.display()
         ))));
     }
-    let choice = args.passphrase.for_new_key()?;
+    let choice = args
+        .passphrase
+        .for_new_key_explained(&new_authority_prompt(&args.dir.dir))?;
     if matches!(choice, Choice::Insecure) {
         warn("the authority's keys are stored without a passphrase; use this for tests and demos only");
     }
@@ -238,7 +249,7 @@ async fn serve_async(args: ServeArgs) -> Result<ExitCode, CliError> {
     };
     let mut choice = None;
     if !aip_authority::init::exists(&dir) {
-        let new_choice = args.passphrase.for_new_key()?;
+        let new_choice = args.passphrase.for_new_key_explained(&new_authority_prompt(&dir))?;
         if new_choice.passphrase().is_none() {
             warn("the authority's keys are stored without a passphrase; use this for tests and demos only");
         }
@@ -257,7 +268,10 @@ async fn serve_async(args: ServeArgs) -> Result<ExitCode, CliError> {
     let encrypted = aip_authority::init::keys_encrypted(&dir).map_err(authority_error)?;
     let choice = match choice {
         Some(choice) => choice,
-        None if encrypted => args.passphrase.for_existing_key()?,
+        None if encrypted => args.passphrase.for_existing_key_explained(&format!(
+            "The passphrase of the authority in {} (it decrypts the CA and registry keys):",
+            dir.display()
+        ))?,
         None => Choice::Insecure,
     };
     let overrides = Overrides {
@@ -438,4 +452,18 @@ pub(crate) fn audit_verify(args: AuditVerifyArgs) -> Result<ExitCode, CliError> 
             Err(e) => Err(CliError::new(e)),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_new_authority_prompt_says_what_the_passphrase_protects_and_that_it_is_asked_twice() {
+        let text = new_authority_prompt(Path::new("aip-data"));
+        assert!(text.contains("aip-data"), "{text}");
+        assert!(text.contains("CA and registry keys"), "{text}");
+        assert!(text.contains("every start"), "{text}");
+        assert!(text.contains("asked twice"), "{text}");
+    }
 }

@@ -1,5 +1,6 @@
 //! `aip-ca verify`: check an AAT offline against a JWKS (spec 7.5.3 steps 1–6); a delegable
-//! AAT (`aat+biscuit`) with its whole delegation chain.
+//! AAT (`aat+biscuit`) with its whole delegation chain. With `--check-revocation`, then step 7
+//! against the authority's current revocation list.
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -7,10 +8,11 @@ use std::process::ExitCode;
 
 use aip_aat::clock::{Clock, FixedClock, SystemClock};
 use aip_aat::keys::{JwkSet, Jwks};
-use aip_aat::token::{UnverifiedAat, Validation};
+use aip_aat::revocation::RevocationIndex;
+use aip_aat::token::{AatError, RevokedBy, UnverifiedAat, Validation, VerifiedAat};
 use serde_json::{Value, json};
 
-use crate::output::{CliError, EXIT_REJECTED, print_json};
+use crate::output::{CliError, EXIT_FAILURE, EXIT_REJECTED, print_json};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -47,6 +49,14 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = aip_aat::delegation::DEFAULT_MAX_DEPTH,
           value_parser = clap::value_parser!(u8).range(2..=4))]
     max_depth: u8,
+    /// After the offline checks, ask the authority at --issuer-url for its current revocation
+    /// list: refused when the AAT, its session, its user or an agent on it is revoked (or the
+    /// agent suspended). Needs a reader token (or an admin one).
+    #[arg(long, requires = "issuer_url")]
+    check_revocation: bool,
+    /// Bearer token for the revocation list (with --check-revocation).
+    #[arg(long, value_name = "T", env = "AIP_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 fn fetch_jwks(url: &str, ca_cert: Option<&std::path::Path>) -> Result<Jwks, CliError> {
@@ -100,25 +110,71 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
         return verify_delegated(&args, token.trim(), keys, validation, clock.now());
     }
     let verified = UnverifiedAat::parse(token.trim()).and_then(|t| t.verify(&keys, &*clock, &validation));
+    let verified = match verified {
+        Ok(aat) => match check_revocation(&args, &aat, clock.now())? {
+            Some(refusal) => Err(refusal),
+            None => Ok(aat),
+        },
+        Err(e) => Err((e.aat_error(), e.to_string())),
+    };
     match verified {
         Ok(aat) => {
             let claims: Value = serde_json::from_slice(aat.payload_json()).map_err(CliError::new)?;
             print_json(&claims, true)?;
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            if args.json {
-                print_json(
-                    &json!({"valid": false, "aat_error": e.aat_error(), "reason": e.to_string()}),
-                    false,
-                )?;
-            }
-            CliError::new(format_args!("invalid AAT: {}: {e}", e.aat_error()))
-                .exit_code(EXIT_REJECTED)
-                .report();
-            Ok(ExitCode::from(EXIT_REJECTED))
-        }
+        Err((aat_error, reason)) => reject(&args, aat_error, &reason),
     }
+}
+
+/// Reports a refused AAT (as JSON on stdout too with `--json`); the exit status.
+fn reject(args: &Args, aat_error: &str, reason: &str) -> Result<ExitCode, CliError> {
+    if args.json {
+        print_json(
+            &json!({"valid": false, "aat_error": aat_error, "reason": reason}),
+            false,
+        )?;
+    }
+    CliError::new(format_args!("invalid AAT: {aat_error}: {reason}"))
+        .exit_code(EXIT_REJECTED)
+        .report();
+    Ok(ExitCode::from(EXIT_REJECTED))
+}
+
+/// With `--check-revocation`: the authority's current revocation list against `aat` at `now`
+/// (spec 7.5.3 step 7). `Some((aat_error, reason))` when it is refused.
+fn check_revocation(args: &Args, aat: &VerifiedAat, now: i64) -> Result<Option<(&'static str, String)>, CliError> {
+    let Some(url) = args.issuer_url.as_deref().filter(|_| args.check_revocation) else {
+        return Ok(None);
+    };
+    if args.token.is_none() {
+        return Err(
+            CliError::new("--check-revocation needs a token to read the revocation list")
+                .hint("pass --token T or set AIP_TOKEN (a reader token: aip-ca access-token create --role reader)"),
+        );
+    }
+    let ca = args
+        .ca_cert
+        .as_deref()
+        .map(|path| std::fs::read(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display()))))
+        .transpose()?;
+    let client = aip_api::client::Client::with_roots(url, args.token.clone(), ca.as_deref()).map_err(CliError::new)?;
+    // A list that cannot be read is a failure to check, not a verdict on the AAT.
+    let list = crate::commands::revocations::fetch(&client).map_err(|e| e.exit_code(EXIT_FAILURE))?;
+    let index = RevocationIndex::from(&list);
+    Ok(aat.check_revocation(&index, now).err().map(|e| {
+        let what = match &e {
+            AatError::Revoked(RevokedBy::User) => "the user's delegation was revoked".to_owned(),
+            AatError::Revoked(RevokedBy::Token) => "the AAT was revoked".to_owned(),
+            AatError::Revoked(RevokedBy::Session) => "its session was revoked".to_owned(),
+            AatError::Revoked(RevokedBy::Agent) => "its agent was revoked".to_owned(),
+            other => other.to_string(),
+        };
+        (
+            e.aat_error(),
+            format!("{what} (revocation list version {} of {url})", list.version),
+        )
+    }))
 }
 
 /// A delegable AAT, checked as a proxy checks it (`CallVerifier`: the chain against the issuer
@@ -141,14 +197,18 @@ fn verify_delegated(
     let keys = Arc::new(keys);
     let verifier = CallVerifier::new(validation, keys.clone(), Arc::new(InMemoryReplayCache::new(1)))
         .with_clock(Arc::new(FixedClock::new(now)));
-    let checked = verifier
-        .verify_token(token)
-        .map_err(|e| (e.aat_error(), e.to_string()))
-        .and_then(|_| {
-            // The same chain again, for its steps.
-            delegation::verify(token, &|id| keys.delegation_root(id), now, args.max_depth)
-                .map_err(|e| (e.aat_error(), e.to_string()))
-        });
+    let verified = match verifier.verify_token(token) {
+        Ok(aat) => match check_revocation(args, &aat, now)? {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        },
+        Err(e) => Err((e.aat_error(), e.to_string())),
+    };
+    let checked = verified.and_then(|()| {
+        // The same chain again, for its steps.
+        delegation::verify(token, &|id| keys.delegation_root(id), now, args.max_depth)
+            .map_err(|e| (e.aat_error(), e.to_string()))
+    });
     match checked {
         Ok(chain) => {
             print_json(
@@ -168,17 +228,6 @@ fn verify_delegated(
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        Err((aat_error, reason)) => {
-            if args.json {
-                print_json(
-                    &json!({"valid": false, "aat_error": aat_error, "reason": reason}),
-                    false,
-                )?;
-            }
-            CliError::new(format_args!("invalid AAT: {aat_error}: {reason}"))
-                .exit_code(EXIT_REJECTED)
-                .report();
-            Ok(ExitCode::from(EXIT_REJECTED))
-        }
+        Err((aat_error, reason)) => reject(args, aat_error, &reason),
     }
 }

@@ -222,6 +222,9 @@ pub(crate) struct RegistryAuth {
     pub(crate) kind: Option<S<String>>,
     pub(crate) token: Option<String>,
     pub(crate) api_key: Option<String>,
+    /// The name of an environment variable holding the token (extension): keeps the token
+    /// out of the policy file.
+    pub(crate) token_env: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

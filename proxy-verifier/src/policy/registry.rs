@@ -145,7 +145,28 @@ pub(super) fn compile_registry(registry: Spanned<raw::Registry>) -> Result<Optio
     }
     let ca_cert = tls.ca_cert.map(PathBuf::from);
     let auth = registry.auth.unwrap_or_default();
+    let from_env = match &auth.token_env {
+        Some(name) if auth.token.is_some() || auth.api_key.is_some() => {
+            return Err(PolicyError::invalid(
+                "spec.registry.auth.token_env",
+                name,
+                "give the token either in the policy or in an environment variable, not both",
+            ));
+        }
+        Some(name) => match std::env::var(name.value.trim()) {
+            Ok(token) if !token.trim().is_empty() => Some(token.trim().to_owned()),
+            _ => {
+                return Err(PolicyError::invalid(
+                    "spec.registry.auth.token_env",
+                    name,
+                    format!("the environment variable {} is not set (or empty)", name.value.trim()),
+                ));
+            }
+        },
+        None => None,
+    };
     let bearer_token = match auth.kind.as_ref().map(|k| k.value.as_str()) {
+        None | Some("bearer" | "api_key") if from_env.is_some() => from_env,
         None => auth.token.or(auth.api_key),
         Some("bearer") => auth.token,
         Some("api_key") => auth.api_key,
