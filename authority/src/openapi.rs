@@ -25,6 +25,9 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
 /// (`rate_limit`): they may answer `429` whatever their outcome.
 const RATE_LIMITED: &[&str] = &["/v1/agents", "/v1/challenge", "/v1/token", "/oauth/token"];
 
+/// The interactive flow's paths, which answer errors as pages (described on each).
+const PAGES: &[&str] = &["/oauth/authorize", "/oauth/login", "/oauth/callback", "/oauth/consent"];
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -132,20 +135,32 @@ impl Modify for Edge {
             .or_insert_with(ErrorBody::schema);
         for (path, item) in doc.paths.paths.iter_mut() {
             let rate_limited = RATE_LIMITED.contains(&path.as_str());
+            let pages = PAGES.contains(&path.as_str());
             for operation in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete]
                 .into_iter()
                 .flatten()
             {
-                edge_answers(operation, rate_limited);
+                edge_answers(operation, rate_limited, pages);
             }
         }
     }
 }
 
-/// `413` on an operation with a body, `415` on one with a JSON body; `429` where a limit may apply: a rate-limited path, or
+/// `500` on an operation that answers errors in JSON; `413` on one with a body, `415` on one
+/// with a JSON body; `429` where a limit may apply: a rate-limited path, or
 /// one that can answer `401` (failed authentications are counted).
-fn edge_answers(operation: &mut Operation, rate_limited: bool) {
+fn edge_answers(operation: &mut Operation, rate_limited: bool, pages: bool) {
     let responses = &mut operation.responses.responses;
+    let refuses = responses.keys().any(|status| status.starts_with('4'));
+    if refuses && !pages && !responses.contains_key("500") {
+        responses.insert(
+            "500".into(),
+            RefOr::T(
+                error_answer("Something failed on the server's side (`server_error`); details are logged, never sent.")
+                    .build(),
+            ),
+        );
+    }
     if operation.request_body.is_some() && !responses.contains_key("413") {
         responses.insert(
             "413".into(),
@@ -196,7 +211,7 @@ mod tests {
     #[test]
     fn every_documented_operation_has_an_id_and_an_answer() {
         let doc = description();
-        assert_eq!(doc.openapi, utoipa::openapi::OpenApiVersion::Version31);
+        assert!(matches!(doc.openapi, utoipa::openapi::OpenApiVersion::Version31));
         for (path, item) in &doc.paths.paths {
             for operation in [&item.get, &item.put, &item.post, &item.delete].into_iter().flatten() {
                 assert!(operation.operation_id.is_some(), "{path}");

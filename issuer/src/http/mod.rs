@@ -200,6 +200,7 @@ pub(crate) async fn token(
         (status = 401, description = "No valid bearer token (`invalid_token`), with `WWW-Authenticate: Bearer`.", body = ErrorBody),
         (status = 403, description = "The token is not an admin token (`insufficient_scope`).", body = ErrorBody),
         (status = 404, description = "No such user or agent (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The revocation does not apply (`conflict`).", body = ErrorBody),
     )
 )]
 pub(crate) async fn revoke(
