@@ -128,12 +128,6 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         table
     }
 
-    /// The router and the table of what it routes.
-    pub fn into_parts(self) -> (Router<S>, Vec<Route>) {
-        let Self { router, table } = self;
-        (router, table)
-    }
-
     /// The router.
     pub fn into_router(self) -> Router<S> {
         self.router
