@@ -16,14 +16,17 @@ use aip_aat::secret::SecretString;
 
 /// `POST /v1/challenge` body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeRequest {
     /// The agent asking for a challenge.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub agent_id: AgentId,
 }
 
 /// `POST /v1/challenge` response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChallengeResponse {
     /// Single-use challenge to sign.
     pub challenge: String,
@@ -34,6 +37,7 @@ pub struct ChallengeResponse {
 
 /// `grant_type` (spec 9.3.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum GrantType {
     /// Agent proof of possession plus user authorization.
@@ -47,6 +51,7 @@ pub enum GrantType {
 /// The form of an AAT (`token_format`): a JWT, or the delegable biscuit (docs/decisions.md,
 /// "Delegation with biscuits").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TokenFormat {
     /// A compact JWS (`aat+jwt`): the default.
     #[default]
@@ -74,21 +79,25 @@ impl TokenFormat {
 
 /// `user_authorization` (spec 9.3.4). Token-carrying methods put the credential in `token`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum UserAuthorization {
     /// A user API key (`aip-ca users create`).
     ApiKey {
         /// The key.
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
         token: SecretString,
     },
     /// An OpenID Connect ID token from a trusted identity provider.
     OidcIdToken {
         /// The compact ID token.
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
         token: SecretString,
     },
     /// An OAuth 2.0 access token.
     Oauth2Token {
         /// The access token.
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
         token: SecretString,
     },
     /// The operating-system user of a loopback client.
@@ -106,6 +115,7 @@ pub enum UserAuthorization {
 
 /// `requested_capabilities`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestedCapabilities {
     /// Tools wanted.
@@ -121,14 +131,17 @@ pub struct RequestedCapabilities {
 
 /// `POST /v1/token` body (spec 9.3.1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     /// The grant.
     pub grant_type: GrantType,
     /// The agent.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub agent_id: AgentId,
     /// Signed challenge.
     #[serde(deserialize_with = "aip_aat::json::object")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub proof: ChallengeProof,
     /// The authorizing user; required for `agent_authentication`.
     #[serde(
@@ -148,6 +161,7 @@ pub struct TokenRequest {
     pub audience: String,
     /// The refresh token, for `aat_refresh`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub refresh_token: Option<SecretString>,
     /// The form of the AAT wanted (`aat+jwt` when absent).
     #[serde(default, skip_serializing_if = "TokenFormat::is_jwt")]
@@ -156,6 +170,7 @@ pub struct TokenRequest {
 
 /// `capabilities_granted`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GrantedCapabilities {
     /// Tools in the AAT.
     pub tools: Vec<String>,
@@ -166,6 +181,7 @@ pub struct GrantedCapabilities {
 
 /// `capabilities_denied`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeniedCapabilities {
     /// Requested tools left out.
     pub tools: Vec<String>,
@@ -175,8 +191,10 @@ pub struct DeniedCapabilities {
 
 /// `POST /v1/token` success response (spec 9.4.1).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenResponse {
     /// The AAT.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub aat: SecretString,
     /// The form of the AAT: `aat+jwt`, or `aat+biscuit` when asked for.
     pub token_type: String,
@@ -187,6 +205,7 @@ pub struct TokenResponse {
     pub expires_in: u64,
     /// Single-use refresh token for the next `aat_refresh`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub refresh_token: Option<SecretString>,
     /// What the AAT grants.
     pub capabilities_granted: GrantedCapabilities,
@@ -207,6 +226,7 @@ impl fmt::Debug for TokenResponse {
 
 /// `error` codes of the token endpoint (spec 9.4.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TokenErrorCode {
     /// Malformed request.
@@ -245,6 +265,7 @@ impl TokenErrorCode {
 
 /// Error body of the token endpoint (spec 9.4.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenErrorResponse {
     /// Machine-readable code.
     pub error: TokenErrorCode,
@@ -258,6 +279,7 @@ pub struct TokenErrorResponse {
 /// `POST /v1/revoke` body (admin): exactly one of `jti`, `session_id`, `user_id`, `agent_id`,
 /// `delegation`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     /// One AAT.
@@ -271,6 +293,7 @@ pub struct RevokeRequest {
     pub user_id: Option<String>,
     /// An agent: revoked in the registry, with every session and AAT of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub agent_id: Option<AgentId>,
     /// One block of delegable AATs, by its revocation id (hex): every token derived from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -282,6 +305,7 @@ pub struct RevokeRequest {
 
 /// `POST /v1/revoke` response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevokeResponse {
     /// `aat`, `session`, `user`, `agent` or `delegation`.
     pub revoked: String,
@@ -297,6 +321,7 @@ pub struct RevokeResponse {
 
 /// `POST /v1/users` body (admin): a user who authorizes agents with an API key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     /// The user's id (an email address or an opaque id).
@@ -310,10 +335,12 @@ pub struct CreateUserRequest {
 
 /// `POST /v1/users` response: the API key is shown this once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateUserResponse {
     /// The user's id.
     pub user_id: String,
     /// The user's API key (`user_authorization` type `api_key`).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub api_key: SecretString,
     /// Tools the user may delegate.
     pub delegatable_tools: Vec<String>,
@@ -323,6 +350,7 @@ pub struct CreateUserResponse {
 
 /// A user, as listed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserView {
     /// The user's id.
     pub user_id: String,
@@ -344,6 +372,7 @@ pub struct UserView {
 
 /// `GET /v1/users` response.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserList {
     /// A page of users, in id order.
     pub users: Vec<UserView>,

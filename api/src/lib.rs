@@ -32,6 +32,7 @@ pub const MAX_PAGE: u32 = 1000;
 /// The body of every error answer of the authority's API (spec 9.4.2 style), and of the
 /// proxy's: `{"error": code, "error_description": text}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// Machine-readable code.
     pub error: String,

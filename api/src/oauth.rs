@@ -27,6 +27,7 @@ pub const TOKEN_TYPE_BEARER: &str = "Bearer";
 
 /// Authorization server metadata (RFC 8414 §2), at `/.well-known/oauth-authorization-server`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuthorizationServerMetadata {
     /// The issuer identifier: the authority's public URL, exactly as clients compare it.
     pub issuer: String,
@@ -68,8 +69,10 @@ pub struct AuthorizationServerMetadata {
 
 /// A successful token answer (RFC 6749 §5.1); the access token is an AAT.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OAuthTokenResponse {
     /// The AAT.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub access_token: SecretString,
     /// `DPoP` when the request carried a DPoP proof, else `Bearer`.
     pub token_type: String,
@@ -79,6 +82,7 @@ pub struct OAuthTokenResponse {
     pub scope: String,
     /// For the sessions of the authorization-code grant only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub refresh_token: Option<SecretString>,
     /// The form of the AAT, when the request asked for the delegable one (`aat+biscuit`).
     #[serde(default, skip_serializing_if = "TokenFormat::is_jwt")]
@@ -87,6 +91,7 @@ pub struct OAuthTokenResponse {
 
 /// The `error` of an OAuth error answer (RFC 6749 §5.2, RFC 8707 §2, RFC 9449 §5, RFC 7009).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum OAuthErrorCode {
@@ -142,6 +147,7 @@ impl OAuthErrorCode {
 
 /// An OAuth error answer (RFC 6749 §5.2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OAuthErrorBody {
     /// The code.
     pub error: OAuthErrorCode,
@@ -152,6 +158,7 @@ pub struct OAuthErrorBody {
 /// An introspection answer (RFC 7662 §2.2): `{"active": false}`, or `active: true` with the
 /// AAT's claims.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IntrospectionResponse {
     /// Whether the token is one this issuer issued and is still good: signed by its key,
     /// unexpired, and neither it nor its session, user or agent revoked.

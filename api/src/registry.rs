@@ -115,6 +115,7 @@ pub fn renewal_body(key: &dyn Signer, agent_id: &AgentId, now: i64) -> Result<se
 
 /// `POST /v1/agents`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterAgentRequest {
     /// Display name (1–128 characters).
@@ -124,6 +125,7 @@ pub struct RegisterAgentRequest {
     pub description: Option<String>,
     /// The agent's public key (OKP/Ed25519 or EC/P-256 JWK).
     #[serde(deserialize_with = "aip_aat::keys::strict_jwk")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub public_key: Jwk,
     /// Platform, version, owner, tags.
     #[serde(
@@ -131,6 +133,7 @@ pub struct RegisterAgentRequest {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "aip_aat::json::option_object"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<AidMetadata>,
     /// Tools the agent may ever be granted (the issuer intersects AAT capabilities with these).
     #[serde(default)]
@@ -144,10 +147,13 @@ pub struct RegisterAgentRequest {
 
 /// `POST /v1/agents` response (spec 8.3.1, plus the certificate).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterAgentResponse {
     /// The new agent's id.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub agent_id: AgentId,
     /// Its attested identity document.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub aid: AgentIdentityDocument,
     /// Its certificate (PEM).
     pub certificate: String,
@@ -164,8 +170,10 @@ pub struct RegisterAgentResponse {
 
 /// A key an agent held before a rotation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PreviousKeyView {
     /// Its thumbprint.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub thumbprint: KeyId,
     /// End of its grace period.
     #[serde(with = "time::serde::rfc3339")]
@@ -174,10 +182,12 @@ pub struct PreviousKeyView {
 
 /// A certificate issued to an agent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertificateView {
     /// Serial, lowercase hex.
     pub serial: String,
     /// Thumbprint of the certified key.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub key_thumbprint: KeyId,
     /// Validity start.
     #[serde(with = "time::serde::rfc3339")]
@@ -191,16 +201,22 @@ pub struct CertificateView {
 
 /// `GET /v1/agents/{id}` (spec 8.3.2, with registry details).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentResponse {
     /// The agent.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub agent_id: AgentId,
     /// Status.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub status: AgentStatus,
     /// Attested identity document.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub aid: AgentIdentityDocument,
     /// Current public key.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub public_key: Jwk,
     /// Thumbprint of the current key.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub public_key_thumbprint: KeyId,
     /// Tools the agent may ever be granted.
     pub capabilities: Vec<String>,
@@ -227,12 +243,15 @@ pub struct AgentResponse {
 
 /// One agent in a listing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentSummary {
     /// The agent.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub agent_id: AgentId,
     /// Its name.
     pub name: String,
     /// Status.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub status: AgentStatus,
     /// Owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,20 +263,24 @@ pub struct AgentSummary {
 
 /// `GET /v1/agents`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentList {
     /// A page of agents, in id order.
     pub agents: Vec<AgentSummary>,
     /// Pass as `after` for the next page (an opaque cursor); absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub next: Option<AgentId>,
 }
 
 /// `POST /v1/agents/{id}/rotate-key` (spec 8.3.4).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyRequest {
     /// The new public key.
     #[serde(deserialize_with = "aip_aat::keys::strict_jwk")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub new_public_key: Jwk,
     /// Request proof by the new key (over the body without both proofs).
     pub new_key_proof: String,
@@ -267,6 +290,7 @@ pub struct RotateKeyRequest {
 
 /// `POST /v1/agents/{id}/certificate`: renew with proof of possession of the current key.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RenewCertificateRequest {
     /// Request proof by the current key.
@@ -275,10 +299,13 @@ pub struct RenewCertificateRequest {
 
 /// A newly issued agent certificate (renewal and rotation).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertificateResponse {
     /// The agent.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub agent_id: AgentId,
     /// Its (re-)attested identity document.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub aid: AgentIdentityDocument,
     /// Serial of the new certificate.
     pub serial: String,
@@ -300,6 +327,7 @@ pub struct CertificateResponse {
 
 /// `POST /v1/agents/{id}/suspend|reactivate|revoke` (body optional).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StatusRequest {
     /// Why (recorded, published in the revocation list).
@@ -315,6 +343,7 @@ pub struct StatusRequest {
 /// `PUT /v1/agents/{id}/redirect-uris` (admin): the agent's redirect URIs, replacing those
 /// registered before (an empty list removes them all).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RedirectUrisRequest {
     /// Absolute `https` URIs, or `http` on a loopback host; no fragment; at most 10.
@@ -323,8 +352,10 @@ pub struct RedirectUrisRequest {
 
 /// The redirect URIs an agent has now.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RedirectUrisResponse {
     /// The agent.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub agent_id: AgentId,
     /// Its redirect URIs.
     pub redirect_uris: Vec<String>,
@@ -332,12 +363,16 @@ pub struct RedirectUrisResponse {
 
 /// Result of a status change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusResponse {
     /// The agent.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub agent_id: AgentId,
     /// Status now.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub status: AgentStatus,
     /// Status before.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub previous_status: AgentStatus,
     /// The revocation list version that publishes the change.
     pub revocation_version: u64,
@@ -345,6 +380,7 @@ pub struct StatusResponse {
 
 /// `POST /v1/registration-tokens` (admin).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateRegistrationTokenRequest {
     /// How many registrations it allows (1–10 000).
@@ -358,8 +394,10 @@ pub struct CreateRegistrationTokenRequest {
 
 /// A new registration token; the token is shown only here.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegistrationTokenResponse {
     /// The token (send as `Authorization: Bearer`).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub token: SecretString,
     /// Its public id (appears in the audit log).
     pub token_id: String,
@@ -372,6 +410,7 @@ pub struct RegistrationTokenResponse {
 
 /// `POST /v1/access-tokens` (admin).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccessTokenRequest {
     /// `admin` or `reader`.
@@ -386,8 +425,10 @@ pub struct CreateAccessTokenRequest {
 
 /// A new access token; the token is shown only here.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccessTokenResponse {
     /// The token (send as `Authorization: Bearer`).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub token: SecretString,
     /// Its public id.
     pub token_id: String,
@@ -404,6 +445,7 @@ pub struct AccessTokenResponse {
 
 /// An access token as listed and as revoked: never the token or its digest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccessTokenEntry {
     /// Its public id.
     pub token_id: String,
@@ -427,6 +469,7 @@ pub struct AccessTokenEntry {
 
 /// `GET /v1/access-tokens` (admin): every access token, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccessTokenList {
     /// The tokens.
     pub access_tokens: Vec<AccessTokenEntry>,
@@ -434,6 +477,7 @@ pub struct AccessTokenList {
 
 /// A registration token as listed and as revoked: never the token or its digest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegistrationTokenEntry {
     /// Its public id.
     pub token_id: String,
@@ -457,6 +501,7 @@ pub struct RegistrationTokenEntry {
 
 /// `GET /v1/registration-tokens` (admin): every registration token, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegistrationTokenList {
     /// The tokens.
     pub registration_tokens: Vec<RegistrationTokenEntry>,
@@ -464,6 +509,7 @@ pub struct RegistrationTokenList {
 
 /// `GET /.well-known/aip-configuration`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Discovery {
     /// Registry identifier.
     pub registry_id: String,
@@ -487,11 +533,14 @@ pub struct Discovery {
     pub aid_version: String,
     /// The token issuer served beside the registry, when there is one.
     #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    // `aip-ca serve` always serves the issuer beside the registry.
+    #[cfg_attr(feature = "openapi", schema(value_type = IssuerEndpoints))]
     pub issuer: Option<IssuerEndpoints>,
 }
 
 /// The token issuer's part of the discovery document.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IssuerEndpoints {
     /// The `iss` of the AATs it issues.
     pub issuer: String,
@@ -508,6 +557,7 @@ pub struct IssuerEndpoints {
 
 /// One token, session or delegation in [`PublishRevocationsRequest`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RevokedEntryBody {
     /// The `jti`, session id or revocation id.
@@ -520,6 +570,7 @@ pub struct RevokedEntryBody {
 /// `POST /v1/revocations` (admin): how a token issuer running apart from the registry
 /// publishes the tokens, sessions and users it revoked.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PublishRevocationsRequest {
     /// What was revoked, for the event and the audit log (`user:<id>`, `session:<id>`, …).
@@ -570,6 +621,7 @@ impl PublishRevocationsRequest {
 
 /// `POST /v1/revocations` response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublishRevocationsResponse {
     /// The revocation list version that lists them.
     pub revocation_version: u64,
@@ -577,6 +629,7 @@ pub struct PublishRevocationsResponse {
 
 /// `GET /v1/whoami`: the access token presented.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WhoAmI {
     /// Its id.
     pub token_id: String,

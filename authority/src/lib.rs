@@ -12,6 +12,7 @@
 //! - [`directory`]: where the two services meet in one process — the issuer's
 //!   `AgentDirectory` over the registry, the registry's `TokenKeys` over the issuer's keys;
 //! - [`ready`]: `GET /ready`, whether a replica should be sent traffic;
+//! - [`openapi`]: the OpenAPI 3.1 description of the HTTP API, served at `/openapi.json`;
 //! - [`server`]: serving it, with the bounds of [`connections`] (how many, how slow) and the
 //!   [`rate_limit`]s of spec 8.4.2.
 //!
@@ -27,6 +28,7 @@ pub mod error;
 pub mod init;
 pub mod lock;
 pub mod open;
+pub mod openapi;
 pub mod rate_limit;
 pub mod ready;
 pub mod renew;

@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aip_db::{Database, DbError};
+use aip_http::routes::Routes;
 use aip_issuer::service::Issuer;
 use aip_registry::service::Registry;
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
 /// How long the database checks may take before the replica is reported not ready: a probe
@@ -50,8 +50,8 @@ impl Readiness {
     }
 
     /// The `/ready` route.
-    pub fn routes(self) -> Router {
-        Router::new().route("/ready", get(ready)).with_state(self)
+    pub fn routes(self) -> Routes {
+        own_routes().with_state(self)
     }
 
     /// Runs every check: (database, migrations, keys).
@@ -96,9 +96,25 @@ impl Readiness {
     }
 }
 
+/// The `/ready` route, before its state is given.
+pub(crate) fn own_routes() -> Routes<Readiness> {
+    Routes::new().get("/ready", ready)
+}
+
 /// `GET /ready`: `{"status": "ready"|"not_ready", "checks": {name: "ok"|why}, "not_ready":
 /// [names]}` (the last only on 503).
-async fn ready(State(readiness): State<Readiness>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "service",
+    summary = "Readiness",
+    description = "Whether this replica should be sent traffic: the database answers, every migration is applied, and the issuer's signing key is loaded and published. Never cached.",
+    responses(
+        (status = 200, description = "Ready.", body = Object, example = json!({"status": "ready", "checks": {"database": "ok", "migrations": "ok", "keys": "ok"}})),
+        (status = 503, description = "Not ready: the checks that failed, and why in fixed words.", body = Object, example = json!({"status": "not_ready", "not_ready": ["database"], "checks": {"database": "no answer within 3 s", "migrations": "not checked: the database did not answer", "keys": "ok"}})),
+    )
+)]
+pub(crate) async fn ready(State(readiness): State<Readiness>) -> Response {
     let (database, migrations, keys) = readiness.check().await;
     let mut checks = Map::new();
     let mut failed = Vec::new();

@@ -63,13 +63,15 @@ impl Authority {
         Ok(addr)
     }
 
-    /// The routes of both services and `/ready` on one router, with the registry's limits,
+    /// The routes of both services, `/ready` and `/openapi.json` on one router, with the registry's limits,
     /// fallbacks and metrics, the rate limits (unless turned off), the early `413` for a
     /// declared body past the limit, and around all of them the request id and log span of
     /// every request ([`aip_http::request_id`]).
     pub fn router(&self) -> axum::Router {
         let readiness = Readiness::new(self.database.clone(), self.registry.clone(), self.issuer.clone());
-        let extra = aip_issuer::http::routes(self.issuer.clone()).merge(readiness.routes());
+        let extra = aip_issuer::http::routes(self.issuer.clone())
+            .merge(readiness.routes())
+            .merge(crate::openapi::routes());
         let router = aip_registry::http::router_with(self.registry.clone(), extra);
         let router = match &self.rate_limits {
             Some(limits) => router.layer(middleware::from_fn_with_state(limits.clone(), rate_limit::limit)),

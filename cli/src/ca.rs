@@ -1,5 +1,6 @@
 //! `aip-ca`: operate the AIP identity authority. Thin: flags in, library calls, output out.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
@@ -81,6 +82,16 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Print the OpenAPI 3.1 description of the authority's HTTP API (or of aip-proxy's front
+    /// door), or write both to a directory.
+    Openapi {
+        /// The description of `aip-proxy --serve`'s HTTP API instead of the authority's.
+        #[arg(long, conflicts_with = "out")]
+        proxy: bool,
+        /// Write `authority.json` and `proxy.json` to this directory instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Write the manual pages of aip-ca, aip-agent and aip-proxy (one per subcommand too).
     #[command(hide = true)]
     Man {
@@ -124,6 +135,7 @@ pub fn main() -> ExitCode {
         Command::Completions { shell } => {
             manuals::print_completions(shell, command(), "aip-ca").map(|()| ExitCode::SUCCESS)
         }
+        Command::Openapi { proxy, out } => openapi(proxy, out.as_deref()),
         Command::Man { out } => write_manuals(&out),
     };
     match result {
@@ -135,6 +147,27 @@ pub fn main() -> ExitCode {
 /// The definition of `aip-ca`'s command line, for manual pages and completion scripts.
 pub fn command() -> clap::Command {
     Cli::command()
+}
+
+/// `aip-ca openapi [--proxy | --out DIR]`.
+fn openapi(proxy: bool, out: Option<&std::path::Path>) -> Result<ExitCode, CliError> {
+    let authority = aip_authority::openapi::description_json;
+    let front_door = aip_proxy_verifier::front::openapi::description_json;
+    let Some(dir) = out else {
+        let json = if proxy { front_door() } else { authority() };
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(json.as_bytes())
+            .map_err(|e| CliError::new(format!("cannot write the description: {e}")))?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(dir).map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
+    for (name, json) in [("authority.json", authority()), ("proxy.json", front_door())] {
+        let path = dir.join(name);
+        std::fs::write(&path, json).map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;
+        print_line(path.display())?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `aip-ca man --out DIR`: the pages of the three programs; prints the files written, one

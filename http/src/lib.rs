@@ -16,6 +16,8 @@
 //! - [`request_id`]: the id of every request, on its log span and in `X-Request-Id`;
 //!   [`logs`]: how the long-running programs log (filter, text or JSON lines).
 //! - [`metrics_upkeep`]: the recorders' histograms folded on a schedule.
+//! - [`routes`]: routers that keep the table of their routes, which the OpenAPI descriptions
+//!   are checked against.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -23,6 +25,7 @@ pub mod connections;
 pub mod logs;
 pub mod metrics_upkeep;
 pub mod request_id;
+pub mod routes;
 
 use aip_api::ErrorBody;
 use axum::Json;

@@ -3,7 +3,7 @@
 //! capability intersection, rotating refresh tokens, and revocation of tokens, sessions and
 //! users through the registry's revocation list.
 //!
-//! [`http::routes`] serves it; `aip-authority` mounts it beside the registry (one process, one
+//! [`http::routes`] serves it ([`openapi`] describes it); `aip-authority` mounts it beside the registry (one process, one
 //! database). The issuer reaches the registry only through [`directory::AgentDirectory`], in
 //! the words of the registry's API (`aip-api`); it shares the authority database and its audit
 //! chain through `aip-db`.
@@ -14,9 +14,11 @@ pub mod authorize;
 pub mod challenge;
 pub mod config;
 pub mod directory;
+mod forms;
 pub mod http;
 pub mod keys;
 pub mod oidc;
+pub mod openapi;
 mod relying_party;
 mod seal;
 pub mod service;

@@ -44,6 +44,14 @@ fn dispatch(cli: Cli) -> Result<i32, String> {
         aip_proxy_verifier::cli::write_completions(shell, &mut std::io::stdout().lock()).map_err(|e| e.to_string())?;
         return Ok(0);
     }
+    if cli.openapi {
+        let json = aip_proxy_verifier::front::openapi::description_json();
+        std::io::stdout()
+            .lock()
+            .write_all(json.as_bytes())
+            .map_err(|e| e.to_string())?;
+        return Ok(0);
+    }
     match cli.command {
         Some(Command::Audit {
             command:

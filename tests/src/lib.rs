@@ -533,6 +533,8 @@ pub enum Peer {
     Python,
     /// Node with the official TypeScript SDK installed in `tests/mcp`.
     Node,
+    /// Python with openapi-spec-validator (`tests/python/requirements.txt`).
+    OpenapiValidator,
 }
 
 impl Peer {
@@ -548,6 +550,19 @@ impl Peer {
                 (!ready).then(|| {
                     format!(
                         "`{python}` with the MCP SDK, authlib and joserfc is not available \
+                         (python3 -m pip install -r tests/python/requirements.txt)"
+                    )
+                })
+            }
+            Self::OpenapiValidator => {
+                let python = python();
+                let ready = Command::new(&python)
+                    .args(["-c", "import openapi_spec_validator"])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                (!ready).then(|| {
+                    format!(
+                        "`{python}` with openapi-spec-validator is not available \
                          (python3 -m pip install -r tests/python/requirements.txt)"
                     )
                 })

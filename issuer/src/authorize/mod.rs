@@ -36,13 +36,12 @@ use aip_aat::token::{AuthMethod, DelegationScope};
 use aip_api::checks::{check_name, check_tool_names, redirect_uri_matches};
 use aip_api::issuer::{RequestedCapabilities, UserAuthorization};
 use aip_db::audit::AuditEntry;
-use axum::Router;
+use aip_http::routes::Routes;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -51,6 +50,7 @@ use code::{CODE_TTL, CodeGrant, SignedInUser, pkce_value_ok, random_id, s256};
 use pages::{error_page, escape, hidden, list, page, security_headers};
 
 use crate::directory::DirectoryAgent;
+use crate::forms::{AuthorizeConsentForm, AuthorizeLoginForm};
 use crate::oidc::{OidcLogin, OidcProvider};
 use crate::relying_party::Endpoints;
 use crate::seal::Purpose;
@@ -64,16 +64,20 @@ const MAX_STATE_LEN: usize = 1024;
 const COOKIE: &str = "aip_browser";
 
 /// The routes of the flow: none unless `[issuer.authorize] enabled`.
-pub fn routes(issuer: Arc<Issuer>) -> Router {
+pub fn routes(issuer: Arc<Issuer>) -> Routes {
     if !issuer.settings.authorize.enabled {
-        return Router::new();
+        return Routes::new();
     }
-    Router::new()
-        .route("/oauth/authorize", get(authorize))
-        .route("/oauth/login", post(login))
-        .route("/oauth/callback", get(callback))
-        .route("/oauth/consent", post(consent))
-        .with_state(issuer)
+    own_routes().with_state(issuer)
+}
+
+/// The routes of the flow, before their state is given.
+pub(crate) fn own_routes() -> Routes<Arc<Issuer>> {
+    Routes::new()
+        .get("/oauth/authorize", authorize)
+        .post("/oauth/login", login)
+        .get("/oauth/callback", callback)
+        .post("/oauth/consent", consent)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -285,7 +289,25 @@ async fn active_agent(issuer: &Issuer, agent_id: &str) -> Result<Arc<DirectoryAg
 // GET /oauth/authorize
 // ---------------------------------------------------------------------------------------------
 
-async fn authorize(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+#[utoipa::path(
+    get,
+    path = "/oauth/authorize",
+    tag = "oauth",
+    summary = "Authorization request",
+    description = "RFC 6749 §4.1 authorization request of an agent registered with redirect URIs (only when `[issuer.authorize]` is enabled): PKCE S256 only, `state` required, `resource` (RFC 8707) required and single, `scope` = space-separated tool names. Answers the sign-in page and sets the browser cookie.",
+    params(("response_type" = String, Query, description = "`code`."), ("client_id" = String, Query, description = "The agent id."), ("redirect_uri" = String, Query, description = "One of the agent's registered redirect URIs."), ("state" = String, Query, description = "The client's state (at most 1024 bytes)."), ("code_challenge" = String, Query, description = "The PKCE S256 challenge."), ("code_challenge_method" = String, Query, description = "`S256`."), ("resource" = String, Query, description = "The AAT's audience (RFC 8707)."), ("scope" = Option<String>, Query, description = "Tool names, space-separated; without it the agent's registered capabilities.")),
+    responses(
+        (status = 200, description = "The sign-in page.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 303, description = "Back to the redirect URI with `error`, `error_description`, `state` and `iss`, for an error found once the client and its redirect URI are known good."),
+        (status = 400, description = "An error found before the client and its redirect URI are known good, or a form that is not valid: a page, never a redirect.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 503, description = "The agent cannot be read now: a page.", body = String, content_type = "text/html; charset=utf-8"),
+    )
+)]
+pub(crate) async fn authorize(
+    State(issuer): State<Arc<Issuer>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let now = issuer.clock.now();
     let params = match Params::parse(query.as_deref().unwrap_or("").as_bytes()) {
         Ok(params) => params,
@@ -563,7 +585,25 @@ fn sealed_form<T: serde::de::DeserializeOwned>(
 }
 
 /// `POST /oauth/login`: sign in with an API key, or go to an identity provider.
-async fn login(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Bytes) -> Response {
+#[utoipa::path(
+    post,
+    path = "/oauth/login",
+    tag = "oauth",
+    summary = "Sign in",
+    description = "The sign-in form: with a user API key (where enabled), or on to a trusted OpenID Connect provider. Bound to the browser that began the request.",
+    request_body(content = AuthorizeLoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The consent page (API key sign-in), or the sign-in page again with an error.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 303, description = "On to the identity provider's authorization endpoint."),
+        (status = 400, description = "An error found before the client and its redirect URI are known good, or a form that is not valid: a page, never a redirect.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 401, description = "Sign-in with the API key failed: the sign-in page again.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 403, description = "The form came from another browser than the one that began the request: a page.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 413, description = "The form is too long: a page.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 415, description = "The body is not `application/x-www-form-urlencoded`: a page.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 503, description = "The database or the identity provider is unavailable: a page.", body = String, content_type = "text/html; charset=utf-8"),
+    )
+)]
+pub(crate) async fn login(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Bytes) -> Response {
     let now = issuer.clock.now();
     let (params, request) = match sealed_form::<AuthzRequest>(&issuer, &headers, &body, Purpose::Request) {
         Ok(form) => form,
@@ -671,7 +711,26 @@ fn callback_uri(issuer: &Issuer) -> String {
 }
 
 /// `GET /oauth/callback`: the provider's answer.
-async fn callback(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+#[utoipa::path(
+    get,
+    path = "/oauth/callback",
+    tag = "oauth",
+    summary = "Identity provider callback",
+    description = "Where the OpenID Connect provider sends the browser back: the authority, as relying party, redeems the provider's code and shows the consent page.",
+    params(("code" = Option<String>, Query, description = "The provider's authorization code."), ("state" = String, Query, description = "The sealed sign-in state."), ("error" = Option<String>, Query, description = "The provider's error, if it refused."), ("iss" = Option<String>, Query, description = "The provider's issuer (RFC 9207).")),
+    responses(
+        (status = 200, description = "The consent page.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 400, description = "An error found before the client and its redirect URI are known good, or a form that is not valid: a page, never a redirect.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 502, description = "The provider could not be reached or its answer is not valid: a page.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 401, description = "The provider's ID token was refused: a page.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 503, description = "Sign-in is unavailable: a page.", body = String, content_type = "text/html; charset=utf-8"),
+    )
+)]
+pub(crate) async fn callback(
+    State(issuer): State<Arc<Issuer>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let now = issuer.clock.now();
     let params = match Params::parse(query.as_deref().unwrap_or("").as_bytes()) {
         Ok(params) => params,
@@ -831,7 +890,23 @@ fn consent_page(issuer: &Issuer, agent: &DirectoryAgent, request: AuthzRequest, 
 }
 
 /// `POST /oauth/consent`: the person's decision.
-async fn consent(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Bytes) -> Response {
+#[utoipa::path(
+    post,
+    path = "/oauth/consent",
+    tag = "oauth",
+    summary = "Consent",
+    description = "The person's decision. Approval sends the browser back to the redirect URI with a short-lived code, `state` and `iss` (RFC 9207); denial with `error=access_denied`.",
+    request_body(content = AuthorizeConsentForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Back to the redirect URI with the code (or the error), `state` and `iss`."),
+        (status = 400, description = "An error found before the client and its redirect URI are known good, or a form that is not valid: a page, never a redirect.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 403, description = "The form came from another browser than the one that began the request: a page.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 413, description = "The form is too long: a page.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 415, description = "The body is not `application/x-www-form-urlencoded`: a page.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 503, description = "The database or the identity provider is unavailable: a page.", body = String, content_type = "text/html; charset=utf-8"),
+    )
+)]
+pub(crate) async fn consent(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Bytes) -> Response {
     let now = issuer.clock.now();
     let (params, consent) = match sealed_form::<Consent>(&issuer, &headers, &body, Purpose::Consent) {
         Ok(form) => form,

@@ -8,16 +8,19 @@
 //! [`oauth`].
 
 mod errors;
-mod oauth;
+pub(crate) mod oauth;
 
 use errors::admin_error;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use aip_api::ErrorBody;
 use aip_api::issuer::{
-    ChallengeRequest, CreateUserRequest, RevokeRequest, TokenErrorCode, TokenErrorResponse, TokenRequest,
+    ChallengeRequest, ChallengeResponse, CreateUserRequest, CreateUserResponse, RevokeRequest, RevokeResponse,
+    TokenErrorCode, TokenErrorResponse, TokenRequest, TokenResponse, UserList,
 };
+use aip_http::routes::{Route, Routes};
 use aip_http::{ApiError, ClientAdmission, StrictJson, no_store};
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, State};
@@ -25,28 +28,43 @@ use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::directory::Caller;
 use crate::service::{Issuer, IssuerError};
 
-/// The issuer's routes, to merge into another router (no fallback, no limits).
-pub fn routes(issuer: Arc<Issuer>) -> Router {
-    Router::new()
-        .route("/v1/challenge", post(challenge))
-        .route("/v1/token", post(token))
-        .route("/v1/revoke", post(revoke))
-        .route("/v1/users", post(create_user).get(list_users))
+/// The issuer's own JSON API routes, before their state is given.
+fn own_routes() -> Routes<Arc<Issuer>> {
+    Routes::new()
+        .post("/v1/challenge", challenge)
+        .post("/v1/token", token)
+        .post("/v1/revoke", revoke)
+        .post("/v1/users", create_user)
+        .get("/v1/users", list_users)
+}
+
+/// The issuer's routes, to merge into another router (no fallback, no limits). The
+/// interactive `/oauth/authorize` flow is among them only when `[issuer.authorize]` enables it.
+pub fn routes(issuer: Arc<Issuer>) -> Routes {
+    own_routes()
         .with_state(issuer.clone())
-        .merge(oauth::routes(issuer.clone()))
+        .merge(oauth::routes().with_state(issuer.clone()))
         .merge(crate::authorize::routes(issuer))
+}
+
+/// Every method and path the issuer can route, the interactive flow's included.
+pub fn route_table() -> Vec<Route> {
+    own_routes()
+        .merge(oauth::routes())
+        .merge(crate::authorize::own_routes())
+        .table()
 }
 
 /// A complete router for an issuer served on its own.
 pub fn router(issuer: Arc<Issuer>) -> Router {
     routes(issuer)
+        .into_router()
         .fallback(aip_http::not_found)
         .layer(DefaultBodyLimit::max(aip_http::MAX_BODY_BYTES))
 }
@@ -87,7 +105,7 @@ impl IntoResponse for TokenError {
 }
 
 /// The client's address, when the server records it (`into_make_service_with_connect_info`).
-struct Peer(Option<IpAddr>);
+pub(crate) struct Peer(Option<IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = std::convert::Infallible;
@@ -107,7 +125,21 @@ async fn admin(issuer: &Issuer, headers: &HeaderMap) -> Result<Caller, ApiError>
     issuer.authenticate(token).await.map_err(admin_error)
 }
 
-async fn challenge(
+#[utoipa::path(
+    post,
+    path = "/v1/challenge",
+    tag = "issuer",
+    summary = "Get a challenge",
+    description = "A single-use challenge for the agent to sign, valid for at most 60 s on any replica.",
+    request_body = ChallengeRequest,
+    responses(
+        (status = 200, description = "The challenge; never cached.", body = ChallengeResponse),
+        (status = 400, description = "Malformed request (`invalid_request`).", body = TokenErrorResponse),
+        (status = 404, description = "No agent has this id (`agent_not_found`).", body = TokenErrorResponse),
+        (status = 403, description = "The agent is suspended or revoked (`agent_suspended`, `agent_revoked`).", body = TokenErrorResponse),
+    )
+)]
+pub(crate) async fn challenge(
     State(issuer): State<Arc<Issuer>>,
     admission: ClientAdmission,
     StrictJson(request, _): StrictJson<ChallengeRequest>,
@@ -122,7 +154,23 @@ async fn challenge(
     Ok((no_store(), Json(response)).into_response())
 }
 
-async fn token(
+#[utoipa::path(
+    post,
+    path = "/v1/token",
+    tag = "issuer",
+    summary = "Get an AAT",
+    description = "Mints an Agent Authentication Token (spec 9.3): grant types `agent_authentication` (proof of possession and user authorization), `aat_refresh` and `agent_attestation` (autonomous agents). Errors per spec 9.4.2.",
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "The AAT and what it grants; never cached.", body = TokenResponse),
+        (status = 400, description = "Malformed request (`invalid_request`), or a refresh token that is unknown, used, expired or revoked (`invalid_grant`).", body = TokenErrorResponse),
+        (status = 401, description = "The proof of possession (`invalid_proof`) or the user authorization (`user_auth_failed`) failed, with `WWW-Authenticate: AIP-PoP`.", body = TokenErrorResponse),
+        (status = 403, description = "The agent is suspended or revoked, or every requested capability was denied.", body = TokenErrorResponse),
+        (status = 404, description = "No agent has this id (`agent_not_found`).", body = TokenErrorResponse),
+        (status = 500, description = "Internal issuer error (`issuer_error`).", body = TokenErrorResponse),
+    )
+)]
+pub(crate) async fn token(
     State(issuer): State<Arc<Issuer>>,
     Peer(peer): Peer,
     admission: ClientAdmission,
@@ -138,7 +186,24 @@ async fn token(
     Ok((no_store(), Json(response)).into_response())
 }
 
-async fn revoke(
+#[utoipa::path(
+    post,
+    path = "/v1/revoke",
+    tag = "issuer",
+    summary = "Revoke tokens, a session, a user or an agent",
+    description = "Revokes exactly one of a `jti`, a `session_id`, a `user_id`, an `agent_id` or a `delegation` (the revocation id of a delegable AAT's block); the entries go to the revocation list (admin).",
+    request_body = RevokeRequest,
+    security(("accessToken" = [])),
+    responses(
+        (status = 200, description = "What was revoked.", body = RevokeResponse),
+        (status = 400, description = "Malformed request (`invalid_request`).", body = ErrorBody),
+        (status = 401, description = "No valid bearer token (`invalid_token`), with `WWW-Authenticate: Bearer`.", body = ErrorBody),
+        (status = 403, description = "The token is not an admin token (`insufficient_scope`).", body = ErrorBody),
+        (status = 404, description = "No such user or agent (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The revocation does not apply (`conflict`).", body = ErrorBody),
+    )
+)]
+pub(crate) async fn revoke(
     State(issuer): State<Arc<Issuer>>,
     headers: HeaderMap,
     StrictJson(request, _): StrictJson<RevokeRequest>,
@@ -148,7 +213,23 @@ async fn revoke(
     Ok(Json(response).into_response())
 }
 
-async fn create_user(
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "issuer",
+    summary = "Create a user",
+    description = "A user who may delegate the listed tools to agents; the user's API key is shown only in this answer (admin).",
+    request_body = CreateUserRequest,
+    security(("accessToken" = [])),
+    responses(
+        (status = 201, description = "Created; never cached.", body = CreateUserResponse),
+        (status = 400, description = "Malformed request (`invalid_request`).", body = ErrorBody),
+        (status = 401, description = "No valid bearer token (`invalid_token`), with `WWW-Authenticate: Bearer`.", body = ErrorBody),
+        (status = 403, description = "The token is not an admin token (`insufficient_scope`).", body = ErrorBody),
+        (status = 409, description = "A user with this id exists (`conflict`).", body = ErrorBody),
+    )
+)]
+pub(crate) async fn create_user(
     State(issuer): State<Arc<Issuer>>,
     headers: HeaderMap,
     StrictJson(request, _): StrictJson<CreateUserRequest>,
@@ -160,12 +241,27 @@ async fn create_user(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListParams {
+pub(crate) struct ListParams {
     after: Option<String>,
     limit: Option<u32>,
 }
 
-async fn list_users(
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    tag = "issuer",
+    summary = "List users",
+    description = "A page of users in id order (admin).",
+    params(("after" = Option<String>, Query, description = "The `next` cursor of the previous page."), ("limit" = Option<u32>, Query, description = "Page size (default 100, at most 1000).")),
+    security(("accessToken" = [])),
+    responses(
+        (status = 200, description = "A page of users.", body = UserList),
+        (status = 400, description = "Malformed request (`invalid_request`).", body = ErrorBody),
+        (status = 401, description = "No valid bearer token (`invalid_token`), with `WWW-Authenticate: Bearer`.", body = ErrorBody),
+        (status = 403, description = "The token is not an admin token (`insufficient_scope`).", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_users(
     State(issuer): State<Arc<Issuer>>,
     headers: HeaderMap,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,

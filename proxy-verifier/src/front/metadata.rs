@@ -16,14 +16,27 @@ pub(super) const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
 pub(super) const DPOP_ALGS: &[&str] = &["EdDSA", "ES256"];
 
 /// The protected resource metadata document (RFC 9728 §2).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct ResourceMetadata<'a> {
+    /// The canonical resource URI: the audience the front door's AATs must carry (RFC 8707).
+    #[schema(value_type = String)]
     pub(super) resource: &'a str,
+    /// The authority's issuer identifier (its RFC 8414 `issuer`).
+    #[schema(value_type = Vec<String>)]
     pub(super) authorization_servers: Vec<&'a str>,
+    /// The tools the policy allows, as scopes.
+    #[schema(value_type = Vec<String>)]
     pub(super) scopes_supported: &'a [String],
+    /// `["header"]`.
+    #[schema(value_type = Vec<String>)]
     pub(super) bearer_methods_supported: [&'static str; 1],
+    /// The policy's `metadata.name`.
+    #[schema(value_type = String)]
     pub(super) resource_name: &'a str,
+    /// `["EdDSA", "ES256"]`.
+    #[schema(value_type = Vec<String>)]
     pub(super) dpop_signing_alg_values_supported: &'static [&'static str],
+    /// Whether AATs must be DPoP-bound (`aat.require_proof`).
     pub(super) dpop_bound_access_tokens_required: bool,
 }
 

@@ -17,12 +17,14 @@
 //! - `upstream` — the remote MCP server's client;
 //! - `stdio` — a stdio server per session;
 //! - `routes` — `/mcp` and the metadata;
+//! - [`openapi`] — their OpenAPI 3.1 description;
 //! - `serve` — [`bind`] and [`serve`]: the listener, TLS, connection limits, the stop.
 
 mod auth;
 mod exchange;
 mod headers;
 mod metadata;
+pub mod openapi;
 mod options;
 mod routes;
 mod serve;

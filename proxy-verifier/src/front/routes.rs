@@ -20,9 +20,10 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
+
+use aip_http::routes::Routes;
 
 use crate::jsonrpc::Envelope;
 use crate::relay::Relay;
@@ -35,26 +36,53 @@ use super::sse;
 use super::state::{Door, Server};
 use super::stdio::StdioServer;
 use super::upstream::{Answer, Carried, Events, HttpServer, LAST_EVENT_ID, PROTOCOL_VERSION};
+use aip_api::ErrorBody;
 
 /// How long a client has to send a request's body, once its head has come.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often an idle event stream gets a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// The routes, for a resource whose path is `public_path`.
+/// The front door's fixed routes, before their state is given.
+pub(super) fn own_routes() -> Routes<Arc<Door>> {
+    Routes::new()
+        .post("/mcp", post_message)
+        .get("/mcp", open_stream)
+        .delete("/mcp", end_session)
+        .get(WELL_KNOWN, resource_metadata_at_root)
+        .get(&format!("{WELL_KNOWN}/mcp"), resource_metadata)
+}
+
+/// The routes, for a resource whose path is `public_path`: the fixed ones, and the metadata
+/// also at the well-known URL of a resource whose path is not `/mcp` (RFC 9728 §3.1).
 pub(super) fn router(door: Arc<Door>, public_path: &str) -> Router {
-    let mut router = Router::new()
-        .route("/mcp", get(open_stream).post(post_message).delete(end_session))
-        .route(WELL_KNOWN, get(resource_metadata))
-        .route(&format!("{WELL_KNOWN}/mcp"), get(resource_metadata));
+    let mut routes = own_routes();
     let public_path = public_path.trim_end_matches('/');
     if !public_path.is_empty() && public_path != "/mcp" {
-        router = router.route(&format!("{WELL_KNOWN}{public_path}"), get(resource_metadata));
+        routes = routes.get(&format!("{WELL_KNOWN}{public_path}"), resource_metadata);
     }
-    router
+    routes
+        .into_router()
         .fallback(|| async { plain_error(StatusCode::NOT_FOUND, "not_found", "no such resource") })
         .layer(middleware::from_fn_with_state(Arc::clone(&door), check_origin))
         .with_state(door)
+}
+
+/// RFC 9728 metadata, at the well-known URL without a path.
+#[utoipa::path(
+    get,
+    path = "/.well-known/oauth-protected-resource",
+    tag = "metadata",
+    summary = "Protected resource metadata (root)",
+    description = "The same document as `/.well-known/oauth-protected-resource/mcp`.",
+    responses(
+        (status = 200, description = "The metadata.", body = ResourceMetadata),
+        (status = 404, description = "The policy has no `spec.aat`: this server does not use tokens (`not_found`).", body = ErrorBody),
+        (status = 503, description = "The authority's metadata cannot be read yet (`temporarily_unavailable`).", body = ErrorBody),
+    )
+)]
+pub(super) async fn resource_metadata_at_root(door: State<Arc<Door>>) -> Response {
+    resource_metadata(door).await
 }
 
 /// A request's credentials (`None`: anonymous) and the session it names (`None`: none).
@@ -91,7 +119,19 @@ async fn check_origin(State(door): State<Arc<Door>>, request: Request, next: Nex
 }
 
 /// RFC 9728 metadata.
-async fn resource_metadata(State(door): State<Arc<Door>>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/.well-known/oauth-protected-resource/mcp",
+    tag = "metadata",
+    summary = "Protected resource metadata",
+    description = "RFC 9728 metadata of the MCP endpoint: its canonical resource URI (the audience AATs must carry), the authority as authorization server, the tools as scopes, the DPoP algorithms and whether DPoP-bound AATs are required. With `--public-url` whose path is not `/mcp`, it is also served at this prefix followed by that path.",
+    responses(
+        (status = 200, description = "The metadata.", body = ResourceMetadata),
+        (status = 404, description = "The policy has no `spec.aat`: this server does not use tokens (`not_found`).", body = ErrorBody),
+        (status = 503, description = "The authority's metadata cannot be read yet (`temporarily_unavailable`).", body = ErrorBody),
+    )
+)]
+pub(super) async fn resource_metadata(State(door): State<Arc<Door>>) -> Response {
     let issuer = door.issuer().await;
     let Some(issuer) = issuer.as_deref() else {
         if door.identity.is_none() {
@@ -127,7 +167,38 @@ async fn resource_metadata(State(door): State<Arc<Door>>) -> Response {
 }
 
 /// POST /mcp: one JSON-RPC message.
-async fn post_message(State(door): State<Arc<Door>>, headers: HeaderMap, body: Body) -> Response {
+#[utoipa::path(
+    post,
+    path = "/mcp",
+    tag = "mcp",
+    summary = "Send an MCP message",
+    description = "One JSON-RPC message of the MCP Streamable HTTP transport (revisions 2025-06-18 and 2025-11-25, and the stateless requests of later ones). It is checked against the policy (AAT, proof, methods, tools, arguments, rate limits, approvals, DLP) as on stdio: refusals are JSON-RPC errors. A request is answered with one message or an event stream; a notification or response with 202.",
+    params(
+        ("Mcp-Session-Id" = Option<String>, Header, description = "The session, once `initialize` opened one."),
+        ("MCP-Protocol-Version" = Option<String>, Header, description = "The MCP revision the client speaks."),
+        ("DPoP" = Option<String>, Header, description = "The DPoP proof (RFC 9449) for `Authorization: DPoP`: `htm`, `htu`, `iat`, `jti`, `ath`, and optionally the call binding `mcp_method`, `tool`, `args_hash`."),
+    ),
+    request_body(content = Object, description = "A JSON-RPC 2.0 message.", content_type = "application/json"),
+    security(("aat" = [])),
+    responses(
+        (status = 200, description = "The answer: one JSON-RPC message, or the server's event stream for this request. After `initialize`, `Mcp-Session-Id` names the new session.", content(
+            (Object = "application/json"),
+            (String = "text/event-stream"),
+        ), headers(("Mcp-Session-Id" = String, description = "The session `initialize` opened."))),
+        (status = 202, description = "A notification or a response, accepted."),
+        (status = 400, description = "A malformed `Mcp-Session-Id`, or an MCP revision the stdio server's front door does not speak (`invalid_request`).", body = ErrorBody),
+        (status = 401, description = "No AAT (`unauthorized`), or one that is malformed, expired, for another audience, or a Bearer AAT where proofs are required (`invalid_token`), or a bad DPoP proof (`invalid_dpop_proof`); `WWW-Authenticate: Bearer resource_metadata=\"…\"` (and `DPoP` when proofs are required). Never cached.", body = ErrorBody),
+        (status = 403, description = "`Origin` is not an allowed origin (`forbidden`).", body = ErrorBody),
+        (status = 404, description = "No such session: start a new one with `initialize` (`session_not_found`).", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within 30 s (`request_timeout`).", body = ErrorBody),
+        (status = 413, description = "The message is larger than `--max-message-size` (`request_too_large`).", body = ErrorBody),
+        (status = 415, description = "The body is not declared `application/json` (`unsupported_media_type`).", body = ErrorBody),
+        (status = 500, description = "The proxy failed (`server_error`).", body = ErrorBody),
+        (status = 502, description = "The server did not answer a notification or response (`bad_gateway`).", body = ErrorBody),
+        (status = 503, description = "Too many sessions are open (`temporarily_unavailable`).", body = ErrorBody),
+    )
+)]
+pub(super) async fn post_message(State(door): State<Arc<Door>>, headers: HeaderMap, body: Body) -> Response {
     if !declares_json(&headers) {
         return plain_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -385,7 +456,31 @@ impl IntoResponse for TooManySessions {
 }
 
 /// GET /mcp: the server's own messages, as a stream.
-async fn open_stream(State(door): State<Arc<Door>>, headers: HeaderMap) -> Response {
+#[utoipa::path(
+    get,
+    path = "/mcp",
+    tag = "mcp",
+    summary = "Open the server's event stream",
+    description = "The server's own messages for the session (requests and notifications it sends unasked), as Server-Sent Events, filtered by the policy and DLP. Resumable with `Last-Event-ID` where the server supports it.",
+    params(
+        ("Mcp-Session-Id" = Option<String>, Header, description = "The session, once `initialize` opened one."),
+        ("MCP-Protocol-Version" = Option<String>, Header, description = "The MCP revision the client speaks."),
+        ("DPoP" = Option<String>, Header, description = "The DPoP proof (RFC 9449) for `Authorization: DPoP`: `htm`, `htu`, `iat`, `jti`, `ath`, and optionally the call binding `mcp_method`, `tool`, `args_hash`."),
+        ("Last-Event-ID" = Option<String>, Header, description = "The last event seen, to resume."),
+    ),
+    security(("aat" = [])),
+    responses(
+        (status = 200, description = "The event stream.", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "A malformed `Mcp-Session-Id` (`invalid_request`).", body = ErrorBody),
+        (status = 401, description = "No AAT (`unauthorized`), or one that is malformed, expired, for another audience, or a Bearer AAT where proofs are required (`invalid_token`), or a bad DPoP proof (`invalid_dpop_proof`); `WWW-Authenticate: Bearer resource_metadata=\"…\"` (and `DPoP` when proofs are required). Never cached.", body = ErrorBody),
+        (status = 403, description = "`Origin` is not an allowed origin (`forbidden`).", body = ErrorBody),
+        (status = 404, description = "No such session (`session_not_found`).", body = ErrorBody),
+        (status = 405, description = "The server offers no stream."),
+        (status = 502, description = "The server could not be reached or answered wrongly (`bad_gateway`).", body = ErrorBody),
+        (status = 504, description = "The server did not answer in time (`gateway_timeout`).", body = ErrorBody),
+    )
+)]
+pub(super) async fn open_stream(State(door): State<Arc<Door>>, headers: HeaderMap) -> Response {
     let session = match caller(&door, &headers, &Method::GET) {
         Ok((_, session)) => session,
         Err(response) => return *response,
@@ -450,7 +545,27 @@ async fn open_stream(State(door): State<Arc<Door>>, headers: HeaderMap) -> Respo
 }
 
 /// DELETE /mcp: the client ends its session.
-async fn end_session(State(door): State<Arc<Door>>, headers: HeaderMap) -> Response {
+#[utoipa::path(
+    delete,
+    path = "/mcp",
+    tag = "mcp",
+    summary = "End the session",
+    description = "Ends the session named by `Mcp-Session-Id` (and the upstream's, or the session's stdio server).",
+    params(
+        ("Mcp-Session-Id" = Option<String>, Header, description = "The session, once `initialize` opened one."),
+        ("MCP-Protocol-Version" = Option<String>, Header, description = "The MCP revision the client speaks."),
+        ("DPoP" = Option<String>, Header, description = "The DPoP proof (RFC 9449) for `Authorization: DPoP`: `htm`, `htu`, `iat`, `jti`, `ath`, and optionally the call binding `mcp_method`, `tool`, `args_hash`."),
+    ),
+    security(("aat" = [])),
+    responses(
+        (status = 204, description = "Ended."),
+        (status = 400, description = "No or a malformed `Mcp-Session-Id` (`invalid_request`).", body = ErrorBody),
+        (status = 401, description = "No AAT (`unauthorized`), or one that is malformed, expired, for another audience, or a Bearer AAT where proofs are required (`invalid_token`), or a bad DPoP proof (`invalid_dpop_proof`); `WWW-Authenticate: Bearer resource_metadata=\"…\"` (and `DPoP` when proofs are required). Never cached.", body = ErrorBody),
+        (status = 403, description = "`Origin` is not an allowed origin (`forbidden`).", body = ErrorBody),
+        (status = 404, description = "No such session (`session_not_found`).", body = ErrorBody),
+    )
+)]
+pub(super) async fn end_session(State(door): State<Arc<Door>>, headers: HeaderMap) -> Response {
     let session = match caller(&door, &headers, &Method::DELETE) {
         Ok((_, Some(session))) => session,
         Ok((_, None)) => return plain_error(StatusCode::BAD_REQUEST, "invalid_request", "Mcp-Session-Id is required"),

@@ -12,6 +12,7 @@ mod agents;
 mod auth;
 mod credentials;
 mod errors;
+pub mod openapi;
 mod publication;
 mod service;
 mod stream;
@@ -19,64 +20,70 @@ mod stream;
 use std::sync::Arc;
 use std::time::Instant;
 
+use aip_http::routes::{Route, Routes};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post, put};
 
 use crate::metrics as m;
 use crate::service::Registry;
 
 /// The API routes over `registry`.
 pub fn router(registry: Arc<Registry>) -> Router {
-    router_with(registry, Router::new())
+    router_with(registry, Routes::new())
+}
+
+/// The registry's own routes, before their state is given: the one list of what it serves.
+fn own_routes() -> Routes<Arc<Registry>> {
+    Routes::new()
+        .post("/v1/agents", agents::register)
+        .get("/v1/agents", agents::list_agents)
+        .get("/v1/agents/{id}", agents::agent)
+        .delete("/v1/agents/{id}", agents::delete_agent)
+        .post("/v1/agents/{id}/rotate-key", agents::rotate_key)
+        .put("/v1/agents/{id}/redirect-uris", agents::set_redirect_uris)
+        .post("/v1/agents/{id}/certificate", agents::renew_certificate)
+        .post("/v1/agents/{id}/suspend", agents::suspend)
+        .post("/v1/agents/{id}/reactivate", agents::reactivate)
+        .post("/v1/agents/{id}/revoke", agents::revoke_agent)
+        .post("/v1/registration-tokens", credentials::create_registration_token)
+        .get("/v1/registration-tokens", credentials::list_registration_tokens)
+        .delete(
+            "/v1/registration-tokens/{token_id}",
+            credentials::revoke_registration_token,
+        )
+        .post("/v1/access-tokens", credentials::create_access_token)
+        .get("/v1/access-tokens", credentials::list_access_tokens)
+        .delete("/v1/access-tokens/{token_id}", credentials::revoke_access_token)
+        .get("/v1/jwks", publication::jwks)
+        .get("/v1/crl", publication::crl_der)
+        .get("/v1/crl.pem", publication::crl_pem)
+        .get("/v1/crl/{issuer}", publication::issuer_crl)
+        .get("/v1/revocations", publication::revocations)
+        .post("/v1/revocations", publication::publish_revocations)
+        .get("/v1/whoami", credentials::whoami)
+        .get("/v1/revocations.jws", publication::revocations_jws)
+        .get("/v1/revocations/stream", stream::revocation_stream)
+        .get("/.well-known/aip-configuration", publication::discovery)
+        .get("/health", service::health)
+        .get("/metrics", service::metrics_text)
+}
+
+/// Every method and path the registry routes (without another component's).
+pub fn route_table() -> Vec<Route> {
+    own_routes().table()
 }
 
 /// The API routes over `registry`, plus `extra` (another component's routes, such as the
 /// token issuer's, served on the same listener). Errors, limits and metrics apply to all.
-pub fn router_with(registry: Arc<Registry>, extra: Router) -> Router {
+pub fn router_with(registry: Arc<Registry>, extra: Routes) -> Router {
     // Install the metrics recorder now, so that traffic before the first scrape counts.
     let _ = m::handle();
-    let own = Router::new()
-        .route("/v1/agents", post(agents::register).get(agents::list_agents))
-        .route("/v1/agents/{id}", get(agents::agent).delete(agents::revoke_agent))
-        .route("/v1/agents/{id}/rotate-key", post(agents::rotate_key))
-        .route("/v1/agents/{id}/redirect-uris", put(agents::set_redirect_uris))
-        .route("/v1/agents/{id}/certificate", post(agents::renew_certificate))
-        .route("/v1/agents/{id}/suspend", post(agents::suspend))
-        .route("/v1/agents/{id}/reactivate", post(agents::reactivate))
-        .route("/v1/agents/{id}/revoke", post(agents::revoke_agent))
-        .route(
-            "/v1/registration-tokens",
-            post(credentials::create_registration_token).get(credentials::list_registration_tokens),
-        )
-        .route(
-            "/v1/registration-tokens/{token_id}",
-            delete(credentials::revoke_registration_token),
-        )
-        .route(
-            "/v1/access-tokens",
-            post(credentials::create_access_token).get(credentials::list_access_tokens),
-        )
-        .route("/v1/access-tokens/{token_id}", delete(credentials::revoke_access_token))
-        .route("/v1/jwks", get(publication::jwks))
-        .route("/v1/crl", get(publication::crl_der))
-        .route("/v1/crl.pem", get(publication::crl_pem))
-        .route("/v1/crl/{issuer}", get(publication::issuer_crl))
-        .route(
-            "/v1/revocations",
-            get(publication::revocations).post(publication::publish_revocations),
-        )
-        .route("/v1/whoami", get(credentials::whoami))
-        .route("/v1/revocations.jws", get(publication::revocations_jws))
-        .route("/v1/revocations/stream", get(stream::revocation_stream))
-        .route("/.well-known/aip-configuration", get(publication::discovery))
-        .route("/health", get(service::health))
-        .route("/metrics", get(service::metrics_text))
-        .with_state(registry);
+    let own: Routes = own_routes().with_state(registry);
     own.merge(extra)
+        .into_router()
         .fallback(aip_http::not_found)
         .method_not_allowed_fallback(aip_http::method_not_allowed)
         .layer(DefaultBodyLimit::max(aip_http::MAX_BODY_BYTES))

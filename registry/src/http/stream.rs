@@ -100,6 +100,21 @@ fn event_stream(registry: Arc<Registry>, start: u64) -> impl Stream<Item = Resul
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/revocations/stream",
+    tag = "publication",
+    summary = "Revocation events",
+    description = "Server-Sent Events, one per revocation, suspension, reactivation or key rotation, each with `id:` = the list version and data `{version, kind, subject, at, data}` (admin or reader token). Resume with `Last-Event-ID`; without it the stream starts at the current version.",
+    params(("Last-Event-ID" = Option<u64>, Header, description = "The last event id (list version) seen: the events after it are sent first.")),
+    security(("accessToken" = [])),
+    responses(
+        (status = 200, description = "The event stream.", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "`Last-Event-ID` is not a list version (`invalid_request`).", body = aip_api::ErrorBody),
+        (status = 401, description = "No valid bearer token (`invalid_token`), with `WWW-Authenticate: Bearer`.", body = aip_api::ErrorBody),
+        (status = 403, description = "The token's role does not allow this (`insufficient_scope`).", body = aip_api::ErrorBody),
+    )
+)]
 pub(super) async fn revocation_stream(
     State(registry): State<Arc<Registry>>,
     caller: Caller,
