@@ -159,6 +159,18 @@ fn leftovers(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 }
 
 /// The error text of a command that must have failed.
+/// `aip-ca backup --dir DIR --out ARCHIVE --json`, which must succeed: its report.
+fn back_up(dir: &Path, archive: &Path) -> Value {
+    json(run(&[
+        "backup",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--out",
+        archive.to_str().unwrap(),
+        "--json",
+    ]))
+}
+
 fn refused(output: Output) -> String {
     assert!(
         !output.status.success(),
@@ -237,14 +249,7 @@ fn sqlite_backup_under_load_restores_the_same_agents_with_newer_lists() {
     // Everything registered so far was registered before the backup began.
     before.extend(registered.lock().unwrap().iter().cloned());
     let archive = scratch.join("backup.tar");
-    let backup = json(run(&[
-        "backup",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--out",
-        archive.to_str().unwrap(),
-        "--json",
-    ]));
+    let backup = back_up(&dir, &archive);
     assert_eq!(backup["backend"], "sqlite", "{backup}");
     assert_eq!(backup["database_included"], true, "{backup}");
     let done = rounds.load(Ordering::SeqCst);
@@ -429,14 +434,7 @@ fn postgres_backup_holds_keys_and_configuration_and_restore_moves_the_counters()
     crl_number(&url, scratch);
 
     let archive = scratch.join("backup.tar");
-    let backup = json(run(&[
-        "backup",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--out",
-        archive.to_str().unwrap(),
-        "--json",
-    ]));
+    let backup = back_up(&dir, &archive);
     assert_eq!(backup["backend"], "postgres", "{backup}");
     assert_eq!(backup["database_included"], false, "{backup}");
     let listing = ok(Command::new("tar").arg("-tf").arg(&archive).output().unwrap());

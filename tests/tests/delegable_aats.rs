@@ -327,16 +327,10 @@ fn a_sub_sub_agent_calls_through_the_proxy_until_a_link_of_its_chain_is_revoked(
         mut child,
         mut stdin,
         lines,
-    } = aip_tests::piped(
-        aip_tests::isolated(aip_tests::aip_proxy())
-            .args([
-                "--policy",
-                policy.to_str().unwrap(),
-                "--audit",
-                audit.to_str().unwrap(),
-                "--target",
-            ])
-            .arg(format!("python3 {} {}", script.display(), server_log.display())),
+    } = stdio_proxy(
+        &policy,
+        &audit,
+        format!("python3 {} {}", script.display(), server_log.display()),
     );
     let mut call = |line: String| -> Value {
         use std::io::Write as _;
@@ -436,6 +430,20 @@ fn a_sub_sub_agent_calls_through_the_proxy_until_a_link_of_its_chain_is_revoked(
     assert!(!log.contains(&held_by_c), "a token was written to the audit log");
 }
 
+/// A stdio `aip-proxy` with `policy`, writing its audit log to `audit`, in front of the server
+/// command `target`.
+fn stdio_proxy(policy: &std::path::Path, audit: &std::path::Path, target: String) -> aip_tests::Piped {
+    aip_tests::piped(
+        aip_tests::isolated(aip_tests::aip_proxy())
+            .arg("--policy")
+            .arg(policy)
+            .arg("--audit")
+            .arg(audit)
+            .arg("--target")
+            .arg(target),
+    )
+}
+
 /// A `tools/call` of the filesystem server's `read_text_file` for `path`, carrying `token` and
 /// a per-call proof by `key`.
 fn read_text_call(id: u64, path: &std::path::Path, token: &str, key: &KeyPair) -> String {
@@ -463,17 +471,7 @@ fn filesystem_proxy(
         child,
         mut stdin,
         lines,
-    } = aip_tests::piped(
-        aip_tests::isolated(aip_tests::aip_proxy())
-            .args([
-                "--policy",
-                policy.to_str().unwrap(),
-                "--audit",
-                audit.to_str().unwrap(),
-                "--target",
-            ])
-            .arg(format!("node {} {}", server.display(), files.display())),
-    );
+    } = stdio_proxy(policy, audit, format!("node {} {}", server.display(), files.display()));
     let mut send = move |line: String, answered: bool| -> Option<Value> {
         use std::io::Write as _;
         writeln!(stdin, "{line}").unwrap();
