@@ -668,6 +668,81 @@ fn clear(error: &mut Option<Arc<AgentClientError>>) -> bool {
     error.take().is_some()
 }
 
+/// A delegated AAT as its holder presents it (`aip-ca delegate --out`, docs/issuer.md,
+/// "Delegable AATs"): the chain a delegator handed this agent, with this agent's own key, the
+/// key the chain's last step names. Nothing to fetch or refresh: when the delegation ends, the
+/// delegator makes a new one.
+pub struct DelegatedCredentials {
+    token: SecretString,
+    key: Arc<dyn Signer>,
+    audience: String,
+    clock: Arc<dyn Clock>,
+}
+
+impl DelegatedCredentials {
+    /// `token` held with `key`, for the proxy `audience`. Refuses a token that is not in the
+    /// delegable form; the chain itself is the verifier's to check.
+    pub fn new(
+        token: SecretString,
+        key: Arc<dyn Signer>,
+        audience: impl Into<String>,
+    ) -> Result<Self, AgentClientError> {
+        if !aip_aat::delegation::is_delegable(token.expose().trim()) {
+            return Err(AgentClientError::Config("not a delegated AAT (aat+biscuit)"));
+        }
+        Ok(Self {
+            token: SecretString::new(token.expose().trim()),
+            key,
+            audience: audience.into(),
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// The same, with the time read from `clock` (tests).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The delegated AAT and a proof for `call` signed with the agent's key, as
+    /// [`AgentClient::credentials`] gives them.
+    pub fn credentials(&self, call: &Call<'_>) -> Result<(SecretString, String), AgentClientError> {
+        let proof = create_proof(&*self.key, self.token.expose(), call, &self.audience, self.clock.now())?;
+        Ok((self.token.clone(), proof))
+    }
+
+    /// The delegated AAT and a DPoP proof of an HTTP request with `method` to `uri`, signed
+    /// with the agent's key, as [`AgentClient::dpop_credentials`] gives them.
+    pub fn dpop_credentials(
+        &self,
+        method: &str,
+        uri: &str,
+        call: Option<&Call<'_>>,
+    ) -> Result<(SecretString, String), AgentClientError> {
+        let request = DpopRequest {
+            method,
+            uri,
+            access_token: Some(self.token.expose()),
+        };
+        let now = self.clock.now();
+        let proof = match call {
+            Some(call) => create_call_dpop_proof(&*self.key, &request, call, now)?,
+            None => create_dpop_proof(&*self.key, &request, now)?,
+        };
+        Ok((self.token.clone(), proof))
+    }
+}
+
+impl fmt::Debug for DelegatedCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DelegatedCredentials")
+            .field("token", &"[redacted]")
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The delay before retry number `failures` (1, 2, …): uniformly random up to
 /// `FIRST_RETRY * 2^(failures-1)`, capped at [`MAX_RETRY`] ("full jitter"). Without randomness
 /// from the operating system the cap itself is used.
@@ -685,6 +760,32 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delegated_credentials_sign_with_the_holders_key_and_never_show_the_token() {
+        use aip_aat::keys::{Algorithm, KeyPair};
+        let key = Arc::new(KeyPair::generate(Algorithm::EdDSA).unwrap());
+        let token = "En0KEwoEMTIzNBgDIgkKBwgKEgMYgAgSJAgAEiD_not_a_real_biscuit_but_one_string";
+        let refused = DelegatedCredentials::new(SecretString::new("a.b.c"), key.clone(), "files").unwrap_err();
+        assert!(matches!(refused, AgentClientError::Config(_)), "{refused}");
+
+        let held = DelegatedCredentials::new(SecretString::new(format!("{token}\n")), key.clone(), "files").unwrap();
+        let (aat, proof) = held
+            .dpop_credentials("POST", "https://tools.example/mcp", None)
+            .unwrap();
+        assert_eq!(aat.expose(), token, "the token is presented trimmed and unchanged");
+        let request = DpopRequest {
+            method: "POST",
+            uri: "https://tools.example/mcp",
+            access_token: Some(token),
+        };
+        let verified = aip_aat::dpop::verify_dpop_proof(&proof, &request, SystemClock.now()).unwrap();
+        assert_eq!(&verified.jkt, key.key_id());
+        let (aat, proof) = held.credentials(&Call::tools_call("read_file", None)).unwrap();
+        assert_eq!(aat.expose(), token);
+        assert_eq!(proof.split('.').count(), 3);
+        assert!(!format!("{held:?}").contains(token));
+    }
 
     #[test]
     fn backoff_doubles_up_to_a_minute() {

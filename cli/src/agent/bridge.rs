@@ -14,19 +14,15 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use aip_aat::clock::{Clock as _, SystemClock};
-use aip_aat::dpop::{DpopRequest, create_call_dpop_proof, create_dpop_proof};
 use aip_aat::jsonrpc::{ErrorCode, error_response};
 use aip_aat::proof::Call;
 use aip_aat::secret::SecretString;
-use aip_api::agent::AgentClient;
+use aip_api::agent::{AgentClient, DelegatedCredentials};
 use futures_util::StreamExt as _;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::sync::Mutex as AsyncMutex;
-
-use super::relay::Delegated;
 
 /// The session header.
 const SESSION_ID: &str = "mcp-session-id";
@@ -62,24 +58,14 @@ impl DpopCredentials for AgentClient {
 
 /// A delegated AAT as it is held: the agent's key, the one its chain's last step names,
 /// signs the proofs.
-impl DpopCredentials for Delegated {
+impl DpopCredentials for DelegatedCredentials {
     fn dpop_credentials(
         &self,
         method: &str,
         uri: &str,
         call: Option<&Call<'_>>,
     ) -> Result<(SecretString, String), String> {
-        let request = DpopRequest {
-            method,
-            uri,
-            access_token: Some(self.token.expose()),
-        };
-        let now = SystemClock.now();
-        let proof = match call {
-            Some(call) => create_call_dpop_proof(&self.key, &request, call, now).map_err(|e| e.to_string())?,
-            None => create_dpop_proof(&self.key, &request, now).map_err(|e| e.to_string())?,
-        };
-        Ok((self.token.clone(), proof))
+        DelegatedCredentials::dpop_credentials(self, method, uri, call).map_err(|e| e.to_string())
     }
 }
 

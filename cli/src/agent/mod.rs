@@ -149,8 +149,7 @@ fn run(args: &Args) -> Result<ExitCode, CliError> {
         .build()
         .map_err(|e| CliError::new(format!("cannot start: {e}")))?;
     if let Some(path) = &args.delegation_file {
-        let (token, key, audience) = args.client.delegated(path)?;
-        let delegated = relay::Delegated { token, key, audience };
+        let delegated = args.client.delegated(path)?;
         return match &args.upstream {
             Some(url) => bridge_to(url, args.upstream_ca.as_deref(), Box::new(delegated), runtime),
             None => relay_command(args, runtime, delegated),

@@ -20,7 +20,7 @@ use std::sync::{Mutex, PoisonError};
 use aip_aat::jsonrpc::{ErrorCode, error_response};
 use aip_aat::proof::Call;
 use aip_aat::secret::SecretString;
-use aip_api::agent::{AgentClient, AgentClientError};
+use aip_api::agent::{AgentClient, AgentClientError, DelegatedCredentials};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -46,18 +46,9 @@ impl Credentials for AgentClient {
 
 /// A delegated AAT held as it is (`aip-agent --delegation-file`): nothing to refresh; each
 /// call's proof is signed with the agent's key, the key the chain's last step names.
-pub(crate) struct Delegated {
-    pub(crate) token: SecretString,
-    pub(crate) key: aip_aat::keys::KeyPair,
-    pub(crate) audience: String,
-}
-
-impl Credentials for Delegated {
+impl Credentials for DelegatedCredentials {
     fn credentials(&self, call: &Call<'_>) -> Result<(SecretString, String), AgentClientError> {
-        use aip_aat::clock::{Clock as _, SystemClock};
-        let proof =
-            aip_aat::proof::create_proof(&self.key, self.token.expose(), call, &self.audience, SystemClock.now())?;
-        Ok((self.token.clone(), proof))
+        DelegatedCredentials::credentials(self, call)
     }
 }
 

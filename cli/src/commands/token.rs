@@ -138,10 +138,7 @@ impl ClientArgs {
 impl ClientArgs {
     /// The delegated AAT in `path`, the key of the agent of `--agent-dir` (unlocked) that holds
     /// it, and the audience: what `aip-agent --delegation-file` presents.
-    pub(crate) fn delegated(
-        &self,
-        path: &std::path::Path,
-    ) -> Result<(SecretString, aip_aat::keys::KeyPair, String), CliError> {
+    pub(crate) fn delegated(&self, path: &std::path::Path) -> Result<aip_api::agent::DelegatedCredentials, CliError> {
         use std::io::Read as _;
         let mut text = String::new();
         std::fs::File::open(path)
@@ -155,7 +152,8 @@ impl ClientArgs {
             );
         }
         let (key, _) = agent_dir::read_key(&self.agent_dir, &self.passphrase)?;
-        Ok((SecretString::new(token), key, self.audience.clone()))
+        aip_api::agent::DelegatedCredentials::new(SecretString::new(token), Arc::new(key), &self.audience)
+            .map_err(|e| CliError::new(e.to_string()))
     }
 }
 
