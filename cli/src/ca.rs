@@ -82,10 +82,11 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the OpenAPI 3.1 description of the authority's HTTP API (or of aip-proxy's front
-    /// door), or write both to a directory.
+    /// Print the OpenAPI 3.1 description of the authority's HTTP API (or of aip-proxy's HTTP
+    /// listeners), or write both to a directory.
     Openapi {
-        /// The description of `aip-proxy --serve`'s HTTP API instead of the authority's.
+        /// The description of aip-proxy's listeners (`--serve` and `--listen`) instead of the
+        /// authority's.
         #[arg(long, conflicts_with = "out")]
         proxy: bool,
         /// Write `authority.json` and `proxy.json` to this directory instead of printing.
@@ -152,9 +153,9 @@ pub fn command() -> clap::Command {
 /// `aip-ca openapi [--proxy | --out DIR]`.
 fn openapi(proxy: bool, out: Option<&std::path::Path>) -> Result<ExitCode, CliError> {
     let authority = aip_authority::openapi::description_json;
-    let front_door = aip_proxy_verifier::front::openapi::description_json;
+    let proxy_description = aip_proxy_verifier::openapi::description_json;
     let Some(dir) = out else {
-        let json = if proxy { front_door() } else { authority() };
+        let json = if proxy { proxy_description() } else { authority() };
         let mut stdout = std::io::stdout().lock();
         stdout
             .write_all(json.as_bytes())
@@ -162,7 +163,7 @@ fn openapi(proxy: bool, out: Option<&std::path::Path>) -> Result<ExitCode, CliEr
         return Ok(ExitCode::SUCCESS);
     };
     std::fs::create_dir_all(dir).map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
-    for (name, json) in [("authority.json", authority()), ("proxy.json", front_door())] {
+    for (name, json) in [("authority.json", authority()), ("proxy.json", proxy_description())] {
         let path = dir.join(name);
         std::fs::write(&path, json).map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;
         print_line(path.display())?;

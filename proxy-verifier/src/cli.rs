@@ -117,8 +117,8 @@ pub struct Cli {
     /// Print the completion script for SHELL and exit (other flags are then ignored).
     #[arg(long, value_name = "SHELL")]
     pub completions: Option<Shell>,
-    /// Print the OpenAPI 3.1 description of the front door's HTTP API (`--serve`) and exit
-    /// (other flags are then ignored).
+    /// Print the OpenAPI 3.1 description of the proxy's HTTP listeners (the front door of
+    /// `--serve` and the HTTP API of `--listen`) and exit (other flags are then ignored).
     #[arg(long)]
     pub openapi: bool,
     /// A tool to run instead of the proxy.

@@ -22,6 +22,7 @@
 //! - [`relay`] carries JSON-RPC between the client and the wrapped server, applying the policy;
 //! - [`front`] serves MCP over Streamable HTTP through the relay: tokens, sessions, streams;
 //! - [`server`] serves the optional HTTP API (health, metrics, validation, approvals);
+//! - [`openapi`] describes both HTTP listeners, the front door and the HTTP API, in OpenAPI 3.1;
 //! - [`run`] puts it together for `aip-proxy`: target process, signals, reload, shutdown;
 //! - [`cli`] defines `aip-proxy`'s command line (for the binary, its manual page and completions).
 //! - [`client_config`] writes MCP client configurations that run the proxy (and `aip-agent`).
@@ -42,6 +43,7 @@ pub mod jsonrpc;
 pub mod keys;
 pub mod metrics;
 pub mod normalize;
+pub mod openapi;
 pub mod policy;
 pub mod registry;
 pub mod relay;

@@ -45,7 +45,7 @@ fn dispatch(cli: Cli) -> Result<i32, String> {
         return Ok(0);
     }
     if cli.openapi {
-        let json = aip_proxy_verifier::front::openapi::description_json();
+        let json = aip_proxy_verifier::openapi::description_json();
         std::io::stdout()
             .lock()
             .write_all(json.as_bytes())

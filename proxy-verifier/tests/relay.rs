@@ -517,6 +517,19 @@ fn a_tool_that_changes_after_its_first_listing_is_refused_until_accepted() {
     assert_eq!(list_names(&mut proxy), ["size"]);
     let reply = http(addr, "POST", "/v1/tools/echo/accept", TOKEN);
     assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json(), json!({"tool": "echo", "accepted": true}));
+    // The answer is the one the OpenAPI description gives.
+    let doc = serde_json::to_value(aip_proxy_verifier::openapi::description()).unwrap();
+    let described = &doc["components"]["schemas"]["ToolAccepted"];
+    let mut members: Vec<&str> = described["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    members.sort_unstable();
+    assert_eq!(members, ["accepted", "tool"]);
+    assert_eq!(described["required"], json!(["tool", "accepted"]));
     let reply = http(addr, "POST", "/v1/tools/echo/accept", TOKEN);
     assert_eq!(reply.status, 404, "{}", reply.body);
     assert_eq!(list_names(&mut proxy), ["echo", "size"]);

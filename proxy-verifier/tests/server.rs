@@ -303,6 +303,113 @@ fn validate_refuses_bad_bodies() {
     server.handle.shutdown();
 }
 
+/// The proxy's OpenAPI description, as JSON.
+fn description() -> Value {
+    serde_json::to_value(aip_proxy_verifier::openapi::description()).unwrap()
+}
+
+/// Asserts that `value` has the shape of the description's schema `name`: an object with every
+/// required member, and no member the schema does not describe.
+fn assert_shape(doc: &Value, name: &str, value: &Value) {
+    let schema = &doc["components"]["schemas"][name];
+    let properties = schema["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("the schema {name} has no properties"));
+    let object = value
+        .as_object()
+        .unwrap_or_else(|| panic!("{name}: {value} is not an object"));
+    for required in schema["required"].as_array().into_iter().flatten() {
+        let required = required.as_str().unwrap();
+        assert!(object.contains_key(required), "{name}: {required} missing from {value}");
+    }
+    for key in object.keys() {
+        assert!(properties.contains_key(key), "{name}: {key} is not described ({value})");
+    }
+}
+
+/// Asserts that the description has `reply`'s status for the operation, and that an error
+/// answer is the described error body.
+fn assert_described(doc: &Value, method: &str, path: &str, reply: &Reply) {
+    let responses = &doc["paths"][path][method]["responses"];
+    assert!(
+        responses.get(reply.status.to_string()).is_some(),
+        "{method} {path} answered {} which is not described: {}",
+        reply.status,
+        reply.body
+    );
+    if reply.status >= 400 {
+        assert_shape(doc, "ErrorBody", &reply.json());
+    }
+}
+
+#[test]
+fn the_answers_are_the_described_ones() {
+    let doc = description();
+    let server = Server::start(POLICY);
+
+    let health = server.get("/health", false);
+    assert_described(&doc, "get", "/health", &health);
+    assert_shape(&doc, "Health", &health.json());
+    let metrics = server.get("/metrics", false);
+    assert_described(&doc, "get", "/metrics", &metrics);
+
+    let validate = "/v1/validate";
+    for body in [
+        json!({"tool": "read_file", "arguments": {"path": "/tmp/x"}}),
+        json!({"tool": "fetch", "arguments": {"url": "http://plain.example"}}),
+        json!({"tool": "write_file", "arguments": {}}),
+    ] {
+        let reply = server.post(validate, Some(&body.to_string()));
+        assert_described(&doc, "post", validate, &reply);
+        let answer = reply.json();
+        assert_shape(&doc, "ValidateResponse", &answer);
+        for violation in answer["violations"].as_array().unwrap() {
+            assert_shape(&doc, "Violation", violation);
+        }
+    }
+    let unauthenticated = request(server.addr(), "POST", validate, None, Some("{}"));
+    assert_eq!(unauthenticated.status, 401);
+    assert_described(&doc, "post", validate, &unauthenticated);
+    let wrong_token = request(server.addr(), "POST", validate, Some(&"x".repeat(64)), Some("{}"));
+    assert_eq!(wrong_token.status, 401);
+    assert_described(&doc, "post", validate, &wrong_token);
+    let malformed = server.post(validate, Some(r#"{"tool": "read_file"}"#));
+    assert_eq!(malformed.status, 400);
+    assert_described(&doc, "post", validate, &malformed);
+    let not_json = request_raw(
+        server.addr(),
+        "POST",
+        validate,
+        Some(&server.token),
+        Some(("text/plain", b"{}")),
+    );
+    assert_eq!(not_json.status, 415);
+    assert_described(&doc, "post", validate, &not_json);
+
+    let (id, rx) = server.hold("write_file");
+    let list = server.get("/v1/hitl", true);
+    assert_described(&doc, "get", "/v1/hitl", &list);
+    let list = list.json();
+    assert_shape(&doc, "HoldList", &list);
+    assert_shape(&doc, "PendingHold", &list["holds"][0]);
+    let approve = "/v1/hitl/{hold_id}/approve";
+    let approved = server.post(&format!("/v1/hitl/{id}/approve"), None);
+    assert_described(&doc, "post", approve, &approved);
+    assert_shape(&doc, "HoldAnswer", &approved.json());
+    assert_eq!(outcome(&rx), HoldOutcome::Approved);
+    let again = server.post(&format!("/v1/hitl/{id}/deny"), None);
+    assert_eq!(again.status, 409);
+    assert_described(&doc, "post", "/v1/hitl/{hold_id}/deny", &again);
+    let unknown = server.post("/v1/hitl/hold_unknown/approve", None);
+    assert_eq!(unknown.status, 404);
+    assert_described(&doc, "post", approve, &unknown);
+
+    let unchanged = server.post("/v1/tools/read_file/accept", None);
+    assert_eq!(unchanged.status, 404);
+    assert_described(&doc, "post", "/v1/tools/{tool}/accept", &unchanged);
+    server.handle.shutdown();
+}
+
 #[test]
 fn a_hold_is_listed_then_approved_once() {
     let server = Server::start(POLICY);

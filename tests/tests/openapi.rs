@@ -1,5 +1,6 @@
-//! The OpenAPI 3.1 descriptions of the authority and of `aip-proxy --serve`'s front door:
-//! every route the routers register is described and nothing else is; the committed copies
+//! The OpenAPI 3.1 descriptions of the authority and of `aip-proxy`'s two listeners (the front
+//! door of `--serve` and the HTTP API of `--listen`, in one document): every route the routers
+//! register is described and nothing else is; the committed copies
 //! under `docs/openapi/` are what the code generates; a running `aip-ca serve` serves its own
 //! at `/openapi.json`, unauthenticated; an independent validator (openapi-spec-validator)
 //! accepts both.
@@ -73,23 +74,88 @@ fn every_route_of_the_authority_is_described_and_nothing_else() {
 }
 
 #[test]
-fn every_route_of_the_front_door_is_described_and_nothing_else() {
-    let doc = serde_json::to_value(aip_proxy_verifier::front::openapi::description()).unwrap();
-    let routes = routed(aip_proxy_verifier::front::openapi::route_table());
+fn every_route_of_both_proxy_listeners_is_described_and_nothing_else() {
+    let doc = serde_json::to_value(aip_proxy_verifier::openapi::description()).unwrap();
+    let front_door = routed(aip_proxy_verifier::front::openapi::route_table());
+    let http_api = routed(aip_proxy_verifier::server::openapi::route_table());
+    // The tables are the routers' own: each listener's routes are all there.
     for method in ["get", "post", "delete"] {
         assert!(
-            routes.contains(&(method.to_owned(), "/mcp".to_owned())),
+            front_door.contains(&(method.to_owned(), "/mcp".to_owned())),
             "{method} /mcp"
         );
     }
-    assert_same_routes("front door", &doc, routes);
+    for (method, path) in [
+        ("get", "/health"),
+        ("get", "/metrics"),
+        ("post", "/v1/validate"),
+        ("get", "/v1/hitl"),
+        ("post", "/v1/hitl/{hold_id}/approve"),
+        ("post", "/v1/hitl/{hold_id}/deny"),
+        ("post", "/v1/tools/{tool}/accept"),
+    ] {
+        assert!(
+            http_api.contains(&(method.to_owned(), path.to_owned())),
+            "{method} {path} is not in the HTTP API's route table"
+        );
+    }
+    // One document for both: their paths must not collide.
+    let shared: Vec<_> = front_door.intersection(&http_api).collect();
+    assert!(shared.is_empty(), "both listeners route {shared:?}");
+    let mut both = front_door.clone();
+    both.extend(http_api.iter().cloned());
+    assert_same_routes("aip-proxy", &doc, both);
+    // Each operation's tag names its listener, and the tags say which one that is.
+    let tag_of = |listener: &str| -> BTreeSet<String> {
+        doc["tags"]
+            .as_array()
+            .expect("tags")
+            .iter()
+            .filter(|tag| tag["description"].as_str().is_some_and(|d| d.starts_with(listener)))
+            .map(|tag| tag["name"].as_str().expect("a tag name").to_owned())
+            .collect()
+    };
+    for (listener, routes) in [("`--serve`", &front_door), ("`--listen`", &http_api)] {
+        let tags = tag_of(listener);
+        assert!(!tags.is_empty(), "no tag for {listener}");
+        for (method, path) in routes {
+            let operation_tags = doc["paths"][path][method]["tags"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                !operation_tags.is_empty()
+                    && operation_tags
+                        .iter()
+                        .all(|t| t.as_str().is_some_and(|t| tags.contains(t))),
+                "{method} {path} is not tagged as {listener}'s: {operation_tags:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_proxy_s_admin_routes_require_the_admin_token_in_the_description() {
+    let doc = serde_json::to_value(aip_proxy_verifier::openapi::description()).unwrap();
+    for (method, path) in routed(aip_proxy_verifier::server::openapi::route_table()) {
+        let operation = &doc["paths"][&path][&method];
+        let security = operation["security"].as_array().cloned().unwrap_or_default();
+        let admin = security.iter().any(|s| s.get("adminToken").is_some());
+        let open = path == "/health" || path == "/metrics";
+        assert_eq!(admin, !open, "{method} {path}: security {security:?}");
+        assert_eq!(
+            operation["responses"].get("401").is_some(),
+            !open,
+            "{method} {path}: a 401 is described exactly where the token is required"
+        );
+    }
 }
 
 #[test]
 fn the_committed_descriptions_are_the_generated_ones() {
     for (name, generated) in [
         ("authority.json", aip_authority::openapi::description_json()),
-        ("proxy.json", aip_proxy_verifier::front::openapi::description_json()),
+        ("proxy.json", aip_proxy_verifier::openapi::description_json()),
     ] {
         let path = committed(name);
         let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
@@ -104,11 +170,11 @@ fn the_committed_descriptions_are_the_generated_ones() {
 fn the_programs_print_the_committed_descriptions() {
     let authority = ok(run(&["openapi"]));
     assert_eq!(authority, std::fs::read_to_string(committed("authority.json")).unwrap());
-    let front_door = ok(run(&["openapi", "--proxy"]));
+    let proxy_description = ok(run(&["openapi", "--proxy"]));
     let proxy = Command::new(aip_proxy()).arg("--openapi").output().unwrap();
     assert!(proxy.status.success(), "{}", String::from_utf8_lossy(&proxy.stderr));
     let printed = String::from_utf8(proxy.stdout).unwrap();
-    assert_eq!(printed, front_door);
+    assert_eq!(printed, proxy_description);
     assert_eq!(printed, std::fs::read_to_string(committed("proxy.json")).unwrap());
 }
 

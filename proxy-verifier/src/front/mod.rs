@@ -17,7 +17,7 @@
 //! - `upstream` — the remote MCP server's client;
 //! - `stdio` — a stdio server per session;
 //! - `routes` — `/mcp` and the metadata;
-//! - [`openapi`] — their OpenAPI 3.1 description;
+//! - [`openapi`] — their part of the proxy's OpenAPI description ([`crate::openapi`]);
 //! - `serve` — [`bind`] and [`serve`]: the listener, TLS, connection limits, the stop.
 
 mod auth;

@@ -1,6 +1,6 @@
-//! The front door's OpenAPI 3.1 description, from the annotations on its handlers (`routes`):
-//! `/mcp` and the protected resource metadata. Printed by `aip-proxy --openapi`; committed as
-//! `docs/openapi/proxy.json` (docs/proxy.md, "OpenAPI description").
+//! The front door's part of the proxy's OpenAPI description ([`crate::openapi`]): `/mcp` and
+//! the protected resource metadata, from the annotations on their handlers (`routes`), the
+//! AAT's security scheme, and the table of the routes the front door serves.
 
 use aip_api::ErrorBody;
 use aip_http::routes::Route;
@@ -9,13 +9,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::routes;
 
+/// The front door's operations, their schemas and tags.
 #[derive(OpenApi)]
 #[openapi(
-    info(
-        title = "aip-proxy Streamable HTTP front door",
-        description = "The HTTP API of `aip-proxy --serve ADDR` (in front of `--upstream URL` or `--target \"cmd\"`): MCP over Streamable HTTP at `/mcp`, and the protected resource metadata (RFC 9728) that leads MCP clients to the authority. Errors outside MCP are `{\"error\", \"error_description\"}`; refusals by the policy, revocation included, are JSON-RPC errors inside the session.",
-        license(name = "Apache-2.0", identifier = "Apache-2.0"),
-    ),
     paths(
         routes::post_message,
         routes::open_stream,
@@ -25,27 +21,12 @@ use super::routes;
     ),
     components(schemas(ErrorBody)),
     tags(
-        (name = "mcp", description = "MCP over Streamable HTTP."),
-        (name = "metadata", description = "Protected resource metadata (RFC 9728)."),
+        (name = "mcp", description = "`--serve` front door: MCP over Streamable HTTP."),
+        (name = "metadata", description = "`--serve` front door: protected resource metadata (RFC 9728)."),
     ),
     modifiers(&Security),
 )]
-struct FrontDoorApi;
-
-/// The front door's description.
-pub fn description() -> utoipa::openapi::OpenApi {
-    let mut doc = FrontDoorApi::openapi();
-    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    doc
-}
-
-/// The description as printed and committed: pretty JSON, with a final newline.
-pub fn description_json() -> String {
-    // Serializing a document of strings, maps and numbers cannot fail.
-    let mut json = description().to_pretty_json().unwrap_or_default();
-    json.push('\n');
-    json
-}
+pub(crate) struct FrontDoorApi;
 
 /// Every method and path the front door routes, for a resource whose path is `/mcp` (another
 /// path adds its own well-known metadata URL).

@@ -65,9 +65,10 @@ impl HoldOutcome {
 }
 
 /// A pending hold as listed by `GET /v1/hitl`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PendingHold {
-    /// The hold's id.
+    /// The hold's id: `hold_` and 32 hex digits.
+    #[schema(value_type = String, example = "hold_3f2a9c0d1e8b47a6b5c4d3e2f1a09b8c")]
     pub hold_id: HoldId,
     /// The tool.
     pub tool: String,
@@ -81,9 +82,11 @@ pub struct PendingHold {
     pub agent_id: Option<String>,
     /// When the hold was made (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     /// When it times out (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: OffsetDateTime,
 }
 

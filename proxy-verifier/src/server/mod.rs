@@ -44,11 +44,14 @@
 //! - `validate` — `/v1/validate` and its request and answer types;
 //! - `hitl` — the approval routes;
 //! - `tools` — accepting a changed tool;
+//! - [`openapi`] — the routes' OpenAPI description, part of the proxy's
+//!   ([`crate::openapi`]), and their route table;
 //! - this file — the router, [`spawn`] and the [`ServerHandle`].
 
 mod admin;
 mod api;
 mod hitl;
+pub mod openapi;
 mod state;
 mod status;
 mod tools;
@@ -61,8 +64,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
+
+use aip_http::routes::Routes;
 
 pub use admin::{AdminToken, AdminTokenError, MIN_TOKEN_LEN, TOKEN_ENV};
 pub use api::MAX_BODY_BYTES;
@@ -72,16 +76,22 @@ pub use validate::{AatStatus, PROOF_HEADER, ValidateRequest, ValidateResponse, V
 /// How long [`ServerHandle::shutdown`] lets open connections finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The routes, before their state is given.
+fn own_routes() -> Routes<ServerState> {
+    Routes::new()
+        .get("/health", status::health)
+        .get("/metrics", status::metrics_text)
+        .post("/v1/validate", validate::validate)
+        .get("/v1/hitl", hitl::list_holds)
+        .post("/v1/hitl/{hold_id}/approve", hitl::approve)
+        .post("/v1/hitl/{hold_id}/deny", hitl::deny)
+        .post("/v1/tools/{tool}/accept", tools::accept)
+}
+
 /// The routes over `state`.
 pub fn router(state: ServerState) -> Router {
-    Router::new()
-        .route("/health", get(status::health))
-        .route("/metrics", get(status::metrics_text))
-        .route("/v1/validate", post(validate::validate))
-        .route("/v1/hitl", get(hitl::list_holds))
-        .route("/v1/hitl/{hold_id}/approve", post(hitl::approve))
-        .route("/v1/hitl/{hold_id}/deny", post(hitl::deny))
-        .route("/v1/tools/{tool}/accept", post(tools::accept))
+    own_routes()
+        .into_router()
         .fallback(aip_http::not_found)
         .method_not_allowed_fallback(aip_http::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

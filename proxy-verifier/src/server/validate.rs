@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use aip_aat::jsonrpc::ErrorCode;
+use aip_api::ErrorBody;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -27,34 +28,40 @@ use super::state::ServerState;
 pub const PROOF_HEADER: &str = "X-AIP-Proof";
 
 /// The body of `POST /v1/validate` (spec 6.2.1).
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
     /// The tool, as the client names it.
+    #[schema(example = "read_file")]
     pub tool: String,
-    /// Its arguments.
+    /// Its arguments (`params.arguments` of the `tools/call`).
+    #[schema(value_type = Object)]
     pub arguments: Map<String, Value>,
 }
 
 /// The answer of `POST /v1/validate` (spec 6.2.2).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct ValidateResponse {
     /// `allow`, `block` or `ask`.
+    #[schema(example = "allow")]
     pub decision: String,
     /// Why, in a sentence.
     pub reason: String,
     /// The violations found (also under `allow` in monitor mode).
     pub violations: Vec<Violation>,
-    /// The AAT's status, when the proxy validates AATs.
+    /// The AAT's status, when the proxy validates AATs (the policy has `spec.aat`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub aat_status: Option<AatStatus>,
 }
 
-/// One violation in a [`ValidateResponse`].
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+/// One violation in a `ValidateResponse`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Violation {
-    /// The kind, as [`violation_type`] names it.
+    /// The kind, as the metrics name it (`violation_type`); `aat_invalid` or
+    /// `aat_capability_denied` for a refused AAT.
     #[serde(rename = "type")]
+    #[schema(example = "argument_invalid")]
     pub kind: String,
     /// The argument at fault, or `tool`.
     pub field: String,
@@ -63,26 +70,31 @@ pub struct Violation {
 }
 
 /// `aat_status` of spec 6.2.2 (v1alpha3).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct AatStatus {
     /// Whether the AAT verified.
     pub valid: bool,
     /// The agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub agent_id: Option<String>,
     /// The user the agent acts for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub user_id: Option<String>,
     /// Whether the tool was checked against the AAT's capabilities.
     pub capabilities_checked: bool,
     /// The issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub issuer: Option<String>,
     /// Why the AAT does not hold: the spec 11.2 string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub aat_error: Option<String>,
     /// Why, in a sentence, when not valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub reason: Option<String>,
 }
 
@@ -182,6 +194,28 @@ pub fn evaluate_for(
     (response, resolution.decision)
 }
 
+/// `POST /v1/validate`.
+#[utoipa::path(
+    post,
+    path = "/v1/validate",
+    tag = "validation",
+    summary = "Evaluate a tool call",
+    description = "Evaluates a `tools/call` as the relay would, with the policy in force, without making it: every answer is 200 with the decision (`allow`, `block` or `ask`); monitor mode answers `allow` with the violations it would have refused for. A validation consumes a token from the tool's rate-limit bucket, shared with the relay. When the policy has `spec.aat`, the AAT and its proof are checked too (an AAT that does not hold blocks the call where the policy enforces AATs) and the answer carries `aat_status`; without it these headers are ignored. The body is `{\"tool\", \"arguments\"}` and nothing else, at most 256 KiB.",
+    params(
+        ("X-AIP-AAT" = Option<String>, Header, description = "The agent's AAT. The policy's `aat.header_name` replaces this header's name."),
+        ("X-AIP-Proof" = Option<String>, Header, description = "The per-call proof of possession (compact JWS, `typ: aip-pop+jwt`) by the agent's key, over the AAT, the tool and the hash of its arguments."),
+    ),
+    request_body(content = ValidateRequest, description = "The call to evaluate.", content_type = "application/json"),
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, description = "Evaluated: the decision, why, the violations found and, when AATs are checked, the AAT's status.", body = ValidateResponse),
+        (status = 400, description = "The body is not exactly `{\"tool\": string, \"arguments\": object}`, or cannot be read, or an AAT or proof header is not visible ASCII (`invalid_request`).", body = ErrorBody),
+        (status = 401, description = "No admin token, or a wrong one (`invalid_token`); `WWW-Authenticate: Bearer realm=\"aip-proxy\"` (with `error=\"invalid_token\"` for a wrong one).", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "The Bearer challenge."))),
+        (status = 413, description = "The body is larger than 256 KiB (`invalid_request`).", body = ErrorBody),
+        (status = 415, description = "The body is not declared `application/json` (`invalid_request`).", body = ErrorBody),
+        (status = 500, description = "The evaluation failed (`server_error`).", body = ErrorBody),
+    )
+)]
 pub(super) async fn validate(
     _admin: Admin,
     State(state): State<ServerState>,
