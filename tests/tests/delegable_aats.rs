@@ -250,16 +250,36 @@ fn refused_within(call: &mut impl FnMut(String) -> Value, id: &mut u64, make: im
 
 /// A `tools/call` of `read_file` carrying `token` and a per-call proof by `key`.
 fn read_file_call(id: u64, token: &str, key: &KeyPair, audience: &str) -> String {
-    let args = serde_json::json!({"path": "notes.txt"});
-    let call = aip_aat::proof::Call::tools_call("read_file", Some(&args));
+    tool_call(
+        id,
+        "read_file",
+        serde_json::json!({"path": "notes.txt"}),
+        token,
+        key,
+        audience,
+    )
+}
+
+/// A `tools/call` of `tool` with `args`, carrying `token` and a per-call proof by `key` for
+/// `audience`.
+fn tool_call(id: u64, tool: &str, args: Value, token: &str, key: &KeyPair, audience: &str) -> String {
+    let call = aip_aat::proof::Call::tools_call(tool, Some(&args));
     let proof = aip_aat::proof::create_proof(key, token, &call, audience, now()).unwrap();
     serde_json::json!({
         "jsonrpc": "2.0",
         "id": id,
         "method": "tools/call",
-        "params": {"name": "read_file", "arguments": args, "_aip_aat": token, "_aip_proof": proof},
+        "params": {"name": tool, "arguments": args, "_aip_aat": token, "_aip_proof": proof},
     })
     .to_string()
+}
+
+/// The audit record in `log` of the `tools/call` with JSON-RPC id 1.
+fn first_call_record(log: &str) -> Value {
+    log.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["request_id"] == 1 && r["method"] == "tools/call")
+        .unwrap_or_else(|| panic!("no record of call 1 in\n{log}"))
 }
 
 #[test]
@@ -411,11 +431,7 @@ fn a_sub_sub_agent_calls_through_the_proxy_until_a_link_of_its_chain_is_revoked(
 
     // The audit names the whole chain of C's first call.
     let log = std::fs::read_to_string(&audit).unwrap();
-    let first: Value = log
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|r| r["request_id"] == 1 && r["method"] == "tools/call")
-        .unwrap_or_else(|| panic!("no record of call 1 in\n{log}"));
+    let first = first_call_record(&log);
     assert_eq!(first["agent_id"], c.id.as_str(), "{first}");
     assert_eq!(
         first["delegation_chain"],
@@ -447,16 +463,14 @@ fn stdio_proxy(policy: &std::path::Path, audit: &std::path::Path, target: String
 /// A `tools/call` of the filesystem server's `read_text_file` for `path`, carrying `token` and
 /// a per-call proof by `key`.
 fn read_text_call(id: u64, path: &std::path::Path, token: &str, key: &KeyPair) -> String {
-    let args = serde_json::json!({"path": path});
-    let call = aip_aat::proof::Call::tools_call("read_text_file", Some(&args));
-    let proof = aip_aat::proof::create_proof(key, token, &call, "files-proxy", now()).unwrap();
-    serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": id,
-        "method": "tools/call",
-        "params": {"name": "read_text_file", "arguments": args, "_aip_aat": token, "_aip_proof": proof},
-    })
-    .to_string()
+    tool_call(
+        id,
+        "read_text_file",
+        serde_json::json!({"path": path}),
+        token,
+        key,
+        "files-proxy",
+    )
 }
 
 /// A stdio `aip-proxy` with `policy` in front of the official filesystem server serving
@@ -677,11 +691,7 @@ fn a_users_chain_to_a_sub_sub_agent_works_until_any_link_is_revoked() {
 
     // The audit record of C's first call names the three agents, the user and each block.
     let log = std::fs::read_to_string(&audit).unwrap();
-    let first: Value = log
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|r| r["request_id"] == 1 && r["method"] == "tools/call")
-        .unwrap_or_else(|| panic!("no record of call 1 in\n{log}"));
+    let first = first_call_record(&log);
     assert_eq!(first["agent_id"], c.id.as_str(), "{first}");
     assert_eq!(first["user_id"], USER, "{first}");
     assert_eq!(
