@@ -644,6 +644,24 @@ fn a_users_chain_to_a_sub_sub_agent_works_until_any_link_is_revoked() {
     let revoked = authority.remote(&["delegations", "revoke", &ids[1], "--reason", "hand-off ended", "--json"]);
     assert_eq!(revoked["revoked"], "delegation", "{revoked}");
     assert_eq!(revoked["id"], ids[1].as_str(), "{revoked}");
+    // `aip-ca verify --check-revocation` says so too, as a proxy would.
+    let checked = run(&[
+        "verify",
+        "--aat",
+        &held_by_c,
+        "--issuer-url",
+        &authority.url,
+        "--audience",
+        PROXY,
+        "--max-depth",
+        "4",
+        "--check-revocation",
+        "--token",
+        &authority.reader,
+    ]);
+    assert_eq!(checked.status.code(), Some(1), "{checked:?}");
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert!(said.contains("a delegation on its chain was revoked"), "{said}");
     // The online proxy refuses the very next call.
     let answer = online_call(read_text_call(2, &notes, &held_by_c, &c_key));
     assert_eq!(answer["error"]["data"]["aat_error"], "aat_revoked", "{answer}");

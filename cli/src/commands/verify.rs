@@ -168,6 +168,7 @@ fn check_revocation(args: &Args, aat: &VerifiedAat, now: i64) -> Result<Option<(
             AatError::Revoked(RevokedBy::Token) => "the AAT was revoked".to_owned(),
             AatError::Revoked(RevokedBy::Session) => "its session was revoked".to_owned(),
             AatError::Revoked(RevokedBy::Agent) => "its agent was revoked".to_owned(),
+            AatError::Revoked(RevokedBy::Delegation) => "a delegation on its chain was revoked".to_owned(),
             other => other.to_string(),
         };
         (
